@@ -1,0 +1,435 @@
+"""The block protocol: one class per block, holding everything about it.
+
+A block declares its ports, params and weights as class attributes (frozen dataclasses), and
+implements four methods:
+
+- ``infer_shapes(in_shapes)``: output shapes from input shapes, without computing any numbers;
+  raises :class:`ShapeError` naming the port and dimension.
+- ``weight_shapes(in_shapes)``: the shape of every weight (so parameter counts need no arrays).
+- ``compute(inputs, weights) -> (outputs, saved)``: pure; what the VJP needs travels in ``saved``.
+- ``vjp(gout, saved, weights) -> (gin, gw)``: one gradient per float input and per weight.
+
+The public ``forward`` / ``backward`` wrap these with the shared machinery that no block repeats:
+zero-filling missing upstream gradients, summing gradients back to the shape of a broadcast input
+(tinygrad's central "un-broadcast"), dropping gradients of integer inputs and completing missing
+weight gradients with zeros.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+import numpy as np
+
+from engine.errors import ParamError, ShapeError
+
+if TYPE_CHECKING:
+    from engine.graph import Graph
+
+Shape = tuple[int, ...]
+Arrays = dict[str, np.ndarray]
+
+
+class Kind(enum.Enum):
+    """What a port carries."""
+
+    FLOAT = "float"  # real-valued tensors; gradients flow
+    IDS = "ids"  # int64 token ids or class labels; no gradient
+    ANY = "any"  # accepts either (loss targets)
+
+    def accepts(self, other: "Kind") -> bool:
+        return self is Kind.ANY or other is Kind.ANY or self is other
+
+
+class Category(str, enum.Enum):
+    """Palette groups, in display order."""
+
+    DATA = "Data"
+    MATH = "Math"
+    LOSSES = "Losses"
+    DENSE = "Dense"
+    SEQUENCE = "Sequence"
+    ATTENTION = "Attention"
+    CONVOLUTION = "Convolution"
+    COMPOSITE = "Composite"
+
+
+@dataclass(frozen=True)
+class Port:
+    """An input or output of a block."""
+
+    name: str
+    kind: Kind = Kind.FLOAT
+    optional: bool = False
+    differentiable: bool = True  # False for display-only outputs such as Attention's ``attn``
+    doc: str = ""
+
+
+class ParamType(str, enum.Enum):
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    CHOICE = "choice"
+    STR = "str"
+    SHAPE = "shape"  # tuple of positive ints
+    INTS = "ints"  # tuple of ints (axes, channel lists); may be empty
+    TENSOR = "tensor"  # nested lists of numbers
+    NODE = "node"  # the id of another node in the same graph, or "" for none
+
+
+@dataclass(frozen=True)
+class Param:
+    """A block parameter: what the inspector edits and the file stores."""
+
+    name: str
+    type: ParamType
+    default: Any
+    doc: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    nullable: bool = False  # ``None`` allowed (meaning "automatic", e.g. hidden = 4·d)
+
+    def coerce(self, block: str, value: Any) -> Any:
+        """Return ``value`` in canonical form, or raise :class:`ParamError` naming the param."""
+        where = f"{block}: parameter '{self.name}'"
+        if value is None:
+            if self.nullable:
+                return None
+            raise ParamError(f"{where} needs a value")
+        t = self.type
+        if t is ParamType.BOOL:
+            if not isinstance(value, (bool, np.bool_)):
+                raise ParamError(f"{where} must be true or false, got {value!r}")
+            return bool(value)
+        if t is ParamType.INT:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                if isinstance(value, float) and value.is_integer():
+                    value = int(value)
+                else:
+                    raise ParamError(f"{where} must be a whole number, got {value!r}")
+            value = int(value)
+            self._check_range(where, value)
+            return value
+        if t is ParamType.FLOAT:
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise ParamError(f"{where} must be a number, got {value!r}")
+            value = float(value)
+            if not math.isfinite(value):
+                raise ParamError(f"{where} must be finite, got {value!r}")
+            self._check_range(where, value)
+            return value
+        if t is ParamType.CHOICE:
+            if value not in self.choices:
+                raise ParamError(f"{where} must be one of {', '.join(self.choices)}; got {value!r}")
+            return str(value)
+        if t in (ParamType.STR, ParamType.NODE):
+            if not isinstance(value, str):
+                raise ParamError(f"{where} must be text, got {value!r}")
+            return value
+        if t in (ParamType.SHAPE, ParamType.INTS):
+            if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+                value = (int(value),)
+            if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+            ):
+                raise ParamError(f"{where} must be a list of whole numbers, got {value!r}")
+            value = tuple(int(v) for v in value)
+            if t is ParamType.SHAPE and any(v <= 0 for v in value):
+                raise ParamError(f"{where} must contain sizes ≥ 1, got {list(value)}")
+            for v in value:
+                self._check_range(where, v)
+            return value
+        if t is ParamType.TENSOR:
+            try:
+                arr = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ParamError(f"{where} must be a number or nested lists of numbers") from None
+            if not np.all(np.isfinite(arr)):
+                raise ParamError(f"{where} must contain finite numbers only")
+            return arr.tolist()
+        raise AssertionError(t)
+
+    def _check_range(self, where: str, value: float) -> None:
+        if self.minimum is not None and value < self.minimum:
+            raise ParamError(f"{where} must be ≥ {self.minimum:g}, got {value:g}")
+        if self.maximum is not None and value > self.maximum:
+            raise ParamError(f"{where} must be ≤ {self.maximum:g}, got {value:g}")
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """A learned tensor: its name and a human-readable shape such as ``(d_in, d_out)``."""
+
+    name: str
+    shape: str
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A palette entry that is a block with some params preset (LSTM = SequenceRNN cell=LSTM)."""
+
+    label: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Example:
+    """A shape example (docs) and a test case (the registry-generated tests run every one).
+
+    Float inputs are drawn uniformly from ``ranges[port]`` (default (-1, 1)); integer inputs
+    from ``range(*ranges[port])``; a port in ``choices`` draws from that list instead."""
+
+    params: Mapping[str, Any]
+    inputs: Mapping[str, tuple[int, ...]]
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    choices: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+
+    def sample(self, block: "Block", rng: np.random.Generator, dtype: Any = np.float64) -> dict[str, np.ndarray]:
+        kinds = {p.name: p.kind for p in block.input_ports()}
+        out: dict[str, np.ndarray] = {}
+        for port, shape in self.inputs.items():
+            if port in self.choices:
+                out[port] = rng.choice(np.asarray(self.choices[port]), size=shape).astype(dtype)
+            elif kinds.get(port) is Kind.IDS:
+                lo, hi = self.ranges.get(port, (0, 2))
+                out[port] = rng.integers(int(lo), int(hi), size=shape).astype(np.int64)
+            else:
+                lo, hi = self.ranges.get(port, (-1.0, 1.0))
+                out[port] = rng.uniform(lo, hi, size=shape).astype(dtype)
+        return out
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """Everything the palette, inspector, docs and file loader need to know about a block type."""
+
+    type_id: str
+    version: int
+    category: Category
+    formula: str
+    doc: str
+    inputs: tuple[Port, ...]
+    outputs: tuple[Port, ...]
+    params: tuple[Param, ...]
+    weights: tuple[WeightSpec, ...]
+    variants: tuple[Variant, ...]
+    composite: bool
+    examples: tuple[Example, ...]
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+class Block:
+    """Base class of every block. Subclasses set the class attributes and implement the
+    protocol methods; see the module docstring."""
+
+    type_id: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    category: ClassVar[Category] = Category.MATH
+    formula: ClassVar[str] = ""
+    inputs: ClassVar[tuple[Port, ...]] = ()
+    outputs: ClassVar[tuple[Port, ...]] = (Port("out"),)
+    params: ClassVar[tuple[Param, ...]] = ()
+    weights: ClassVar[tuple[WeightSpec, ...]] = ()
+    variants: ClassVar[tuple[Variant, ...]] = ()
+    composite: ClassVar[bool] = False
+    examples: ClassVar[tuple[Example, ...]] = ()
+
+    def __init__(self, **params: Any) -> None:
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            choices = ", ".join(known) or "none"
+            raise ParamError(
+                f"{self.type_id} has no parameter {', '.join(repr(u) for u in unknown)} "
+                f"(its parameters: {choices})"
+            )
+        values = {name: p.coerce(self.type_id, params.get(name, p.default)) for name, p in known.items()}
+        self.p: Mapping[str, Any] = MappingProxyType(values)
+        self.check_params()
+
+    # --- declaration helpers -------------------------------------------------------------
+
+    @classmethod
+    def spec(cls) -> BlockSpec:
+        doc = (cls.__doc__ or "").strip()
+        return BlockSpec(
+            cls.type_id, cls.version, cls.category, cls.formula, doc, cls.inputs, cls.outputs,
+            cls.params, cls.weights, cls.variants, cls.composite, cls.examples,
+        )
+
+    def check_params(self) -> None:
+        """Cross-parameter checks (raise :class:`ParamError` naming the parameter)."""
+
+    def input_ports(self) -> tuple[Port, ...]:
+        """The inputs this instance has (some depend on params, e.g. LSTM's ``c0``)."""
+        return self.inputs
+
+    def output_ports(self) -> tuple[Port, ...]:
+        return self.outputs
+
+    def output_kind(self, port: str) -> Kind:
+        return self._port(self.output_ports(), port).kind
+
+    def shared_weights(self) -> dict[str, tuple[str, str]]:
+        """Weights borrowed from another node: ``{local_name: (node_id, weight_name)}``.
+        The runtime passes the owner's array in and adds the gradient to the owner's."""
+        return {}
+
+    def expand(self) -> "Graph | None":
+        """The inner graph of a composite block (None for primitives)."""
+        return None
+
+    @staticmethod
+    def _port(ports: tuple[Port, ...], name: str) -> Port:
+        for p in ports:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    # --- the protocol ----------------------------------------------------------------------
+
+    def infer_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
+        raise NotImplementedError
+
+    def weight_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
+        return {}
+
+    def init_weights(self, in_shapes: Mapping[str, Shape], rng: np.random.Generator) -> Arrays:
+        """Default initialisation: biases and ``beta`` zero, ``gamma`` one, matrices
+        uniform in ±1/√fan_in (torch's ``nn.Linear`` rule). Blocks override where the
+        lecture or torch says otherwise."""
+        out: Arrays = {}
+        for name, shape in self.weight_shapes(in_shapes).items():
+            if name == "gamma":
+                out[name] = np.ones(shape)
+            elif name.startswith("b") and len(shape) == 1:
+                out[name] = np.zeros(shape)
+            else:
+                bound = 1.0 / math.sqrt(max(1, shape[0]))
+                out[name] = rng.uniform(-bound, bound, size=shape)
+        return out
+
+    def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
+        raise NotImplementedError
+
+    def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
+        raise NotImplementedError
+
+    def forward(self, inputs: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray]) -> tuple[Arrays, dict[str, Any]]:
+        """Run the block. Returns ``(outputs, saved)``; nothing is kept on ``self``."""
+        outs, saved = self.compute(dict(inputs), dict(weights))
+        saved = dict(saved)
+        saved["_in_shapes"] = {k: np.shape(v) for k, v in inputs.items()}
+        saved["_in_dtypes"] = {k: np.asarray(v).dtype for k, v in inputs.items()}
+        saved["_out_shapes"] = {k: np.shape(v) for k, v in outs.items()}
+        saved["_out_dtypes"] = {k: np.asarray(v).dtype for k, v in outs.items()}
+        return outs, saved
+
+    def backward(self, gout: Mapping[str, np.ndarray], saved: dict[str, Any], weights: Mapping[str, np.ndarray]) -> tuple[Arrays, Arrays]:
+        """Gradients for every float input (input-shaped) and every weight.
+
+        Upstream gradients missing from ``gout`` count as zero."""
+        full: Arrays = {}
+        for port in self.output_ports():
+            if port.name not in saved["_out_shapes"]:
+                continue
+            if port.name in gout and gout[port.name] is not None and port.differentiable:
+                full[port.name] = gout[port.name]
+            else:
+                full[port.name] = np.zeros(saved["_out_shapes"][port.name], saved["_out_dtypes"][port.name])
+        gin, gw = self.vjp(full, saved, dict(weights))
+        result: Arrays = {}
+        for port in self.input_ports():
+            if port.name not in saved["_in_shapes"] or not np.issubdtype(saved["_in_dtypes"][port.name], np.floating):
+                continue
+            shape = saved["_in_shapes"][port.name]
+            g = gin.get(port.name)
+            dtype = saved["_in_dtypes"][port.name]
+            result[port.name] = np.zeros(shape, dtype) if g is None else unbroadcast(np.asarray(g, dtype), shape)
+        grads_w: Arrays = {}
+        for name, w in weights.items():
+            g = gw.get(name)
+            grads_w[name] = np.zeros_like(w) if g is None else np.asarray(g, w.dtype).reshape(w.shape)
+        return result, grads_w
+
+    # --- helpers for subclasses -------------------------------------------------------------
+
+    def shape_error(self, message: str) -> ShapeError:
+        return ShapeError(f"{self.type_id}: {message}")
+
+    def require(self, in_shapes: Mapping[str, Shape], port: str, ndim: int | tuple[int, ...] | None = None, what: str = "") -> Shape:
+        """Fetch the shape of a required input and check its rank."""
+        if port not in in_shapes:
+            raise self.shape_error(f"input '{port}' is not connected")
+        shape = tuple(in_shapes[port])
+        if ndim is not None:
+            allowed = (ndim,) if isinstance(ndim, int) else ndim
+            if len(shape) not in allowed:
+                want = " or ".join(str(n) for n in allowed)
+                hint = f" {what}" if what else ""
+                raise self.shape_error(
+                    f"input '{port}' must have {want} dimensions{hint}, got shape {shape_str(shape)}"
+                )
+        return shape
+
+    def expect_dim(self, port: str, shape: Shape, axis: int, expected: int, meaning: str = "") -> None:
+        """Raise a ShapeError unless ``shape[axis] == expected``."""
+        got = shape[axis]
+        if got != expected:
+            what = f" ({meaning})" if meaning else ""
+            raise self.shape_error(
+                f"input '{port}' dimension {axis % len(shape)}{what} should be {expected}, "
+                f"got {got} (shape {shape_str(shape)})"
+            )
+
+
+def shape_str(shape: Shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def broadcast_shapes(block: Block, shapes: Mapping[str, Shape]) -> Shape:
+    """numpy broadcasting of the named input shapes, with a message naming the dimension."""
+    items = list(shapes.items())
+    result: list[int] = []
+    ndim = max(len(s) for _, s in items)
+    for axis in range(-1, -ndim - 1, -1):
+        size = 1
+        owner = None
+        for name, s in items:
+            if -axis <= len(s) and s[axis] != 1:
+                if size != 1 and s[axis] != size:
+                    detail = ", ".join(f"{n} {shape_str(sh)}" for n, sh in items)
+                    raise block.shape_error(
+                        f"inputs cannot broadcast: dimension {axis} is {size} in '{owner}' but "
+                        f"{s[axis]} in '{name}' ({detail})"
+                    )
+                size, owner = s[axis], name
+        result.append(size)
+    return tuple(reversed(result))
+
+
+def unbroadcast(g: np.ndarray, shape: Shape) -> np.ndarray:
+    """Sum ``g`` back down to ``shape`` (the inverse of numpy broadcasting)."""
+    shape = tuple(shape)
+    if g.shape == shape:
+        return g
+    extra = g.ndim - len(shape)
+    if extra < 0:
+        raise ValueError(f"gradient of shape {g.shape} cannot reduce to {shape}")
+    if extra:
+        g = g.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)

@@ -1,0 +1,413 @@
+"""The document model: nodes, links, params and positions, with validation.
+
+A :class:`Graph` is plain data plus checks. Every edit either succeeds completely or raises a
+typed :mod:`engine.errors` exception whose message a person can act on, leaving the graph as it
+was. Shape inference (:meth:`Graph.infer`) runs over the whole graph without computing any
+numbers and reports, per node, either its output shapes or the reason they cannot be computed.
+
+Edits bump :attr:`Graph.revision`; derived things (the topological order, the shape report)
+are computed once per revision and reused.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import networkx as nx
+
+from engine import blocks
+from engine.blocks import Block, Kind, Port
+from engine.errors import (
+    CycleError,
+    GraphError,
+    PortError,
+    PortKindError,
+    PortOccupiedError,
+    ShapeError,
+    UnknownBlockError,
+)
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Link:
+    """A wire from an output port to an input port."""
+
+    src: str
+    src_port: str
+    dst: str
+    dst_port: str
+
+
+@dataclass
+class Node:
+    """One block in the graph. ``block`` is None for a placeholder (an unknown type kept so that
+    nothing in a file from a newer version or a plugin is lost)."""
+
+    id: str
+    type: str
+    params: dict[str, Any]
+    name: str
+    position: tuple[float, float] = (0.0, 0.0)
+    block: Block | None = field(default=None, repr=False, compare=False)
+    placeholder_ports: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+
+    @property
+    def is_placeholder(self) -> bool:
+        return self.block is None
+
+    @property
+    def label(self) -> str:
+        return f"'{self.name}'" if self.name else f"{self.type} {self.id[:8]}"
+
+    def input_ports(self) -> tuple[Port, ...]:
+        if self.block is None:
+            return tuple(Port(n, Kind.ANY, optional=True) for n in self.placeholder_ports[0])
+        return self.block.input_ports()
+
+    def output_ports(self) -> tuple[Port, ...]:
+        if self.block is None:
+            return tuple(Port(n, Kind.ANY) for n in self.placeholder_ports[1])
+        return self.block.output_ports()
+
+    def output_kind(self, port: str) -> Kind:
+        return Kind.ANY if self.block is None else self.block.output_kind(port)
+
+
+@dataclass(frozen=True)
+class ShapeReport:
+    """Result of shape inference over a whole graph.
+
+    ``shapes[(node, port)]`` is known for every output that could be inferred; ``errors[node]``
+    holds the reason a node's shapes could not be inferred (a :class:`ShapeError` message);
+    ``incomplete`` lists nodes missing a required input (no error, just not yet wired)."""
+
+    shapes: Mapping[tuple[str, str], Shape]
+    kinds: Mapping[tuple[str, str], Kind]
+    errors: Mapping[str, str]
+    incomplete: frozenset[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.incomplete
+
+
+class Graph:
+    """A DAG of blocks. See the module docstring."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}
+        self.links: list[Link] = []
+        self.revision = 0
+        self._cache: dict[str, tuple[int, Any]] = {}
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def node(self, node_id: str) -> Node:
+        try:
+            return self.nodes[node_id]
+        except KeyError:
+            raise GraphError(f"there is no node with id {node_id!r}") from None
+
+    def find(self, key: str) -> Node:
+        """A node by id, by unique name, or by unique id prefix (for the CLI and presets)."""
+        if key in self.nodes:
+            return self.nodes[key]
+        named = [n for n in self.nodes.values() if n.name == key]
+        if len(named) == 1:
+            return named[0]
+        if len(named) > 1:
+            raise GraphError(f"{len(named)} nodes are named {key!r}; use a node id")
+        prefixed = [n for n in self.nodes.values() if n.id.startswith(key)]
+        if len(prefixed) == 1:
+            return prefixed[0]
+        raise GraphError(f"no node is named {key!r}")
+
+    def link_into(self, node_id: str, port: str) -> Link | None:
+        for link in self.links:
+            if link.dst == node_id and link.dst_port == port:
+                return link
+        return None
+
+    def links_of(self, node_id: str) -> list[Link]:
+        return [l for l in self.links if l.src == node_id or l.dst == node_id]
+
+    def to_networkx(self) -> nx.MultiDiGraph:
+        g = nx.MultiDiGraph()
+        g.add_nodes_from(self.nodes)
+        for link in self.links:
+            g.add_edge(link.src, link.dst, src_port=link.src_port, dst_port=link.dst_port)
+        for node in self.nodes.values():
+            if node.block is not None:
+                for owner, _ in node.block.shared_weights().values():
+                    if owner in self.nodes:
+                        g.add_node(owner)
+        return g
+
+    def topological_order(self) -> tuple[str, ...]:
+        """Node ids in a deterministic topological order (ties broken by insertion order)."""
+        cached = self._cache.get("order")
+        if cached and cached[0] == self.revision:
+            return cached[1]
+        position = {nid: i for i, nid in enumerate(self.nodes)}
+        order = tuple(nx.lexicographical_topological_sort(self.to_networkx(), key=position.__getitem__))
+        self._cache["order"] = (self.revision, order)
+        return order
+
+    # --- edits -----------------------------------------------------------------------------
+
+    def _touch(self) -> None:
+        self.revision += 1
+
+    def unique_name(self, base: str) -> str:
+        taken = {n.name for n in self.nodes.values()}
+        if base not in taken:
+            return base
+        i = 2
+        while f"{base} {i}" in taken:
+            i += 1
+        return f"{base} {i}"
+
+    def add_node(
+        self,
+        type_id: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        node_id: str | None = None,
+        name: str | None = None,
+        position: tuple[float, float] = (0.0, 0.0),
+        allow_unknown: bool = False,
+    ) -> Node:
+        """Add a block; raises UnknownBlockError / ParamError. With ``allow_unknown`` an unknown
+        type becomes a placeholder node that keeps its params."""
+        node_id = node_id or str(uuid.uuid4())
+        if node_id in self.nodes:
+            raise GraphError(f"a node with id {node_id!r} already exists")
+        params = dict(params or {})
+        try:
+            block = blocks.create(type_id, **params)
+            params = dict(block.p)
+        except UnknownBlockError:
+            if not allow_unknown:
+                raise
+            block = None
+        node = Node(node_id, type_id, params, name if name is not None else self.unique_name(type_id),
+                    (float(position[0]), float(position[1])), block)
+        self.nodes[node_id] = node
+        self._touch()
+        return node
+
+    def remove_node(self, node_id: str) -> list[Link]:
+        """Remove a node and its links; returns the removed links (for undo)."""
+        self.node(node_id)
+        removed = self.links_of(node_id)
+        self.links = [l for l in self.links if l not in removed]
+        del self.nodes[node_id]
+        self._touch()
+        return removed
+
+    def set_params(self, node_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change params (validated as a whole); returns the previous values of those changed.
+        Links to ports that no longer exist are not removed here: the node reports it."""
+        node = self.node(node_id)
+        if node.block is None:
+            raise GraphError(f"{node.label} is a placeholder for unknown block {node.type!r}; its params cannot be edited")
+        new = dict(node.params)
+        new.update(changes)
+        block = blocks.create(node.type, **new)
+        old = {k: node.params.get(k) for k in changes}
+        node.params = dict(block.p)
+        node.block = block
+        self._touch()
+        return old
+
+    def rename(self, node_id: str, name: str) -> str:
+        node = self.node(node_id)
+        old, node.name = node.name, name
+        self._touch()
+        return old
+
+    def move(self, node_id: str, position: tuple[float, float]) -> tuple[float, float]:
+        """Move a node (editor metadata: does not bump the revision, shapes don't change)."""
+        node = self.node(node_id)
+        old, node.position = node.position, (float(position[0]), float(position[1]))
+        return old
+
+    def check_link(self, src: str, src_port: str, dst: str, dst_port: str, *, replace: bool = False) -> None:
+        """Raise the error :meth:`connect` would raise, without changing anything."""
+        a, b = self.node(src), self.node(dst)
+        outs = {p.name: p for p in a.output_ports()}
+        ins = {p.name: p for p in b.input_ports()}
+        if src_port not in outs:
+            raise PortError(f"{a.label} has no output '{src_port}' (outputs: {', '.join(outs) or 'none'})")
+        if dst_port not in ins:
+            raise PortError(f"{b.label} has no input '{dst_port}' (inputs: {', '.join(ins) or 'none'})")
+        if src == dst:
+            raise CycleError(f"a link from {a.label} to itself would make a cycle", [a.label])
+        kind_out, kind_in = a.output_kind(src_port), ins[dst_port].kind
+        if not kind_in.accepts(kind_out):
+            what = {Kind.IDS: "token ids (integers)", Kind.FLOAT: "real numbers"}
+            raise PortKindError(
+                f"{b.label} input '{dst_port}' takes {what[kind_in]}, but {a.label} output "
+                f"'{src_port}' gives {what[kind_out]}"
+            )
+        existing = self.link_into(dst, dst_port)
+        if existing is not None and not replace:
+            other = self.node(existing.src)
+            raise PortOccupiedError(
+                f"{b.label} input '{dst_port}' is already connected to {other.label} "
+                f"'{existing.src_port}'; an input takes one link (drop on it to replace)"
+            )
+        g = self.to_networkx()
+        if nx.has_path(g, dst, src):
+            path = nx.shortest_path(g, dst, src)
+            labels = [self.nodes[n].label for n in path] + [b.label]
+            raise CycleError(
+                f"this link would make a cycle: {' → '.join(labels)}; a graph must flow one way",
+                labels,
+            )
+        trial = self._with_link(Link(src, src_port, dst, dst_port), existing)
+        report = trial.infer()
+        if dst in report.errors and dst not in self.infer().errors:
+            raise ShapeError(f"{b.label}: {report.errors[dst]}")
+
+    def connect(self, src: str, src_port: str, dst: str, dst_port: str, *, replace: bool = False) -> tuple[Link, Link | None]:
+        """Add a link; returns ``(new_link, replaced_link_or_None)``.
+
+        Raises PortError, PortKindError, PortOccupiedError (unless ``replace``), CycleError or
+        ShapeError (when the destination's shapes would stop working)."""
+        self.check_link(src, src_port, dst, dst_port, replace=replace)
+        old = self.link_into(dst, dst_port)
+        if old is not None:
+            self.links.remove(old)
+        link = Link(src, src_port, dst, dst_port)
+        self.links.append(link)
+        self._touch()
+        return link, old
+
+    def add_link(self, link: Link) -> None:
+        """Add a link that was valid before (undo, file loading after validation)."""
+        self.links.append(link)
+        self._touch()
+
+    def disconnect(self, link: Link) -> None:
+        if link not in self.links:
+            raise GraphError("that link does not exist")
+        self.links.remove(link)
+        self._touch()
+
+    def _with_link(self, link: Link, without: Link | None) -> "Graph":
+        trial = Graph()
+        trial.nodes = self.nodes
+        trial.links = [l for l in self.links if l != without] + [link]
+        return trial
+
+    # --- shapes ------------------------------------------------------------------------------
+
+    def infer(self) -> ShapeReport:
+        """Infer every port's shape and kind, without computing any numbers."""
+        cached = self._cache.get("infer")
+        if cached and cached[0] == self.revision:
+            return cached[1]
+        shapes: dict[tuple[str, str], Shape] = {}
+        kinds: dict[tuple[str, str], Kind] = {}
+        errors: dict[str, str] = {}
+        incomplete: set[str] = set()
+        for nid in self.topological_order():
+            node = self.nodes[nid]
+            if node.block is None:
+                errors[nid] = f"unknown block type {node.type!r}: this file needs a newer Backprop Studio or a plugin"
+                continue
+            in_shapes: dict[str, Shape] = {}
+            blocked = False
+            for port in node.block.input_ports():
+                link = self.link_into(nid, port.name)
+                if link is None:
+                    if not port.optional:
+                        incomplete.add(nid)
+                        blocked = True
+                    continue
+                key = (link.src, link.src_port)
+                if key not in shapes:
+                    blocked = True  # upstream failed or incomplete: say nothing more here
+                    continue
+                in_shapes[port.name] = shapes[key]
+            for link in self.links:
+                if link.dst == nid and link.dst_port not in {p.name for p in node.block.input_ports()}:
+                    errors[nid] = f"input '{link.dst_port}' no longer exists; remove that link"
+                    blocked = True
+            if blocked:
+                continue
+            try:
+                out = node.block.infer_shapes(in_shapes)
+                for owner, wname in node.block.shared_weights().values():
+                    self._check_shared(node, owner, wname)
+            except ShapeError as exc:
+                errors[nid] = str(exc)
+                continue
+            for port, shape in out.items():
+                shapes[(nid, port)] = tuple(int(s) for s in shape)
+                kinds[(nid, port)] = node.block.output_kind(port)
+        report = ShapeReport(shapes, kinds, errors, frozenset(incomplete))
+        self._cache["infer"] = (self.revision, report)
+        return report
+
+    def _check_shared(self, node: Node, owner: str, wname: str) -> None:
+        if owner not in self.nodes:
+            raise ShapeError(f"shares weight '{wname}' with node {owner!r}, which is not in this graph")
+        other = self.nodes[owner]
+        if other.block is None or wname not in {w.name for w in other.block.weights}:
+            raise ShapeError(f"shares weight '{wname}' with {other.label}, which has no weight '{wname}'")
+
+    # --- copying -----------------------------------------------------------------------------
+
+    def copy(self) -> "Graph":
+        """An independent copy with the same ids."""
+        g = Graph()
+        for n in self.nodes.values():
+            g.nodes[n.id] = Node(n.id, n.type, dict(n.params), n.name, n.position, n.block, n.placeholder_ports)
+        g.links = list(self.links)
+        return g
+
+    def weight_shapes(self, node_id: str, report: ShapeReport | None = None) -> dict[str, Shape]:
+        """Shapes of a node's own weights (empty when its inputs are unknown)."""
+        node = self.node(node_id)
+        if node.block is None:
+            return {}
+        report = report or self.infer()
+        in_shapes = self.input_shapes(node_id, report)
+        if in_shapes is None or node_id in report.errors:
+            return {}
+        shared = node.block.shared_weights()
+        return {k: v for k, v in node.block.weight_shapes(in_shapes).items() if k not in shared}
+
+    def input_shapes(self, node_id: str, report: ShapeReport | None = None) -> dict[str, Shape] | None:
+        """The shapes arriving at a node's inputs, or None when some required one is unknown."""
+        node = self.node(node_id)
+        report = report or self.infer()
+        result: dict[str, Shape] = {}
+        for port in node.input_ports():
+            link = self.link_into(node_id, port.name)
+            if link is None:
+                if not port.optional:
+                    return None
+                continue
+            key = (link.src, link.src_port)
+            if key not in report.shapes:
+                return None
+            result[port.name] = report.shapes[key]
+        return result
+
+    def parameter_count(self) -> int:
+        report = self.infer()
+        total = 0
+        for nid in self.nodes:
+            for shape in self.weight_shapes(nid, report).values():
+                n = 1
+                for s in shape:
+                    n *= s
+                total += n
+        return total

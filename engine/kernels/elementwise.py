@@ -1,0 +1,128 @@
+"""Fused elementwise activation kernels: forward, and backward as one pass ``g * f'(x)``.
+
+Kernels work on flat contiguous arrays; :func:`activation` and :func:`activation_grad` reshape.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import special
+
+from engine.kernels import kernel
+
+_SQRT_HALF = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+
+
+def sigmoid_np(x: np.ndarray, out: np.ndarray) -> None:
+    # tanh form: exact and overflow-free for large |x|.
+    out[:] = 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+@kernel(sigmoid_np)
+def sigmoid(x, out):
+    for i in range(x.size):
+        v = x[i]
+        if v >= 0:
+            out[i] = 1.0 / (1.0 + math.exp(-v))
+        else:
+            e = math.exp(v)
+            out[i] = e / (1.0 + e)
+
+
+def sigmoid_grad_np(y: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
+    out[:] = g * y * (1 - y)
+
+
+@kernel(sigmoid_grad_np)
+def sigmoid_grad(y, g, out):
+    for i in range(y.size):
+        out[i] = g[i] * y[i] * (1 - y[i])
+
+
+def tanh_np(x: np.ndarray, out: np.ndarray) -> None:
+    out[:] = np.tanh(x)
+
+
+@kernel(tanh_np)
+def tanh(x, out):
+    for i in range(x.size):
+        out[i] = math.tanh(x[i])
+
+
+def tanh_grad_np(y: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
+    out[:] = g * (1 - y * y)
+
+
+@kernel(tanh_grad_np)
+def tanh_grad(y, g, out):
+    for i in range(y.size):
+        out[i] = g[i] * (1 - y[i] * y[i])
+
+
+def relu_np(x: np.ndarray, out: np.ndarray) -> None:
+    out[:] = np.maximum(x, 0)
+
+
+@kernel(relu_np)
+def relu(x, out):
+    for i in range(x.size):
+        out[i] = x[i] if x[i] > 0 else 0
+
+
+def relu_grad_np(y: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
+    out[:] = np.where(y > 0, g, 0)
+
+
+@kernel(relu_grad_np)
+def relu_grad(y, g, out):
+    for i in range(y.size):
+        out[i] = g[i] if y[i] > 0 else 0
+
+
+def gelu_np(x: np.ndarray, out: np.ndarray) -> None:
+    out[:] = x * 0.5 * (1.0 + special.erf(x * _SQRT_HALF))
+
+
+@kernel(gelu_np)
+def gelu(x, out):
+    for i in range(x.size):
+        out[i] = x[i] * 0.5 * (1.0 + math.erf(x[i] * _SQRT_HALF))
+
+
+def gelu_grad_np(x: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
+    cdf = 0.5 * (1.0 + special.erf(x * _SQRT_HALF))
+    out[:] = g * (cdf + x * _INV_SQRT_2PI * np.exp(-0.5 * x * x))
+
+
+@kernel(gelu_grad_np)
+def gelu_grad(x, g, out):
+    for i in range(x.size):
+        v = x[i]
+        cdf = 0.5 * (1.0 + math.erf(v * _SQRT_HALF))
+        out[i] = g[i] * (cdf + v * _INV_SQRT_2PI * math.exp(-0.5 * v * v))
+
+
+FORWARD = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "gelu": gelu}
+BACKWARD = {"sigmoid": sigmoid_grad, "tanh": tanh_grad, "relu": relu_grad, "gelu": gelu_grad}
+#: Whether the backward kernel wants the forward *output* (True) or the *input* (False).
+GRAD_FROM_OUTPUT = {"sigmoid": True, "tanh": True, "relu": True, "gelu": False}
+
+
+def activation(name: str, x: np.ndarray) -> np.ndarray:
+    """``f(x)`` for a named activation, any shape, float32 or float64."""
+    x = np.ascontiguousarray(x)
+    out = np.empty_like(x)
+    FORWARD[name](x.reshape(-1), out.reshape(-1))
+    return out
+
+
+def activation_grad(name: str, x: np.ndarray, y: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``g * f'(x)``, given the forward input ``x`` and output ``y``."""
+    src = np.ascontiguousarray(y if GRAD_FROM_OUTPUT[name] else x)
+    g = np.ascontiguousarray(g, dtype=src.dtype)
+    out = np.empty_like(src)
+    BACKWARD[name](src.reshape(-1), g.reshape(-1), out.reshape(-1))
+    return out
