@@ -126,11 +126,16 @@ class Graph:
             return prefixed[0]
         raise GraphError(f"no node is named {key!r}")
 
+    def _links_by_dst(self) -> dict[tuple[str, str], Link]:
+        cached = self._cache.get("into")
+        if cached and cached[0] == self.revision:
+            return cached[1]
+        index = {(l.dst, l.dst_port): l for l in self.links}
+        self._cache["into"] = (self.revision, index)
+        return index
+
     def link_into(self, node_id: str, port: str) -> Link | None:
-        for link in self.links:
-            if link.dst == node_id and link.dst_port == port:
-                return link
-        return None
+        return self._links_by_dst().get((node_id, port))
 
     def links_of(self, node_id: str) -> list[Link]:
         return [l for l in self.links if l.src == node_id or l.dst == node_id]
@@ -269,10 +274,28 @@ class Graph:
                 f"this link would make a cycle: {' → '.join(labels)}; a graph must flow one way",
                 labels,
             )
-        trial = self._with_link(Link(src, src_port, dst, dst_port), existing)
-        report = trial.infer()
-        if dst in report.errors and dst not in self.infer().errors:
-            raise ShapeError(f"{b.label}: {report.errors[dst]}")
+        self._check_link_shapes(b, dst_port, (src, src_port))
+
+    def _check_link_shapes(self, dst: Node, dst_port: str, src: tuple[str, str]) -> None:
+        """Refuse a link that would break the destination's shapes (only the destination: what
+        it breaks further downstream shows as badges, so rewiring stays possible). O(ports)."""
+        report = self.infer()
+        if dst.block is None or src not in report.shapes or dst.id in report.errors:
+            return
+        in_shapes: dict[str, Shape] = {}
+        for port in dst.block.input_ports():
+            if port.name == dst_port:
+                in_shapes[port.name] = report.shapes[src]
+                continue
+            link = self.link_into(dst.id, port.name)
+            if link is not None and (link.src, link.src_port) in report.shapes:
+                in_shapes[port.name] = report.shapes[(link.src, link.src_port)]
+            elif not port.optional:
+                return  # not all inputs known yet: nothing to refuse
+        try:
+            dst.block.infer_shapes(in_shapes)
+        except ShapeError as exc:
+            raise ShapeError(f"{dst.label}: {exc}") from None
 
     def connect(self, src: str, src_port: str, dst: str, dst_port: str, *, replace: bool = False) -> tuple[Link, Link | None]:
         """Add a link; returns ``(new_link, replaced_link_or_None)``.
@@ -299,12 +322,6 @@ class Graph:
         self.links.remove(link)
         self._touch()
 
-    def _with_link(self, link: Link, without: Link | None) -> "Graph":
-        trial = Graph()
-        trial.nodes = self.nodes
-        trial.links = [l for l in self.links if l != without] + [link]
-        return trial
-
     # --- shapes ------------------------------------------------------------------------------
 
     def infer(self) -> ShapeReport:
@@ -316,6 +333,9 @@ class Graph:
         kinds: dict[tuple[str, str], Kind] = {}
         errors: dict[str, str] = {}
         incomplete: set[str] = set()
+        wired: dict[str, list[str]] = {}
+        for dst, port in self._links_by_dst():
+            wired.setdefault(dst, []).append(port)
         for nid in self.topological_order():
             node = self.nodes[nid]
             if node.block is None:
@@ -335,10 +355,11 @@ class Graph:
                     blocked = True  # upstream failed or incomplete: say nothing more here
                     continue
                 in_shapes[port.name] = shapes[key]
-            for link in self.links:
-                if link.dst == nid and link.dst_port not in {p.name for p in node.block.input_ports()}:
-                    errors[nid] = f"input '{link.dst_port}' no longer exists; remove that link"
-                    blocked = True
+            names = {p.name for p in node.block.input_ports()}
+            stale = [port for port in wired.get(nid, ()) if port not in names]
+            if stale:
+                errors[nid] = f"input '{stale[0]}' no longer exists; remove that link"
+                blocked = True
             if blocked:
                 continue
             try:
