@@ -1,0 +1,183 @@
+"""Multi-head scaled dot-product attention (self- and cross-attention)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from engine.blocks import register
+from engine.blocks._base import (
+    Arrays,
+    Block,
+    Category,
+    Example,
+    Param,
+    ParamType,
+    Port,
+    Shape,
+    WeightSpec,
+    shape_str,
+)
+from engine.kernels import attention as kattention
+
+
+def _split_heads(t: np.ndarray, batch: int, length: int, heads: int) -> np.ndarray:
+    """(B·L, d) → contiguous head-major (B·H, L, dh): head h owns columns h·dh … (h+1)·dh."""
+    dh = t.shape[-1] // heads
+    return np.ascontiguousarray(t.reshape(batch, length, heads, dh).transpose(0, 2, 1, 3)).reshape(batch * heads, length, dh)
+
+
+def _merge_heads(t: np.ndarray, batch: int, heads: int) -> np.ndarray:
+    """(B·H, L, dh) → (B·L, d), the inverse of :func:`_split_heads` (concat over heads)."""
+    _, length, dh = t.shape
+    return np.ascontiguousarray(t.reshape(batch, heads, length, dh).transpose(0, 2, 1, 3)).reshape(batch * length, heads * dh)
+
+
+@register
+class Attention(Block):
+    """Multi-head scaled dot-product attention, as in the Transformer.
+
+    Q = x Wq + bq, K = c Wk + bk, V = c Wv + bv, where c is ``context`` when it is connected
+    (cross-attention) and x otherwise (self-attention). Head h uses columns h·dh … (h+1)·dh with
+    dh = d / heads; its attention matrix is A_h = softmax(Q_h K_hᵀ / √dh), with −∞ above the
+    diagonal when ``causal`` (query i sees keys j ≤ i only). out = concat_h(A_h V_h) Wo + bo.
+
+    ``attn`` returns every A_h for display; no gradient flows back through it.
+    Matches ``nn.MultiheadAttention(batch_first=True)`` with in_proj_weight = [Wq; Wk; Wv]ᵀ
+    (i.e. [Wqᵀ; Wkᵀ; Wvᵀ]) and out_proj.weight = Woᵀ.
+
+    Example: heads 4, x (2, 5, 16) → out (2, 5, 16), attn (2, 4, 5, 5);
+    with context (2, 7, 16) → out (2, 5, 16), attn (2, 4, 5, 7)."""
+
+    type_id = "Attention"
+    category = Category.ATTENTION
+    formula = "out = concat_h(softmax(Q_h K_hᵀ/√dh) V_h) Wo + bo;  Q = x Wq + bq, K = c Wk + bk, V = c Wv + bv"
+    inputs = (
+        Port("x", doc="the queries' sequence (B, Lq, d)"),
+        Port("context", optional=True, doc="the sequence attended to (B, Lk, d); x itself when not connected"),
+    )
+    outputs = (
+        Port("out", doc="(B, Lq, d)"),
+        Port("attn", differentiable=False, doc="attention weights A (B, heads, Lq, Lk), for display only"),
+    )
+    params = (
+        Param("heads", ParamType.INT, 1, "number of heads; must divide the width d", minimum=1),
+        Param("causal", ParamType.BOOL, False, "hide later positions: query i attends to keys j ≤ i only"),
+        Param("bias", ParamType.BOOL, True, "add the biases bq, bk, bv, bo"),
+    )
+    weights = (
+        WeightSpec("Wq", "(d, d)", "query projection"),
+        WeightSpec("Wk", "(d, d)", "key projection"),
+        WeightSpec("Wv", "(d, d)", "value projection"),
+        WeightSpec("Wo", "(d, d)", "output projection"),
+        WeightSpec("bq", "(d,)", "query bias (when bias)"),
+        WeightSpec("bk", "(d,)", "key bias (when bias)"),
+        WeightSpec("bv", "(d,)", "value bias (when bias)"),
+        WeightSpec("bo", "(d,)", "output bias (when bias)"),
+    )
+    examples = (
+        Example({"heads": 2}, {"x": (2, 3, 4)}),
+        Example({"heads": 2, "causal": True}, {"x": (1, 4, 4)}),
+        Example({"heads": 1, "bias": False}, {"x": (2, 3, 4), "context": (2, 5, 4)}),
+        Example({"heads": 2, "causal": True}, {"x": (1, 3, 4), "context": (1, 2, 4)}),
+    )
+
+    # --- shapes -----------------------------------------------------------------------------
+
+    def infer_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
+        x = self.require(in_shapes, "x", 3, "(batch, length, width)")
+        batch, lq, d = x
+        lk = lq
+        if "context" in in_shapes:
+            c = self.require(in_shapes, "context", 3, "(batch, length, width)")
+            self.expect_dim("context", c, 0, batch, f"batch, as in input 'x' {shape_str(x)}")
+            self.expect_dim("context", c, 2, d, f"width, as in input 'x' {shape_str(x)}")
+            lk = c[1]
+        heads = self.p["heads"]
+        if d % heads:
+            raise self.shape_error(
+                f"parameter 'heads' ({heads}) must divide the width d = {d} of input 'x' "
+                f"{shape_str(x)}; each head takes d / heads columns"
+            )
+        return {"out": (batch, lq, d), "attn": (batch, heads, lq, lk)}
+
+    def weight_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
+        d = self.require(in_shapes, "x", 3)[2]
+        shapes: dict[str, Shape] = {name: (d, d) for name in ("Wq", "Wk", "Wv", "Wo")}
+        if self.p["bias"]:
+            shapes.update({name: (d,) for name in ("bq", "bk", "bv", "bo")})
+        return shapes
+
+    # --- forward / backward -----------------------------------------------------------------
+
+    def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
+        x = inputs["x"]
+        self.infer_shapes({k: np.shape(v) for k, v in inputs.items()})
+        cross = "context" in inputs
+        batch, lq, d = x.shape
+        heads = self.p["heads"]
+        x2 = x.reshape(batch * lq, d)
+        if cross:
+            c = inputs["context"].astype(x.dtype, copy=False)
+            lk = c.shape[1]
+            c2 = c.reshape(batch * lk, d)
+            q = x2 @ weights["Wq"]
+            k = c2 @ weights["Wk"]
+            v = c2 @ weights["Wv"]
+        else:
+            # One GEMM for the three projections is faster than three small ones.
+            lk, c2 = lq, x2
+            qkv = x2 @ np.concatenate((weights["Wq"], weights["Wk"], weights["Wv"]), axis=1)
+            q, k, v = qkv[:, :d], qkv[:, d:2 * d], qkv[:, 2 * d:]
+        if self.p["bias"]:
+            # NOTE: bk is left out on purpose. It adds the same number q·bk to every score of a
+            # query's row, and softmax ignores a constant shift, so the result is exactly the
+            # same and its gradient is exactly zero (torch's matches it up to rounding).
+            q = q + weights["bq"]
+            v = v + weights["bv"]
+        qh = _split_heads(q, batch, lq, heads)
+        kh = _split_heads(k, batch, lk, heads)
+        vh = _split_heads(v, batch, lk, heads)
+        a, o = kattention.forward(qh, kh, vh, self.p["causal"])
+        merged = _merge_heads(o, batch, heads)
+        out = merged @ weights["Wo"]
+        if self.p["bias"]:
+            out += weights["bo"]
+        outs = {"out": out.reshape(batch, lq, d), "attn": a.reshape(batch, heads, lq, lk)}
+        saved = {"x2": x2, "c2": c2, "cross": cross, "qh": qh, "kh": kh, "vh": vh, "a": a, "merged": merged,
+                 "dims": (batch, lq, lk, d)}
+        return outs, saved
+
+    def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
+        batch, lq, lk, d = saved["dims"]
+        heads = self.p["heads"]
+        x2, c2, merged = saved["x2"], saved["c2"], saved["merged"]
+        g = np.ascontiguousarray(gout["out"], dtype=merged.dtype).reshape(batch * lq, d)
+        gw: Arrays = {"Wo": merged.T @ g}
+        gmerged = g @ weights["Wo"].T
+        dqh, dkh, dvh = kattention.backward(saved["qh"], saved["kh"], saved["vh"], saved["a"],
+                                            _split_heads(gmerged, batch, lq, heads))
+        dq = _merge_heads(dqh, batch, heads)
+        dk = _merge_heads(dkh, batch, heads)
+        dv = _merge_heads(dvh, batch, heads)
+        gin: Arrays = {}
+        if saved["cross"]:
+            gw["Wq"] = x2.T @ dq
+            gw["Wk"] = c2.T @ dk
+            gw["Wv"] = c2.T @ dv
+            gin["x"] = (dq @ weights["Wq"].T).reshape(batch, lq, d)
+            gin["context"] = (dk @ weights["Wk"].T + dv @ weights["Wv"].T).reshape(batch, lk, d)
+        else:
+            # Self-attention: x feeds all three projections; fuse them into single GEMMs.
+            dqkv = np.concatenate((dq, dk, dv), axis=1)
+            gwqkv = x2.T @ dqkv
+            gw["Wq"], gw["Wk"], gw["Wv"] = gwqkv[:, :d], gwqkv[:, d:2 * d], gwqkv[:, 2 * d:]
+            wqkv = np.concatenate((weights["Wq"], weights["Wk"], weights["Wv"]), axis=1)
+            gin["x"] = (dqkv @ wqkv.T).reshape(batch, lq, d)
+        if self.p["bias"]:
+            gw["bq"] = dq.sum(axis=0)
+            gw["bk"] = np.zeros(d, dk.dtype)  # see compute: bk cannot change the output
+            gw["bv"] = dv.sum(axis=0)
+            gw["bo"] = g.sum(axis=0)
+        return gin, gw

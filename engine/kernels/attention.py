@@ -1,0 +1,115 @@
+"""The attention core, fused: scores, (causal) masked softmax and A·V, and its VJP.
+
+Arrays are head-major and contiguous: ``q`` (N, Lq, dh), ``k`` and ``v`` (N, Lk, dh) with
+N = batch·heads. The projections (x Wq + bq, ...) and the head split/merge stay in the block,
+where one big BLAS call per projection is fastest; these kernels do the per-head work that
+numpy would otherwise spread over several temporaries of shape (N, Lq, Lk).
+
+Causal masking hides key j from query i when j > i (−∞ above the diagonal), which is what
+``torch.triu(ones(Lq, Lk), 1)`` as an attention mask does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from engine.kernels import kernel
+
+
+def _causal_mask(lq: int, lk: int) -> np.ndarray:
+    return np.triu(np.ones((lq, lk), dtype=bool), 1)
+
+
+def attention_core_np(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool, a: np.ndarray, o: np.ndarray) -> None:
+    """Fills ``a`` (N, Lq, Lk) with softmax(q kᵀ · scale [masked]) and ``o`` (N, Lq, dh) with a v."""
+    s = np.matmul(q, np.swapaxes(k, -1, -2)) * scale
+    if causal:
+        s = np.where(_causal_mask(q.shape[1], k.shape[1]), -np.inf, s)
+    s = s - s.max(axis=-1, keepdims=True)
+    e = np.exp(s)
+    a[...] = e / e.sum(axis=-1, keepdims=True)
+    o[...] = np.matmul(a, v)
+
+
+@kernel(attention_core_np)
+def attention_core(q, k, v, scale, causal, a, o):
+    n, lq, _ = q.shape
+    lk = k.shape[1]
+    for i in range(n):
+        s = np.dot(q[i], k[i].T)
+        for r in range(lq):
+            # Keys after the query are masked: they get probability exactly 0.
+            stop = min(r + 1, lk) if causal else lk
+            m = s[r, 0]
+            for j in range(1, stop):
+                if s[r, j] > m:
+                    m = s[r, j]
+            total = 0.0
+            for j in range(stop):
+                e = math.exp((s[r, j] - m) * scale)
+                a[i, r, j] = e
+                total += e
+            inv = 1.0 / total
+            for j in range(stop):
+                a[i, r, j] *= inv
+            for j in range(stop, lk):
+                a[i, r, j] = 0
+        o[i] = np.dot(a[i], v[i])
+
+
+def attention_core_grad_np(q: np.ndarray, k: np.ndarray, v: np.ndarray, a: np.ndarray, go: np.ndarray, scale: float,
+                           dq: np.ndarray, dk: np.ndarray, dv: np.ndarray) -> None:
+    """VJP of :func:`attention_core_np` given the upstream gradient ``go`` of ``o``.
+
+    dA = go vᵀ;  dv = Aᵀ go;  dS = A ⊙ (dA − Σ_j dA ⊙ A) · scale;  dq = dS k;  dk = dSᵀ q.
+    Masked entries have A = 0, so they send no gradient."""
+    da = np.matmul(go, np.swapaxes(v, -1, -2))
+    dv[...] = np.matmul(np.swapaxes(a, -1, -2), go)
+    ds = a * (da - (da * a).sum(axis=-1, keepdims=True)) * scale
+    dq[...] = np.matmul(ds, k)
+    dk[...] = np.matmul(np.swapaxes(ds, -1, -2), q)
+
+
+@kernel(attention_core_grad_np)
+def attention_core_grad(q, k, v, a, go, scale, dq, dk, dv):
+    n, lq, _ = q.shape
+    lk = k.shape[1]
+    for i in range(n):
+        da = np.dot(go[i], v[i].T)
+        dv[i] = np.dot(a[i].T, go[i])
+        for r in range(lq):
+            d = 0.0
+            for j in range(lk):
+                d += da[r, j] * a[i, r, j]
+            for j in range(lk):
+                da[r, j] = a[i, r, j] * (da[r, j] - d) * scale
+        dq[i] = np.dot(da, k[i])
+        dk[i] = np.dot(da.T, q[i])
+
+
+# --- wrappers -------------------------------------------------------------------------------
+
+
+def forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(a, o)`` for head-major ``q`` (N, Lq, dh), ``k``, ``v`` (N, Lk, dh); scale 1/√dh."""
+    dtype = q.dtype
+    q = np.ascontiguousarray(q)
+    k = np.ascontiguousarray(k, dtype=dtype)
+    v = np.ascontiguousarray(v, dtype=dtype)
+    n, lq, dh = q.shape
+    a = np.empty((n, lq, k.shape[1]), dtype)
+    o = np.empty((n, lq, dh), dtype)
+    attention_core(q, k, v, dtype.type(1.0 / math.sqrt(dh)), bool(causal), a, o)
+    return a, o
+
+
+def backward(q: np.ndarray, k: np.ndarray, v: np.ndarray, a: np.ndarray, go: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(dq, dk, dv)`` given the saved ``q, k, v, a`` and the gradient ``go`` of ``o``."""
+    dtype = q.dtype
+    q, k, v, a = (np.ascontiguousarray(t, dtype=dtype) for t in (q, k, v, a))
+    go = np.ascontiguousarray(go, dtype=dtype)
+    dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
+    attention_core_grad(q, k, v, a, go, dtype.type(1.0 / math.sqrt(q.shape[2])), dq, dk, dv)
+    return dq, dk, dv
