@@ -364,8 +364,8 @@ class Graph:
                 continue
             try:
                 out = node.block.infer_shapes(in_shapes)
-                for owner, wname in node.block.shared_weights().values():
-                    self._check_shared(node, owner, wname)
+                for local, (owner, wname) in node.block.shared_weights().items():
+                    self._check_shared(node, owner, wname, node.block.shared_weight_shapes(in_shapes).get(local), shapes)
             except ShapeError as exc:
                 errors[nid] = str(exc)
                 continue
@@ -376,12 +376,37 @@ class Graph:
         self._cache["infer"] = (self.revision, report)
         return report
 
-    def _check_shared(self, node: Node, owner: str, wname: str) -> None:
+    def _check_shared(self, node: Node, owner: str, wname: str, want: Shape | None = None,
+                      shapes: Mapping[tuple[str, str], Shape] | None = None) -> None:
         if owner not in self.nodes:
             raise ShapeError(f"shares weight '{wname}' with node {owner!r}, which is not in this graph")
         other = self.nodes[owner]
         if other.block is None or wname not in {w.name for w in other.block.weights}:
             raise ShapeError(f"shares weight '{wname}' with {other.label}, which has no weight '{wname}'")
+        if want is None:
+            return
+        # The owner's input shapes where already inferred (it need not come first in the order).
+        known = shapes or {}
+        owner_in = {}
+        for port in other.block.input_ports():
+            link = self.link_into(owner, port.name)
+            if link is not None and (link.src, link.src_port) in known:
+                owner_in[port.name] = known[(link.src, link.src_port)]
+        try:
+            have = other.block.weight_shapes(owner_in).get(wname)
+        except (ShapeError, KeyError, IndexError):
+            return  # the owner cannot size its weights yet; it reports its own problem
+        want = tuple(want)
+        if have is not None and tuple(have) != want:
+            have = tuple(have)
+            axes = [i for i in range(max(len(have), len(want))) if i >= min(len(have), len(want)) or have[i] != want[i]]
+            theirs = {w.name: w.shape for w in other.block.weights}.get(wname, "shape")
+            ours = {w.name: w.shape for w in node.block.weights}.get(wname, "shape") if node.block else "shape"
+            raise ShapeError(
+                f"{node.label} ({node.type}) shares weight '{wname}' with {other.label} ({other.type}), whose "
+                f"'{wname}' is {theirs} = {have}, but {node.label} needs {ours} = {want} "
+                f"(dimension {axes[0]} differs); make the sizes agree"
+            )
 
     # --- copying -----------------------------------------------------------------------------
 

@@ -286,6 +286,11 @@ class Block:
         The runtime passes the owner's array in and adds the gradient to the owner's."""
         return {}
 
+    def shared_weight_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
+        """The shapes this block needs of its borrowed weights, ``{local_name: shape}``; the
+        graph checks the owner's weight against them. Empty: no check beyond existence."""
+        return {}
+
     def expand(self) -> "Graph | None":
         """The inner graph of a composite block (None for primitives)."""
         return None

@@ -1,0 +1,143 @@
+"""Fused affine-map kernels: ``out = x W + b`` forward, and ``(dx, dW, db)`` backward in one call.
+
+Kernels work on 2-D row-major arrays (rows = every leading position flattened); the wrappers
+reshape ``(..., d_in)`` to ``(n, d_in)`` and back. The matrix products go to BLAS through
+``np.dot`` inside Numba (which needs scipy); the bias add and its reduction are fused loops, so
+no temporary ``(n, d_out)`` array is made for them.
+
+``transposed=True`` means the weight is stored ``(d_out, d_in)`` and used as ``Wᵀ``: the layout
+of an embedding table scored by GenerateToken (``logits = x Eᵀ + b``), so a tied ``E`` is used
+in place with no copy. An absent bias is an empty array (size 0), which keeps one kernel
+signature for both cases.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.kernels import kernel
+
+# --- W stored (d_in, d_out): Linear, FeedForward -----------------------------------------------
+
+
+def linear_fwd_np(x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    out[:] = x @ w
+    if b.size:
+        out += b
+
+
+@kernel(linear_fwd_np)
+def linear_fwd(x, w, b, out):
+    out[:, :] = np.dot(x, w)
+    if b.size:
+        n, k = out.shape
+        for r in range(n):
+            for j in range(k):
+                out[r, j] += b[j]
+
+
+def linear_bwd_np(x: np.ndarray, w: np.ndarray, g: np.ndarray, dx: np.ndarray, dw: np.ndarray, db: np.ndarray) -> None:
+    dx[:] = g @ w.T
+    dw[:] = x.T @ g
+    if db.size:
+        db[:] = g.sum(axis=0)
+
+
+@kernel(linear_bwd_np)
+def linear_bwd(x, w, g, dx, dw, db):
+    dx[:, :] = np.dot(g, w.T)
+    dw[:, :] = np.dot(x.T, g)
+    if db.size:
+        n, k = g.shape
+        # NOTE: serial on purpose: every row adds into the same db (no prange race).
+        for j in range(k):
+            db[j] = 0
+        for r in range(n):
+            for j in range(k):
+                db[j] += g[r, j]
+
+
+# --- W stored (d_out, d_in), used as Wᵀ: GenerateToken's E ----------------------------------
+
+
+def linear_t_fwd_np(x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    out[:] = x @ w.T
+    if b.size:
+        out += b
+
+
+@kernel(linear_t_fwd_np)
+def linear_t_fwd(x, w, b, out):
+    out[:, :] = np.dot(x, w.T)
+    if b.size:
+        n, k = out.shape
+        for r in range(n):
+            for j in range(k):
+                out[r, j] += b[j]
+
+
+def linear_t_bwd_np(x: np.ndarray, w: np.ndarray, g: np.ndarray, dx: np.ndarray, dw: np.ndarray, db: np.ndarray) -> None:
+    dx[:] = g @ w
+    dw[:] = g.T @ x
+    if db.size:
+        db[:] = g.sum(axis=0)
+
+
+@kernel(linear_t_bwd_np)
+def linear_t_bwd(x, w, g, dx, dw, db):
+    dx[:, :] = np.dot(g, w)
+    dw[:, :] = np.dot(g.T, x)
+    if db.size:
+        n, k = g.shape
+        for j in range(k):
+            db[j] = 0
+        for r in range(n):
+            for j in range(k):
+                db[j] += g[r, j]
+
+
+# --- wrappers ------------------------------------------------------------------------------------
+
+
+def _no_bias(dtype: np.dtype) -> np.ndarray:
+    return np.empty(0, dtype)
+
+
+def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, transposed: bool = False) -> np.ndarray:
+    """``x W + b`` (or ``x Wᵀ + b`` when ``transposed``) for ``x`` of shape ``(..., d_in)``.
+
+    The result has ``x``'s dtype; ``w`` and ``b`` are cast to it if they differ."""
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w, dtype=x.dtype)
+    b = _no_bias(x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    d_in = x.shape[-1]
+    d_out = w.shape[0] if transposed else w.shape[1]
+    out = np.empty((*x.shape[:-1], d_out), x.dtype)
+    if out.size:
+        (linear_t_fwd if transposed else linear_fwd)(x.reshape(-1, d_in), w, b, out.reshape(-1, d_out))
+    elif b.size:
+        out[...] = 0  # no rows: nothing to compute (BLAS is not asked about empty products)
+    return out
+
+
+def linear_grad(
+    x: np.ndarray, w: np.ndarray, g: np.ndarray, *, bias: bool, transposed: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(dx, dW, db)`` of ``out = x W + b`` given the upstream gradient ``g`` (shape of out).
+
+    ``db`` is None when there is no bias."""
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w, dtype=x.dtype)
+    g = np.ascontiguousarray(g, dtype=x.dtype)
+    d_in = x.shape[-1]
+    d_out = g.shape[-1]
+    dx = np.empty_like(x)
+    dw = np.empty_like(w)
+    db = np.empty(d_out, x.dtype) if bias else _no_bias(x.dtype)
+    if x.size and g.size:
+        (linear_t_bwd if transposed else linear_bwd)(x.reshape(-1, d_in), w, g.reshape(-1, d_out), dx.reshape(-1, d_in), dw, db)
+    else:
+        dx[...] = 0
+        dw[...] = 0
+        db[...] = 0
+    return dx, dw, (db if bias else None)
