@@ -1,0 +1,359 @@
+"""A node: rounded body, a header coloured by category, typed ports, a few key params, and a red
+badge with the reason when its shapes do not work."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QBrush, QColor, QPainter, QPainterPath, QPen, QTextOption
+from PySide6.QtWidgets import QGraphicsItem, QStyle, QStyleOptionGraphicsItem, QWidget
+
+from editor.items.fonts import font, metrics
+from engine import blocks
+from engine.blocks import Kind, ParamType
+from engine.graph import Node
+
+if TYPE_CHECKING:
+    from editor.scene import GraphScene
+
+HEADER = 28.0
+ROW = 22.0
+SUMMARY_ROW = 16.0
+PORT_R = 5.5
+MIN_WIDTH = 168.0
+RADIUS = 8.0
+BADGE_LINES = 3
+
+
+class PortItem(QGraphicsItem):
+    """A port dot. Holds (node id, port name, direction); the scene does the wiring."""
+
+    def __init__(self, parent: "NodeItem", name: str, is_output: bool, kind: Kind, optional: bool) -> None:
+        super().__init__(parent)
+        self.node_id = parent.node_id
+        self.name = name
+        self.is_output = is_output
+        self.kind = kind
+        self.optional = optional
+        self.connected = False
+        self.hover = False
+        # None: not wiring; True/False: compatible or not with the wire being dragged.
+        self.compatible: bool | None = None
+        self.setAcceptHoverEvents(True)
+        self.setCursor(Qt.CursorShape.CrossCursor)
+        self.setZValue(2)
+
+    def boundingRect(self) -> QRectF:
+        r = PORT_R + 5
+        return QRectF(-r, -r, 2 * r, 2 * r)
+
+    def shape(self) -> QPainterPath:
+        path = QPainterPath()
+        path.addEllipse(QPointF(0, 0), PORT_R + 4, PORT_R + 4)  # generous hit area
+        return path
+
+    def node_item(self) -> "NodeItem":
+        return self.parentItem()  # type: ignore[return-value]
+
+    def hoverEnterEvent(self, event: Any) -> None:
+        self.hover = True
+        self.update()
+
+    def hoverLeaveEvent(self, event: Any) -> None:
+        self.hover = False
+        self.update()
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        theme = self.scene().theme
+        colour = theme.kind(self.kind)
+        r = PORT_R * (1.3 if self.hover else 1.0)
+        if self.compatible is True:
+            painter.setPen(Qt.PenStyle.NoPen)
+            glow = QColor(theme.compatible)
+            glow.setAlpha(90)
+            painter.setBrush(glow)
+            painter.drawEllipse(QPointF(0, 0), r + 5, r + 5)
+        elif self.compatible is False:
+            colour = QColor(colour)
+            colour.setAlpha(70)
+        painter.setPen(QPen(theme.node_body if not self.hover else theme.text, 1.5))
+        hollow = not self.is_output and not self.connected
+        if hollow:
+            # An unconnected input: a ring, dashed when the input is optional.
+            pen = QPen(colour, 2.0)
+            if self.optional:
+                pen.setStyle(Qt.PenStyle.DotLine)
+            painter.setPen(pen)
+            painter.setBrush(theme.node_body)
+        else:
+            painter.setBrush(colour)
+        painter.drawEllipse(QPointF(0, 0), r, r)
+
+
+class NodeItem(QGraphicsItem):
+    """The picture of one document node. ``refresh`` re-reads the node from the document."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self.node_id = node.id
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsMovable)
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
+        # Repaint from a cached pixmap while panning; HiDPI-safe because it is device-space.
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self.setAcceptHoverEvents(True)
+        self.setZValue(1)
+        self.inputs: dict[str, PortItem] = {}
+        self.outputs: dict[str, PortItem] = {}
+        self.error = ""
+        self.incomplete = False
+        self.stack_count = 1  # > 1: drawn as a compact stack of identical blocks
+        self.title = ""
+        self.subtitle = ""
+        self.summary: list[str] = []
+        self.category_colour = QColor("#607080")
+        self.composite = False
+        self.placeholder = False
+        self.width = MIN_WIDTH
+        self.height = HEADER
+        self._badge_text_rect = QRectF()
+        self.setPos(*node.position)
+        self.refresh(node)
+
+    # --- model → picture -----------------------------------------------------------------------
+
+    def refresh(self, node: Node) -> None:
+        """Rebuild ports and texts from the node (after add, params change, rename)."""
+        self.prepareGeometryChange()
+        self.title = node.name or node.type
+        self.placeholder = node.is_placeholder
+        spec = None if node.is_placeholder else blocks.spec(node.type)
+        self.subtitle = node.type if not self.title.startswith(node.type) else ""
+        if node.is_placeholder:
+            self.subtitle = f"unknown block {node.type}"
+        self.composite = bool(spec and spec.composite)
+        self.summary = _summary(node, spec)
+        ins = node.input_ports()
+        outs = node.output_ports()
+        title_w = metrics("title").horizontalAdvance(self.title) + 48
+        sub_w = metrics("small").horizontalAdvance(self.subtitle) + 24
+        port_w = max((metrics("port").horizontalAdvance(p.name) for p in ins), default=0) + \
+            max((metrics("port").horizontalAdvance(p.name) for p in outs), default=0) + 48
+        sum_w = max((metrics("small").horizontalAdvance(s) for s in self.summary), default=0) + 24
+        self.width = float(max(MIN_WIDTH, title_w, sub_w, port_w, sum_w))
+        rows = max(len(ins), len(outs))
+        self.height = HEADER + (14 if self.subtitle else 0) + rows * ROW + len(self.summary) * SUMMARY_ROW + 8
+        for item in list(self.inputs.values()) + list(self.outputs.values()):
+            item.setParentItem(None)
+            if item.scene() is not None:
+                item.scene().removeItem(item)
+        self.inputs, self.outputs = {}, {}
+        top = HEADER + (14 if self.subtitle else 0) + ROW / 2 + 2
+        for i, p in enumerate(ins):
+            port = PortItem(self, p.name, False, p.kind, p.optional)
+            port.setPos(0, top + i * ROW)
+            self.inputs[p.name] = port
+        for i, p in enumerate(outs):
+            kind = node.output_kind(p.name)
+            port = PortItem(self, p.name, True, kind, False)
+            port.setPos(self.width, top + i * ROW)
+            self.outputs[p.name] = port
+        if spec is not None:
+            from editor.theme import CATEGORY_COLOURS
+            self.category_colour = QColor(CATEGORY_COLOURS.get(spec.category, "#607080"))
+        else:
+            self.category_colour = QColor("#7a7a7a")
+        self.setToolTip(self._tooltip(node))
+        self.update()
+
+    def set_status(self, error: str, incomplete: bool) -> None:
+        if error == self.error and incomplete == self.incomplete:
+            return
+        self.prepareGeometryChange()
+        self.error = error
+        self.incomplete = incomplete
+        self.update()
+
+    def _tooltip(self, node: Node) -> str:
+        if node.is_placeholder:
+            return f"{node.name}: unknown block type {node.type}"
+        spec = blocks.spec(node.type)
+        return f"<b>{node.name}</b> ({node.type})<br><code>{spec.formula}</code>" + \
+            ("<br><i>double-click to open its inner graph</i>" if spec.composite else "")
+
+    # --- geometry ------------------------------------------------------------------------------
+
+    def port_scene_pos(self, name: str, is_output: bool) -> QPointF:
+        ports = self.outputs if is_output else self.inputs
+        item = ports.get(name)
+        if item is None:  # a link to a port that no longer exists: anchor at the node's edge
+            return self.mapToScene(QPointF(self.width if is_output else 0.0, HEADER / 2))
+        return item.scenePos()
+
+    def _badge_rect(self) -> QRectF:
+        if not self.error:
+            return QRectF()
+        fm = metrics("small")
+        text_rect = fm.boundingRect(QRectF(0, 0, max(self.width, 220) - 16, 1000),
+                                    int(Qt.TextFlag.TextWordWrap), self.error)
+        h = min(text_rect.height(), fm.lineSpacing() * BADGE_LINES) + 10
+        return QRectF(0, self.height + 6, max(self.width, 220), h)
+
+    def boundingRect(self) -> QRectF:
+        rect = QRectF(-PORT_R - 6, -12, self.width + 2 * PORT_R + 12, self.height + 16 + 8 * (self.stack_count > 1))
+        if self.error:
+            rect = rect.united(self._badge_rect().adjusted(-2, -2, 2, 2))
+        return rect
+
+    def shape(self) -> QPainterPath:
+        path = QPainterPath()
+        path.addRoundedRect(QRectF(0, 0, self.width, self.height), RADIUS, RADIUS)
+        return path
+
+    def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:
+        if change == QGraphicsItem.GraphicsItemChange.ItemPositionHasChanged:
+            scene = self.scene()
+            if scene is not None:
+                scene.node_item_moved(self)
+        return super().itemChange(change, value)
+
+    # --- painting ------------------------------------------------------------------------------
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        theme = self.scene().theme
+        lod = option.levelOfDetailFromTransform(painter.worldTransform())
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        body = QRectF(0, 0, self.width, self.height)
+        header_colour = self.category_colour
+        if lod < 0.35:
+            # Far away: a coloured block is all the eye can use, and it is cheap.
+            painter.setPen(QPen(theme.selected, 3) if selected else Qt.PenStyle.NoPen)
+            painter.setBrush(theme.node_body)
+            painter.drawRect(body)
+            painter.fillRect(QRectF(0, 0, self.width, HEADER), header_colour)
+            if self.error:
+                painter.fillRect(QRectF(self.width - 24, 0, 24, HEADER), theme.error)
+            return
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        if self.stack_count > 1:
+            for k in (2, 1):
+                painter.setPen(QPen(theme.node_border, 1))
+                painter.setBrush(theme.node_body.darker(100 + 12 * k))
+                painter.drawRoundedRect(body.translated(4 * k, 4 * k), RADIUS, RADIUS)
+        elif self.composite:
+            painter.setPen(QPen(theme.node_border, 1))
+            painter.setBrush(theme.node_body.darker(112))
+            painter.drawRoundedRect(body.translated(4, 4), RADIUS, RADIUS)
+        # body
+        border = QPen(theme.selected, 2.5) if selected else QPen(theme.node_border, 1.2)
+        if self.error and not selected:
+            border = QPen(theme.error, 1.8)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(theme.node_body)
+        painter.drawRoundedRect(body, RADIUS, RADIUS)
+        # header: rounded on top only
+        header = QPainterPath()
+        header.addRoundedRect(QRectF(0, 0, self.width, HEADER + RADIUS), RADIUS, RADIUS)
+        clip = QPainterPath()
+        clip.addRect(QRectF(0, 0, self.width, HEADER))
+        painter.setBrush(header_colour)
+        painter.drawPath(header.intersected(clip))
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.setPen(border)
+        painter.drawRoundedRect(body, RADIUS, RADIUS)
+        # title
+        painter.setPen(theme.header_text)
+        painter.setFont(font("title"))
+        title_rect = QRectF(10, 0, self.width - 20 - (26 if self.error else 0), HEADER)
+        title = metrics("title").elidedText(self.title, Qt.TextElideMode.ElideRight, title_rect.width())
+        painter.drawText(title_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, title)
+        if self.stack_count > 1:
+            chip = f"×{self.stack_count}"
+            painter.setFont(font("badge"))
+            w = metrics("badge").horizontalAdvance(chip) + 10
+            r = QRectF(self.width - w - 8 - (26 if self.error else 0), 6, w, HEADER - 12)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QColor(0, 0, 0, 70))
+            painter.drawRoundedRect(r, 6, 6)
+            painter.setPen(theme.header_text)
+            painter.drawText(r, Qt.AlignmentFlag.AlignCenter, chip)
+        y = HEADER
+        if self.subtitle:
+            painter.setFont(font("small"))
+            painter.setPen(theme.text_dim)
+            painter.drawText(QRectF(10, y + 1, self.width - 20, 14), Qt.AlignmentFlag.AlignVCenter, self.subtitle)
+            y += 14
+        if lod >= 0.55:
+            painter.setFont(font("port"))
+            painter.setPen(theme.text)
+            for port in self.inputs.values():
+                r = QRectF(PORT_R + 6, port.y() - ROW / 2, self.width / 2, ROW)
+                painter.drawText(r, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, port.name)
+            for port in self.outputs.values():
+                r = QRectF(self.width / 2 - PORT_R - 6, port.y() - ROW / 2, self.width / 2, ROW)
+                painter.drawText(r, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, port.name)
+            if self.summary:
+                rows = max(len(self.inputs), len(self.outputs))
+                sy = y + rows * ROW + 4
+                painter.setFont(font("small"))
+                painter.setPen(theme.text_dim)
+                for line in self.summary:
+                    painter.drawText(QRectF(10, sy, self.width - 20, SUMMARY_ROW),
+                                     Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
+                                     metrics("small").elidedText(line, Qt.TextElideMode.ElideRight, self.width - 20))
+                    sy += SUMMARY_ROW
+        if self.error:
+            self._paint_badge(painter, theme)
+
+    def _paint_badge(self, painter: QPainter, theme: Any) -> None:
+        # The "!" dot on the header and the reason under the node.
+        centre = QPointF(self.width - 15, HEADER / 2)
+        painter.setPen(QPen(QColor("#ffffff"), 1.5))
+        painter.setBrush(theme.error)
+        painter.drawEllipse(centre, 9, 9)
+        painter.setFont(font("badge"))
+        painter.drawText(QRectF(centre.x() - 9, centre.y() - 9, 18, 18), Qt.AlignmentFlag.AlignCenter, "!")
+        rect = self._badge_rect()
+        painter.setPen(Qt.PenStyle.NoPen)
+        fill = QColor(theme.error)
+        fill.setAlpha(235)
+        painter.setBrush(fill)
+        painter.drawRoundedRect(rect, 6, 6)
+        painter.setPen(QColor("#ffffff"))
+        painter.setFont(font("small"))
+        opt = QTextOption()
+        opt.setWrapMode(QTextOption.WrapMode.WordWrap)
+        painter.save()
+        painter.setClipRect(rect.adjusted(8, 5, -8, -5))
+        painter.drawText(rect.adjusted(8, 5, -8, -5), self.error, opt)
+        painter.restore()
+
+
+def _summary(node: Node, spec: Any) -> list[str]:
+    """Up to three "name value" lines, non-default params first: what a glance needs."""
+    if spec is None:
+        return []
+    lines: list[tuple[int, str]] = []
+    for i, p in enumerate(spec.params):
+        if p.type in (ParamType.TENSOR,):
+            continue
+        value = node.params.get(p.name)
+        if p.type is ParamType.NODE:
+            if not value:
+                continue
+            value = value[:8]
+        if isinstance(value, (tuple, list)):
+            text = "(" + ", ".join(str(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+        elif isinstance(value, bool):
+            text = "yes" if value else "no"
+        elif value is None:
+            text = "auto"
+        elif isinstance(value, float):
+            text = f"{value:g}"
+        else:
+            text = str(value)
+        default = value == p.default or (isinstance(value, tuple) and list(value) == list(p.default or []))
+        lines.append((int(default) * 100 + i, f"{p.name}  {text}"))
+    lines.sort()
+    return [text for _, text in lines[:3]]

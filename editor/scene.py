@@ -1,0 +1,544 @@
+"""The scene: mirrors a :class:`Document` through its signals and turns mouse gestures into
+commands. It never writes the document itself (except moving nodes of a read-only view, which
+is layout, not content): gestures become :mod:`editor.commands` pushed on the undo stack.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import networkx as nx
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QTransform, QUndoCommand, QUndoStack
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsScene, QGraphicsSceneMouseEvent
+
+from editor import commands
+from editor.document import Document
+from editor.items import DragWire, LinkItem, NodeItem, PortItem, Toast
+from editor.layout import layered_positions
+from editor.theme import LIGHT, Theme
+from engine.blocks import Kind
+from engine.blocks._base import shape_str
+from engine.errors import EngineError
+from engine.graph import Link
+
+SCENE_EXTENT = 100_000.0
+MIN_STACK = 3  # identical blocks in a chain drawn as one compact stack from this many on
+
+
+class _Wiring:
+    """State of one wire drag."""
+
+    def __init__(self, anchor: PortItem, wire: DragWire, picked: Link | None) -> None:
+        self.anchor = anchor  # the fixed end
+        self.wire = wire
+        self.picked = picked  # an existing link lifted off its input, or None
+        self.forward = anchor.is_output  # True: looking for an input
+        self.checked: dict[tuple[str, str], str] = {}  # full check results: "" ok, else message
+        self.hover: PortItem | None = None
+
+
+class GraphScene(QGraphicsScene):
+    """A QGraphicsScene projecting one document. ``undo_stack`` is None for read-only views."""
+
+    node_activated = Signal(str)  # double-click on a node
+    canvas_activated = Signal(QPointF)  # double-click on empty canvas (scene position)
+    message = Signal(str)  # something worth a status-bar line
+
+    def __init__(self, doc: Document, undo_stack: QUndoStack | None, theme: Theme = LIGHT,
+                 *, compact_stacks: bool = False, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.doc = doc
+        self.undo_stack = undo_stack
+        self.theme = theme
+        self.compact_stacks = compact_stacks
+        self.setSceneRect(-SCENE_EXTENT, -SCENE_EXTENT, 2 * SCENE_EXTENT, 2 * SCENE_EXTENT)
+        # The index is rebuilt as nodes move; for a few hundred items no index is faster.
+        self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.NoIndex)
+        self.nodes: dict[str, NodeItem] = {}
+        self.links: dict[Link, LinkItem] = {}
+        self._links_of: dict[str, set[Link]] = {}
+        self.stacks: dict[str, list[str]] = {}  # head id -> member ids (head first)
+        self._stack_of: dict[str, str] = {}  # member id -> head id
+        self._opened_stacks: set[str] = set()
+        self._wiring: _Wiring | None = None
+        self._press_positions: dict[str, QPointF] = {}
+        self.toast = Toast()
+        self.addItem(self.toast)
+        doc.node_added.connect(self._on_node_added)
+        doc.node_removed.connect(self._on_node_removed)
+        doc.link_added.connect(self._on_link_added)
+        doc.link_removed.connect(self._on_link_removed)
+        doc.params_changed.connect(self._on_node_changed)
+        doc.node_renamed.connect(self._on_node_changed)
+        doc.node_moved.connect(self._on_node_moved)
+        doc.shapes_changed.connect(self.refresh_shapes)
+        doc.graph_reset.connect(self.rebuild)
+        self.rebuild()
+
+    @property
+    def read_only(self) -> bool:
+        return self.undo_stack is None or self.doc.read_only
+
+    # --- mirroring -------------------------------------------------------------------------------
+
+    def rebuild(self) -> None:
+        """Drop every item and build them again from the document."""
+        self.cancel_wiring()
+        for item in list(self.nodes.values()) + list(self.links.values()):
+            self.removeItem(item)
+        self.nodes.clear()
+        self.links.clear()
+        self._links_of.clear()
+        g = self.doc.graph
+        for nid in g.nodes:
+            self._add_node_item(nid)
+        for link in g.links:
+            self._add_link_item(link)
+        self._compute_stacks()
+        self.refresh_shapes()
+
+    def _add_node_item(self, node_id: str) -> NodeItem:
+        item = NodeItem(self.doc.node(node_id))
+        if self.read_only:
+            item.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsMovable, self.doc.read_only)
+        self.nodes[node_id] = item
+        self._links_of.setdefault(node_id, set())
+        self.addItem(item)
+        return item
+
+    def _add_link_item(self, link: Link) -> LinkItem:
+        item = LinkItem(link)
+        self.links[link] = item
+        self._links_of.setdefault(link.src, set()).add(link)
+        self._links_of.setdefault(link.dst, set()).add(link)
+        self.addItem(item)
+        self._update_link_path(item)
+        self._set_port_connected(link, True)
+        return item
+
+    def _on_node_added(self, node_id: str) -> None:
+        self._add_node_item(node_id)
+
+    def _on_node_removed(self, node_id: str) -> None:
+        item = self.nodes.pop(node_id, None)
+        self._links_of.pop(node_id, None)
+        if item is not None:
+            self.removeItem(item)
+
+    def _on_link_added(self, link: Link) -> None:
+        self._add_link_item(link)
+
+    def _on_link_removed(self, link: Link) -> None:
+        item = self.links.pop(link, None)
+        for nid in (link.src, link.dst):
+            self._links_of.get(nid, set()).discard(link)
+        if item is not None:
+            self.removeItem(item)
+        self._set_port_connected(link, False)
+
+    def _set_port_connected(self, link: Link, connected: bool) -> None:
+        node = self.nodes.get(link.dst)
+        if node is not None and link.dst_port in node.inputs:
+            node.inputs[link.dst_port].connected = connected
+            node.inputs[link.dst_port].update()
+
+    def _on_node_changed(self, node_id: str) -> None:
+        item = self.nodes.get(node_id)
+        if item is None:
+            return
+        item.refresh(self.doc.node(node_id))
+        for link in self._links_of.get(node_id, ()):
+            self._update_link_path(self.links[link])
+            if link.dst == node_id:
+                self._set_port_connected(link, True)
+
+    def _on_node_moved(self, node_id: str) -> None:
+        item = self.nodes.get(node_id)
+        if item is not None:
+            x, y = self.doc.node(node_id).position
+            if item.pos() != QPointF(x, y):
+                item.setPos(x, y)
+
+    def node_item_moved(self, item: NodeItem) -> None:
+        """Called by a NodeItem when it moves: its wires follow."""
+        for link in self._links_of.get(item.node_id, ()):
+            link_item = self.links.get(link)
+            if link_item is not None:
+                self._update_link_path(link_item)
+        if self._stack_of.get(item.node_id) == item.node_id:
+            # A stack head carries its hidden members along so opening it starts from there.
+            for member in self.stacks[item.node_id][1:]:
+                m = self.nodes.get(member)
+                if m is not None:
+                    m.setPos(item.pos())
+
+    def _update_link_path(self, item: LinkItem) -> None:
+        link = item.link
+        src = self._visible(link.src)
+        dst = self._visible(link.dst)
+        if src is None or dst is None:
+            return
+        if src is dst and self._stack_of.get(link.src) and self._stack_of.get(link.src) == self._stack_of.get(link.dst):
+            return  # inside a compact stack: hidden
+        item.set_ends(src.port_scene_pos(link.src_port, True), dst.port_scene_pos(link.dst_port, False))
+
+    def _visible(self, node_id: str) -> NodeItem | None:
+        head = self._stack_of.get(node_id)
+        return self.nodes.get(head if head is not None else node_id)
+
+    def refresh_shapes(self) -> None:
+        """Re-read the shape report: wire labels, error badges, incomplete inputs."""
+        report = self.doc.report()
+        for nid, item in self.nodes.items():
+            item.set_status(report.errors.get(nid, ""), nid in report.incomplete)
+        for link, item in self.links.items():
+            shape = report.shapes.get((link.src, link.src_port))
+            kind = report.kinds.get((link.src, link.src_port), Kind.FLOAT)
+            item.set_shape_label(shape_str(shape) if shape is not None else "", kind, shape is not None)
+
+    # --- compact stacks of identical blocks --------------------------------------------------------
+
+    def _compute_stacks(self) -> None:
+        for head in self.stacks:
+            if head in self.nodes:
+                self.nodes[head].stack_count = 1
+                self.nodes[head].update()
+        for member in self._stack_of:
+            if member in self.nodes:
+                self.nodes[member].setVisible(True)
+        self.stacks, self._stack_of = {}, {}
+        if not self.compact_stacks:
+            return
+        g = self.doc.graph
+        outs: dict[str, list[Link]] = {n: [] for n in g.nodes}
+        ins: dict[str, list[Link]] = {n: [] for n in g.nodes}
+        for link in g.links:
+            outs[link.src].append(link)
+            ins[link.dst].append(link)
+
+        def same(a: str, b: str) -> bool:
+            na, nb = g.nodes[a], g.nodes[b]
+            return na.type == nb.type and na.params == nb.params and not na.is_placeholder
+
+        def next_of(a: str) -> str | None:
+            targets = {l.dst for l in outs[a]}
+            if len(targets) != 1:
+                return None
+            b = targets.pop()
+            if not same(a, b) or {l.src for l in ins[b]} != {a}:
+                return None
+            return b
+
+        def prev_of(b: str) -> str | None:
+            sources = {l.src for l in ins[b]}
+            if len(sources) != 1:
+                return None
+            a = next(iter(sources))
+            return a if next_of(a) == b else None
+
+        seen: set[str] = set()
+        for nid in g.topological_order():
+            if nid in seen or prev_of(nid) is not None:
+                continue
+            chain = [nid]
+            while (nxt := next_of(chain[-1])) is not None and nxt not in seen:
+                chain.append(nxt)
+            seen.update(chain)
+            if len(chain) >= MIN_STACK and nid not in self._opened_stacks:
+                self.stacks[nid] = chain
+                for m in chain:
+                    self._stack_of[m] = nid
+        for head, chain in self.stacks.items():
+            self.nodes[head].stack_count = len(chain)
+            self.nodes[head].prepareGeometryChange()
+            self.nodes[head].update()
+            for m in chain[1:]:
+                self.nodes[m].setVisible(False)
+                self.nodes[m].setPos(self.nodes[head].pos())
+        for link, item in self.links.items():
+            hidden = self._stack_of.get(link.src) is not None and \
+                self._stack_of.get(link.src) == self._stack_of.get(link.dst)
+            item.setVisible(not hidden)
+            self._update_link_path(item)
+        if self.stacks:
+            # The head's output stands for the last member's output.
+            for head, chain in self.stacks.items():
+                last = self.doc.node(chain[-1])
+                self.nodes[head].setToolTip(
+                    f"<b>{len(chain)} × {last.type}</b><br>{chain and self.doc.node(chain[0]).name} … {last.name}"
+                    "<br><i>double-click to show every block</i>")
+
+    def open_stack(self, head: str) -> None:
+        """Show every member of a compact stack (and lay them out in a row)."""
+        chain = self.stacks.get(head)
+        if not chain:
+            return
+        self._opened_stacks.add(head)
+        self._compute_stacks()
+        self.auto_layout_view()
+
+    def auto_layout_view(self) -> None:
+        """Lay out a read-only view directly (layout of a view is not an edit)."""
+        visible = [n for n in self.doc.graph.nodes if self._stack_of.get(n, n) == n]
+        positions = layered_positions(self.doc.graph, self.node_size, nodes=visible)
+        for nid, pos in positions.items():
+            self.doc.move(nid, pos)
+        for head, chain in self.stacks.items():
+            for m in chain[1:]:
+                self.doc.move(m, positions.get(head, (0.0, 0.0)))
+
+    def node_size(self, node_id: str) -> tuple[float, float]:
+        item = self.nodes.get(node_id)
+        if item is None:
+            return (180.0, 90.0)
+        extra = 8.0 if item.stack_count > 1 else 0.0
+        badge = item._badge_rect().height() + 6 if item.error else 0.0
+        return (item.width + extra, item.height + extra + badge)
+
+    # --- queries for the window ----------------------------------------------------------------------
+
+    def selected_node_ids(self) -> list[str]:
+        ids: list[str] = []
+        for item in self.selectedItems():
+            if isinstance(item, NodeItem):
+                ids.extend(self.stacks.get(item.node_id, [item.node_id]))
+        order = {nid: i for i, nid in enumerate(self.doc.graph.nodes)}
+        return sorted(set(ids), key=lambda n: order.get(n, 0))
+
+    def selected_links(self) -> list[Link]:
+        return [item.link for item in self.selectedItems() if isinstance(item, LinkItem)]
+
+    def select_nodes(self, ids: Iterable[str]) -> None:
+        ids = set(ids)
+        self.clearSelection()
+        for nid in ids:
+            item = self._visible(nid)
+            if item is not None:
+                item.setSelected(True)
+
+    def items_bounding_rect(self) -> QRectF:
+        rect = QRectF()
+        for item in self.nodes.values():
+            if item.isVisible():
+                rect = rect.united(item.sceneBoundingRect())
+        return rect
+
+    # --- commands --------------------------------------------------------------------------------------
+
+    def push(self, command: QUndoCommand) -> bool:
+        if self.read_only:
+            self.message.emit("This is the inside of a composite block: it is read-only. Use Expand to edit it.")
+            return False
+        self.undo_stack.push(command)
+        return True
+
+    def show_message(self, text: str, at: QPointF, *, error: bool = True, msec: int = 4000) -> None:
+        self.toast.show_message(text, at, error=error, msec=msec)
+        self.message.emit(text)
+
+    # --- wiring and moving -----------------------------------------------------------------------------
+
+    def _port_at(self, pos: QPointF) -> PortItem | None:
+        for item in self.items(pos):
+            if isinstance(item, PortItem) and item.isVisible() and item.parentItem().isVisible():
+                return item
+        return None
+
+    def _node_at(self, pos: QPointF) -> NodeItem | None:
+        for item in self.items(pos):
+            if isinstance(item, NodeItem) and item.isVisible():
+                return item
+            if isinstance(item, PortItem):
+                return item.node_item()
+        return None
+
+    def mousePressEvent(self, event: QGraphicsSceneMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.LeftButton and not self.read_only:
+            port = self._port_at(event.scenePos())
+            if port is not None:
+                self._start_wiring(port, event.scenePos())
+                event.accept()
+                return
+        super().mousePressEvent(event)
+        if event.button() == Qt.MouseButton.LeftButton:
+            self._press_positions = {item.node_id: item.pos() for item in self.selectedItems()
+                                     if isinstance(item, NodeItem)}
+
+    def mouseMoveEvent(self, event: QGraphicsSceneMouseEvent) -> None:
+        if self._wiring is not None:
+            self._drag_wiring(event.scenePos())
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:
+        if self._wiring is not None and event.button() == Qt.MouseButton.LeftButton:
+            self._finish_wiring(event.scenePos())
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
+        if event.button() == Qt.MouseButton.LeftButton and self._press_positions:
+            self._commit_move()
+
+    def mouseDoubleClickEvent(self, event: QGraphicsSceneMouseEvent) -> None:
+        if event.button() != Qt.MouseButton.LeftButton:
+            return super().mouseDoubleClickEvent(event)
+        node = self._node_at(event.scenePos())
+        if node is not None:
+            if node.stack_count > 1:
+                self.open_stack(node.node_id)
+            else:
+                self.node_activated.emit(node.node_id)
+        else:
+            self.canvas_activated.emit(event.scenePos())
+        event.accept()
+
+    def _commit_move(self) -> None:
+        moves = {}
+        for nid, before in self._press_positions.items():
+            item = self.nodes.get(nid)
+            if item is None:
+                continue
+            after = item.pos()
+            if after != before:
+                moves[nid] = ((before.x(), before.y()), (after.x(), after.y()))
+        self._press_positions = {}
+        if not moves:
+            return
+        if self.read_only:
+            for nid, (_, new) in moves.items():
+                self.doc.move(nid, new)
+            return
+        self.push(commands.MoveNodesCommand(self.doc, moves))
+
+    def _start_wiring(self, port: PortItem, pos: QPointF) -> None:
+        picked = None
+        anchor = port
+        if not port.is_output:
+            picked = self.doc.graph.link_into(port.node_id, port.name)
+            if picked is not None:
+                # Lift the existing wire off this input: the fixed end is its source.
+                src_item = self._visible(picked.src)
+                anchor = src_item.outputs.get(picked.src_port, port) if src_item else port
+                self.links[picked].setVisible(False)
+        wire = DragWire(anchor.kind)
+        self.addItem(wire)
+        self._wiring = _Wiring(anchor, wire, picked)
+        self._mark_candidates()
+        self._drag_wiring(pos)
+
+    def _mark_candidates(self) -> None:
+        """Cheap checks for every port (kind, direction, cycle) so compatible ports light up;
+        the full check (shapes) runs only for the port under the cursor."""
+        w = self._wiring
+        g = self.doc.graph
+        nxg = g.to_networkx()
+        a = w.anchor
+        if w.forward:
+            blocked = nx.ancestors(nxg, a.node_id) | {a.node_id}
+        else:
+            blocked = nx.descendants(nxg, a.node_id) | {a.node_id}
+        for nid, item in self.nodes.items():
+            ports = item.inputs if w.forward else item.outputs
+            for p in ports.values():
+                ok = nid not in blocked and (p.kind.accepts(a.kind))
+                p.compatible = ok
+                p.update()
+            for p in (item.outputs if w.forward else item.inputs).values():
+                p.compatible = None
+        a.compatible = None
+
+    def _full_check(self, port: PortItem) -> str:
+        w = self._wiring
+        key = (port.node_id, port.name)
+        if key not in w.checked:
+            src, sp, dst, dp = self._link_args(port)
+            try:
+                self.doc.graph.check_link(src, sp, dst, dp, replace=True)
+                w.checked[key] = ""
+            except EngineError as exc:
+                w.checked[key] = str(exc)
+        return w.checked[key]
+
+    def _link_args(self, port: PortItem) -> tuple[str, str, str, str]:
+        a = self._wiring.anchor
+        if self._wiring.forward:
+            return a.node_id, a.name, port.node_id, port.name
+        return port.node_id, port.name, a.node_id, a.name
+
+    def _drag_wiring(self, pos: QPointF) -> None:
+        w = self._wiring
+        target = self._port_at(pos)
+        if target is not None and (target.is_output == w.forward or target is w.anchor):
+            target = None
+        end = target.scenePos() if target is not None else pos
+        start = w.anchor.scenePos()
+        if w.forward:
+            w.wire.set_ends(start, end)
+        else:
+            w.wire.set_ends(end, start)
+        if target is not w.hover:
+            w.hover = target
+            if target is None:
+                w.wire.ok = None
+                self.toast.hide()
+            else:
+                message = self._full_check(target)
+                w.wire.ok = not message
+                if message:
+                    self.toast.show_message(message, pos, msec=0)
+                else:
+                    self.toast.hide()
+            w.wire.update()
+        elif target is not None and self.toast.isVisible():
+            self.toast.setPos(pos)
+
+    def _finish_wiring(self, pos: QPointF) -> None:
+        w = self._wiring
+        target = w.hover
+        picked = w.picked
+        args = self._link_args(target) if target is not None else None
+        self.cancel_wiring()
+        if args is None:
+            if picked is not None:
+                self.push(commands.RemoveItemsCommand(self.doc, [], [picked]))
+            return
+        src, sp, dst, dp = args
+        if picked is not None and (src, sp, dst, dp) == (picked.src, picked.src_port, picked.dst, picked.dst_port):
+            return  # put back where it was
+        try:
+            if picked is not None and (picked.dst, picked.dst_port) != (dst, dp):
+                # Lifting a wire off one input and dropping it on another is one step:
+                # children of a macro run in order (remove the lifted link, then connect).
+                macro = QUndoCommand(f"Move link to {self.doc.node(dst).name}.{dp}")
+                commands.RemoveItemsCommand(self.doc, [], [picked], parent=macro)
+                commands.ConnectCommand(self.doc, src, sp, dst, dp, parent=macro)
+                self.push(macro)
+            else:
+                self.push(commands.ConnectCommand(self.doc, src, sp, dst, dp))
+        except EngineError as exc:
+            self.show_message(str(exc), pos)
+
+    def cancel_wiring(self) -> None:
+        w = self._wiring
+        if w is None:
+            return
+        self._wiring = None
+        self.removeItem(w.wire)
+        if w.picked is not None and w.picked in self.links:
+            self.links[w.picked].setVisible(True)
+        for item in self.nodes.values():
+            for p in list(item.inputs.values()) + list(item.outputs.values()):
+                if p.compatible is not None:
+                    p.compatible = None
+                    p.update()
+        if self.toast.isVisible() and self.toast._timer.isActive() is False:
+            self.toast.hide()
+
+    def keyPressEvent(self, event: Any) -> None:
+        if event.key() == Qt.Key.Key_Escape and self._wiring is not None:
+            self.cancel_wiring()
+            event.accept()
+            return
+        super().keyPressEvent(event)

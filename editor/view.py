@@ -1,0 +1,231 @@
+"""The canvas view: zoom (wheel, keys, fit), pan (middle button or space-drag), rubber-band
+selection, a dot grid, drops from the palette and from the file manager, and a minimap."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPen, QWheelEvent
+from PySide6.QtWidgets import QGraphicsView, QWidget
+
+from editor.scene import GraphScene
+
+PALETTE_MIME = "application/x-backprop-studio-block"
+GRID = 24.0
+MIN_ZOOM, MAX_ZOOM = 0.08, 4.0
+
+
+class GraphView(QGraphicsView):
+    """Shows a :class:`GraphScene`. Emits requests; the window decides what to do with them."""
+
+    block_dropped = Signal(str, dict, QPointF)  # type id, params, scene position
+    files_dropped = Signal(list)  # local paths
+    search_requested = Signal(QPointF)  # scene position (Tab, double-click on the canvas)
+    zoom_changed = Signal(float)
+    view_changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setRenderHints(QPainter.RenderHint.Antialiasing | QPainter.RenderHint.TextAntialiasing)
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
+        self.setOptimizationFlag(QGraphicsView.OptimizationFlag.DontSavePainterState, True)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setDragMode(QGraphicsView.DragMode.RubberBandDrag)
+        self.setRubberBandSelectionMode(Qt.ItemSelectionMode.IntersectsItemShape)
+        self.setAcceptDrops(True)
+        self.setFrameShape(QGraphicsView.Shape.NoFrame)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self._pan_from: QPointF | None = None
+        self._space = False
+        self.minimap: Any = None
+
+    def graph_scene(self) -> GraphScene:
+        return self.scene()  # type: ignore[return-value]
+
+    # --- zoom and pan ---------------------------------------------------------------------------
+
+    def zoom(self) -> float:
+        return self.transform().m11()
+
+    def set_zoom(self, factor: float, anchor: QPointF | None = None) -> None:
+        factor = min(MAX_ZOOM, max(MIN_ZOOM, factor))
+        ratio = factor / self.zoom()
+        if abs(ratio - 1) < 1e-9:
+            return
+        if anchor is None:
+            self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.scale(ratio, ratio)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.zoom_changed.emit(self.zoom())
+        self.view_changed.emit()
+
+    def zoom_in(self) -> None:
+        self.set_zoom(self.zoom() * 1.25)
+
+    def zoom_out(self) -> None:
+        self.set_zoom(self.zoom() / 1.25)
+
+    def reset_zoom(self) -> None:
+        self.set_zoom(1.0)
+
+    def fit(self, rect: QRectF | None = None) -> None:
+        """Fit the whole graph (or ``rect``), never zooming in past 100 %."""
+        scene = self.graph_scene()
+        rect = rect if rect is not None else scene.items_bounding_rect()
+        if rect.isNull() or rect.isEmpty():
+            self.resetTransform()
+            self.centerOn(0, 0)
+            self.zoom_changed.emit(1.0)
+            return
+        rect = rect.adjusted(-40, -40, 40, 40)
+        vp = self.viewport().rect()
+        factor = min(vp.width() / rect.width(), vp.height() / rect.height(), 1.0)
+        self.resetTransform()
+        factor = min(MAX_ZOOM, max(MIN_ZOOM, factor))
+        self.scale(factor, factor)
+        self.centerOn(rect.center())
+        self.zoom_changed.emit(self.zoom())
+        self.view_changed.emit()
+
+    def pan_by(self, dx: float, dy: float) -> None:
+        """Pan by a number of viewport pixels."""
+        h, v = self.horizontalScrollBar(), self.verticalScrollBar()
+        h.setValue(h.value() + int(round(dx)))
+        v.setValue(v.value() + int(round(dy)))
+
+    def scrollContentsBy(self, dx: int, dy: int) -> None:
+        super().scrollContentsBy(dx, dy)
+        self.view_changed.emit()
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        delta = event.angleDelta().y() or event.angleDelta().x()
+        if event.modifiers() & Qt.KeyboardModifier.ShiftModifier and not event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            self.pan_by(-delta, 0)
+            return
+        self.set_zoom(self.zoom() * math.pow(1.0015, delta), anchor=event.position())
+        event.accept()
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.MiddleButton or (
+                event.button() == Qt.MouseButton.LeftButton and self._space):
+            self._pan_from = event.position()
+            self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        if self._pan_from is not None:
+            delta = event.position() - self._pan_from
+            self._pan_from = event.position()
+            self.pan_by(-delta.x(), -delta.y())
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if self._pan_from is not None and event.button() in (Qt.MouseButton.MiddleButton, Qt.MouseButton.LeftButton):
+            self._pan_from = None
+            self.viewport().setCursor(Qt.CursorShape.OpenHandCursor if self._space else Qt.CursorShape.ArrowCursor)
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
+        # The release ending a rubber band is "ignored" by QGraphicsView; it was handled.
+        event.accept()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space = True
+            self.viewport().setCursor(Qt.CursorShape.OpenHandCursor)
+            event.accept()
+            return
+        if event.key() == Qt.Key.Key_Tab and not event.modifiers():
+            self.request_search()
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space = False
+            self._pan_from = None
+            self.viewport().setCursor(Qt.CursorShape.ArrowCursor)
+            event.accept()
+            return
+        super().keyReleaseEvent(event)
+
+    def focusNextPrevChild(self, next: bool) -> bool:
+        # Tab opens the block search on the canvas instead of moving the focus.
+        return False
+
+    def request_search(self) -> None:
+        pos = self.mapFromGlobal(self.cursor().pos())
+        if not self.viewport().rect().contains(pos):
+            pos = self.viewport().rect().center()
+        self.search_requested.emit(self.mapToScene(pos))
+
+    # --- drops ----------------------------------------------------------------------------------
+
+    def dragEnterEvent(self, event: Any) -> None:
+        mime = event.mimeData()
+        if mime.hasFormat(PALETTE_MIME) or mime.hasUrls():
+            event.acceptProposedAction()
+        else:
+            super().dragEnterEvent(event)
+
+    def dragMoveEvent(self, event: Any) -> None:
+        mime = event.mimeData()
+        if mime.hasFormat(PALETTE_MIME) or mime.hasUrls():
+            event.acceptProposedAction()
+        else:
+            super().dragMoveEvent(event)
+
+    def dropEvent(self, event: Any) -> None:
+        mime = event.mimeData()
+        if mime.hasFormat(PALETTE_MIME):
+            data = json.loads(bytes(mime.data(PALETTE_MIME)).decode("utf-8"))
+            self.block_dropped.emit(data["type_id"], dict(data.get("params", {})), self.mapToScene(event.position().toPoint()))
+            event.acceptProposedAction()
+            return
+        if mime.hasUrls():
+            paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
+            if paths:
+                self.files_dropped.emit(paths)
+                event.acceptProposedAction()
+                return
+        super().dropEvent(event)
+
+    # --- background -----------------------------------------------------------------------------
+
+    def drawBackground(self, painter: QPainter, rect: QRectF) -> None:
+        scene = self.graph_scene()
+        theme = scene.theme
+        painter.fillRect(rect, theme.background)
+        zoom = self.zoom()
+        step = GRID
+        while step * zoom < 14:  # keep dots at least 14 px apart on screen
+            step *= 4
+        left = math.floor(rect.left() / step) * step
+        top = math.floor(rect.top() / step) * step
+        xs = []
+        x = left
+        while x < rect.right():
+            xs.append(x)
+            x += step
+        points = []
+        y = top
+        while y < rect.bottom():
+            points.extend(QPointF(x, y) for x in xs)
+            y += step
+        pen = QPen(theme.grid, max(1.6 / zoom, 1.0) if zoom < 1 else 1.8)
+        pen.setCosmetic(zoom >= 1)
+        if zoom >= 1:
+            pen.setWidthF(1.8)
+        painter.setPen(pen)
+        painter.drawPoints(points)

@@ -1,0 +1,29 @@
+"""Small builders shared by the editor tests."""
+
+from __future__ import annotations
+
+from PySide6.QtGui import QUndoStack
+
+from editor import commands
+from editor.document import Document
+
+
+def two_layer(doc: Document, stack: QUndoStack) -> dict[str, str]:
+    """x (4, 3) → Linear(5) → ReLU → Linear(2) → SquaredLoss ← target (4, 2). Returns name → id."""
+    def add(type_id, params=None, name=None, pos=(0.0, 0.0)):
+        cmd = commands.AddNodeCommand(doc, type_id, params or {}, position=pos, name=name)
+        stack.push(cmd)
+        return cmd.node_id
+
+    ids = {
+        "x": add("Input", {"shape": (4, 3)}, "x", (0, 0)),
+        "l1": add("Linear", {"out_features": 5}, "l1", (250, 0)),
+        "act": add("ReLU", {}, "act", (500, 0)),
+        "l2": add("Linear", {"out_features": 2}, "l2", (750, 0)),
+        "target": add("Input", {"shape": (4, 2)}, "target", (750, 200)),
+        "loss": add("SquaredLoss", {}, "loss", (1000, 0)),
+    }
+    for a, b, port in [("x", "l1", "x"), ("l1", "act", "a"), ("act", "l2", "x"), ("l2", "loss", "pred"),
+                       ("target", "loss", "target")]:
+        stack.push(commands.ConnectCommand(doc, ids[a], "out", ids[b], port))
+    return ids
