@@ -1,0 +1,429 @@
+"""Training data: inline arrays and small synthetic sets, bound to Input nodes by name.
+
+The ``"data"`` section of a graph file maps the name of an Input node to where its rows come
+from. Two kinds of entry exist::
+
+    "data": {
+      "φ(x)": {"values": [[1.0, 2.0], [0.5, -1.0], [-1.0, 0.0]]},       # inline rows
+      "y":    {"values": [1, -1, 1]},
+      "x":    {"kind": "synthetic", "name": "xor", "field": "x", "rows": 64, "seed": 0,
+               "params": {"noise": 0.2}},
+      "label": {"kind": "synthetic", "name": "xor", "field": "y", "rows": 64, "seed": 0,
+               "params": {"noise": 0.2}}
+    }
+
+- **inline** (``{"values": nested lists}``, optionally ``"kind": "inline"``): the array itself,
+  rows first. Numbers stay as written (token ids are whole numbers).
+- **synthetic** (``"kind": "synthetic"``): ``name`` is one of :data:`SYNTHETIC` (``linear``,
+  ``blobs``, ``xor``, ``circles``, ``sine``), ``field`` which of its arrays (``x`` or ``y``),
+  ``rows`` how many examples (default 64), ``seed`` the generator seed (default 0) and ``params``
+  the set's own settings (see each generator's docstring). Entries naming the same set (same
+  name, rows, seed and params) share ONE generated set, so ``x`` and ``y`` line up row by row.
+
+Binding (:func:`bind`): every Input node of the graph needs an entry. An Input's ``shape``
+includes the batch dimension ``B``; a data array with ``N`` rows (its first dimension) feeds it
+with rows reshaped to ``shape[1:]`` (so ``y`` with shape ``(N,)`` can feed an Input of shape
+``(B, 1)``). ``B == N`` is full-batch training; ``B < N`` draws a minibatch of ``B`` distinct rows
+per step from a generator seeded by ``(seed, step)``, so a run is reproducible bit for bit and a
+resumed run draws the same batches as an uninterrupted one. An Input of shape ``()`` takes a
+single number that is fed unchanged at every step.
+
+Evaluation (the loss before and after training) averages the loss over the consecutive batches
+``rows[0:B], rows[B:2B], …`` (a last partial batch is left out), so it does not depend on the
+random draws.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from engine.blocks._base import Param, ParamType, shape_str
+from engine.errors import FileFormatError, GraphError, ParamError
+
+MAX_ROWS = 100_000
+MAX_ELEMENTS = 20_000_000  # per data set; "small synthetic sets"
+
+
+class DataError(FileFormatError):
+    """A ``data`` section that is malformed or does not fit the graph's Input nodes."""
+
+
+# --- synthetic sets ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    """A synthetic data set generator: ``make(rng, rows, params) -> {field: array}``."""
+
+    name: str
+    doc: str
+    fields: tuple[str, ...]
+    params: tuple[Param, ...]
+    make: Callable[[np.random.Generator, int, Mapping[str, Any]], dict[str, np.ndarray]]
+
+
+_BIAS = Param("bias_feature", ParamType.BOOL, False, "append a constant 1 to every x (a bias feature in φ(x))")
+_SIGNED = ("signed", "ids")
+
+
+def _with_bias(x: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
+    return np.concatenate([x, np.ones((x.shape[0], 1))], axis=1) if p["bias_feature"] else x
+
+
+def _labels(y_ids: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
+    # signed labels are the lecture's y ∈ {−1, +1}; ids are class indices 0, 1, ...
+    return (2.0 * y_ids - 1.0) if p["labels"] == "signed" else y_ids.astype(np.int64)
+
+
+def _linear(rng: np.random.Generator, rows: int, p: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    d = p["features"]
+    w = rng.normal(0.0, 1.0, d) if p["weights"] is None else np.broadcast_to(np.asarray(p["weights"], float), (d,))
+    x = rng.normal(0.0, 1.0, (rows, d))
+    y = x @ w + p["bias"] + p["noise"] * rng.normal(0.0, 1.0, rows)
+    return {"x": _with_bias(x, p), "y": y}
+
+
+def _blobs(rng: np.random.Generator, rows: int, p: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    d, c = p["features"], p["classes"]
+    centres = np.zeros((c, d))
+    if c == 2:
+        u = np.ones(d) / math.sqrt(d)
+        centres[0], centres[1] = -u * p["distance"] / 2, u * p["distance"] / 2
+    else:
+        angles = 2 * math.pi * np.arange(c) / c
+        centres[:, 0] = np.cos(angles) * p["distance"] / 2
+        if d > 1:
+            centres[:, 1] = np.sin(angles) * p["distance"] / 2
+    ids = rng.permutation(np.arange(rows) % c)
+    x = centres[ids] + p["spread"] * rng.normal(0.0, 1.0, (rows, d))
+    return {"x": _with_bias(x, p), "y": _labels(ids, p)}
+
+
+def _xor(rng: np.random.Generator, rows: int, p: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    corners = rng.choice(np.array([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]]), size=rows)
+    x = corners + p["noise"] * rng.normal(0.0, 1.0, (rows, 2))
+    ids = (corners[:, 0] * corners[:, 1] < 0).astype(np.int64)  # exclusive or of the two signs
+    return {"x": _with_bias(x, p), "y": _labels(ids, p)}
+
+
+def _circles(rng: np.random.Generator, rows: int, p: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    ids = rng.permutation(np.arange(rows) % 2)
+    angle = rng.uniform(0.0, 2 * math.pi, rows)
+    radius = np.where(ids == 1, p["factor"], 1.0)
+    x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1) + p["noise"] * rng.normal(0.0, 1.0, (rows, 2))
+    return {"x": _with_bias(x, p), "y": _labels(ids, p)}
+
+
+def _sine(rng: np.random.Generator, rows: int, p: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    x = rng.uniform(-math.pi, math.pi, (rows, 1))
+    y = p["amplitude"] * np.sin(p["periods"] * x[:, 0]) + p["noise"] * rng.normal(0.0, 1.0, rows)
+    return {"x": _with_bias(x, p), "y": y}
+
+
+SYNTHETIC: dict[str, Synthetic] = {s.name: s for s in (
+    Synthetic(
+        "linear", "x ~ N(0, 1) with `features` columns; y = x·w + bias + noise·N(0, 1) (w random unless given)",
+        ("x", "y"),
+        (Param("features", ParamType.INT, 3, "number of features", minimum=1, maximum=10_000),
+         Param("noise", ParamType.FLOAT, 0.1, "standard deviation of the noise on y", minimum=0.0),
+         Param("bias", ParamType.FLOAT, 0.0, "a constant added to y"),
+         Param("weights", ParamType.TENSOR, None, "the true weights (random N(0, 1) when null)", nullable=True),
+         _BIAS),
+        _linear,
+    ),
+    Synthetic(
+        "blobs", "Gaussian blobs, one per class; y is the class (±1 when `labels` is signed)",
+        ("x", "y"),
+        (Param("features", ParamType.INT, 2, "number of features", minimum=1, maximum=10_000),
+         Param("classes", ParamType.INT, 2, "number of classes", minimum=2, maximum=1000),
+         Param("spread", ParamType.FLOAT, 0.5, "standard deviation around each centre", minimum=0.0),
+         Param("distance", ParamType.FLOAT, 3.0, "distance between the centres of two classes", minimum=0.0),
+         Param("labels", ParamType.CHOICE, "signed", "signed: y ∈ {−1, +1} (2 classes); ids: 0 … classes−1", choices=_SIGNED),
+         _BIAS),
+        _blobs,
+    ),
+    Synthetic(
+        "xor", "points near the corners (±1, ±1); y says whether the two signs differ",
+        ("x", "y"),
+        (Param("noise", ParamType.FLOAT, 0.2, "standard deviation around each corner", minimum=0.0),
+         Param("labels", ParamType.CHOICE, "signed", "signed: y ∈ {−1, +1}; ids: 0 or 1", choices=_SIGNED),
+         _BIAS),
+        _xor,
+    ),
+    Synthetic(
+        "circles", "two concentric circles (radius 1 and `factor`); y says which one",
+        ("x", "y"),
+        (Param("factor", ParamType.FLOAT, 0.5, "radius of the inner circle", minimum=0.0),
+         Param("noise", ParamType.FLOAT, 0.05, "standard deviation of the noise", minimum=0.0),
+         Param("labels", ParamType.CHOICE, "signed", "signed: y ∈ {−1, +1}; ids: 0 or 1", choices=_SIGNED),
+         _BIAS),
+        _circles,
+    ),
+    Synthetic(
+        "sine", "x uniform in [−π, π] (one column); y = amplitude·sin(periods·x) + noise·N(0, 1)",
+        ("x", "y"),
+        (Param("periods", ParamType.FLOAT, 1.0, "frequency of the sine"),
+         Param("amplitude", ParamType.FLOAT, 1.0, "height of the sine"),
+         Param("noise", ParamType.FLOAT, 0.0, "standard deviation of the noise on y", minimum=0.0),
+         _BIAS),
+        _sine,
+    ),
+)}
+
+
+def synthetic(name: str, rows: int = 64, seed: int = 0, **params: Any) -> dict[str, np.ndarray]:
+    """Generate a synthetic set by name; returns ``{"x": ..., "y": ...}`` (float64 / int64)."""
+    entry = normalize({"_": {"kind": "synthetic", "name": name, "field": "x", "rows": rows, "seed": seed, "params": params}})["_"]
+    return _generate(entry)
+
+
+def _generate(entry: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    gen = SYNTHETIC[entry["name"]]
+    given = entry.get("params", {})
+    p = {q.name: given.get(q.name, q.default) for q in gen.params}
+    rows = entry.get("rows", 64)
+    return gen.make(np.random.default_rng(entry.get("seed", 0)), rows, p)
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_values(where: str, values: Any) -> Any:
+    """A number or rectangular nested lists of finite numbers; returned unchanged (deep-copied)."""
+    def walk(v: Any, depth: int) -> Any:
+        if depth > 32:
+            raise DataError(f"{where}: 'values' is nested too deeply")
+        if isinstance(v, list):
+            return [walk(e, depth + 1) for e in v]
+        if not _is_number(v):
+            raise DataError(f"{where}: 'values' must hold numbers only, found {json.dumps(v, ensure_ascii=False)[:40]}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise DataError(f"{where}: 'values' must hold finite numbers only")
+        return v
+
+    out = walk(values, 0)
+    try:
+        arr = np.asarray(out, dtype=np.float64)
+    except ValueError:
+        raise DataError(f"{where}: 'values' is not rectangular (rows of different lengths)") from None
+    if arr.size > MAX_ELEMENTS:
+        raise DataError(f"{where}: 'values' has {arr.size} numbers; the limit is {MAX_ELEMENTS}")
+    if arr.ndim and arr.shape[0] == 0:
+        raise DataError(f"{where}: 'values' is empty")
+    return out
+
+
+def _coerce(where: str, param: Param, value: Any) -> Any:
+    try:
+        return param.coerce(where, value)
+    except ParamError as exc:
+        raise DataError(str(exc)) from None
+
+
+_INLINE_KEYS = ("kind", "values")
+_SYNTHETIC_KEYS = ("kind", "name", "field", "rows", "seed", "params")
+_ROWS = Param("rows", ParamType.INT, 64, minimum=1, maximum=MAX_ROWS)
+_SEED = Param("seed", ParamType.INT, 0, minimum=0, maximum=2**63 - 1)
+
+
+def normalize(spec: Any) -> dict[str, Any]:
+    """Check a ``data`` section and return it in canonical form (fixed key order, params in
+    their canonical types). Idempotent; raises :class:`DataError` naming the entry and key."""
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict):
+        raise DataError(f"'data' must be an object mapping Input names to data, got {type(spec).__name__}")
+    out: dict[str, Any] = {}
+    for name, entry in spec.items():
+        where = f"data {name!r}"
+        if not isinstance(name, str) or not name:
+            raise DataError("'data' keys must be the names of Input nodes")
+        if not isinstance(entry, dict):
+            raise DataError(f"{where} must be an object such as {{\"values\": [...]}}")
+        kind = entry.get("kind", "inline" if "values" in entry else None)
+        if kind == "inline":
+            unknown = sorted(set(entry) - set(_INLINE_KEYS))
+            if unknown:
+                raise DataError(f"{where} has unknown key {unknown[0]!r} (inline data has: values)")
+            if "values" not in entry:
+                raise DataError(f"{where} has no 'values'")
+            canon: dict[str, Any] = {"kind": "inline"} if "kind" in entry else {}
+            canon["values"] = _check_values(where, entry["values"])
+        elif kind == "synthetic":
+            unknown = sorted(set(entry) - set(_SYNTHETIC_KEYS))
+            if unknown:
+                raise DataError(f"{where} has unknown key {unknown[0]!r} (synthetic data has: {', '.join(_SYNTHETIC_KEYS)})")
+            gen = SYNTHETIC.get(entry.get("name"))  # type: ignore[arg-type]
+            if gen is None:
+                raise DataError(f"{where}: unknown synthetic set {entry.get('name')!r} (choose one of: {', '.join(SYNTHETIC)})")
+            field = entry.get("field", "x")
+            if field not in gen.fields:
+                raise DataError(f"{where}: synthetic set {gen.name!r} has no field {field!r} (fields: {', '.join(gen.fields)})")
+            canon = {"kind": "synthetic", "name": gen.name}
+            if "field" in entry:
+                canon["field"] = field
+            if "rows" in entry:
+                canon["rows"] = _coerce(where, _ROWS, entry["rows"])
+            if "seed" in entry:
+                canon["seed"] = _coerce(where, _SEED, entry["seed"])
+            if "params" in entry:
+                params = entry["params"]
+                if not isinstance(params, dict):
+                    raise DataError(f"{where}: 'params' must be an object")
+                known = {p.name: p for p in gen.params}
+                bad = sorted(set(params) - set(known))
+                if bad:
+                    raise DataError(
+                        f"{where}: synthetic set {gen.name!r} has no parameter {bad[0]!r} (its parameters: {', '.join(known)})"
+                    )
+                canon["params"] = {k: _coerce(f"{where} ({gen.name})", known[k], v) for k, v in params.items()}
+                full = {p.name: canon["params"].get(p.name, p.default) for p in gen.params}
+                if gen.name == "blobs" and full["labels"] == "signed" and full["classes"] != 2:
+                    raise DataError(f"{where}: signed labels (±1) need 2 classes; use \"labels\": \"ids\" for {full['classes']}")
+                if gen.name == "linear" and full["weights"] is not None:
+                    w = np.asarray(full["weights"], float)
+                    if w.ndim > 1 or (w.ndim == 1 and w.size not in (1, full["features"])):
+                        raise DataError(f"{where}: 'weights' must have {full['features']} numbers (one per feature)")
+                size = canon.get("rows", 64) * full.get("features", 2)
+                if size > MAX_ELEMENTS:
+                    raise DataError(f"{where}: {size} numbers is too many for a synthetic set (limit {MAX_ELEMENTS})")
+        elif kind is None:
+            raise DataError(f"{where} needs 'values' (inline data) or \"kind\": \"synthetic\"")
+        else:
+            raise DataError(f"{where}: unknown kind {kind!r} (inline or synthetic)")
+        out[name] = canon
+    return out
+
+
+# --- binding to a graph ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One Input node and the array that feeds it."""
+
+    node: str  # Input node id
+    label: str
+    array: np.ndarray  # (N, *shape[1:]) when batched, else exactly the Input's shape
+    batched: bool
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Data bound to a graph's Input nodes; hands out feeds keyed by node id."""
+
+    bindings: tuple[Binding, ...]
+    rows: int  # N (1 when nothing is batched)
+    batch: int  # B
+
+    @property
+    def full_batch(self) -> bool:
+        return self.batch == self.rows
+
+    def _take(self, idx: np.ndarray | slice) -> dict[str, np.ndarray]:
+        return {b.node: (b.array[idx] if b.batched else b.array) for b in self.bindings}
+
+    def batch_feeds(self, step: int, seed: int) -> dict[str, np.ndarray]:
+        """The feeds for training step ``step`` (0-based): all rows, or B rows drawn without
+        replacement by a generator seeded with ``(seed, step)``."""
+        if self.full_batch:
+            return self._take(slice(None))
+        rng = np.random.default_rng([int(seed), int(step)])
+        return self._take(rng.choice(self.rows, size=self.batch, replace=False))
+
+    def eval_feeds(self) -> list[dict[str, np.ndarray]]:
+        """Consecutive batches ``rows[0:B], rows[B:2B], …`` (a last partial batch is left out)."""
+        return [self._take(slice(i, i + self.batch)) for i in range(0, self.rows - self.batch + 1, self.batch)]
+
+    def first_feeds(self) -> dict[str, np.ndarray]:
+        """The first batch, for a single forward/backward pass (``run``, ``gradcheck``)."""
+        return self._take(slice(0, self.batch))
+
+
+def bind(spec: Mapping[str, Any], graph: Any) -> Dataset:
+    """Bind a (normalized or raw) ``data`` section to ``graph``'s Input nodes.
+
+    Raises :class:`DataError` naming the Input or data entry: an Input without data, data for
+    a node that is not an Input, rows that do not fit the Input's shape, data sets of different
+    lengths, a batch larger than the data, non-integer token ids."""
+    spec = normalize(dict(spec))
+    inputs = [n for n in graph.nodes.values() if n.type == "Input"]
+    by_node: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    for name, entry in spec.items():
+        try:
+            node = graph.find(name)
+        except GraphError:
+            names = ", ".join(repr(n.name) for n in inputs) or "none"
+            raise DataError(f"data {name!r} has no Input node of that name to feed (Input nodes: {names})") from None
+        if node.type != "Input":
+            raise DataError(f"data {name!r} names {node.label}, a {node.type} block; data can only feed Input nodes")
+        if node.id in by_node:
+            raise DataError(f"data {by_node[node.id][0]!r} and {name!r} both feed Input {node.label}")
+        by_node[node.id] = (name, entry)
+    cache: dict[str, dict[str, np.ndarray]] = {}
+    bindings: list[Binding] = []
+    batched: list[tuple[Binding, int]] = []  # with the Input's batch size
+    for node in inputs:
+        if node.id not in by_node:
+            raise DataError(f"Input {node.label} has no data: add an entry named {node.name!r} under \"data\"")
+        name, entry = by_node[node.id]
+        if entry.get("kind", "inline") == "inline":
+            array = np.asarray(entry["values"])
+            array = array.astype(np.int64 if np.issubdtype(array.dtype, np.integer) else np.float64)
+        else:
+            key = json.dumps({k: v for k, v in entry.items() if k != "field"}, sort_keys=True)
+            if key not in cache:
+                cache[key] = _generate(entry)
+            array = cache[key][entry.get("field", "x")]
+        shape = tuple(node.params["shape"])
+        if node.params.get("dtype") == "ids":
+            if not np.issubdtype(array.dtype, np.integer):
+                if not np.all(array == np.round(array)):
+                    raise DataError(f"Input {node.label} takes token ids (whole numbers), but data {name!r} has fractions")
+                array = array.astype(np.int64)
+        if shape == ():
+            if array.size != 1:
+                raise DataError(f"Input {node.label} has shape () (one number), but data {name!r} has shape {shape_str(array.shape)}")
+            bindings.append(Binding(node.id, node.label, array.reshape(()), False))
+            continue
+        if array.ndim == 0:
+            raise DataError(f"data {name!r} is a single number, but Input {node.label} takes rows of shape {shape_str(shape[1:])}")
+        rows = array.shape[0]
+        row_size = int(np.prod(shape[1:], dtype=np.int64))
+        if array.size != rows * row_size:
+            raise DataError(
+                f"data {name!r} has rows of shape {shape_str(array.shape[1:])}, but Input {node.label} takes rows of "
+                f"shape {shape_str(shape[1:])} (its shape {shape_str(shape)} without the batch dimension)"
+            )
+        if shape[0] > rows:
+            raise DataError(
+                f"Input {node.label} takes batches of {shape[0]} rows (its shape {shape_str(shape)}), "
+                f"but data {name!r} has only {rows} rows"
+            )
+        b = Binding(node.id, node.label, np.ascontiguousarray(array.reshape((rows, *shape[1:]))), True)
+        bindings.append(b)
+        batched.append((b, shape[0]))
+    if not batched:
+        return Dataset(tuple(bindings), 1, 1)
+    first, batch = batched[0]
+    for b, size in batched[1:]:
+        if b.array.shape[0] != first.array.shape[0]:
+            raise DataError(
+                f"the data for Input {first.label} has {first.array.shape[0]} rows, but the data for "
+                f"Input {b.label} has {b.array.shape[0]}; rows must line up"
+            )
+        if size != batch:
+            raise DataError(
+                f"Input {first.label} takes batches of {batch} rows but Input {b.label} takes {size}; "
+                f"the first dimension of every Input's shape must agree"
+            )
+    return Dataset(tuple(bindings), first.array.shape[0], batch)

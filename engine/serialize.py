@@ -1,0 +1,745 @@
+"""Graph files (``.json``) and containers (``.bps``): load, validate, save.
+
+A graph file is UTF-8 JSON::
+
+    {
+      "format": "backprop-studio.graph",
+      "version": 1,
+      "name": "Two-layer neural network",
+      "description": "the lesson text, shown next to the graph",
+      "nodes": [
+        {"id": "<uuid>", "type": "Dot", "name": "score", "params": {}, "position": [360.0, 80.0]},
+        ...
+      ],
+      "links": [{"from": ["<node id>", "out"], "to": ["<node id>", "a"]}, ...],
+      "data": {...},        # see engine.data
+      "training": {...}     # see engine.train
+    }
+
+Links are stored once, as (node, port) pairs; node ids are kept across save and load. The
+writer uses a fixed key order and layout (small objects and rows of numbers on one line), so
+save → load → save gives the same bytes.
+
+A ``.bps`` container is a zip holding ``graph.json`` (the text above) and, when present,
+``weights.npz`` (keys ``<node id>/<weight name>``), ``optimizer.npz`` (see
+:mod:`engine.optim`) and ``history.npz`` (``step``, ``loss``, ``grad_norm``, ``seconds``, one
+entry per training step). Members are written deterministically (fixed timestamps, sorted
+names, arrays written with ``numpy.lib.format``) and read without ever unpickling anything.
+
+Loading goes: bytes (size-checked) → text (strict UTF-8) → JSON (no NaN, no duplicate keys) →
+format tag and version (newer versions are refused; older ones go through :data:`MIGRATIONS`)
+→ a typed intermediate form (:class:`Document`) → validation of everything (node ids, block
+types, params, links, ports, port kinds, one link per input, cycles, data, training, weights)
+→ only then a :class:`~engine.graph.Graph`. An unknown block type becomes a placeholder node
+that keeps its type, params and wires, and is written back unchanged. Every problem is a
+:class:`~engine.errors.FileFormatError` whose message starts with the file name.
+
+Saving writes a temporary file in the same directory, fsyncs it and renames it over the
+target, so a crash never leaves half a file behind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import networkx as nx
+import numpy as np
+
+from engine import blocks
+from engine import data as data_mod
+from engine import train as train_mod
+from engine.blocks import Block, Kind
+from engine.errors import FileFormatError, GraphError, UnknownBlockError
+from engine.graph import Graph, Link
+
+FORMAT = "backprop-studio.graph"
+VERSION = 1
+#: ``MIGRATIONS[v]`` turns a version-``v`` document (a dict) into a version ``v + 1`` one.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+MAX_JSON_BYTES = 64 * 2**20
+MAX_CONTAINER_BYTES = 512 * 2**20
+MAX_ID_LENGTH = 200
+JSON_WIDTH = 120  # objects and lists whose one-line form fits in this many columns stay on one line
+
+GRAPH_MEMBER = "graph.json"
+NPZ_MEMBERS = ("history.npz", "optimizer.npz", "weights.npz")
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_TOP_KEYS = ("format", "version", "name", "description", "nodes", "links", "data", "training")
+_NODE_KEYS = ("id", "type", "name", "params", "position")
+
+Weights = dict[str, dict[str, np.ndarray]]
+
+
+@dataclass
+class Project:
+    """Everything a file holds: the graph, the lesson text, data and training settings, and
+    (in a ``.bps`` container) weights, optimiser state and training history."""
+
+    graph: Graph
+    name: str = ""
+    description: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    weights: Weights | None = None
+    optimizer_state: dict[str, np.ndarray] | None = None
+    history: dict[str, np.ndarray] | None = None
+
+
+# --- the typed intermediate form ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    id: str
+    type: str
+    name: str | None
+    params: dict[str, Any]
+    position: tuple[float, float]
+    where: str  # "nodes[3]", for messages before the node is known to be valid
+
+
+@dataclass(frozen=True)
+class LinkRecord:
+    src: str
+    src_port: str
+    dst: str
+    dst_port: str
+    where: str
+
+
+@dataclass(frozen=True)
+class Document:
+    """A parsed (not yet validated) graph file."""
+
+    name: str
+    description: str
+    nodes: tuple[NodeRecord, ...]
+    links: tuple[LinkRecord, ...]
+    data: dict[str, Any]
+    training: dict[str, Any]
+
+
+def _fail(message: str) -> FileFormatError:
+    return FileFormatError(message)
+
+
+def _kind_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "text", bool: "true/false", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__
+    )
+
+
+def _text(where: str, value: Any, *, allow_empty: bool = True) -> str:
+    if not isinstance(value, str):
+        raise _fail(f"{where} must be text, got {_kind_name(value)}")
+    if not allow_empty and not value:
+        raise _fail(f"{where} must not be empty")
+    return value
+
+
+def _parse_node(i: int, raw: Any) -> NodeRecord:
+    where = f"nodes[{i}]"
+    if not isinstance(raw, dict):
+        raise _fail(f"{where} must be an object with id, type, name, params and position, got {_kind_name(raw)}")
+    unknown = sorted(set(raw) - set(_NODE_KEYS))
+    if unknown:
+        raise _fail(f"{where} has unknown key {unknown[0]!r} (a node has: {', '.join(_NODE_KEYS)})")
+    for key in ("id", "type"):
+        if key not in raw:
+            raise _fail(f"{where} has no {key!r}")
+    node_id = _text(f"{where}.id", raw["id"], allow_empty=False)
+    if len(node_id) > MAX_ID_LENGTH or "/" in node_id or any(ord(c) < 32 for c in node_id):
+        raise _fail(f"{where}.id {node_id[:40]!r} is not a valid node id (at most {MAX_ID_LENGTH} characters, no '/')")
+    type_id = _text(f"{where}.type", raw["type"], allow_empty=False)
+    name = _text(f"{where}.name", raw["name"]) if "name" in raw else None
+    params = raw.get("params", {})
+    if not isinstance(params, dict):
+        raise _fail(f"{where}.params must be an object, got {_kind_name(params)}")
+    position = raw.get("position", [0.0, 0.0])
+    if (
+        not isinstance(position, list) or len(position) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in position)
+    ):
+        raise _fail(f"{where}.position must be [x, y] (two numbers), got {json.dumps(position)[:40]}")
+    return NodeRecord(node_id, type_id, name, params, (float(position[0]), float(position[1])), where)
+
+
+def _parse_end(where: str, value: Any) -> tuple[str, str]:
+    if (
+        not isinstance(value, list) or len(value) != 2
+        or not all(isinstance(v, str) and v for v in value)
+    ):
+        raise _fail(f"{where} must be [node id, port name], got {json.dumps(value, ensure_ascii=False)[:60]}")
+    return value[0], value[1]
+
+
+def _parse_link(i: int, raw: Any) -> LinkRecord:
+    where = f"links[{i}]"
+    if not isinstance(raw, dict) or set(raw) != {"from", "to"}:
+        raise _fail(f"{where} must be {{\"from\": [node id, port], \"to\": [node id, port]}}")
+    src, src_port = _parse_end(f"{where}.from", raw["from"])
+    dst, dst_port = _parse_end(f"{where}.to", raw["to"])
+    return LinkRecord(src, src_port, dst, dst_port, where)
+
+
+def _parse_graph_part(obj: Mapping[str, Any]) -> tuple[tuple[NodeRecord, ...], tuple[LinkRecord, ...]]:
+    if "nodes" not in obj:
+        raise _fail("it has no 'nodes' list")
+    if not isinstance(obj["nodes"], list):
+        raise _fail(f"'nodes' must be a list, got {_kind_name(obj['nodes'])}")
+    links = obj.get("links", [])
+    if not isinstance(links, list):
+        raise _fail(f"'links' must be a list, got {_kind_name(links)}")
+    return (tuple(_parse_node(i, n) for i, n in enumerate(obj["nodes"])),
+            tuple(_parse_link(i, l) for i, l in enumerate(links)))
+
+
+def parse_document(obj: Any) -> Document:
+    """Check the format tag and version, migrate, and parse into a :class:`Document`."""
+    if not isinstance(obj, dict):
+        raise _fail(f"it is not a Backprop Studio graph (the JSON holds {_kind_name(obj)}, not an object)")
+    if "format" not in obj:
+        raise _fail(f"it is not a Backprop Studio graph (it has no \"format\": \"{FORMAT}\" tag)")
+    if obj["format"] != FORMAT:
+        raise _fail(f"it is not a Backprop Studio graph (its format tag is {json.dumps(obj['format'], ensure_ascii=False)[:60]}, expected \"{FORMAT}\")")
+    version = obj.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise _fail(f"its format version must be a whole number, got {json.dumps(version)[:40]}")
+    if version > VERSION:
+        raise _fail(f"it was made by a newer Backprop Studio (format version {version}; this one reads up to {VERSION})")
+    if version < 1:
+        raise _fail(f"its format version {version} is not valid (versions start at 1)")
+    while version < VERSION:
+        obj = MIGRATIONS[version](dict(obj))
+        version += 1
+    unknown = sorted(set(obj) - set(_TOP_KEYS))
+    if unknown:
+        raise _fail(f"it has an unknown top-level key {unknown[0]!r} (a graph file has: {', '.join(_TOP_KEYS)})")
+    name = _text("'name'", obj.get("name", ""))
+    description = _text("'description'", obj.get("description", ""))
+    nodes, links = _parse_graph_part(obj)
+    return Document(name, description, nodes, links, data_mod.normalize(obj.get("data")), train_mod.normalize(obj.get("training")))
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+def _record_label(rec: NodeRecord) -> str:
+    return f"node {rec.name!r} ({rec.type})" if rec.name else f"node {rec.type} {rec.id[:8]}"
+
+
+def validate(nodes: Iterable[NodeRecord], links: Iterable[LinkRecord]) -> dict[str, Block | None]:
+    """Check node ids, block types, params, links, ports, port kinds, one link per input and
+    cycles; returns the block of every node (None for a placeholder). Builds nothing."""
+    nodes, links = tuple(nodes), tuple(links)
+    by_id: dict[str, NodeRecord] = {}
+    for rec in nodes:
+        if rec.id in by_id:
+            raise _fail(f"{by_id[rec.id].where} and {rec.where} have the same id {rec.id!r}; every node needs its own id")
+        by_id[rec.id] = rec
+    made: dict[str, Block | None] = {}
+    for rec in nodes:
+        try:
+            made[rec.id] = blocks.create(rec.type, **rec.params)
+        except UnknownBlockError:
+            made[rec.id] = None  # a placeholder keeps the node; running it reports the unknown type
+        except GraphError as exc:
+            raise _fail(f"{_record_label(rec)}: {exc}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise _fail(f"{_record_label(rec)} has params that cannot be used ({exc})") from None
+    taken: dict[tuple[str, str], LinkRecord] = {}
+    g = nx.DiGraph()
+    g.add_nodes_from(by_id)
+    for link in links:
+        for end, node_id in (("comes from", link.src), ("goes into", link.dst)):
+            if node_id not in by_id:
+                raise _fail(f"{link.where} {end} node {node_id!r}, which is not in the file")
+        a, b = by_id[link.src], by_id[link.dst]
+        block_a, block_b = made[link.src], made[link.dst]
+        kind_out = Kind.ANY
+        if block_a is not None:
+            outs = {p.name: p for p in block_a.output_ports()}
+            if link.src_port not in outs:
+                raise _fail(f"{link.where} comes from {_record_label(a)} output {link.src_port!r}, which does not exist (outputs: {', '.join(outs) or 'none'})")
+            kind_out = block_a.output_kind(link.src_port)
+        kind_in = Kind.ANY
+        if block_b is not None:
+            ins = {p.name: p for p in block_b.input_ports()}
+            if link.dst_port not in ins:
+                raise _fail(f"{link.where} goes into {_record_label(b)} input {link.dst_port!r}, which does not exist (inputs: {', '.join(ins) or 'none'})")
+            kind_in = ins[link.dst_port].kind
+        if not kind_in.accepts(kind_out):
+            what = {Kind.IDS: "token ids (integers)", Kind.FLOAT: "real numbers"}
+            raise _fail(f"{link.where}: {_record_label(b)} input {link.dst_port!r} takes {what[kind_in]}, but "
+                        f"{_record_label(a)} output {link.src_port!r} gives {what[kind_out]}")
+        key = (link.dst, link.dst_port)
+        if key in taken:
+            raise _fail(f"{taken[key].where} and {link.where} both go into {_record_label(b)} input {link.dst_port!r}; an input takes one link")
+        taken[key] = link
+        g.add_edge(link.src, link.dst)
+    try:
+        cycle = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:
+        cycle = []
+    if cycle:
+        labels = [_record_label(by_id[u]) for u, _ in cycle] + [_record_label(by_id[cycle[0][0]])]
+        raise _fail(f"the links make a cycle: {' → '.join(labels)}; a graph must flow one way")
+    return made
+
+
+def _build(nodes: tuple[NodeRecord, ...], links: tuple[LinkRecord, ...], made: Mapping[str, Block | None]) -> Graph:
+    graph = Graph()
+    for rec in nodes:
+        node = graph.add_node(rec.type, rec.params, node_id=rec.id, name=rec.name, position=rec.position, allow_unknown=True)
+        if made[rec.id] is None:
+            ins = tuple(dict.fromkeys(l.dst_port for l in links if l.dst == rec.id))
+            outs = tuple(dict.fromkeys(l.src_port for l in links if l.src == rec.id))
+            node.placeholder_ports = (ins, outs)
+    for l in links:
+        graph.add_link(Link(l.src, l.src_port, l.dst, l.dst_port))
+    return graph
+
+
+# --- JSON text ----------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise _fail(f"it contains {name}, which is not a number JSON allows")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _fail(f"it has the key {k!r} twice in one object")
+        out[k] = v
+    return out
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as exc:
+        end = len(text.rstrip())
+        if exc.msg.startswith("Unterminated string") or exc.pos >= end:
+            raise _fail("it is incomplete: the JSON text ends too early (was the file cut off while saving or copying?)") from None
+        raise _fail(f"it is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise _fail("it is not a Backprop Studio graph (the JSON is nested too deeply)") from None
+
+
+def _decode(raw: bytes) -> str:
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte order mark, as some editors write
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(f"it is not UTF-8 text (byte 0x{raw[exc.start]:02x} at position {exc.start} cannot be decoded)") from None
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: tuples become lists, numpy scalars Python numbers; NaN/Inf refused."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _fail(f"cannot write {value!r}: JSON files hold finite numbers only")
+    return value
+
+
+def _format(value: Any, indent: int = 0) -> str:
+    one_line = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+    if not isinstance(value, (dict, list)) or not value or indent + len(one_line) <= JSON_WIDTH:
+        return one_line
+    pad = " " * (indent + 2)
+    if isinstance(value, dict):
+        items = [f"{pad}{json.dumps(k, ensure_ascii=False)}: {_format(v, indent + 2)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    items = [pad + _format(v, indent + 2) for v in value]
+    return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
+
+
+def _node_dict(graph: Graph, node_id: str) -> dict[str, Any]:
+    n = graph.nodes[node_id]
+    return {"id": n.id, "type": n.type, "name": n.name, "params": _plain(n.params), "position": [float(n.position[0]), float(n.position[1])]}
+
+
+def graph_to_dict(graph: Graph, node_ids: Iterable[str] | None = None) -> dict[str, Any]:
+    """``{"nodes": [...], "links": [...]}`` for the whole graph or for ``node_ids`` (then only
+    the links between those nodes): what copy and paste carry."""
+    keep = list(graph.nodes) if node_ids is None else [n for n in graph.nodes if n in set(node_ids)]
+    kept = set(keep)
+    return {
+        "nodes": [_node_dict(graph, n) for n in keep],
+        "links": [{"from": [l.src, l.src_port], "to": [l.dst, l.dst_port]} for l in graph.links if l.src in kept and l.dst in kept],
+    }
+
+
+def graph_from_dict(d: Mapping[str, Any]) -> Graph:
+    """A validated :class:`Graph` from :func:`graph_to_dict`'s output (or a whole document);
+    raises FileFormatError."""
+    if not isinstance(d, Mapping):
+        raise _fail(f"a graph must be an object with 'nodes' and 'links', got {_kind_name(d)}")
+    if "format" in d:
+        doc = parse_document(dict(d))
+        nodes, links = doc.nodes, doc.links
+    else:
+        nodes, links = _parse_graph_part(d)
+    return _build(nodes, links, validate(nodes, links))
+
+
+def document_dict(project: Project) -> dict[str, Any]:
+    """The graph file as a dict, in the canonical key order."""
+    part = graph_to_dict(project.graph)
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "name": str(project.name),
+        "description": str(project.description),
+        "nodes": part["nodes"],
+        "links": part["links"],
+        "data": _plain(data_mod.normalize(project.data)),
+        "training": _plain(train_mod.normalize(project.training)),
+    }
+
+
+def dumps(project: Project) -> str:
+    """The graph JSON text of ``project`` (no weights), ending with a newline."""
+    return _format(document_dict(project)) + "\n"
+
+
+def _with_source(exc: FileFormatError, source: str) -> FileFormatError:
+    message = f"{source}: {exc}" if source else str(exc)
+    return type(exc)(message) if type(exc) in (FileFormatError, data_mod.DataError, train_mod.TrainingError) else FileFormatError(message)
+
+
+def _loads(text: str) -> Project:
+    if len(text) > MAX_JSON_BYTES:
+        raise _fail(f"it is too large ({len(text) / 2**20:.1f} MiB; graph files are limited to {MAX_JSON_BYTES // 2**20} MiB)")
+    doc = parse_document(_parse_json(text))
+    graph = _build(doc.nodes, doc.links, validate(doc.nodes, doc.links))
+    return Project(graph, doc.name, doc.description, doc.data, doc.training)
+
+
+def loads(text: str, *, source: str = "") -> Project:
+    """A project from graph JSON text; ``source`` (a file name) starts every error message."""
+    try:
+        return _loads(text)
+    except FileFormatError as exc:
+        raise _with_source(exc, source) from None
+
+
+# --- .npz members ---------------------------------------------------------------------------------
+
+
+def _zip_info(name: str, compress: int) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+    info.compress_type = compress
+    info.create_system = 3  # unix, whatever system writes it: same bytes everywhere
+    info.external_attr = 0o644 << 16
+    return info
+
+
+def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """A deterministic ``.npz``: members sorted, fixed timestamps, no pickling."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for key in sorted(arrays):
+            arr = np.asarray(arrays[key])
+            if arr.dtype.hasobject:
+                raise _fail(f"cannot save {key!r}: it holds Python objects, not numbers")
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asarray(arr, order="C"), allow_pickle=False)  # keeps 0-d arrays 0-d
+            zf.writestr(_zip_info(f"{key}.npy", zipfile.ZIP_STORED), member.getvalue())
+    return buf.getvalue()
+
+
+def _read_npy(f: Any, size: int, where: str) -> np.ndarray:
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(f)
+        else:
+            raise _fail(f"{where} uses .npy format version {version[0]}.{version[1]}, which this version cannot read")
+    except ValueError as exc:
+        raise _fail(f"{where} is damaged ({exc})") from None
+    if dtype.hasobject:
+        raise _fail(f"{where} holds Python objects (pickled data); Backprop Studio never loads pickled data")
+    if dtype.kind not in "biuf" or dtype.fields is not None:
+        raise _fail(f"{where} has dtype {dtype}, not numbers")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    nbytes = count * dtype.itemsize
+    if nbytes > size:
+        raise _fail(f"{where} is truncated (its header promises {nbytes} bytes of data; the member has {size} in all)")
+    raw = f.read(nbytes)
+    if len(raw) != nbytes:
+        raise _fail(f"{where} is truncated")
+    arr = np.frombuffer(raw, dtype=dtype, count=count)
+    return arr.reshape(shape, order="F" if fortran else "C").copy()
+
+
+def read_npz(raw: bytes, member: str, budget: int) -> dict[str, np.ndarray]:
+    """Arrays of an ``.npz`` held in memory, with size checks before every read."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(raw))
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise _fail(f"{member} is damaged ({exc})") from None
+    total = sum(i.file_size for i in infos)
+    if total > budget:
+        raise _fail(f"{member} unpacks to {total / 2**20:.1f} MiB, more than the {budget // 2**20} MiB limit")
+    out: dict[str, np.ndarray] = {}
+    for info in infos:
+        if not info.filename.endswith(".npy"):
+            raise _fail(f"{member} has a member {info.filename!r} that is not an array (.npy)")
+        key = info.filename[:-4]
+        if key in out:
+            raise _fail(f"{member} has {key!r} twice")
+        try:
+            with zf.open(info) as f:
+                out[key] = _read_npy(f, info.file_size, f"{member} entry {key!r}")
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise _fail(f"{member} entry {key!r} is damaged ({exc})") from None
+    return out
+
+
+# --- containers -----------------------------------------------------------------------------------
+
+
+def _flatten(weights: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {f"{node}/{name}": np.asarray(w) for node, ws in weights.items() for name, w in ws.items()}
+
+
+def container_bytes(project: Project) -> bytes:
+    """The ``.bps`` container of ``project`` as bytes."""
+    members = {GRAPH_MEMBER: dumps(project).encode("utf-8")}
+    if project.weights is not None:
+        members["weights.npz"] = npz_bytes(_flatten(project.weights))
+    if project.optimizer_state is not None:
+        members["optimizer.npz"] = npz_bytes(project.optimizer_state)
+    if project.history is not None:
+        members["history.npz"] = npz_bytes(project.history)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compresslevel=6) as zf:
+        for name in sorted(members):
+            zf.writestr(_zip_info(name, zipfile.ZIP_DEFLATED), members[name])
+    return buf.getvalue()
+
+
+def _check_weights(graph: Graph, flat: Mapping[str, np.ndarray]) -> Weights:
+    weights: Weights = {}
+    report = graph.infer()
+    for key in sorted(flat):
+        arr = flat[key]
+        node_id, _, name = key.partition("/")
+        if not name:
+            raise _fail(f"weights.npz entry {key!r} is not named <node id>/<weight name>")
+        if node_id not in graph.nodes:
+            raise _fail(f"weights.npz has weights for node {node_id!r}, which is not in the graph")
+        node = graph.nodes[node_id]
+        label = f"node {node.name!r} ({node.type})" if node.name else f"node {node.type} {node_id[:8]}"
+        if arr.dtype.kind != "f":
+            raise _fail(f"weights.npz: {label} weight {name!r} has dtype {arr.dtype}; weights are real numbers")
+        if node.block is not None:
+            expected = graph.weight_shapes(node_id, report)
+            if expected:
+                if name not in expected:
+                    raise _fail(f"weights.npz: {label} has no weight {name!r} (its weights: {', '.join(expected)})")
+                if tuple(arr.shape) != tuple(expected[name]):
+                    raise _fail(f"weights.npz: {label} weight {name!r} has shape {tuple(arr.shape)}, but the graph needs {tuple(expected[name])}")
+            elif not node.block.weights and not node.block.composite:
+                raise _fail(f"weights.npz has weight {name!r} for {label}, which has no weights")
+        weights.setdefault(node_id, {})[name] = arr
+    return weights
+
+
+def _check_optimizer(graph: Graph, weights: Weights | None, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from engine import optim
+
+    kinds = {k.partition("/")[0] for k in state}
+    if len(kinds) > 1 or not kinds <= set(optim.OPTIMIZERS):
+        raise _fail(f"optimizer.npz holds state of {', '.join(sorted(kinds))}; expected one of {', '.join(optim.OPTIMIZERS)}")
+    for key, arr in state.items():
+        type_id, _, rest = key.partition("/")
+        if rest == "step":
+            if arr.shape != () or arr.dtype.kind not in "iu":
+                raise _fail(f"optimizer.npz: {key!r} must be a single whole number")
+            continue
+        slot, _, wkey = rest.partition("/")
+        node_id, _, name = wkey.partition("/")
+        if not name:
+            raise _fail(f"optimizer.npz entry {key!r} is not named {type_id}/<slot>/<node id>/<weight name>")
+        if node_id not in graph.nodes:
+            raise _fail(f"optimizer.npz has state for node {node_id!r}, which is not in the graph")
+        if weights is not None and name in weights.get(node_id, {}) and weights[node_id][name].shape != arr.shape:
+            raise _fail(f"optimizer.npz: {key!r} has shape {arr.shape}, but the weight has shape {weights[node_id][name].shape}")
+    if kinds and f"{kinds.pop()}/step" not in state:
+        raise _fail("optimizer.npz has no step count")
+    return dict(state)
+
+
+def _check_history(history: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    lengths = set()
+    for key, arr in history.items():
+        if arr.ndim != 1:
+            raise _fail(f"history.npz: {key!r} must be one value per step (1-D), got shape {arr.shape}")
+        lengths.add(arr.shape[0])
+    if len(lengths) > 1:
+        raise _fail("history.npz columns have different lengths")
+    return dict(history)
+
+
+def _load_container(path: Path, size: int) -> Project:
+    if size > MAX_CONTAINER_BYTES:
+        raise _fail(f"it is too large ({size / 2**20:.1f} MiB; containers are limited to {MAX_CONTAINER_BYTES // 2**20} MiB)")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            names = [i.filename for i in infos]
+            if len(set(names)) != len(names):
+                raise _fail("it is damaged (a member appears twice in the zip)")
+            unknown = sorted(set(names) - {GRAPH_MEMBER, *NPZ_MEMBERS})
+            if unknown:
+                raise _fail(f"it has an unexpected member {unknown[0]!r} (a container holds {GRAPH_MEMBER}, {', '.join(NPZ_MEMBERS)})")
+            if GRAPH_MEMBER not in names:
+                raise _fail(f"it has no {GRAPH_MEMBER}: it is not a Backprop Studio container")
+            total = sum(i.file_size for i in infos)
+            if total > MAX_CONTAINER_BYTES:
+                raise _fail(f"it unpacks to {total / 2**20:.1f} MiB, more than the {MAX_CONTAINER_BYTES // 2**20} MiB limit")
+            by_name = {i.filename: i for i in infos}
+            if by_name[GRAPH_MEMBER].file_size > MAX_JSON_BYTES:
+                raise _fail(f"its {GRAPH_MEMBER} is too large ({by_name[GRAPH_MEMBER].file_size / 2**20:.1f} MiB; the limit is {MAX_JSON_BYTES // 2**20} MiB)")
+            raw = {}
+            for name in names:
+                try:
+                    raw[name] = zf.read(name)
+                except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+                    raise _fail(f"it is damaged: member {name!r} cannot be read ({exc})") from None
+    except zipfile.BadZipFile as exc:
+        raise _fail(f"it is damaged: not a readable zip container ({exc})") from None
+    except (EOFError, ValueError, OSError) as exc:
+        raise _fail(f"it is damaged: not a readable zip container ({exc})") from None
+    try:
+        project = _loads(_decode(raw[GRAPH_MEMBER]))
+    except FileFormatError as exc:
+        raise type(exc)(f"{GRAPH_MEMBER}: {exc}") from None
+    budget = MAX_CONTAINER_BYTES
+    if "weights.npz" in raw:
+        project.weights = _check_weights(project.graph, read_npz(raw["weights.npz"], "weights.npz", budget))
+    if "optimizer.npz" in raw:
+        project.optimizer_state = _check_optimizer(project.graph, project.weights, read_npz(raw["optimizer.npz"], "optimizer.npz", budget))
+    if "history.npz" in raw:
+        project.history = _check_history(read_npz(raw["history.npz"], "history.npz", budget))
+    return project
+
+
+def load(path: str | os.PathLike[str]) -> Project:
+    """Load a ``.json`` graph file or a ``.bps`` container (recognised by content).
+
+    Raises :class:`FileFormatError` with a message that starts with the file name."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if p.is_dir():
+            raise _fail("it is a folder, not a file")
+        with p.open("rb") as f:
+            head = f.read(4)
+            if head in _ZIP_MAGIC:
+                project = _load_container(p, size)
+            else:
+                if size > MAX_JSON_BYTES:
+                    raise _fail(f"it is too large ({size / 2**20:.1f} MiB; graph files are limited to {MAX_JSON_BYTES // 2**20} MiB)")
+                raw = head + f.read(MAX_JSON_BYTES + 1 - len(head))
+                if len(raw) > MAX_JSON_BYTES:
+                    raise _fail(f"it is too large (graph files are limited to {MAX_JSON_BYTES // 2**20} MiB)")
+                if not raw.strip():
+                    raise _fail("it is empty")
+                project = _loads(_decode(raw))
+    except FileNotFoundError:
+        raise FileFormatError(f"{p}: no such file") from None
+    except PermissionError:
+        raise FileFormatError(f"{p}: permission denied") from None
+    except FileFormatError as exc:
+        raise _with_source(exc, str(p)) from None
+    except OSError as exc:
+        raise FileFormatError(f"{p}: cannot be read ({exc.strerror or exc})") from None
+    return project
+
+
+# --- saving ---------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    directory = path.parent if str(path.parent) else Path(".")
+    mode = 0o644
+    try:
+        mode = path.stat().st_mode & 0o777  # keep the permissions of the file being replaced
+    except OSError:
+        pass
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable; not possible everywhere (Windows), so best effort
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def save(project: Project, path: str | os.PathLike[str]) -> None:
+    """Save atomically: ``.json`` writes the graph file only; ``.bps`` the container with
+    weights, optimiser state and history."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".json":
+            payload = dumps(project).encode("utf-8")
+        elif suffix == ".bps":
+            payload = container_bytes(project)
+        else:
+            raise _fail(f"cannot save as {suffix or 'a file without a suffix'!r}: use .json (the graph only) or .bps (the graph with weights, optimiser state and history)")
+        _atomic_write(p, payload)
+    except FileFormatError as exc:
+        raise _with_source(exc, str(p)) from None
+    except OSError as exc:
+        raise FileFormatError(f"{p}: cannot be saved ({exc.strerror or exc})") from None
+
+
+__all__ = [
+    "FORMAT", "VERSION", "MIGRATIONS", "MAX_JSON_BYTES", "MAX_CONTAINER_BYTES", "Project", "Document", "NodeRecord",
+    "LinkRecord", "parse_document", "validate", "graph_to_dict", "graph_from_dict", "document_dict", "dumps",
+    "loads", "load", "save", "container_bytes", "npz_bytes", "read_npz",
+]

@@ -1,0 +1,396 @@
+"""The training loop: a :class:`Trainer` that takes one optimisation step at a time.
+
+The ``"training"`` section of a graph file says how a lesson trains; every key is optional::
+
+    "training": {
+      "loss": "loss",                        # name (or id) of the node whose output is the loss
+      "optimizer": {"type": "adam", "lr": 0.05, "betas": [0.9, 0.999], "eps": 1e-08,
+                    "weight_decay": 0.0},    # or {"type": "sgd", "lr": 0.1, "momentum": 0.9,
+                                             #     "weight_decay": 0.0}
+      "steps": 500,                          # default 100
+      "clip": null,                          # clip the global gradient norm to this (null: off)
+      "seed": 0,                             # initial weights and minibatch draws
+      "dtype": "float32",                    # or "float64"
+      "target": {"metric": "loss_drop", "value": 0.9}
+    }
+
+Optimiser defaults are torch's (SGD lr 0.01, momentum 0; Adam lr 0.001, betas (0.9, 0.999),
+eps 1e-8); weight decay is L2, as in ``torch.optim``. Targets: ``loss_drop`` (the loss falls by at
+least this fraction: ``1 − final/initial ≥ value``) or ``loss_below`` (``final ≤ value``), where
+initial and final are evaluation losses (see :mod:`engine.data`) measured before and after the run.
+
+The trainer is deterministic: weights start from ``seed`` (per node, see
+:func:`engine.runtime.node_rng`), minibatches come from ``(seed, step)``, and the kernels are
+deterministic, so two runs with the same file and seed end with identical weights, bit for bit;
+a run resumed from a saved container (weights, optimiser state, history) continues exactly as an
+uninterrupted run would.
+
+When the loss or a gradient stops being finite, the step is run again with the runtime's checks
+on (:class:`engine.runtime.Pass` with ``check=True``), and training stops with a
+:class:`~engine.errors.NonFiniteError` naming the first node whose output or gradient went bad.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import numpy as np
+
+from engine import data as data_mod
+from engine import optim
+from engine.errors import FileFormatError, GraphError, NonFiniteError
+from engine.graph import Graph
+from engine.runtime import Runtime
+
+if TYPE_CHECKING:
+    from engine.serialize import Project
+
+DTYPES = ("float32", "float64")
+METRICS = ("loss_drop", "loss_below")
+DEFAULT_STEPS = 100
+MAX_STEPS = 10_000_000
+_KEYS = ("loss", "optimizer", "steps", "clip", "seed", "dtype", "target")
+_OPT_KEYS = {"sgd": ("type", "lr", "momentum", "weight_decay"), "adam": ("type", "lr", "betas", "eps", "weight_decay")}
+
+
+class TrainingError(FileFormatError):
+    """A ``training`` section that is malformed or does not fit the graph."""
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def _number(where: str, value: Any, *, minimum: float | None = None, integer: bool = False) -> Any:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and integer and isinstance(value, float):
+        ok = value.is_integer()
+    if not ok or (isinstance(value, float) and not math.isfinite(value)):
+        kind = "a whole number" if integer else "a number"
+        raise TrainingError(f"training: '{where}' must be {kind}, got {value!r}")
+    value = int(value) if integer else float(value)
+    if minimum is not None and value < minimum:
+        raise TrainingError(f"training: '{where}' must be ≥ {minimum:g}, got {value!r}")
+    return value
+
+
+def _optimizer(spec: Any) -> dict[str, Any]:
+    if not isinstance(spec, dict):
+        raise TrainingError("training: 'optimizer' must be an object such as {\"type\": \"adam\", \"lr\": 0.01}")
+    type_id = spec.get("type", "sgd")
+    if type_id not in _OPT_KEYS:
+        raise TrainingError(f"training: unknown optimizer {type_id!r} (choose one of: {', '.join(_OPT_KEYS)})")
+    keys = _OPT_KEYS[type_id]
+    unknown = sorted(set(spec) - set(keys))
+    if unknown:
+        raise TrainingError(f"training: optimizer {type_id} has no setting {unknown[0]!r} (its settings: {', '.join(keys[1:])})")
+    out: dict[str, Any] = {"type": type_id} if "type" in spec else {}
+    for key in keys[1:]:
+        if key not in spec:
+            continue
+        if key == "betas":
+            b = spec[key]
+            if not isinstance(b, list) or len(b) != 2:
+                raise TrainingError(f"training: optimizer 'betas' must be two numbers [β₁, β₂], got {b!r}")
+            out[key] = [_number("optimizer.betas", v, minimum=0.0) for v in b]
+        else:
+            out[key] = _number(f"optimizer.{key}", spec[key], minimum=0.0)
+    try:
+        optim.create({"type": type_id, **out})
+    except optim.OptimizerError as exc:
+        raise TrainingError(f"training: {exc}") from None
+    return out
+
+
+def normalize(spec: Any) -> dict[str, Any]:
+    """Check a ``training`` section and return it in canonical form (fixed key order, numbers
+    in canonical types, only the keys given). Idempotent; raises :class:`TrainingError`."""
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict):
+        raise TrainingError(f"'training' must be an object, got {type(spec).__name__}")
+    unknown = sorted(set(spec) - set(_KEYS))
+    if unknown:
+        raise TrainingError(f"training has no setting {unknown[0]!r} (its settings: {', '.join(_KEYS)})")
+    out: dict[str, Any] = {}
+    if "loss" in spec:
+        if spec["loss"] is not None and (not isinstance(spec["loss"], str) or not spec["loss"]):
+            raise TrainingError(f"training: 'loss' must be the name of a node, got {spec['loss']!r}")
+        out["loss"] = spec["loss"]
+    if "optimizer" in spec:
+        out["optimizer"] = _optimizer(spec["optimizer"])
+    if "steps" in spec:
+        out["steps"] = _number("steps", spec["steps"], minimum=0, integer=True)
+        if out["steps"] > MAX_STEPS:
+            raise TrainingError(f"training: 'steps' must be ≤ {MAX_STEPS}, got {out['steps']}")
+    if "clip" in spec:
+        out["clip"] = None if spec["clip"] is None else _number("clip", spec["clip"], minimum=0.0)
+    if "seed" in spec:
+        out["seed"] = _number("seed", spec["seed"], minimum=0, integer=True)
+    if "dtype" in spec:
+        if spec["dtype"] not in DTYPES:
+            raise TrainingError(f"training: 'dtype' must be one of {', '.join(DTYPES)}, got {spec['dtype']!r}")
+        out["dtype"] = spec["dtype"]
+    if "target" in spec:
+        t = spec["target"]
+        if t is not None:
+            if not isinstance(t, dict) or set(t) != {"metric", "value"}:
+                raise TrainingError("training: 'target' must be {\"metric\": ..., \"value\": ...} or null")
+            if t["metric"] not in METRICS:
+                raise TrainingError(f"training: target metric must be one of {', '.join(METRICS)}, got {t['metric']!r}")
+            value = _number("target.value", t["value"], minimum=0.0)
+            if t["metric"] == "loss_drop" and value > 1.0:
+                raise TrainingError(f"training: a loss_drop target is a fraction between 0 and 1, got {value!r}")
+            t = {"metric": t["metric"], "value": value}
+        out["target"] = t
+    return out
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """A ``training`` section with the defaults filled in."""
+
+    loss: str | None = None
+    optimizer: Mapping[str, Any] = field(default_factory=lambda: {"type": "sgd", "lr": 0.01})
+    steps: int = DEFAULT_STEPS
+    clip: float | None = None
+    seed: int = 0
+    dtype: str = "float32"
+    target: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any] | None) -> "TrainingConfig":
+        d = normalize(dict(spec or {}))
+        if "optimizer" in d:
+            d["optimizer"] = {"type": "sgd", **d["optimizer"]}
+        return cls(**d)
+
+    def with_overrides(self, **changes: Any) -> "TrainingConfig":
+        """A copy with some settings replaced (None leaves a setting as it is); checked."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "lr" in changes:
+            changes["optimizer"] = {**self.optimizer, "lr": changes.pop("lr")}
+        spec = {**dataclasses.asdict(self), **changes}
+        spec["optimizer"] = dict(spec["optimizer"])
+        return TrainingConfig.from_dict(spec)
+
+
+def target_met(target: Mapping[str, Any] | None, initial: float, final: float) -> bool | None:
+    """Whether a run from ``initial`` to ``final`` loss meets ``target`` (None: no target)."""
+    if not target:
+        return None
+    if not (math.isfinite(initial) and math.isfinite(final)):
+        return False
+    if target["metric"] == "loss_below":
+        return final <= target["value"]
+    return initial > 0 and 1.0 - final / initial >= target["value"]
+
+
+# --- the trainer ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One optimisation step, as the editor's plots and the CLI show it."""
+
+    step: int  # how many updates have been applied, this one included (1-based)
+    loss: float  # loss on this step's batch, before the update
+    grad_norm: float  # global gradient norm before clipping
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event": "step", "step": self.step, "loss": self.loss, "grad_norm": self.grad_norm, "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a :meth:`Trainer.run` achieved."""
+
+    steps: int  # steps taken in this run
+    initial_loss: float
+    final_loss: float
+    target: Mapping[str, Any] | None
+    target_met: bool | None  # None when there is no target
+    stopped: bool  # stopped early by ``should_stop``
+    seconds: float
+
+    @property
+    def drop(self) -> float:
+        """Fraction by which the loss fell (1 − final/initial)."""
+        if not self.initial_loss or not math.isfinite(self.initial_loss):
+            return 0.0
+        return 1.0 - self.final_loss / self.initial_loss
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event": "result", "steps": self.steps, "initial_loss": self.initial_loss, "final_loss": self.final_loss,
+            "drop": self.drop, "target": dict(self.target) if self.target else None, "target_met": self.target_met,
+            "stopped": self.stopped, "seconds": self.seconds,
+        }
+
+
+HISTORY_KEYS = ("step", "loss", "grad_norm", "seconds")
+
+
+class Trainer:
+    """Trains a graph on its data, one step at a time (see the module docstring).
+
+    ``weights``, ``optimizer_state`` and ``history`` continue a saved run. The editor drives
+    :meth:`step` from a worker thread; the CLI calls :meth:`run`."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        data: Mapping[str, Any],
+        training: Mapping[str, Any] | TrainingConfig | None = None,
+        *,
+        weights: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+        optimizer_state: Mapping[str, np.ndarray] | None = None,
+        history: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        self.config = training if isinstance(training, TrainingConfig) else TrainingConfig.from_dict(training)
+        self.graph = graph
+        self.dataset = data_mod.bind(data, graph)
+        self.runtime = Runtime(graph, weights=dict(weights) if weights else None, seed=self.config.seed, dtype=self.config.dtype)
+        self.loss_key = self._loss_key()
+        self.optimizer = optim.create(self.config.optimizer)
+        self.notes: list[str] = []  # things a person should know (the CLI prints them)
+        if optimizer_state:
+            kind = optim.state_type(optimizer_state)
+            if kind == self.optimizer.type_id:
+                self.optimizer.load_state_dict(optimizer_state, self.runtime.weights)
+            else:
+                self.notes.append(f"the saved optimiser state is for {kind or 'an unknown optimiser'}; "
+                                  f"{self.optimizer.type_id} starts afresh")
+        self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+        if history:
+            for k in HISTORY_KEYS:
+                self.history[k] = [v.item() for v in np.asarray(history.get(k, np.zeros(0))).ravel()]
+            lengths = {len(v) for v in self.history.values()}
+            if len(lengths) != 1:
+                raise TrainingError("the saved training history has columns of different lengths")
+
+    @classmethod
+    def from_project(cls, project: "Project", *, restart: bool = False, **overrides: Any) -> "Trainer":
+        """A trainer for a loaded file; ``overrides`` (steps, seed, dtype, lr, ...) replace the
+        file's settings; ``restart`` ignores saved weights, optimiser state and history."""
+        config = TrainingConfig.from_dict(project.training).with_overrides(**overrides)
+        if restart:
+            return cls(project.graph, project.data, config)
+        return cls(project.graph, project.data, config, weights=project.weights,
+                   optimizer_state=project.optimizer_state, history=project.history)
+
+    def _loss_key(self) -> tuple[str, str]:
+        if not self.config.loss:
+            raise TrainingError("the training settings name no loss: set training.loss to the name of the node whose output is the loss")
+        try:
+            key = self.runtime.loss_port(self.config.loss)
+        except GraphError as exc:
+            raise TrainingError(f"training.loss is {self.config.loss!r}, but {exc}") from None
+        step = self.runtime.program.step(key[0])
+        shape = step.out_shapes.get(key[1])
+        if shape != ():
+            raise TrainingError(
+                f"training.loss is {step.label}, whose output '{key[1]}' has shape {shape}; the loss must be a single "
+                f"number (add a Mean or Sum node)"
+            )
+        return key
+
+    # --- running ---------------------------------------------------------------------------
+
+    @property
+    def step_count(self) -> int:
+        """How many updates the weights have had (including those of a resumed run)."""
+        return len(self.history["loss"])
+
+    @property
+    def weights(self) -> dict[str, dict[str, np.ndarray]]:
+        """A copy of the current weights."""
+        return {n: {k: v.copy() for k, v in ws.items()} for n, ws in self.runtime.weights.items()}
+
+    def _diagnose(self, feeds: Mapping[str, np.ndarray], where: str) -> None:
+        """Re-run a pass with checks on; raises NonFiniteError naming the first bad node."""
+        try:
+            self.runtime.forward_backward(feeds, self.loss_key, check=True)
+        except NonFiniteError as exc:
+            raise NonFiniteError(f"{where}: {exc}", exc.node, exc.phase) from None
+        raise NonFiniteError(f"{where}: the loss or a gradient is NaN or Inf", self.loss_key[0], "backward")
+
+    def evaluate(self) -> float:
+        """Mean loss over the evaluation batches (see :mod:`engine.data`)."""
+        losses = []
+        for feeds in self.dataset.eval_feeds():
+            loss = float(self.runtime.forward(feeds).values[self.loss_key])
+            if not math.isfinite(loss):
+                self._diagnose(feeds, "evaluating the loss")
+            losses.append(loss)
+        return float(np.mean(losses))
+
+    def step(self) -> StepRecord:
+        """One optimisation step on the next batch."""
+        t0 = time.perf_counter()
+        index = self.step_count
+        feeds = self.dataset.batch_feeds(index, self.config.seed)
+        p = self.runtime.forward_backward(feeds, self.loss_key)
+        loss = float(p.values[self.loss_key])
+        grads = p.weight_gradients()
+        norm = optim.global_norm(grads)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            self._diagnose(feeds, f"step {index + 1}")
+        if self.config.clip is not None:
+            optim.clip_grad_norm(grads, self.config.clip)
+        self.optimizer.step(self.runtime.weights, grads)
+        for node, ws in self.runtime.weights.items():
+            for name, w in ws.items():
+                if not np.isfinite(w).all():
+                    label = self.runtime.program.step(node).label
+                    raise NonFiniteError(
+                        f"step {index + 1}: the update made {label} weight '{name}' NaN or Inf "
+                        f"(is the learning rate {self.optimizer.lr:g} too large? try clipping)", node, "update",
+                    )
+        record = StepRecord(index + 1, loss, norm, time.perf_counter() - t0)
+        for k in HISTORY_KEYS:
+            self.history[k].append(getattr(record, k))
+        return record
+
+    def run(
+        self,
+        steps: int | None = None,
+        *,
+        on_step: Callable[[StepRecord], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TrainResult:
+        """Evaluate, take ``steps`` steps (default: the file's), evaluate again."""
+        t0 = time.perf_counter()
+        steps = self.config.steps if steps is None else steps
+        initial = self.evaluate()
+        done, stopped = 0, False
+        for _ in range(steps):
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            record = self.step()
+            done += 1
+            if on_step is not None:
+                on_step(record)
+        final = self.evaluate()
+        return TrainResult(done, initial, final, self.config.target, target_met(self.config.target, initial, final),
+                           stopped, time.perf_counter() - t0)
+
+    # --- saving ----------------------------------------------------------------------------
+
+    def history_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "step": np.asarray(self.history["step"], dtype=np.int64),
+            "loss": np.asarray(self.history["loss"], dtype=np.float64),
+            "grad_norm": np.asarray(self.history["grad_norm"], dtype=np.float64),
+            "seconds": np.asarray(self.history["seconds"], dtype=np.float64),
+        }
+
+    def to_project(self, base: "Project") -> "Project":
+        """``base`` with this run's weights, optimiser state and history."""
+        return dataclasses.replace(base, weights=self.weights, optimizer_state=self.optimizer.state_dict(),
+                                   history=self.history_arrays())
