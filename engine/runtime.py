@@ -248,6 +248,18 @@ class Runtime:
         if weights is not None:
             self.load_weights(weights)
 
+    @classmethod
+    def bound(cls, graph: Graph, weights: Weights, *, dtype: Any, program: Program | None = None) -> "Runtime":
+        """A runtime that uses ``weights`` as given: no random initialisation, no copies, no
+        checks. For callers that already hold every weight at the right shape and dtype and run
+        the same compiled program many times (composite blocks, generation)."""
+        runtime = cls.__new__(cls)
+        runtime.graph = graph
+        runtime.dtype = np.dtype(dtype)
+        runtime.program = program if program is not None else compile_graph(graph)
+        runtime.weights = weights
+        return runtime
+
     def load_weights(self, weights: Mapping[str, Mapping[str, np.ndarray]]) -> None:
         """Replace weights by name, checking shapes; unknown nodes/names are an error."""
         for node, ws in weights.items():
