@@ -399,13 +399,16 @@ class Graph:
         want = tuple(want)
         if have is not None and tuple(have) != want:
             have = tuple(have)
-            axes = [i for i in range(max(len(have), len(want))) if i >= min(len(have), len(want)) or have[i] != want[i]]
             theirs = {w.name: w.shape for w in other.block.weights}.get(wname, "shape")
             ours = {w.name: w.shape for w in node.block.weights}.get(wname, "shape") if node.block else "shape"
+            axis = next((i for i, (a, b) in enumerate(zip(have, want)) if a != b), min(len(have), len(want)))
+            t_names, o_names = theirs.strip("()").split(", "), ours.strip("()").split(", ")
+            detail = f"dimension {axis} differs"
+            if axis < min(len(have), len(want), len(t_names), len(o_names)):
+                detail += f": {t_names[axis]} {have[axis]} vs {o_names[axis]} {want[axis]}"
             raise ShapeError(
-                f"{node.label} ({node.type}) shares weight '{wname}' with {other.label} ({other.type}), whose "
-                f"'{wname}' is {theirs} = {have}, but {node.label} needs {ours} = {want} "
-                f"(dimension {axes[0]} differs); make the sizes agree"
+                f"{node.type}: shares weight '{wname}' with {other.label} ({other.type}), whose '{wname}' is "
+                f"{theirs} = {have}, but {node.label} needs {ours} = {want} ({detail}); make the sizes agree"
             )
 
     # --- copying -----------------------------------------------------------------------------
