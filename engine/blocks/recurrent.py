@@ -1,0 +1,246 @@
+"""Recurrent sequence models: SimpleRNN, LSTM and GRU cells run over a sequence (BPTT)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from engine.blocks import register
+from engine.blocks._base import (
+    Arrays,
+    Block,
+    Category,
+    Example,
+    Param,
+    ParamType,
+    Port,
+    Shape,
+    Variant,
+    WeightSpec,
+    shape_str,
+)
+from engine.kernels import recurrent as kern
+
+#: Gate blocks per cell: the weight matrices have ``GATES[cell] · hidden`` columns.
+GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
+
+
+@register
+class SequenceRNN(Block):
+    """A recurrent network over a sequence: ``h_t = cell(h_{t−1}, x_t)``, ``h_0 = h0`` or 0.
+
+    Cells (weights; gate blocks of width h side by side, torch's order):
+
+    - SimpleRNN: ``h_t = act(x_t Wx + h_{t−1} Wh + b)``; Wx (d_in, h), Wh (h, h), b (h).
+    - LSTM: ``z = x_t Wx + h_{t−1} Wh + b``, gates i, f, g, o; ``i, f, o = σ(·)``, ``g = tanh(·)``;
+      ``c_t = f ⊙ c_{t−1} + i ⊙ g``; ``h_t = o ⊙ tanh(c_t)``; Wx (d_in, 4h), Wh (h, 4h), b (4h),
+      forget-gate bias starts at 1. No peepholes (as torch).
+    - GRU (torch's formula): gates r, z, n; ``r, z = σ(x Wx + bx + h Wh + bh)`` parts;
+      ``n = tanh(x Wx_n + bx_n + r ⊙ (h Wh_n + bh_n))``; ``h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}``;
+      Wx (d_in, 3h), Wh (h, 3h), bx (3h), bh (3h).
+
+    ``activation`` applies to the SimpleRNN cell only (LSTM and GRU ignore it).
+
+    Outputs: ``seq`` holds every h_t, ``last`` the final state h_L (``last_c`` = c_L for LSTM).
+
+    Bidirectional: a second, independent cell with weights suffixed ``_rev`` reads the sequence
+    from the end to the start. ``seq[:, t]`` is ``[h→_t ; h←_t]`` (B, L, 2h), and ``last`` is
+    ``[h→_L ; h←_1]`` (B, 2h): each direction's *final* state (the backward direction finishes
+    at position 0), as torch's ``h_n`` concatenated over directions; ``last_c`` likewise.
+    ``h0`` / ``c0`` may then be (B, h), shared by both directions, or (B, 2h) laid out like
+    ``last``, so one bidirectional RNN's ``last`` can start another.
+
+    The backward pass reports ``time_grad_norms``: ‖dL/dh_t‖ over the batch (both directions
+    together when bidirectional) of the total gradient reaching each step, for the
+    vanishing-gradient view.
+
+    Example: cell LSTM, hidden 8, x (2, 5, 3) → seq (2, 5, 8), last (2, 8), last_c (2, 8)."""
+
+    type_id = "SequenceRNN"
+    category = Category.SEQUENCE
+    formula = "h_t = cell(h_{t−1}, x_t);  SimpleRNN: h_t = act(x_t Wx + h_{t−1} Wh + b)"
+    inputs = (
+        Port("x", doc="the sequence (B, L, d_in)"),
+        Port("h0", optional=True, doc="initial state (B, h), or (B, 2h) when bidirectional; zero if absent"),
+        Port("c0", optional=True, doc="LSTM only: initial cell state, shaped like h0; zero if absent"),
+    )
+    outputs = (
+        Port("seq", doc="every state h_1 … h_L: (B, L, h), or (B, L, 2h) when bidirectional"),
+        Port("last", doc="final state h_L (B, h); bidirectional: [forward h_L ; backward h_1] (B, 2h)"),
+        Port("last_c", doc="LSTM only: final cell state, laid out like last"),
+    )
+    params = (
+        Param("cell", ParamType.CHOICE, "LSTM", "the recurrent cell", choices=("SimpleRNN", "LSTM", "GRU")),
+        Param("hidden", ParamType.INT, 16, "state size h", minimum=1),
+        Param("activation", ParamType.CHOICE, "tanh", "SimpleRNN only: the cell's nonlinearity", choices=("tanh", "relu", "sigmoid")),
+        Param("bidirectional", ParamType.BOOL, False, "also read the sequence backwards (weights suffixed _rev); doubles the output width"),
+    )
+    weights = (
+        WeightSpec("Wx", "(d_in, k·h)", "input weights; k = 1 (SimpleRNN), 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n)"),
+        WeightSpec("Wh", "(h, k·h)", "recurrent weights, same gate blocks as Wx"),
+        WeightSpec("b", "(k·h)", "SimpleRNN and LSTM bias (LSTM forget gate starts at 1)"),
+        WeightSpec("bx", "(3h)", "GRU only: input-side bias"),
+        WeightSpec("bh", "(3h)", "GRU only: recurrent-side bias (inside r ⊙ (…) for n)"),
+        WeightSpec("Wx_rev", "(d_in, k·h)", "bidirectional only: the backward direction's copy of each weight (…_rev)"),
+    )
+    variants = (
+        Variant("SimpleRNN", {"cell": "SimpleRNN"}),
+        Variant("LSTM", {"cell": "LSTM"}),
+        Variant("GRU", {"cell": "GRU"}),
+    )
+    examples = (
+        Example({"cell": "SimpleRNN", "hidden": 3}, {"x": (2, 4, 2)}),
+        Example({"cell": "SimpleRNN", "hidden": 3, "activation": "relu"}, {"x": (2, 3, 2), "h0": (2, 3)}),
+        Example({"cell": "SimpleRNN", "hidden": 2, "activation": "sigmoid", "bidirectional": True}, {"x": (2, 3, 2), "h0": (2, 4)}),
+        Example({"cell": "LSTM", "hidden": 2}, {"x": (2, 3, 2)}),
+        Example({"cell": "LSTM", "hidden": 2}, {"x": (2, 3, 2), "h0": (2, 2), "c0": (2, 2)}),
+        Example({"cell": "LSTM", "hidden": 2, "bidirectional": True}, {"x": (2, 3, 2), "h0": (2, 2), "c0": (2, 4)}),
+        Example({"cell": "GRU", "hidden": 2}, {"x": (2, 3, 2)}),
+        Example({"cell": "GRU", "hidden": 2, "bidirectional": True}, {"x": (2, 3, 2), "h0": (2, 4)}),
+    )
+
+    # --- ports depend on the cell ------------------------------------------------------------
+
+    @property
+    def is_lstm(self) -> bool:
+        return self.p["cell"] == "LSTM"
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """Weight-name suffix of each direction: ``("",)`` or ``("", "_rev")``."""
+        return ("", "_rev") if self.p["bidirectional"] else ("",)
+
+    def input_ports(self) -> tuple[Port, ...]:
+        return self.inputs if self.is_lstm else self.inputs[:2]
+
+    def output_ports(self) -> tuple[Port, ...]:
+        return self.outputs if self.is_lstm else self.outputs[:2]
+
+    # --- shapes ---------------------------------------------------------------------------------
+
+    def infer_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
+        x = self.require(in_shapes, "x", 3, "(batch, length, features)")
+        B, L, _ = x
+        if L < 1:
+            raise self.shape_error(f"input 'x' has an empty sequence (length 0, shape {shape_str(x)}); it needs at least one step")
+        h = self.p["hidden"]
+        width = h * len(self.directions)
+        for port in ("h0", "c0") if self.is_lstm else ("h0",):
+            if port not in in_shapes:
+                continue
+            s = self.require(in_shapes, port, 2, "(batch, hidden)")
+            self.expect_dim(port, s, 0, B, "batch, as in 'x'")
+            if s[1] not in (h, width):
+                allowed = f"{h} (hidden)" if width == h else f"{h} (shared by both directions) or {width} (forward ; backward)"
+                raise self.shape_error(f"input '{port}' dimension 1 (state size) should be {allowed}, got {s[1]} (shape {shape_str(s)})")
+        out = {"seq": (B, L, width), "last": (B, width)}
+        if self.is_lstm:
+            out["last_c"] = (B, width)
+        return out
+
+    def weight_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
+        d_in = self.require(in_shapes, "x", 3)[2]
+        h, k = self.p["hidden"], GATES[self.p["cell"]]
+        out: dict[str, Shape] = {}
+        for sfx in self.directions:
+            out["Wx" + sfx] = (d_in, k * h)
+            out["Wh" + sfx] = (h, k * h)
+            if self.p["cell"] == "GRU":
+                out["bx" + sfx] = (k * h,)
+                out["bh" + sfx] = (k * h,)
+            else:
+                out["b" + sfx] = (k * h,)
+        return out
+
+    def init_weights(self, in_shapes: Mapping[str, Shape], rng: np.random.Generator) -> Arrays:
+        # torch's rule for every recurrent matrix: uniform ±1/√h (not ±1/√fan_in), so the
+        # recurrent dynamics start the same whatever d_in is. Biases start at zero, except the
+        # LSTM forget gate at 1 so the cell remembers by default (Jozefowicz et al. 2015).
+        h = self.p["hidden"]
+        bound = 1.0 / math.sqrt(h)
+        out: Arrays = {}
+        for name, shape in self.weight_shapes(in_shapes).items():
+            if name.startswith("W"):
+                out[name] = rng.uniform(-bound, bound, size=shape)
+            else:
+                out[name] = np.zeros(shape)
+                if self.is_lstm:
+                    out[name][h:2 * h] = 1.0
+        return out
+
+    # --- forward / backward -----------------------------------------------------------------------
+
+    def _initial(self, value: np.ndarray | None, B: int, dtype: Any) -> list[np.ndarray]:
+        """Per-direction initial states from an optional (B, h) or (B, 2h) input."""
+        h = self.p["hidden"]
+        if value is None:
+            return [np.zeros((B, h), dtype) for _ in self.directions]
+        value = np.asarray(value, dtype)
+        if value.shape[1] == h:
+            return [value for _ in self.directions]
+        return [value[:, i * h:(i + 1) * h] for i in range(len(self.directions))]
+
+    def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
+        x = inputs["x"]
+        self.infer_shapes({k: np.shape(v) for k, v in inputs.items() if k in ("x", "h0", "c0")})
+        dtype = x.dtype
+        B = x.shape[0]
+        cell, act = self.p["cell"], self.p["activation"]
+        x_tm = np.ascontiguousarray(np.swapaxes(x, 0, 1))  # (L, B, d_in): x_tm[t] is contiguous
+        h0s = self._initial(inputs.get("h0"), B, dtype)
+        c0s = self._initial(inputs.get("c0"), B, dtype) if self.is_lstm else [None] * len(self.directions)
+        seqs, lasts, last_cs, states = [], [], [], []
+        for i, sfx in enumerate(self.directions):
+            w = {k: weights[k + sfx] for k in kern.CELL_WEIGHTS[cell]}
+            # The backward direction is the same cell run over the time-reversed sequence.
+            xs = x_tm if not sfx else np.ascontiguousarray(x_tm[::-1])
+            seq, state = kern.run_forward(cell, act, xs, h0s[i], c0s[i], w)
+            states.append(state)
+            lasts.append(seq[-1])
+            if self.is_lstm:
+                last_cs.append(state["c_seq"][-1])
+            seqs.append(seq if not sfx else seq[::-1])
+        outs = {
+            "seq": np.ascontiguousarray(np.swapaxes(np.concatenate(seqs, axis=-1), 0, 1)),
+            "last": np.concatenate(lasts, axis=-1),
+        }
+        if self.is_lstm:
+            outs["last_c"] = np.concatenate(last_cs, axis=-1)
+        saved = {"states": states}
+        return outs, saved
+
+    def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
+        cell, act, h = self.p["cell"], self.p["activation"], self.p["hidden"]
+        dtype = saved["states"][0]["x"].dtype
+        gseq_tm = np.swapaxes(np.asarray(gout["seq"], dtype), 0, 1)  # (L, B, width)
+        glast = np.asarray(gout["last"], dtype)
+        glast_c = np.asarray(gout["last_c"], dtype) if self.is_lstm else None
+        gx = None
+        gh0s, gc0s, sq_norms = [], [], None
+        gw: Arrays = {}
+        for i, sfx in enumerate(self.directions):
+            cols = slice(i * h, (i + 1) * h)
+            gs = gseq_tm[:, :, cols]
+            if sfx:
+                gs = gs[::-1]
+            dx, dh0, dc0, dw, norms = kern.run_backward(
+                cell, act, saved["states"][i], {k: weights[k + sfx] for k in kern.CELL_WEIGHTS[cell]},
+                gs, glast[:, cols], None if glast_c is None else glast_c[:, cols],
+            )
+            if sfx:
+                dx, norms = dx[::-1], norms[::-1]
+            gx = dx if gx is None else gx + dx
+            sq_norms = norms ** 2 if sq_norms is None else sq_norms + norms ** 2
+            gh0s.append(dh0)
+            gc0s.append(dc0)
+            gw.update({k + sfx: v for k, v in dw.items()})
+        gin: Arrays = {"x": np.ascontiguousarray(np.swapaxes(gx, 0, 1))}
+        in_shapes = saved["_in_shapes"]
+        for port, grads in (("h0", gh0s), ("c0", gc0s)):
+            if port in in_shapes and port in {p.name for p in self.input_ports()}:
+                # A (B, h) start shared by both directions collects both gradients.
+                gin[port] = sum(grads[1:], grads[0]) if in_shapes[port][1] == h else np.concatenate(grads, axis=-1)
+        saved["_trace_extras"] = {"time_grad_norms": [float(v) for v in np.sqrt(sq_norms)]}
+        return gin, gw
