@@ -130,6 +130,15 @@ class Document:
     training: dict[str, Any]
 
 
+def _size(nbytes: float) -> str:
+    """``64 MiB``, ``65.5 MiB``, ``12 KiB``: sizes in messages."""
+    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            value = nbytes / scale
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{int(nbytes)} bytes"
+
+
 def _fail(message: str) -> FileFormatError:
     return FileFormatError(message)
 
@@ -431,7 +440,7 @@ def _with_source(exc: FileFormatError, source: str) -> FileFormatError:
 
 def _loads(text: str) -> Project:
     if len(text) > MAX_JSON_BYTES:
-        raise _fail(f"it is too large ({len(text) / 2**20:.1f} MiB; graph files are limited to {MAX_JSON_BYTES // 2**20} MiB)")
+        raise _fail(f"it is too large ({_size(len(text))}; graph files are limited to {_size(MAX_JSON_BYTES)})")
     doc = parse_document(_parse_json(text))
     graph = _build(doc.nodes, doc.links, validate(doc.nodes, doc.links))
     return Project(graph, doc.name, doc.description, doc.data, doc.training)
@@ -506,7 +515,7 @@ def read_npz(raw: bytes, member: str, budget: int) -> dict[str, np.ndarray]:
         raise _fail(f"{member} is damaged ({exc})") from None
     total = sum(i.file_size for i in infos)
     if total > budget:
-        raise _fail(f"{member} unpacks to {total / 2**20:.1f} MiB, more than the {budget // 2**20} MiB limit")
+        raise _fail(f"{member} unpacks to {_size(total)}, more than the {_size(budget)} limit")
     out: dict[str, np.ndarray] = {}
     for info in infos:
         if not info.filename.endswith(".npy"):
@@ -610,7 +619,7 @@ def _check_history(history: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _load_container(path: Path, size: int) -> Project:
     if size > MAX_CONTAINER_BYTES:
-        raise _fail(f"it is too large ({size / 2**20:.1f} MiB; containers are limited to {MAX_CONTAINER_BYTES // 2**20} MiB)")
+        raise _fail(f"it is too large ({_size(size)}; containers are limited to {_size(MAX_CONTAINER_BYTES)})")
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
@@ -624,10 +633,10 @@ def _load_container(path: Path, size: int) -> Project:
                 raise _fail(f"it has no {GRAPH_MEMBER}: it is not a Backprop Studio container")
             total = sum(i.file_size for i in infos)
             if total > MAX_CONTAINER_BYTES:
-                raise _fail(f"it unpacks to {total / 2**20:.1f} MiB, more than the {MAX_CONTAINER_BYTES // 2**20} MiB limit")
+                raise _fail(f"it unpacks to {_size(total)}, more than the {_size(MAX_CONTAINER_BYTES)} limit (a zip bomb?)")
             by_name = {i.filename: i for i in infos}
             if by_name[GRAPH_MEMBER].file_size > MAX_JSON_BYTES:
-                raise _fail(f"its {GRAPH_MEMBER} is too large ({by_name[GRAPH_MEMBER].file_size / 2**20:.1f} MiB; the limit is {MAX_JSON_BYTES // 2**20} MiB)")
+                raise _fail(f"its {GRAPH_MEMBER} is too large ({_size(by_name[GRAPH_MEMBER].file_size)}; the limit is {_size(MAX_JSON_BYTES)})")
             raw = {}
             for name in names:
                 try:
@@ -667,10 +676,10 @@ def load(path: str | os.PathLike[str]) -> Project:
                 project = _load_container(p, size)
             else:
                 if size > MAX_JSON_BYTES:
-                    raise _fail(f"it is too large ({size / 2**20:.1f} MiB; graph files are limited to {MAX_JSON_BYTES // 2**20} MiB)")
+                    raise _fail(f"it is too large ({_size(size)}; graph files are limited to {_size(MAX_JSON_BYTES)})")
                 raw = head + f.read(MAX_JSON_BYTES + 1 - len(head))
                 if len(raw) > MAX_JSON_BYTES:
-                    raise _fail(f"it is too large (graph files are limited to {MAX_JSON_BYTES // 2**20} MiB)")
+                    raise _fail(f"it is too large (graph files are limited to {_size(MAX_JSON_BYTES)})")
                 if not raw.strip():
                     raise _fail("it is empty")
                 project = _loads(_decode(raw))

@@ -1,0 +1,594 @@
+"""The headless command line: ``run``, ``train``, ``gradcheck``, ``info``, ``list-presets`` and
+``start-time``. Never imports Qt; ``backprop-studio`` (editor/main.py) hands every subcommand
+here, and ``python -m engine.cli ...`` works too::
+
+    backprop-studio run presets/two_layer_net.json --json
+    backprop-studio train presets/two_layer_net.json --steps 500 --seed 0 -o trained.bps
+    backprop-studio gradcheck presets/two_layer_net.json
+    backprop-studio info two_layer_net            # a preset name works in place of a path
+
+Output is human-readable by default. With ``--json`` every line on stdout is one JSON object
+with an ``"event"`` key: ``trace`` and ``result`` (run); ``start``, ``step`` and ``result``
+(train); ``check`` and ``result`` (gradcheck); ``info``; ``preset``; ``version``; and ``error``.
+Numbers that are NaN or Inf are written as null. ``train`` draws a progress bar on stderr when
+stderr is a terminal and prints plain progress lines otherwise.
+
+Exit codes that scripts can trust:
+
+- 0: done (and, for ``train``, the file's target was met; for ``gradcheck``, every error was
+  within the tolerance);
+- 1: it ran but failed: NaN or Inf, a block failing, a training target not met, a gradient check
+  above the tolerance;
+- 2: bad usage or an unusable file (damaged, from a newer version, a graph that does not
+  compile, data that do not fit it);
+- 130: interrupted (Ctrl-C).
+
+Expected errors (:class:`~engine.errors.EngineError`) print one line on stderr (and an ``error``
+event with ``--json``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, TextIO
+
+import numpy as np
+
+import engine
+from engine import data as data_mod
+from engine.errors import EngineError, FileFormatError, GraphError, NonFiniteError
+from engine.optim import OptimizerError
+from engine.runtime import Pass, Runtime, TensorStats, TraceEvent
+from engine.serialize import Project, load, save
+from engine.train import StepRecord, Trainer, TrainingConfig, TrainingError
+
+PROG = "backprop-studio"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+COMMANDS = ("run", "train", "gradcheck", "info", "list-presets", "start-time")
+GRADCHECK_TOLERANCE = 1e-5
+START_TIME_LIMIT = 3.0  # seconds: a cached start of `run` must stay below this
+
+
+class UsageError(EngineError):
+    """Bad command-line usage."""
+
+
+def handles(argv: list[str]) -> bool:
+    """Whether ``argv`` is for this CLI (a subcommand, ``--version`` or ``--help``)."""
+    return bool(argv) and (argv[0] in COMMANDS or argv[0] in ("--version", "-V", "--help", "-h"))
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/Inf become null, numpy values become Python ones, tuples lists."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class Output:
+    """Where a command writes: human lines or JSON lines on stdout, notes on stderr."""
+
+    def __init__(self, as_json: bool, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+        self.json = as_json
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+
+    def event(self, event: str, **fields: Any) -> None:
+        if self.json:
+            self.stdout.write(json.dumps(_clean({"event": event, **fields}), ensure_ascii=False) + "\n")
+            self.stdout.flush()
+
+    def line(self, text: str = "") -> None:
+        if not self.json:
+            self.stdout.write(text + "\n")
+            self.stdout.flush()
+
+    def note(self, text: str) -> None:
+        self.stderr.write(text + "\n")
+        self.stderr.flush()
+
+    def error(self, message: str, kind: str) -> None:
+        self.note(f"{PROG}: error: {message}")
+        self.event("error", kind=kind, message=message)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}" if math.isfinite(x) else str(x)
+
+
+def _shape(shape: Iterable[int]) -> str:
+    shape = tuple(shape)
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _stats_json(t: TensorStats) -> dict[str, Any]:
+    return {"shape": list(t.shape), "norm": t.norm, "min": t.min, "max": t.max, "nan": t.nan, "inf": t.inf}
+
+
+def _stats_text(t: TensorStats) -> str:
+    bad = " NaN!" if t.nan else (" Inf!" if t.inf else "")
+    return f"{_shape(t.shape)} norm {_fmt(t.norm)}{bad}"
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def _resolve(file: str) -> Path:
+    p = Path(file)
+    if p.exists():
+        return p
+    import presets
+
+    try:
+        return presets.path(file)
+    except KeyError:
+        raise FileFormatError(f"{file}: no such file (and no preset of that name; presets: {', '.join(presets.names())})") from None
+
+
+def _load(file: str) -> tuple[Path, Project]:
+    p = _resolve(file)
+    return p, load(p)
+
+
+def _config(project: Project, args: argparse.Namespace) -> TrainingConfig:
+    return TrainingConfig.from_dict(project.training).with_overrides(seed=getattr(args, "seed", None), dtype=getattr(args, "dtype", None))
+
+
+def _loss_key(runtime: Runtime, config: TrainingConfig, required: bool) -> tuple[str, str] | None:
+    if not config.loss:
+        if required:
+            raise TrainingError("the file names no loss: set training.loss to the name of the node whose output is the loss")
+        return None
+    try:
+        key = runtime.loss_port(config.loss)
+    except GraphError as exc:
+        raise TrainingError(f"training.loss is {config.loss!r}, but {exc}") from None
+    step = runtime.program.step(key[0])
+    if step.out_shapes.get(key[1]) != ():
+        raise TrainingError(f"training.loss is {step.label}, whose output has shape {step.out_shapes.get(key[1])}; the loss must be a single number")
+    return key
+
+
+# --- run ------------------------------------------------------------------------------------------
+
+
+def _trace_text(ev: TraceEvent) -> str:
+    head = f"{ev.phase:8s} {ev.index:3d}  {ev.label} ({ev.type})"
+    if ev.phase == "forward":
+        parts = [f"{p} {_stats_text(t)}" for p, t in ev.outputs.items()]
+    else:
+        parts = [f"grad {p} {_stats_text(t)}" for p, t in ev.outputs.items()]
+        parts += [f"→ {p} {_stats_text(t)}" for p, t in ev.inputs.items()]
+        parts += [f"weight {n} {_stats_text(t)}" for n, t in ev.weights.items()]
+    return f"{head}: " + "; ".join(parts)
+
+
+def _name(runtime: Runtime, node_id: str) -> str:
+    """A node's name for output keys (its label when it has no name)."""
+    node = runtime.graph.nodes[node_id]
+    return node.name or node.label
+
+
+def _sinks(runtime: Runtime) -> list[tuple[str, str]]:
+    used = {src for step in runtime.program.steps for src in step.sources.values()}
+    return [(s.node, p) for s in runtime.program.steps for p in s.out_shapes if (s.node, p) not in used]
+
+
+def cmd_run(args: argparse.Namespace, out: Output) -> int:
+    path, project = _load(args.file)
+    config = _config(project, args)
+    dataset = data_mod.bind(project.data, project.graph)
+    runtime = Runtime(project.graph, weights=project.weights, seed=config.seed, dtype=config.dtype)
+    loss_key = _loss_key(runtime, config, required=False)
+    feeds = dataset.first_feeds()
+    t0 = time.perf_counter()
+    p: Pass = runtime.start(feeds, trace=args.trace)
+    for ev in p.forward_steps():
+        out.event("trace", **{k: v for k, v in ev.to_json().items() if k != "event"})
+        out.line(_trace_text(ev))
+    loss = float(p.values[loss_key]) if loss_key else None
+    if loss_key is not None and math.isfinite(loss):  # type: ignore[arg-type]
+        p.seed(loss_key)
+        for ev in p.backward_steps():
+            out.event("trace", **{k: v for k, v in ev.to_json().items() if k != "event"})
+            out.line(_trace_text(ev))
+    seconds = time.perf_counter() - t0
+    if loss is not None and not math.isfinite(loss):
+        runtime.forward_backward(feeds, loss_key, check=True)  # raises NonFiniteError naming the node
+    grads = p.weight_gradients() if loss_key is not None else {}
+    bad_grad = any(not np.isfinite(g).all() for ws in grads.values() for g in ws.values())
+    if bad_grad:
+        runtime.forward_backward(feeds, loss_key, check=True)  # type: ignore[arg-type]
+    outputs = {}
+    for node, port in _sinks(runtime):
+        label = _name(runtime, node)
+        value = p.values[(node, port)]
+        entry = _stats_json(TensorStats.of(value))
+        if value.size <= 16:
+            entry["values"] = value.tolist()
+        outputs[f"{label}.{port}" if port != "out" else label] = entry
+    gradients = {
+        f"{_name(runtime, n)}/{w}": _stats_json(TensorStats.of(g)) for n, ws in grads.items() for w, g in ws.items()
+    }
+    out.event("result", file=str(path), name=project.name, loss=loss, outputs=outputs, gradients=gradients,
+              batch=dataset.batch, rows=dataset.rows, dtype=str(runtime.dtype), seconds=seconds)
+    out.line(f"{path}: {project.name}" if project.name else str(path))
+    if loss_key is not None:
+        out.line(f"loss = {_fmt(loss)}  (node {runtime.program.step(loss_key[0]).label}, batch of {dataset.batch}, {runtime.dtype})")  # type: ignore[arg-type]
+    for key, entry in outputs.items():
+        if loss_key is not None and key == _name(runtime, loss_key[0]):
+            continue
+        shown = f" = {entry['values']}" if "values" in entry and len(str(entry["values"])) < 80 else ""
+        out.line(f"output {key} {_shape(entry['shape'])} norm {_fmt(entry['norm'])}{shown}")
+    if gradients:
+        out.line("weight gradients:")
+        for key, entry in gradients.items():
+            out.line(f"  {key:24s} {_shape(entry['shape']):10s} norm {_fmt(entry['norm'])}")
+    return EXIT_OK
+
+
+# --- train ----------------------------------------------------------------------------------------
+
+
+class Progress:
+    """A progress bar on a terminal, plain lines elsewhere, JSON step events with --json."""
+
+    def __init__(self, out: Output, total: int, every: int | None, first_step: int) -> None:
+        self.out = out
+        self.total = total
+        self.first = first_step
+        self.tty = not out.json and hasattr(out.stderr, "isatty") and out.stderr.isatty()
+        self.every = every if every else (1 if out.json else max(1, total // 10))
+        self.t0 = time.perf_counter()
+        self.last_draw = 0.0
+
+    def update(self, rec: StepRecord) -> None:
+        done = rec.step - self.first
+        if self.out.json:
+            if done % self.every == 0 or done == self.total:
+                self.out.event("step", step=rec.step, loss=rec.loss, grad_norm=rec.grad_norm, seconds=rec.seconds)
+            return
+        now = time.perf_counter()
+        if self.tty:
+            if now - self.last_draw < 0.1 and done != self.total:
+                return
+            self.last_draw = now
+            width = 28
+            filled = int(width * done / max(1, self.total))
+            rate = done / max(now - self.t0, 1e-9)
+            eta = (self.total - done) / rate if rate > 0 else 0.0
+            bar = "=" * filled + (">" if filled < width else "") + " " * max(0, width - filled - 1)
+            self.out.stderr.write(f"\r[{bar}] {done}/{self.total}  loss {_fmt(rec.loss)}  {rate:.0f} steps/s  ETA {eta:.0f}s ")
+            self.out.stderr.flush()
+        elif done % self.every == 0 or done == self.total:
+            self.out.note(f"step {rec.step}/{self.first + self.total}  loss {_fmt(rec.loss)}  grad norm {_fmt(rec.grad_norm)}")
+
+    def close(self) -> None:
+        if self.tty:
+            self.out.stderr.write("\n")
+            self.out.stderr.flush()
+
+
+def cmd_train(args: argparse.Namespace, out: Output) -> int:
+    path, project = _load(args.file)
+    if args.output and Path(args.output).suffix.lower() not in (".bps", ".json"):
+        raise UsageError(f"-o {args.output}: trained weights are saved in a .bps container")
+    trainer = Trainer.from_project(project, restart=args.restart, steps=args.steps, seed=args.seed, dtype=args.dtype, lr=args.lr)
+    for note in trainer.notes:
+        out.note(f"note: {note}")
+    cfg = trainer.config
+    steps = cfg.steps
+    out.event("start", file=str(path), name=project.name, steps=steps, first_step=trainer.step_count + 1,
+              optimizer=dict(cfg.optimizer), seed=cfg.seed, dtype=cfg.dtype, clip=cfg.clip,
+              rows=trainer.dataset.rows, batch=trainer.dataset.batch, target=cfg.target)
+    out.line(f"training {path}" + (f" ({project.name})" if project.name else "") + f": {steps} steps of {cfg.optimizer['type']} "
+             f"(lr {_fmt(trainer.optimizer.lr)}), batches of {trainer.dataset.batch} of {trainer.dataset.rows} rows, "
+             f"seed {cfg.seed}, {cfg.dtype}")
+    progress = Progress(out, steps, args.every, trainer.step_count)
+    try:
+        result = trainer.run(steps, on_step=progress.update)
+    finally:
+        progress.close()
+    if args.output:
+        save(trainer.to_project(project), args.output)
+    out.event("result", **{k: v for k, v in result.to_json().items() if k != "event"}, saved=args.output)
+    out.line(f"loss {_fmt(result.initial_loss)} → {_fmt(result.final_loss)} (fell {100 * result.drop:.1f}%) "
+             f"in {result.steps} steps, {result.seconds:.2f} s")
+    if args.output:
+        out.line(f"saved weights, optimiser state and history to {args.output}")
+    if result.target:
+        what = (f"loss falls by ≥ {100 * result.target['value']:g}%" if result.target["metric"] == "loss_drop"
+                else f"loss ≤ {_fmt(result.target['value'])}")
+        out.line(f"target ({what}): {'met' if result.target_met else 'NOT met'}")
+        if not result.target_met:
+            out.note(f"{PROG}: training did not meet its target ({what})")
+            return EXIT_FAILED
+    return EXIT_OK
+
+
+# --- gradcheck ------------------------------------------------------------------------------------
+
+
+def cmd_gradcheck(args: argparse.Namespace, out: Output) -> int:
+    from engine.gradcheck import check_graph
+
+    path, project = _load(args.file)
+    config = TrainingConfig.from_dict(project.training).with_overrides(seed=args.seed, dtype="float64")
+    dataset = data_mod.bind(project.data, project.graph)
+    runtime = Runtime(project.graph, weights=project.weights, seed=config.seed, dtype=np.float64)
+    loss_key = _loss_key(runtime, config, required=True)
+    feeds = dataset.first_feeds()
+    loss = float(runtime.forward(feeds).values[loss_key])  # type: ignore[index]
+    if not math.isfinite(loss):
+        runtime.forward_backward(feeds, loss_key, check=True)  # type: ignore[arg-type]
+    checks = check_graph(runtime, feeds, loss_key, seed=config.seed)
+    worst = max((c.error for c in checks), default=0.0)
+    ok = all(c.error <= args.tolerance for c in checks)
+    out.line(f"gradient check of {path} in float64 (central differences, tolerance {args.tolerance:g}):")
+    for c in checks:
+        good = c.error <= args.tolerance
+        out.event("check", what=c.what, error=c.error, gradient_norm=c.analytic_norm, ok=good)
+        out.line(f"  {c.what:32s} relative error {c.error:.2e}  {'ok' if good else 'TOO LARGE'}")
+    if not checks:
+        out.line("  (the graph has no weights to check)")
+    out.event("result", file=str(path), ok=ok, max_error=worst, tolerance=args.tolerance, checks=len(checks), loss=loss)
+    out.line(f"{'ok' if ok else 'FAILED'}: largest relative error {worst:.2e} over {len(checks)} weights")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+# --- info -----------------------------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace, out: Output) -> int:
+    path, project = _load(args.file)
+    graph = project.graph
+    report = graph.infer()
+    nodes = []
+    for nid in graph.topological_order():
+        node = graph.nodes[nid]
+        outputs = {p.name: list(report.shapes[(nid, p.name)]) for p in node.output_ports() if (nid, p.name) in report.shapes}
+        weights = {k: list(v) for k, v in graph.weight_shapes(nid, report).items()}
+        problem = report.errors.get(nid) or ("an input is not connected" if nid in report.incomplete else None)
+        nodes.append({"id": nid, "name": node.name, "type": node.type, "params": node.params, "outputs": outputs,
+                      "weights": weights, "placeholder": node.is_placeholder, "problem": problem})
+    try:
+        dataset = data_mod.bind(project.data, graph)
+        data_info: dict[str, Any] = {"rows": dataset.rows, "batch": dataset.batch,
+                                     "inputs": {b.label: list(b.array.shape) for b in dataset.bindings}}
+    except FileFormatError as exc:
+        data_info = {"problem": str(exc)}
+    count = graph.parameter_count()
+    out.event("info", file=str(path), name=project.name, description=project.description, nodes=nodes,
+              links=len(graph.links), parameters=count, data=data_info, training=project.training,
+              trained_steps=int(len(project.history["loss"])) if project.history and "loss" in project.history else 0,
+              has_weights=project.weights is not None)
+    out.line(f"{path}: {project.name}" if project.name else str(path))
+    if project.description:
+        for para in textwrap.wrap(project.description, 96):
+            out.line(f"  {para}")
+    out.line()
+    out.line(f"{len(graph.nodes)} nodes, {len(graph.links)} links, {count} learned parameters")
+    for n in nodes:
+        params = ", ".join(f"{k}={json.dumps(_clean(v), ensure_ascii=False)}" for k, v in n["params"].items())
+        if len(params) > 60:
+            params = params[:57] + "..."
+        outs = ", ".join(f"{p} {_shape(s)}" for p, s in n["outputs"].items())
+        ws = ", ".join(f"{k} {_shape(s)}" for k, s in n["weights"].items())
+        line = f"  {n['name'] or n['id'][:8]:14s} {n['type']:12s} {outs:18s}"
+        if ws:
+            line += f" weights {ws}"
+        if params:
+            line += f"  [{params}]"
+        if n["placeholder"]:
+            line += "  (unknown block type: a placeholder)"
+        elif n["problem"]:
+            line += f"  PROBLEM: {n['problem']}"
+        out.line(line.rstrip())
+    if "problem" in data_info:
+        out.line(f"data: PROBLEM: {data_info['problem']}")
+    elif data_info["inputs"]:
+        feeds = ", ".join(f"{k} {_shape(v)}" for k, v in data_info["inputs"].items())
+        out.line(f"data: {data_info['rows']} rows in batches of {data_info['batch']}: {feeds}")
+    if project.training:
+        out.line(f"training: {json.dumps(project.training, ensure_ascii=False)}")
+    if project.history and "loss" in project.history and len(project.history["loss"]):
+        h = project.history["loss"]
+        out.line(f"trained for {len(h)} steps; last loss {_fmt(float(h[-1]))}")
+    return EXIT_OK
+
+
+# --- presets, version, start time -----------------------------------------------------------------
+
+
+def cmd_list_presets(args: argparse.Namespace, out: Output) -> int:
+    import presets
+
+    for name in presets.names():
+        p = presets.path(name)
+        try:
+            title = load(p).name
+        except FileFormatError as exc:
+            title = f"(cannot be loaded: {exc})"
+        out.event("preset", name=name, title=title, path=str(p))
+        out.line(f"{name:20s} {title}")
+    return EXIT_OK
+
+
+def kernel_start() -> dict[str, Any]:
+    """Time a forward and backward pass of the default preset in this process and say whether
+    its Numba kernels came from the cache or were compiled (a first-ever start)."""
+    import presets
+    from engine.kernels import Kernel
+
+    def counts() -> tuple[int, int]:
+        hits = sum(sum(k.fast.stats.cache_hits.values()) for k in Kernel.registry)
+        misses = sum(sum(k.fast.stats.cache_misses.values()) for k in Kernel.registry)
+        return hits, misses
+
+    hits0, misses0 = counts()
+    t0 = time.perf_counter()
+    project = load(presets.path(presets.DEFAULT))
+    config = TrainingConfig.from_dict(project.training)
+    runtime = Runtime(project.graph, seed=config.seed, dtype=config.dtype)
+    runtime.forward_backward(data_mod.bind(project.data, project.graph).first_feeds(), config.loss or "")
+    seconds = time.perf_counter() - t0
+    hits, misses = counts()
+    return {"seconds": seconds, "loaded": hits - hits0, "compiled": misses - misses0}
+
+
+def _version_text(measure: Mapping[str, Any]) -> str:
+    import numba
+
+    head = (f"{PROG} {engine.__version__} (Python {sys.version.split()[0]}, numpy {np.__version__}, "
+            f"numba {numba.__version__})")
+    if measure["compiled"]:
+        how = (f"{measure['compiled']} kernels compiled: this was a first-ever start; later starts load them "
+               f"from the cache")
+    else:
+        how = f"{measure['loaded']} kernels loaded from the cache"
+    return (f"{head}\nkernel start: {measure['seconds']:.2f} s for a forward and backward pass of the "
+            f"{'default preset'} ({how})\n(measure a first-ever compile and a cached start with: {PROG} start-time)")
+
+
+def cmd_start_time(args: argparse.Namespace, out: Output) -> int:
+    """Run ``run DEFAULT`` twice in fresh processes with an empty Numba cache: the first compiles
+    everything (a first-ever start), the second loads from the cache."""
+    import presets
+
+    target = str(presets.path(presets.DEFAULT))
+    times = []
+    with tempfile.TemporaryDirectory(prefix="bps-numba-") as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        for _ in range(2):
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", target, "--json"], env=env,
+                                  capture_output=True, text=True)
+            times.append(time.perf_counter() - t0)
+            if proc.returncode != 0:
+                raise EngineError(f"`run {target}` failed in a fresh process: {proc.stderr.strip()[-300:]}")
+    first, cached = times
+    out.event("start-time", first_compile_seconds=first, cached_seconds=cached, limit_seconds=START_TIME_LIMIT)
+    out.line(f"`{PROG} run {presets.DEFAULT}` in a fresh process:")
+    out.line(f"  first-ever start (compiles the kernels): {first:.2f} s")
+    out.line(f"  cached start:                            {cached:.2f} s  (goal: under {START_TIME_LIMIT:g} s)")
+    return EXIT_OK if cached < START_TIME_LIMIT else EXIT_FAILED
+
+
+# --- argument parsing ---------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Backprop Studio: build neural networks from blocks and watch backpropagation. "
+                     "Without a command it opens the editor; these commands work without a display.",
+                     epilog="exit codes: 0 ok; 1 ran but failed (NaN/Inf, target not met, gradient check failed); "
+                     "2 bad usage or unusable file; 130 interrupted")
+    parser.add_argument("--version", "-V", action="store_true", help="print the version and how long the kernels take to start")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser, seed: bool = True) -> None:
+        p.add_argument("file", help="a .json graph file, a .bps container, or a preset name")
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="one JSON object per line on stdout")
+        if seed:
+            p.add_argument("--seed", type=int, help="seed for the initial weights (and minibatches); default: the file's")
+
+    p = sub.add_parser("run", help="one forward and backward pass on the first batch; prints the loss and gradients")
+    common(p)
+    p.add_argument("--trace", action="store_true", help="print one event per node, forward then backward")
+    p.add_argument("--dtype", choices=("float32", "float64"), help="default: the file's")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("train", help="train with the file's settings; exit 1 if its target is not met")
+    common(p)
+    p.add_argument("--steps", type=int, help="number of steps (default: the file's)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the file's)")
+    p.add_argument("--dtype", choices=("float32", "float64"), help="default: the file's")
+    p.add_argument("-o", "--output", help="save the trained weights, optimiser state and history to this .bps")
+    p.add_argument("--every", type=int, help="report every N steps (default: every step with --json, else 10%%)")
+    p.add_argument("--restart", action="store_true", help="ignore weights and optimiser state saved in the file")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("gradcheck", help="compare every weight's gradient with central differences (float64)")
+    common(p)
+    p.add_argument("--tolerance", type=float, default=GRADCHECK_TOLERANCE, help=f"largest relative error allowed (default {GRADCHECK_TOLERANCE:g})")
+    p.set_defaults(func=cmd_gradcheck)
+
+    p = sub.add_parser("info", help="nodes, params, shapes, parameter count, data and training settings")
+    common(p, seed=False)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("list-presets", help="the lessons that come with Backprop Studio")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_list_presets)
+
+    p = sub.add_parser("start-time", help="measure a first-ever (compiling) start and a cached start of `run`")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_start_time)
+    return parser
+
+
+def _exit_code(exc: EngineError) -> int:
+    if isinstance(exc, (FileFormatError, GraphError, UsageError, OptimizerError)):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = Output("--json" in argv)
+    try:
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit as exc:  # --help
+            return int(exc.code or 0)
+        out = Output(bool(getattr(args, "json", False)))
+        if args.version:
+            measure = kernel_start()
+            out.event("version", version=engine.__version__, kernel_start_seconds=measure["seconds"],
+                      kernels_compiled=measure["compiled"], kernels_loaded=measure["loaded"])
+            out.line(_version_text(measure))
+            return EXIT_OK
+        if not args.command:
+            raise UsageError(f"give a command: {', '.join(COMMANDS)} (see {PROG} --help)")
+        return int(args.func(args, out))
+    except EngineError as exc:
+        out.error(str(exc), type(exc).__name__)
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        out.error("interrupted", "KeyboardInterrupt")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (``| head``): stop quietly, without a second error at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
