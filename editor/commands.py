@@ -182,12 +182,22 @@ class RenameCommand(QUndoCommand):
 
 def clip_selection(doc: Document, node_ids: list[str]) -> dict[str, Any]:
     """The clipboard form of a selection: its nodes and the links among them (internal links
-    only: a pasted copy cannot keep wires to nodes outside it)."""
-    keep = [n for n in doc.graph.nodes if n in set(node_ids)]
-    dump = doc.dump()
-    nodes = [n for n in dump["nodes"] if n["id"] in set(keep)]
-    links = [l for l in dump["links"] if l[0] in set(keep) and l[2] in set(keep)]
-    return {"format": "backprop-studio-clip", "version": 1, "nodes": nodes, "links": links}
+    only: a pasted copy cannot keep wires to nodes outside it). Same layout as
+    :func:`engine.serialize.graph_to_dict`."""
+    from engine.serialize import graph_to_dict
+
+    return graph_to_dict(doc.graph, node_ids)
+
+
+def _clip_links(clip: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    out = []
+    for l in clip.get("links", []):
+        if isinstance(l, Mapping):
+            (a, ap), (b, bp) = l["from"], l["to"]
+        else:
+            a, ap, b, bp = l
+        out.append((str(a), str(ap), str(b), str(bp)))
+    return out
 
 
 class PasteCommand(QUndoCommand):
@@ -209,7 +219,7 @@ class PasteCommand(QUndoCommand):
             x, y = n.get("position", (0.0, 0.0))
             self.nodes.append({"id": new_id, "type": n["type"], "params": dict(n.get("params", {})),
                                "name": name, "position": (float(x) + offset[0], float(y) + offset[1])})
-        self.links = [Link(remap[a], ap, remap[b], bp) for a, ap, b, bp in clip.get("links", [])
+        self.links = [Link(remap[a], ap, remap[b], bp) for a, ap, b, bp in _clip_links(clip)
                       if a in remap and b in remap]
         self.node_ids = [n["id"] for n in self.nodes]
         self.setText(f"{text} {len(self.nodes)} node{'s' if len(self.nodes) != 1 else ''}")
@@ -250,10 +260,15 @@ class ExpandCompositeCommand(QUndoCommand):
     ``Output`` markers give way to the outside consumers. Node-valued params (a tied embedding)
     are remapped to the new ids."""
 
-    def __init__(self, doc: Document, node_id: str, *, parent: QUndoCommand | None = None) -> None:
+    def __init__(self, doc: Document, node_id: str, *, size_of: Any = None,
+                 parent: QUndoCommand | None = None) -> None:
         super().__init__(parent)
         g = doc.graph
         node = doc.node(node_id)
+        # With ``size_of`` the whole graph is laid out again after expanding (same undo step),
+        # so the inner nodes do not pile up on their neighbours.
+        self.size_of = size_of
+        self.layout: dict[str, tuple[tuple[float, float], tuple[float, float]]] | None = None
         spec = blocks.spec(node.type) if node.block is not None else None
         if spec is None or not spec.composite:
             raise GraphError(f"{node.label} is not a composite block; only composites can be expanded")
@@ -319,8 +334,20 @@ class ExpandCompositeCommand(QUndoCommand):
                 self.doc.add_node(n["type"], n["params"], node_id=n["id"], name=n["name"], position=n["position"])
             for link in self.new_links:
                 self.doc.insert_link(link)
+        if self.size_of is not None:
+            if self.layout is None:
+                from editor.layout import layered_positions
+                g = self.doc.graph
+                origin = min((n.position for n in g.nodes.values()), default=(0.0, 0.0))
+                positions = layered_positions(g, self.size_of, origin=origin)
+                self.layout = {nid: (g.nodes[nid].position, pos) for nid, pos in positions.items()}
+            for nid, (_, new) in self.layout.items():
+                self.doc.move(nid, new)
 
     def undo(self) -> None:
+        if self.layout is not None:
+            for nid, (old, _) in self.layout.items():
+                self.doc.move(nid, old)
         with self.doc.batch():
             for link in reversed(self.new_links):
                 self.doc.remove_link(link)

@@ -11,7 +11,7 @@ from PySide6.QtGui import QFont, QFontMetricsF
 @lru_cache(maxsize=None)
 def font(role: str) -> QFont:
     f = QFont()
-    sizes = {"title": 13, "port": 11, "small": 10, "label": 10, "badge": 11, "toast": 12, "mono": 10}
+    sizes = {"title": 12, "port": 11, "small": 10, "label": 10, "badge": 11, "toast": 12, "mono": 10}
     f.setPixelSize(sizes[role])
     if role in ("title", "badge"):
         f.setWeight(QFont.Weight.DemiBold)

@@ -14,6 +14,9 @@ from engine.blocks import Kind
 from engine.graph import Link
 
 
+MAX_LABEL_SCALE = 1.7
+
+
 def wire_path(p1: QPointF, p2: QPointF) -> QPainterPath:
     """A horizontal-tangent cubic: leaves the output to the right, enters the input from the left."""
     dx = max(40.0, abs(p2.x() - p1.x()) * 0.5)
@@ -44,7 +47,13 @@ class _WireBase(QGraphicsItem):
             self._label_rect = QRectF(mid.x() - w / 2, mid.y() - h / 2, w, h)
         else:
             self._label_rect = QRectF()
-        self._bounds = self.path.boundingRect().adjusted(-4, -4, 4, 4).united(self._label_rect)
+        grown = QRectF(self._label_rect)
+        if not grown.isNull():
+            # Labels grow up to MAX_LABEL_SCALE when zoomed out so shapes stay readable.
+            c = grown.center()
+            grown = QRectF(c.x() - grown.width() * MAX_LABEL_SCALE / 2, c.y() - grown.height() * MAX_LABEL_SCALE / 2,
+                           grown.width() * MAX_LABEL_SCALE, grown.height() * MAX_LABEL_SCALE)
+        self._bounds = self.path.boundingRect().adjusted(-4, -4, 4, 4).united(grown)
 
     def boundingRect(self) -> QRectF:
         return self._bounds
@@ -107,13 +116,20 @@ class LinkItem(_WireBase):
         painter.setPen(self._pen(colour, width, dashed=not self.known))
         painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.drawPath(self.path)
-        if self.label and lod >= 0.5:
+        if self.label and lod >= 0.25:
+            scale = min(MAX_LABEL_SCALE, max(1.0, 0.8 / lod))
+            c = self._label_rect.center()
+            painter.save()
+            painter.translate(c)
+            painter.scale(scale, scale)
+            rect = self._label_rect.translated(-c)
             painter.setPen(self._pen(colour, 1.0))
             painter.setBrush(theme.label_bg)
-            painter.drawRoundedRect(self._label_rect, 5, 5)
+            painter.drawRoundedRect(rect, 5, 5)
             painter.setPen(theme.label_text)
             painter.setFont(font("label"))
-            painter.drawText(self._label_rect, Qt.AlignmentFlag.AlignCenter, self.label)
+            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, self.label)
+            painter.restore()
 
 
 class DragWire(_WireBase):

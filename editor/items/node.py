@@ -17,11 +17,11 @@ from engine.graph import Node
 if TYPE_CHECKING:
     from editor.scene import GraphScene
 
-HEADER = 28.0
-ROW = 22.0
-SUMMARY_ROW = 16.0
-PORT_R = 5.5
-MIN_WIDTH = 168.0
+HEADER = 24.0
+ROW = 18.0
+SUMMARY_ROW = 14.0
+PORT_R = 5.0
+MIN_WIDTH = 132.0
 RADIUS = 8.0
 BADGE_LINES = 3
 
@@ -136,20 +136,21 @@ class NodeItem(QGraphicsItem):
         self.summary = _summary(node, spec)
         ins = node.input_ports()
         outs = node.output_ports()
-        title_w = metrics("title").horizontalAdvance(self.title) + 48
-        sub_w = metrics("small").horizontalAdvance(self.subtitle) + 24
+        title_w = metrics("title").horizontalAdvance(self.title) + 28 + \
+            (metrics("small").horizontalAdvance(self.subtitle) + 10 if self.subtitle else 0) + (22 if self.composite else 0)
+        sub_w = 0
         port_w = max((metrics("port").horizontalAdvance(p.name) for p in ins), default=0) + \
             max((metrics("port").horizontalAdvance(p.name) for p in outs), default=0) + 48
         sum_w = max((metrics("small").horizontalAdvance(s) for s in self.summary), default=0) + 24
         self.width = float(max(MIN_WIDTH, title_w, sub_w, port_w, sum_w))
         rows = max(len(ins), len(outs))
-        self.height = HEADER + (14 if self.subtitle else 0) + rows * ROW + len(self.summary) * SUMMARY_ROW + 8
+        self.height = HEADER + 4 + rows * ROW + len(self.summary) * SUMMARY_ROW + 6
         for item in list(self.inputs.values()) + list(self.outputs.values()):
             item.setParentItem(None)
             if item.scene() is not None:
                 item.scene().removeItem(item)
         self.inputs, self.outputs = {}, {}
-        top = HEADER + (14 if self.subtitle else 0) + ROW / 2 + 2
+        top = HEADER + 4 + ROW / 2
         for i, p in enumerate(ins):
             port = PortItem(self, p.name, False, p.kind, p.optional)
             port.setPos(0, top + i * ROW)
@@ -262,29 +263,45 @@ class NodeItem(QGraphicsItem):
         painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.setPen(border)
         painter.drawRoundedRect(body, RADIUS, RADIUS)
-        # title
+        # title on the left, the block type (when the name differs) dimmed on the right
         painter.setPen(theme.header_text)
         painter.setFont(font("title"))
-        title_rect = QRectF(10, 0, self.width - 20 - (26 if self.error else 0), HEADER)
-        title = metrics("title").elidedText(self.title, Qt.TextElideMode.ElideRight, title_rect.width())
-        painter.drawText(title_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, title)
+        right = 8 + (24 if self.error else 0)
         if self.stack_count > 1:
             chip = f"×{self.stack_count}"
             painter.setFont(font("badge"))
             w = metrics("badge").horizontalAdvance(chip) + 10
-            r = QRectF(self.width - w - 8 - (26 if self.error else 0), 6, w, HEADER - 12)
+            r = QRectF(self.width - w - right, 4, w, HEADER - 8)
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(QColor(0, 0, 0, 70))
             painter.drawRoundedRect(r, 6, 6)
             painter.setPen(theme.header_text)
             painter.drawText(r, Qt.AlignmentFlag.AlignCenter, chip)
-        y = HEADER
+            right += w + 6
+        elif self.composite:
+            # a small "open" glyph: this block has an inside
+            r = QRectF(self.width - right - 14, HEADER / 2 - 6, 12, 12)
+            painter.setPen(QPen(QColor(255, 255, 255, 200), 1.3))
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRoundedRect(r, 2, 2)
+            painter.drawRoundedRect(r.adjusted(3, 3, -3, -3), 1, 1)
+            right += 20
         if self.subtitle:
             painter.setFont(font("small"))
-            painter.setPen(theme.text_dim)
-            painter.drawText(QRectF(10, y + 1, self.width - 20, 14), Qt.AlignmentFlag.AlignVCenter, self.subtitle)
-            y += 14
-        if lod >= 0.55:
+            sub = QColor(theme.header_text)
+            sub.setAlpha(190)
+            painter.setPen(sub)
+            sw = metrics("small").horizontalAdvance(self.subtitle)
+            painter.drawText(QRectF(self.width - right - sw, 0, sw, HEADER),
+                             Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, self.subtitle)
+            right += sw + 8
+        painter.setPen(theme.header_text)
+        painter.setFont(font("title"))
+        title_rect = QRectF(9, 0, self.width - 9 - right, HEADER)
+        title = metrics("title").elidedText(self.title, Qt.TextElideMode.ElideRight, title_rect.width())
+        painter.drawText(title_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, title)
+        y = HEADER + 4
+        if lod >= 0.4:
             painter.setFont(font("port"))
             painter.setPen(theme.text)
             for port in self.inputs.values():
@@ -295,7 +312,7 @@ class NodeItem(QGraphicsItem):
                 painter.drawText(r, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, port.name)
             if self.summary:
                 rows = max(len(self.inputs), len(self.outputs))
-                sy = y + rows * ROW + 4
+                sy = y + rows * ROW
                 painter.setFont(font("small"))
                 painter.setPen(theme.text_dim)
                 for line in self.summary:
@@ -308,12 +325,12 @@ class NodeItem(QGraphicsItem):
 
     def _paint_badge(self, painter: QPainter, theme: Any) -> None:
         # The "!" dot on the header and the reason under the node.
-        centre = QPointF(self.width - 15, HEADER / 2)
+        centre = QPointF(self.width - 16, HEADER / 2)
         painter.setPen(QPen(QColor("#ffffff"), 1.5))
         painter.setBrush(theme.error)
-        painter.drawEllipse(centre, 9, 9)
+        painter.drawEllipse(centre, 8, 8)
         painter.setFont(font("badge"))
-        painter.drawText(QRectF(centre.x() - 9, centre.y() - 9, 18, 18), Qt.AlignmentFlag.AlignCenter, "!")
+        painter.drawText(QRectF(centre.x() - 8, centre.y() - 8, 16, 16), Qt.AlignmentFlag.AlignCenter, "!")
         rect = self._badge_rect()
         painter.setPen(Qt.PenStyle.NoPen)
         fill = QColor(theme.error)
@@ -353,7 +370,8 @@ def _summary(node: Node, spec: Any) -> list[str]:
             text = f"{value:g}"
         else:
             text = str(value)
-        default = value == p.default or (isinstance(value, tuple) and list(value) == list(p.default or []))
-        lines.append((int(default) * 100 + i, f"{p.name}  {text}"))
-    lines.sort()
+        default = value == p.default or (isinstance(value, tuple) and isinstance(p.default, (tuple, list))
+                                         and list(value) == list(p.default))
+        if not default:
+            lines.append((i, f"{p.name}  {text}"))
     return [text for _, text in lines[:3]]

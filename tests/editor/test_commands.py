@@ -141,3 +141,37 @@ def test_signals_follow_edits(doc_stack):
     kinds = [k for k, _ in seen]
     assert kinds.count("link_removed") == 2 and kinds[-1] == "node_removed"
     assert all(isinstance(l, Link) for k, l in seen if k == "link_removed")
+
+
+def test_expand_composite_is_one_step_and_wired(doc_stack):
+    doc, stack = doc_stack
+    stack.push(commands.AddNodeCommand(doc, "Input", {"shape": (2, 5, 8)}, name="x"))
+    stack.push(commands.AddNodeCommand(doc, "TransformerBlock", {"dim": 8, "heads": 2}, name="tb", position=(300, 0)))
+    stack.push(commands.AddNodeCommand(doc, "Mean", {}, name="m", position=(600, 0)))
+    x, tb, m = (doc.graph.find(k).id for k in ("x", "tb", "m"))
+    stack.push(commands.ConnectCommand(doc, x, "out", tb, "x"))
+    stack.push(commands.ConnectCommand(doc, tb, "out", m, "a"))
+    before = doc.dump()
+    shape_before = doc.report().shapes[(m, "out")]
+    stack.push(commands.ExpandCompositeCommand(doc, tb, size_of=lambda nid: (150.0, 80.0)))
+    assert tb not in doc.graph.nodes
+    types = sorted(n.type for n in doc.graph.nodes.values())
+    assert "Attention" in types and "FeedForward" in types and "Output" not in types
+    assert types.count("Input") == 1  # the inner Input gave way to the outside source
+    assert doc.report().ok and doc.report().shapes[(m, "out")] == shape_before
+    assert all(n.name.startswith("tb/") for n in doc.graph.nodes.values() if n.id not in (x, m))
+    stack.undo()
+    assert doc.dump() == before
+
+
+def test_copy_paste_keeps_internal_links(doc_stack):
+    doc, stack = doc_stack
+    ids = two_layer(doc, stack)
+    clip = commands.clip_selection(doc, [ids["l1"], ids["act"]])
+    stack.push(commands.PasteCommand(doc, clip))
+    new = [n for n in doc.graph.nodes if n not in ids.values()]
+    assert len(new) == 2
+    links = [l for l in doc.graph.links if l.src in new or l.dst in new]
+    assert len(links) == 1 and {links[0].src, links[0].dst} == set(new)
+    names = {doc.node(n).name for n in new}
+    assert names == {"l1 2", "act 2"}

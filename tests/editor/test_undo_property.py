@@ -8,11 +8,13 @@ from PySide6.QtGui import QUndoStack
 
 from editor import commands
 from editor.document import Document
+from engine import blocks
 from engine.errors import EngineError
 from tests.editor.helpers import two_layer
 
 ADDABLE = [("ReLU", {}), ("Tanh", {}), ("Add", {}), ("Scale", {"factor": 2.0}), ("Linear", {"out_features": 3}),
-           ("Input", {"shape": (4, 3)}), ("Sum", {}), ("Multiply", {})]
+           ("Input", {"shape": (4, 3)}), ("Sum", {}), ("Multiply", {}),
+           ("Input", {"shape": (2, 4, 3)}), ("TransformerBlock", {"dim": 3, "heads": 1, "hidden": 4})]
 
 
 def _apply(doc: Document, stack: QUndoStack, data: st.DataObject) -> None:
@@ -61,7 +63,7 @@ def _apply(doc: Document, stack: QUndoStack, data: st.DataObject) -> None:
                 stack.push(cmd)
         elif op == "expand":
             composites = [nid for nid in ids if g.nodes[nid].block is not None
-                          and type(g.nodes[nid].block).__dict__.get("composite", False)]
+                          and blocks.spec(g.nodes[nid].type).composite]
             if composites:
                 stack.push(commands.ExpandCompositeCommand(doc, data.draw(st.sampled_from(composites))))
     except EngineError:

@@ -1,0 +1,87 @@
+"""The block search popup (Tab or double-click on the canvas): type, arrow, Enter."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, Qt, Signal
+from PySide6.QtGui import QKeyEvent
+from PySide6.QtWidgets import QFrame, QLineEdit, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
+
+from editor.panels.blockinfo import spec_tooltip
+from editor.panels.palette import PARAMS_ROLE, TYPE_ROLE, matches
+from engine import blocks
+
+
+class BlockSearch(QFrame):
+    """A popup list of blocks filtered as you type; emits ``chosen(type_id, params, scene_pos)``."""
+
+    chosen = Signal(str, dict, QPointF)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent, Qt.WindowType.Popup)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText("Insert block…")
+        self.list = QListWidget()
+        self.list.setUniformItemSizes(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(4)
+        layout.addWidget(self.edit)
+        layout.addWidget(self.list)
+        self.resize(280, 320)
+        self.scene_pos = QPointF()
+        for entry in blocks.palette():
+            item = QListWidgetItem(f"{entry.label}")
+            item.setData(TYPE_ROLE, entry.type_id)
+            item.setData(PARAMS_ROLE, dict(entry.params))
+            item.setData(Qt.ItemDataRole.UserRole + 2, entry.category.value)
+            item.setToolTip(spec_tooltip(entry.spec, entry.label))
+            self.list.addItem(item)
+        self.edit.textChanged.connect(self.filter)
+        self.edit.returnPressed.connect(self.accept_current)
+        self.list.itemActivated.connect(lambda _item: self.accept_current())
+        self.edit.installEventFilter(self)
+
+    def popup(self, global_pos: QPoint, scene_pos: QPointF) -> None:
+        self.scene_pos = scene_pos
+        self.edit.clear()
+        self.filter("")
+        self.move(global_pos)
+        self.show()
+        self.edit.setFocus()
+
+    def filter(self, text: str) -> None:
+        first = None
+        for i in range(self.list.count()):
+            item = self.list.item(i)
+            ok = matches(text, item.text(), item.data(TYPE_ROLE), item.data(Qt.ItemDataRole.UserRole + 2))
+            item.setHidden(not ok)
+            if ok and first is None:
+                first = item
+        self.list.setCurrentItem(first)
+
+    def accept_current(self) -> None:
+        item = self.list.currentItem()
+        if item is None or item.isHidden():
+            return
+        self.hide()
+        self.chosen.emit(item.data(TYPE_ROLE), dict(item.data(PARAMS_ROLE) or {}), self.scene_pos)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        if obj is self.edit and event.type() == QEvent.Type.KeyPress:
+            key = QKeyEvent(event).key() if not isinstance(event, QKeyEvent) else event.key()
+            if key in (Qt.Key.Key_Down, Qt.Key.Key_Up):
+                step = 1 if key == Qt.Key.Key_Down else -1
+                row = self.list.currentRow()
+                n = self.list.count()
+                r = row
+                for _ in range(n):
+                    r = (r + step) % n
+                    if not self.list.item(r).isHidden():
+                        self.list.setCurrentRow(r)
+                        break
+                return True
+            if key == Qt.Key.Key_Escape:
+                self.hide()
+                return True
+        return super().eventFilter(obj, event)

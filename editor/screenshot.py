@@ -1,0 +1,67 @@
+"""``backprop-studio screenshot FILE OUT.png``: render the window with FILE open, offscreen, and
+exit. The README's pictures and the tests' visual checks come from here.
+
+Settings are kept in a throw-away location so a screenshot neither reads nor changes the user's
+(window size, recent files, theme). ``BACKPROP_STUDIO_THEME=light|dark`` picks the theme.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def render(window, out: str | Path, width: int, height: int) -> None:  # noqa: ANN001
+    from PySide6.QtWidgets import QApplication
+
+    window.resize(width, height)
+    window.show()
+    for _ in range(3):
+        QApplication.processEvents()
+    window.view.fit()
+    window.minimap.rebuild()
+    QApplication.processEvents()
+    image = window.grab()
+    if not image.save(str(out)):
+        raise OSError(f"cannot write {out}")
+
+
+def main(file: str, out: str, width: int = 1400, height: int = 900, theme: str | None = None) -> int:
+    """Render the editor with ``file`` (a graph, a .bps project or a preset name) to ``out``."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QSettings
+
+    from editor.app import _is_preset, application, resolve_file
+    from editor.window import MainWindow
+
+    application([])
+    with tempfile.TemporaryDirectory(prefix="bps-shot-") as tmp:
+        settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
+        settings.setValue("theme", theme or os.environ.get("BACKPROP_STUDIO_THEME", "system"))
+        window = MainWindow(settings)
+        errors: list[str] = []
+        window.prompts.error = lambda title, text: errors.append(text)  # type: ignore[method-assign]
+        window.apply_theme()
+        target = resolve_file(file)
+        if not window.load_path(target, is_preset=_is_preset(target), remember=False):
+            print(f"backprop-studio screenshot: {errors[0] if errors else 'cannot open ' + file}", file=sys.stderr)
+            window.undo_stack.setClean()
+            window.close()
+            return 1
+        try:
+            render(window, out, width, height)
+        except OSError as exc:
+            print(f"backprop-studio screenshot: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            window.undo_stack.setClean()
+            window.close()
+            window.deleteLater()
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

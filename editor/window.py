@@ -1,0 +1,862 @@
+"""The main window: canvas, palette, inspector, breadcrumbs, menus, files, autosave.
+
+Everything the user does becomes a command on one undo stack (the main document's); the stack's
+clean state drives the title's modified marker. Dialogs go through :class:`Prompts` so tests can
+answer them without a person.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QPointF, QSettings, QStandardPaths, Qt, QTimer, Signal
+from PySide6.QtGui import (QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence, QUndoCommand,
+                           QUndoStack)
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
+                               QMessageBox, QToolButton, QVBoxLayout, QWidget)
+
+from editor import commands, theme as themes
+from editor.document import Document
+from editor.items import NodeItem
+from editor.panels.inspector import Inspector
+from editor.panels.minimap import Minimap
+from editor.panels.palette import Palette
+from editor.panels.search import BlockSearch
+from editor.scene import GraphScene
+from editor.view import GraphView
+from engine import blocks
+from engine.blocks import Block
+from engine.errors import EngineError
+from engine.graph import Graph
+
+CLIP_MIME = "application/x-backprop-studio-graph"
+MAX_RECENT = 10
+AUTOSAVE_MS = 60_000
+FILE_FILTER = "Backprop Studio files (*.json *.bps);;Graph only (*.json);;Graph with weights (*.bps);;All files (*)"
+
+
+class Prompts:
+    """The questions the window asks. Tests replace these methods."""
+
+    def __init__(self, parent: QWidget) -> None:
+        self.parent = parent
+
+    def save_changes(self, name: str) -> str:
+        """'save', 'discard' or 'cancel'."""
+        box = QMessageBox(QMessageBox.Icon.Warning, "Unsaved changes",
+                          f"Save the changes to “{name}” before closing it?",
+                          QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard |
+                          QMessageBox.StandardButton.Cancel, self.parent)
+        box.setInformativeText("Your changes will be lost if you don't save them.")
+        box.setDefaultButton(QMessageBox.StandardButton.Save)
+        answer = box.exec()
+        return {QMessageBox.StandardButton.Save: "save", QMessageBox.StandardButton.Discard: "discard"}.get(
+            QMessageBox.StandardButton(answer), "cancel")
+
+    def restore_recovery(self, when: str) -> bool:
+        answer = QMessageBox.question(
+            self.parent, "Restore unsaved work?",
+            f"Backprop Studio did not close normally{when}. Restore the unsaved graph it kept?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def error(self, title: str, text: str) -> None:
+        QMessageBox.critical(self.parent, title, text)
+
+    def open_path(self, directory: str) -> str:
+        path, _ = QFileDialog.getOpenFileName(self.parent, "Open graph", directory, FILE_FILTER)
+        return path
+
+    def save_path(self, suggestion: str) -> str:
+        path, _ = QFileDialog.getSaveFileName(self.parent, "Save graph as", suggestion, FILE_FILTER)
+        return path
+
+
+@dataclass
+class Level:
+    """One step of the breadcrumb: a document shown in a scene (the root is editable)."""
+
+    title: str
+    doc: Document
+    scene: GraphScene
+
+
+def recovery_path() -> Path:
+    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+    return Path(base) / "recovery.json"
+
+
+def openable(node: Any) -> bool:
+    """A node whose inside can be shown: a composite, or any block that defines an inner graph."""
+    if node.block is None:
+        return False
+    return blocks.spec(node.type).composite or type(node.block).expand is not Block.expand
+
+
+class MainWindow(QMainWindow):
+    document_loaded = Signal(str)
+
+    def __init__(self, settings: QSettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or QSettings()
+        self.prompts = Prompts(self)
+        self.undo_stack = QUndoStack(self)
+        self.doc = Document(title="Untitled")
+        self.project: Any = None
+        self.path: Path | None = None
+        self.is_preset = False
+        self.theme_choice = str(self.settings.value("theme", "system"))
+        self.theme = themes.resolve(self.theme_choice)
+        root_scene = GraphScene(self.doc, self.undo_stack, self.theme, parent=self)
+        self.levels: list[Level] = [Level("Untitled", self.doc, root_scene)]
+        self._paste_count = 0
+
+        self.view = GraphView()
+        self.view.setScene(root_scene)
+        self.minimap = Minimap(self.view)
+        self.minimap.enabled_by_user = self.settings.value("minimap", True, type=bool)
+        self.search = BlockSearch(self)
+        self.crumbs = QWidget()
+        self.crumbs.setObjectName("breadcrumbs")
+        self._crumb_layout = QHBoxLayout(self.crumbs)
+        self._crumb_layout.setContentsMargins(8, 4, 8, 4)
+        self._crumb_layout.setSpacing(2)
+        central = QWidget()
+        col = QVBoxLayout(central)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.setSpacing(0)
+        col.addWidget(self.crumbs)
+        col.addWidget(self.view, 1)
+        self.setCentralWidget(central)
+
+        self.palette = Palette()
+        self.inspector = Inspector()
+        self.palette_dock = self._dock("Blocks", self.palette, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.inspector_dock = self._dock("Inspector", self.inspector, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.status_shapes = QLabel()
+        self.status_params = QLabel()
+        self.status_zoom = QLabel()
+        for w in (self.status_shapes, self.status_params, self.status_zoom):
+            w.setContentsMargins(8, 0, 8, 0)
+            self.statusBar().addPermanentWidget(w)
+
+        self._make_actions()
+        self._wire()
+        self._attach_scene(root_scene)
+        self._update_crumbs()
+        self._update_title()
+        self.setAcceptDrops(True)
+        self.resize(1400, 900)
+        geometry = self.settings.value("window/geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        state = self.settings.value("window/state")
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            self.restoreState(state)
+        self.autosave_timer = QTimer(self)
+        self.autosave_timer.setInterval(AUTOSAVE_MS)
+        self.autosave_timer.timeout.connect(self.autosave)
+        self.autosave_timer.start()
+        hints = QGuiApplication.styleHints()
+        hints.colorSchemeChanged.connect(self._on_system_scheme)
+
+    # --- construction ------------------------------------------------------------------------------
+
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title.lower() + "_dock")
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.addDockWidget(area, dock)
+        widget.setMinimumWidth(200)
+        return dock
+
+    def _action(self, text: str, slot: Any, shortcut: Any = None, menu: Any = None, tip: str = "") -> QAction:
+        a = QAction(text, self)
+        if shortcut is not None:
+            if isinstance(shortcut, list):
+                a.setShortcuts(shortcut)
+            else:
+                a.setShortcut(shortcut)
+        a.triggered.connect(lambda *_: slot())
+        if tip:
+            a.setStatusTip(tip)
+        self.addAction(a)
+        if menu is not None:
+            menu.addAction(a)
+        return a
+
+    def _make_actions(self) -> None:
+        K = QKeySequence
+        SK = QKeySequence.StandardKey
+        mb = self.menuBar()
+        m = mb.addMenu("&File")
+        self.act_new = self._action("&New", self.new_document, K(SK.New), m)
+        self.act_open = self._action("&Open…", self.open_dialog, K(SK.Open), m)
+        self.recent_menu = m.addMenu("Open &Recent")
+        self.presets_menu = m.addMenu("Open &Lesson")
+        m.addSeparator()
+        self.act_save = self._action("&Save", self.save, K(SK.Save), m)
+        self.act_save_as = self._action("Save &As…", self.save_as, K(SK.SaveAs) if not K(SK.SaveAs).isEmpty() else K("Ctrl+Shift+S"), m)
+        m.addSeparator()
+        self._action("&Quit", self.close, K(SK.Quit) if not K(SK.Quit).isEmpty() else K("Ctrl+Q"), m)
+
+        m = mb.addMenu("&Edit")
+        self.act_undo = self.undo_stack.createUndoAction(self, "&Undo")
+        self.act_undo.setShortcut(K(SK.Undo))
+        self.act_redo = self.undo_stack.createRedoAction(self, "&Redo")
+        self.act_redo.setShortcuts([K(SK.Redo), K("Ctrl+Shift+Z")] if K(SK.Redo) != K("Ctrl+Shift+Z") else [K(SK.Redo)])
+        m.addAction(self.act_undo)
+        m.addAction(self.act_redo)
+        self.addAction(self.act_undo)
+        self.addAction(self.act_redo)
+        m.addSeparator()
+        self.act_cut = self._action("Cu&t", self.cut, K(SK.Cut), m)
+        self.act_copy = self._action("&Copy", self.copy, K(SK.Copy), m)
+        self.act_paste = self._action("&Paste", self.paste, K(SK.Paste), m)
+        self.act_duplicate = self._action("&Duplicate", self.duplicate, K("Ctrl+D"), m)
+        self.act_delete = self._action("&Delete", self.delete_selection, [K(SK.Delete), K(Qt.Key.Key_Backspace)], m)
+        m.addSeparator()
+        self.act_select_all = self._action("Select &All", self.select_all, K(SK.SelectAll), m)
+        self.act_rename = self._action("Re&name", self.rename, K(Qt.Key.Key_F2), m)
+
+        m = mb.addMenu("&View")
+        self._action("Zoom &In", self.view.zoom_in, [K(SK.ZoomIn), K("Ctrl+=")], m)
+        self._action("Zoom &Out", self.view.zoom_out, K(SK.ZoomOut), m)
+        self._action("&Fit to View", self.view.fit, [K("F"), K("Ctrl+0")], m)
+        self._action("Actual &Size", self.view.reset_zoom, K("Ctrl+1"), m)
+        m.addSeparator()
+        self.act_layout = self._action("Auto-&Layout", self.auto_layout, K("Ctrl+L"), m,
+                                       "Arrange the graph in layers, left to right")
+        self.act_minimap = QAction("&Minimap", self, checkable=True)
+        self.act_minimap.setChecked(self.minimap.enabled_by_user)
+        self.act_minimap.toggled.connect(self._toggle_minimap)
+        m.addAction(self.act_minimap)
+        tm = m.addMenu("&Theme")
+        group = QActionGroup(self)
+        for key, label in (("system", "Follow &System"), ("light", "&Light"), ("dark", "&Dark")):
+            a = QAction(label, self, checkable=True)
+            a.setChecked(key == self.theme_choice)
+            a.triggered.connect(lambda _=False, k=key: self.set_theme(k))
+            group.addAction(a)
+            tm.addAction(a)
+        m.addSeparator()
+        m.addAction(self.palette_dock.toggleViewAction())
+        m.addAction(self.inspector_dock.toggleViewAction())
+
+        m = mb.addMenu("&Node")
+        self._action("&Insert Block…", self.view.request_search, None, m, "Search blocks (Tab on the canvas)")
+        self.act_open_inside = self._action("&Open Inside", self.open_selected, K("Ctrl+Return"), m,
+                                            "Show a composite block's inner graph (double-click)")
+        self.act_expand = self._action("&Expand Composite", self.expand_selected, K("Ctrl+E"), m,
+                                       "Replace a composite block by its inner nodes")
+        self.act_back = self._action("&Back to Outer Graph", self.go_up, [K(SK.Back), K("Alt+Up")], m)
+        self._populate_presets()
+        self._update_recent_menu()
+
+    def _wire(self) -> None:
+        self.undo_stack.cleanChanged.connect(self._on_stack_changed)
+        self.undo_stack.indexChanged.connect(self._on_stack_changed)
+        self.palette.activated.connect(lambda t, p: self.insert_block(t, p, None))
+        self.search.chosen.connect(lambda t, p, pos: self.insert_block(t, p, pos))
+        self.view.block_dropped.connect(lambda t, p, pos: self.insert_block(t, p, pos))
+        self.view.files_dropped.connect(self.open_dropped)
+        self.view.search_requested.connect(self._show_search)
+        self.view.zoom_changed.connect(lambda z: self.status_zoom.setText(f"{z * 100:.0f} %"))
+        self.inspector.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+
+    # --- scenes and breadcrumbs ----------------------------------------------------------------------
+
+    @property
+    def level(self) -> Level:
+        return self.levels[-1]
+
+    @property
+    def scene(self) -> GraphScene:
+        return self.level.scene
+
+    def _attach_scene(self, scene: GraphScene) -> None:
+        self.view.setScene(scene)
+        scene.selectionChanged.connect(self._on_selection)
+        scene.node_activated.connect(self.open_inside)
+        scene.canvas_activated.connect(lambda pos: self._show_search(pos))
+        scene.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        doc = scene.doc
+        doc.shapes_changed.connect(self._update_status)
+        doc.shapes_changed.connect(self.minimap.schedule)
+        doc.node_moved.connect(lambda _n: self.minimap.schedule())
+        doc.graph_reset.connect(self.minimap.schedule)
+        editable = not scene.read_only
+        self.inspector.set_document(doc, self.undo_stack if editable else None)
+        for a in (self.act_cut, self.act_paste, self.act_duplicate, self.act_delete, self.act_rename,
+                  self.act_layout, self.act_expand):
+            a.setEnabled(editable)
+        self.palette.setEnabled(editable)
+        self._update_status()
+        self.minimap.rebuild()
+
+    def _detach_scene(self, scene: GraphScene) -> None:
+        for sig in (scene.selectionChanged, scene.node_activated, scene.canvas_activated, scene.message):
+            try:
+                sig.disconnect()
+            except (RuntimeError, TypeError):
+                pass
+        doc = scene.doc
+        for sig, slot in ((doc.shapes_changed, self._update_status), (doc.shapes_changed, self.minimap.schedule),
+                          (doc.graph_reset, self.minimap.schedule)):
+            try:
+                sig.disconnect(slot)
+            except (RuntimeError, TypeError):
+                pass
+        try:
+            doc.node_moved.disconnect()
+        except (RuntimeError, TypeError):
+            pass
+
+    def _update_crumbs(self) -> None:
+        while self._crumb_layout.count():
+            item = self._crumb_layout.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+        for i, level in enumerate(self.levels):
+            if i:
+                sep = QLabel("›")
+                self._crumb_layout.addWidget(sep)
+            b = QToolButton()
+            b.setText(level.title)
+            b.setAutoRaise(True)
+            b.setEnabled(i < len(self.levels) - 1)
+            b.clicked.connect(lambda _=False, k=i: self.go_to_level(k))
+            if i == len(self.levels) - 1:
+                f = b.font()
+                f.setBold(True)
+                b.setFont(f)
+            self._crumb_layout.addWidget(b)
+        if len(self.levels) > 1:
+            hint = QLabel("  read-only · double-click a block to look inside · Expand to edit its parts")
+            hint.setEnabled(False)
+            self._crumb_layout.addWidget(hint)
+        self._crumb_layout.addStretch(1)
+        self.act_back.setEnabled(len(self.levels) > 1)
+
+    def open_inside(self, node_id: str) -> bool:
+        """Show a composite's inner graph, read-only, with a breadcrumb back."""
+        doc = self.level.doc
+        node = doc.node(node_id)
+        if not openable(node):
+            self.statusBar().showMessage(f"{node.name} is a single block ({node.type}); it has no inner graph", 5000)
+            return False
+        try:
+            inner = commands.inner_graph(doc, node_id)
+        except EngineError as exc:
+            self.prompts.error("Cannot open block", str(exc))
+            return False
+        title = f"{node.name}" if node.name == node.type else f"{node.name} ({node.type})"
+        inner_doc = Document(inner, read_only=True, title=title)
+        scene = GraphScene(inner_doc, None, self.theme, compact_stacks=True, parent=self)
+        positions = {n.position for n in inner.nodes.values()}
+        if len(positions) < len(inner.nodes) or scene.stacks:
+            scene.auto_layout_view()
+        self._detach_scene(self.scene)
+        self.levels.append(Level(title, inner_doc, scene))
+        self._attach_scene(scene)
+        self._update_crumbs()
+        self.view.fit()
+        return True
+
+    def go_to_level(self, index: int) -> None:
+        if index >= len(self.levels) - 1 or index < 0:
+            return
+        self._detach_scene(self.scene)
+        while len(self.levels) > index + 1:
+            level = self.levels.pop()
+            level.scene.deleteLater()
+            level.doc.deleteLater()
+        self._attach_scene(self.scene)
+        self._update_crumbs()
+        self.view.fit()
+
+    def go_up(self) -> None:
+        self.go_to_level(len(self.levels) - 2)
+
+    def _reset_levels(self) -> None:
+        if len(self.levels) > 1:
+            self.go_to_level(0)
+
+    # --- selection and status --------------------------------------------------------------------------
+
+    def _on_selection(self) -> None:
+        try:
+            ids = [i.node_id for i in self.scene.selectedItems() if isinstance(i, NodeItem)]
+        except RuntimeError:  # the scene is being destroyed with the window
+            return
+        self.inspector.set_node(ids[0] if len(ids) == 1 else None)
+
+    def _update_status(self) -> None:
+        doc = self.level.doc
+        report = doc.report()
+        n = len(doc.graph.nodes)
+        if report.errors:
+            k = len(report.errors)
+            self.status_shapes.setText(f"<span style='color:#e5484d'>● {k} node{'s' if k != 1 else ''} with shape errors</span>")
+            first = next(iter(report.errors.values()))
+            self.status_shapes.setToolTip(first)
+        elif report.incomplete:
+            k = len(report.incomplete)
+            self.status_shapes.setText(f"<span style='color:#d08a12'>● {k} node{'s' if k != 1 else ''} not fully connected</span>")
+            self.status_shapes.setToolTip("")
+        else:
+            self.status_shapes.setText(f"<span style='color:#1faa55'>● shapes OK</span> · {n} nodes" if n else "empty graph")
+            self.status_shapes.setToolTip("")
+        try:
+            count = doc.graph.parameter_count()
+        except EngineError:
+            count = 0
+        self.status_params.setText(f"{count:,} parameters")
+
+    def _update_title(self) -> None:
+        name = self.path.name if self.path is not None and not self.is_preset else (
+            (self.project.name if self.project is not None and self.project.name else None) or "Untitled")
+        self.levels[0].title = name
+        self.setWindowTitle(f"{name}[*] — Backprop Studio")
+        self.setWindowModified(not self.undo_stack.isClean())
+        if self.crumbs.isVisible() or True:
+            first = self._crumb_layout.itemAt(0)
+            if first is not None and isinstance(first.widget(), QToolButton):
+                first.widget().setText(name)
+
+    def _on_stack_changed(self, *_: Any) -> None:
+        self._update_title()
+
+    @property
+    def modified(self) -> bool:
+        return not self.undo_stack.isClean()
+
+    # --- editing -------------------------------------------------------------------------------------------
+
+    def _push(self, command: QUndoCommand) -> None:
+        if not self.scene.push(command):
+            return
+
+    def _cursor_scene_pos(self) -> QPointF | None:
+        pos = self.view.mapFromGlobal(self.view.cursor().pos())
+        if self.view.viewport().rect().contains(pos):
+            return self.view.mapToScene(pos)
+        return None
+
+    def _show_search(self, scene_pos: QPointF) -> None:
+        if self.scene.read_only:
+            self.statusBar().showMessage("This view is read-only; go back to the outer graph to add blocks.", 5000)
+            return
+        global_pos = self.view.viewport().mapToGlobal(self.view.mapFromScene(scene_pos))
+        self.search.popup(global_pos, scene_pos)
+
+    def insert_block(self, type_id: str, params: dict, scene_pos: QPointF | None) -> str | None:
+        """Add a block centred at ``scene_pos`` (the view's centre when None); returns its id."""
+        if self.scene.read_only:
+            self.statusBar().showMessage("This view is read-only; go back to the outer graph to add blocks.", 5000)
+            return None
+        if scene_pos is None:
+            scene_pos = self.view.mapToScene(self.view.viewport().rect().center())
+        try:
+            cmd = commands.AddNodeCommand(self.doc, type_id, params, position=(0.0, 0.0))
+        except EngineError as exc:
+            self.prompts.error("Cannot add block", str(exc))
+            return None
+        # Centre the new node's header on the drop point.
+        probe = NodeItem(_probe_node(type_id, params, cmd.name))
+        cmd.position = (round(scene_pos.x() - probe.width / 2), round(scene_pos.y() - 14))
+        self._push(cmd)
+        self.scene.select_nodes([cmd.node_id])
+        self.view.setFocus()
+        return cmd.node_id
+
+    def delete_selection(self) -> None:
+        ids = self.scene.selected_node_ids()
+        links = self.scene.selected_links()
+        if ids or links:
+            self._push(commands.RemoveItemsCommand(self.doc, ids, links))
+
+    def copy(self) -> bool:
+        ids = self.scene.selected_node_ids()
+        if not ids:
+            return False
+        clip = commands.clip_selection(self.level.doc, ids)
+        from PySide6.QtCore import QMimeData
+        mime = QMimeData()
+        text = json.dumps(clip)
+        mime.setData(CLIP_MIME, text.encode("utf-8"))
+        mime.setText(text)
+        QGuiApplication.clipboard().setMimeData(mime)
+        self._paste_count = 0
+        return True
+
+    def cut(self) -> None:
+        if self.copy():
+            ids = self.scene.selected_node_ids()
+            cmd = commands.RemoveItemsCommand(self.doc, ids)
+            cmd.setText(f"Cut {len(ids)} node{'s' if len(ids) != 1 else ''}")
+            self._push(cmd)
+
+    def _clipboard(self) -> dict | None:
+        mime = QGuiApplication.clipboard().mimeData()
+        raw = None
+        if mime is not None and mime.hasFormat(CLIP_MIME):
+            raw = bytes(mime.data(CLIP_MIME)).decode("utf-8")
+        elif mime is not None and mime.hasText():
+            raw = mime.text()
+        if not raw:
+            return None
+        try:
+            clip = json.loads(raw)
+        except json.JSONDecodeError:
+            return None
+        return clip if isinstance(clip, dict) and isinstance(clip.get("nodes"), list) else None
+
+    def paste(self) -> list[str]:
+        clip = self._clipboard()
+        if not clip or not clip["nodes"]:
+            return []
+        self._paste_count += 1
+        offset = (30.0 * self._paste_count, 30.0 * self._paste_count)
+        at = self._cursor_scene_pos()
+        if at is not None:
+            xs = [n["position"][0] for n in clip["nodes"]]
+            ys = [n["position"][1] for n in clip["nodes"]]
+            offset = (at.x() - min(xs), at.y() - min(ys))
+        return self._paste_clip(clip, offset, "Paste")
+
+    def _paste_clip(self, clip: dict, offset: tuple[float, float], text: str) -> list[str]:
+        try:
+            cmd = commands.PasteCommand(self.doc, clip, offset, text)
+        except (EngineError, KeyError, TypeError, ValueError) as exc:
+            self.statusBar().showMessage(f"Cannot paste: {exc}", 6000)
+            return []
+        self._push(cmd)
+        self.scene.select_nodes(cmd.node_ids)
+        return cmd.node_ids
+
+    def duplicate(self) -> list[str]:
+        ids = self.scene.selected_node_ids()
+        if not ids:
+            return []
+        return self._paste_clip(commands.clip_selection(self.doc, ids), (40.0, 40.0), "Duplicate")
+
+    def select_all(self) -> None:
+        for item in self.scene.nodes.values():
+            if item.isVisible():
+                item.setSelected(True)
+
+    def rename(self) -> None:
+        ids = self.scene.selected_node_ids()
+        if len(ids) == 1:
+            self.inspector_dock.show()
+            self.inspector.focus_name()
+
+    def auto_layout(self) -> None:
+        if self.scene.read_only:
+            self.scene.auto_layout_view()
+        else:
+            cmd = commands.auto_layout_command(self.doc, self.scene.node_size)
+            if cmd is not None:
+                self._push(cmd)
+        self.view.fit()
+
+    def _selected_one(self) -> str | None:
+        ids = [i.node_id for i in self.scene.selectedItems() if isinstance(i, NodeItem)]
+        return ids[0] if len(ids) == 1 else None
+
+    def open_selected(self) -> None:
+        nid = self._selected_one()
+        if nid is not None:
+            self.open_inside(nid)
+
+    def expand_selected(self) -> None:
+        nid = self._selected_one()
+        if nid is None:
+            self.statusBar().showMessage("Select one composite block to expand it.", 5000)
+            return
+        try:
+            cmd = commands.ExpandCompositeCommand(self.doc, nid, size_of=self.scene.node_size)
+        except EngineError as exc:
+            self.statusBar().showMessage(str(exc), 6000)
+            return
+        self._push(cmd)
+        self.view.fit()
+
+    # --- theme ------------------------------------------------------------------------------------------------
+
+    def set_theme(self, choice: str) -> None:
+        self.theme_choice = choice
+        self.settings.setValue("theme", choice)
+        self.apply_theme()
+
+    def apply_theme(self) -> None:
+        self.theme = themes.resolve(self.theme_choice)
+        app = QApplication.instance()
+        if app is not None:
+            themes.apply_palette(app, self.theme)
+        for level in self.levels:
+            level.scene.theme = self.theme
+            for item in level.scene.items():
+                item.update()
+        self.view.resetCachedContent()
+        self.view.viewport().update()
+        self.minimap.update()
+
+    def _on_system_scheme(self, *_: Any) -> None:
+        if self.theme_choice == "system":
+            self.apply_theme()
+
+    def _toggle_minimap(self, on: bool) -> None:
+        self.minimap.enabled_by_user = on
+        self.settings.setValue("minimap", on)
+        self.minimap.rebuild()
+
+    # --- files ---------------------------------------------------------------------------------------------------
+
+    def _display_name(self) -> str:
+        return self.levels[0].title
+
+    def maybe_save(self) -> bool:
+        """True when it is fine to drop the current document (saved, discarded, or unchanged)."""
+        if not self.modified:
+            return True
+        answer = self.prompts.save_changes(self._display_name())
+        if answer == "save":
+            return self.save()
+        return answer == "discard"
+
+    def set_project(self, project: Any, path: Path | None, *, is_preset: bool = False) -> None:
+        """Show a loaded project (not undoable: the stack starts clean)."""
+        self._reset_levels()
+        self.project = project
+        self.path = path
+        self.is_preset = is_preset
+        self.undo_stack.clear()
+        self.doc.set_graph(project.graph if project is not None else Graph())
+        self.undo_stack.setClean()
+        self._paste_count = 0
+        self._update_title()
+        self._update_status()
+        self.view.fit()
+        self.minimap.rebuild()
+
+    def new_document(self) -> None:
+        if not self.maybe_save():
+            return
+        from engine.serialize import Project
+        self.set_project(Project(Graph()), None)
+
+    def load_path(self, path: str | Path, *, is_preset: bool = False, remember: bool = True) -> bool:
+        """Load a file; on failure show the loader's message and leave the document untouched."""
+        from engine.serialize import load
+        p = Path(path)
+        try:
+            project = load(p)
+        except (EngineError, OSError) as exc:
+            self.prompts.error("Cannot open file", str(exc))
+            return False
+        self.set_project(project, p, is_preset=is_preset)
+        if remember and not is_preset:
+            self._remember(p)
+        self.document_loaded.emit(str(p))
+        return True
+
+    def open_path(self, path: str | Path) -> bool:
+        if not self.maybe_save():
+            return False
+        return self.load_path(path)
+
+    def open_dialog(self) -> None:
+        directory = str(self.path.parent) if self.path is not None and not self.is_preset else str(self.settings.value("last_dir", ""))
+        path = self.prompts.open_path(directory)
+        if path:
+            self.open_path(path)
+
+    def open_dropped(self, paths: list[str]) -> None:
+        if paths:
+            self.open_path(paths[0])
+
+    def open_preset(self, name: str) -> bool:
+        import presets
+        if not self.maybe_save():
+            return False
+        try:
+            return self.load_path(presets.path(name), is_preset=True)
+        except KeyError as exc:
+            self.prompts.error("Cannot open lesson", str(exc))
+            return False
+
+    def _populate_presets(self) -> None:
+        self.presets_menu.clear()
+        try:
+            import presets
+            names = presets.names()
+        except Exception:  # noqa: BLE001 - a broken presets package must not stop the editor
+            names = []
+        for name in names:
+            a = self.presets_menu.addAction(name.replace("_", " "))
+            a.triggered.connect(lambda _=False, n=name: self.open_preset(n))
+        self.presets_menu.setEnabled(bool(names))
+
+    def current_project(self) -> Any:
+        """The project to write: the document's graph plus what the loaded file carried. Weights
+        of nodes that are gone or changed shape are dropped (they no longer fit)."""
+        from engine.serialize import Project
+        base = self.project
+        graph = self.doc.graph.copy()
+        if base is None:
+            return Project(graph)
+        weights = None
+        if base.weights:
+            weights = {}
+            report = graph.infer()
+            for nid, ws in base.weights.items():
+                if nid not in graph.nodes:
+                    continue
+                expected = graph.weight_shapes(nid, report)
+                if all(name in expected and tuple(expected[name]) == tuple(a.shape) for name, a in ws.items()):
+                    weights[nid] = dict(ws)
+        same = weights is not None and base.weights is not None and len(weights) == len(base.weights)
+        return Project(graph, base.name, base.description, dict(base.data), dict(base.training), weights or None,
+                       base.optimizer_state if same else None, base.history if same else None)
+
+    def write(self, path: Path) -> bool:
+        from engine.serialize import save
+        try:
+            save(self.current_project(), path)
+        except (EngineError, OSError) as exc:
+            self.prompts.error("Cannot save file", str(exc))
+            return False
+        self.path = path
+        self.is_preset = False
+        self.project = self.current_project()
+        self.undo_stack.setClean()
+        self._remember(path)
+        self._drop_recovery()
+        self._update_title()
+        self.statusBar().showMessage(f"Saved {path}", 4000)
+        return True
+
+    def save(self) -> bool:
+        if self.path is None or self.is_preset:
+            return self.save_as()
+        return self.write(self.path)
+
+    def save_as(self) -> bool:
+        stem = (self.project.name if self.project is not None and self.project.name else "untitled")
+        suggestion = str(self.path) if self.path is not None and not self.is_preset else \
+            str(Path(str(self.settings.value("last_dir", "")) or ".") / (stem.replace(" ", "_").lower() + ".json"))
+        path = self.prompts.save_path(suggestion)
+        if not path:
+            return False
+        p = Path(path)
+        if not p.suffix:
+            p = p.with_suffix(".json")
+        return self.write(p)
+
+    def _remember(self, path: Path) -> None:
+        recent = [str(path.resolve())] + [p for p in self.recent_files() if p != str(path.resolve())]
+        self.settings.setValue("recent", recent[:MAX_RECENT])
+        self.settings.setValue("last_dir", str(path.resolve().parent))
+        self._update_recent_menu()
+
+    def recent_files(self) -> list[str]:
+        value = self.settings.value("recent", [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or [])]
+
+    def _update_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        files = self.recent_files()
+        for i, p in enumerate(files):
+            a = self.recent_menu.addAction(f"&{i + 1}  {Path(p).name}")
+            a.setToolTip(p)
+            a.setStatusTip(p)
+            a.triggered.connect(lambda _=False, path=p: self.open_path(path))
+        if files:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear Recent", lambda: (self.settings.setValue("recent", []), self._update_recent_menu()))
+        self.recent_menu.setEnabled(bool(files))
+
+    # --- autosave and recovery ----------------------------------------------------------------------------------
+
+    def autosave(self) -> bool:
+        """Write the unsaved document to the recovery file (only when there are changes)."""
+        if not self.modified:
+            return False
+        from engine.serialize import Project, save
+        path = recovery_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            project = self.current_project()
+            save(Project(project.graph, project.name, project.description, project.data, project.training), path)
+        except (EngineError, OSError) as exc:
+            self.statusBar().showMessage(f"Autosave failed: {exc}", 6000)
+            return False
+        self.settings.setValue("recovery/source", str(self.path) if self.path is not None and not self.is_preset else "")
+        return True
+
+    def _drop_recovery(self) -> None:
+        try:
+            recovery_path().unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass
+        self.settings.remove("recovery/source")
+
+    def offer_recovery(self) -> bool:
+        """After a crash: offer to restore the recovery file. True when it was restored."""
+        path = recovery_path()
+        if not path.exists():
+            return False
+        source = str(self.settings.value("recovery/source", ""))
+        when = f" while editing {Path(source).name}" if source else ""
+        if not self.prompts.restore_recovery(when):
+            self._drop_recovery()
+            return False
+        from engine.serialize import load
+        try:
+            project = load(path)
+        except (EngineError, OSError) as exc:
+            self.prompts.error("Cannot restore", str(exc))
+            self._drop_recovery()
+            return False
+        self.set_project(project, Path(source) if source else None)
+        # Restored work is unsaved work: mark it modified until the user saves it.
+        self.undo_stack.resetClean()
+        self._update_title()
+        return True
+
+    # --- window events ------------------------------------------------------------------------------------------
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.maybe_save():
+            event.ignore()
+            return
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self._drop_recovery()
+        self.autosave_timer.stop()
+        event.accept()
+
+    def dragEnterEvent(self, event: Any) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: Any) -> None:
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.open_dropped(paths)
+
+
+def _probe_node(type_id: str, params: dict, name: str) -> Any:
+    from engine.graph import Node
+    return Node("probe", type_id, dict(blocks.create(type_id, **params).p), name, (0.0, 0.0), blocks.create(type_id, **params))

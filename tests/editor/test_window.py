@@ -1,0 +1,326 @@
+"""The main window: palette drops, search popup, clipboard, inspector, composites, files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QPoint, QPointF, QSettings, Qt
+from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QGuiApplication
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
+
+from editor import commands
+from editor.panels.palette import palette_mime
+from editor.window import MainWindow, recovery_path
+from engine import serialize
+from engine.graph import Graph
+from tests.editor.helpers import two_layer
+
+# The offscreen platform cannot resize native windows for dock widgets, raise popups or grab the
+# keyboard for them; harmless here.
+pytestmark = pytest.mark.qt_log_ignore("propagateSizeHints", "does not support raise", "grabbing the keyboard")
+
+
+class Answers:
+    """Scripted answers to the window's questions, and a record of what was asked."""
+
+    def __init__(self) -> None:
+        self.save_changes = "discard"
+        self.restore = True
+        self.errors: list[str] = []
+        self.asked: list[str] = []
+        self.open_path = ""
+        self.save_path = ""
+
+    def install(self, window: MainWindow) -> None:
+        p = window.prompts
+        p.save_changes = lambda name: (self.asked.append(f"save {name}"), self.save_changes)[1]
+        p.restore_recovery = lambda when: (self.asked.append("restore"), self.restore)[1]
+        p.error = lambda title, text: self.errors.append(text)
+        p.open_path = lambda d: self.open_path
+        p.save_path = lambda s: self.save_path
+
+
+@pytest.fixture
+def win(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings)
+    answers = Answers()
+    answers.install(w)
+    w.answers = answers
+    qtbot.addWidget(w)
+    w.resize(1300, 800)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.undo_stack.setClean()
+    recovery_path().unlink(missing_ok=True)
+
+
+def _send_drop(view, mime, at: QPoint) -> None:
+    """What a real drag and drop delivers to the viewport: enter, move, drop. (A QDrag cannot be
+    driven offscreen, so the test sends the events the drag would produce.)"""
+    args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(view.viewport(), QDragEnterEvent(at, *args))
+    QApplication.sendEvent(view.viewport(), QDragMoveEvent(at, *args))
+    QApplication.sendEvent(view.viewport(), QDropEvent(QPointF(at), *args))
+
+
+def _drop_block(view, type_id, params, at: QPoint) -> None:
+    _send_drop(view, palette_mime(type_id, params), at)
+
+
+def test_drop_a_palette_entry_onto_the_canvas(win):
+    entry = win.palette.find("LSTM")
+    assert entry is not None
+    mime = win.palette.tree.mimeData([entry])
+    at = QPoint(400, 300)
+    _send_drop(win.view, mime, at)
+    nodes = list(win.doc.graph.nodes.values())
+    assert len(nodes) == 1 and nodes[0].type == "SequenceRNN" and nodes[0].params["cell"] == "LSTM"
+    item = win.scene.nodes[nodes[0].id]
+    # dropped where the cursor was: the header's centre is at the drop point
+    drop = win.view.mapToScene(at)
+    assert abs(item.pos().x() + item.width / 2 - drop.x()) <= 1 and abs(item.pos().y() + 14 - drop.y()) <= 1
+    assert win.modified and win.windowTitle().startswith("Untitled[*]") and win.isWindowModified()
+    win.undo_stack.undo()
+    assert not win.doc.graph.nodes and not win.isWindowModified()
+
+
+def test_palette_search_and_tooltip(win):
+    win.palette.search.setText("lnorm")
+    labels = [i.text(0) for i in win.palette.visible_entries()]
+    assert "LayerNorm" in labels and "Add" not in labels
+    tip = win.palette.find("LayerNorm").toolTip(0)
+    assert "gamma" in tip and "x" in tip  # formula / ports / weights from the spec
+    win.palette.search.clear()
+    assert len(win.palette.visible_entries()) == len(win.palette.entries())
+
+
+def test_tab_opens_search_and_enter_inserts_at_cursor(win, qtbot):
+    win.view.setFocus()
+    QTest.mouseMove(win.view.viewport(), QPoint(300, 250))
+    QTest.keyClick(win.view, Qt.Key.Key_Tab)
+    assert win.search.isVisible()
+    QTest.keyClicks(win.search.edit, "sigm")
+    QTest.keyClick(win.search.edit, Qt.Key.Key_Return)
+    assert not win.search.isVisible()
+    assert [n.type for n in win.doc.graph.nodes.values()] == ["Sigmoid"]
+
+
+def test_copy_paste_and_duplicate_keep_internal_links(win):
+    ids = two_layer(win.doc, win.undo_stack)
+    win.scene.select_nodes([ids["l1"], ids["act"], ids["l2"]])
+    QTest.keyClick(win.view, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier)
+    clip = json.loads(QGuiApplication.clipboard().mimeData().text())
+    assert len(clip["nodes"]) == 3 and len(clip["links"]) == 2
+    QTest.keyClick(win.view, Qt.Key.Key_V, Qt.KeyboardModifier.ControlModifier)
+    assert len(win.doc.graph.nodes) == 9 and len(win.doc.graph.links) == 7
+    pasted = set(win.scene.selected_node_ids())
+    assert len(pasted) == 3 and not pasted & set(ids.values())
+    QTest.keyClick(win.view, Qt.Key.Key_D, Qt.KeyboardModifier.ControlModifier)
+    assert len(win.doc.graph.nodes) == 12 and len(win.doc.graph.links) == 9
+    # cut is one step
+    n = win.undo_stack.count()
+    win.scene.select_nodes([ids["act"]])
+    QTest.keyClick(win.view, Qt.Key.Key_X, Qt.KeyboardModifier.ControlModifier)
+    assert ids["act"] not in win.doc.graph.nodes and win.undo_stack.count() == n + 1
+    win.undo_stack.undo()
+    assert ids["act"] in win.doc.graph.nodes
+
+
+def test_delete_key_removes_node_with_links(win):
+    ids = two_layer(win.doc, win.undo_stack)
+    win.scene.select_nodes([ids["act"]])
+    win.view.setFocus()
+    QTest.keyClick(win.view, Qt.Key.Key_Delete)
+    assert ids["act"] not in win.doc.graph.nodes
+    assert not [l for l in win.doc.graph.links if ids["act"] in (l.src, l.dst)]
+    QTest.keyClick(win.view, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert ids["act"] in win.doc.graph.nodes and len(win.doc.graph.links) == 5
+
+
+def test_inspector_edits_params_and_name(win):
+    ids = two_layer(win.doc, win.undo_stack)
+    win.scene.select_nodes([ids["l1"]])
+    spin = win.inspector.editors["out_features"]
+    n = win.undo_stack.count()
+    spin.setValue(9)
+    assert win.doc.node(ids["l1"]).params["out_features"] == 9
+    assert win.doc.report().shapes[(ids["l1"], "out")] == (4, 9)
+    assert win.undo_stack.count() == n + 1
+    win.undo_stack.undo()
+    assert spin.value() == 5  # the form follows the document
+    check = win.inspector.editors["bias"]
+    check.setChecked(False)
+    assert win.doc.node(ids["l1"]).params["bias"] is False
+    win.inspector.name_edit.setText("hidden")
+    win.inspector.name_edit.editingFinished.emit()
+    assert win.doc.node(ids["l1"]).name == "hidden"
+    assert "(4, 5)" in win.inspector.shapes.text()
+
+
+def test_inspector_slider_drag_is_one_step(win):
+    win.insert_block("Scale", {}, QPointF(0, 0))
+    nid = next(iter(win.doc.graph.nodes))
+    win.scene.select_nodes([nid])
+    slider = win.inspector.editors["factor"].slider
+    n = win.undo_stack.count()
+    before = win.doc.node(nid).params["factor"]
+    slider.setSliderDown(True)
+    win.inspector._merge_key = "drag"
+    for v in (600, 700, 800, 900):
+        slider.setValue(v)
+    slider.setSliderDown(False)
+    assert win.undo_stack.count() == n + 1
+    assert win.doc.node(nid).params["factor"] != before
+    win.undo_stack.undo()
+    assert win.doc.node(nid).params["factor"] == before
+
+
+def test_inspector_refuses_bad_values_with_the_message(win):
+    win.insert_block("Input", {}, QPointF(0, 0))
+    nid = next(iter(win.doc.graph.nodes))
+    win.scene.select_nodes([nid])
+    edit = win.inspector.editors["shape"]
+    n = win.undo_stack.count()
+    edit.setText("4, 0")
+    edit.editingFinished.emit()
+    assert win.undo_stack.count() == n
+    assert "shape" in win.inspector.error.text()
+    edit.setText("4, 7")
+    edit.editingFinished.emit()
+    assert win.doc.node(nid).params["shape"] == (4, 7)
+
+
+def test_open_composite_read_only_with_breadcrumb_and_expand(win):
+    nid = win.insert_block("BERT", {"vocab": 50, "dim": 16, "heads": 2, "layers": 6}, QPointF(0, 0))
+    n = win.undo_stack.count()
+    assert win.open_inside(nid)
+    assert len(win.levels) == 2 and win.scene.read_only
+    inner = win.level.doc.graph
+    assert sum(1 for x in inner.nodes.values() if x.type == "TransformerBlock") == 6
+    # six identical blocks draw as one compact stack until opened
+    assert any(item.stack_count == 6 for item in win.scene.nodes.values())
+    visible = [i for i in win.scene.nodes.values() if i.isVisible()]
+    assert len(visible) < len(inner.nodes)
+    # read-only: dropping a block does nothing
+    _drop_block(win.view, "ReLU", {}, QPoint(200, 200))
+    assert len(inner.nodes) == len(win.level.doc.graph.nodes) and win.undo_stack.count() == n
+    head = next(i for i in win.scene.nodes.values() if i.stack_count == 6)
+    win.scene.open_stack(head.node_id)
+    assert all(i.isVisible() for i in win.scene.nodes.values())
+    # a TransformerBlock opens one level deeper; the breadcrumb goes back
+    tb = next(x.id for x in inner.nodes.values() if x.type == "TransformerBlock")
+    assert win.open_inside(tb) and len(win.levels) == 3
+    win.go_to_level(0)
+    assert len(win.levels) == 1 and not win.scene.read_only
+    # expand replaces BERT by its inner nodes: one undo step
+    before = win.doc.dump()
+    win.scene.select_nodes([nid])
+    win.expand_selected()
+    assert nid not in win.doc.graph.nodes and len(win.doc.graph.nodes) > 6
+    assert win.undo_stack.count() == n + 1
+    win.undo_stack.undo()
+    assert win.doc.dump() == before
+
+
+def test_save_reopen_compare(win, tmp_path):
+    two_layer(win.doc, win.undo_stack)
+    path = tmp_path / "net.json"
+    win.answers.save_path = str(path)
+    assert win.save()
+    assert not win.isWindowModified() and win.windowTitle().startswith("net.json")
+    saved = serialize.graph_to_dict(win.doc.graph)
+    assert str(path.resolve()) in win.recent_files()
+    assert win.open_path(path)
+    assert serialize.graph_to_dict(win.doc.graph) == saved
+    assert win.undo_stack.count() == 0 and not win.modified
+
+
+def test_corrupted_file_leaves_the_document_intact(win, tmp_path):
+    two_layer(win.doc, win.undo_stack)
+    before = win.doc.dump()
+    bad = tmp_path / "broken.json"
+    bad.write_text('{"format": "backprop-studio.graph", "version": 1, "nodes": [{"id": 3', encoding="utf-8")
+    assert not win.open_path(bad)
+    assert win.answers.errors and "broken.json" in win.answers.errors[0]
+    assert win.doc.dump() == before and win.modified
+    truncated = tmp_path / "truncated.bps"
+    truncated.write_bytes(b"PK\x03\x04garbage")
+    assert not win.load_path(truncated)
+    assert win.doc.dump() == before
+
+
+def test_closing_with_unsaved_changes_asks(win, tmp_path):
+    two_layer(win.doc, win.undo_stack)
+    win.answers.save_changes = "cancel"
+    assert not win.close()
+    assert win.answers.asked and win.isVisible()
+    win.answers.save_changes = "save"
+    win.answers.save_path = str(tmp_path / "kept.json")
+    assert win.close()
+    assert (tmp_path / "kept.json").exists()
+
+
+def test_new_asks_then_clears(win):
+    two_layer(win.doc, win.undo_stack)
+    win.answers.save_changes = "discard"
+    win.new_document()
+    assert not win.doc.graph.nodes and not win.modified
+
+
+def test_autosave_and_recovery(win, qtbot, tmp_path):
+    ids = two_layer(win.doc, win.undo_stack)
+    assert win.autosave()
+    assert recovery_path().exists()
+    saved = serialize.graph_to_dict(win.doc.graph)
+    # "crash": a new window finds the recovery file and offers it
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    other = MainWindow(settings)
+    qtbot.addWidget(other)
+    answers = Answers()
+    answers.install(other)
+    assert other.offer_recovery()
+    assert answers.asked == ["restore"]
+    assert serialize.graph_to_dict(other.doc.graph) == saved
+    assert other.modified  # restored work is unsaved work
+    other.undo_stack.setClean()
+    win.undo_stack.setClean()
+    assert ids
+
+
+def test_drop_a_file_on_the_window_opens_it(win, tmp_path):
+    g = Graph()
+    g.add_node("ReLU", name="only")
+    path = tmp_path / "dropped.json"
+    serialize.save(serialize.Project(g, "dropped"), path)
+    from PySide6.QtCore import QMimeData, QUrl
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    _send_drop(win.view, mime, QPoint(300, 300))
+    assert [n.name for n in win.doc.graph.nodes.values()] == ["only"]
+
+
+def test_theme_switch_repaints(win):
+    win.set_theme("dark")
+    assert win.scene.theme.dark
+    win.set_theme("light")
+    assert not win.scene.theme.dark
+    assert win.settings.value("theme") == "light"
+
+
+def test_auto_layout_is_one_undo_step(win):
+    ids = two_layer(win.doc, win.undo_stack)
+    for nid in ids.values():
+        win.undo_stack.push(commands.MoveNodesCommand(win.doc, {nid: (win.doc.node(nid).position, (0.0, 0.0))}))
+    before = win.doc.dump()
+    n = win.undo_stack.count()
+    win.auto_layout()
+    assert win.undo_stack.count() == n + 1
+    xs = [win.doc.node(ids[k]).position[0] for k in ("x", "l1", "act", "l2", "loss")]
+    assert xs == sorted(xs) and len(set(xs)) == 5
+    win.undo_stack.undo()
+    assert win.doc.dump() == before
