@@ -22,6 +22,7 @@ same inputs give the same result); everything ``backward`` needs travels in ``sa
 from __future__ import annotations
 
 import copy
+import threading
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -135,6 +136,8 @@ class CompositeBlock(Block):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._memo: OrderedDict[tuple, _Inner] = OrderedDict()
+        # The editor infers shapes on the GUI thread while training runs on a worker.
+        self._memo_lock = threading.Lock()
 
     # --- what subclasses provide ---------------------------------------------------------------
 
@@ -157,10 +160,11 @@ class CompositeBlock(Block):
     def inner(self, in_shapes: Mapping[str, Shape]) -> _Inner:
         """The inner graph compiled for ``in_shapes`` (memoised)."""
         key = tuple(sorted((k, tuple(int(s) for s in v)) for k, v in in_shapes.items()))
-        hit = self._memo.get(key)
-        if hit is not None:
-            self._memo.move_to_end(key)
-            return hit
+        with self._memo_lock:
+            hit = self._memo.get(key)
+            if hit is not None:
+                self._memo.move_to_end(key)
+                return hit
         for port in self.input_ports():
             if not port.optional:
                 self.require(in_shapes, port.name)
@@ -181,9 +185,10 @@ class CompositeBlock(Block):
         )
         inputs = tuple(p.name for p in self.input_ports() if p.name in in_shapes)
         result = _Inner(graph, program, inputs, tuple(out_shapes), out_shapes, weights)
-        self._memo[key] = result
-        if len(self._memo) > _MEMO_SIZE:
-            self._memo.popitem(last=False)
+        with self._memo_lock:
+            self._memo[key] = result
+            if len(self._memo) > _MEMO_SIZE:
+                self._memo.popitem(last=False)
         return result
 
     def split_weights(self, inner: _Inner, weights: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
