@@ -98,7 +98,7 @@ def init_weights(program: Program, seed: int = 0, dtype: Any = np.float32) -> We
         if not step.weight_shapes:
             continue
         raw = step.block.init_weights(step.in_shapes, node_rng(seed, step.node))
-        weights[step.node] = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in raw.items() if k not in step.shared}
+        weights[step.node] = {k: np.asarray(v, dtype=dtype, order="C") for k, v in raw.items() if k not in step.shared}  # asarray: keeps 0-d weights 0-d
     return weights
 
 
@@ -274,7 +274,7 @@ class Runtime:
                     raise RuntimeFailure(
                         f"{self.program.step(node).label} weight {name!r} should have shape {mine.shape}, got {value.shape}"
                     )
-                self.weights[node][name] = np.ascontiguousarray(value, dtype=self.dtype)
+                self.weights[node][name] = np.asarray(value, dtype=self.dtype, order="C")
 
     def resolve_feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Map feeds keyed by Input node id or name onto node ids, checking shape and kind."""
@@ -294,7 +294,7 @@ class Runtime:
                     raise RuntimeFailure(f"Input {step.label} takes token ids (integers)")
                 value = value.astype(np.int64)
             else:
-                value = np.ascontiguousarray(value, dtype=self.dtype)
+                value = np.asarray(value, dtype=self.dtype, order="C")
             out[step.node] = value
         return out
 

@@ -234,6 +234,11 @@ class TrainResult:
 
 HISTORY_KEYS = ("step", "loss", "grad_norm", "seconds")
 
+#: numpy's overflow/invalid warnings are silenced inside training: non-finite values are found
+#: explicitly and reported with the node that produced them, which a warning cannot do.
+def _quiet() -> np.errstate:
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
+
 
 class Trainer:
     """Trains a graph on its data, one step at a time (see the module docstring).
@@ -314,7 +319,8 @@ class Trainer:
     def _diagnose(self, feeds: Mapping[str, np.ndarray], where: str) -> None:
         """Re-run a pass with checks on; raises NonFiniteError naming the first bad node."""
         try:
-            self.runtime.forward_backward(feeds, self.loss_key, check=True)
+            with _quiet():
+                self.runtime.forward_backward(feeds, self.loss_key, check=True)
         except NonFiniteError as exc:
             raise NonFiniteError(f"{where}: {exc}", exc.node, exc.phase) from None
         raise NonFiniteError(f"{where}: the loss or a gradient is NaN or Inf", self.loss_key[0], "backward")
@@ -323,7 +329,8 @@ class Trainer:
         """Mean loss over the evaluation batches (see :mod:`engine.data`)."""
         losses = []
         for feeds in self.dataset.eval_feeds():
-            loss = float(self.runtime.forward(feeds).values[self.loss_key])
+            with _quiet():
+                loss = float(self.runtime.forward(feeds).values[self.loss_key])
             if not math.isfinite(loss):
                 self._diagnose(feeds, "evaluating the loss")
             losses.append(loss)
@@ -334,15 +341,17 @@ class Trainer:
         t0 = time.perf_counter()
         index = self.step_count
         feeds = self.dataset.batch_feeds(index, self.config.seed)
-        p = self.runtime.forward_backward(feeds, self.loss_key)
-        loss = float(p.values[self.loss_key])
-        grads = p.weight_gradients()
-        norm = optim.global_norm(grads)
+        with _quiet():
+            p = self.runtime.forward_backward(feeds, self.loss_key)
+            loss = float(p.values[self.loss_key])
+            grads = p.weight_gradients()
+            norm = optim.global_norm(grads)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             self._diagnose(feeds, f"step {index + 1}")
-        if self.config.clip is not None:
-            optim.clip_grad_norm(grads, self.config.clip)
-        self.optimizer.step(self.runtime.weights, grads)
+        with _quiet():
+            if self.config.clip is not None:
+                optim.clip_grad_norm(grads, self.config.clip)
+            self.optimizer.step(self.runtime.weights, grads)
         for node, ws in self.runtime.weights.items():
             for name, w in ws.items():
                 if not np.isfinite(w).all():
