@@ -576,7 +576,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if not args.command:
             raise UsageError(f"give a command: {', '.join(COMMANDS)} (see {PROG} --help)")
-        return int(args.func(args, out))
+        # NaN and Inf are found explicitly and reported with the node that made them; numpy's
+        # own warnings would only add noise without saying where.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return int(args.func(args, out))
     except EngineError as exc:
         out.error(str(exc), type(exc).__name__)
         return _exit_code(exc)
