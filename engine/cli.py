@@ -502,6 +502,16 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Backprop Studio: build neural networks from blocks and watch backpropagation. "
                      "Without a command it opens the editor; these commands work without a display.",
@@ -529,7 +539,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="learning rate (default: the file's)")
     p.add_argument("--dtype", choices=("float32", "float64"), help="default: the file's")
     p.add_argument("-o", "--output", help="save the trained weights, optimiser state and history to this .bps")
-    p.add_argument("--every", type=int, help="report every N steps (default: every step with --json, else 10%%)")
+    p.add_argument("--every", type=_positive_int, help="report every N steps (default: every step with --json, else 10%%)")
     p.add_argument("--restart", action="store_true", help="ignore weights and optimiser state saved in the file")
     p.set_defaults(func=cmd_train)
 

@@ -212,6 +212,8 @@ def test_nan_exits_1_naming_the_node(capsys: pytest.CaptureFixture[str], tmp_pat
     (["run"], "the following arguments are required: file"),
     (["train", LINEAR, "--steps", "many"], "argument --steps: invalid int value: 'many'"),
     (["run", LINEAR, "--bogus"], "unrecognized arguments: --bogus"),
+    (["train", LINEAR, "--every", "-1"], "argument --every: must be 1 or more, got -1"),
+    (["train", LINEAR, "--steps", "-5"], "training: 'steps' must be ≥ 0, got -5"),
     (["fly", LINEAR], "invalid choice: 'fly'"),
     (["train", LINEAR, "-o", "out.txt"], "trained weights are saved in a .bps container"),
     (["run", "no/such/file.json"], "no/such/file.json: no such file (and no preset of that name"),
