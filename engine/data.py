@@ -15,10 +15,27 @@ from. Two kinds of entry exist::
 - **inline** (``{"values": nested lists}``, optionally ``"kind": "inline"``): the array itself,
   rows first. Numbers stay as written (token ids are whole numbers).
 - **synthetic** (``"kind": "synthetic"``): ``name`` is one of :data:`SYNTHETIC` (``linear``,
-  ``blobs``, ``xor``, ``circles``, ``sine``), ``field`` which of its arrays (``x`` or ``y``),
+  ``blobs``, ``xor``, ``circles``, ``sine``, ``bars`` (images), ``recall`` (token sequences)),
+  ``field`` which of its arrays (``x`` or ``y``),
   ``rows`` how many examples (default 64), ``seed`` the generator seed (default 0) and ``params``
   the set's own settings (see each generator's docstring). Entries naming the same set (same
   name, rows, seed and params) share ONE generated set, so ``x`` and ``y`` line up row by row.
+
+- **text** (``"kind": "text"``): word-level sentences with their vocabulary, stored in the file
+  so that training and generation turn words into the same ids (:class:`TextData`)::
+
+      "context":   {"kind": "text", "field": "ids", "task": "next_token", "context": 4,
+                    "vocab": ["<pad>", "<bos>", "<eos>", "the", "quick", ...],
+                    "bos": "<bos>", "eos": "<eos>", "pad": "<pad>",
+                    "sentences": ["the quick brown fox", ...]},
+      "next word": {"kind": "text", "field": "target", "same_as": "context"}
+
+  ``task`` is ``next_token`` (``sentences``; fields ``ids`` and ``target``) or ``translate``
+  (``pairs`` of [source, target]; fields ``src``, ``tgt`` and ``target``). One entry holds the
+  text; the others name it with ``same_as`` and pick a ``field``. ``bos``/``eos``/``pad`` name
+  words of the vocabulary (defaults ``<bos>``, ``<eos>``, ``<pad>``; null leaves one out). A word
+  that is not in the vocabulary is an error naming it. Padded target positions hold the pad's
+  id: give the CrossEntropy that id as ``ignore_index``.
 
 Binding (:func:`bind`): every Input node of the graph needs an entry. An Input's ``shape``
 includes the batch dimension ``B``; a data array with ``N`` rows (its first dimension) feeds it
@@ -125,6 +142,32 @@ def _sine(rng: np.random.Generator, rows: int, p: Mapping[str, Any]) -> dict[str
     return {"x": _with_bias(x, p), "y": y}
 
 
+def _bars(rng: np.random.Generator, rows: int, p: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    n = p["size"]
+    ids = rng.permutation(np.arange(rows) % 2)  # 0: a horizontal bar, 1: a vertical one
+    x = p["noise"] * rng.normal(0.0, 1.0, (rows, 1, n, n))
+    where = rng.integers(0, n, rows)
+    length = rng.integers(p["min_length"], n + 1, rows)
+    start = rng.integers(0, n - length + 1)
+    for i in range(rows):
+        span = slice(start[i], start[i] + length[i])
+        if ids[i] == 0:
+            x[i, 0, where[i], span] += 1.0
+        else:
+            x[i, 0, span, where[i]] += 1.0
+    return {"x": x, "y": ids.astype(np.int64)}
+
+
+def _recall(rng: np.random.Generator, rows: int, p: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    # ids 0 … symbols−1 are the symbols to remember; the distractors come after them
+    k, m, n = p["symbols"], p["distractors"], p["length"]
+    first = rng.permutation(np.arange(rows) % k)
+    x = np.empty((rows, n), dtype=np.int64)
+    x[:, 0] = first
+    x[:, 1:] = k + rng.integers(0, m, (rows, n - 1))
+    return {"x": x, "y": first.astype(np.int64)}
+
+
 SYNTHETIC: dict[str, Synthetic] = {s.name: s for s in (
     Synthetic(
         "linear", "x ~ N(0, 1) with `features` columns; y = x·w + bias + noise·N(0, 1) (w random unless given)",
@@ -173,6 +216,25 @@ SYNTHETIC: dict[str, Synthetic] = {s.name: s for s in (
          _BIAS),
         _sine,
     ),
+    Synthetic(
+        "bars", "images (1 channel, size × size) holding one bar of bright pixels on noise; y is 0 for a "
+        "horizontal bar and 1 for a vertical one (x has shape (rows, 1, size, size))",
+        ("x", "y"),
+        (Param("size", ParamType.INT, 8, "height and width of each image", minimum=2, maximum=256),
+         Param("min_length", ParamType.INT, 3, "shortest bar, in pixels (bars run from min_length to size)", minimum=1),
+         Param("noise", ParamType.FLOAT, 0.2, "standard deviation of the noise on every pixel", minimum=0.0)),
+        _bars,
+    ),
+    Synthetic(
+        "recall", "token sequences of `length` ids: the first is one of `symbols` (ids 0 … symbols−1), the "
+        "rest are random distractors (ids symbols … symbols+distractors−1); y is the first token, so a model "
+        "must remember it over length−1 steps (a vocabulary of symbols+distractors ids)",
+        ("x", "y"),
+        (Param("length", ParamType.INT, 20, "tokens per sequence", minimum=2, maximum=10_000),
+         Param("symbols", ParamType.INT, 4, "how many different first tokens (the classes)", minimum=2, maximum=1000),
+         Param("distractors", ParamType.INT, 4, "how many different distractor tokens", minimum=1, maximum=1000)),
+        _recall,
+    ),
 )}
 
 
@@ -188,6 +250,263 @@ def _generate(entry: Mapping[str, Any]) -> dict[str, np.ndarray]:
     p = {q.name: given.get(q.name, q.default) for q in gen.params}
     rows = entry.get("rows", 64)
     return gen.make(np.random.default_rng(entry.get("seed", 0)), rows, p)
+
+
+# --- text ----------------------------------------------------------------------------------------
+
+MAX_VOCAB = 100_000
+TEXT_TASKS = ("next_token", "translate")
+TEXT_FIELDS = {"next_token": ("ids", "target"), "translate": ("src", "tgt", "target")}
+_TEXT_KEYS = ("kind", "field", "task", "vocab", "bos", "eos", "pad", "sentences", "pairs", "context")
+_TEXT_REF_KEYS = ("kind", "field", "same_as")
+_SPECIALS = {"bos": "<bos>", "eos": "<eos>", "pad": "<pad>"}
+_CONTEXT = Param("context", ParamType.INT, None, "windows of this many tokens", minimum=1, maximum=10_000, nullable=True)
+
+
+def tokenize(text: str) -> list[str]:
+    """Words of ``text``: split on white space, kept exactly as written (no lower-casing)."""
+    return text.split()
+
+
+@dataclass(frozen=True)
+class TextData:
+    """A word-level text set and its vocabulary: the ONE place where words become ids, for the
+    trainer (:meth:`arrays`) and for generation (:meth:`encode_prompt`, :meth:`encode_source`,
+    :meth:`decode`), so both always agree.
+
+    ``task`` ``next_token`` reads ``sentences``; each becomes ``[bos] + words + [eos]`` (a
+    special set to None is left out). With ``context`` C, every position t ≥ 1 of every sentence
+    is one example: ``ids`` holds the C tokens before it (left-filled with ``pad`` near the
+    start) and ``target`` the token at t: ids (N, C), target (N,), for a model that collapses a
+    prefix to one vector. Without ``context``, each sentence is one example scored at every
+    position: ``ids`` = tokens[:-1] and ``target`` = tokens[1:], right-filled with ``pad``:
+    ids (N, L), target (N, L). Give CrossEntropy ``ignore_index`` = :attr:`pad_id` so padding
+    adds nothing to the loss.
+
+    ``task`` ``translate`` reads ``pairs`` of [source, target] sentences: ``src`` = source words
+    (right-filled with pad to the longest source), ``tgt`` = ``[bos] + target words`` (the
+    decoder's input, shifted right) and ``target`` = ``target words + [eos]``, both right-filled
+    to the longest target + 1: src (N, Ls), tgt (N, Lt), target (N, Lt).
+
+    Example: vocab ["<pad>", "<bos>", "<eos>", "a", "b"], sentences ["a b"], context 2 →
+    ids [[0, 1], [1, 3], [3, 4]], target [3, 4, 2].
+    """
+
+    task: str
+    vocab: tuple[str, ...]
+    bos: str | None = "<bos>"
+    eos: str | None = "<eos>"
+    pad: str | None = "<pad>"
+    sentences: tuple[str, ...] = ()
+    pairs: tuple[tuple[str, str], ...] = ()
+    context: int | None = None
+    where: str = "text"
+
+    @property
+    def index(self) -> dict[str, int]:
+        return {w: i for i, w in enumerate(self.vocab)}
+
+    def _special(self, which: str) -> int | None:
+        word = getattr(self, which)
+        return None if word is None else self.index[word]
+
+    @property
+    def bos_id(self) -> int | None:
+        return self._special("bos")
+
+    @property
+    def eos_id(self) -> int | None:
+        return self._special("eos")
+
+    @property
+    def pad_id(self) -> int | None:
+        return self._special("pad")
+
+    def known_words(self, limit: int = 12) -> str:
+        """A few words of the vocabulary (specials left out), for error messages."""
+        specials = {self.bos, self.eos, self.pad}
+        words = [w for w in self.vocab if w not in specials]
+        shown = ", ".join(words[:limit])
+        return shown + (f", … ({len(words)} words)" if len(words) > limit else "")
+
+    def ids(self, words: list[str], what: str) -> list[int]:
+        """The ids of ``words``; an unknown word is a :class:`DataError` naming it and ``what``."""
+        index = self.index
+        out = []
+        for w in words:
+            if w not in index:
+                raise DataError(f"{what}: the word {w!r} is not in the vocabulary (known words: {self.known_words()})")
+            out.append(index[w])
+        return out
+
+    def decode(self, ids: list[int]) -> list[str]:
+        """Words for ``ids`` (an id outside the vocabulary becomes ``<id N>``)."""
+        return [self.vocab[i] if 0 <= i < len(self.vocab) else f"<id {i}>" for i in ids]
+
+    def _sentence(self, text: str, what: str) -> list[int]:
+        return ([self.bos_id] if self.bos is not None else []) + self.ids(tokenize(text), what) + (
+            [self.eos_id] if self.eos is not None else [])  # type: ignore[list-item]
+
+    def _fill(self, rows: list[list[int]], length: int, what: str, left: bool = False) -> np.ndarray:
+        if any(len(r) != length for r in rows) and self.pad is None:
+            raise DataError(f"{self.where}: {what} have different lengths, so they need padding; set \"pad\" to a token of the vocabulary")
+        out = np.full((len(rows), length), self.pad_id if self.pad is not None else 0, dtype=np.int64)
+        for i, r in enumerate(rows):
+            if left:
+                out[i, length - len(r):] = r
+            else:
+                out[i, :len(r)] = r
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The training arrays, one per field (see the class docstring); int64."""
+        if self.task == "next_token":
+            seqs = [self._sentence(t, f"{self.where}: sentence {i + 1} ({t!r})") for i, t in enumerate(self.sentences)]
+            if self.context is not None:
+                c = self.context
+                windows = [s[max(0, t - c):t] for s in seqs for t in range(1, len(s))]
+                targets = [s[t] for s in seqs for t in range(1, len(s))]
+                if not windows:
+                    raise DataError(f"{self.where}: the sentences give no example (each needs at least two tokens)")
+                return {"ids": self._fill(windows, c, "the windows", left=True), "target": np.asarray(targets, dtype=np.int64)}
+            length = max(len(s) for s in seqs) - 1
+            if length < 1:
+                raise DataError(f"{self.where}: the sentences give no example (each needs at least two tokens)")
+            return {"ids": self._fill([s[:-1] for s in seqs], length, "the sentences"),
+                    "target": self._fill([s[1:] for s in seqs], length, "the sentences")}
+        src = [self.ids(tokenize(a), f"{self.where}: pair {i + 1} source ({a!r})") for i, (a, _) in enumerate(self.pairs)]
+        tgt = [self.ids(tokenize(b), f"{self.where}: pair {i + 1} target ({b!r})") for i, (_, b) in enumerate(self.pairs)]
+        bos = [self.bos_id] if self.bos is not None else []
+        eos = [self.eos_id] if self.eos is not None else []
+        lt = max(len(t) for t in tgt) + 1
+        return {"src": self._fill(src, self.source_length, "the sources"),
+                "tgt": self._fill([bos + t for t in tgt], lt, "the targets"),  # type: ignore[operator]
+                "target": self._fill([t + eos for t in tgt], lt, "the targets")}  # type: ignore[operator]
+
+    @property
+    def source_length(self) -> int:
+        """translate: the length every source is filled to (the longest source)."""
+        return max(len(tokenize(a)) for a, _ in self.pairs)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """next_token: a prompt as the model saw prefixes in training: ``[bos] + words``, and
+        with ``context`` its last C tokens left-filled with pad. Unknown word: DataError."""
+        ids = ([self.bos_id] if self.bos is not None else []) + self.ids(tokenize(text), "the prompt")
+        if self.context is not None:
+            ids = ids[-self.context:]
+            if self.pad is not None:
+                ids = [self.pad_id] * (self.context - len(ids)) + ids  # type: ignore[list-item]
+        return ids  # type: ignore[return-value]
+
+    def encode_source(self, text: str) -> list[int]:
+        """translate: a source sentence filled like the training sources (to :attr:`source_length`)."""
+        ids = self.ids(tokenize(text), "the source sentence")
+        if self.pad is not None and len(ids) < self.source_length:
+            ids = ids + [self.pad_id] * (self.source_length - len(ids))  # type: ignore[list-item]
+        return ids
+
+
+def _text_string(where: str, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{where}: {key} must be non-empty text, got {json.dumps(value, ensure_ascii=False)[:40]}")
+    return value
+
+
+def _normalize_text(where: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    if "same_as" in entry:
+        unknown = sorted(set(entry) - set(_TEXT_REF_KEYS))
+        if unknown:
+            raise DataError(f"{where} has unknown key {unknown[0]!r} (a text entry with 'same_as' has: field, same_as)")
+        if not isinstance(entry["same_as"], str):
+            raise DataError(f"{where}: 'same_as' must be the name of another data entry")
+        return {"kind": "text", "field": entry.get("field", "ids"), "same_as": entry["same_as"]}
+    unknown = sorted(set(entry) - set(_TEXT_KEYS))
+    if unknown:
+        raise DataError(f"{where} has unknown key {unknown[0]!r} (text data has: {', '.join(_TEXT_KEYS)})")
+    task = entry.get("task", "next_token")
+    if task not in TEXT_TASKS:
+        raise DataError(f"{where}: unknown task {task!r} (choose one of: {', '.join(TEXT_TASKS)})")
+    field = entry.get("field", TEXT_FIELDS[task][0])
+    if field not in TEXT_FIELDS[task]:
+        raise DataError(f"{where}: task {task} has no field {field!r} (fields: {', '.join(TEXT_FIELDS[task])})")
+    vocab = entry.get("vocab")
+    if not isinstance(vocab, list) or not vocab:
+        raise DataError(f"{where}: 'vocab' must be a list of the words, such as [\"<pad>\", \"<bos>\", \"<eos>\", \"the\", …]")
+    if len(vocab) > MAX_VOCAB:
+        raise DataError(f"{where}: 'vocab' has {len(vocab)} words; the limit is {MAX_VOCAB}")
+    seen: set[str] = set()
+    for w in vocab:
+        if not isinstance(w, str) or not w or len(w.split()) != 1 or w != w.strip():
+            raise DataError(f"{where}: every word of 'vocab' must be text without spaces, got {json.dumps(w, ensure_ascii=False)[:40]}")
+        if w in seen:
+            raise DataError(f"{where}: the word {w!r} is in 'vocab' twice")
+        seen.add(w)
+    canon: dict[str, Any] = {"kind": "text", "field": field, "task": task, "vocab": list(vocab)}
+    for key, default in _SPECIALS.items():
+        value = entry.get(key, default)
+        if value is not None and value not in seen:
+            raise DataError(f"{where}: the {key} token {value!r} is not in 'vocab' (add it, or set \"{key}\": null)")
+        if key in entry:
+            canon[key] = value
+    if task == "next_token":
+        if "pairs" in entry:
+            raise DataError(f"{where}: task next_token reads 'sentences', not 'pairs'")
+        sentences = entry.get("sentences")
+        if not isinstance(sentences, list) or not sentences:
+            raise DataError(f"{where}: 'sentences' must be a list of sentences (text, words separated by spaces)")
+        canon["sentences"] = [_text_string(where, f"sentence {i + 1}", t) for i, t in enumerate(sentences)]
+        if "context" in entry:
+            canon["context"] = _coerce(where, _CONTEXT, entry["context"])
+    else:
+        if "sentences" in entry or "context" in entry:
+            raise DataError(f"{where}: task translate reads 'pairs' of [source, target] and has no "
+                            f"{'sentences' if 'sentences' in entry else 'context'}")
+        pairs = entry.get("pairs")
+        if not isinstance(pairs, list) or not pairs:
+            raise DataError(f"{where}: 'pairs' must be a list of [source, target] sentences")
+        out = []
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise DataError(f"{where}: pair {i + 1} must be [source, target], got {json.dumps(pair, ensure_ascii=False)[:60]}")
+            out.append([_text_string(where, f"pair {i + 1} source", pair[0]), _text_string(where, f"pair {i + 1} target", pair[1])])
+        canon["pairs"] = out
+    count = sum(len(tokenize(t)) for t in canon.get("sentences", ())) + sum(len(tokenize(a)) + len(tokenize(b)) for a, b in canon.get("pairs", ()))
+    if count > MAX_ELEMENTS:
+        raise DataError(f"{where}: {count} words is too many (limit {MAX_ELEMENTS})")
+    text = _text_data(where, canon)
+    text.arrays()  # every word must be in the vocabulary: say which one is not, now
+    return canon
+
+
+def _text_data(where: str, canon: Mapping[str, Any]) -> TextData:
+    return TextData(
+        task=canon["task"], vocab=tuple(canon["vocab"]),
+        **{k: canon.get(k, d) for k, d in _SPECIALS.items()},
+        sentences=tuple(canon.get("sentences", ())), pairs=tuple((a, b) for a, b in canon.get("pairs", ())),
+        context=canon.get("context"), where=where,
+    )
+
+
+def text_sets(spec: Mapping[str, Any]) -> dict[str, TextData]:
+    """Every text set of a ``data`` section, keyed by the name of the entry that holds it."""
+    spec = normalize(dict(spec or {}))
+    return {name: _text_data(f"data {name!r}", e) for name, e in spec.items()
+            if e.get("kind") == "text" and "same_as" not in e}
+
+
+def text_for(spec: Mapping[str, Any], input_name: str | None = None) -> TextData:
+    """The text set (its vocabulary) that feeds the Input named ``input_name``, or the file's
+    only text set when no name is given. Raises :class:`DataError` when there is none."""
+    spec = normalize(dict(spec or {}))
+    sets = text_sets(spec)
+    if input_name is not None and input_name in spec and spec[input_name].get("kind") == "text":
+        entry = spec[input_name]
+        return sets[entry.get("same_as", input_name)]
+    if len(sets) == 1:
+        return next(iter(sets.values()))
+    if not sets:
+        raise DataError("this file has no text data (a data entry with \"kind\": \"text\" and a vocabulary), so words cannot be turned into ids")
+    raise DataError(f"this file has several text sets ({', '.join(sets)}); say which Input to use")
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -293,14 +612,28 @@ def normalize(spec: Any) -> dict[str, Any]:
                     w = np.asarray(full["weights"], float)
                     if w.ndim > 1 or (w.ndim == 1 and w.size not in (1, full["features"])):
                         raise DataError(f"{where}: 'weights' must have {full['features']} numbers (one per feature)")
-                size = canon.get("rows", 64) * full.get("features", 2)
+                if gen.name == "bars" and full["min_length"] > full["size"]:
+                    raise DataError(f"{where}: 'min_length' ({full['min_length']}) must be ≤ 'size' ({full['size']})")
+                per_row = {"bars": full.get("size", 1) ** 2, "recall": full.get("length", 1)}.get(gen.name, full.get("features", 2))
+                size = canon.get("rows", 64) * per_row
                 if size > MAX_ELEMENTS:
                     raise DataError(f"{where}: {size} numbers is too many for a synthetic set (limit {MAX_ELEMENTS})")
+        elif kind == "text":
+            canon = _normalize_text(where, entry)
         elif kind is None:
-            raise DataError(f"{where} needs 'values' (inline data) or \"kind\": \"synthetic\"")
+            raise DataError(f"{where} needs 'values' (inline data), \"kind\": \"synthetic\" or \"kind\": \"text\"")
         else:
-            raise DataError(f"{where}: unknown kind {kind!r} (inline or synthetic)")
+            raise DataError(f"{where}: unknown kind {kind!r} (inline, synthetic or text)")
         out[name] = canon
+    for name, canon in out.items():  # references between text entries, now that all are known
+        if canon.get("kind") == "text" and "same_as" in canon:
+            other = out.get(canon["same_as"])
+            if other is None or other.get("kind") != "text" or "same_as" in other:
+                raise DataError(f"data {name!r}: 'same_as' must name a data entry that holds the text itself "
+                                f"(its vocab and sentences or pairs), got {canon['same_as']!r}")
+            if canon["field"] not in TEXT_FIELDS[other["task"]]:
+                raise DataError(f"data {name!r}: task {other['task']} has no field {canon['field']!r} "
+                                f"(fields: {', '.join(TEXT_FIELDS[other['task']])})")
     return out
 
 
@@ -379,6 +712,12 @@ def bind(spec: Mapping[str, Any], graph: Any) -> Dataset:
         if entry.get("kind", "inline") == "inline":
             array = np.asarray(entry["values"])
             array = array.astype(np.int64 if np.issubdtype(array.dtype, np.integer) else np.float64)
+        elif entry["kind"] == "text":
+            home = entry.get("same_as", name)
+            key = "text:" + home
+            if key not in cache:
+                cache[key] = _text_data(f"data {home!r}", spec[home]).arrays()
+            array = cache[key][entry["field"]]
         else:
             key = json.dumps({k: v for k, v in entry.items() if k != "field"}, sort_keys=True)
             if key not in cache:

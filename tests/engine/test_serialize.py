@@ -274,7 +274,7 @@ BAD_TEXT = [
     pytest.param(_edit(lambda d, i: d["nodes"][0].pop("type")), r"nodes\[0\] has no 'type'", id="node-without-type"),
     pytest.param(_edit(lambda d, i: d.update(extra=1)), r"unknown top-level key 'extra'", id="unknown-top-level-key"),
     pytest.param(_edit(lambda d, i: d["data"].update(y={"kind": "synthetic", "name": "spiral"})),
-                 r"data 'y': unknown synthetic set 'spiral' \(choose one of: linear, blobs, xor, circles, sine\)", id="bad-data"),
+                 r"data 'y': unknown synthetic set 'spiral' \(choose one of: linear, blobs, xor, circles, sine, bars, recall\)", id="bad-data"),
     pytest.param(_edit(lambda d, i: d["data"].update(y={"values": [[1, 2], [3]]})), r"data 'y': 'values' is not rectangular",
                  id="ragged-data"),
     pytest.param(_edit(lambda d, i: d["training"].update(lrate=0.1)), r"training has no setting 'lrate'", id="bad-training"),
