@@ -1,4 +1,4 @@
-"""The headless command line: ``run``, ``train``, ``gradcheck``, ``info``, ``list-presets`` and
+"""The headless command line: ``run``, ``train``, ``generate``, ``gradcheck``, ``info``, ``list-presets`` and
 ``start-time``. Never imports Qt; ``backprop-studio`` (editor/main.py) hands every subcommand
 here, and ``python -m engine.cli ...`` works too::
 
@@ -6,10 +6,11 @@ here, and ``python -m engine.cli ...`` works too::
     backprop-studio train presets/two_layer_net.json --steps 500 --seed 0 -o trained.bps
     backprop-studio gradcheck presets/two_layer_net.json
     backprop-studio info two_layer_net            # a preset name works in place of a path
+    backprop-studio generate language_model --prompt "the quick brown"     # prints: fox
 
 Output is human-readable by default. With ``--json`` every line on stdout is one JSON object
 with an ``"event"`` key: ``trace`` and ``result`` (run); ``start``, ``step`` and ``result``
-(train); ``check`` and ``result`` (gradcheck); ``info``; ``preset``; ``version``; and ``error``.
+(train); ``generate`` (generate); ``check`` and ``result`` (gradcheck); ``info``; ``preset``; ``version``; and ``error``.
 Numbers that are NaN or Inf are written as null. ``train`` draws a progress bar on stderr when
 stderr is a terminal and prints plain progress lines otherwise.
 
@@ -30,6 +31,7 @@ event with ``--json``), never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -53,7 +55,7 @@ from engine.train import StepRecord, Trainer, TrainingConfig, TrainingError
 
 PROG = "backprop-studio"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-COMMANDS = ("run", "train", "gradcheck", "info", "list-presets", "start-time")
+COMMANDS = ("run", "train", "generate", "gradcheck", "info", "list-presets", "start-time")
 GRADCHECK_TOLERANCE = 1e-5
 START_TIME_LIMIT = 3.0  # seconds: a cached start of `run` must stay below this
 
@@ -317,8 +319,11 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
     if args.output:
         out.line(f"saved weights, optimiser state and history to {args.output}")
     if result.target:
-        what = (f"loss falls by ≥ {100 * result.target['value']:g}%" if result.target["metric"] == "loss_drop"
-                else f"loss ≤ {_fmt(result.target['value'])}")
+        loss = f"the output of {result.target['node']}" if "node" in result.target else "loss"
+        what = (f"{loss} falls by ≥ {100 * result.target['value']:g}%" if result.target["metric"] == "loss_drop"
+                else f"{loss} ≤ {_fmt(result.target['value'])}")
+        if result.target_initial is not None:
+            out.line(f"{result.target['node']}: {_fmt(result.target_initial)} → {_fmt(result.target_final)}")  # type: ignore[arg-type]
         out.line(f"target ({what}): {'met' if result.target_met else 'NOT met'}")
         if not result.target_met:
             out.note(f"{PROG}: training did not meet its target ({what})")
@@ -354,6 +359,139 @@ def cmd_gradcheck(args: argparse.Namespace, out: Output) -> int:
     out.event("result", file=str(path), ok=ok, max_error=worst, tolerance=args.tolerance, checks=len(checks), loss=loss)
     out.line(f"{'ok' if ok else 'FAILED'}: largest relative error {worst:.2e} over {len(checks)} weights")
     return EXIT_OK if ok else EXIT_FAILED
+
+
+# --- generate -------------------------------------------------------------------------------------
+
+
+_LM_TYPES = ("LanguageModel", "GenerateToken")
+_S2S_TYPES = ("SequenceToSequence",)
+
+
+def _pick_model(graph: Any, node: str | None) -> Any:
+    """The node that generates: ``node`` if given, else the graph's only SequenceToSequence, else
+    its only LanguageModel, else its only GenerateToken."""
+    if node is not None:
+        found = graph.find(node)
+        if found.type not in _LM_TYPES + _S2S_TYPES:
+            raise UsageError(f"--node {node}: {found.label} is a {found.type}; generation needs a LanguageModel, "
+                             f"a GenerateToken or a SequenceToSequence")
+        return found
+    for types in (_S2S_TYPES, ("LanguageModel",), ("GenerateToken",)):
+        found = [n for n in graph.nodes.values() if n.type in types]
+        if len(found) > 1:
+            raise UsageError(f"this graph has several {types[0]} nodes ({', '.join(n.label for n in found)}); "
+                             f"say which one with --node NAME")
+        if found:
+            return found[0]
+    raise UsageError("this graph has nothing to generate with: it needs a LanguageModel, a GenerateToken "
+                     "(a language model built from blocks) or a SequenceToSequence")
+
+
+def _model_text(project: Project, model: Any) -> "data_mod.TextData":
+    """The text set (vocabulary) of the token-id Input that feeds ``model``."""
+    import networkx as nx
+
+    graph = project.graph
+    ancestors = nx.ancestors(graph.to_networkx(), model.id)
+    names = [graph.nodes[n].name for n in sorted(ancestors) if graph.nodes[n].type == "Input" and graph.nodes[n].params.get("dtype") == "ids"]
+    sets = data_mod.text_sets(project.data)
+    spec = data_mod.normalize(project.data)
+    for name in names:
+        entry = spec.get(name)
+        if entry is not None and entry.get("kind") == "text":
+            return sets[entry.get("same_as", name)]
+    return data_mod.text_for(spec)
+
+
+def _context_of(graph: Any, model: Any) -> int | None:
+    """How many tokens the language model reads at most (learned positions have max_len rows)."""
+    if model.type == "LanguageModel":
+        return int(model.params["max_len"]) if model.params.get("model", "transformer") == "transformer" else None
+    limits = [int(n.params.get("max_len", 512)) for n in graph.nodes.values()
+              if n.type == "EmbedToken" and n.params.get("position") == "learned"]
+    return min(limits) if limits else None
+
+
+def _train_for_generation(project: Project, path: Path, args: argparse.Namespace, out: Output, implicit: bool) -> Project:
+    trainer = Trainer.from_project(project)
+    for note in trainer.notes:
+        out.note(f"note: {note}")
+    steps = trainer.config.steps
+    if implicit:
+        out.note(f"note: {path} holds no trained weights, so it is trained first with its own settings ({steps} steps); "
+                 f"to train once and reuse the weights: {PROG} train {args.file} -o trained.bps, then "
+                 f"{PROG} generate trained.bps --prompt ...")
+    progress = Progress(Output(False, stdout=out.stderr, stderr=out.stderr), steps, max(1, steps // 5), trainer.step_count)
+    try:
+        result = trainer.run(steps, on_step=progress.update)
+    finally:
+        progress.close()
+    out.note(f"trained {result.steps} steps in {result.seconds:.1f} s: loss {_fmt(result.initial_loss)} → {_fmt(result.final_loss)}"
+             + ("" if result.target_met is not False else " (the file's training target was NOT met; the output may be poor)"))
+    trained = trainer.to_project(project)
+    if args.output:
+        save(trained, args.output)
+        out.note(f"saved the trained weights to {args.output}")
+    return trained
+
+
+def cmd_generate(args: argparse.Namespace, out: Output) -> int:
+    from engine.generate import generate, translate
+
+    path, project = _load(args.file)
+    if args.max_tokens < 0:
+        raise UsageError(f"--max-tokens must be 0 or more, got {args.max_tokens}")
+    if args.temperature is not None and (args.temperature < 0 or not math.isfinite(args.temperature)):
+        raise UsageError(f"--temperature must be 0 (greedy) or more, got {args.temperature}")
+    if args.output and Path(args.output).suffix.lower() != ".bps":
+        raise UsageError(f"-o {args.output}: trained weights are saved in a .bps container")
+    if args.weights:
+        source = load(_resolve(args.weights))
+        if source.weights is None:
+            raise UsageError(f"--weights {args.weights} holds no trained weights (train with: {PROG} train FILE -o trained.bps)")
+        missing = sorted(set(source.weights) - set(project.graph.nodes))
+        if missing:
+            raise UsageError(f"--weights {args.weights} was trained on another graph: it has weights for node {missing[0]}, "
+                             f"which {path} does not have")
+        project = dataclasses.replace(project, weights=source.weights)
+    model = _pick_model(project.graph, args.node)
+    text = _model_text(project, model)
+    translating = model.type in _S2S_TYPES
+    if translating != (text.task == "translate"):
+        raise UsageError(f"{model.label} is a {model.type}, but the text data is for the task {text.task}")
+    # Words → ids before any training, so that a typo in the prompt fails at once.
+    prompt_ids = text.encode_source(args.prompt) if translating else text.encode_prompt(args.prompt)
+    if project.weights is None or args.train:
+        project = _train_for_generation(project, path, args, out, implicit=not args.train)
+    elif args.output:
+        raise UsageError("-o saves weights trained here; add --train to train (the file already holds trained weights)")
+    config = _config(project, argparse.Namespace(seed=None, dtype=None))
+    runtime = Runtime(project.graph, weights=project.weights, seed=config.seed, dtype=config.dtype)
+    limit = _context_of(project.graph, model) if not translating else None
+    if text.context is not None and limit != text.context:
+        out.note(f"note: the model reads up to {limit or 'any number of'} tokens, but it was trained on windows of "
+                 f"{text.context}; give its EmbedToken learned positions with max_len {text.context} so that "
+                 f"generation sees windows like the training ones")
+    try:
+        if translating:
+            if text.bos is None or text.eos is None:
+                raise UsageError("translation needs bos and eos tokens in the text data (the decoder starts from bos and stops at eos)")
+            new = translate(runtime, prompt_ids, bos=text.bos_id, eos=text.eos_id, max_len=args.max_tokens,  # type: ignore[arg-type]
+                            temperature=args.temperature or 0.0, seed=args.seed, node=model.id)
+        else:
+            new = generate(runtime, prompt_ids, max_new_tokens=args.max_tokens, temperature=args.temperature,
+                           eos=text.eos_id, seed=args.seed, node=model.id)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    words = text.decode(new)
+    stopped = "max_tokens" if len(new) >= args.max_tokens else "eos"
+    out.event("generate", file=str(path), task=text.task, node=model.name or model.id, prompt=args.prompt, prompt_ids=prompt_ids,
+              ids=new, words=words, text=" ".join(words), stopped=stopped, temperature=args.temperature, seed=args.seed)
+    out.line(" ".join(words))
+    if not words:
+        out.note(f"(the model ended at once: its first token was {text.eos or 'the end'})")
+    return EXIT_OK
 
 
 # --- info -----------------------------------------------------------------------------------------
@@ -542,6 +680,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=_positive_int, help="report every N steps (default: every step with --json, else 10%%)")
     p.add_argument("--restart", action="store_true", help="ignore weights and optimiser state saved in the file")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="continue a prompt with a language model, or translate it with a sequence-to-sequence model")
+    common(p, seed=False)
+    p.add_argument("--prompt", required=True, help="words of the file's vocabulary, e.g. \"the quick brown\"")
+    p.add_argument("--temperature", type=float, help="0 = greedy (always the best token); above 0 samples from "
+                   "softmax(logits / T); default: the model's GenerateToken setting (greedy for composite blocks)")
+    p.add_argument("--max-tokens", type=int, default=20, help="stop after this many new tokens (default 20); eos stops sooner")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
+    p.add_argument("--weights", help="take trained weights from this .bps (trained from the same file)")
+    p.add_argument("--train", action="store_true", help="train with the file's settings first (done anyway when the file holds no weights)")
+    p.add_argument("-o", "--output", help="with training: save the trained weights to this .bps")
+    p.add_argument("--node", help="the model node to use when the graph has several")
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("gradcheck", help="compare every weight's gradient with central differences (float64)")
     common(p)

@@ -164,7 +164,8 @@ def _recall(rng: np.random.Generator, rows: int, p: Mapping[str, Any]) -> dict[s
     first = rng.permutation(np.arange(rows) % k)
     x = np.empty((rows, n), dtype=np.int64)
     x[:, 0] = first
-    x[:, 1:] = k + rng.integers(0, m, (rows, n - 1))
+    # no distractor ids: the later tokens are symbols too, so the first must be told apart by place
+    x[:, 1:] = k + rng.integers(0, m, (rows, n - 1)) if m else rng.integers(0, k, (rows, n - 1))
     return {"x": x, "y": first.astype(np.int64)}
 
 
@@ -232,7 +233,8 @@ SYNTHETIC: dict[str, Synthetic] = {s.name: s for s in (
         ("x", "y"),
         (Param("length", ParamType.INT, 20, "tokens per sequence", minimum=2, maximum=10_000),
          Param("symbols", ParamType.INT, 4, "how many different first tokens (the classes)", minimum=2, maximum=1000),
-         Param("distractors", ParamType.INT, 4, "how many different distractor tokens", minimum=1, maximum=1000)),
+         Param("distractors", ParamType.INT, 4, "how many different distractor tokens (0: the later tokens are "
+               "symbols too, so only its place tells the first token apart)", minimum=0, maximum=1000)),
         _recall,
     ),
 )}

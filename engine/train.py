@@ -18,6 +18,9 @@ Optimiser defaults are torch's (SGD lr 0.01, momentum 0; Adam lr 0.001, betas (0
 eps 1e-8); weight decay is L2, as in ``torch.optim``. Targets: ``loss_drop`` (the loss falls by at
 least this fraction: ``1 − final/initial ≥ value``) or ``loss_below`` (``final ≤ value``), where
 initial and final are evaluation losses (see :mod:`engine.data`) measured before and after the run.
+A target may name another node whose output is a single number: ``{"metric": "loss_drop",
+"value": 0.9, "node": "LSTM loss"}`` judges that node's output instead of the training loss (for a
+lesson that trains two models side by side on the sum of their losses).
 
 The trainer is deterministic: weights start from ``seed`` (per node, see
 :func:`engine.runtime.node_rng`), minibatches come from ``(seed, step)``, and the kernels are
@@ -137,14 +140,18 @@ def normalize(spec: Any) -> dict[str, Any]:
     if "target" in spec:
         t = spec["target"]
         if t is not None:
-            if not isinstance(t, dict) or set(t) != {"metric", "value"}:
-                raise TrainingError("training: 'target' must be {\"metric\": ..., \"value\": ...} or null")
+            if not isinstance(t, dict) or not {"metric", "value"} <= set(t) <= {"metric", "value", "node"}:
+                raise TrainingError("training: 'target' must be {\"metric\": ..., \"value\": ...} (and optionally "
+                                    "\"node\": the name of the node it judges) or null")
             if t["metric"] not in METRICS:
                 raise TrainingError(f"training: target metric must be one of {', '.join(METRICS)}, got {t['metric']!r}")
             value = _number("target.value", t["value"], minimum=0.0)
             if t["metric"] == "loss_drop" and value > 1.0:
                 raise TrainingError(f"training: a loss_drop target is a fraction between 0 and 1, got {value!r}")
-            t = {"metric": t["metric"], "value": value}
+            node = t.get("node")
+            if "node" in t and (not isinstance(node, str) or not node):
+                raise TrainingError(f"training: target 'node' must be the name of a node, got {node!r}")
+            t = {"metric": t["metric"], "value": value, **({"node": node} if "node" in t else {})}
         out["target"] = t
     return out
 
@@ -216,6 +223,9 @@ class TrainResult:
     target_met: bool | None  # None when there is no target
     stopped: bool  # stopped early by ``should_stop``
     seconds: float
+    # the output of the target's own node, when the target names one (else None)
+    target_initial: float | None = None
+    target_final: float | None = None
 
     @property
     def drop(self) -> float:
@@ -229,6 +239,7 @@ class TrainResult:
             "event": "result", "steps": self.steps, "initial_loss": self.initial_loss, "final_loss": self.final_loss,
             "drop": self.drop, "target": dict(self.target) if self.target else None, "target_met": self.target_met,
             "stopped": self.stopped, "seconds": self.seconds,
+            **({"target_initial": self.target_initial, "target_final": self.target_final} if self.target_initial is not None else {}),
         }
 
 
@@ -261,6 +272,7 @@ class Trainer:
         self.dataset = data_mod.bind(data, graph)
         self.runtime = Runtime(graph, weights=dict(weights) if weights else None, seed=self.config.seed, dtype=self.config.dtype)
         self.loss_key = self._loss_key()
+        self.target_key = self._target_key()
         self.optimizer = optim.create(self.config.optimizer)
         self.notes: list[str] = []  # things a person should know (the CLI prints them)
         if optimizer_state:
@@ -304,6 +316,20 @@ class Trainer:
             )
         return key
 
+    def _target_key(self) -> tuple[str, str] | None:
+        target = self.config.target
+        if not target or "node" not in target:
+            return None
+        try:
+            key = self.runtime.loss_port(target["node"])
+        except GraphError as exc:
+            raise TrainingError(f"training.target names node {target['node']!r}, but {exc}") from None
+        step = self.runtime.program.step(key[0])
+        if step.out_shapes.get(key[1]) != ():
+            raise TrainingError(f"training.target judges {step.label}, whose output '{key[1]}' has shape "
+                                f"{step.out_shapes.get(key[1])}; it must be a single number")
+        return key
+
     # --- running ---------------------------------------------------------------------------
 
     @property
@@ -327,14 +353,22 @@ class Trainer:
 
     def evaluate(self) -> float:
         """Mean loss over the evaluation batches (see :mod:`engine.data`)."""
-        losses = []
+        return self._evaluate()[0]
+
+    def _evaluate(self) -> tuple[float, float | None]:
+        """Mean loss, and mean output of the target's node (None without one), over the
+        evaluation batches."""
+        losses, judged = [], []
         for feeds in self.dataset.eval_feeds():
             with _quiet():
-                loss = float(self.runtime.forward(feeds).values[self.loss_key])
+                values = self.runtime.forward(feeds).values
+            loss = float(values[self.loss_key])
             if not math.isfinite(loss):
                 self._diagnose(feeds, "evaluating the loss")
             losses.append(loss)
-        return float(np.mean(losses))
+            if self.target_key is not None:
+                judged.append(float(values[self.target_key]))
+        return float(np.mean(losses)), (float(np.mean(judged)) if judged else None)
 
     def step(self) -> StepRecord:
         """One optimisation step on the next batch."""
@@ -375,7 +409,7 @@ class Trainer:
         """Evaluate, take ``steps`` steps (default: the file's), evaluate again."""
         t0 = time.perf_counter()
         steps = self.config.steps if steps is None else steps
-        initial = self.evaluate()
+        initial, t_initial = self._evaluate()
         done, stopped = 0, False
         for _ in range(steps):
             if should_stop is not None and should_stop():
@@ -385,9 +419,10 @@ class Trainer:
             done += 1
             if on_step is not None:
                 on_step(record)
-        final = self.evaluate()
-        return TrainResult(done, initial, final, self.config.target, target_met(self.config.target, initial, final),
-                           stopped, time.perf_counter() - t0)
+        final, t_final = self._evaluate()
+        met = (target_met(self.config.target, initial, final) if t_initial is None
+               else target_met(self.config.target, t_initial, t_final))  # type: ignore[arg-type]
+        return TrainResult(done, initial, final, self.config.target, met, stopped, time.perf_counter() - t0, t_initial, t_final)
 
     # --- saving ----------------------------------------------------------------------------
 

@@ -42,14 +42,17 @@ def test_preset_runs_forward_and_backward_with_a_finite_loss(name: str) -> None:
     for link in graph.links:  # left-to-right layout: every wire goes rightwards
         assert graph.nodes[link.src].position[0] < graph.nodes[link.dst].position[0], f"{name}: {link}"
     training = project.training
-    assert training["loss"] and training["target"] == {"metric": "loss_drop", "value": 0.9}
+    assert training["loss"] and {k: v for k, v in training["target"].items() if k != "node"} == {"metric": "loss_drop", "value": 0.9}
     for dtype in (np.float32, np.float64):
         runtime = Runtime(graph, seed=training.get("seed", 0), dtype=dtype)
         p = runtime.forward_backward(bind(project.data, graph).first_feeds(), training["loss"])
         loss = p.values[runtime.loss_port(training["loss"])]
         assert loss.dtype == dtype and np.isfinite(loss) and loss > 0
         grads = p.weight_gradients()
-        assert grads and all(np.isfinite(g).all() and np.any(g != 0) for ws in grads.values() for g in ws.values())
+        assert grads and all(np.isfinite(g).all() for ws in grads.values() for g in ws.values())
+        # every weight gets a gradient, except attention's key bias: softmax ignores a shift that is
+        # the same for every key, so ∂loss/∂bk is exactly 0
+        assert all(np.any(g != 0) for ws in grads.values() for w, g in ws.items() if not w.endswith("bk")), name
 
 
 @pytest.mark.parametrize("name", presets.names())
