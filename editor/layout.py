@@ -6,7 +6,7 @@ applies it as one undoable step.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import networkx as nx
 
@@ -18,17 +18,21 @@ Size = tuple[float, float]
 def layered_positions(graph: Graph, size_of: Callable[[str], Size] | None = None, *,
                       h_gap: float = 90.0, v_gap: float = 36.0,
                       origin: tuple[float, float] = (0.0, 0.0),
-                      nodes: Iterable[str] | None = None) -> dict[str, tuple[float, float]]:
+                      nodes: Iterable[str] | None = None,
+                      alias: Mapping[str, str] | None = None) -> dict[str, tuple[float, float]]:
     """Columns are topological generations (sources on the left); within a column nodes keep
     the order of the median of their parents' rows (one barycentre sweep) so wires cross less.
-    Columns are centred vertically on each other."""
+    Columns are centred vertically on each other. ``alias`` maps hidden nodes to the node that
+    stands for them (a compact stack's members to its head), so their wires still count."""
     keep = set(graph.nodes) if nodes is None else set(nodes)
     size_of = size_of or (lambda _nid: (180.0, 90.0))
     g = nx.DiGraph()
     g.add_nodes_from(n for n in graph.nodes if n in keep)
+    alias = alias or {}
     for link in graph.links:
-        if link.src in keep and link.dst in keep:
-            g.add_edge(link.src, link.dst)
+        a, b = alias.get(link.src, link.src), alias.get(link.dst, link.dst)
+        if a != b and a in keep and b in keep:
+            g.add_edge(a, b)
     order = {nid: i for i, nid in enumerate(graph.nodes)}
     generations = [sorted(gen, key=order.__getitem__) for gen in nx.topological_generations(g)]
     # Pull each node as far right as its consumers allow would look nicer for inputs feeding late

@@ -85,6 +85,8 @@ class GraphScene(QGraphicsScene):
     def rebuild(self) -> None:
         """Drop every item and build them again from the document."""
         self.cancel_wiring()
+        for link_item in self.links.values():
+            self.removeItem(link_item.label_item)
         for item in list(self.nodes.values()) + list(self.links.values()):
             self.removeItem(item)
         self.nodes.clear()
@@ -113,6 +115,7 @@ class GraphScene(QGraphicsScene):
         self._links_of.setdefault(link.src, set()).add(link)
         self._links_of.setdefault(link.dst, set()).add(link)
         self.addItem(item)
+        self.addItem(item.label_item)
         self._update_link_path(item)
         self._set_port_connected(link, True)
         return item
@@ -134,6 +137,7 @@ class GraphScene(QGraphicsScene):
         for nid in (link.src, link.dst):
             self._links_of.get(nid, set()).discard(link)
         if item is not None:
+            self.removeItem(item.label_item)
             self.removeItem(item)
         self._set_port_connected(link, False)
 
@@ -144,9 +148,15 @@ class GraphScene(QGraphicsScene):
             node.inputs[link.dst_port].update()
 
     def _on_node_changed(self, node_id: str) -> None:
+        self._refresh_item(node_id)
+
+    def _refresh_item(self, node_id: str) -> None:
+        """Re-read a node (its ports are rebuilt) and re-attach its wires."""
         item = self.nodes.get(node_id)
         if item is None:
             return
+        chain = self.stacks.get(node_id)
+        item.title_override = f"{self.doc.node(chain[0]).name} … {self.doc.node(chain[-1]).name}" if chain else ""
         item.refresh(self.doc.node(node_id))
         for link in self._links_of.get(node_id, ()):
             self._update_link_path(self.links[link])
@@ -200,10 +210,11 @@ class GraphScene(QGraphicsScene):
     # --- compact stacks of identical blocks --------------------------------------------------------
 
     def _compute_stacks(self) -> None:
-        for head in self.stacks:
+        for head in list(self.stacks):
             if head in self.nodes:
                 self.nodes[head].stack_count = 1
-                self.nodes[head].update()
+                self.stacks.pop(head)
+                self._refresh_item(head)
         for member in self._stack_of:
             if member in self.nodes:
                 self.nodes[member].setVisible(True)
@@ -251,8 +262,7 @@ class GraphScene(QGraphicsScene):
                     self._stack_of[m] = nid
         for head, chain in self.stacks.items():
             self.nodes[head].stack_count = len(chain)
-            self.nodes[head].prepareGeometryChange()
-            self.nodes[head].update()
+            self._refresh_item(head)
             for m in chain[1:]:
                 self.nodes[m].setVisible(False)
                 self.nodes[m].setPos(self.nodes[head].pos())
@@ -281,7 +291,7 @@ class GraphScene(QGraphicsScene):
     def auto_layout_view(self) -> None:
         """Lay out a read-only view directly (layout of a view is not an edit)."""
         visible = [n for n in self.doc.graph.nodes if self._stack_of.get(n, n) == n]
-        positions = layered_positions(self.doc.graph, self.node_size, nodes=visible)
+        positions = layered_positions(self.doc.graph, self.node_size, nodes=visible, alias=self._stack_of)
         for nid, pos in positions.items():
             self.doc.move(nid, pos)
         for head, chain in self.stacks.items():

@@ -28,8 +28,10 @@ def render(window, out: str | Path, width: int, height: int) -> None:  # noqa: A
         raise OSError(f"cannot write {out}")
 
 
-def main(file: str, out: str, width: int = 1400, height: int = 900, theme: str | None = None) -> int:
-    """Render the editor with ``file`` (a graph, a .bps project or a preset name) to ``out``."""
+def main(file: str, out: str, width: int = 1400, height: int = 900, theme: str | None = None,
+         select: str | None = None) -> int:
+    """Render the editor with ``file`` (a graph, a .bps project or a preset name) to ``out``;
+    ``select`` names a node to select first (the inspector then shows it)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QSettings
 
@@ -50,6 +52,11 @@ def main(file: str, out: str, width: int = 1400, height: int = 900, theme: str |
             window.undo_stack.setClean()
             window.close()
             return 1
+        if select:
+            try:
+                window.scene.select_nodes([window.doc.graph.find(select).id])
+            except Exception as exc:  # noqa: BLE001 - a wrong name must not cost the picture
+                print(f"backprop-studio screenshot: cannot select {select!r}: {exc}", file=sys.stderr)
         try:
             render(window, out, width, height)
         except OSError as exc:

@@ -32,7 +32,7 @@ class GraphView(QGraphicsView):
         self.setRenderHints(QPainter.RenderHint.Antialiasing | QPainter.RenderHint.TextAntialiasing)
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
         self.setOptimizationFlag(QGraphicsView.OptimizationFlag.DontSavePainterState, True)
-        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
         self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -54,14 +54,22 @@ class GraphView(QGraphicsView):
         return self.transform().m11()
 
     def set_zoom(self, factor: float, anchor: QPointF | None = None) -> None:
+        """Zoom to ``factor``, keeping the scene point under ``anchor`` (a viewport position;
+        the centre when None) where it is."""
         factor = min(MAX_ZOOM, max(MIN_ZOOM, factor))
         ratio = factor / self.zoom()
         if abs(ratio - 1) < 1e-9:
             return
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
         if anchor is None:
-            self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
-        self.scale(ratio, ratio)
-        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+            self.scale(ratio, ratio)
+        else:
+            point = anchor.toPoint()
+            before = self.mapToScene(point)
+            self.scale(ratio, ratio)
+            after = self.mapToScene(point)
+            shift = (before - after) * self.zoom()
+            self.pan_by(shift.x(), shift.y())
         self.zoom_changed.emit(self.zoom())
         self.view_changed.emit()
 

@@ -7,6 +7,7 @@ answer them without a person.
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +157,9 @@ class MainWindow(QMainWindow):
         state = self.settings.value("window/state")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
+        else:
+            # First start: slim side panels, the canvas gets the room.
+            self.resizeDocks([self.palette_dock, self.inspector_dock], [210, 270], Qt.Orientation.Horizontal)
         self.autosave_timer = QTimer(self)
         self.autosave_timer.setInterval(AUTOSAVE_MS)
         self.autosave_timer.timeout.connect(self.autosave)
@@ -175,12 +179,21 @@ class MainWindow(QMainWindow):
         return dock
 
     def _action(self, text: str, slot: Any, shortcut: Any = None, menu: Any = None, tip: str = "") -> QAction:
+        """An action; ``shortcut`` is a StandardKey (all of the platform's bindings), a key
+        sequence, or a list mixing both."""
         a = QAction(text, self)
         if shortcut is not None:
-            if isinstance(shortcut, list):
-                a.setShortcuts(shortcut)
-            else:
-                a.setShortcut(shortcut)
+            keys: list[QKeySequence] = []
+            for s in shortcut if isinstance(shortcut, list) else [shortcut]:
+                if isinstance(s, QKeySequence.StandardKey):
+                    keys.extend(QKeySequence.keyBindings(s))
+                else:
+                    keys.append(QKeySequence(s))
+            unique: list[QKeySequence] = []
+            for k in keys:
+                if not k.isEmpty() and all(k != u for u in unique):
+                    unique.append(k)
+            a.setShortcuts(unique)
         a.triggered.connect(lambda *_: slot())
         if tip:
             a.setStatusTip(tip)
@@ -194,38 +207,38 @@ class MainWindow(QMainWindow):
         SK = QKeySequence.StandardKey
         mb = self.menuBar()
         m = mb.addMenu("&File")
-        self.act_new = self._action("&New", self.new_document, K(SK.New), m)
-        self.act_open = self._action("&Open…", self.open_dialog, K(SK.Open), m)
+        self.act_new = self._action("&New", self.new_document, SK.New, m)
+        self.act_open = self._action("&Open…", self.open_dialog, SK.Open, m)
         self.recent_menu = m.addMenu("Open &Recent")
         self.presets_menu = m.addMenu("Open &Lesson")
         m.addSeparator()
-        self.act_save = self._action("&Save", self.save, K(SK.Save), m)
-        self.act_save_as = self._action("Save &As…", self.save_as, K(SK.SaveAs) if not K(SK.SaveAs).isEmpty() else K("Ctrl+Shift+S"), m)
+        self.act_save = self._action("&Save", self.save, SK.Save, m)
+        self.act_save_as = self._action("Save &As…", self.save_as, [SK.SaveAs, K("Ctrl+Shift+S")], m)
         m.addSeparator()
-        self._action("&Quit", self.close, K(SK.Quit) if not K(SK.Quit).isEmpty() else K("Ctrl+Q"), m)
+        self._action("&Quit", self.close, [SK.Quit, K("Ctrl+Q")], m)
 
         m = mb.addMenu("&Edit")
         self.act_undo = self.undo_stack.createUndoAction(self, "&Undo")
-        self.act_undo.setShortcut(K(SK.Undo))
+        self.act_undo.setShortcuts(SK.Undo)
         self.act_redo = self.undo_stack.createRedoAction(self, "&Redo")
-        self.act_redo.setShortcuts([K(SK.Redo), K("Ctrl+Shift+Z")] if K(SK.Redo) != K("Ctrl+Shift+Z") else [K(SK.Redo)])
+        self.act_redo.setShortcuts(SK.Redo)
         m.addAction(self.act_undo)
         m.addAction(self.act_redo)
         self.addAction(self.act_undo)
         self.addAction(self.act_redo)
         m.addSeparator()
-        self.act_cut = self._action("Cu&t", self.cut, K(SK.Cut), m)
-        self.act_copy = self._action("&Copy", self.copy, K(SK.Copy), m)
-        self.act_paste = self._action("&Paste", self.paste, K(SK.Paste), m)
+        self.act_cut = self._action("Cu&t", self.cut, SK.Cut, m)
+        self.act_copy = self._action("&Copy", self.copy, SK.Copy, m)
+        self.act_paste = self._action("&Paste", self.paste, SK.Paste, m)
         self.act_duplicate = self._action("&Duplicate", self.duplicate, K("Ctrl+D"), m)
-        self.act_delete = self._action("&Delete", self.delete_selection, [K(SK.Delete), K(Qt.Key.Key_Backspace)], m)
+        self.act_delete = self._action("&Delete", self.delete_selection, [SK.Delete, K(Qt.Key.Key_Backspace)], m)
         m.addSeparator()
-        self.act_select_all = self._action("Select &All", self.select_all, K(SK.SelectAll), m)
+        self.act_select_all = self._action("Select &All", self.select_all, SK.SelectAll, m)
         self.act_rename = self._action("Re&name", self.rename, K(Qt.Key.Key_F2), m)
 
         m = mb.addMenu("&View")
-        self._action("Zoom &In", self.view.zoom_in, [K(SK.ZoomIn), K("Ctrl+=")], m)
-        self._action("Zoom &Out", self.view.zoom_out, K(SK.ZoomOut), m)
+        self._action("Zoom &In", self.view.zoom_in, [SK.ZoomIn, K("Ctrl+=")], m)
+        self._action("Zoom &Out", self.view.zoom_out, SK.ZoomOut, m)
         self._action("&Fit to View", self.view.fit, [K("F"), K("Ctrl+0")], m)
         self._action("Actual &Size", self.view.reset_zoom, K("Ctrl+1"), m)
         m.addSeparator()
@@ -253,7 +266,8 @@ class MainWindow(QMainWindow):
                                             "Show a composite block's inner graph (double-click)")
         self.act_expand = self._action("&Expand Composite", self.expand_selected, K("Ctrl+E"), m,
                                        "Replace a composite block by its inner nodes")
-        self.act_back = self._action("&Back to Outer Graph", self.go_up, [K(SK.Back), K("Alt+Up")], m)
+        # Not StandardKey.Back: it includes Backspace, which deletes.
+        self.act_back = self._action("&Back to Outer Graph", self.go_up, [K("Alt+Left"), K("Alt+Up")], m)
         self._populate_presets()
         self._update_recent_menu()
 
@@ -282,12 +296,12 @@ class MainWindow(QMainWindow):
         self.view.setScene(scene)
         scene.selectionChanged.connect(self._on_selection)
         scene.node_activated.connect(self.open_inside)
-        scene.canvas_activated.connect(lambda pos: self._show_search(pos))
-        scene.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        scene.canvas_activated.connect(self._show_search)
+        scene.message.connect(self._show_status)
         doc = scene.doc
         doc.shapes_changed.connect(self._update_status)
         doc.shapes_changed.connect(self.minimap.schedule)
-        doc.node_moved.connect(lambda _n: self.minimap.schedule())
+        doc.node_moved.connect(self._on_node_moved)
         doc.graph_reset.connect(self.minimap.schedule)
         editable = not scene.read_only
         self.inspector.set_document(doc, self.undo_stack if editable else None)
@@ -299,42 +313,51 @@ class MainWindow(QMainWindow):
         self.minimap.rebuild()
 
     def _detach_scene(self, scene: GraphScene) -> None:
-        for sig in (scene.selectionChanged, scene.node_activated, scene.canvas_activated, scene.message):
-            try:
-                sig.disconnect()
-            except (RuntimeError, TypeError):
-                pass
-        doc = scene.doc
-        for sig, slot in ((doc.shapes_changed, self._update_status), (doc.shapes_changed, self.minimap.schedule),
-                          (doc.graph_reset, self.minimap.schedule)):
+        for sig, slot in ((scene.selectionChanged, self._on_selection), (scene.node_activated, self.open_inside),
+                          (scene.canvas_activated, self._show_search), (scene.message, self._show_status)):
             try:
                 sig.disconnect(slot)
             except (RuntimeError, TypeError):
                 pass
-        try:
-            doc.node_moved.disconnect()
-        except (RuntimeError, TypeError):
-            pass
+        doc = scene.doc
+        # Only this window's own slots: the scene's connections to the document must stay.
+        for sig, slot in ((doc.shapes_changed, self._update_status), (doc.shapes_changed, self.minimap.schedule),
+                          (doc.graph_reset, self.minimap.schedule), (doc.node_moved, self._on_node_moved)):
+            try:
+                sig.disconnect(slot)
+            except (RuntimeError, TypeError):
+                pass
+
+    def _show_status(self, text: str) -> None:
+        self.statusBar().showMessage(text, 6000)
+
+    def _on_node_moved(self, _node_id: str) -> None:
+        self.minimap.schedule()
 
     def _update_crumbs(self) -> None:
         while self._crumb_layout.count():
             item = self._crumb_layout.takeAt(0)
-            if item.widget():
-                item.widget().deleteLater()
+            widget = item.widget()
+            if widget is not None:
+                # Hide and unparent now: deleteLater alone would leave it drawn under the new crumbs.
+                widget.hide()
+                widget.setParent(None)
+                widget.deleteLater()
         for i, level in enumerate(self.levels):
             if i:
                 sep = QLabel("›")
                 self._crumb_layout.addWidget(sep)
-            b = QToolButton()
-            b.setText(level.title)
-            b.setAutoRaise(True)
-            b.setEnabled(i < len(self.levels) - 1)
-            b.clicked.connect(lambda _=False, k=i: self.go_to_level(k))
             if i == len(self.levels) - 1:
-                f = b.font()
-                f.setBold(True)
-                b.setFont(f)
-            self._crumb_layout.addWidget(b)
+                current = QLabel(f"<b>{html.escape(level.title)}</b>")
+                current.setContentsMargins(4, 0, 4, 0)
+                self._crumb_layout.addWidget(current)
+            else:
+                b = QToolButton()
+                b.setText(level.title)
+                b.setAutoRaise(True)
+                b.setToolTip("Back to this graph")
+                b.clicked.connect(lambda _=False, k=i: self.go_to_level(k))
+                self._crumb_layout.addWidget(b)
         if len(self.levels) > 1:
             hint = QLabel("  read-only · double-click a block to look inside · Expand to edit its parts")
             hint.setEnabled(False)
@@ -357,9 +380,8 @@ class MainWindow(QMainWindow):
         title = f"{node.name}" if node.name == node.type else f"{node.name} ({node.type})"
         inner_doc = Document(inner, read_only=True, title=title)
         scene = GraphScene(inner_doc, None, self.theme, compact_stacks=True, parent=self)
-        positions = {n.position for n in inner.nodes.values()}
-        if len(positions) < len(inner.nodes) or scene.stacks:
-            scene.auto_layout_view()
+        # Inner graphs come with the engine's rough columns; lay them out for these node sizes.
+        scene.auto_layout_view()
         self._detach_scene(self.scene)
         self.levels.append(Level(title, inner_doc, scene))
         self._attach_scene(scene)
@@ -423,10 +445,11 @@ class MainWindow(QMainWindow):
         self.levels[0].title = name
         self.setWindowTitle(f"{name}[*] — Backprop Studio")
         self.setWindowModified(not self.undo_stack.isClean())
-        if self.crumbs.isVisible() or True:
-            first = self._crumb_layout.itemAt(0)
-            if first is not None and isinstance(first.widget(), QToolButton):
-                first.widget().setText(name)
+        first = self._crumb_layout.itemAt(0)
+        if first is not None and isinstance(first.widget(), QToolButton):
+            first.widget().setText(name)
+        elif first is not None and isinstance(first.widget(), QLabel):
+            first.widget().setText(f"<b>{html.escape(name)}</b>")
 
     def _on_stack_changed(self, *_: Any) -> None:
         self._update_title()

@@ -40,20 +40,7 @@ class _WireBase(QGraphicsItem):
         self._layout_label()
 
     def _layout_label(self) -> None:
-        if self.label and not self.path.isEmpty():
-            mid = self.path.pointAtPercent(0.5)
-            w = metrics("label").horizontalAdvance(self.label) + 10
-            h = metrics("label").height() + 4
-            self._label_rect = QRectF(mid.x() - w / 2, mid.y() - h / 2, w, h)
-        else:
-            self._label_rect = QRectF()
-        grown = QRectF(self._label_rect)
-        if not grown.isNull():
-            # Labels grow up to MAX_LABEL_SCALE when zoomed out so shapes stay readable.
-            c = grown.center()
-            grown = QRectF(c.x() - grown.width() * MAX_LABEL_SCALE / 2, c.y() - grown.height() * MAX_LABEL_SCALE / 2,
-                           grown.width() * MAX_LABEL_SCALE, grown.height() * MAX_LABEL_SCALE)
-        self._bounds = self.path.boundingRect().adjusted(-4, -4, 4, 4).united(grown)
+        self._bounds = self.path.boundingRect().adjusted(-4, -4, 4, 4)
 
     def boundingRect(self) -> QRectF:
         return self._bounds
@@ -66,6 +53,56 @@ class _WireBase(QGraphicsItem):
         return pen
 
 
+class ShapeLabel(QGraphicsItem):
+    """The shape written on a wire. A separate top-level item above the nodes, so a short wire's
+    label is never hidden under the blocks it joins; it grows up to MAX_LABEL_SCALE when zoomed
+    out so shapes stay readable."""
+
+    def __init__(self, link_item: "LinkItem") -> None:
+        super().__init__()
+        self.link_item = link_item
+        self.text = ""
+        self._rect = QRectF()
+        self.room = 1e9  # horizontal length of the wire: a label does not grow past it
+        self.setZValue(3)
+        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+
+    def set_text(self, text: str) -> None:
+        self.prepareGeometryChange()
+        self.text = text
+        w = metrics("label").horizontalAdvance(text) + 10
+        h = metrics("label").height() + 4
+        self._rect = QRectF(-w / 2, -h / 2, w, h) if text else QRectF()
+        self.update()
+
+    def boundingRect(self) -> QRectF:
+        r = self._rect
+        return QRectF(r.left() * MAX_LABEL_SCALE - 1, r.top() * MAX_LABEL_SCALE - 1,
+                      r.width() * MAX_LABEL_SCALE + 2, r.height() * MAX_LABEL_SCALE + 2)
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        if not self.text:
+            return
+        lod = option.levelOfDetailFromTransform(painter.worldTransform())
+        if lod < 0.25:
+            return
+        theme = self.scene().theme
+        link = self.link_item
+        colour = theme.kind(link.kind) if link.known else theme.link
+        if link.isSelected():
+            colour = theme.selected
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        fit = (self.room - 8) / max(self._rect.width(), 1.0)
+        scale = min(MAX_LABEL_SCALE, max(1.0, min(0.8 / lod, fit)))
+        painter.scale(scale, scale)
+        painter.setPen(QPen(colour, 1.0))
+        painter.setBrush(theme.label_bg)
+        painter.drawRoundedRect(self._rect, 5, 5)
+        painter.setPen(theme.label_text)
+        painter.setFont(font("label"))
+        painter.drawText(self._rect, Qt.AlignmentFlag.AlignCenter, self.text)
+
+
 class LinkItem(_WireBase):
     """A document link. Holds the engine Link (ids and port names) only."""
 
@@ -74,26 +111,37 @@ class LinkItem(_WireBase):
         self.link = link
         self.known = False  # shape known (upstream works)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
         self.setZValue(0)
         self.setAcceptHoverEvents(True)
         self.hover = False
+        self.label_item = ShapeLabel(self)
+
+    def set_ends(self, p1: QPointF, p2: QPointF) -> None:
+        super().set_ends(p1, p2)
+        if not self.path.isEmpty():
+            self.label_item.setPos(self.path.pointAtPercent(0.5))
+            self.label_item.room = abs(p2.x() - p1.x())
 
     def set_shape_label(self, label: str, kind: Kind, known: bool) -> None:
         if label == self.label and kind == self.kind and known == self.known:
             return
-        self.prepareGeometryChange()
         self.label, self.kind, self.known = label, kind, known
-        self._layout_label()
+        self.label_item.set_text(label)
         self.setToolTip(f"{self.link.src_port} → {self.link.dst_port}" + (f"  shape {label}" if label else ""))
         self.update()
+
+    def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:
+        if change == QGraphicsItem.GraphicsItemChange.ItemVisibleHasChanged:
+            self.label_item.setVisible(bool(value))
+        elif change == QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged:
+            self.label_item.update()
+        return super().itemChange(change, value)
 
     def shape(self) -> QPainterPath:
         stroker = QPainterPathStroker()
         stroker.setWidth(10)
-        p = stroker.createStroke(self.path)
-        if not self._label_rect.isNull():
-            p.addRect(self._label_rect)
-        return p
+        return stroker.createStroke(self.path)
 
     def hoverEnterEvent(self, event: Any) -> None:
         self.hover = True
@@ -116,20 +164,6 @@ class LinkItem(_WireBase):
         painter.setPen(self._pen(colour, width, dashed=not self.known))
         painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.drawPath(self.path)
-        if self.label and lod >= 0.25:
-            scale = min(MAX_LABEL_SCALE, max(1.0, 0.8 / lod))
-            c = self._label_rect.center()
-            painter.save()
-            painter.translate(c)
-            painter.scale(scale, scale)
-            rect = self._label_rect.translated(-c)
-            painter.setPen(self._pen(colour, 1.0))
-            painter.setBrush(theme.label_bg)
-            painter.drawRoundedRect(rect, 5, 5)
-            painter.setPen(theme.label_text)
-            painter.setFont(font("label"))
-            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, self.label)
-            painter.restore()
 
 
 class DragWire(_WireBase):

@@ -110,6 +110,7 @@ class NodeItem(QGraphicsItem):
         self.incomplete = False
         self.stack_count = 1  # > 1: drawn as a compact stack of identical blocks
         self.title = ""
+        self.title_override = ""  # a compact stack shows "first … last"
         self.subtitle = ""
         self.summary: list[str] = []
         self.category_colour = QColor("#607080")
@@ -126,7 +127,7 @@ class NodeItem(QGraphicsItem):
     def refresh(self, node: Node) -> None:
         """Rebuild ports and texts from the node (after add, params change, rename)."""
         self.prepareGeometryChange()
-        self.title = node.name or node.type
+        self.title = self.title_override or node.name or node.type
         self.placeholder = node.is_placeholder
         spec = None if node.is_placeholder else blocks.spec(node.type)
         self.subtitle = node.type if not self.title.startswith(node.type) else ""
@@ -137,7 +138,8 @@ class NodeItem(QGraphicsItem):
         ins = node.input_ports()
         outs = node.output_ports()
         title_w = metrics("title").horizontalAdvance(self.title) + 28 + \
-            (metrics("small").horizontalAdvance(self.subtitle) + 10 if self.subtitle else 0) + (22 if self.composite else 0)
+            (metrics("small").horizontalAdvance(self.subtitle) + 10 if self.subtitle else 0) + (22 if self.composite else 0) + \
+            (metrics("badge").horizontalAdvance(f"×{self.stack_count}") + 16 if self.stack_count > 1 else 0)
         sub_w = 0
         port_w = max((metrics("port").horizontalAdvance(p.name) for p in ins), default=0) + \
             max((metrics("port").horizontalAdvance(p.name) for p in outs), default=0) + 48

@@ -9,7 +9,8 @@ from engine.blocks import BlockSpec, Param, ParamType
 
 
 def first_paragraph(doc: str) -> str:
-    return doc.strip().split("\n\n")[0].replace("\n", " ") if doc else ""
+    """The docstring's first paragraph as plain text (reST ``literals`` lose their backticks)."""
+    return doc.strip().split("\n\n")[0].replace("\n", " ").replace("``", "") if doc else ""
 
 
 def param_range(p: Param) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFont, QUndoStack
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QHBoxLayout, QLabel,
-                               QLineEdit, QScrollArea, QSlider, QSpinBox, QVBoxLayout, QWidget)
+                               QLineEdit, QScrollArea, QSizePolicy, QSlider, QSpinBox, QVBoxLayout, QWidget)
 
 from editor import commands
 from editor.document import Document
@@ -28,6 +28,7 @@ from engine.errors import EngineError
 
 INT_LIMIT = 2_000_000_000
 SLIDER_STEPS = 1000
+MAX_WEIGHT_ROWS = 8
 
 
 class GSpinBox(QDoubleSpinBox):
@@ -77,6 +78,7 @@ class Inspector(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         outer.addWidget(scroll)
         body = QWidget()
         scroll.setWidget(body)
@@ -111,9 +113,12 @@ class Inspector(QWidget):
         self.formula.setFont(mono)
         self.formula.setFrameShape(QFrame.Shape.StyledPanel)
         self.formula.setContentsMargins(6, 4, 6, 4)
+        # Long formulas must wrap inside the dock, not widen it.
+        self.formula.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         sec.addWidget(self.formula)
         self.doc_label = QLabel()
         self.doc_label.setWordWrap(True)
+        self.doc_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         sec.addWidget(self.doc_label)
         self.params_title = QLabel("<b>Parameters</b>")
         sec.addWidget(self.params_title)
@@ -130,6 +135,7 @@ class Inspector(QWidget):
         self.shapes = QLabel()
         self.shapes.setWordWrap(True)
         self.shapes.setTextFormat(Qt.TextFormat.RichText)
+        self.shapes.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         sec.addWidget(self.shapes)
         self.layout_.addWidget(self.section)
         self.layout_.addStretch(1)
@@ -395,12 +401,24 @@ class Inspector(QWidget):
             rows.append(f"<tr><td>out&nbsp;</td><td><b>{p.name}</b></td><td>&nbsp;{shape_str(shape) if shape else '—'}</td></tr>")
         weights = g.weight_shapes(self.node_id, report)
         count = 0
+        groups: dict[str, list[int]] = {}
         for name, shape in weights.items():
             n = 1
             for s in shape:
                 n *= s
             count += n
-            rows.append(f"<tr><td>w&nbsp;</td><td><b>{name}</b></td><td>&nbsp;{shape_str(shape)}</td></tr>")
+            # A composite's weights are "inner/…/w": list them per inner node, not one by one.
+            head = name.split("/", 1)[0] if "/" in name else ""
+            groups.setdefault(head or name, []).append(n)
+            if not head:
+                rows.append(f"<tr><td>w&nbsp;</td><td><b>{name}</b></td><td>&nbsp;{shape_str(shape)}</td></tr>")
+        inner = [(k, v) for k, v in groups.items() if k not in weights]
+        for k, v in inner[:MAX_WEIGHT_ROWS]:
+            rows.append(f"<tr><td>w&nbsp;</td><td><b>{k}/…</b></td><td>&nbsp;{len(v)} tensors, {sum(v):,}</td></tr>")
+        if len(inner) > MAX_WEIGHT_ROWS:
+            rest = inner[MAX_WEIGHT_ROWS:]
+            rows.append(f"<tr><td></td><td colspan=2>… {len(rest)} more inner nodes, "
+                        f"{sum(sum(v) for _, v in rest):,} parameters</td></tr>")
         html = "<b>Shapes</b><table>" + "".join(rows) + "</table>"
         if weights:
             html += f"<p>{count:,} parameters</p>"

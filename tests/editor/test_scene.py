@@ -24,7 +24,7 @@ def canvas(qtbot):
     view.resize(1300, 700)
     qtbot.addWidget(view)
     view.show()
-    qtbot.waitExposed(view)
+    qtbot.waitUntil(view.isVisible)
     return doc, stack, scene, view
 
 

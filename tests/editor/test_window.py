@@ -53,7 +53,8 @@ def win(qtbot, tmp_path):
     qtbot.addWidget(w)
     w.resize(1300, 800)
     w.show()
-    qtbot.waitExposed(w)
+    w.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is w)  # shortcuts go to the active window
     yield w
     w.undo_stack.setClean()
     recovery_path().unlink(missing_ok=True)
@@ -210,6 +211,8 @@ def test_open_composite_read_only_with_breadcrumb_and_expand(win):
     _drop_block(win.view, "ReLU", {}, QPoint(200, 200))
     assert len(inner.nodes) == len(win.level.doc.graph.nodes) and win.undo_stack.count() == n
     head = next(i for i in win.scene.nodes.values() if i.stack_count == 6)
+    assert head.title.endswith("block6") and " … " in head.title
+    assert head.inputs["x"].connected
     win.scene.open_stack(head.node_id)
     assert all(i.isVisible() for i in win.scene.nodes.values())
     # a TransformerBlock opens one level deeper; the breadcrumb goes back
@@ -223,6 +226,11 @@ def test_open_composite_read_only_with_breadcrumb_and_expand(win):
     win.expand_selected()
     assert nid not in win.doc.graph.nodes and len(win.doc.graph.nodes) > 6
     assert win.undo_stack.count() == n + 1
+    # the canvas still follows the document after visiting the inner views (laid out, not piled up)
+    for node_id, item in win.scene.nodes.items():
+        assert item.pos() == QPointF(*win.doc.node(node_id).position)
+    xs = sorted(item.pos().x() for item in win.scene.nodes.values())
+    assert len(set(xs)) > 6
     win.undo_stack.undo()
     assert win.doc.dump() == before
 

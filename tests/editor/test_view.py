@@ -1,0 +1,132 @@
+"""Navigation: wheel and key zoom, fit, middle-button and space-drag panning, the minimap,
+and the pure auto-layout."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QPoint, QPointF, QSettings, Qt
+from PySide6.QtGui import QUndoStack, QWheelEvent
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
+
+from editor import commands
+from editor.document import Document
+from editor.layout import layered_positions
+from editor.scene import GraphScene
+from editor.view import GraphView
+from editor.window import MainWindow
+from tests.editor.helpers import two_layer
+
+pytestmark = pytest.mark.qt_log_ignore("propagateSizeHints")
+
+
+@pytest.fixture
+def canvas(qtbot):
+    doc, stack = Document(), QUndoStack()
+    scene = GraphScene(doc, stack)
+    view = GraphView()
+    view.setScene(scene)
+    view.resize(900, 600)
+    qtbot.addWidget(view)
+    view.show()
+    qtbot.waitUntil(view.isVisible)
+    ids = two_layer(doc, stack)
+    return doc, stack, scene, view, ids
+
+
+def _wheel(view: GraphView, at: QPoint, delta: int) -> None:
+    event = QWheelEvent(QPointF(at), QPointF(view.viewport().mapToGlobal(at)), QPoint(0, 0), QPoint(0, delta),
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(view.viewport(), event)
+
+
+def test_wheel_zooms_about_the_cursor(canvas):
+    doc, stack, scene, view, ids = canvas
+    view.reset_zoom()
+    at = QPoint(300, 200)
+    under = view.mapToScene(at)
+    _wheel(view, at, 240)
+    assert view.zoom() > 1.3
+    after = view.mapToScene(at)
+    assert abs(after.x() - under.x()) < 3 and abs(after.y() - under.y()) < 3
+    _wheel(view, at, -480)
+    assert view.zoom() < 1.0
+
+
+def test_fit_shows_every_node(canvas):
+    doc, stack, scene, view, ids = canvas
+    view.set_zoom(3.0)
+    view.fit()
+    visible = view.mapToScene(view.viewport().rect()).boundingRect()
+    for item in scene.nodes.values():
+        assert visible.contains(item.sceneBoundingRect())
+    assert view.zoom() <= 1.0
+
+
+def test_middle_button_and_space_drag_pan(canvas):
+    doc, stack, scene, view, ids = canvas
+    view.reset_zoom()
+    vp = view.viewport()
+    before = view.mapToScene(QPoint(0, 0))
+    QTest.mousePress(vp, Qt.MouseButton.MiddleButton, Qt.KeyboardModifier.NoModifier, QPoint(400, 300))
+    QTest.mouseMove(vp, QPoint(350, 280))
+    QTest.mouseMove(vp, QPoint(300, 260))
+    QTest.mouseRelease(vp, Qt.MouseButton.MiddleButton, Qt.KeyboardModifier.NoModifier, QPoint(300, 260))
+    after = view.mapToScene(QPoint(0, 0))
+    assert after.x() - before.x() == pytest.approx(100, abs=2) and after.y() - before.y() == pytest.approx(40, abs=2)
+    # space + left drag pans and does not rubber-band select or move nodes
+    dump = doc.dump()
+    view.setFocus()
+    QTest.keyPress(view, Qt.Key.Key_Space)
+    start = view.mapFromScene(scene.nodes[ids["act"]].sceneBoundingRect().center())
+    QTest.mousePress(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, start)
+    QTest.mouseMove(vp, start + QPoint(-60, 0))
+    QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, start + QPoint(-60, 0))
+    QTest.keyRelease(view, Qt.Key.Key_Space)
+    assert view.mapToScene(QPoint(0, 0)).x() - after.x() == pytest.approx(60, abs=2)
+    assert doc.dump() == dump and stack.canUndo()
+
+
+def test_zoom_keys_and_minimap(qtbot, tmp_path):
+    w = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(w)
+    w.resize(1000, 700)
+    w.show()
+    w.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is w)  # shortcuts go to the active window
+    two_layer(w.doc, w.undo_stack)
+    w.view.reset_zoom()
+    w.view.setFocus()
+    QTest.keyClick(w.view, Qt.Key.Key_Equal, Qt.KeyboardModifier.ControlModifier)
+    assert w.view.zoom() == pytest.approx(1.25)
+    QTest.keyClick(w.view, Qt.Key.Key_Minus, Qt.KeyboardModifier.ControlModifier)
+    assert w.view.zoom() == pytest.approx(1.0)
+    # zoomed in on a corner, the graph does not fit: the minimap appears; fit hides it
+    w.view.set_zoom(3.0)
+    w.minimap.rebuild()
+    assert w.minimap.isVisible()
+    QTest.keyClick(w.view, Qt.Key.Key_F)
+    w.minimap.rebuild()
+    assert not w.minimap.isVisible()
+    # clicking the minimap moves the view there
+    w.view.set_zoom(3.0)
+    w.minimap.rebuild()
+    centre_before = w.view.mapToScene(w.view.viewport().rect().center())
+    QTest.mouseClick(w.minimap, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(10, w.minimap.height() // 2))
+    centre_after = w.view.mapToScene(w.view.viewport().rect().center())
+    assert centre_after.x() < centre_before.x()
+    w.undo_stack.setClean()
+
+
+def test_layered_layout_is_left_to_right(qapp):
+    doc, stack = Document(), QUndoStack()
+    ids = two_layer(doc, stack)
+    pos = layered_positions(doc.graph, lambda nid: (100.0, 50.0), h_gap=20, v_gap=10)
+    assert pos[ids["x"]][0] < pos[ids["l1"]][0] < pos[ids["act"]][0] < pos[ids["l2"]][0] < pos[ids["loss"]][0]
+    # the target input sits in the column just before the loss that consumes it
+    assert pos[ids["target"]][0] == pos[ids["l2"]][0]
+    # no two nodes overlap
+    boxes = [(x, y, x + 100, y + 50) for x, y in pos.values()]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
