@@ -260,7 +260,7 @@ class ExpandCompositeCommand(QUndoCommand):
     ``Output`` markers give way to the outside consumers. Node-valued params (a tied embedding)
     are remapped to the new ids."""
 
-    def __init__(self, doc: Document, node_id: str, *, size_of: Any = None,
+    def __init__(self, doc: Document, node_id: str, *, size_of: Any = None, scale: float = 1.0,
                  parent: QUndoCommand | None = None) -> None:
         super().__init__(parent)
         g = doc.graph
@@ -268,6 +268,7 @@ class ExpandCompositeCommand(QUndoCommand):
         # With ``size_of`` the whole graph is laid out again after expanding (same undo step),
         # so the inner nodes do not pile up on their neighbours.
         self.size_of = size_of
+        self.scale = scale
         self.layout: dict[str, tuple[tuple[float, float], tuple[float, float]]] | None = None
         spec = blocks.spec(node.type) if node.block is not None else None
         if spec is None or not spec.composite:
@@ -339,7 +340,7 @@ class ExpandCompositeCommand(QUndoCommand):
                 from editor.layout import layered_positions
                 g = self.doc.graph
                 origin = min((n.position for n in g.nodes.values()), default=(0.0, 0.0))
-                positions = layered_positions(g, self.size_of, origin=origin)
+                positions = layered_positions(g, self.size_of, origin=origin, scale=self.scale)
                 self.layout = {nid: (g.nodes[nid].position, pos) for nid, pos in positions.items()}
             for nid, (_, new) in self.layout.items():
                 self.doc.move(nid, new)
@@ -370,7 +371,8 @@ def inner_graph(doc: Document, node_id: str):  # -> engine.graph.Graph
     return blocks.expand(node.type, node.params)
 
 
-def auto_layout_command(doc: Document, size_of: Any, nodes: list[str] | None = None) -> MoveNodesCommand | None:
+def auto_layout_command(doc: Document, size_of: Any, nodes: list[str] | None = None,
+                        scale: float = 1.0) -> MoveNodesCommand | None:
     """Auto-layout as one undoable move (None when nothing would move)."""
     from editor.layout import layered_positions
 
@@ -379,7 +381,7 @@ def auto_layout_command(doc: Document, size_of: Any, nodes: list[str] | None = N
         first = min((g.nodes[n].position for n in nodes), default=(0.0, 0.0))
     else:
         first = min((n.position for n in g.nodes.values()), default=(0.0, 0.0))
-    positions = layered_positions(g, size_of, origin=first, nodes=nodes)
+    positions = layered_positions(g, size_of, origin=first, nodes=nodes, scale=scale)
     moves = {nid: (g.nodes[nid].position, pos) for nid, pos in positions.items()
              if tuple(g.nodes[nid].position) != tuple(pos)}
     if not moves:

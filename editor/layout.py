@@ -19,13 +19,22 @@ def layered_positions(graph: Graph, size_of: Callable[[str], Size] | None = None
                       h_gap: float = 90.0, v_gap: float = 36.0,
                       origin: tuple[float, float] = (0.0, 0.0),
                       nodes: Iterable[str] | None = None,
-                      alias: Mapping[str, str] | None = None) -> dict[str, tuple[float, float]]:
+                      alias: Mapping[str, str] | None = None,
+                      scale: float = 1.0) -> dict[str, tuple[float, float]]:
     """Columns are topological generations (sources on the left); within a column nodes keep
     the order of the median of their parents' rows (one barycentre sweep) so wires cross less.
     Columns are centred vertically on each other. ``alias`` maps hidden nodes to the node that
-    stands for them (a compact stack's members to its head), so their wires still count."""
+    stands for them (a compact stack's members to its head), so their wires still count.
+    ``scale`` is the scene's spread (scene units per document unit): sizes and gaps are measured
+    on screen, positions returned in document units."""
     keep = set(graph.nodes) if nodes is None else set(nodes)
-    size_of = size_of or (lambda _nid: (180.0, 90.0))
+    measure = size_of or (lambda _nid: (180.0, 90.0))
+    h_gap, v_gap = h_gap / scale, v_gap / scale
+
+    def size_of(nid: str) -> Size:
+        w, h = measure(nid)
+        return (w / scale, h / scale)
+
     g = nx.DiGraph()
     g.add_nodes_from(n for n in graph.nodes if n in keep)
     alias = alias or {}
@@ -67,7 +76,31 @@ def layered_positions(graph: Graph, size_of: Callable[[str], Size] | None = None
         y = origin[1] + (tallest - height) / 2
         for nid in members:
             w, h = size_of(nid)
-            positions[nid] = (x + (width - w) / 2, y)
+            positions[nid] = (round(x + (width - w) / 2, 2), round(y, 2))
             y += h + v_gap
         x += width + h_gap
     return positions
+
+
+def spread_factor(boxes: list[tuple[float, float, float, float]], *, h_gap: float = 70.0, v_gap: float = 16.0,
+                  cap: float = 3.0) -> float:
+    """How much to spread document positions apart so that boxes ``(x, y, w, h)`` (positions in
+    document units, sizes on screen) do not overlap: the smallest S ≥ 1 (at most ``cap``) with,
+    for every pair, S·|dx| ≥ width + gap or S·|dy| ≥ height + gap. Files written for smaller
+    nodes then open readable, and their positions are kept as they are."""
+    order = sorted(boxes)
+    widest = max((b[2] for b in boxes), default=0.0) + h_gap
+    best = 1.0
+    for i, (x1, y1, w1, h1) in enumerate(order):
+        for x2, y2, w2, h2 in order[i + 1:]:
+            dx = x2 - x1
+            if dx > 0 and widest / dx <= best:
+                break  # sorted by x: no later box can ask for more than ``best``
+            dy = abs(y2 - y1)
+            top_h = h1 if y1 <= y2 else h2
+            need_x = (w1 + h_gap) / dx if dx > 0 else float("inf")
+            need_y = (top_h + v_gap) / dy if dy > 0 else float("inf")
+            need = min(need_x, need_y)
+            if need != float("inf"):
+                best = max(best, min(need, cap))
+    return best

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QGraphicsItem, QGraphicsScene, QGraphicsSceneMouse
 from editor import commands
 from editor.document import Document
 from editor.items import DragWire, LinkItem, NodeItem, PortItem, Toast
-from editor.layout import layered_positions
+from editor.layout import layered_positions, spread_factor
 from editor.theme import LIGHT, Theme
 from engine.blocks import Kind
 from engine.blocks._base import shape_str
@@ -52,6 +52,8 @@ class GraphScene(QGraphicsScene):
         self.undo_stack = undo_stack
         self.theme = theme
         self.compact_stacks = compact_stacks
+        # Scene units per document unit, fixed when a graph is loaded (see layout.spread_factor).
+        self.spread = 1.0
         self.setSceneRect(-SCENE_EXTENT, -SCENE_EXTENT, 2 * SCENE_EXTENT, 2 * SCENE_EXTENT)
         # The index is rebuilt as nodes move; for a few hundred items no index is faster.
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.NoIndex)
@@ -94,14 +96,28 @@ class GraphScene(QGraphicsScene):
         self._links_of.clear()
         g = self.doc.graph
         for nid in g.nodes:
-            self._add_node_item(nid)
+            self._add_node_item(nid, place=False)
+        self.spread = 1.0
+        if not self.read_only:
+            self.spread = spread_factor([(*g.nodes[nid].position, item.width, item.height + (item._badge_rect().height() if item.error else 0))
+                                         for nid, item in self.nodes.items()])
+        for nid, item in self.nodes.items():
+            item.setPos(self.to_scene(g.nodes[nid].position))
         for link in g.links:
             self._add_link_item(link)
         self._compute_stacks()
         self.refresh_shapes()
 
-    def _add_node_item(self, node_id: str) -> NodeItem:
+    def to_scene(self, position: tuple[float, float]) -> QPointF:
+        return QPointF(position[0] * self.spread, position[1] * self.spread)
+
+    def to_doc(self, point: QPointF) -> tuple[float, float]:
+        return (round(point.x() / self.spread, 2), round(point.y() / self.spread, 2))
+
+    def _add_node_item(self, node_id: str, place: bool = True) -> NodeItem:
         item = NodeItem(self.doc.node(node_id))
+        if place:
+            item.setPos(self.to_scene(self.doc.node(node_id).position))
         if self.read_only:
             item.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsMovable, self.doc.read_only)
         self.nodes[node_id] = item
@@ -166,9 +182,9 @@ class GraphScene(QGraphicsScene):
     def _on_node_moved(self, node_id: str) -> None:
         item = self.nodes.get(node_id)
         if item is not None:
-            x, y = self.doc.node(node_id).position
-            if item.pos() != QPointF(x, y):
-                item.setPos(x, y)
+            target = self.to_scene(self.doc.node(node_id).position)
+            if self.to_doc(item.pos()) != self.to_doc(target):
+                item.setPos(target)
 
     def node_item_moved(self, item: NodeItem) -> None:
         """Called by a NodeItem when it moves: its wires follow."""
@@ -291,7 +307,8 @@ class GraphScene(QGraphicsScene):
     def auto_layout_view(self) -> None:
         """Lay out a read-only view directly (layout of a view is not an edit)."""
         visible = [n for n in self.doc.graph.nodes if self._stack_of.get(n, n) == n]
-        positions = layered_positions(self.doc.graph, self.node_size, nodes=visible, alias=self._stack_of)
+        positions = layered_positions(self.doc.graph, self.node_size, nodes=visible, alias=self._stack_of,
+                                      scale=self.spread)
         for nid, pos in positions.items():
             self.doc.move(nid, pos)
         for head, chain in self.stacks.items():
@@ -408,11 +425,10 @@ class GraphScene(QGraphicsScene):
         moves = {}
         for nid, before in self._press_positions.items():
             item = self.nodes.get(nid)
-            if item is None:
+            if item is None or nid not in self.doc.graph.nodes:
                 continue
-            after = item.pos()
-            if after != before:
-                moves[nid] = ((before.x(), before.y()), (after.x(), after.y()))
+            if item.pos() != before:
+                moves[nid] = (self.doc.node(nid).position, self.to_doc(item.pos()))
         self._press_positions = {}
         if not moves:
             return

@@ -491,7 +491,7 @@ class MainWindow(QMainWindow):
             return None
         # Centre the new node's header on the drop point.
         probe = NodeItem(_probe_node(type_id, params, cmd.name))
-        cmd.position = (round(scene_pos.x() - probe.width / 2), round(scene_pos.y() - 14))
+        cmd.position = self.scene.to_doc(QPointF(round(scene_pos.x() - probe.width / 2), round(scene_pos.y() - 14)))
         self._push(cmd)
         self.scene.select_nodes([cmd.node_id])
         self.view.setFocus()
@@ -549,7 +549,8 @@ class MainWindow(QMainWindow):
         if at is not None:
             xs = [n["position"][0] for n in clip["nodes"]]
             ys = [n["position"][1] for n in clip["nodes"]]
-            offset = (at.x() - min(xs), at.y() - min(ys))
+            x, y = self.scene.to_doc(at)
+            offset = (x - min(xs), y - min(ys))
         return self._paste_clip(clip, offset, "Paste")
 
     def _paste_clip(self, clip: dict, offset: tuple[float, float], text: str) -> list[str]:
@@ -583,7 +584,7 @@ class MainWindow(QMainWindow):
         if self.scene.read_only:
             self.scene.auto_layout_view()
         else:
-            cmd = commands.auto_layout_command(self.doc, self.scene.node_size)
+            cmd = commands.auto_layout_command(self.doc, self.scene.node_size, scale=self.scene.spread)
             if cmd is not None:
                 self._push(cmd)
         self.view.fit()
@@ -603,7 +604,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Select one composite block to expand it.", 5000)
             return
         try:
-            cmd = commands.ExpandCompositeCommand(self.doc, nid, size_of=self.scene.node_size)
+            cmd = commands.ExpandCompositeCommand(self.doc, nid, size_of=self.scene.node_size, scale=self.scene.spread)
         except EngineError as exc:
             self.statusBar().showMessage(str(exc), 6000)
             return

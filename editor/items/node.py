@@ -119,8 +119,7 @@ class NodeItem(QGraphicsItem):
         self.width = MIN_WIDTH
         self.height = HEADER
         self._badge_text_rect = QRectF()
-        self.setPos(*node.position)
-        self.refresh(node)
+        self.refresh(node)  # the scene places it (it knows the spread)
 
     # --- model → picture -----------------------------------------------------------------------
 

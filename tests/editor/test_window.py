@@ -332,3 +332,39 @@ def test_auto_layout_is_one_undo_step(win):
     assert xs == sorted(xs) and len(set(xs)) == 5
     win.undo_stack.undo()
     assert win.doc.dump() == before
+
+
+def test_tightly_placed_files_open_without_overlaps_and_unchanged(win, tmp_path):
+    import presets
+
+    source = presets.path("rnn_vs_lstm")
+    assert win.load_path(source, is_preset=True)
+    rects = [item.sceneBoundingRect() for item in win.scene.nodes.values()]
+    bodies = [r.adjusted(8, 14, -8, 0) for r in rects]  # the body, without port dots and shadows
+    for i, a in enumerate(bodies):
+        for b in bodies[i + 1:]:
+            assert not a.intersects(b)
+    assert not win.modified
+    # positions in the document are the file's: saving writes the same graph back
+    out = tmp_path / "copy.json"
+    win.answers.save_path = str(out)
+    assert win.save()  # a lesson is saved under a new name
+    assert serialize.graph_to_dict(serialize.load(out).graph) == serialize.graph_to_dict(serialize.load(source).graph)
+
+
+def test_app_opens_the_default_lesson(qtbot, tmp_path):
+    import presets
+    from editor.app import build_window
+
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    w = build_window(None, settings=settings)
+    qtbot.addWidget(w)
+    expected = serialize.load(presets.path(presets.DEFAULT))
+    assert serialize.graph_to_dict(w.doc.graph) == serialize.graph_to_dict(expected.graph)
+    assert not w.modified and w.windowTitle().startswith(expected.name)
+    # a file that fails to load still gives a working editor on the default lesson
+    bad = tmp_path / "bad.json"
+    bad.write_text("not json", encoding="utf-8")
+    w2 = build_window(str(bad), settings=settings)
+    qtbot.addWidget(w2)
+    assert w2.doc.graph.nodes and not w2.modified
