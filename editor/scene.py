@@ -43,6 +43,9 @@ class GraphScene(QGraphicsScene):
 
     node_activated = Signal(str)  # double-click on a node
     canvas_activated = Signal(QPointF)  # double-click on empty canvas (scene position)
+    # A new wire released on empty canvas: (node id, port, is_output, scene position); the window
+    # offers the block search and connects what the user picks.
+    wire_dropped = Signal(str, str, bool, QPointF)
     message = Signal(str)  # something worth a status-bar line
 
     def __init__(self, doc: Document, undo_stack: QUndoStack | None, theme: Theme = LIGHT,
@@ -216,8 +219,18 @@ class GraphScene(QGraphicsScene):
     def refresh_shapes(self) -> None:
         """Re-read the shape report: wire labels, error badges, incomplete inputs."""
         report = self.doc.report()
+        g = self.doc.graph
         for nid, item in self.nodes.items():
             item.set_status(report.errors.get(nid, ""), nid in report.incomplete)
+            for name, port in item.outputs.items():
+                shape = report.shapes.get((nid, name))
+                port.setToolTip(f"output <b>{name}</b> ({port.kind.value})" + (f"<br>shape {shape_str(shape)}" if shape is not None else ""))
+            for name, port in item.inputs.items():
+                link = g.link_into(nid, name)
+                shape = report.shapes.get((link.src, link.src_port)) if link is not None else None
+                state = shape_str(shape) if shape is not None else ("not connected" if link is None else "unknown")
+                optional = ", optional" if port.optional else ""
+                port.setToolTip(f"input <b>{name}</b> ({port.kind.value}{optional})<br>{state}")
         for link, item in self.links.items():
             shape = report.shapes.get((link.src, link.src_port))
             kind = report.kinds.get((link.src, link.src_port), Kind.FLOAT)
@@ -525,10 +538,13 @@ class GraphScene(QGraphicsScene):
         target = w.hover
         picked = w.picked
         args = self._link_args(target) if target is not None else None
+        anchor = w.anchor
         self.cancel_wiring()
         if args is None:
             if picked is not None:
                 self.push(commands.RemoveItemsCommand(self.doc, [], [picked]))
+            elif self._node_at(pos) is None:
+                self.wire_dropped.emit(anchor.node_id, anchor.name, anchor.is_output, pos)
             return
         src, sp, dst, dp = args
         if picked is not None and (src, sp, dst, dp) == (picked.src, picked.src_port, picked.dst, picked.dst_port):

@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any
 
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPen, QWheelEvent
 from PySide6.QtWidgets import QGraphicsView, QWidget
 
@@ -25,6 +25,7 @@ class GraphView(QGraphicsView):
     files_dropped = Signal(list)  # local paths
     search_requested = Signal(QPointF)  # scene position (Tab, double-click on the canvas)
     zoom_changed = Signal(float)
+    context_requested = Signal(QPointF, QPoint)  # scene position, global position
     view_changed = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -177,6 +178,10 @@ class GraphView(QGraphicsView):
         if not self.viewport().rect().contains(pos):
             pos = self.viewport().rect().center()
         self.search_requested.emit(self.mapToScene(pos))
+
+    def contextMenuEvent(self, event: Any) -> None:
+        self.context_requested.emit(self.mapToScene(event.pos()), event.globalPos())
+        event.accept()
 
     # --- drops ----------------------------------------------------------------------------------
 

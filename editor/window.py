@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QPointF, QSettings, QStandardPaths, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QPoint, QPointF, QSettings, QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import (QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence, QUndoCommand,
                            QUndoStack)
-from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
-                               QMessageBox, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMenu,
+                               QMessageBox, QToolButton, QUndoView, QVBoxLayout, QWidget)
 
 from editor import commands, theme as themes
 from editor.document import Document
@@ -114,6 +114,7 @@ class MainWindow(QMainWindow):
         root_scene = GraphScene(self.doc, self.undo_stack, self.theme, parent=self)
         self.levels: list[Level] = [Level("Untitled", self.doc, root_scene)]
         self._paste_count = 0
+        self._pending_wire: tuple[str, str, bool] | None = None
 
         self.view = GraphView()
         self.view.setScene(root_scene)
@@ -137,6 +138,11 @@ class MainWindow(QMainWindow):
         self.inspector = Inspector()
         self.palette_dock = self._dock("Blocks", self.palette, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.inspector_dock = self._dock("Inspector", self.inspector, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.history = QUndoView(self.undo_stack)
+        self.history.setEmptyLabel("Opened")
+        self.history_dock = self._dock("History", self.history, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.inspector_dock, self.history_dock)
+        self.inspector_dock.raise_()
         self.status_shapes = QLabel()
         self.status_params = QLabel()
         self.status_zoom = QLabel()
@@ -259,6 +265,7 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         m.addAction(self.palette_dock.toggleViewAction())
         m.addAction(self.inspector_dock.toggleViewAction())
+        m.addAction(self.history_dock.toggleViewAction())
 
         m = mb.addMenu("&Node")
         self._action("&Insert Block…", self.view.request_search, None, m, "Search blocks (Tab on the canvas)")
@@ -275,11 +282,12 @@ class MainWindow(QMainWindow):
         self.undo_stack.cleanChanged.connect(self._on_stack_changed)
         self.undo_stack.indexChanged.connect(self._on_stack_changed)
         self.palette.activated.connect(lambda t, p: self.insert_block(t, p, None))
-        self.search.chosen.connect(lambda t, p, pos: self.insert_block(t, p, pos))
+        self.search.chosen.connect(self._on_search_chosen)
         self.view.block_dropped.connect(lambda t, p, pos: self.insert_block(t, p, pos))
         self.view.files_dropped.connect(self.open_dropped)
         self.view.search_requested.connect(self._show_search)
         self.view.zoom_changed.connect(lambda z: self.status_zoom.setText(f"{z * 100:.0f} %"))
+        self.view.context_requested.connect(self._show_context_menu)
         self.inspector.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
 
     # --- scenes and breadcrumbs ----------------------------------------------------------------------
@@ -298,6 +306,7 @@ class MainWindow(QMainWindow):
         scene.node_activated.connect(self.open_inside)
         scene.canvas_activated.connect(self._show_search)
         scene.message.connect(self._show_status)
+        scene.wire_dropped.connect(self._on_wire_dropped)
         doc = scene.doc
         doc.shapes_changed.connect(self._update_status)
         doc.shapes_changed.connect(self.minimap.schedule)
@@ -314,7 +323,8 @@ class MainWindow(QMainWindow):
 
     def _detach_scene(self, scene: GraphScene) -> None:
         for sig, slot in ((scene.selectionChanged, self._on_selection), (scene.node_activated, self.open_inside),
-                          (scene.canvas_activated, self._show_search), (scene.message, self._show_status)):
+                          (scene.canvas_activated, self._show_search), (scene.message, self._show_status),
+                          (scene.wire_dropped, self._on_wire_dropped)):
             try:
                 sig.disconnect(slot)
             except (RuntimeError, TypeError):
@@ -471,13 +481,41 @@ class MainWindow(QMainWindow):
         return None
 
     def _show_search(self, scene_pos: QPointF) -> None:
+        self._pending_wire = None  # only a wire dropped just now connects the chosen block
         if self.scene.read_only:
             self.statusBar().showMessage("This view is read-only; go back to the outer graph to add blocks.", 5000)
             return
         global_pos = self.view.viewport().mapToGlobal(self.view.mapFromScene(scene_pos))
         self.search.popup(global_pos, scene_pos)
 
-    def insert_block(self, type_id: str, params: dict, scene_pos: QPointF | None) -> str | None:
+    def _on_search_chosen(self, type_id: str, params: dict, scene_pos: QPointF) -> None:
+        pending, self._pending_wire = self._pending_wire, None
+        self.insert_block(type_id, params, scene_pos, connect=pending)
+
+    def _on_wire_dropped(self, node_id: str, port: str, is_output: bool, scene_pos: QPointF) -> None:
+        """A wire let go on empty canvas: pick a block, and it arrives connected (ComfyUI-style)."""
+        self._show_search(scene_pos)
+        self._pending_wire = (node_id, port, is_output)
+
+    def _connect_new(self, new_id: str, pending: tuple[str, str, bool]) -> bool:
+        """Connect a just-inserted node to the wire's fixed end: the first port that fits."""
+        anchor, port, from_output = pending
+        node = self.doc.node(new_id)
+        candidates = node.input_ports() if from_output else node.output_ports()
+        last_error = ""
+        for p in candidates:
+            args = (anchor, port, new_id, p.name) if from_output else (new_id, p.name, anchor, port)
+            try:
+                self._push(commands.ConnectCommand(self.doc, *args))
+                return True
+            except EngineError as exc:
+                last_error = str(exc)
+        if last_error:
+            self.statusBar().showMessage(f"Inserted, but not connected: {last_error}", 8000)
+        return False
+
+    def insert_block(self, type_id: str, params: dict, scene_pos: QPointF | None,
+                     connect: tuple[str, str, bool] | None = None) -> str | None:
         """Add a block centred at ``scene_pos`` (the view's centre when None); returns its id."""
         if self.scene.read_only:
             self.statusBar().showMessage("This view is read-only; go back to the outer graph to add blocks.", 5000)
@@ -491,8 +529,21 @@ class MainWindow(QMainWindow):
             return None
         # Centre the new node's header on the drop point.
         probe = NodeItem(_probe_node(type_id, params, cmd.name))
-        cmd.position = self.scene.to_doc(QPointF(round(scene_pos.x() - probe.width / 2), round(scene_pos.y() - 14)))
-        self._push(cmd)
+        if connect is not None and connect[2]:
+            # coming from an output: the new node's first input lands on the drop point
+            cmd.position = self.scene.to_doc(QPointF(round(scene_pos.x() + 8), round(scene_pos.y() - 40)))
+        elif connect is not None:
+            cmd.position = self.scene.to_doc(QPointF(round(scene_pos.x() - probe.width - 8), round(scene_pos.y() - 40)))
+        else:
+            cmd.position = self.scene.to_doc(QPointF(round(scene_pos.x() - probe.width / 2), round(scene_pos.y() - 14)))
+        if connect is not None:
+            # Insert and connect are one undo step.
+            self.undo_stack.beginMacro(f"Insert {cmd.name} and connect")
+            self._push(cmd)
+            self._connect_new(cmd.node_id, connect)
+            self.undo_stack.endMacro()
+        else:
+            self._push(cmd)
         self.scene.select_nodes([cmd.node_id])
         self.view.setFocus()
         return cmd.node_id
@@ -610,6 +661,42 @@ class MainWindow(QMainWindow):
             return
         self._push(cmd)
         self.view.fit()
+
+    # --- context menu ---------------------------------------------------------------------------------------
+
+    def context_menu(self, scene_pos: QPointF) -> QMenu:
+        """The right-click menu for what is under ``scene_pos`` (a node, or the canvas)."""
+        menu = QMenu(self)
+        node = self.scene._node_at(scene_pos)
+        editable = not self.scene.read_only
+        if node is not None:
+            if not node.isSelected():
+                self.scene.clearSelection()
+                node.setSelected(True)
+            doc_node = self.level.doc.node(node.node_id)
+            if node.stack_count > 1:
+                menu.addAction(f"Show All {node.stack_count} Blocks", lambda: self.scene.open_stack(node.node_id))
+            elif openable(doc_node):
+                menu.addAction("Open Inside", lambda: self.open_inside(node.node_id))
+            if editable and doc_node.block is not None and blocks.spec(doc_node.type).composite:
+                menu.addAction(self.act_expand)
+            menu.addSeparator()
+            for a in (self.act_rename, self.act_duplicate, self.act_copy, self.act_cut, self.act_delete):
+                menu.addAction(a)
+        else:
+            insert = menu.addAction("Insert Block…", lambda: self._show_search(scene_pos))
+            insert.setEnabled(editable)
+            for a in (self.act_paste, self.act_select_all):
+                menu.addAction(a)
+            menu.addSeparator()
+            menu.addAction(self.act_layout)
+            menu.addAction("Fit to View", self.view.fit)
+            if len(self.levels) > 1:
+                menu.addAction(self.act_back)
+        return menu
+
+    def _show_context_menu(self, scene_pos: QPointF, global_pos: QPoint) -> None:
+        self.context_menu(scene_pos).exec(global_pos)
 
     # --- theme ------------------------------------------------------------------------------------------------
 

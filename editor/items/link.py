@@ -54,9 +54,9 @@ class _WireBase(QGraphicsItem):
 
 
 class ShapeLabel(QGraphicsItem):
-    """The shape written on a wire. A separate top-level item above the nodes, so a short wire's
-    label is never hidden under the blocks it joins; it grows up to MAX_LABEL_SCALE when zoomed
-    out so shapes stay readable."""
+    """The shape written on a wire: a separate item above every wire (so crossing wires never
+    hide it) and below the nodes (so it never hides a node's text). It grows up to
+    MAX_LABEL_SCALE when zoomed out, but never wider than the gap its wire spans."""
 
     def __init__(self, link_item: "LinkItem") -> None:
         super().__init__()
@@ -64,7 +64,7 @@ class ShapeLabel(QGraphicsItem):
         self.text = ""
         self._rect = QRectF()
         self.room = 1e9  # horizontal length of the wire: a label does not grow past it
-        self.setZValue(3)
+        self.setZValue(0.5)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
 
     def set_text(self, text: str) -> None:

@@ -368,3 +368,42 @@ def test_app_opens_the_default_lesson(qtbot, tmp_path):
     w2 = build_window(str(bad), settings=settings)
     qtbot.addWidget(w2)
     assert w2.doc.graph.nodes and not w2.modified
+
+
+def test_wire_dropped_on_empty_canvas_offers_a_block_and_connects_it(win):
+    from tests.editor.test_scene import _drag, _port
+
+    ids = two_layer(win.doc, win.undo_stack)
+    win.view.fit()
+    start = _port(win.scene, ids["act"], "out", True)
+    n = win.undo_stack.count()
+    _drag(win.view, start, start + QPointF(60, 220))
+    assert win.search.isVisible()
+    QTest.keyClicks(win.search.edit, "tanh")
+    QTest.keyClick(win.search.edit, Qt.Key.Key_Return)
+    tanh = next(n for n in win.doc.graph.nodes.values() if n.type == "Tanh")
+    assert win.doc.graph.link_into(tanh.id, "a").src == ids["act"]
+    assert win.undo_stack.count() == n + 1  # insert and connect: one step
+    win.undo_stack.undo()
+    assert all(n.type != "Tanh" for n in win.doc.graph.nodes.values())
+    # a later Tab search does not connect anything
+    win.view.setFocus()
+    QTest.keyClick(win.view, Qt.Key.Key_Tab)
+    QTest.keyClicks(win.search.edit, "tanh")
+    QTest.keyClick(win.search.edit, Qt.Key.Key_Return)
+    tanh = next(n for n in win.doc.graph.nodes.values() if n.type == "Tanh")
+    assert win.doc.graph.link_into(tanh.id, "a") is None
+
+
+def test_context_menus_and_port_tooltips(win):
+    ids = two_layer(win.doc, win.undo_stack)
+    nid = win.insert_block("TransformerBlock", {"dim": 8, "heads": 2}, QPointF(0, 600))
+    centre = win.scene.nodes[nid].sceneBoundingRect().center()
+    texts = [a.text() for a in win.context_menu(centre).actions()]
+    assert "Open Inside" in texts and "&Expand Composite" in texts and "&Delete" in texts
+    assert win.scene.selected_node_ids() == [nid]
+    texts = [a.text() for a in win.context_menu(QPointF(-5000, -5000)).actions()]
+    assert "Insert Block…" in texts and "Auto-&Layout" in texts
+    tip = win.scene.nodes[ids["act"]].inputs["a"].toolTip()
+    assert "(4, 5)" in tip and "float" in tip
+    assert "(4, 2)" in win.scene.nodes[ids["l2"]].outputs["out"].toolTip()
