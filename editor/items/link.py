@@ -184,4 +184,5 @@ class DragWire(_WireBase):
         elif self.ok is False:
             colour = theme.error
         painter.setPen(self._pen(colour, 2.6, dashed=self.ok is None))
+        painter.setBrush(Qt.BrushStyle.NoBrush)  # the view does not save painter state between items
         painter.drawPath(self.path)

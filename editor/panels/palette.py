@@ -40,6 +40,23 @@ def _swatch(colour: str) -> QIcon:
     return QIcon(pm)
 
 
+def rank(query: str, label: str, *texts: str) -> int | None:
+    """How well a block matches the query (lower is better), or None: label prefix, then a word
+    of the label/type/category, then the query's letters in order in the label."""
+    q = query.strip().lower()
+    if not q:
+        return 0
+    lab = label.lower()
+    if lab.startswith(q):
+        return 0
+    if q in lab:
+        return 1
+    if matches(query, label, *texts):
+        hay = " ".join((label,) + texts).lower()
+        return 2 if all(word in hay for word in q.split()) else 3
+    return None
+
+
 def matches(query: str, *texts: str) -> bool:
     """Case-insensitive: every word of the query is in one of the texts, or the query's letters
     appear in order in the label (so "lnorm" finds LayerNorm)."""

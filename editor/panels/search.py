@@ -7,7 +7,7 @@ from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QFrame, QLineEdit, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 
 from editor.panels.blockinfo import spec_tooltip
-from editor.panels.palette import PARAMS_ROLE, TYPE_ROLE, matches
+from editor.panels.palette import PARAMS_ROLE, TYPE_ROLE, rank
 from engine import blocks
 
 
@@ -30,13 +30,7 @@ class BlockSearch(QFrame):
         layout.addWidget(self.list)
         self.resize(280, 320)
         self.scene_pos = QPointF()
-        for entry in blocks.palette():
-            item = QListWidgetItem(f"{entry.label}")
-            item.setData(TYPE_ROLE, entry.type_id)
-            item.setData(PARAMS_ROLE, dict(entry.params))
-            item.setData(Qt.ItemDataRole.UserRole + 2, entry.category.value)
-            item.setToolTip(spec_tooltip(entry.spec, entry.label))
-            self.list.addItem(item)
+        self.entries = blocks.palette()
         self.edit.textChanged.connect(self.filter)
         self.edit.returnPressed.connect(self.accept_current)
         self.list.itemActivated.connect(lambda _item: self.accept_current())
@@ -51,14 +45,22 @@ class BlockSearch(QFrame):
         self.edit.setFocus()
 
     def filter(self, text: str) -> None:
-        first = None
-        for i in range(self.list.count()):
-            item = self.list.item(i)
-            ok = matches(text, item.text(), item.data(TYPE_ROLE), item.data(Qt.ItemDataRole.UserRole + 2))
-            item.setHidden(not ok)
-            if ok and first is None:
-                first = item
-        self.list.setCurrentItem(first)
+        """Show the matching blocks, best first (a label starting with the text leads)."""
+        ranked = []
+        for i, entry in enumerate(self.entries):
+            r = rank(text, entry.label, entry.type_id, entry.category.value)
+            if r is not None:
+                ranked.append((r, i, entry))
+        ranked.sort(key=lambda t: (t[0], t[1]))
+        self.list.clear()
+        for _, _, entry in ranked:
+            item = QListWidgetItem(entry.label)
+            item.setData(TYPE_ROLE, entry.type_id)
+            item.setData(PARAMS_ROLE, dict(entry.params))
+            item.setToolTip(spec_tooltip(entry.spec, entry.label))
+            self.list.addItem(item)
+        if self.list.count():
+            self.list.setCurrentRow(0)
 
     def accept_current(self) -> None:
         item = self.list.currentItem()

@@ -407,3 +407,13 @@ def test_context_menus_and_port_tooltips(win):
     tip = win.scene.nodes[ids["act"]].inputs["a"].toolTip()
     assert "(4, 5)" in tip and "float" in tip
     assert "(4, 2)" in win.scene.nodes[ids["l2"]].outputs["out"].toolTip()
+
+
+def test_search_ranks_label_prefixes_first(win):
+    win._show_search(QPointF(0, 0))
+    QTest.keyClicks(win.search.edit, "li")
+    assert win.search.list.currentItem().text() == "Linear"
+    QTest.keyClick(win.search.edit, Qt.Key.Key_Down)
+    second = win.search.list.currentItem().text()
+    assert second != "Linear"
+    win.search.hide()
