@@ -417,3 +417,18 @@ def test_search_ranks_label_prefixes_first(win):
     second = win.search.list.currentItem().text()
     assert second != "Linear"
     win.search.hide()
+
+
+def test_click_a_wire_and_delete_it(win):
+    ids = two_layer(win.doc, win.undo_stack)
+    win.view.fit()
+    link = win.doc.graph.link_into(ids["loss"], "target")
+    item = win.scene.links[link]
+    at = win.view.mapFromScene(item.path.pointAtPercent(0.3))
+    QTest.mouseClick(win.view.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, at)
+    assert win.scene.selected_links() == [link]
+    win.view.setFocus()
+    QTest.keyClick(win.view, Qt.Key.Key_Delete)
+    assert link not in win.doc.graph.links and len(win.doc.graph.nodes) == 6
+    win.undo_stack.undo()
+    assert link in win.doc.graph.links
