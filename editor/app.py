@@ -10,7 +10,6 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication
 
-from editor import theme as themes
 from editor.window import MainWindow
 
 ORGANIZATION = "BackpropStudio"

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 import networkx as nx
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QTransform, QUndoCommand, QUndoStack
+from PySide6.QtGui import QUndoCommand, QUndoStack
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsScene, QGraphicsSceneMouseEvent
 
 from editor import commands
@@ -575,8 +575,8 @@ class GraphScene(QGraphicsScene):
                 if p.compatible is not None:
                     p.compatible = None
                     p.update()
-        if self.toast.isVisible() and self.toast._timer.isActive() is False:
-            self.toast.hide()
+        if self.toast.isVisible() and not self.toast.timed:
+            self.toast.hide()  # the hover message of this drag; a refusal message stays its time
 
     def keyPressEvent(self, event: Any) -> None:
         if event.key() == Qt.Key.Key_Escape and self._wiring is not None:

@@ -41,6 +41,11 @@ class Toast(QGraphicsItem):
         else:
             self._timer.stop()
 
+    @property
+    def timed(self) -> bool:
+        """True while a message with a time limit is showing (not a hover hint)."""
+        return self._timer.isActive()
+
     def boundingRect(self) -> QRectF:
         return self._rect.adjusted(-2, -2, 2, 2)
 

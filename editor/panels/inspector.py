@@ -12,14 +12,14 @@ import json
 import uuid
 from typing import Any, Callable
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont, QUndoStack
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QHBoxLayout, QLabel,
                                QLineEdit, QScrollArea, QSizePolicy, QSlider, QSpinBox, QVBoxLayout, QWidget)
 
 from editor import commands
 from editor.document import Document
-from editor.panels.blockinfo import first_paragraph, format_value, param_range
+from editor.panels.blockinfo import first_paragraph, param_range
 from editor.theme import CATEGORY_COLOURS
 from engine import blocks
 from engine.blocks import Param, ParamType
@@ -89,7 +89,6 @@ class Inspector(QWidget):
                             "Drag blocks from the palette, or press Tab on the canvas.")
         self.empty.setWordWrap(True)
         self.empty.setAlignment(Qt.AlignmentFlag.AlignTop)
-        self.empty.setStyleSheet("color: palette(mid);" if False else "")
         self.layout_.addWidget(self.empty)
         # node section
         self.section = QWidget()

@@ -7,7 +7,7 @@ import json
 from typing import Any, Mapping
 
 from PySide6.QtCore import QMimeData, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QDrag, QFont, QIcon, QPainter, QPixmap
+from PySide6.QtGui import QColor, QDrag, QFont, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QLineEdit, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
                                QWidget)
 
@@ -126,8 +126,6 @@ class Palette(QWidget):
         bold = QFont()
         bold.setBold(True)
         for entry in blocks.palette():
-            if entry.type_id == "Output" and False:
-                continue
             cat = entry.category.value
             group = self.categories.get(cat)
             if group is None:

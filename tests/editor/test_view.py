@@ -9,7 +9,6 @@ from PySide6.QtGui import QUndoStack, QWheelEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
-from editor import commands
 from editor.document import Document
 from editor.layout import layered_positions
 from editor.scene import GraphScene
