@@ -68,7 +68,7 @@ class GraphScene(QGraphicsScene):
         self._opened_stacks: set[str] = set()
         self._wiring: _Wiring | None = None
         self._press_positions: dict[str, QPointF] = {}
-        self.toast = Toast()
+        self.toast = Toast(self)
         self.addItem(self.toast)
         doc.node_added.connect(self._on_node_added)
         doc.node_removed.connect(self._on_node_removed)

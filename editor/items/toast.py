@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPointF, QRectF, Qt, QTimer
+from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QTimer
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 
@@ -14,14 +14,15 @@ MAX_WIDTH = 380.0
 class Toast(QGraphicsItem):
     """Drawn at a constant screen size (ignores zoom); hides itself after a few seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: QObject | None = None) -> None:
         super().__init__()
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
         self.setZValue(100)
         self.text = ""
         self.error = True
         self._rect = QRectF()
-        self._timer = QTimer()
+        # Owned by the scene: a pending timeout dies with it instead of firing on a deleted item.
+        self._timer = QTimer(owner)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self.hide)
         self.hide()
