@@ -24,6 +24,7 @@ from engine.graph import Link
 
 SCENE_EXTENT = 100_000.0
 MIN_STACK = 3  # identical blocks in a chain drawn as one compact stack from this many on
+NUDGE, NUDGE_BIG = 8.0, 40.0  # arrow keys move the selection this far (scene units), Shift: further
 
 
 class _Wiring:
@@ -583,4 +584,18 @@ class GraphScene(QGraphicsScene):
             self.cancel_wiring()
             event.accept()
             return
+        step = NUDGE_BIG if event.modifiers() & Qt.KeyboardModifier.ShiftModifier else NUDGE
+        arrows = {Qt.Key.Key_Left: (-step, 0), Qt.Key.Key_Right: (step, 0),
+                  Qt.Key.Key_Up: (0, -step), Qt.Key.Key_Down: (0, step)}
+        if event.key() in arrows and not self.read_only and self.focusItem() is None:
+            ids = self.selected_node_ids()
+            if ids:
+                dx, dy = arrows[event.key()]
+                moves = {}
+                for nid in ids:
+                    x, y = self.doc.node(nid).position
+                    moves[nid] = ((x, y), (round(x + dx / self.spread, 2), round(y + dy / self.spread, 2)))
+                self.push(commands.MoveNodesCommand(self.doc, moves, "Nudge"))
+                event.accept()
+                return
         super().keyPressEvent(event)

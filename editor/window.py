@@ -146,6 +146,7 @@ class MainWindow(QMainWindow):
         self.status_shapes = QLabel()
         self.status_params = QLabel()
         self.status_zoom = QLabel()
+        self.status_zoom.setText("100 %")
         for w in (self.status_shapes, self.status_params, self.status_zoom):
             w.setContentsMargins(8, 0, 8, 0)
             self.statusBar().addPermanentWidget(w)

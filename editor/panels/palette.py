@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from PySide6.QtCore import QMimeData, Qt, Signal
+from PySide6.QtCore import QMimeData, QPoint, Qt, Signal
 from PySide6.QtGui import QColor, QDrag, QFont, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QLineEdit, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
                                QWidget)
@@ -71,6 +71,29 @@ def matches(query: str, *texts: str) -> bool:
     return all(ch in it for ch in q.replace(" ", ""))
 
 
+def _drag_pixmap(label: str, category: str, ratio: float) -> QPixmap:
+    """A small node header under the cursor while dragging a block from the palette."""
+    colour = next((c for cat, c in CATEGORY_COLOURS.items() if cat.value == category), "#607080")
+    w, h = 140, 26
+    pm = QPixmap(int(w * ratio), int(h * ratio))
+    pm.setDevicePixelRatio(ratio)
+    pm.fill(Qt.GlobalColor.transparent)
+    p = QPainter(pm)
+    p.setRenderHint(QPainter.RenderHint.Antialiasing)
+    p.setPen(Qt.PenStyle.NoPen)
+    fill = QColor(colour)
+    fill.setAlpha(225)
+    p.setBrush(fill)
+    p.drawRoundedRect(0, 0, w, h, 7, 7)
+    p.setPen(QColor("#ffffff"))
+    font = p.font()
+    font.setBold(True)
+    p.setFont(font)
+    p.drawText(10, 0, w - 16, h, int(Qt.AlignmentFlag.AlignVCenter), label)
+    p.end()
+    return pm
+
+
 class _Tree(QTreeWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -95,6 +118,8 @@ class _Tree(QTreeWidget):
             return
         drag = QDrag(self)
         drag.setMimeData(self.mimeData([item]))
+        drag.setPixmap(_drag_pixmap(item.text(0), item.parent().text(0) if item.parent() else "", self.devicePixelRatioF()))
+        drag.setHotSpot(QPoint(60, 12))
         drag.exec(Qt.DropAction.CopyAction)
 
 

@@ -169,3 +169,19 @@ def test_error_badge_and_incomplete(canvas):
     assert scene.nodes[ids["loss"]].error == ""
     stack.push(commands.RemoveItemsCommand(doc, [], [doc.graph.link_into(ids["act"], "a")]))
     assert scene.nodes[ids["act"]].incomplete
+
+
+def test_arrow_keys_nudge_the_selection_one_step_each(canvas):
+    doc, stack, scene, view = canvas
+    ids = two_layer(doc, stack)
+    scene.select_nodes([ids["act"], ids["l2"]])
+    view.setFocus()
+    n = stack.count()
+    QTest.keyClick(view, Qt.Key.Key_Right)
+    QTest.keyClick(view, Qt.Key.Key_Down, Qt.KeyboardModifier.ShiftModifier)
+    assert doc.node(ids["act"]).position == (508.0, 40.0) and doc.node(ids["l2"]).position == (758.0, 40.0)
+    assert scene.nodes[ids["act"]].pos() == QPointF(508, 40)
+    assert stack.count() == n + 2
+    stack.undo()
+    stack.undo()
+    assert doc.node(ids["act"]).position == (500.0, 0.0)
