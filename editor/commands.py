@@ -260,7 +260,7 @@ class ExpandCompositeCommand(QUndoCommand):
     ``Output`` markers give way to the outside consumers. Node-valued params (a tied embedding)
     are remapped to the new ids."""
 
-    def __init__(self, doc: Document, node_id: str, *, size_of: Any = None, scale: float = 1.0,
+    def __init__(self, doc: Document, node_id: str, *, size_of: Any = None, scale: Any = 1.0,
                  parent: QUndoCommand | None = None) -> None:
         super().__init__(parent)
         g = doc.graph
@@ -372,7 +372,7 @@ def inner_graph(doc: Document, node_id: str):  # -> engine.graph.Graph
 
 
 def auto_layout_command(doc: Document, size_of: Any, nodes: list[str] | None = None,
-                        scale: float = 1.0) -> MoveNodesCommand | None:
+                        scale: Any = 1.0) -> MoveNodesCommand | None:
     """Auto-layout as one undoable move (None when nothing would move)."""
     from editor.layout import layered_positions
 

@@ -20,20 +20,21 @@ def layered_positions(graph: Graph, size_of: Callable[[str], Size] | None = None
                       origin: tuple[float, float] = (0.0, 0.0),
                       nodes: Iterable[str] | None = None,
                       alias: Mapping[str, str] | None = None,
-                      scale: float = 1.0) -> dict[str, tuple[float, float]]:
+                      scale: float | tuple[float, float] = 1.0) -> dict[str, tuple[float, float]]:
     """Columns are topological generations (sources on the left); within a column nodes keep
     the order of the median of their parents' rows (one barycentre sweep) so wires cross less.
     Columns are centred vertically on each other. ``alias`` maps hidden nodes to the node that
     stands for them (a compact stack's members to its head), so their wires still count.
-    ``scale`` is the scene's spread (scene units per document unit): sizes and gaps are measured
-    on screen, positions returned in document units."""
+    ``scale`` is the scene's spread (scene units per document unit, one factor or one per axis):
+    sizes and gaps are measured on screen, positions returned in document units."""
     keep = set(graph.nodes) if nodes is None else set(nodes)
     measure = size_of or (lambda _nid: (180.0, 90.0))
-    h_gap, v_gap = h_gap / scale, v_gap / scale
+    sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
+    h_gap, v_gap = h_gap / sx, v_gap / sy
 
     def size_of(nid: str) -> Size:
         w, h = measure(nid)
-        return (w / scale, h / scale)
+        return (w / sx, h / sy)
 
     g = nx.DiGraph()
     g.add_nodes_from(n for n in graph.nodes if n in keep)
@@ -83,24 +84,32 @@ def layered_positions(graph: Graph, size_of: Callable[[str], Size] | None = None
 
 
 def spread_factor(boxes: list[tuple[float, float, float, float]], *, h_gap: float = 70.0, v_gap: float = 16.0,
-                  cap: float = 3.0) -> float:
-    """How much to spread document positions apart so that boxes ``(x, y, w, h)`` (positions in
-    document units, sizes on screen) do not overlap: the smallest S ≥ 1 (at most ``cap``) with,
-    for every pair, S·|dx| ≥ width + gap or S·|dy| ≥ height + gap. Files written for smaller
-    nodes then open readable, and their positions are kept as they are."""
+                  cap: float = 3.0) -> tuple[float, float]:
+    """How much to spread document positions apart, per axis, so that boxes ``(x, y, w, h)``
+    (positions in document units, sizes on screen) do not overlap. Files written for smaller
+    nodes then open readable, and their positions are kept as they are.
+
+    First Sx: boxes sharing a horizontal band are pulled apart along x (leaving ``h_gap`` for the
+    wire's shape label); then Sy: boxes that still share a vertical band are pulled apart along y.
+    Each factor is at least 1 and at most ``cap``."""
     order = sorted(boxes)
     widest = max((b[2] for b in boxes), default=0.0) + h_gap
-    best = 1.0
+    sx = 1.0
     for i, (x1, y1, w1, h1) in enumerate(order):
         for x2, y2, w2, h2 in order[i + 1:]:
             dx = x2 - x1
-            if dx > 0 and widest / dx <= best:
-                break  # sorted by x: no later box can ask for more than ``best``
+            if dx > 0 and widest / dx <= sx:
+                break  # sorted by x: no later box can ask for more
+            top_h = h1 if y1 <= y2 else h2
+            if dx > 0 and abs(y2 - y1) < top_h + v_gap:
+                sx = max(sx, min(cap, (w1 + h_gap) / dx))
+    sy = 1.0
+    for i, (x1, y1, w1, h1) in enumerate(order):
+        for x2, y2, w2, h2 in order[i + 1:]:
+            if (x2 - x1) * sx >= w1 + h_gap:
+                break  # this and every later box are clear along x
             dy = abs(y2 - y1)
             top_h = h1 if y1 <= y2 else h2
-            need_x = (w1 + h_gap) / dx if dx > 0 else float("inf")
-            need_y = (top_h + v_gap) / dy if dy > 0 else float("inf")
-            need = min(need_x, need_y)
-            if need != float("inf"):
-                best = max(best, min(need, cap))
-    return best
+            if dy > 0:
+                sy = max(sy, min(cap, (top_h + v_gap) / dy))
+    return sx, sy

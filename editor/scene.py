@@ -57,7 +57,7 @@ class GraphScene(QGraphicsScene):
         self.theme = theme
         self.compact_stacks = compact_stacks
         # Scene units per document unit, fixed when a graph is loaded (see layout.spread_factor).
-        self.spread = 1.0
+        self.spread: tuple[float, float] = (1.0, 1.0)
         self.setSceneRect(-SCENE_EXTENT, -SCENE_EXTENT, 2 * SCENE_EXTENT, 2 * SCENE_EXTENT)
         # The index is rebuilt as nodes move; for a few hundred items no index is faster.
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.NoIndex)
@@ -101,7 +101,7 @@ class GraphScene(QGraphicsScene):
         g = self.doc.graph
         for nid in g.nodes:
             self._add_node_item(nid, place=False)
-        self.spread = 1.0
+        self.spread = (1.0, 1.0)
         if not self.read_only:
             self.spread = spread_factor([(*g.nodes[nid].position, item.width, item.height + (item._badge_rect().height() if item.error else 0))
                                          for nid, item in self.nodes.items()])
@@ -113,10 +113,10 @@ class GraphScene(QGraphicsScene):
         self.refresh_shapes()
 
     def to_scene(self, position: tuple[float, float]) -> QPointF:
-        return QPointF(position[0] * self.spread, position[1] * self.spread)
+        return QPointF(position[0] * self.spread[0], position[1] * self.spread[1])
 
     def to_doc(self, point: QPointF) -> tuple[float, float]:
-        return (round(point.x() / self.spread, 2), round(point.y() / self.spread, 2))
+        return (round(point.x() / self.spread[0], 2), round(point.y() / self.spread[1], 2))
 
     def _add_node_item(self, node_id: str, place: bool = True) -> NodeItem:
         item = NodeItem(self.doc.node(node_id))
@@ -594,7 +594,7 @@ class GraphScene(QGraphicsScene):
                 moves = {}
                 for nid in ids:
                     x, y = self.doc.node(nid).position
-                    moves[nid] = ((x, y), (round(x + dx / self.spread, 2), round(y + dy / self.spread, 2)))
+                    moves[nid] = ((x, y), (round(x + dx / self.spread[0], 2), round(y + dy / self.spread[1], 2)))
                 self.push(commands.MoveNodesCommand(self.doc, moves, "Nudge"))
                 event.accept()
                 return

@@ -129,3 +129,15 @@ def test_layered_layout_is_left_to_right(qapp):
     for i, a in enumerate(boxes):
         for b in boxes[i + 1:]:
             assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+
+
+def test_spread_pulls_apart_only_the_axis_that_needs_it():
+    from editor.layout import spread_factor
+
+    row = [(0.0, 0.0, 150.0, 60.0), (100.0, 0.0, 150.0, 60.0), (200.0, 10.0, 150.0, 60.0)]
+    sx, sy = spread_factor(row, h_gap=50.0, v_gap=10.0)
+    assert sx == pytest.approx(2.0) and sy == 1.0
+    column = [(0.0, 0.0, 150.0, 60.0), (0.0, 35.0, 150.0, 60.0)]
+    assert spread_factor(column, h_gap=50.0, v_gap=10.0) == (1.0, pytest.approx(2.0))
+    roomy = [(0.0, 0.0, 150.0, 60.0), (400.0, 0.0, 150.0, 60.0), (0.0, 200.0, 150.0, 60.0)]
+    assert spread_factor(roomy) == (1.0, 1.0)
