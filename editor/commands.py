@@ -201,26 +201,37 @@ def _clip_links(clip: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 class PasteCommand(QUndoCommand):
-    """Insert clipboard nodes (fresh ids, unique names, offset) with their internal links."""
+    """Insert clipboard nodes (fresh ids, unique names, offset) with their internal links.
+
+    The clipboard may hold anything (it is text), so it is validated as a graph first by the
+    file loader's own checks (types, params, ports, kinds, cycles): a bad clip raises the
+    loader's FileFormatError and nothing is pushed. References between pasted nodes (a tied
+    embedding's ``tie_to``) follow them to their new ids."""
 
     def __init__(self, doc: Document, clip: Mapping[str, Any], offset: tuple[float, float] = (30.0, 30.0),
                  text: str = "Paste", *, parent: QUndoCommand | None = None) -> None:
         super().__init__(parent)
+        from engine.serialize import graph_from_dict
+
         self.doc = doc
-        remap: dict[str, str] = {}
+        links = _clip_links(clip)
+        checked = graph_from_dict({"nodes": list(clip.get("nodes", [])),
+                                   "links": [{"from": [a, ap], "to": [b, bp]} for a, ap, b, bp in links]})
+        remap = {nid: str(uuid.uuid4()) for nid in checked.nodes}
         taken = {n.name for n in doc.graph.nodes.values()}
         self.nodes: list[dict[str, Any]] = []
-        for n in clip.get("nodes", []):
-            blocks.create(n["type"], **dict(n.get("params", {})))  # unknown type / bad params: refuse
-            new_id = str(uuid.uuid4())
-            remap[n["id"]] = new_id
-            name = _fresh_name(str(n.get("name") or n["type"]), taken)
+        for n in checked.nodes.values():
+            name = _fresh_name(n.name or n.type, taken)
             taken.add(name)
-            x, y = n.get("position", (0.0, 0.0))
-            self.nodes.append({"id": new_id, "type": n["type"], "params": dict(n.get("params", {})),
+            params = dict(n.params)
+            if n.block is not None:
+                for p in n.block.params:
+                    if p.type is blocks.ParamType.NODE and params.get(p.name) in remap:
+                        params[p.name] = remap[params[p.name]]
+            x, y = n.position
+            self.nodes.append({"id": remap[n.id], "type": n.type, "params": params,
                                "name": name, "position": (float(x) + offset[0], float(y) + offset[1])})
-        self.links = [Link(remap[a], ap, remap[b], bp) for a, ap, b, bp in _clip_links(clip)
-                      if a in remap and b in remap]
+        self.links = [Link(remap[l.src], l.src_port, remap[l.dst], l.dst_port) for l in checked.links]
         self.node_ids = [n["id"] for n in self.nodes]
         self.setText(f"{text} {len(self.nodes)} node{'s' if len(self.nodes) != 1 else ''}")
 

@@ -175,3 +175,27 @@ def test_copy_paste_keeps_internal_links(doc_stack):
     assert len(links) == 1 and {links[0].src, links[0].dst} == set(new)
     names = {doc.node(n).name for n in new}
     assert names == {"l1 2", "act 2"}
+
+
+def test_paste_validates_the_clip_and_remaps_ties(doc_stack):
+    from engine.errors import FileFormatError
+
+    doc, stack = doc_stack
+    stack.push(commands.AddNodeCommand(doc, "EmbedToken", {"vocab": 10, "dim": 4}, name="emb"))
+    emb = doc.graph.find("emb").id
+    stack.push(commands.AddNodeCommand(doc, "GenerateToken", {"vocab": 10, "tie_to": emb}, name="gen"))
+    gen = doc.graph.find("gen").id
+    stack.push(commands.PasteCommand(doc, commands.clip_selection(doc, [emb, gen])))
+    new_gen = next(n for n in doc.graph.nodes.values() if n.type == "GenerateToken" and n.id != gen)
+    new_emb = next(n for n in doc.graph.nodes.values() if n.type == "EmbedToken" and n.id != emb)
+    assert new_gen.params["tie_to"] == new_emb.id
+    # a clip with a cycle (or any other problem) is refused with the loader's message
+    clip = commands.clip_selection(doc, [emb])
+    a = clip["nodes"][0]["id"]
+    bad = {"nodes": [{"id": "n1", "type": "ReLU", "name": "r1", "params": {}, "position": [0, 0]},
+                     {"id": "n2", "type": "ReLU", "name": "r2", "params": {}, "position": [0, 0]}],
+           "links": [{"from": ["n1", "out"], "to": ["n2", "a"]}, {"from": ["n2", "out"], "to": ["n1", "a"]}]}
+    n = stack.count()
+    with pytest.raises(FileFormatError, match="cycle"):
+        commands.PasteCommand(doc, bad)
+    assert stack.count() == n and a
