@@ -386,6 +386,12 @@ class GraphScene(QGraphicsScene):
                 return item
         return None
 
+    def link_at(self, pos: QPointF) -> Link | None:
+        for item in self.items(pos):
+            if isinstance(item, LinkItem) and item.isVisible():
+                return item.link
+        return None
+
     def _node_at(self, pos: QPointF) -> NodeItem | None:
         for item in self.items(pos):
             if isinstance(item, NodeItem) and item.isVisible():

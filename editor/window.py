@@ -670,7 +670,13 @@ class MainWindow(QMainWindow):
         menu = QMenu(self)
         node = self.scene._node_at(scene_pos)
         editable = not self.scene.read_only
-        if node is not None:
+        link = self.scene.link_at(scene_pos) if node is None else None
+        if link is not None:
+            self.scene.clearSelection()
+            self.scene.links[link].setSelected(True)
+            remove = menu.addAction("Delete Link", self.delete_selection)
+            remove.setEnabled(editable)
+        elif node is not None:
             if not node.isSelected():
                 self.scene.clearSelection()
                 node.setSelected(True)

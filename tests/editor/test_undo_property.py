@@ -8,7 +8,7 @@ from PySide6.QtGui import QUndoStack
 
 from editor import commands
 from editor.document import Document
-from engine import blocks
+from engine import blocks, serialize
 from engine.errors import EngineError
 from tests.editor.helpers import two_layer
 
@@ -77,6 +77,7 @@ def test_undo_all_restores_the_saved_document(qapp, data):
     two_layer(doc, stack)
     stack.setClean()
     saved = doc.dump()
+    saved_file = serialize.graph_to_dict(doc.graph)
     n_edits = data.draw(st.integers(1, 25))
     for _ in range(n_edits):
         _apply(doc, stack, data)
@@ -86,6 +87,7 @@ def test_undo_all_restores_the_saved_document(qapp, data):
         stack.undo()
     assert stack.isClean()
     assert doc.dump() == saved
+    assert serialize.graph_to_dict(doc.graph) == saved_file
     # and redo gets back to exactly where the edits left it
     while stack.canRedo():
         stack.redo()

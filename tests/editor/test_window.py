@@ -401,6 +401,9 @@ def test_context_menus_and_port_tooltips(win):
     texts = [a.text() for a in win.context_menu(centre).actions()]
     assert "Open Inside" in texts and "&Expand Composite" in texts and "&Delete" in texts
     assert win.scene.selected_node_ids() == [nid]
+    link = win.doc.graph.link_into(ids["act"], "a")
+    texts = [a.text() for a in win.context_menu(win.scene.links[link].path.pointAtPercent(0.2)).actions()]
+    assert texts == ["Delete Link"] and win.scene.selected_links() == [link]
     texts = [a.text() for a in win.context_menu(QPointF(-5000, -5000)).actions()]
     assert "Insert Block…" in texts and "Auto-&Layout" in texts
     tip = win.scene.nodes[ids["act"]].inputs["a"].toolTip()
