@@ -20,13 +20,15 @@ def layered_positions(graph: Graph, size_of: Callable[[str], Size] | None = None
                       origin: tuple[float, float] = (0.0, 0.0),
                       nodes: Iterable[str] | None = None,
                       alias: Mapping[str, str] | None = None,
-                      scale: float | tuple[float, float] = 1.0) -> dict[str, tuple[float, float]]:
+                      scale: float | tuple[float, float] = 1.0,
+                      wrap: int | None = None) -> dict[str, tuple[float, float]]:
     """Columns are topological generations (sources on the left); within a column nodes keep
     the order of the median of their parents' rows (one barycentre sweep) so wires cross less.
     Columns are centred vertically on each other. ``alias`` maps hidden nodes to the node that
     stands for them (a compact stack's members to its head), so their wires still count.
     ``scale`` is the scene's spread (scene units per document unit, one factor or one per axis):
-    sizes and gaps are measured on screen, positions returned in document units."""
+    sizes and gaps are measured on screen, positions returned in document units. With ``wrap``,
+    more than 1.5·wrap columns fold into rows of ``wrap`` columns."""
     keep = set(graph.nodes) if nodes is None else set(nodes)
     measure = size_of or (lambda _nid: (180.0, 90.0))
     sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
@@ -67,19 +69,23 @@ def layered_positions(graph: Graph, size_of: Callable[[str], Size] | None = None
         for i, nid in enumerate(members):
             rank[nid] = float(i)
     positions: dict[str, tuple[float, float]] = {}
-    x = origin[0]
-    heights = []
-    for members in cols:
-        heights.append(sum(size_of(n)[1] for n in members) + v_gap * max(0, len(members) - 1))
-    tallest = max(heights, default=0.0)
-    for members, height in zip(cols, heights):
-        width = max((size_of(n)[0] for n in members), default=0.0)
-        y = origin[1] + (tallest - height) / 2
-        for nid in members:
-            w, h = size_of(nid)
-            positions[nid] = (round(x + (width - w) / 2, 2), round(y, 2))
-            y += h + v_gap
-        x += width + h_gap
+    heights = [sum(size_of(n)[1] for n in members) + v_gap * max(0, len(members) - 1) for members in cols]
+    # A long thin graph (a 24-block stack opened) reads better folded into rows of ``wrap``
+    # columns than as one endless row.
+    band = wrap if wrap and len(cols) > wrap * 3 // 2 else max(1, len(cols))
+    top = origin[1]
+    for start in range(0, len(cols), band):
+        tallest = max(heights[start:start + band], default=0.0)
+        x = origin[0]
+        for members, height in zip(cols[start:start + band], heights[start:start + band]):
+            width = max((size_of(n)[0] for n in members), default=0.0)
+            y = top + (tallest - height) / 2
+            for nid in members:
+                w, h = size_of(nid)
+                positions[nid] = (round(x + (width - w) / 2, 2), round(y, 2))
+                y += h + v_gap
+            x += width + h_gap
+        top += tallest + 3 * v_gap
     return positions
 
 

@@ -24,6 +24,7 @@ from engine.graph import Link
 
 SCENE_EXTENT = 100_000.0
 MIN_STACK = 3  # identical blocks in a chain drawn as one compact stack from this many on
+WRAP_COLUMNS = 8  # inner views fold long chains into rows of this many columns
 NUDGE, NUDGE_BIG = 8.0, 40.0  # arrow keys move the selection this far (scene units), Shift: further
 
 
@@ -322,7 +323,7 @@ class GraphScene(QGraphicsScene):
         """Lay out a read-only view directly (layout of a view is not an edit)."""
         visible = [n for n in self.doc.graph.nodes if self._stack_of.get(n, n) == n]
         positions = layered_positions(self.doc.graph, self.node_size, nodes=visible, alias=self._stack_of,
-                                      scale=self.spread)
+                                      scale=self.spread, wrap=WRAP_COLUMNS)
         for nid, pos in positions.items():
             self.doc.move(nid, pos)
         for head, chain in self.stacks.items():

@@ -18,8 +18,11 @@ MAX_LABEL_SCALE = 1.7
 
 
 def wire_path(p1: QPointF, p2: QPointF) -> QPainterPath:
-    """A horizontal-tangent cubic: leaves the output to the right, enters the input from the left."""
-    dx = max(40.0, abs(p2.x() - p1.x()) * 0.5)
+    """A horizontal-tangent cubic: leaves the output to the right, enters the input from the left.
+    A wire going backwards (to a folded row, or drawn by the user) keeps a short swing so it does
+    not loop far outside the graph."""
+    span = p2.x() - p1.x()
+    dx = max(40.0, span * 0.5) if span >= 0 else min(150.0, 50.0 + 0.25 * abs(p2.y() - p1.y()))
     path = QPainterPath(p1)
     path.cubicTo(QPointF(p1.x() + dx, p1.y()), QPointF(p2.x() - dx, p2.y()), p2)
     return path
