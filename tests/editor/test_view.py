@@ -141,3 +141,18 @@ def test_spread_pulls_apart_only_the_axis_that_needs_it():
     assert spread_factor(column, h_gap=50.0, v_gap=10.0) == (1.0, pytest.approx(2.0))
     roomy = [(0.0, 0.0, 150.0, 60.0), (400.0, 0.0, 150.0, 60.0), (0.0, 200.0, 150.0, 60.0)]
     assert spread_factor(roomy) == (1.0, 1.0)
+
+
+def test_long_chains_fold_into_rows_when_asked():
+    from engine.graph import Graph
+
+    g = Graph()
+    prev = g.add_node("Input", {"shape": (2, 3)}, name="x")
+    for i in range(19):
+        node = g.add_node("ReLU", name=f"r{i}")
+        g.connect(prev.id, "out", node.id, "a")
+        prev = node
+    flat = layered_positions(g, lambda nid: (100.0, 50.0))
+    assert len({y for _, y in flat.values()}) == 1
+    folded = layered_positions(g, lambda nid: (100.0, 50.0), wrap=8)
+    assert len({x for x, _ in folded.values()}) == 8 and len({y for _, y in folded.values()}) == 3
