@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QApplication
 from editor import commands
 from editor.panels.palette import palette_mime
 from editor.window import MainWindow, recovery_path
-from engine import serialize
+from engine import blocks, serialize
 from engine.graph import Graph
 from tests.editor.helpers import two_layer
 
@@ -434,3 +434,43 @@ def test_click_a_wire_and_delete_it(win):
     assert link not in win.doc.graph.links and len(win.doc.graph.nodes) == 6
     win.undo_stack.undo()
     assert link in win.doc.graph.links
+
+
+def test_unknown_block_types_open_as_placeholders(win, tmp_path):
+    text = json.dumps({
+        "format": "backprop-studio.graph", "version": 1, "name": "future",
+        "nodes": [{"id": "a", "type": "Input", "name": "x", "params": {"shape": [2, 3]}, "position": [0, 0]},
+                  {"id": "b", "type": "QuantumLayer", "name": "q", "params": {"qubits": 5}, "position": [300, 0]}],
+        "links": [{"from": ["a", "out"], "to": ["b", "x"]}],
+    })
+    path = tmp_path / "future.json"
+    path.write_text(text, encoding="utf-8")
+    assert win.open_path(path), win.answers.errors
+    item = win.scene.nodes["b"]
+    assert item.placeholder and "QuantumLayer" in item.error
+    win.scene.select_nodes(["b"])
+    assert "unknown" in win.inspector.doc_label.text()
+    assert not win.inspector.editors  # nothing to edit
+    out = tmp_path / "again.json"
+    win.answers.save_path = str(out)
+    assert win.save_as()
+    again = json.loads(out.read_text(encoding="utf-8"))
+    assert next(n for n in again["nodes"] if n["id"] == "b")["params"] == {"qubits": 5}
+
+
+@pytest.mark.parametrize("type_id", [t for t in blocks.names() if blocks.spec(t).composite])
+def test_every_composite_opens_read_only_and_expands(win, type_id):
+    params = dict(blocks.spec(type_id).examples[0].params)
+    nid = win.insert_block(type_id, params, QPointF(0, 0))
+    assert win.open_inside(nid)
+    inner = win.level.doc.graph
+    assert inner.nodes and win.scene.read_only
+    assert {n.type for n in inner.nodes.values()} & {"Output"}
+    win.go_up()
+    before = win.doc.dump()
+    win.scene.select_nodes([nid])
+    win.expand_selected()
+    assert nid not in win.doc.graph.nodes
+    assert all(n.type != "Output" for n in win.doc.graph.nodes.values())
+    win.undo_stack.undo()
+    assert win.doc.dump() == before
