@@ -13,6 +13,7 @@ import networkx as nx
 from engine.graph import Graph
 
 Size = tuple[float, float]
+LANE_HEIGHT = 84.0  # room a skipping wire keeps in each column it crosses (scene units)
 
 
 def layered_positions(graph: Graph, size_of: Callable[[str], Size] | None = None, *,
@@ -57,19 +58,37 @@ def layered_positions(graph: Graph, size_of: Callable[[str], Size] | None = None
     cols: list[list[str]] = [[] for _ in range(n_cols)]
     for nid in sorted(column, key=order.__getitem__):
         cols[column[nid]].append(nid)
+    # A wire skipping columns (a residual connection) gets a lane: an invisible placeholder in
+    # every column it crosses (Sugiyama's dummy nodes), so the blocks it skips move aside
+    # instead of sitting on top of it.
+    parents: dict[str, list[str]] = {nid: [] for nid in column}
+    lane: dict[str, Size] = {}
+    for a, b in sorted(g.edges, key=lambda e: (order[e[0]], order[e[1]])):
+        prev = a
+        for c in range(column[a] + 1, column[b]):
+            dummy = f"\0lane {len(lane)}"
+            lane[dummy] = (0.0, LANE_HEIGHT / sy)
+            order[dummy] = len(order)
+            cols[c].append(dummy)
+            parents[dummy] = [prev]
+            prev = dummy
+        parents[b].append(prev)
+
+    def size(nid: str) -> Size:
+        return lane[nid] if nid in lane else size_of(nid)
+
     rank: dict[str, float] = {}
     for c, members in enumerate(cols):
         def key(nid: str) -> tuple[float, int]:
-            parents = [rank[p] for p in g.predecessors(nid) if p in rank]
-            if not parents:
+            ranks = sorted(rank[p] for p in parents[nid] if p in rank)
+            if not ranks:
                 return (float(order[nid]) / max(1, len(order)) * len(members), order[nid])
-            parents.sort()
-            return (parents[len(parents) // 2], order[nid])
+            return (ranks[len(ranks) // 2], order[nid])
         members.sort(key=key)
         for i, nid in enumerate(members):
             rank[nid] = float(i)
     positions: dict[str, tuple[float, float]] = {}
-    heights = [sum(size_of(n)[1] for n in members) + v_gap * max(0, len(members) - 1) for members in cols]
+    heights = [sum(size(n)[1] for n in members) + v_gap * max(0, len(members) - 1) for members in cols]
     # A long thin graph (a 24-block stack opened) reads better folded into rows of ``wrap``
     # columns than as one endless row.
     band = wrap if wrap and len(cols) > wrap * 3 // 2 else max(1, len(cols))
@@ -78,11 +97,12 @@ def layered_positions(graph: Graph, size_of: Callable[[str], Size] | None = None
         tallest = max(heights[start:start + band], default=0.0)
         x = origin[0]
         for members, height in zip(cols[start:start + band], heights[start:start + band]):
-            width = max((size_of(n)[0] for n in members), default=0.0)
+            width = max((size(n)[0] for n in members), default=0.0)
             y = top + (tallest - height) / 2
             for nid in members:
-                w, h = size_of(nid)
-                positions[nid] = (round(x + (width - w) / 2, 2), round(y, 2))
+                w, h = size(nid)
+                if nid not in lane:
+                    positions[nid] = (round(x + (width - w) / 2, 2), round(y, 2))
                 y += h + v_gap
             x += width + h_gap
         top += tallest + 3 * v_gap

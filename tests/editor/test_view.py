@@ -156,3 +156,19 @@ def test_long_chains_fold_into_rows_when_asked():
     assert len({y for _, y in flat.values()}) == 1
     folded = layered_positions(g, lambda nid: (100.0, 50.0), wrap=8)
     assert len({x for x, _ in folded.values()}) == 8 and len({y for _, y in folded.values()}) == 3
+
+
+def test_a_skipping_wire_gets_its_own_lane(qapp):
+    from engine.graph import Graph
+
+    g = Graph()
+    x = g.add_node("Input", {"shape": (2, 3)}, name="x")
+    f = g.add_node("ReLU", name="f")
+    add = g.add_node("Add", name="add")
+    g.connect(x.id, "out", f.id, "a")
+    g.connect(f.id, "out", add.id, "a")
+    g.connect(x.id, "out", add.id, "b")  # residual: skips f's column
+    pos = layered_positions(g, lambda nid: (100.0, 60.0))
+    # the skipped block moves off the straight line between x and add
+    assert pos[x.id][1] == pos[add.id][1]
+    assert pos[f.id][1] + 60.0 <= pos[x.id][1] + 30.0 or pos[f.id][1] >= pos[x.id][1] + 30.0
