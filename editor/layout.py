@@ -29,7 +29,7 @@ def layered_positions(graph: Graph, size_of: Callable[[str], Size] | None = None
     stands for them (a compact stack's members to its head), so their wires still count.
     ``scale`` is the scene's spread (scene units per document unit, one factor or one per axis):
     sizes and gaps are measured on screen, positions returned in document units. With ``wrap``,
-    more than 1.5·wrap columns fold into rows of ``wrap`` columns."""
+    more than ``wrap`` columns fold into balanced rows of at most ``wrap`` columns."""
     keep = set(graph.nodes) if nodes is None else set(nodes)
     measure = size_of or (lambda _nid: (180.0, 90.0))
     sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
@@ -91,7 +91,11 @@ def layered_positions(graph: Graph, size_of: Callable[[str], Size] | None = None
     heights = [sum(size(n)[1] for n in members) + v_gap * max(0, len(members) - 1) for members in cols]
     # A long thin graph (a 24-block stack opened) reads better folded into rows of ``wrap``
     # columns than as one endless row.
-    band = wrap if wrap and len(cols) > wrap * 3 // 2 else max(1, len(cols))
+    if wrap and len(cols) > wrap:
+        rows = -(-len(cols) // wrap)
+        band = -(-len(cols) // rows)  # balanced rows: 10 columns fold 5 + 5, not 6 + 4
+    else:
+        band = max(1, len(cols))
     top = origin[1]
     for start in range(0, len(cols), band):
         tallest = max(heights[start:start + band], default=0.0)

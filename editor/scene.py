@@ -24,7 +24,7 @@ from engine.graph import Link
 
 SCENE_EXTENT = 100_000.0
 MIN_STACK = 3  # identical blocks in a chain drawn as one compact stack from this many on
-WRAP_COLUMNS = 8  # inner views fold long chains into rows of this many columns
+WRAP_COLUMNS = 6  # inner views fold long chains into rows of at most this many columns
 NUDGE, NUDGE_BIG = 8.0, 40.0  # arrow keys move the selection this far (scene units), Shift: further
 
 

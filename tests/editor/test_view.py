@@ -155,7 +155,7 @@ def test_long_chains_fold_into_rows_when_asked():
     flat = layered_positions(g, lambda nid: (100.0, 50.0))
     assert len({y for _, y in flat.values()}) == 1
     folded = layered_positions(g, lambda nid: (100.0, 50.0), wrap=8)
-    assert len({x for x, _ in folded.values()}) == 8 and len({y for _, y in folded.values()}) == 3
+    assert len({x for x, _ in folded.values()}) == 7 and len({y for _, y in folded.values()}) == 3  # 7 + 7 + 6
 
 
 def test_a_skipping_wire_gets_its_own_lane(qapp):
