@@ -474,3 +474,16 @@ def test_every_composite_opens_read_only_and_expands(win, type_id):
     assert all(n.type != "Output" for n in win.doc.graph.nodes.values())
     win.undo_stack.undo()
     assert win.doc.dump() == before
+
+
+def test_inspector_nullable_int_means_auto(win):
+    nid = win.insert_block("FeedForward", {}, QPointF(0, 0))
+    win.scene.select_nodes([nid])
+    spin = win.inspector.editors["hidden"]
+    assert spin.text() == "auto" and win.doc.node(nid).params["hidden"] is None
+    spin.setValue(12)
+    assert win.doc.node(nid).params["hidden"] == 12
+    spin.setValue(spin.minimum())
+    assert win.doc.node(nid).params["hidden"] is None
+    win.undo_stack.undo()
+    assert win.doc.node(nid).params["hidden"] == 12 and spin.value() == 12
