@@ -163,7 +163,146 @@ def seq2seq() -> Project:
     )
 
 
+# --- RNN vs LSTM ---------------------------------------------------------------------------------
+
+RECALL = {"length": 20, "symbols": 8, "distractors": 0}
+RECALL_ROWS, RECALL_BATCH = 2048, 32
+
+
+def rnn_vs_lstm() -> Project:
+    b = _Builder("rnn_vs_lstm")
+    vocab = RECALL["symbols"] + RECALL["distractors"]
+    seq = b.node("sequence", "Input", 0, 1, shape=[RECALL_BATCH, RECALL["length"]], dtype="ids")
+    first = b.node("first token", "Input", 3, 1, shape=[RECALL_BATCH], dtype="ids")
+    losses = []
+    for row, (cell, short) in enumerate((("SimpleRNN", "RNN"), ("LSTM", "LSTM"))):
+        r = 2.0 * row
+        emb = b.node(f"embed ({short})", "EmbedToken", 1, r, vocab=vocab, dim=8)
+        rnn = b.node(short if short == "LSTM" else "SimpleRNN", "SequenceRNN", 2, r, cell=cell, hidden=32)
+        lin = b.node(f"scores ({short})", "Linear", 3, r, out_features=RECALL["symbols"])
+        loss = b.node(f"{short} loss", "CrossEntropy", 4, r)
+        b.link(seq, emb, "ids")
+        b.link(emb, rnn, "x")
+        b.link(rnn, lin, "x", "last")
+        b.link(lin, loss, "logits")
+        b.link(first, loss, "target")
+        losses.append(loss)
+    total = b.node("total loss", "Add", 5, 1)
+    b.link(losses[0], total, "a")
+    b.link(losses[1], total, "b")
+    length = RECALL["length"]
+    description = (
+        f"Long memory: each sequence has {length} tokens, each one of {RECALL['symbols']} symbols, and the task is to say, "
+        "after reading all of it, which symbol came FIRST (the later ones are random and do not matter, but they "
+        "look just like the first). Two recurrent networks read the same sequences side by side, each with its "
+        "own embedding, a SequenceRNN with 32 state numbers whose last state is scored by a Linear layer, and its "
+        "own CrossEntropy: on top a SimpleRNN, h_t = tanh(x_t Wx + h_(t−1) Wh + b); below an LSTM, whose cell "
+        "state c_t = f⊙c_(t−1) + i⊙g is carried forward by a forget gate f and written only when the input gate "
+        "i opens, rather than squeezed through tanh together with every new input. The trainer minimises the sum "
+        "of the two losses (\"total loss\"), which trains each network on its own loss, because they share no "
+        "weights; the target judges the LSTM's loss alone: it must fall by 90%. Train it (Adam, 2000 steps of 32 "
+        "sequences) and compare the two losses: the LSTM learns to recall the first token (its loss falls from "
+        "ln 8 ≈ 2.08 to almost 0), while the SimpleRNN's loss never settles. Step through backpropagation and "
+        "look at each SequenceRNN's time_grad_norms, ‖∂loss/∂h_t‖ for t = 1 … L: for the SimpleRNN it shrinks by "
+        "a factor at every step back in time (each step multiplies by Whᵀ and by tanh's slope), so the first "
+        "token, the only one that matters, gets almost no gradient: the vanishing gradient. The LSTM's gradient "
+        "reaches back along its cell state. (How each run goes depends on the random start: with other seeds "
+        "the SimpleRNN sometimes learns for a while and then loses it again.)"
+    )
+    spec = {"kind": "synthetic", "name": "recall", "rows": RECALL_ROWS, "seed": 0, "params": dict(RECALL)}
+    return Project(
+        graph=b.graph, name="RNN vs LSTM: remembering the first token", description=description,
+        data={"sequence": {**spec, "field": "x"}, "first token": {**spec, "field": "y"}},
+        training={"loss": "total loss", "optimizer": {"type": "adam", "lr": 0.01}, "steps": 2000, "clip": 1.0,
+                  "seed": 0, "dtype": "float32", "target": {"metric": "loss_drop", "value": 0.9, "node": "LSTM loss"}},
+    )
+
+# --- ConvNet --------------------------------------------------------------------------------------
+
+BARS = {"size": 8, "min_length": 3, "noise": 0.3}
+BARS_ROWS, BARS_BATCH = 256, 32
+
+
+def convnet() -> Project:
+    b = _Builder("convnet")
+    size = BARS["size"]
+    img = b.node("image", "Input", 0, 0, shape=[BARS_BATCH, 1, size, size], dtype="float")
+    net = b.node("ConvNet", "ConvNet", 1, 0, stages=2, channels=[4, 8], classes=2, kernel=3, hidden=16)
+    label = b.node("label", "Input", 2, 1, shape=[BARS_BATCH], dtype="ids")
+    loss = b.node("loss", "CrossEntropy", 3, 0.5)
+    b.link(img, net, "x")
+    b.link(net, loss, "logits")
+    b.link(label, loss, "target")
+    description = (
+        f"A convolutional network tells horizontal bars from vertical ones. Each example is a {size}×{size} "
+        "grey image (one channel) of noise with one bright bar, 3 to 8 pixels long, somewhere in it; the label "
+        "is 0 for a horizontal bar and 1 for a vertical one. The ConvNet block (open it to see the inside) runs "
+        "two stages of Conv2d → ReLU → MaxPool2d: a Conv2d slides 3×3 filters over the image (the same few "
+        "weights at every place, so a bar is found wherever it is), ReLU keeps the positive responses, "
+        "MaxPool2d keeps the strongest response in each 2×2 window (halving the height and width: 8 → 4 → 2). "
+        "The first stage has 4 filters, the second 8; Flatten then turns the 8×2×2 responses into one vector "
+        "and a FeedForward scores the two classes, which CrossEntropy compares with the label. Train it (Adam, "
+        f"batches of {BARS_BATCH} of {BARS_ROWS} images) and the loss falls by more than 90%. In backpropagation, "
+        "watch MaxPool2d send each gradient to the one pixel that won its window, and look at the first "
+        "Conv2d's weights before and after training: what do the filters respond to?"
+    )
+    spec = {"kind": "synthetic", "name": "bars", "rows": BARS_ROWS, "seed": 0, "params": dict(BARS)}
+    return Project(
+        graph=b.graph, name="ConvNet: horizontal or vertical bars", description=description,
+        data={"image": {**spec, "field": "x"}, "label": {**spec, "field": "y"}},
+        training={"loss": "loss", "optimizer": {"type": "adam", "lr": 0.01}, "steps": 300, "seed": 0,
+                  "dtype": "float32", "target": {"metric": "loss_drop", "value": 0.9}},
+    )
+
+
+# --- BERT -----------------------------------------------------------------------------------------
+
+BERT_DATA = {"length": 8, "symbols": 4, "distractors": 4}
+BERT_ROWS, BERT_BATCH = 128, 16
+
+
+def bert() -> Project:
+    b = _Builder("bert")
+    vocab = BERT_DATA["symbols"] + BERT_DATA["distractors"]
+    ids = b.node("tokens", "Input", 0, 0, shape=[BERT_BATCH, BERT_DATA["length"]], dtype="ids")
+    enc = b.node("BERT", "BERT", 1, 0, vocab=vocab, dim=32, heads=4, layers=24, hidden=64, max_len=BERT_DATA["length"])
+    col = b.node("Collapse", "Collapse", 2, 0, mode="mean")
+    lin = b.node("scores", "Linear", 3, 0, out_features=BERT_DATA["symbols"])
+    label = b.node("first token", "Input", 3, 1, shape=[BERT_BATCH], dtype="ids")
+    loss = b.node("loss", "CrossEntropy", 4, 0.5)
+    b.link(ids, enc, "ids")
+    b.link(enc, col, "x")
+    b.link(col, lin, "x")
+    b.link(lin, loss, "logits")
+    b.link(label, loss, "target")
+    n = BERT_DATA["length"]
+    description = (
+        "BERT as in the lecture: BERT(x) = TransformerBlock²⁴(EmbedToken(x)), 24 Transformer blocks stacked on "
+        "an embedding with learned positions, here narrow (vectors of 32 numbers, 4 attention heads, FeedForward "
+        "width 64) so that it trains on a laptop. Open the BERT node to see the stack and open any block to see "
+        "Attention → AddNorm → FeedForward → AddNorm. Every block sees the whole sequence in both directions "
+        "(no causal mask): BERT encodes, it does not generate. The task is simple on purpose: each sequence has "
+        f"{n} tokens, the first one of {BERT_DATA['symbols']} symbols and the rest random distractors, and the "
+        "network must say which symbol came first. Collapse averages the 8 output vectors into one, so "
+        "the answer has to be found by attention and positions (the average alone forgets where a token was); "
+        "a Linear layer scores the 4 symbols and CrossEntropy compares them with the label. Train it (Adam) and "
+        "the loss falls by more than 90%. The AddNorm after every sublayer is what lets a signal and its gradient "
+        "pass through 48 sublayers: step through backpropagation and compare the gradient norms of block1 and "
+        "block24."
+    )
+    spec = {"kind": "synthetic", "name": "recall", "rows": BERT_ROWS, "seed": 0, "params": dict(BERT_DATA)}
+    return Project(
+        graph=b.graph, name="BERT: 24 Transformer blocks", description=description,
+        data={"tokens": {**spec, "field": "x"}, "first token": {**spec, "field": "y"}},
+        training={"loss": "loss", "optimizer": {"type": "adam", "lr": 0.001}, "steps": 100, "seed": 0,
+                  "dtype": "float32", "target": {"metric": "loss_drop", "value": 0.9}},
+    )
+
+
 LESSONS: dict[str, Callable[[], Project]] = {
+    "bert": bert,
+    "convnet": convnet,
+    "rnn_vs_lstm": rnn_vs_lstm,
     "language_model": language_model,
     "seq2seq": seq2seq,
 }
