@@ -7,6 +7,9 @@ answer them without a person.
 
 from __future__ import annotations
 
+import atexit
+import functools
+
 import html
 import json
 from dataclasses import dataclass
@@ -566,6 +569,7 @@ class MainWindow(QMainWindow):
         mime.setData(CLIP_MIME, text.encode("utf-8"))
         mime.setText(text)
         QGuiApplication.clipboard().setMimeData(mime)
+        _release_clipboard_at_exit()
         self._paste_count = 0
         return True
 
@@ -978,3 +982,22 @@ class MainWindow(QMainWindow):
 def _probe_node(type_id: str, params: dict, name: str) -> Any:
     from engine.graph import Node
     return Node("probe", type_id, dict(blocks.create(type_id, **params).p), name, (0.0, 0.0), blocks.create(type_id, **params))
+
+
+@functools.cache
+def _release_clipboard_at_exit() -> None:
+    """Take our data off the clipboard before the interpreter finalises (registered once).
+
+    NOTE: Qt's clipboard is a C++ static destroyed after Python has shut down; if it still owns a
+    QMimeData made from Python, destroying it calls into the dead interpreter and segfaults
+    (PySide6 6.11). Python's atexit handlers run before that, while the QApplication lives."""
+
+    def release() -> None:
+        if QGuiApplication.instance() is None:
+            return
+        clipboard = QGuiApplication.clipboard()
+        mime = clipboard.mimeData()
+        if mime is not None and mime.hasFormat(CLIP_MIME):
+            clipboard.clear()
+
+    atexit.register(release)
