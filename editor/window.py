@@ -760,6 +760,7 @@ class MainWindow(QMainWindow):
         self.is_preset = is_preset
         self.undo_stack.clear()
         self.doc.set_graph(project.graph if project is not None else Graph())
+        self.inspector.set_lesson(getattr(project, "name", ""), getattr(project, "description", ""))
         self.undo_stack.setClean()
         self._paste_count = 0
         self._update_title()

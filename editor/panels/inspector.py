@@ -8,6 +8,8 @@ value the block refuses shows the engine's message under the form and nothing is
 
 from __future__ import annotations
 
+import html
+
 import json
 import uuid
 from typing import Any, Callable
@@ -85,9 +87,11 @@ class Inspector(QWidget):
         self.layout_ = QVBoxLayout(body)
         self.layout_.setContentsMargins(10, 10, 10, 10)
         self.layout_.setSpacing(8)
-        self.empty = QLabel("Select a node to see and edit its parameters.\n\n"
-                            "Drag blocks from the palette, or press Tab on the canvas.")
+        self.empty = QLabel()
         self.empty.setWordWrap(True)
+        self.empty.setTextFormat(Qt.TextFormat.RichText)
+        self.empty.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.set_lesson("", "")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignTop)
         self.layout_.addWidget(self.empty)
         # node section
@@ -141,6 +145,18 @@ class Inspector(QWidget):
         self.section.hide()
 
     # --- target ----------------------------------------------------------------------------------
+
+    def set_lesson(self, title: str, description: str) -> None:
+        """What shows while no node is selected: the open lesson's text, then how to start."""
+        hint = ("Select a node to see and edit its parameters. Drag blocks from the palette, "
+                "or press Tab on the canvas.")
+        parts = []
+        if title:
+            parts.append(f"<h3>{html.escape(title)}</h3>")
+        for para in description.split("\n\n") if description else ():
+            parts.append(f"<p>{html.escape(' '.join(para.split()))}</p>")
+        parts.append(f"<p style='color: gray'><i>{html.escape(hint)}</i></p>")
+        self.empty.setText("".join(parts))
 
     def set_document(self, doc: Document | None, stack: QUndoStack | None) -> None:
         if self.doc is not None:
