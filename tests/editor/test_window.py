@@ -487,3 +487,16 @@ def test_inspector_nullable_int_means_auto(win):
     assert win.doc.node(nid).params["hidden"] is None
     win.undo_stack.undo()
     assert win.doc.node(nid).params["hidden"] == 12 and spin.value() == 12
+
+
+def test_the_lesson_text_shows_while_nothing_is_selected(win):
+    import presets
+
+    assert win.load_path(presets.path("two_layer_net"), is_preset=True)
+    project = serialize.load(presets.path("two_layer_net"))
+    text = win.inspector.empty.text()
+    assert project.name in text and "XOR" in project.description and "XOR" in text
+    assert win.inspector.empty.isVisibleTo(win.inspector)
+    node = next(iter(win.doc.graph.nodes))
+    win.inspector.set_node(node)
+    assert not win.inspector.empty.isVisibleTo(win.inspector)
