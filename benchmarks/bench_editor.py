@@ -57,6 +57,13 @@ def preset_file(tmp: Path, towers: int) -> Path:
     return path
 
 
+def _scratch_settings():
+    """Throw-away QSettings, so a benchmark never touches the user's (or the package's) files."""
+    from PySide6.QtCore import QSettings
+
+    return QSettings(os.path.join(tempfile.mkdtemp(prefix="bench-editor-"), "settings.ini"), QSettings.Format.IniFormat)
+
+
 def first_frame(path: Path, size: tuple[int, int]) -> tuple[float, float, float, int, float]:
     """(load s, scene build s, first frame s, nodes, window s): from the file to pixels on the
     viewport, and separately the cost of building the window itself (palette, docks, menus)."""
@@ -67,7 +74,7 @@ def first_frame(path: Path, size: tuple[int, int]) -> tuple[float, float, float,
     from engine import serialize
 
     app = QApplication.instance()
-    settings = QSettings(str(path.parent / "bench.ini"), QSettings.Format.IniFormat)
+    settings = _scratch_settings()
     tw = time.perf_counter()
     window = MainWindow(settings)
     window.resize(*size)
@@ -98,7 +105,7 @@ def expanded_fps(path: Path, size: tuple[int, int], frames: int) -> dict[str, fl
     from engine import blocks, serialize
 
     app = QApplication.instance()
-    settings = QSettings(str(path.parent / "bench.ini"), QSettings.Format.IniFormat)
+    settings = _scratch_settings()
     window = MainWindow(settings)
     window.resize(*size)
     window.show()
