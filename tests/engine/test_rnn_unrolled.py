@@ -3,10 +3,12 @@ run by the engine's runtime computes what the fused block computes, forward and 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from engine import blocks
+from engine import blocks, serialize
 from engine.errors import ShapeError
 from engine.graph import Graph
 from engine.runtime import Runtime
@@ -148,3 +150,12 @@ def test_time_step_and_stack_steps_undo_each_other():
     steps = [blocks.create("TimeStep", t=t).forward({"x": x}, {})[0]["out"] for t in range(3)]
     out, _ = blocks.create("StackSteps", steps=3).forward({f"h{i + 1}": s for i, s in enumerate(steps)}, {})
     np.testing.assert_array_equal(out["out"], x)
+
+
+def test_the_unrolled_graph_survives_save_and_load():
+    # StackSteps' ports follow its params and tie_to names a node: both must come back from a file.
+    graph = blocks.expand("SequenceRNN", {"cell": "GRU", "hidden": 4})
+    saved = serialize.graph_to_dict(graph)
+    again = serialize.graph_from_dict(json.loads(json.dumps(saved)))
+    assert again.infer().ok and serialize.graph_to_dict(again) == saved
+    assert again.nodes["cell_3"].block.shared_weights() == {k: ("cell_1", k) for k in ("Wx", "Wh", "bx", "bh")}
