@@ -14,6 +14,14 @@ with an ``"event"`` key: ``trace`` and ``result`` (run); ``start``, ``step`` and
 Numbers that are NaN or Inf are written as null. ``train`` draws a progress bar on stderr when
 stderr is a terminal and prints plain progress lines otherwise.
 
+``generate FILE --prompt "the quick brown"`` turns the prompt into ids with the vocabulary of the
+file's text data (:class:`engine.data.TextData`, the same one the trainer used), continues it with
+the graph's language model (:func:`engine.generate.generate`) or translates it with its
+SequenceToSequence (:func:`engine.generate.translate`), and prints the new words. A file without
+trained weights (a ``.json`` lesson) is trained first with its own settings, with a note on
+stderr; ``--weights trained.bps`` takes the weights of an earlier ``train -o``. An unknown word
+exits with status 2.
+
 Exit codes that scripts can trust:
 
 - 0: done (and, for ``train``, the file's target was met; for ``gradcheck``, every error was
