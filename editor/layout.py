@@ -48,11 +48,13 @@ def layered_positions(graph: Graph, size_of: Callable[[str], Size] | None = None
             g.add_edge(a, b)
     order = {nid: i for i, nid in enumerate(graph.nodes)}
     generations = [sorted(gen, key=order.__getitem__) for gen in nx.topological_generations(g)]
-    # Pull each node as far right as its consumers allow would look nicer for inputs feeding late
-    # nodes (targets of a loss): place every source in the column just before its first consumer.
+    # Then pull every node right, to the column just before its first consumer (as late as
+    # possible): a loss's target sits next to the loss, and an unrolled RNN's x_t next to its
+    # cell instead of all x_t piling up in column 1. Reverse topological order settles
+    # consumers first.
     column = {nid: i for i, gen in enumerate(generations) for nid in gen}
-    for nid in g.nodes:
-        if g.in_degree(nid) == 0 and g.out_degree(nid) > 0:
+    for nid in reversed([n for gen in generations for n in gen]):
+        if g.out_degree(nid) > 0:
             column[nid] = max(column[nid], min(column[s] for s in g.successors(nid)) - 1)
     n_cols = max(column.values(), default=-1) + 1
     cols: list[list[str]] = [[] for _ in range(n_cols)]
@@ -90,8 +92,12 @@ def layered_positions(graph: Graph, size_of: Callable[[str], Size] | None = None
     positions: dict[str, tuple[float, float]] = {}
     heights = [sum(size(n)[1] for n in members) + v_gap * max(0, len(members) - 1) for members in cols]
     # A long thin graph (a 24-block stack opened) reads better folded into rows of ``wrap``
-    # columns than as one endless row.
-    if wrap and len(cols) > wrap:
+    # columns than as one endless row. Only a chain, though: folding a graph whose columns hold
+    # several nodes (an RNN unrolled through time: each cell with its x_t) sends its wires
+    # across the fold and tangles them.
+    real = sorted(sum(1 for n in members if n not in lane) for members in cols)
+    chain_like = bool(real) and real[len(real) // 2] <= 1
+    if wrap and chain_like and len(cols) > wrap:
         rows = -(-len(cols) // wrap)
         band = -(-len(cols) // rows)  # balanced rows: 10 columns fold 5 + 5, not 6 + 4
     else:

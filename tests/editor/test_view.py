@@ -172,3 +172,18 @@ def test_a_skipping_wire_gets_its_own_lane(qapp):
     # the skipped block moves off the straight line between x and add
     assert pos[x.id][1] == pos[add.id][1]
     assert pos[f.id][1] + 60.0 <= pos[x.id][1] + 30.0 or pos[f.id][1] >= pos[x.id][1] + 30.0
+
+
+def test_unrolled_rnn_lays_out_along_time_without_folding():
+    from editor.layout import layered_positions
+    from engine import blocks
+
+    g = blocks.create("SequenceRNN", cell="LSTM", hidden=4).build({"x": (1, 12, 3)})
+    pos = layered_positions(g, wrap=6)
+    by_name = {n.name: n.id for n in g.nodes.values()}
+    cells = [by_name[f"cell_{t}"] for t in range(1, 13)]
+    steps = [by_name[f"x_{t}"] for t in range(1, 13)]
+    xs = [pos[c][0] for c in cells]
+    assert xs == sorted(xs) and len(set(xs)) == 12, "cells must run left to right in one band"
+    for t in range(1, 12):
+        assert xs[t - 1] <= pos[steps[t]][0] < xs[t], f"x_{t + 1} belongs in the column just before cell_{t + 1}"
