@@ -500,3 +500,19 @@ def test_the_lesson_text_shows_while_nothing_is_selected(win):
     node = next(iter(win.doc.graph.nodes))
     win.inspector.set_node(node)
     assert not win.inspector.empty.isVisibleTo(win.inspector)
+
+
+@pytest.mark.parametrize("cell", ["SimpleRNN", "LSTM", "GRU"])
+def test_double_click_opens_a_sequence_rnn_unrolled_through_time(win, cell):
+    nid = win.insert_block("SequenceRNN", {"cell": cell, "hidden": 4}, QPointF(0, 0))
+    win.view.fit()
+    item = win.scene.nodes[nid]
+    header = item.mapToScene(QPointF(item.width / 2, 8))
+    QTest.mouseDClick(win.view.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                      win.view.mapFromScene(header))
+    assert len(win.levels) == 2 and win.scene.read_only
+    inner = win.level.doc.graph
+    cells = [n for n in inner.nodes.values() if n.type == "RNNCell"]
+    assert len(cells) >= 2 and all(c.params["cell"] == cell for c in cells)
+    assert sum(1 for c in cells if not c.params["tie_to"]) == 1, "one cell owns the weights, the rest share them"
+    assert inner.infer().ok
