@@ -517,10 +517,15 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
         problem = report.errors.get(nid) or ("an input is not connected" if nid in report.incomplete else None)
         nodes.append({"id": nid, "name": node.name, "type": node.type, "params": node.params, "outputs": outputs,
                       "weights": weights, "placeholder": node.is_placeholder, "problem": problem})
+    texts: dict[str, data_mod.TextData] = {}
     try:
         dataset = data_mod.bind(project.data, graph)
         data_info: dict[str, Any] = {"rows": dataset.rows, "batch": dataset.batch,
                                      "inputs": {b.label: list(b.array.shape) for b in dataset.bindings}}
+        texts = data_mod.text_sets(project.data)
+        if texts:
+            data_info["text"] = {name: {"task": t.task, "vocab": list(t.vocab), "bos": t.bos, "eos": t.eos, "pad": t.pad,
+                                        "examples": len(t.sentences) + len(t.pairs)} for name, t in texts.items()}
     except FileFormatError as exc:
         data_info = {"problem": str(exc)}
     count = graph.parameter_count()
@@ -555,6 +560,10 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
     elif data_info["inputs"]:
         feeds = ", ".join(f"{k} {_shape(v)}" for k, v in data_info["inputs"].items())
         out.line(f"data: {data_info['rows']} rows in batches of {data_info['batch']}: {feeds}")
+        for name, t in texts.items():
+            kind = "sentences" if t.task == "next_token" else "pairs"
+            out.line(f"text {name!r}: {t.task}, {len(t.sentences) + len(t.pairs)} {kind}, a vocabulary of {len(t.vocab)} "
+                     f"words: {t.known_words()}")
     if project.training:
         out.line(f"training: {json.dumps(project.training, ensure_ascii=False)}")
     if project.history and "loss" in project.history and len(project.history["loss"]):

@@ -149,3 +149,12 @@ def test_a_language_model_block_trained_at_every_position(capsys, tmp_path):
     assert out == "three two one\n"
     assert "holds no trained weights" not in err and "trained 150 steps" in err  # --train: asked for, no note
     assert _run(capsys, "generate", str(path), "--prompt", "one two", "--node", "lm")[1] == "three four\n"
+
+
+def test_info_shows_the_vocabulary(capsys):
+    code, out, _ = _run(capsys, "info", LM)
+    assert code == cli.EXIT_OK
+    assert "text 'context': next_token, 5 sentences, a vocabulary of 20 words: the, quick, brown, fox" in out
+    code, out, _ = _run(capsys, "info", S2S, "--json")
+    text = json.loads(out)["data"]["text"]["source"]
+    assert text["task"] == "translate" and text["examples"] == 10 and text["vocab"][:3] == ["<pad>", "<bos>", "<eos>"]
