@@ -83,10 +83,10 @@ def test_the_simple_rnns_gradient_fades_much_faster_than_the_lstms():
     assert np.all(np.diff(rnn) > 0)  # smaller at every step back in time
 
 
-def _train(name: str, tmp_path: Path, capsys) -> tuple[dict, Path, float]:
+def _train(name: str, tmp_path: Path, capsys, seed: int = 0) -> tuple[dict, Path, float]:
     out_file = tmp_path / f"{name}.bps"
     t0 = time.perf_counter()
-    code = cli.main(["train", name, "--json", "-o", str(out_file)])
+    code = cli.main(["train", name, "--json", "-o", str(out_file), "--seed", str(seed)])
     seconds = time.perf_counter() - t0
     out, err = capsys.readouterr()
     result = json.loads(out.splitlines()[-1])
@@ -94,6 +94,14 @@ def _train(name: str, tmp_path: Path, capsys) -> tuple[dict, Path, float]:
     assert result["event"] == "result" and result["target_met"] is True
     assert seconds < 120, f"{name} took {seconds:.0f} s to train"
     return result, out_file, seconds
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LESSONS)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_lesson_trains_to_its_target_from_other_seeds(name, seed, tmp_path, capsys):
+    result, _, _ = _train(name, tmp_path, capsys, seed)
+    assert (result["drop"] if name != "rnn_vs_lstm" else 1 - result["target_final"] / result["target_initial"]) >= 0.9
 
 
 @pytest.mark.slow
