@@ -8,7 +8,7 @@ directions ``v`` for large ones. Run in float64.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 import numpy as np
 
@@ -82,8 +82,10 @@ def check_block(block: Block, inputs: Mapping[str, np.ndarray], weights: Mapping
     return checks
 
 
-def check_graph(runtime: Any, feeds: Mapping[str, np.ndarray], loss: Any, *, seed: int = 0, eps: float = 1e-6) -> list[Check]:
-    """Gradient check of every weight of a float64 :class:`~engine.runtime.Runtime`."""
+def check_graph(runtime: Any, feeds: Mapping[str, np.ndarray], loss: Any, *, seed: int = 0, eps: float = 1e-6,
+                only: Collection[tuple[str, str]] | None = None) -> list[Check]:
+    """Gradient check of every weight of a float64 :class:`~engine.runtime.Runtime` (or of the
+    ``(node, weight)`` pairs in ``only``)."""
     if runtime.dtype != np.float64:
         raise ValueError("gradient checks need a float64 runtime")
     rng = np.random.default_rng(seed)
@@ -98,6 +100,8 @@ def check_graph(runtime: Any, feeds: Mapping[str, np.ndarray], loss: Any, *, see
     for node, ws in runtime.weights.items():
         label = runtime.program.step(node).label
         for name, w in ws.items():
+            if only is not None and (node, name) not in only:
+                continue
             a, n = _numeric_vs_analytic(f, w, grads[node][name], rng, eps)
             checks.append(Check(f"{label} weight {name}", relative_error(a, n), float(np.linalg.norm(grads[node][name]))))
     return checks

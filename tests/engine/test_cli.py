@@ -116,11 +116,21 @@ def test_train_draws_a_progress_bar_on_a_terminal(capsys: pytest.CaptureFixture[
 
 def test_gradcheck_passes_for_every_preset_and_reports_each_weight(capsys: pytest.CaptureFixture[str]) -> None:
     for name in presets.names():
-        code, out, _ = _run(capsys, "gradcheck", name, "--json")
+        # A sample of 12 keeps the 24-layer BERT to seconds; the small lessons have fewer weights.
+        code, out, _ = _run(capsys, "gradcheck", name, "--json", "--sample", "12")
         events = _events(out)
         checks = [e for e in events if e["event"] == "check"]
         assert code == 0 and checks and all(e["ok"] and e["error"] < 1e-5 for e in checks), name
         assert events[-1]["event"] == "result" and events[-1]["ok"] is True
+        assert len(checks) == min(12, events[-1]["weights"]), name
+
+
+def test_gradcheck_samples_big_models_and_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "gradcheck", TWO_LAYER, "--sample", "1")
+    assert code == 0 and "checking 1 of 2 weights, picked at random with seed 0 (--all checks every one)" in out
+    assert out.count("relative error") == 2  # one check line plus the summary
+    code, out, _ = _run(capsys, "gradcheck", TWO_LAYER, "--sample", "1", "--all")
+    assert code == 0 and "checking" not in out and "over 2 weights" in out
 
 
 def test_gradcheck_above_tolerance_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
