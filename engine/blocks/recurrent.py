@@ -60,6 +60,21 @@ def _init_cell_weights(shapes: Mapping[str, Shape], h: int, is_lstm: bool, rng: 
     return out
 
 
+#: The cell's params and weights, shared by SequenceRNN (the whole sequence) and RNNCell (one step).
+CELL_PARAMS = (
+        Param("cell", ParamType.CHOICE, "LSTM", "the recurrent cell", choices=("SimpleRNN", "LSTM", "GRU")),
+        Param("hidden", ParamType.INT, 16, "state size h", minimum=1),
+        Param("activation", ParamType.CHOICE, "tanh", "SimpleRNN only: the cell's nonlinearity", choices=("tanh", "relu", "sigmoid")),
+)
+CELL_WEIGHTS = (
+        WeightSpec("Wx", "(d_in, k·h)", "input weights; k = 1 (SimpleRNN), 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n)"),
+        WeightSpec("Wh", "(h, k·h)", "recurrent weights, same gate blocks as Wx"),
+        WeightSpec("b", "(k·h)", "SimpleRNN and LSTM bias (LSTM forget gate starts at 1)"),
+        WeightSpec("bx", "(3h)", "GRU only: input-side bias"),
+        WeightSpec("bh", "(3h)", "GRU only: recurrent-side bias (inside r ⊙ (…) for n)"),
+)
+
+
 @register
 class SequenceRNN(Block):
     """A recurrent network over a sequence: ``h_t = cell(h_{t−1}, x_t)``, ``h_0 = h0`` or 0.
@@ -105,17 +120,11 @@ class SequenceRNN(Block):
         Port("last_c", doc="LSTM only: final cell state, laid out like last"),
     )
     params = (
-        Param("cell", ParamType.CHOICE, "LSTM", "the recurrent cell", choices=("SimpleRNN", "LSTM", "GRU")),
-        Param("hidden", ParamType.INT, 16, "state size h", minimum=1),
-        Param("activation", ParamType.CHOICE, "tanh", "SimpleRNN only: the cell's nonlinearity", choices=("tanh", "relu", "sigmoid")),
+        *CELL_PARAMS,
         Param("bidirectional", ParamType.BOOL, False, "also read the sequence backwards (weights suffixed _rev); doubles the output width"),
     )
     weights = (
-        WeightSpec("Wx", "(d_in, k·h)", "input weights; k = 1 (SimpleRNN), 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n)"),
-        WeightSpec("Wh", "(h, k·h)", "recurrent weights, same gate blocks as Wx"),
-        WeightSpec("b", "(k·h)", "SimpleRNN and LSTM bias (LSTM forget gate starts at 1)"),
-        WeightSpec("bx", "(3h)", "GRU only: input-side bias"),
-        WeightSpec("bh", "(3h)", "GRU only: recurrent-side bias (inside r ⊙ (…) for n)"),
+        *CELL_WEIGHTS,
         WeightSpec("Wx_rev", "(d_in, k·h)", "bidirectional only: the backward direction's copy of each weight (…_rev)"),
     )
     variants = (
@@ -367,17 +376,11 @@ class RNNCell(Block):
         Port("c", doc="LSTM only: the new cell state c_t (B, h)"),
     )
     params = (
-        Param("cell", ParamType.CHOICE, "LSTM", "the recurrent cell", choices=("SimpleRNN", "LSTM", "GRU")),
-        Param("hidden", ParamType.INT, 16, "state size h", minimum=1),
-        Param("activation", ParamType.CHOICE, "tanh", "SimpleRNN only: the cell's nonlinearity", choices=("tanh", "relu", "sigmoid")),
+        *CELL_PARAMS,
         Param("tie_to", ParamType.NODE, "", "an RNNCell node whose weights this cell shares (empty: own weights)"),
     )
     weights = (
-        WeightSpec("Wx", "(d_in, k·h)", "input weights; k = 1 (SimpleRNN), 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n)"),
-        WeightSpec("Wh", "(h, k·h)", "recurrent weights, same gate blocks as Wx"),
-        WeightSpec("b", "(k·h)", "SimpleRNN and LSTM bias (LSTM forget gate starts at 1)"),
-        WeightSpec("bx", "(3h)", "GRU only: input-side bias"),
-        WeightSpec("bh", "(3h)", "GRU only: recurrent-side bias (inside r ⊙ (…) for n)"),
+        *CELL_WEIGHTS,
     )
     examples = (
         Example({"cell": "SimpleRNN", "hidden": 3}, {"x": (2, 2), "h": (2, 3)}),
