@@ -55,7 +55,7 @@ import numpy as np
 
 import engine
 from engine import data as data_mod
-from engine.errors import EngineError, FileFormatError, GraphError, NonFiniteError
+from engine.errors import EngineError, FileFormatError, GraphError
 from engine.optim import OptimizerError
 from engine.runtime import Pass, Runtime, TensorStats, TraceEvent
 from engine.serialize import Project, load, save

@@ -3,7 +3,7 @@ badge with the reason when its shapes do not work."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen, QTextOption
@@ -14,8 +14,6 @@ from engine import blocks
 from engine.blocks import Kind, ParamType
 from engine.graph import Node
 
-if TYPE_CHECKING:
-    from editor.scene import GraphScene
 
 HEADER = 24.0
 ROW = 18.0

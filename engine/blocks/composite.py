@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from engine.blocks import register
-from engine.blocks._base import Category, Example, Kind, Param, ParamType, Port, Shape, shape_str
+from engine.blocks._base import Example, Kind, Param, ParamType, Port, Shape, shape_str
 from engine.blocks._composite import CompositeBlock, GraphBuilder, Output, Source
 from engine.errors import ParamError
 
