@@ -84,7 +84,7 @@ def first_frame(path: Path, size: tuple[int, int]) -> tuple[float, float, float,
     t0 = time.perf_counter()
     project = serialize.load(path)
     t1 = time.perf_counter()
-    window.set_project(project, path)
+    window.files.set_project(project, path)
     t2 = time.perf_counter()
     window.view.viewport().repaint()
     t3 = time.perf_counter()
@@ -110,7 +110,7 @@ def expanded_fps(path: Path, size: tuple[int, int], frames: int) -> dict[str, fl
     window.resize(*size)
     window.show()
     app.processEvents()
-    window.set_project(serialize.load(path), path)
+    window.files.set_project(serialize.load(path), path)
     t0 = time.perf_counter()
     while True:
         composites = [n.id for n in window.doc.graph.nodes.values()

@@ -47,7 +47,7 @@ def main(file: str, out: str, width: int = 1400, height: int = 900, theme: str |
         window.prompts.error = lambda title, text: errors.append(text)  # type: ignore[method-assign]
         window.apply_theme()
         target = resolve_file(file)
-        if not window.load_path(target, is_preset=_is_preset(target), remember=False):
+        if not window.files.load_path(target, is_preset=_is_preset(target), remember=False):
             print(f"backprop-studio screenshot: {errors[0] if errors else 'cannot open ' + file}", file=sys.stderr)
             window.undo_stack.setClean()
             window.close()
