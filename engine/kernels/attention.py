@@ -28,9 +28,12 @@ def _causal_mask(lq: int, lk: int) -> np.ndarray:
 def attention_core_np(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool, keep: np.ndarray,
                       heads: int, a: np.ndarray, o: np.ndarray) -> None:
     """Fills ``a`` (N, Lq, Lk) with softmax(q kᵀ · scale [masked]) and ``o`` (N, Lq, dh) with a v.
-    ``keep`` (B, Lk), N = B·heads: key j of row n is hidden where ``keep[n // heads, j]`` is 0."""
+    ``keep`` (B, Lk), N = B·heads: key j of row n is hidden where ``keep[n // heads, j]`` is 0;
+    an empty ``keep`` (size 0) means no mask."""
     n, lq, lk = a.shape
     s = np.matmul(q, np.swapaxes(k, -1, -2)) * scale
+    if not keep.size:  # no mask
+        keep = np.ones((n // max(heads, 1), lk), np.bool_)
     hidden = np.broadcast_to(np.repeat(keep == 0, heads, axis=0)[:, None, :], s.shape)
     if causal:
         hidden = hidden | _causal_mask(lq, lk)
@@ -46,6 +49,7 @@ def attention_core_np(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
 def attention_core(q, k, v, scale, causal, keep, heads, a, o):
     n, lq, _ = q.shape
     lk = k.shape[1]
+    masked = keep.size > 0  # an empty keep means no mask
     for i in range(n):
         s = np.dot(q[i], k[i].T)
         b = i // heads
@@ -53,23 +57,34 @@ def attention_core(q, k, v, scale, causal, keep, heads, a, o):
             # Keys after the query (causal) and padding keys are masked: probability exactly 0.
             stop = min(r + 1, lk) if causal else lk
             m = s[r, 0]
-            seen = False
-            for j in range(stop):
-                if keep[b, j] and (not seen or s[r, j] > m):
-                    m = s[r, j]
-                    seen = True
             total = 0.0
-            for j in range(stop):
-                if keep[b, j]:
+            if masked:
+                seen = False
+                for j in range(stop):
+                    if keep[b, j] and (not seen or s[r, j] > m):
+                        m = s[r, j]
+                        seen = True
+                for j in range(stop):
+                    if keep[b, j]:
+                        e = math.exp((s[r, j] - m) * scale)
+                        a[i, r, j] = e
+                        total += e
+                    else:
+                        a[i, r, j] = 0
+                if not seen:
+                    total = 1.0  # no key to look at: the row stays 0
+            else:
+                # NOTE: the same loops without the per-key test, which costs about 10% (bench_general_kernels.py).
+                for j in range(1, stop):
+                    if s[r, j] > m:
+                        m = s[r, j]
+                for j in range(stop):
                     e = math.exp((s[r, j] - m) * scale)
                     a[i, r, j] = e
                     total += e
-                else:
-                    a[i, r, j] = 0
-            if seen:
-                inv = 1.0 / total
-                for j in range(stop):
-                    a[i, r, j] *= inv
+            inv = 1.0 / total
+            for j in range(stop):
+                a[i, r, j] *= inv
             for j in range(stop, lk):
                 a[i, r, j] = 0
         o[i] = np.dot(a[i], v[i])
@@ -118,7 +133,7 @@ def forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool, keep: np.
     v = np.ascontiguousarray(v, dtype=dtype)
     n, lq, dh = q.shape
     lk = k.shape[1]
-    keep = np.ones((n // heads, lk), np.bool_) if keep is None else np.ascontiguousarray(keep != 0)
+    keep = np.zeros((0, 0), np.bool_) if keep is None else np.ascontiguousarray(keep != 0)
     a = np.empty((n, lq, lk), dtype)
     o = np.empty((n, lq, dh), dtype)
     scale = dtype.type(1.0 / math.sqrt(dh)) if dh else dtype.type(1.0)
