@@ -166,6 +166,12 @@ def test_batchnorm_declares_its_running_statistics_as_buffers():
     assert {w.name for w in spec.weights if not w.trainable} == {"running_mean", "running_var"}
     net = blocks.create("ConvNet", stages=2, channels=(2, 3), classes=2, hidden=3, batchnorm=True)
     assert net.buffer_names({"x": (1, 1, 8, 8)}) == {"bn1/running_mean", "bn1/running_var", "bn2/running_mean", "bn2/running_var"}
+    g = Graph()
+    x = g.add_node("Input", {"shape": (2, 5, 4, 4)})
+    bn = g.add_node("BatchNorm")
+    g.connect(x.id, "out", bn.id, "x")
+    assert set(g.weight_shapes(bn.id)) == {"gamma", "beta", "running_mean", "running_var"}  # all saved with the weights
+    assert g.parameter_count() == 10  # but only γ and β are learned
 
 
 # --- through the runtime and the trainer -----------------------------------------------------------------
