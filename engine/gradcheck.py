@@ -84,6 +84,17 @@ def check_block(block: Block, inputs: Mapping[str, np.ndarray], weights: Mapping
     return checks
 
 
+def learned_weights(runtime: Any) -> list[tuple[str, str]]:
+    """Every ``(node, weight)`` of a runtime that has a gradient to check (buffers such as
+    BatchNorm's running statistics have none)."""
+    out = []
+    for node, ws in runtime.weights.items():
+        step = runtime.program.step(node)
+        buffers = step.block.buffer_names(step.in_shapes)
+        out.extend((node, name) for name in ws if name not in buffers)
+    return out
+
+
 def check_graph(runtime: Any, feeds: Mapping[str, np.ndarray], loss: Any, *, seed: int = 0, eps: float = 1e-6,
                 only: Collection[tuple[str, str]] | None = None) -> list[Check]:
     """Gradient check of every weight of a float64 :class:`~engine.runtime.Runtime` (or of the

@@ -148,7 +148,8 @@ class Pass:
                 inputs = {port: self.values[src] for port, src in step.sources.items()}
             t0 = time.perf_counter()
             try:
-                outs, saved = step.block.forward(inputs, self._weights_for(step), self.context.child(step.node))
+                context = self.context.child(step.node) if step.block.uses_context else None
+                outs, saved = step.block.forward(inputs, self._weights_for(step), context)
             except (ValueError, IndexError, FloatingPointError, ZeroDivisionError) as exc:
                 raise RuntimeFailure(f"{step.label} ({step.type}) failed in the forward pass: {exc}") from exc
             seconds = time.perf_counter() - t0

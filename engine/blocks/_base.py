@@ -33,7 +33,6 @@ the step (``Pass.buffer_updates``).
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import math
 import zlib
@@ -70,7 +69,7 @@ class Context:
 
     def child(self, node: str) -> "Context":
         """The context of node ``node`` inside the one this context belongs to."""
-        return dataclasses.replace(self, path=(*self.path, node))
+        return Context(self.training, self.seed, self.step, (*self.path, node))
 
     def rng(self) -> np.random.Generator:
         """A generator for this node and step, reproducible bit for bit."""
