@@ -41,6 +41,8 @@ _MAX_LEN = Param("max_len", ParamType.INT, 512, "longest sequence accepted (rows
 _DROPOUT = Param("dropout", ParamType.FLOAT, 0.0, "while training, Dropout with this p on each sublayer's output "
                  "before its AddNorm (0: none)", minimum=0.0, maximum=1.0)
 _PAD_ID = Param("pad_id", ParamType.INT, None, "the padding token's id: attention ignores it (empty: no masking)", nullable=True)
+_PAD_ID_TRANSFORMER = Param("pad_id", ParamType.INT, None, "the padding token's id: attention ignores it (transformer only; "
+                            "empty: no masking)", nullable=True)
 _MASK = Port("mask", Kind.ANY, optional=True, doc="(B, L): 0 marks a padding position that attention ignores, 1 a real token")
 
 
@@ -267,10 +269,9 @@ class BERT(CompositeBlock):
                                       "max_len": self.p["max_len"]}, ids="ids")
         drop = self.p["dropout"]
         prev: Source = _dropped(g, "embed_drop", "embed", drop)
-        extra = {"dropout": drop} if drop else {}
         for i in range(1, self.p["layers"] + 1):
             prev = g.add(f"block{i}", "TransformerBlock", {"dim": self.p["dim"], "heads": self.p["heads"],
-                                                           "hidden": _hidden(self), **extra}, x=prev, **mask)
+                                                           "hidden": _hidden(self), "dropout": drop}, x=prev, **mask)
         g.output("out", prev)
         return g.graph
 
@@ -410,8 +411,7 @@ class LanguageModel(CompositeBlock):
         _MAX_LEN,
         Param("window", ParamType.INT, 3, "feedforward model: how many of the latest tokens it sees", minimum=1),
         Param("per_position", ParamType.BOOL, False, "scores at every position (B, L, vocab) instead of the last only"),
-        Param("pad_id", ParamType.INT, None, "the padding token's id: attention ignores it (transformer only; empty: no masking)",
-              nullable=True),
+        _PAD_ID_TRANSFORMER,
     )
     examples = (
         Example({"vocab": 5, "dim": 4, "layers": 1, "heads": 2, "hidden": 5, "max_len": 4}, {"x": (2, 3)}, {"x": (0, 5)}),
@@ -485,8 +485,7 @@ class SequenceToSequence(CompositeBlock):
         _HEADS,
         _HIDDEN,
         _MAX_LEN,
-        Param("pad_id", ParamType.INT, None, "the padding token's id: attention ignores it (transformer only; empty: no masking)",
-              nullable=True),
+        _PAD_ID_TRANSFORMER,
     )
     examples = (
         Example({"src_vocab": 5, "tgt_vocab": 4, "dim": 4, "layers": 1, "heads": 2, "hidden": 3, "max_len": 4},
