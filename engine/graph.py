@@ -11,6 +11,7 @@ are computed once per revision and reused.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -451,12 +452,12 @@ class Graph:
         return result
 
     def parameter_count(self) -> int:
+        """How many learned numbers the graph holds (buffers such as running statistics excluded)."""
         report = self.infer()
         total = 0
-        for nid in self.nodes:
-            for shape in self.weight_shapes(nid, report).values():
-                n = 1
-                for s in shape:
-                    n *= s
-                total += n
+        for nid, node in self.nodes.items():
+            shapes = self.weight_shapes(nid, report)
+            if shapes:  # so the block exists and its input shapes are known
+                buffers = node.block.buffer_names(self.input_shapes(nid, report) or {})  # type: ignore[union-attr]
+                total += sum(math.prod(shape) for name, shape in shapes.items() if name not in buffers)
         return total
