@@ -77,7 +77,7 @@ def run_app(path: str | None, argv: list[str]) -> int:
     app = application(argv)
     window = build_window(path)
     window.show()
-    window.view.fit()
+    window.view.show_graph()
     return app.exec()
 
 

@@ -3,35 +3,63 @@ exit. The README's pictures and the tests' visual checks come from here.
 
 Settings are kept in a throw-away location so a screenshot neither reads nor changes the user's
 (window size, recent files, theme). ``BACKPROP_STUDIO_THEME=light|dark`` picks the theme.
+With ``--json`` it prints one line describing the picture: at least the canvas zoom and the
+smallest on-screen text height (``{"zoom": 0.9, "min_text_px": 9.9, ...}``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
-def render(window, out: str | Path, width: int, height: int) -> None:  # noqa: ANN001
+def render(window, out: str | Path, width: int, height: int) -> dict[str, Any]:  # noqa: ANN001
+    """Show ``window`` at ``width`` × ``height``, frame the graph as a user opening it sees it,
+    save the picture to ``out`` and return what :meth:`GraphView.legibility` measures."""
     from PySide6.QtWidgets import QApplication
 
     window.resize(width, height)
     window.show()
     for _ in range(3):
         QApplication.processEvents()
-    window.view.fit()
+    window.view.show_graph()
+    window.scene.arrange()
     window.minimap.rebuild()
     QApplication.processEvents()
+    report = window.view.legibility()
     image = window.grab()
     if not image.save(str(out)):
         raise OSError(f"cannot write {out}")
+    return report
+
+
+def open_path(window, path: str, *, show_all: bool = False) -> None:  # noqa: ANN001
+    """Open the composites named by ``path`` ("translator/decoder"), one level each, as a
+    double-click would; ``show_all`` then opens every compact stack of the last level."""
+    for name in [p for p in path.split("/") if p]:
+        doc = window.level.doc
+        node = doc.graph.find(name)
+        head = window.scene._stack_of.get(node.id)
+        if head is not None and head != node.id:
+            window.scene.open_stack(head)
+        if not window.open_inside(node.id):
+            raise ValueError(f"{name!r} has no inside to open")
+    if show_all:
+        for head in list(window.scene.stacks):
+            window.scene.open_stack(head)
+        window.view.show_graph()
 
 
 def main(file: str, out: str, width: int = 1400, height: int = 900, theme: str | None = None,
-         select: str | None = None) -> int:
+         select: str | None = None, inside: str | None = None, show_all: bool = False,
+         as_json: bool = False) -> int:
     """Render the editor with ``file`` (a graph, a .bps project or a preset name) to ``out``;
-    ``select`` names a node to select first (the inspector then shows it)."""
+    ``select`` names a node to select first (the inspector then shows it); ``inside`` opens
+    composites first (see :func:`open_path`)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QSettings
 
@@ -52,13 +80,16 @@ def main(file: str, out: str, width: int = 1400, height: int = 900, theme: str |
             window.undo_stack.setClean()
             window.close()
             return 1
-        if select:
-            try:
-                window.scene.select_nodes([window.doc.graph.find(select).id])
-            except Exception as exc:  # noqa: BLE001 - a wrong name must not cost the picture
-                print(f"backprop-studio screenshot: cannot select {select!r}: {exc}", file=sys.stderr)
         try:
-            render(window, out, width, height)
+            window.resize(width, height)
+            if inside or show_all:
+                open_path(window, inside or "", show_all=show_all)
+            if select:
+                window.scene.select_nodes([window.level.doc.graph.find(select).id])
+        except Exception as exc:  # noqa: BLE001 - a wrong name must not cost the picture
+            print(f"backprop-studio screenshot: {exc}", file=sys.stderr)
+        try:
+            report = render(window, out, width, height)
         except OSError as exc:
             print(f"backprop-studio screenshot: {exc}", file=sys.stderr)
             return 1
@@ -66,7 +97,11 @@ def main(file: str, out: str, width: int = 1400, height: int = 900, theme: str |
             window.undo_stack.setClean()
             window.close()
             window.deleteLater()
-    print(out)
+    if as_json:
+        print(json.dumps({"out": str(out), **report, "view": " > ".join(level.title for level in window.levels)},
+                         ensure_ascii=False))
+    else:
+        print(out)
     return 0
 
 

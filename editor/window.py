@@ -241,6 +241,7 @@ class MainWindow(QMainWindow):
     def _wire(self) -> None:
         self.undo_stack.cleanChanged.connect(self._on_stack_changed)
         self.undo_stack.indexChanged.connect(self._on_stack_changed)
+        self.undo_stack.indexChanged.connect(self._on_first_edit)
         self.palette.activated.connect(lambda t, p: self.insert_block(t, p, None))
         self.search.chosen.connect(self._on_search_chosen)
         self.view.block_dropped.connect(lambda t, p, pos: self.insert_block(t, p, pos))
@@ -267,6 +268,7 @@ class MainWindow(QMainWindow):
         scene.canvas_activated.connect(self._show_search)
         scene.message.connect(self._show_status)
         scene.wire_dropped.connect(self._on_wire_dropped)
+        scene.reframe_requested.connect(self.view.show_graph)
         doc = scene.doc
         doc.shapes_changed.connect(self._update_status)
         doc.shapes_changed.connect(self.minimap.schedule)
@@ -284,7 +286,7 @@ class MainWindow(QMainWindow):
     def _detach_scene(self, scene: GraphScene) -> None:
         for sig, slot in ((scene.selectionChanged, self._on_selection), (scene.node_activated, self.open_inside),
                           (scene.canvas_activated, self._show_search), (scene.message, self._show_status),
-                          (scene.wire_dropped, self._on_wire_dropped)):
+                          (scene.wire_dropped, self._on_wire_dropped), (scene.reframe_requested, self.view.show_graph)):
             try:
                 sig.disconnect(slot)
             except (RuntimeError, TypeError):
@@ -350,13 +352,12 @@ class MainWindow(QMainWindow):
         title = f"{node.name}" if node.name == node.type else f"{node.name} ({node.type})"
         inner_doc = Document(inner, read_only=True, title=title)
         scene = GraphScene(inner_doc, None, self.theme, compact_stacks=True, parent=self)
-        # Inner graphs come with the engine's rough columns; lay them out for these node sizes.
-        scene.auto_layout_view()
+        # Inner graphs come with the engine's rough columns: the view lays them out for its size.
         self._detach_scene(self.scene)
         self.levels.append(Level(title, inner_doc, scene))
         self._attach_scene(scene)
         self._update_crumbs()
-        self.view.fit()
+        self.view.show_graph()
         return True
 
     def go_to_level(self, index: int) -> None:
@@ -369,7 +370,7 @@ class MainWindow(QMainWindow):
             level.doc.deleteLater()
         self._attach_scene(self.scene)
         self._update_crumbs()
-        self.view.fit()
+        self.view.show_graph()
 
     def go_up(self) -> None:
         self.go_to_level(len(self.levels) - 2)
@@ -422,6 +423,9 @@ class MainWindow(QMainWindow):
 
     def _on_stack_changed(self, *_: Any) -> None:
         self._update_title()
+
+    def _on_first_edit(self, *_: Any) -> None:
+        self.levels[0].scene.adapt_layout = False
 
     @property
     def modified(self) -> bool:
@@ -531,7 +535,7 @@ class MainWindow(QMainWindow):
             cmd = commands.auto_layout_command(self.doc, self.scene.node_size, scale=self.scene.spread)
             if cmd is not None:
                 self.push(cmd)
-        self.view.fit()
+        self.view.show_graph()
 
     def _selected_one(self) -> str | None:
         ids = [i.node_id for i in self.scene.selectedItems() if isinstance(i, NodeItem)]
@@ -553,7 +557,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(str(exc), 6000)
             return
         self.push(cmd)
-        self.view.fit()
+        self.view.show_graph()
 
     # --- context menu ---------------------------------------------------------------------------------------
 
@@ -637,9 +641,11 @@ class MainWindow(QMainWindow):
         self.doc.set_graph(project.graph if project is not None else Graph())
         self.inspector.set_lesson(getattr(project, "name", ""), getattr(project, "description", ""))
         self.undo_stack.setClean()
+        # A lesson that cannot be read whole in this window is laid out for it (until the first edit).
+        self.levels[0].scene.adapt_layout = bool(self.files.is_preset)
         self.clipboard.reset()
         self._update_status()
-        self.view.fit()
+        self.view.show_graph()
         self.minimap.rebuild()
 
     # --- window events ------------------------------------------------------------------------------------------
