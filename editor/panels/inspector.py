@@ -8,8 +8,6 @@ value the block refuses shows the engine's message under the form and nothing is
 
 from __future__ import annotations
 
-import html
-
 import json
 import uuid
 from typing import Any, Callable
@@ -22,6 +20,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 from editor import commands
 from editor.document import Document
 from editor.panels.blockinfo import first_paragraph, param_range
+from editor.panels.lesson import LessonView
 from editor.theme import CATEGORY_COLOURS
 from engine import blocks
 from engine.blocks import Param, ParamType
@@ -77,7 +76,11 @@ class Inspector(QWidget):
         self._merge_key = ""
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
+        # No node selected: the lesson's text (rich text that scrolls on its own).
+        self.empty = LessonView()
+        outer.addWidget(self.empty)
         scroll = QScrollArea()
+        self.scroll = scroll
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -87,13 +90,6 @@ class Inspector(QWidget):
         self.layout_ = QVBoxLayout(body)
         self.layout_.setContentsMargins(10, 10, 10, 10)
         self.layout_.setSpacing(8)
-        self.empty = QLabel()
-        self.empty.setWordWrap(True)
-        self.empty.setTextFormat(Qt.TextFormat.RichText)
-        self.empty.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.set_lesson("", "")
-        self.empty.setAlignment(Qt.AlignmentFlag.AlignTop)
-        self.layout_.addWidget(self.empty)
         # node section
         self.section = QWidget()
         sec = QVBoxLayout(self.section)
@@ -143,20 +139,13 @@ class Inspector(QWidget):
         self.layout_.addWidget(self.section)
         self.layout_.addStretch(1)
         self.section.hide()
+        self.scroll.hide()
 
     # --- target ----------------------------------------------------------------------------------
 
     def set_lesson(self, title: str, description: str) -> None:
         """What shows while no node is selected: the open lesson's text, then how to start."""
-        hint = ("Select a node to see and edit its parameters. Drag blocks from the palette, "
-                "or press Tab on the canvas.")
-        parts = []
-        if title:
-            parts.append(f"<h3>{html.escape(title)}</h3>")
-        for para in description.split("\n\n") if description else ():
-            parts.append(f"<p>{html.escape(' '.join(para.split()))}</p>")
-        parts.append(f"<p style='color: gray'><i>{html.escape(hint)}</i></p>")
-        self.empty.setText("".join(parts))
+        self.empty.set_lesson(title, description)
 
     def set_document(self, doc: Document | None, stack: QUndoStack | None) -> None:
         if self.doc is not None:
@@ -211,6 +200,7 @@ class Inspector(QWidget):
         if self.doc is not None and self.node_id is not None and self.node_id in self.doc.graph.nodes:
             node = self.doc.node(self.node_id)
         self.section.setVisible(node is not None)
+        self.scroll.setVisible(node is not None)
         self.empty.setVisible(node is None)
         if node is None:
             return

@@ -522,7 +522,7 @@ def test_the_lesson_text_shows_while_nothing_is_selected(win):
 
     assert win.files.load_path(presets.path("two_layer_net"), is_preset=True)
     project = serialize.load(presets.path("two_layer_net"))
-    text = win.inspector.empty.text()
+    text = win.inspector.empty.toPlainText()
     assert project.name in text and "XOR" in project.description and "XOR" in text
     assert win.inspector.empty.isVisibleTo(win.inspector)
     node = next(iter(win.doc.graph.nodes))
