@@ -175,7 +175,7 @@ def arrange(graph: Graph, size_of: Callable[[str], Size] | None = None, *,
         if i:
             prev = spine[i - 1]
             pa, pb = ports.get((prev, nid), ("out", ""))
-            same = graph.nodes[prev].type == graph.nodes[nid].type and sizes[prev] == sizes[nid]
+            same = graph.nodes[prev].type == graph.nodes[nid].type
             # identical blocks in a row stay level; others line up the wire between them
             y = top[prev] if same else top[prev] + offset(prev, pa, True) - offset(nid, pb, False)
         top[nid] = y

@@ -463,7 +463,7 @@ def _summary(node: Node, spec: Any) -> list[str]:
         return []
     lines: list[tuple[int, str]] = []
     for i, p in enumerate(spec.params):
-        if p.type in (ParamType.TENSOR,):
+        if p.type in (ParamType.TENSOR,) or not p.applies(node.params):
             continue
         value = node.params.get(p.name)
         if p.type is ParamType.NODE:

@@ -191,6 +191,7 @@ class Inspector(QWidget):
     # --- building the form --------------------------------------------------------------------------
 
     def _rebuild(self) -> None:
+        self._params: tuple[Param, ...] = ()
         while self.form.rowCount():
             self.form.removeRow(0)
         self.editors.clear()
@@ -216,6 +217,7 @@ class Inspector(QWidget):
         self.name_edit.setReadOnly(self.read_only)
         params = spec.params if spec else ()
         self.params_title.setVisible(bool(params))
+        self._params = params
         for p in params:
             editor = self._make_editor(p)
             editor.setToolTip(p.doc + (f"\nrange: {param_range(p)}" if param_range(p) else ""))
@@ -343,6 +345,11 @@ class Inspector(QWidget):
                         x.blockSignals(False)
         finally:
             self._loading = False
+        # a param that has no effect with the others' values (Parameter's values unless init is
+        # "values") is hidden rather than shown unexplained
+        for row, p in enumerate(self._params):
+            if row < self.form.rowCount():
+                self.form.setRowVisible(row, p.applies(node.params))
         self._refresh_shapes()
 
     # --- edits -------------------------------------------------------------------------------------------
@@ -396,10 +403,11 @@ class Inspector(QWidget):
         node = g.node(self.node_id)
         report = self.doc.report()
         rows = []
-        ins = g.input_shapes(self.node_id, report) or {}
         for p in node.input_ports():
-            shape = ins.get(p.name)
-            state = shape_str(shape) if shape is not None else ("not connected" if g.link_into(self.node_id, p.name) is None else "unknown")
+            # each input on its own: one unconnected input does not make the others unknown
+            link = g.link_into(self.node_id, p.name)
+            shape = report.shapes.get((link.src, link.src_port)) if link is not None else None
+            state = shape_str(shape) if shape is not None else ("not connected" if link is None else "unknown")
             rows.append(f"<tr><td>in&nbsp;</td><td><b>{p.name}</b></td><td>&nbsp;{state}</td></tr>")
         for p in node.output_ports():
             shape = report.shapes.get((self.node_id, p.name))

@@ -1,0 +1,210 @@
+"""Readable at first sight: every lesson, and every composite opened inside it, opens at a zoom of
+at least 80 % with canvas text at least 9 px high, at the default window size and at 1280×800;
+no wire text covers another or a card; no wire runs under a card; an unrolled RNN is a row of
+cells with short wires; and the small things a first look catches."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+from PySide6.QtCore import QPointF, QRectF, QSettings
+from PySide6.QtWidgets import QApplication
+
+import presets
+from editor.items.fonts import LEGIBLE_PX
+from editor.window import MainWindow, openable
+
+pytestmark = pytest.mark.qt_log_ignore("propagateSizeHints", "does not support raise", "grabbing the keyboard")
+
+SIZES = [(1600, 1000), (1280, 800)]
+
+
+@pytest.fixture(scope="module")
+def window(qapp, tmp_path_factory):
+    settings = QSettings(str(tmp_path_factory.mktemp("readable") / "s.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings)
+    w.prompts.error = lambda title, text: None  # type: ignore[method-assign]
+    w.show()
+    yield w
+    w.undo_stack.setClean()
+    w.close()
+
+
+def _settle(w: MainWindow) -> None:
+    for _ in range(2):
+        QApplication.processEvents()
+    w.view.show_graph()
+    w.scene.arrange(reroute=True)
+
+
+def _views(w: MainWindow, lesson: str) -> Iterator[str]:
+    """Open ``lesson``, then each different composite inside it (two levels deep), and each
+    compact stack opened; yields a name for every view shown (the window shows it)."""
+    assert w.files.load_path(presets.path(lesson), is_preset=True, remember=False)
+    _settle(w)
+    yield lesson
+
+    def inside(prefix: str, depth: int) -> Iterator[str]:
+        doc = w.level.doc
+        seen: set[str] = set()
+        for nid, node in list(doc.graph.nodes.items()):
+            key = f"{node.type} {sorted(node.params.items())!r}"
+            if not openable(node) or key in seen or nid not in w.scene.nodes:
+                continue
+            seen.add(key)
+            level = len(w.levels)
+            head = w.scene._stack_of.get(nid)
+            if head is not None and head != nid:
+                continue  # a member of a compact stack: its head stands for it
+            assert w.open_inside(nid)
+            _settle(w)
+            name = f"{prefix} > {node.name}"
+            yield name
+            if w.scene.stacks:
+                for head in list(w.scene.stacks):
+                    w.scene.open_stack(head)
+                _settle(w)
+                yield name + " (every block)"
+            if depth < 2:
+                yield from inside(name, depth + 1)
+            w.go_to_level(level - 1)
+            _settle(w)
+
+    yield from inside(lesson, 1)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["1600x1000", "1280x800"])
+def test_every_lesson_and_composite_opens_legible(window, size):
+    window.resize(*size)
+    checked = []
+    for lesson in presets.names():
+        for view in _views(window, lesson):
+            seen = window.view.legibility()
+            assert seen["zoom"] >= 0.8 and seen["min_text_px"] is not None and seen["min_text_px"] >= LEGIBLE_PX, \
+                (view, size, seen)
+            checked.append(view)
+    assert len(checked) >= 2 * len(presets.names()), checked
+
+
+def _card_rects(w: MainWindow) -> list[tuple[str, QRectF]]:
+    return [(nid, item.card_rect()) for nid, item in w.scene.nodes.items() if item.isVisible()]
+
+
+def test_wire_texts_never_cover_each_other_or_a_card_and_wires_keep_off_cards(window):
+    window.resize(1600, 1000)
+    shown = 0
+    for lesson in presets.names():
+        for view in _views(window, lesson):
+            cards = _card_rects(window)
+            labels = [label.scene_rect() for item in window.scene.links.values() if item.isVisible()
+                      for label in item.labels.values() if label.isVisible()]
+            shown += len(labels)
+            for i, a in enumerate(labels):
+                for b in labels[i + 1:]:
+                    assert not a.intersects(b), (view, a, b)
+                for nid, card in cards:
+                    assert not a.intersects(card), (view, window.level.doc.node(nid).name, a)
+            for link, item in window.scene.links.items():
+                if not item.isVisible():
+                    continue
+                ends = {window.scene._stack_of.get(link.src, link.src), window.scene._stack_of.get(link.dst, link.dst)}
+                bounds = item.path.boundingRect()
+                near = [(nid, card) for nid, card in cards if nid not in ends and card.intersects(bounds)]
+                if not near:
+                    continue
+                points = [item.path.pointAtPercent(i / 60) for i in range(1, 60)]
+                for nid, card in near:
+                    inner = card.adjusted(6, 2, -6, -2)
+                    assert not any(inner.contains(p) for p in points), (view, "wire under", window.level.doc.node(nid).name)
+    assert shown > 50, "wire texts are shown, not all dropped"
+
+
+def test_unrolled_rnn_in_the_lesson_has_short_wires_only(window):
+    window.resize(1600, 1000)
+    assert window.files.load_path(presets.path("rnn_vs_lstm"), is_preset=True, remember=False)
+    _settle(window)
+    for name in ("SimpleRNN", "LSTM"):
+        assert window.open_inside(window.doc.graph.find(name).id)
+        _settle(window)
+        g = window.level.doc.graph
+        cells = [item for nid, item in window.scene.nodes.items() if g.nodes[nid].type == "RNNCell"]
+        cell_w = max(item.width for item in cells)
+        ys = {round(item.pos().y(), 1) for item in cells}
+        assert len(ys) == 1, "the cells run in one row"
+        for link, item in window.scene.links.items():
+            src, dst = g.nodes[link.src], g.nodes[link.dst]
+            if src.type == "Input" or dst.type == "Output":
+                continue  # the input sequence and the outputs
+            p1, p2 = item.path.pointAtPercent(0), item.path.pointAtPercent(1)
+            assert abs(p2.x() - p1.x()) <= 2 * cell_w and abs(p2.y() - p1.y()) <= 2 * cell_w, \
+                (name, src.name, dst.name)
+        window.go_to_level(0)
+
+
+def test_open_lesson_lists_the_lessons_titles(window):
+    from engine import serialize
+
+    titles = [a.text() for a in window.presets_menu.actions() if a.text()]
+    for name in presets.names():
+        title = serialize.load(presets.path(name)).name
+        assert any(title.replace("&", "") in t.replace("&&", "&") for t in titles), (title, titles)
+
+
+def test_small_defects(window, qtbot):
+    from engine.graph import Graph
+
+    g = Graph()
+    x = g.add_node("Input", {"shape": (1, 1)}, name="x", position=(0, 0))
+    mm = g.add_node("MatMul", name="MatMul", position=(250, 0))
+    g.connect(x.id, "out", mm.id, "a")
+    w = g.add_node("Parameter", {"shape": (3,)}, name="w", position=(0, 200))
+    window.doc.set_graph(g)
+    window.undo_stack.clear()
+    # a connected input shows its shape even while another input is not connected yet
+    window.inspector.set_node(mm.id)
+    assert "(1, 1)" in window.inspector.shapes.text() and "unknown" not in window.inspector.shapes.text()
+    # a Parameter's "values" shows only when init is "values"; "scale" only for random inits
+    window.inspector.set_node(w.id)
+    form = window.inspector.form
+    rows = {form.itemAt(r, form.ItemRole.LabelRole).widget().text(): r for r in range(form.rowCount())}
+    assert not form.isRowVisible(rows["values"]) and form.isRowVisible(rows["scale"])
+    window.inspector.editors["init"].setCurrentText("values")
+    assert form.isRowVisible(rows["values"]) and not form.isRowVisible(rows["scale"])
+    # an error names the block once
+    from engine.errors import ShapeError
+    y = window.doc.graph.add_node("Input", {"shape": (5, 2)}, name="y")
+    with pytest.raises(ShapeError) as err:
+        window.doc.graph.connect(y.id, "out", mm.id, "b")
+    assert str(err.value).startswith("MatMul: inner dimensions differ"), str(err.value)
+    # the Insert popup is as tall as its results
+    window.search.popup(window.view.viewport().mapToGlobal(window.view.viewport().rect().center()), QPointF(0, 0))
+    full = window.search.height()
+    from PySide6.QtTest import QTest
+    QTest.keyClicks(window.search.edit, "softmax")
+    assert window.search.list.count() == 1
+    assert window.search.height() < full / 2 and window.search.height() < window.height() / 3
+    window.search.hide()
+    window.undo_stack.setClean()
+
+
+def test_an_error_note_shows_on_hover_or_selection_only(window):
+    from engine.graph import Graph
+
+    g = Graph()
+    a = g.add_node("Input", {"shape": (4, 3)}, name="a", position=(0, 0))
+    b = g.add_node("Input", {"shape": (4, 3)}, name="b", position=(0, 150))
+    add = g.add_node("Add", name="add", position=(250, 0))
+    below = g.add_node("ReLU", name="below", position=(250, 110))
+    g.connect(a.id, "out", add.id, "a")
+    g.connect(b.id, "out", add.id, "b")
+    g.set_params(b.id, {"shape": (4, 7)})  # now broken: (4, 3) + (4, 7)
+    window.doc.set_graph(g)
+    window.undo_stack.clear()
+    item = window.scene.nodes[add.id]
+    assert item.error and not item.note_shown()
+    assert item.zValue() <= window.scene.nodes[below.id].zValue()
+    item.setSelected(True)
+    assert item.note_shown() and item.zValue() > window.scene.nodes[below.id].zValue(), "the note is drawn on top"
+    item.setSelected(False)
+    window.undo_stack.setClean()
