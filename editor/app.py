@@ -25,6 +25,8 @@ def application(argv: list[str] | None = None) -> QApplication:
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     app.setApplicationDisplayName(APPLICATION)
+    from editor.icons import app_icon
+    app.setWindowIcon(app_icon())
     return app  # type: ignore[return-value]
 
 

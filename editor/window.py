@@ -19,7 +19,7 @@ from PySide6.QtGui import (QAction, QActionGroup, QCloseEvent, QGuiApplication, 
 from PySide6.QtWidgets import (QApplication, QDockWidget, QHBoxLayout, QLabel, QMainWindow, QMenu,
                                QToolButton, QUndoView, QVBoxLayout, QWidget)
 
-from editor import commands, theme as themes
+from editor import commands, theme as themes, toolbar
 from editor.clipboard import Clipboard
 from editor.files import Files
 from editor.document import Document
@@ -181,7 +181,7 @@ class MainWindow(QMainWindow):
         self.act_save = self._action("&Save", self.files.save, SK.Save, m)
         self.act_save_as = self._action("Save &As…", self.files.save_as, [SK.SaveAs, K("Ctrl+Shift+S")], m)
         m.addSeparator()
-        self._action("&Quit", self.close, [SK.Quit, K("Ctrl+Q")], m)
+        self.act_quit = self._action("&Quit", self.close, [SK.Quit, K("Ctrl+Q")], m)
 
         m = mb.addMenu("&Edit")
         self.act_undo = self.undo_stack.createUndoAction(self, "&Undo")
@@ -203,14 +203,16 @@ class MainWindow(QMainWindow):
         self.act_rename = self._action("Re&name", self.rename, K(Qt.Key.Key_F2), m)
 
         m = mb.addMenu("&View")
-        self._action("Zoom &In", self.view.zoom_in, [SK.ZoomIn, K("Ctrl+=")], m)
-        self._action("Zoom &Out", self.view.zoom_out, SK.ZoomOut, m)
-        self._action("&Fit to View", self.view.fit, [K("F"), K("Ctrl+0")], m)
-        self._action("Actual &Size", self.view.reset_zoom, K("Ctrl+1"), m)
+        self.act_zoom_in = self._action("Zoom &In", self.view.zoom_in, [SK.ZoomIn, K("Ctrl+=")], m)
+        self.act_zoom_out = self._action("Zoom &Out", self.view.zoom_out, SK.ZoomOut, m)
+        self.act_fit = self._action("&Fit to View", self.view.fit, [K("F"), K("Ctrl+0")], m, "Show the whole graph")
+        self.act_zoom_reset = self._action("Actual &Size", self.view.reset_zoom, K("Ctrl+1"), m)
         m.addSeparator()
         self.act_layout = self._action("Auto-&Layout", self.auto_layout, K("Ctrl+L"), m,
                                        "Arrange the graph in layers, left to right")
         self.act_minimap = QAction("&Minimap", self, checkable=True)
+        self.act_minimap.setShortcut(K("M"))
+        self.addAction(self.act_minimap)
         self.act_minimap.setChecked(self.minimap.enabled_by_user)
         self.act_minimap.toggled.connect(self._toggle_minimap)
         m.addAction(self.act_minimap)
@@ -228,7 +230,7 @@ class MainWindow(QMainWindow):
         m.addAction(self.history_dock.toggleViewAction())
 
         m = mb.addMenu("&Node")
-        self._action("&Insert Block…", self.view.request_search, None, m, "Search blocks (Tab on the canvas)")
+        self.act_insert = self._action("&Insert Block…", self.view.request_search, None, m, "Search blocks (Tab on the canvas)")
         self.act_open_inside = self._action("&Open Inside", self.open_selected, K("Ctrl+Return"), m,
                                             "Show a composite block's inner graph (double-click)")
         self.act_expand = self._action("&Expand Composite", self.expand_selected, K("Ctrl+E"), m,
@@ -237,6 +239,7 @@ class MainWindow(QMainWindow):
         self.act_back = self._action("&Back to Outer Graph", self.go_up, [K("Alt+Left"), K("Alt+Up")], m)
         self.files.populate_presets(self.presets_menu)
         self.files.update_recent_menu(self.recent_menu)
+        self.toolbar = toolbar.install(self)
 
     def _wire(self) -> None:
         self.undo_stack.cleanChanged.connect(self._on_stack_changed)
