@@ -7,8 +7,7 @@ How a graph is drawn (:func:`arrange`):
 - **Columns** are topological generations (sources on the left), and every node moves right to
   the column just before its first consumer: a loss's target sits next to the loss, an unrolled
   RNN's x_t next to its cell.
-- **The spine**, the longest path, runs straight along one line, each card placed so that the
-  wire into it is level. Every other node goes next to the nodes it is wired to, above or below
+- **The spine**, the longest path, runs straight along one line of cards. Every other node goes next to the nodes it is wired to, above or below
   the spine in its column (side inputs, parallel branches). A wire that skips columns (a
   residual connection) gets a lane reserved beside the blocks it bypasses.
 - **Folding to the view**: given the view's size, a graph too wide for it at a readable zoom is
@@ -103,10 +102,10 @@ def arrange(graph: Graph, size_of: Callable[[str], Size] | None = None, *,
     are on screen; positions come back in document units (``scale`` is the scene's spread).
 
     ``viewport`` (pixels) lets the layout fold to fit it; ``readable`` is the zoom it aims for
-    (a graph that fits at that zoom in one row is not folded). ``buses`` (from :func:`find_buses`) are drawn as bars.
-    ``label_width(src, dst)`` is the width of the text on a wire, so the gap it crosses can hold
-    it; ``port_offset(node, port, is_output)`` is a port's height on its card, so spine wires
-    run level."""
+    (a graph that fits at that zoom in one row is not folded). ``buses`` (from
+    :func:`find_buses`) are drawn as bars. ``label_width(src, dst)`` is the width of the text on
+    a wire, so the gap it crosses can hold it; ``port_offset(node, port, is_output)`` is a
+    port's height on its card, so side inputs line up with the port they feed."""
     keep = set(graph.nodes) if nodes is None else set(nodes)
     alias = dict(alias or {})
     measure = size_of or (lambda _nid: (180.0, 90.0))
@@ -170,22 +169,28 @@ def arrange(graph: Graph, size_of: Callable[[str], Size] | None = None, *,
             ok = [y for y in ok if y <= want] or ok
         return min(ok, key=lambda y: (abs(y - want), (y > want) if prefer_above else (y < want)))
 
-    y = 0.0
-    for i, nid in enumerate(spine):
-        if i:
-            prev = spine[i - 1]
-            pa, pb = ports.get((prev, nid), ("out", ""))
-            same = graph.nodes[prev].type == graph.nodes[nid].type
-            # identical blocks in a row stay level; others line up the wire between them
-            y = top[prev] if same else top[prev] + offset(prev, pa, True) - offset(nid, pb, False)
-        top[nid] = y
-        claim(col[nid], y, sizes[nid][1])
+    for nid in spine:  # one level row of cards (a wire into a lower port bends a little)
+        top[nid] = 0.0
+        claim(col[nid], 0.0, sizes[nid][1])
 
     # Lanes for wires that skip columns: a band beside the blocks they bypass, above them by choice.
     lanes: list[tuple[str, str, list[int], float]] = []
     for a, b in sorted(main.edges, key=lambda e: (order[e[0]], order[e[1]])):
         if col[b] - col[a] > 1:
             lanes.append((a, b, list(range(col[a] + 1, col[b])), 0.0))
+
+    def _feeds_higher(nid: str) -> bool:
+        """True when ``nid`` feeds a consumer through a port above the one a placed node of its
+        own column feeds (w into Multiply's a, beside h into its b): it then goes above that node,
+        so their wires do not cross."""
+        for s_ in main.successors(nid):
+            mine = ports.get((nid, s_), ("", ""))[1]
+            for m in main.predecessors(s_):
+                if m != nid and m in top and col[m] == col[nid]:
+                    theirs = ports.get((m, s_), ("", ""))[1]
+                    if offset(s_, mine, False) < offset(s_, theirs, False):
+                        return True
+        return False
 
     # Others: nearest to the placed nodes first (breadth-first from the spine).
     undirected = main.to_undirected(as_view=True)
@@ -211,7 +216,8 @@ def arrange(graph: Graph, size_of: Callable[[str], Size] | None = None, *,
             if not progressed:
                 break
             continue
-        ready.sort(key=lambda n: (col[n], order[n]))
+        # inputs last: they fit around the flows they feed (a label shared by two losses)
+        ready.sort(key=lambda n: (main.in_degree(n) == 0, col[n], order[n]))
         nid = ready[0]
         wants = []
         for p in main.predecessors(nid):
@@ -226,7 +232,7 @@ def arrange(graph: Graph, size_of: Callable[[str], Size] | None = None, *,
             want = sorted(wants)[len(wants) // 2]
         else:
             want = max((b for iv in occupied[col[nid]] for b in iv), default=0.0) + v_gap
-        side = "below" if nid in fed_by_bus else ("above" if nid in feeds_bus else "")
+        side = "below" if nid in fed_by_bus else ("above" if nid in feeds_bus or _feeds_higher(nid) else "")
         top[nid] = free_spot([col[nid]], want, sizes[nid][1], prefer_above=False, side=side)
         claim(col[nid], top[nid], sizes[nid][1])
         remaining.remove(nid)
@@ -240,7 +246,7 @@ def arrange(graph: Graph, size_of: Callable[[str], Size] | None = None, *,
     if label_width is not None:
         for a, b in main.edges:
             if col[b] == col[a] + 1:
-                gaps[col[a]] = max(gaps[col[a]], label_width(a, b) + 30.0)
+                gaps[col[a]] = max(gaps[col[a]], label_width(a, b) + 22.0)
 
     chain = all(len(m) == 1 for m in members) and not lanes and all(
         main.out_degree(n) <= 1 and main.in_degree(n) <= 1 for n in main.nodes)

@@ -235,13 +235,24 @@ class GraphScene(QGraphicsScene):
         p2, d2 = dst.anchor(link.dst_port, False, p1)
         via = None
         if not (d1.y() or d2.y()):
-            via = placement.route(p1, p2, self.card_grid(), (src, dst), wire_path(p1, p2))
+            via = placement.route(p1, p2, self.card_grid(), (src, dst), wire_path(p1, p2), self._lanes_taken(item))
         item.set_ends(p1, p2, d1, d2, via)
         item.bus_ends = (bool(d1.y()), bool(d2.y()))
         if not self._arranging:
             self.schedule_arrange()
 
     # --- wire routes and wire texts ------------------------------------------------------------------
+
+    def _lanes_taken(self, but: LinkItem) -> list[tuple[float, float, float]]:
+        """The horizontal lanes other routed wires run along: (y, x from, x to)."""
+        lanes = []
+        for item in self.links.values():
+            if item is but or not item.route or not item.isVisible():
+                continue
+            for a, b in zip(item.route, item.route[1:]):
+                if abs(a.y() - b.y()) < 0.5 and abs(a.x() - b.x()) > 0.5:
+                    lanes.append((a.y(), min(a.x(), b.x()), max(a.x(), b.x())))
+        return lanes
 
     def card_grid(self) -> placement.Grid:
         """Every visible card's rectangle, for routing wires and placing their texts (cached until
@@ -273,6 +284,8 @@ class GraphScene(QGraphicsScene):
         try:
             if reroute:
                 self._grid = None
+                for item in self.links.values():
+                    item.route = None  # routed again one by one: each sees the lanes taken before it
                 for item in self.links.values():
                     if item.isVisible():
                         self._update_link_path(item)
@@ -403,20 +416,22 @@ class GraphScene(QGraphicsScene):
             self.nodes[nid].set_bus(side, width)
         return result
 
-    def adapt_to_view(self, readable: float) -> None:
-        """Called by the view before it frames the graph (see ``adapt_layout``)."""
+    def adapt_to_view(self, comfortable: float, legible: float) -> None:
+        """Called by the view before it frames the graph (see ``adapt_layout``): lay out for a
+        ``comfortable`` zoom; a lesson keeps its own layout when that is ``legible`` whole."""
         if not self.adapt_layout or self.view_size is None:
             return
         if self.read_only or self._adapted:
-            self.auto_layout_view(self.view_size, readable)
+            self.auto_layout_view(self.view_size, comfortable)
             return
         rect = self.items_bounding_rect()
         if rect.isEmpty():
             return
         w, h = self.view_size
         now = min(w / (rect.width() + 80), h / (rect.height() + 80), 1.0)
-        if now >= readable:
+        if now >= legible:
             return
+        readable = comfortable
         result = self.arrangement(self.view_size, readable)
         if result.zoom > now + 0.05:
             self.auto_layout_view(self.view_size, readable, result)

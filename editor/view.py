@@ -99,7 +99,7 @@ class GraphView(QGraphicsView):
         readable = readable_zoom()
         if self.isVisible():  # before the first show the viewport's size means nothing
             scene.view_size = (float(vp.width()), float(vp.height()))
-            scene.adapt_to_view(comfortable_zoom())
+            scene.adapt_to_view(comfortable_zoom(), readable)
         rect = scene.items_bounding_rect()
         if rect.isNull() or rect.isEmpty():
             self.fit()

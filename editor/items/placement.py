@@ -20,6 +20,8 @@ from PySide6.QtCore import QPointF, QRectF
 
 STUB = 18.0  # how far a routed wire runs straight out of its port before turning
 CLEAR = 6.0  # room kept between a routed wire and a card
+LANE_CLEAR = 15.0  # a lane beside a card keeps this far from it, room for a text on the wire
+LANE_SPACING = 12.0  # two wires in one gap run this far apart
 LABEL_GAP = 2.0  # room kept around a label
 
 
@@ -72,11 +74,13 @@ def curve_is_clear(path: Any, grid: Grid, ignore: Sequence[Any], samples: int = 
     return True
 
 
-def route(p1: QPointF, p2: QPointF, grid: Grid, ends: Sequence[Any], direct_path: Any) -> list[QPointF] | None:
+def route(p1: QPointF, p2: QPointF, grid: Grid, ends: Sequence[Any], direct_path: Any,
+          taken: Sequence[tuple[float, float, float]] = ()) -> list[QPointF] | None:
     """Waypoints for a wire from output ``p1`` (leaving right) to input ``p2`` (entering from the
     left) that keeps off every card, or None when the plain curve ``direct_path`` already does
     (or no lane is free: then the curve is the least bad). ``ends`` are the owners of the two
-    cards the wire connects; their ports are allowed to touch it."""
+    cards the wire connects; their ports are allowed to touch it. ``taken`` are the lanes other
+    wires run along, ``(y, x1, x2)``: a wire never runs on top of another one."""
     forward = p2.x() - p1.x() >= 2 * STUB
     if forward and curve_is_clear(direct_path, grid, ends):
         return None
@@ -89,17 +93,27 @@ def route(p1: QPointF, p2: QPointF, grid: Grid, ends: Sequence[Any], direct_path
     lo_x, hi_x = min(xa, xb), max(xa, xb)
     along = sorted((y1, y2) for x1, y1, x2, y2, _o in boxes if x1 < hi_x and lo_x < x2)
     for y1, y2 in along:
-        lanes.add(round(y1 - CLEAR - 4, 1))
-        lanes.add(round(y2 + CLEAR + 4, 1))
+        lanes.add(round(y1 - LANE_CLEAR, 1))
+        lanes.add(round(y2 + LANE_CLEAR, 1))
         below = [t for t, _b in along if t > y2]
-        if below:  # the middle of the gap under this card
-            lanes.add(round((y2 + min(below)) / 2, 1))
+        if below:  # the middle of the gap under this card, and beside it for a second wire
+            middle = (y2 + min(below)) / 2
+            for k in (0, -1, 1, -2, 2):
+                lanes.add(round(middle + k * LANE_SPACING, 1))
+    for y, _x1, _x2 in taken:  # beside a lane already taken
+        lanes.add(round(y - LANE_SPACING, 1))
+        lanes.add(round(y + LANE_SPACING, 1))
+
+    def shares_a_lane(y: float) -> bool:
+        return any(abs(y - ty) < LANE_SPACING - 0.5 and min(hi_x, tx2) - max(lo_x, tx1) > 1 for ty, tx1, tx2 in taken)
 
     def clearance(y: float) -> float:
         return min((min(abs(y - y1), abs(y - y2)) for y1, y2 in along), default=40.0)
 
     best: tuple[float, list[QPointF]] | None = None
     for y in lanes:
+        if abs(y - p1.y()) > 0.5 and abs(y - p2.y()) > 0.5 and shares_a_lane(y):
+            continue
         points = [p1, QPointF(xa, p1.y()), QPointF(xa, y), QPointF(xb, y), QPointF(xb, p2.y()), p2]
         # drop zero-length legs (a lane at a port's height)
         pts = [points[0]]
@@ -112,8 +126,11 @@ def route(p1: QPointF, p2: QPointF, grid: Grid, ends: Sequence[Any], direct_path
         if grid.hits(_segment(pts[0], pts[1]), ends) or grid.hits(_segment(pts[-2], pts[-1]), ends):
             continue
         length = sum(abs(b.x() - a.x()) + abs(b.y() - a.y()) for a, b in zip(pts, pts[1:]))
-        # short, few corners, and (for a lane) well clear of the cards beside it
+        # short, few corners, and (for a lane) well clear of the cards beside it; a bypass runs
+        # above the blocks it skips, as residual connections are drawn, when that costs little
         cost = length + 30.0 * (len(pts) - 2) - (2.0 * min(clearance(y), 30.0) if len(pts) > 4 else 0.0)
+        if y < min(p1.y(), p2.y()) - 1:
+            cost -= 24.0
         if best is None or cost < best[0]:
             best = (cost, pts[1:-1])
     return best[1] if best is not None else None
