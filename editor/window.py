@@ -16,7 +16,7 @@ from typing import Any
 from PySide6.QtCore import QByteArray, QPoint, QPointF, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import (QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence, QUndoCommand,
                            QUndoStack)
-from PySide6.QtWidgets import (QApplication, QDockWidget, QHBoxLayout, QLabel, QMainWindow, QMenu,
+from PySide6.QtWidgets import (QApplication, QDockWidget, QHBoxLayout, QLabel, QMainWindow, QMenu, QSizePolicy,
                                QToolButton, QUndoView, QVBoxLayout, QWidget)
 
 from editor import commands, theme as themes, toolbar
@@ -323,19 +323,21 @@ class MainWindow(QMainWindow):
                 sep = QLabel("›")
                 self._crumb_layout.addWidget(sep)
             if i == len(self.levels) - 1:
-                current = QLabel(f"<b>{html.escape(level.title)}</b>")
+                current = QLabel(f"<b>{html.escape(_short(level.title, 48))}</b>")
                 current.setContentsMargins(4, 0, 4, 0)
+                current.setToolTip(level.title)
                 self._crumb_layout.addWidget(current)
             else:
                 b = QToolButton()
-                b.setText(level.title)
+                b.setText(_short(level.title, 28).replace("&", "&&"))
                 b.setAutoRaise(True)
-                b.setToolTip("Back to this graph")
+                b.setToolTip(f"Back to {level.title}")
                 b.clicked.connect(lambda _=False, k=i: self.go_to_level(k))
                 self._crumb_layout.addWidget(b)
         if len(self.levels) > 1:
             hint = QLabel("  read-only · double-click a block to look inside · Expand to edit its parts")
             hint.setEnabled(False)
+            hint.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widens the window
             self._crumb_layout.addWidget(hint)
         self._crumb_layout.addStretch(1)
         self.act_back.setEnabled(len(self.levels) > 1)
@@ -420,9 +422,9 @@ class MainWindow(QMainWindow):
         self.setWindowModified(not self.undo_stack.isClean())
         first = self._crumb_layout.itemAt(0)
         if first is not None and isinstance(first.widget(), QToolButton):
-            first.widget().setText(name)
+            first.widget().setText(_short(name, 28).replace("&", "&&"))
         elif first is not None and isinstance(first.widget(), QLabel):
-            first.widget().setText(f"<b>{html.escape(name)}</b>")
+            first.widget().setText(f"<b>{html.escape(_short(name, 48))}</b>")
 
     def _on_stack_changed(self, *_: Any) -> None:
         self._update_title()
@@ -672,6 +674,11 @@ class MainWindow(QMainWindow):
         if paths:
             event.acceptProposedAction()
             self.files.open_dropped(paths)
+
+
+def _short(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis (breadcrumbs never widen the window)."""
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
 def _probe_node(type_id: str, params: dict, name: str) -> Any:

@@ -62,7 +62,7 @@ class Minimap(QWidget):
         return QRect(x, y, self.width(), self.height())
 
     def _covers_a_card(self, spot: QRect) -> bool:
-        area = QRectF(spot).adjusted(-6, -6, 6, 6)
+        area = QRectF(spot).adjusted(-2, -2, 2, 2)
         for rect, _colour in self._rects:
             if self.view.mapFromScene(rect).boundingRect().intersects(area.toRect()):
                 return True

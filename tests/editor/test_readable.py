@@ -81,6 +81,7 @@ def test_every_lesson_and_composite_opens_legible(window, size):
     for lesson in presets.names():
         for view in _views(window, lesson):
             seen = window.view.legibility()
+            assert window.width() <= size[0], (view, "the window grew to hold its contents", window.width())
             assert seen["zoom"] >= 0.8 and seen["min_text_px"] is not None and seen["min_text_px"] >= LEGIBLE_PX, \
                 (view, size, seen)
             checked.append(view)
