@@ -82,6 +82,11 @@ def test_every_lesson_and_composite_opens_legible(window, size):
         for view in _views(window, lesson):
             seen = window.view.legibility()
             assert window.width() <= size[0], (view, "the window grew to hold its contents", window.width())
+            window.minimap.rebuild()
+            if window.minimap.isVisible():
+                box = window.minimap.geometry()
+                for _nid, card in _card_rects(window):
+                    assert not window.view.mapFromScene(card).boundingRect().intersects(box), (view, "minimap on a card")
             assert seen["zoom"] >= 0.8 and seen["min_text_px"] is not None and seen["min_text_px"] >= LEGIBLE_PX, \
                 (view, size, seen)
             checked.append(view)
@@ -209,3 +214,33 @@ def test_an_error_note_shows_on_hover_or_selection_only(window):
     assert item.note_shown() and item.zValue() > window.scene.nodes[below.id].zValue(), "the note is drawn on top"
     item.setSelected(False)
     window.undo_stack.setClean()
+
+
+def test_the_minimap_moves_to_the_corner_it_is_dropped_in_and_toggles(window, qtbot):
+    from PySide6.QtCore import QPoint, Qt
+    from PySide6.QtTest import QTest
+
+    window.resize(1280, 800)
+    assert window.files.load_path(presets.path("rnn_vs_lstm"), is_preset=True, remember=False)
+    _settle(window)
+    assert window.open_inside(window.doc.graph.find("LSTM").id)
+    window.view.set_zoom(1.6)  # far in: the graph does not fit
+    window.view.centerOn(window.scene.items_bounding_rect().center())
+    window.minimap.rebuild()
+    mini = window.minimap
+    if not mini.isVisible():  # every corner taken at this spot: look at an empty part
+        window.view.centerOn(window.scene.items_bounding_rect().bottomRight() + QPointF(600, 600))
+        mini.rebuild()
+    assert mini.isVisible()
+    before = mini.corner
+    vp = window.view.viewport()
+    grip = QPoint(mini.width() // 2, 4)
+    QTest.mousePress(mini, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, grip)
+    target = QPoint(40, 40) if before != "top-left" else QPoint(vp.width() - 40, vp.height() - 40)
+    QTest.mouseMove(mini, mini.mapFromParent(target))
+    QTest.mouseRelease(mini, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, mini.mapFromParent(target))
+    assert mini.corner != before
+    window.act_minimap.trigger()
+    assert not mini.isVisible()
+    window.act_minimap.trigger()
+    window.go_to_level(0)
