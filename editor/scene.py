@@ -28,6 +28,14 @@ MIN_STACK = 3  # identical blocks in a chain drawn as one compact stack from thi
 NUDGE, NUDGE_BIG = 8.0, 40.0  # arrow keys move the selection this far (scene units), Shift: further
 
 
+def _lanes_of(route: list[QPointF] | None) -> list[tuple[float, float, float]]:
+    """The horizontal legs of a routed wire: (y, x from, x to)."""
+    if not route:
+        return []
+    return [(a.y(), min(a.x(), b.x()), max(a.x(), b.x())) for a, b in zip(route, route[1:])
+            if abs(a.y() - b.y()) < 0.5 and abs(a.x() - b.x()) > 0.5]
+
+
 class _Wiring:
     """State of one wire drag."""
 
@@ -80,6 +88,7 @@ class GraphScene(QGraphicsScene):
         self._adapted = False
         self._reroute = False
         self._arranging = False
+        self._taken: list[tuple[float, float, float]] = []
         self._arrange_timer = QTimer(self)
         self._arrange_timer.setSingleShot(True)
         self._arrange_timer.setInterval(0)
@@ -210,7 +219,8 @@ class GraphScene(QGraphicsScene):
         """Called by a NodeItem when it moves: its wires follow (and, once the move is over, every
         wire is routed again: the card may now stand in another wire's way)."""
         self._grid = None
-        self.schedule_arrange(reroute=not self._press_positions)
+        if not self._press_positions:
+            self.schedule_arrange(reroute=True)
         for link in self._links_of.get(item.node_id, ()):
             link_item = self.links.get(link)
             if link_item is not None:
@@ -234,25 +244,21 @@ class GraphScene(QGraphicsScene):
         p1, d1 = src.anchor(link.src_port, True, dst.port_scene_pos(link.dst_port, False))
         p2, d2 = dst.anchor(link.dst_port, False, p1)
         via = None
-        if not (d1.y() or d2.y()):
-            via = placement.route(p1, p2, self.card_grid(), (src, dst), wire_path(p1, p2), self._lanes_taken(item))
+        if self._arranging and not (d1.y() or d2.y()):
+            # Routing looks at every card, so it runs once per change (in arrange), not per wire
+            # moved: until then (and while a card is dragged) a wire is its plain curve.
+            via = placement.route(p1, p2, self.card_grid(), (src, dst), wire_path(p1, p2), self._taken)
+            self._taken.extend(_lanes_of(via))
         item.set_ends(p1, p2, d1, d2, via)
         item.bus_ends = (bool(d1.y()), bool(d2.y()))
         if not self._arranging:
-            self.schedule_arrange()
+            if self._press_positions:
+                item.follow_labels()  # dragging: the texts ride along, placed properly on release
+            else:
+                self.schedule_arrange(reroute=True)
 
     # --- wire routes and wire texts ------------------------------------------------------------------
 
-    def _lanes_taken(self, but: LinkItem) -> list[tuple[float, float, float]]:
-        """The horizontal lanes other routed wires run along: (y, x from, x to)."""
-        lanes = []
-        for item in self.links.values():
-            if item is but or not item.route or not item.isVisible():
-                continue
-            for a, b in zip(item.route, item.route[1:]):
-                if abs(a.y() - b.y()) < 0.5 and abs(a.x() - b.x()) > 0.5:
-                    lanes.append((a.y(), min(a.x(), b.x()), max(a.x(), b.x())))
-        return lanes
 
     def card_grid(self) -> placement.Grid:
         """Every visible card's rectangle, for routing wires and placing their texts (cached until
@@ -284,8 +290,7 @@ class GraphScene(QGraphicsScene):
         try:
             if reroute:
                 self._grid = None
-                for item in self.links.values():
-                    item.route = None  # routed again one by one: each sees the lanes taken before it
+                self._taken = []  # lanes taken so far: each wire sees those routed before it
                 for item in self.links.values():
                     if item.isVisible():
                         self._update_link_path(item)

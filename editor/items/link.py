@@ -246,6 +246,13 @@ class LinkItem(_WireBase):
     def length(self) -> float:
         return self.path.length()
 
+    def follow_labels(self) -> None:
+        """Keep the shown texts on the wire while it moves (no collision check: that waits for
+        the scene's next placement)."""
+        for label in self.labels.values():
+            if label.chosen >= 0 and not self.path.isEmpty():
+                label.setPos(self.path.pointAtPercent(min(0.9, max(0.1, label.where))))
+
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:
         if change == QGraphicsItem.GraphicsItemChange.ItemVisibleHasChanged:
             for label in self.labels.values():

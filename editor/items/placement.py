@@ -67,6 +67,8 @@ def _segment(a: QPointF, b: QPointF, pad: float = CLEAR / 2) -> QRectF:
 
 def curve_is_clear(path: Any, grid: Grid, ignore: Sequence[Any], samples: int = 24) -> bool:
     """True when the sampled curve stays off every card but its own two."""
+    if not any(box[4] not in ignore for box in grid.near(path.boundingRect())):
+        return True  # no other card anywhere near it (most wires: neighbours in a layout)
     for i in range(1, samples):
         p = path.pointAtPercent(i / samples)
         if grid.hits(QRectF(p.x() - 2, p.y() - 2, 4, 4), ignore):
@@ -87,7 +89,7 @@ def route(p1: QPointF, p2: QPointF, grid: Grid, ends: Sequence[Any], direct_path
     xa = p1.x() + STUB
     xb = p2.x() - STUB
     # Candidate lanes: the two ports' heights, and just above and below every card in the span.
-    span = QRectF(QPointF(min(xa, xb) - STUB, min(p1.y(), p2.y()) - 600), QPointF(max(xa, xb) + STUB, max(p1.y(), p2.y()) + 600))
+    span = QRectF(QPointF(min(xa, xb) - STUB, min(p1.y(), p2.y()) - 400), QPointF(max(xa, xb) + STUB, max(p1.y(), p2.y()) + 400))
     lanes = {round(p1.y(), 1), round(p2.y(), 1)}
     boxes = grid.near(span)
     lo_x, hi_x = min(xa, xb), max(xa, xb)
@@ -100,18 +102,27 @@ def route(p1: QPointF, p2: QPointF, grid: Grid, ends: Sequence[Any], direct_path
             middle = (y2 + min(below)) / 2
             for k in (0, -1, 1, -2, 2):
                 lanes.add(round(middle + k * LANE_SPACING, 1))
-    for y, _x1, _x2 in taken:  # beside a lane already taken
+    near_lanes = [t for t in taken if min(hi_x, t[2]) - max(lo_x, t[1]) > 1
+                  and span.top() - LANE_SPACING <= t[0] <= span.bottom() + LANE_SPACING]
+    for y, _x1, _x2 in near_lanes:  # beside a lane already taken
         lanes.add(round(y - LANE_SPACING, 1))
         lanes.add(round(y + LANE_SPACING, 1))
 
     def shares_a_lane(y: float) -> bool:
-        return any(abs(y - ty) < LANE_SPACING - 0.5 and min(hi_x, tx2) - max(lo_x, tx1) > 1 for ty, tx1, tx2 in taken)
+        return any(abs(y - ty) < LANE_SPACING - 0.5 for ty, _tx1, _tx2 in near_lanes)
 
     def clearance(y: float) -> float:
         return min((min(abs(y - y1), abs(y - y2)) for y1, y2 in along), default=40.0)
 
     best: tuple[float, list[QPointF]] | None = None
-    for y in lanes:
+    base = abs(xb - xa) + 2 * STUB
+
+    def bound(y: float) -> float:  # no route through lane y costs less than this
+        return base + abs(y - p1.y()) + abs(y - p2.y()) - 60.0 - 24.0
+
+    for y in sorted(lanes, key=bound):
+        if best is not None and bound(y) > best[0]:
+            break  # the lanes left are all farther
         if abs(y - p1.y()) > 0.5 and abs(y - p2.y()) > 0.5 and shares_a_lane(y):
             continue
         points = [p1, QPointF(xa, p1.y()), QPointF(xa, y), QPointF(xb, y), QPointF(xb, p2.y()), p2]

@@ -62,11 +62,11 @@ class Minimap(QWidget):
         return QRect(x, y, self.width(), self.height())
 
     def _covers_a_card(self, spot: QRect) -> bool:
-        area = QRectF(spot).adjusted(-2, -2, 2, 2)
-        for rect, _colour in self._rects:
-            if self.view.mapFromScene(rect).boundingRect().intersects(area.toRect()):
-                return True
-        return False
+        scene = self.view.graph_scene()
+        if scene is None:
+            return False
+        area = self.view.mapToScene(QRectF(spot).adjusted(-2, -2, 2, 2).toRect()).boundingRect()
+        return scene.card_grid().hits(area)  # a spatial index: cheap every frame
 
     def _on_view_changed(self) -> None:
         if self._moving is not None:
