@@ -54,6 +54,53 @@ def open_path(window, path: str, *, show_all: bool = False) -> None:  # noqa: AN
         window.view.show_graph()
 
 
+def lesson_views(window, lesson: str, depth: int = 2):  # noqa: ANN001, ANN201
+    """Open ``lesson`` (a shipped lesson's name), then each different composite inside it
+    (``depth`` levels deep) and each compact stack opened, as a student would; yields a name for
+    every view while the window shows it, framed as on opening."""
+    import presets
+    from PySide6.QtWidgets import QApplication
+
+    from editor.window import openable
+
+    def settle() -> None:
+        for _ in range(2):
+            QApplication.processEvents()
+        window.view.show_graph()
+        window.scene.arrange(reroute=True)
+
+    if not window.files.load_path(presets.path(lesson), is_preset=True, remember=False):
+        raise ValueError(f"cannot open the lesson {lesson}")
+    settle()
+    yield lesson
+
+    def inside(prefix: str, level_depth: int):  # noqa: ANN202
+        seen: set[str] = set()
+        for nid, node in list(window.level.doc.graph.nodes.items()):
+            key = f"{node.type} {sorted(node.params.items())!r}"
+            head = window.scene._stack_of.get(nid)
+            if not openable(node) or key in seen or (head is not None and head != nid):
+                continue  # a block met already, or a member of a compact stack (its head stands for it)
+            seen.add(key)
+            level = len(window.levels)
+            if not window.open_inside(nid):
+                continue
+            settle()
+            name = f"{prefix} > {node.name}"
+            yield name
+            if window.scene.stacks:
+                for stack in list(window.scene.stacks):
+                    window.scene.open_stack(stack)
+                settle()
+                yield name + " (every block)"
+            if level_depth < depth:
+                yield from inside(name, level_depth + 1)
+            window.go_to_level(level - 1)
+            settle()
+
+    yield from inside(lesson, 1)
+
+
 def main(file: str, out: str, width: int = 1400, height: int = 900, theme: str | None = None,
          select: str | None = None, inside: str | None = None, show_all: bool = False,
          as_json: bool = False) -> int:

@@ -13,7 +13,8 @@ from PySide6.QtWidgets import QApplication
 
 import presets
 from editor.items.fonts import LEGIBLE_PX
-from editor.window import MainWindow, openable
+from editor.screenshot import lesson_views
+from editor.window import MainWindow
 
 pytestmark = pytest.mark.qt_log_ignore("propagateSizeHints", "does not support raise", "grabbing the keyboard")
 
@@ -39,39 +40,7 @@ def _settle(w: MainWindow) -> None:
 
 
 def _views(w: MainWindow, lesson: str) -> Iterator[str]:
-    """Open ``lesson``, then each different composite inside it (two levels deep), and each
-    compact stack opened; yields a name for every view shown (the window shows it)."""
-    assert w.files.load_path(presets.path(lesson), is_preset=True, remember=False)
-    _settle(w)
-    yield lesson
-
-    def inside(prefix: str, depth: int) -> Iterator[str]:
-        doc = w.level.doc
-        seen: set[str] = set()
-        for nid, node in list(doc.graph.nodes.items()):
-            key = f"{node.type} {sorted(node.params.items())!r}"
-            if not openable(node) or key in seen or nid not in w.scene.nodes:
-                continue
-            seen.add(key)
-            level = len(w.levels)
-            head = w.scene._stack_of.get(nid)
-            if head is not None and head != nid:
-                continue  # a member of a compact stack: its head stands for it
-            assert w.open_inside(nid)
-            _settle(w)
-            name = f"{prefix} > {node.name}"
-            yield name
-            if w.scene.stacks:
-                for head in list(w.scene.stacks):
-                    w.scene.open_stack(head)
-                _settle(w)
-                yield name + " (every block)"
-            if depth < 2:
-                yield from inside(name, depth + 1)
-            w.go_to_level(level - 1)
-            _settle(w)
-
-    yield from inside(lesson, 1)
+    return lesson_views(w, lesson)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=["1600x1000", "1280x800"])
