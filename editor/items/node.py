@@ -32,14 +32,15 @@ class Geometry:
         self.summary_row = round(metrics("small").height() + 2)
 
 
-_GEOMETRY: Geometry | None = None
+_GEOMETRY: dict[int, Geometry] = {}  # per base font size: computed once the application (and its font) exists
 
 
 def geometry() -> Geometry:
-    global _GEOMETRY  # noqa: PLW0603 - computed once, after the application (and its font) exists
-    if _GEOMETRY is None:
-        _GEOMETRY = Geometry()
-    return _GEOMETRY
+    from editor.items.fonts import base_px
+    key = base_px()
+    if key not in _GEOMETRY:
+        _GEOMETRY[key] = Geometry()
+    return _GEOMETRY[key]
 
 
 class PortItem(QGraphicsItem):

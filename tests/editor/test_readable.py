@@ -213,3 +213,66 @@ def test_the_minimap_moves_to_the_corner_it_is_dropped_in_and_toggles(window, qt
     assert not mini.isVisible()
     window.act_minimap.trigger()
     window.go_to_level(0)
+
+
+def test_canvas_text_follows_the_system_font_size(qapp):
+    from PySide6.QtGui import QFont
+
+    from editor.items import NodeItem, fonts
+    from engine.graph import Graph
+
+    g = Graph()
+    node = g.add_node("MatMul", name="v_j·φ(x)")
+    saved = QFont(qapp.font())
+    try:
+        small = NodeItem(node)
+        assert fonts.px("title") == fonts.base_px() + 1 and fonts.smallest_px() >= fonts.MIN_PX
+        big_font = QFont(saved)
+        big_font.setPixelSize(18)  # a user who reads large text
+        qapp.setFont(big_font)
+        fonts.reset()
+        assert fonts.base_px() == 18 and fonts.px("port") == 18
+        big = NodeItem(node)
+        assert big.width > small.width * 1.25 and big.height > small.height * 1.25, "cards grow with their text"
+        assert fonts.readable_zoom() == pytest.approx(0.8)  # larger text stays legible further out
+    finally:
+        qapp.setFont(saved)
+        fonts.reset()
+
+
+def test_wire_texts_of_any_kind_share_the_wire_and_give_way(qapp):
+    """The placement run-time values and gradients use too: several texts on one wire, placed
+    apart; a text that does not fit shows its shorter variant, and one that cannot fit at all is
+    dropped, lowest priority first."""
+    from PySide6.QtGui import QUndoStack
+
+    from editor.document import Document
+    from editor.scene import GraphScene
+    from engine.graph import Graph
+
+    g = Graph()
+    x = g.add_node("Input", {"shape": (64, 3)}, name="x", position=(0, 0))
+    r = g.add_node("ReLU", name="r", position=(600, 0))
+    link = g.connect(x.id, "out", r.id, "a")[0]
+    scene = GraphScene(Document(g), QUndoStack())
+    wire = scene.links[link]
+    wire.set_label("value", ["value 0.1234567", "0.123"], where=0.3, priority=2)
+    wire.set_label("grad", ["gradient −0.0004321", "−4.3e-4"], where=0.7, priority=1)
+    scene.arrange(reroute=True)
+    shown = [lb for lb in wire.labels.values() if lb.isVisible()]
+    assert {lb.slot for lb in shown} == {"shape", "value", "grad"}
+    rects = [lb.scene_rect() for lb in shown]
+    assert not any(a.intersects(b) for i, a in enumerate(rects) for b in rects[i + 1:])
+    assert wire.labels["value"].text == "value 0.1234567"
+    # bring the cards close: the long texts give way to their short forms, then the least important go
+    scene.doc.move(r.id, (230, 0))
+    scene.arrange(reroute=True)
+    value, grad, shape = wire.labels["value"], wire.labels["grad"], wire.labels["shape"]
+    assert value.isVisible() and value.text == "0.123"
+    assert not (grad.isVisible() and shape.isVisible()), "no room for all three"
+    cards = [item.card_rect() for item in scene.nodes.values()]
+    for lb in (value, grad, shape):
+        if lb.isVisible():
+            assert not any(lb.scene_rect().intersects(c) for c in cards)
+    wire.clear_label("value")
+    assert "value" not in wire.labels and value.scene() is None
