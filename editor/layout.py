@@ -443,11 +443,12 @@ def layered_positions(graph: Graph, size_of: Callable[[str], Size] | None = None
                       alias: Mapping[str, str] | None = None,
                       scale: float | tuple[float, float] = 1.0,
                       viewport: tuple[float, float] | None = None,
+                      readable: float = 0.9,
                       label_width: Callable[[str, str], float] | None = None,
                       port_offset: Callable[[str, str, bool], float] | None = None) -> dict[str, tuple[float, float]]:
     """The positions of :func:`arrange` (no buses)."""
     return arrange(graph, size_of, h_gap=h_gap, v_gap=v_gap, origin=origin, nodes=nodes, alias=alias, scale=scale,
-                   viewport=viewport, label_width=label_width, port_offset=port_offset).positions
+                   viewport=viewport, readable=readable, label_width=label_width, port_offset=port_offset).positions
 
 
 def spread_factor(boxes: list[tuple[float, float, float, float]], *, h_gap: float = 70.0, v_gap: float = 16.0,

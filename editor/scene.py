@@ -455,6 +455,13 @@ class GraphScene(QGraphicsScene):
                 self.doc.move(m, positions.get(head, (0.0, 0.0)))
         self.invalidate_cards()
 
+    def layout_hints(self) -> dict[str, Any]:
+        """What an editable graph's Auto-Layout needs from this scene: the view's size (to fold to
+        it), the widths of the wire texts, the ports' heights."""
+        from editor.items.fonts import comfortable_zoom
+        return {"viewport": self.view_size, "readable": comfortable_zoom(),
+                "label_width": self._label_width, "port_offset": self._port_offset}
+
     def _label_width(self, a: str, b: str) -> float:
         """The width of the shape written on the wire from ``a`` to ``b`` (0 when none)."""
         widest = 0.0

@@ -537,7 +537,8 @@ class MainWindow(QMainWindow):
         if self.scene.read_only:
             self.scene.auto_layout_view()
         else:
-            cmd = commands.auto_layout_command(self.doc, self.scene.node_size, scale=self.scene.spread)
+            cmd = commands.auto_layout_command(self.doc, self.scene.node_size, scale=self.scene.spread,
+                                               **self.scene.layout_hints())
             if cmd is not None:
                 self.push(cmd)
         self.view.show_graph()

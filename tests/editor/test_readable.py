@@ -276,3 +276,21 @@ def test_wire_texts_of_any_kind_share_the_wire_and_give_way(qapp):
             assert not any(lb.scene_rect().intersects(c) for c in cards)
     wire.clear_label("value")
     assert "value" not in wire.labels and value.scene() is None
+
+
+def test_auto_layout_folds_an_edited_graph_to_the_view_in_one_undo_step(window):
+    window.resize(1280, 800)
+    src = presets.path("two_layer_net")
+    assert window.files.load_path(src, is_preset=False, remember=False)  # as a file of the user's
+    _settle(window)
+    before = window.doc.dump()
+    window.act_layout.trigger()
+    assert window.undo_stack.count() == 1
+    ys = sorted({round(window.doc.graph.nodes[n].position[1]) for n in window.doc.graph.nodes})
+    rows = {window.doc.graph.find(name).position[1] for name in ("score", "residual", "squared", "loss")}
+    assert len(rows) == 1 and min(rows) > window.doc.graph.find("φ(x)").position[1], "folded: the loss row below"
+    seen = window.view.legibility()
+    assert seen["zoom"] >= 0.9 and len(ys) > 2
+    window.undo_stack.undo()
+    assert window.doc.dump() == before
+    window.undo_stack.setClean()
