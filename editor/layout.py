@@ -33,7 +33,7 @@ from engine.graph import Graph
 Size = tuple[float, float]
 LANE_HEIGHT = 34.0  # room a skipping wire keeps in each column it crosses (scene units)
 BUS_MIN = 4  # a node wired to this many nodes in this many columns becomes a bus
-FRAME = 40.0  # margin the view keeps around a graph (scene units), see editor.view
+FRAME = 40.0  # margin the view keeps around a graph when it frames it (scene units)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from editor import commands
 from editor.document import Document
 from editor.items import DragWire, LinkItem, NodeItem, PortItem, Toast, placement
 from editor.items.link import WireLabel, wire_path
-from editor.layout import Arrangement, arrange, find_buses, spread_factor
+from editor.layout import FRAME, Arrangement, arrange, find_buses, spread_factor
 from editor.theme import LIGHT, Theme
 from engine.blocks import Kind
 from engine.blocks._base import shape_str
@@ -259,7 +259,6 @@ class GraphScene(QGraphicsScene):
 
     # --- wire routes and wire texts ------------------------------------------------------------------
 
-
     def card_grid(self) -> placement.Grid:
         """Every visible card's rectangle, for routing wires and placing their texts (cached until
         a card moves, appears, hides or changes size)."""
@@ -433,7 +432,7 @@ class GraphScene(QGraphicsScene):
         if rect.isEmpty():
             return
         w, h = self.view_size
-        now = min(w / (rect.width() + 80), h / (rect.height() + 80), 1.0)
+        now = min(w / (rect.width() + 2 * FRAME), h / (rect.height() + 2 * FRAME), 1.0)
         if now >= legible:
             return
         readable = comfortable

@@ -12,12 +12,12 @@ from PySide6.QtGui import QKeyEvent, QMouseEvent, QPainter, QPen, QWheelEvent
 from PySide6.QtWidgets import QGraphicsView, QWidget
 
 from editor.items.fonts import comfortable_zoom, px as font_px, readable_zoom
+from editor.layout import FRAME
 from editor.scene import GraphScene
 
 PALETTE_MIME = "application/x-backprop-studio-block"
 GRID = 24.0
 MIN_ZOOM, MAX_ZOOM = 0.08, 4.0
-FRAME = 40.0  # margin around the graph when framing it (scene units)
 
 
 class GraphView(QGraphicsView):
@@ -121,7 +121,7 @@ class GraphView(QGraphicsView):
         self.scale(zoom, zoom)
         vp = self.viewport().rect()
         w, h = vp.width() / zoom, vp.height() / zoom
-        sources = scene.source_cards() if hasattr(scene, "source_cards") else []
+        sources = scene.source_cards()
         firsts = [r for r in sources if r.left() < rect.left() + w * 0.6] or sources
         cy = sum(r.center().y() for r in firsts) / len(firsts) if firsts else rect.center().y()
         if rect.height() <= h:

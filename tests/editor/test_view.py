@@ -251,4 +251,4 @@ def test_unrolled_rnn_draws_like_the_lecture():
         if link.src in buses or link.dst in buses or g.nodes[link.dst].type == "Output":
             continue
         (x1, y1), (x2, y2) = centre(link.src), centre(link.dst)
-        assert abs(x2 - x1) <= 2 * cell_w, (g.nodes[link.src].name, g.nodes[link.dst].name)
+        assert abs(x2 - x1) <= 2 * cell_w and abs(y2 - y1) <= 2 * cell_w, (g.nodes[link.src].name, g.nodes[link.dst].name)
