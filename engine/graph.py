@@ -64,6 +64,15 @@ class Node:
     def label(self) -> str:
         return f"'{self.name}'" if self.name else f"{self.type} {self.id[:8]}"
 
+    def about(self, message: str) -> str:
+        """``message`` (a block's, which starts with its type) said of this node, naming the
+        node once: "'d' (Dot): last dimensions differ…", or "Dot: …" for a node named Dot."""
+        if not message.startswith(f"{self.type}: "):
+            return f"{self.label}: {message}"
+        rest = message[len(self.type) + 2:]
+        who = self.type if self.name in ("", self.type) else f"{self.label} ({self.type})"
+        return f"{who}: {rest}"
+
     def input_ports(self) -> tuple[Port, ...]:
         if self.block is None:
             return tuple(Port(n, Kind.ANY, optional=True) for n in self.placeholder_ports[0])
@@ -296,7 +305,7 @@ class Graph:
         try:
             dst.block.infer_shapes(in_shapes)
         except ShapeError as exc:
-            raise ShapeError(f"{dst.label}: {exc}") from None
+            raise ShapeError(dst.about(str(exc))) from None
 
     def connect(self, src: str, src_port: str, dst: str, dst_port: str, *, replace: bool = False) -> tuple[Link, Link | None]:
         """Add a link; returns ``(new_link, replaced_link_or_None)``.

@@ -139,6 +139,16 @@ class Param:
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     nullable: bool = False  # ``None`` allowed (meaning "automatic", e.g. hidden = 4·d)
+    # Used only when another param has one of some values: ("init", ("values",)). The inspector
+    # shows the param only then, so a field never sits there unexplained.
+    applies_when: tuple[str, tuple[Any, ...]] | None = None
+
+    def applies(self, params: Mapping[str, Any]) -> bool:
+        """True when this param has an effect given the block's other ``params``."""
+        if self.applies_when is None:
+            return True
+        other, values = self.applies_when
+        return params.get(other) in values
 
     def coerce(self, block: str, value: Any) -> Any:
         """Return ``value`` in canonical form, or raise :class:`ParamError` naming the param."""

@@ -97,8 +97,10 @@ class Parameter(Block):
     params = (
         Param("shape", ParamType.SHAPE, (1,), "shape of the learned tensor"),
         Param("init", ParamType.CHOICE, "normal", "how the tensor starts", choices=("zeros", "ones", "normal", "uniform", "values")),
-        Param("scale", ParamType.FLOAT, 0.1, "standard deviation (normal) or half-width (uniform)", minimum=0.0),
-        Param("values", ParamType.TENSOR, 0.0, "starting values when init is 'values' (broadcast to shape)"),
+        Param("scale", ParamType.FLOAT, 0.1, "standard deviation (normal) or half-width (uniform)", minimum=0.0,
+              applies_when=("init", ("normal", "uniform"))),
+        Param("values", ParamType.TENSOR, 0.0, "starting values when init is 'values' (broadcast to shape)",
+              applies_when=("init", ("values",))),
     )
     weights = (WeightSpec("value", "shape", "the learned tensor"),)
     examples = (Example({"shape": (3,)}, {}), Example({"shape": (2, 2), "init": "values", "values": [[1, 2], [3, 4]]}, {}))
