@@ -156,7 +156,7 @@ def test_small_defects(window, qtbot):
     window.search.popup(window.view.viewport().mapToGlobal(window.view.viewport().rect().center()), QPointF(0, 0))
     full = window.search.height()
     from PySide6.QtTest import QTest
-    QTest.keyClicks(window.search.edit, "softmax")
+    QTest.keyClicks(window.search.edit, "maxpool")
     assert window.search.list.count() == 1
     assert window.search.height() < full / 2 and window.search.height() < window.height() / 3
     window.search.hide()
