@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.kernels import jit, kernel
+from engine.kernels import contiguous, jit, kernel
 
 #: SimpleRNN activations, by the integer code the kernels take.
 ACTIVATIONS = {"tanh": 0, "relu": 1, "sigmoid": 2}
@@ -62,6 +62,52 @@ def _act_grad_from_output(y, act, one):
     if act == 1:
         return one if y > 0 else one - one
     return y * (one - y)
+
+
+@jit
+def _one(x):
+    """1 in ``x``'s dtype (so float32 arithmetic stays float32)."""
+    return np.ones(1, x.dtype)[0]
+
+
+@jit
+def _column_sums(d):
+    """``d.sum(axis=0)`` of a 2-D array, as a loop (an axis reduction costs Numba seconds to compile)."""
+    n, k = d.shape
+    out = np.zeros(k, d.dtype)
+    for r in range(n):
+        for j in range(k):
+            out[j] += d[r, j]
+    return out
+
+
+@jit
+def _input_side(x, Wx, d):
+    """``(dx, dWx)`` = ``(d Wxᵀ, xᵀ d)`` for ``d`` (L·B, k·h), the gradient at the gate
+    pre-activations: two big products after the time loop instead of one per step."""
+    L, B, D = x.shape
+    gx = np.empty((L, B, D), x.dtype)
+    np.dot(d, Wx.T, gx.reshape(L * B, D))
+    gWx = np.empty((D, d.shape[1]), x.dtype)
+    np.dot(x.reshape(L * B, D).T, d, gWx)
+    return gx, gWx
+
+
+@jit
+def _state_side(h0, seq, d):
+    """``dWh = prevᵀ d`` with prev = h0, h_1, …, h_{L−1}, the state each step started from."""
+    L, B, H = seq.shape
+    prev = np.empty((L, B, H), seq.dtype)
+    for i in range(B):
+        for j in range(H):
+            prev[0, i, j] = h0[i, j]
+    for t in range(1, L):
+        for i in range(B):
+            for j in range(H):
+                prev[t, i, j] = seq[t - 1, i, j]
+    gWh = np.empty((H, d.shape[1]), seq.dtype)
+    np.dot(prev.reshape(L * B, H).T, d, gWh)
+    return gWh
 
 
 def _sigmoid_np(v: np.ndarray) -> np.ndarray:
@@ -111,12 +157,14 @@ def rnn_forward_np(x, h0, Wx, Wh, b, act):
 def rnn_forward(x, h0, Wx, Wh, b, act):
     L, B, D = x.shape
     H = h0.shape[1]
-    one = np.ones(1, x.dtype)[0]
-    xp = np.dot(x.reshape(L * B, D), Wx).reshape(L, B, H)
+    one = _one(x)
+    xp = np.empty((L, B, H), x.dtype)
+    np.dot(x.reshape(L * B, D), Wx, xp.reshape(L * B, H))
     seq = np.empty((L, B, H), x.dtype)
+    z = np.empty((B, H), x.dtype)
     h = h0
     for t in range(L):
-        z = np.dot(h, Wh)
+        np.dot(h, Wh, z)
         for i in range(B):
             for j in range(H):
                 seq[t, i, j] = _act(z[i, j] + xp[t, i, j] + b[j], act, one)
@@ -143,7 +191,7 @@ def rnn_backward_np(x, h0, seq, Wx, Wh, gseq, glast, act):
 def rnn_backward(x, h0, seq, Wx, Wh, gseq, glast, act):
     L, B, D = x.shape
     H = h0.shape[1]
-    one = np.ones(1, x.dtype)[0]
+    one = _one(x)
     dA = np.empty((L, B, H), x.dtype)
     norms = np.empty(L, np.float64)
     dh = glast.copy()
@@ -155,16 +203,10 @@ def rnn_backward(x, h0, seq, Wx, Wh, gseq, glast, act):
                 s += float(v) * float(v)
                 dA[t, i, j] = v * _act_grad_from_output(seq[t, i, j], act, one)
         norms[t] = math.sqrt(s)
-        dh = np.dot(dA[t], Wh.T)
-    prev = np.empty((L, B, H), x.dtype)
-    prev[0] = h0
-    for t in range(1, L):
-        prev[t] = seq[t - 1]
+        np.dot(dA[t], Wh.T, dh)
     d = dA.reshape(L * B, H)
-    gWh = np.dot(prev.reshape(L * B, H).T, d)
-    gWx = np.dot(x.reshape(L * B, D).T, d)
-    gx = np.dot(d, Wx.T).reshape(L, B, D)
-    return gx, dh, gWx, gWh, d.sum(axis=0), norms
+    gx, gWx = _input_side(x, Wx, d)
+    return gx, dh, gWx, _state_side(h0, seq, d), _column_sums(d), norms
 
 
 # --- LSTM: gates i, f, g, o in column blocks of width h -----------------------------------------
@@ -193,15 +235,17 @@ def lstm_forward_np(x, h0, c0, Wx, Wh, b):
 def lstm_forward(x, h0, c0, Wx, Wh, b):
     L, B, D = x.shape
     H = h0.shape[1]
-    one = np.ones(1, x.dtype)[0]
-    xp = np.dot(x.reshape(L * B, D), Wx).reshape(L, B, 4 * H)
+    one = _one(x)
+    xp = np.empty((L, B, 4 * H), x.dtype)
+    np.dot(x.reshape(L * B, D), Wx, xp.reshape(L * B, 4 * H))
     seq = np.empty((L, B, H), x.dtype)
     cs = np.empty((L, B, H), x.dtype)
     gates = np.empty((L, B, 4 * H), x.dtype)
+    z = np.empty((B, 4 * H), x.dtype)
     h = h0
     c = c0
     for t in range(L):
-        z = np.dot(h, Wh)
+        np.dot(h, Wh, z)
         for i in range(B):
             for j in range(H):
                 gi = _sigmoid(z[i, j] + xp[t, i, j] + b[j], one)
@@ -247,7 +291,7 @@ def lstm_backward_np(x, h0, c0, seq, cs, gates, Wx, Wh, gseq, glast, glast_c):
 def lstm_backward(x, h0, c0, seq, cs, gates, Wx, Wh, gseq, glast, glast_c):
     L, B, D = x.shape
     H = h0.shape[1]
-    one = np.ones(1, x.dtype)[0]
+    one = _one(x)
     dZ = np.empty((L, B, 4 * H), x.dtype)
     norms = np.empty(L, np.float64)
     dh = glast.copy()
@@ -271,16 +315,10 @@ def lstm_backward(x, h0, c0, seq, cs, gates, Wx, Wh, gseq, glast, glast_c):
                 dZ[t, i, 3 * H + j] = dhv * tc * go * (one - go)
                 dc[i, j] = dcv * gf
         norms[t] = math.sqrt(s)
-        dh = np.dot(dZ[t], Wh.T)
-    prev = np.empty((L, B, H), x.dtype)
-    prev[0] = h0
-    for t in range(1, L):
-        prev[t] = seq[t - 1]
+        np.dot(dZ[t], Wh.T, dh)
     d = dZ.reshape(L * B, 4 * H)
-    gWh = np.dot(prev.reshape(L * B, H).T, d)
-    gWx = np.dot(x.reshape(L * B, D).T, d)
-    gx = np.dot(d, Wx.T).reshape(L, B, D)
-    return gx, dh, dc, gWx, gWh, d.sum(axis=0), norms
+    gx, gWx = _input_side(x, Wx, d)
+    return gx, dh, dc, gWx, _state_side(h0, seq, d), _column_sums(d), norms
 
 
 # --- GRU (torch's formula): gates r, z, n in column blocks of width h ----------------------------
@@ -310,14 +348,16 @@ def gru_forward_np(x, h0, Wx, Wh, bx, bh):
 def gru_forward(x, h0, Wx, Wh, bx, bh):
     L, B, D = x.shape
     H = h0.shape[1]
-    one = np.ones(1, x.dtype)[0]
-    xp = np.dot(x.reshape(L * B, D), Wx).reshape(L, B, 3 * H)
+    one = _one(x)
+    xp = np.empty((L, B, 3 * H), x.dtype)
+    np.dot(x.reshape(L * B, D), Wx, xp.reshape(L * B, 3 * H))
     seq = np.empty((L, B, H), x.dtype)
     gates = np.empty((L, B, 3 * H), x.dtype)
     hns = np.empty((L, B, H), x.dtype)
+    hp = np.empty((B, 3 * H), x.dtype)
     h = h0
     for t in range(L):
-        hp = np.dot(h, Wh)
+        np.dot(h, Wh, hp)
         for i in range(B):
             for j in range(H):
                 r = _sigmoid(xp[t, i, j] + bx[j] + hp[i, j] + bh[j], one)
@@ -359,7 +399,7 @@ def gru_backward_np(x, h0, seq, gates, hns, Wx, Wh, gseq, glast):
 def gru_backward(x, h0, seq, gates, hns, Wx, Wh, gseq, glast):
     L, B, D = x.shape
     H = h0.shape[1]
-    one = np.ones(1, x.dtype)[0]
+    one = _one(x)
     dX = np.empty((L, B, 3 * H), x.dtype)
     dHp = np.empty((L, B, 3 * H), x.dtype)
     direct = np.empty((B, H), x.dtype)
@@ -386,17 +426,14 @@ def gru_backward(x, h0, seq, gates, hns, Wx, Wh, gseq, glast):
                 dHp[t, i, 2 * H + j] = dan * r
                 direct[i, j] = dhv * z
         norms[t] = math.sqrt(s)
-        dh = np.dot(dHp[t], Wh.T) + direct
-    prev = np.empty((L, B, H), x.dtype)
-    prev[0] = h0
-    for t in range(1, L):
-        prev[t] = seq[t - 1]
+        np.dot(dHp[t], Wh.T, dh)
+        for i in range(B):
+            for j in range(H):
+                dh[i, j] += direct[i, j]
     dx = dX.reshape(L * B, 3 * H)
     dhp = dHp.reshape(L * B, 3 * H)
-    gWh = np.dot(prev.reshape(L * B, H).T, dhp)
-    gWx = np.dot(x.reshape(L * B, D).T, dx)
-    gx = np.dot(dx, Wx.T).reshape(L, B, D)
-    return gx, dh, gWx, gWh, dx.sum(axis=0), dhp.sum(axis=0), norms
+    gx, gWx = _input_side(x, Wx, dx)
+    return gx, dh, gWx, _state_side(h0, seq, dhp), _column_sums(dx), _column_sums(dhp), norms
 
 
 # --- wrappers: dtype and contiguity, one interface for every cell -------------------------------
@@ -406,7 +443,7 @@ CELL_WEIGHTS = {"SimpleRNN": ("Wx", "Wh", "b"), "LSTM": ("Wx", "Wh", "b"), "GRU"
 
 
 def _c(a: np.ndarray, dtype: Any) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=dtype)
+    return contiguous(a, dtype)
 
 
 def run_forward(cell: str, activation: str, x: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
