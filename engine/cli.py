@@ -7,12 +7,19 @@ here, and ``python -m engine.cli ...`` works too::
     backprop-studio gradcheck presets/two_layer_net.json
     backprop-studio info two_layer_net            # a preset name works in place of a path
     backprop-studio generate language_model --prompt "the quick brown"     # prints: fox
+    backprop-studio warmup                        # compile every kernel now, once, with progress
 
 Output is human-readable by default. With ``--json`` every line on stdout is one JSON object
 with an ``"event"`` key: ``trace`` and ``result`` (run); ``start``, ``step`` and ``result``
 (train); ``generate`` (generate); ``check`` and ``result`` (gradcheck); ``info``; ``preset``; ``version``; and ``error``.
 Numbers that are NaN or Inf are written as null. ``train`` draws a progress bar on stderr when
 stderr is a terminal and prints plain progress lines otherwise.
+
+The first run on a machine compiles the Numba kernels the graph needs (they are cached on disk
+for every later run). On a terminal ``run``, ``train``, ``generate`` and ``gradcheck`` do that up
+front with a one-line progress on stderr ("compiling kernels for first use, once: 4/11");
+``warmup`` compiles every kernel the app has in both dtypes. Numba, scipy and networkx are
+imported only by the commands that use them, so ``info`` and ``list-presets`` answer at once.
 
 ``generate FILE --prompt "the quick brown"`` turns the prompt into ids with the vocabulary of the
 file's text data (:class:`engine.data.TextData`, the same one the trainer used), continues it with
@@ -63,7 +70,7 @@ from engine.train import StepRecord, Trainer, TrainingConfig, TrainingError
 
 PROG = "backprop-studio"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-COMMANDS = ("run", "train", "generate", "gradcheck", "info", "list-presets", "start-time")
+COMMANDS = ("run", "train", "generate", "gradcheck", "info", "list-presets", "start-time", "warmup")
 GRADCHECK_TOLERANCE = 1e-5
 GRADCHECK_SAMPLE = 24  # weights checked by default in bigger models (each check runs the model up to 12 times)
 START_TIME_LIMIT = 3.0  # seconds: a cached start of `run` must stay below this
@@ -183,6 +190,43 @@ def _loss_key(runtime: Runtime, config: TrainingConfig, required: bool) -> tuple
 # --- run ------------------------------------------------------------------------------------------
 
 
+# --- kernels: compiled up front, with progress on a terminal ---------------------------------------
+
+
+class KernelProgress:
+    """``compiling kernels for first use, once: 4/11`` on one terminal line of stderr, redrawn in
+    place and cleared when done; silent when stderr is not a terminal."""
+
+    def __init__(self, out: Output, summary: bool = True) -> None:
+        self.out = out
+        self.show = hasattr(out.stderr, "isatty") and out.stderr.isatty()
+        self.summary = summary
+        self.t0 = time.perf_counter()
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        if not self.show:
+            return
+        if done < total:
+            self.out.stderr.write(f"\rcompiling kernels for first use, once: {done + 1}/{total} ({name})\033[K")
+        elif not self.summary:
+            self.out.stderr.write("\r\033[K")
+        else:
+            self.out.stderr.write(f"\rcompiled {total} kernels in {time.perf_counter() - self.t0:.1f} s; "
+                                  f"later runs load them from the cache\033[K\n")
+        self.out.stderr.flush()
+
+
+def _prepare_kernels(runtime: Runtime, out: Output, feeds: Mapping[str, np.ndarray] | None = None,
+                     loss: tuple[str, str] | None = None) -> None:
+    """On a terminal, compile what this graph needs before it runs, with a progress line
+    (elsewhere the kernels compile on first call, as before, with nothing printed)."""
+    progress = KernelProgress(out)
+    if progress.show:
+        from engine import warmup
+
+        warmup.prepare(runtime, feeds, loss, progress=progress)
+
+
 def _trace_text(ev: TraceEvent) -> str:
     head = f"{ev.phase:8s} {ev.index:3d}  {ev.label} ({ev.type})"
     if ev.phase == "forward":
@@ -212,6 +256,7 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
     runtime = Runtime(project.graph, weights=project.weights, seed=config.seed, dtype=config.dtype)
     loss_key = _loss_key(runtime, config, required=False)
     feeds = dataset.first_feeds()
+    _prepare_kernels(runtime, out, feeds, loss_key)
     t0 = time.perf_counter()
     p: Pass = runtime.start(feeds, trace=args.trace)
     for ev in p.forward_steps():
@@ -307,6 +352,7 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
     trainer = Trainer.from_project(project, restart=args.restart, steps=args.steps, seed=args.seed, dtype=args.dtype, lr=args.lr)
     for note in trainer.notes:
         out.note(f"note: {note}")
+    _prepare_kernels(trainer.runtime, out, trainer.dataset.first_feeds(), trainer.loss_key)
     cfg = trainer.config
     steps = cfg.steps
     out.event("start", file=str(path), name=project.name, steps=steps, first_step=trainer.step_count + 1,
@@ -352,6 +398,7 @@ def cmd_gradcheck(args: argparse.Namespace, out: Output) -> int:
     runtime = Runtime(project.graph, weights=project.weights, seed=config.seed, dtype=np.float64)
     loss_key = _loss_key(runtime, config, required=True)
     feeds = dataset.first_feeds()
+    _prepare_kernels(runtime, out, feeds, loss_key)
     loss = float(runtime.forward(feeds).values[loss_key])  # type: ignore[index]
     if not math.isfinite(loss):
         runtime.forward_backward(feeds, loss_key, check=True)  # type: ignore[arg-type]
@@ -436,6 +483,7 @@ def _train_for_generation(project: Project, path: Path, args: argparse.Namespace
     trainer = Trainer.from_project(project)
     for note in trainer.notes:
         out.note(f"note: {note}")
+    _prepare_kernels(trainer.runtime, out, trainer.dataset.first_feeds(), trainer.loss_key)
     steps = trainer.config.steps
     if implicit:
         out.note(f"note: {path} holds no trained weights, so it is trained first with its own settings ({steps} steps); "
@@ -660,6 +708,23 @@ def cmd_start_time(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK if cached < START_TIME_LIMIT else EXIT_FAILED
 
 
+def cmd_warmup(args: argparse.Namespace, out: Output) -> int:
+    """Compile every kernel signature the app uses (both dtypes unless --dtype), once."""
+    from engine import warmup
+
+    dtypes = (args.dtype,) if args.dtype else ("float32", "float64")
+    t0 = time.perf_counter()
+    needs = warmup.registry_needs(dtypes)
+    todo = warmup.pending(needs)
+    compiled = warmup.compile_kernels(todo, KernelProgress(out, summary=False))
+    seconds = time.perf_counter() - t0
+    out.event("warmup", kernels=len(needs), compiled=compiled, cached=len(needs) - compiled, dtypes=list(dtypes),
+              seconds=seconds)
+    out.line(f"{len(needs)} kernels ({', '.join(dtypes)}): {compiled} compiled in {seconds:.1f} s, "
+             f"{len(needs) - compiled} were already in the cache")
+    return EXIT_OK
+
+
 # --- argument parsing ---------------------------------------------------------------------------
 
 
@@ -737,6 +802,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list-presets", help="the lessons that come with Backprop Studio")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_list_presets)
+
+    p = sub.add_parser("warmup", help="compile every kernel now (done once per machine; otherwise the first run of each does it)")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    p.add_argument("--dtype", choices=("float32", "float64"), help="only this dtype (default: both)")
+    p.set_defaults(func=cmd_warmup)
 
     p = sub.add_parser("start-time", help="measure a first-ever (compiling) start and a cached start of `run`")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
