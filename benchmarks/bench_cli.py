@@ -45,12 +45,20 @@ GOALS = {"list-presets": 0.4, "info two_layer_net": 0.4, "run two_layer_net": 0.
          "run presets/bert.json": 6.0, "generate language_model": 12.0}
 
 
+PYC = tempfile.mkdtemp(prefix="bench-cli-pyc-")
+
+
 def timed(tree: Path, argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall s, CPU s of the child) for one run of the CLI from ``tree``."""
+    """(wall s, CPU s of the child) for one run of the CLI from ``tree``.
+
+    NOTE: with Python's bytecode cache (in a temporary PYTHONPYCACHEPREFIX), as an installed
+    package has it: PYTHONDONTWRITEBYTECODE, set on the development machines, would add the
+    compiling of every engine module to each start."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     proc = subprocess.run([sys.executable, "-c", ENTRY, *argv], cwd=tree, capture_output=True, text=True,
-                          env={**os.environ, **ONE_THREAD, **env, "PYTHONPATH": str(tree)})
+                          env={**base, **ONE_THREAD, **env, "PYTHONPATH": str(tree), "PYTHONPYCACHEPREFIX": PYC})
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:

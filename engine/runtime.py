@@ -7,7 +7,11 @@ The editor's animation and the CLI read the same events.
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
+import sys
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -103,7 +107,41 @@ def init_weights(program: Program, seed: int = 0, dtype: Any = np.float32) -> We
 
 
 def _finite(a: np.ndarray) -> bool:
-    return not np.issubdtype(a.dtype, np.floating) or bool(np.isfinite(a).all())
+    return a.dtype.kind != "f" or bool(np.isfinite(a).all())
+
+
+_EMPTY: Mapping[str, np.ndarray] = {}
+_malloc_lock = threading.Lock()
+_malloc_tuned = False
+
+
+def tune_malloc() -> bool:
+    """Keep glibc's malloc from handing every large freed array back to the kernel.
+
+    By default glibc serves blocks above a (self-adjusting) threshold from fresh ``mmap``s and
+    trims the heap's top as soon as it is free, so a pass that frees and re-allocates the same
+    activations page-faults on every page of them again (~1,000 minor faults per BERT pass,
+    measured in benchmarks/bench_transformer.py). This sets what
+    ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=16777216:glibc.malloc.trim_threshold=67108864``
+    would: blocks up to 16 MiB are reused from the heap, which keeps up to 64 MiB of free top.
+    Done once per process, by the first :class:`Runtime`; skipped where the user set malloc
+    tunables themselves, off glibc, or with ``BACKPROP_STUDIO_MALLOC=system``. Returns whether it
+    changed anything."""
+    global _malloc_tuned
+    with _malloc_lock:
+        if _malloc_tuned:
+            return False
+        _malloc_tuned = True
+        if (not sys.platform.startswith("linux") or "malloc" in os.environ.get("GLIBC_TUNABLES", "")
+                or os.environ.get("BACKPROP_STUDIO_MALLOC", "").strip().lower() == "system"):
+            return False
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            mallopt = libc.mallopt
+        except (OSError, AttributeError):
+            return False  # not glibc (musl, ...): nothing to tune
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(mallopt(m_mmap_threshold, 16 << 20)) and bool(mallopt(m_trim_threshold, 64 << 20))
 
 
 class Pass:
@@ -113,6 +151,8 @@ class Pass:
     def __init__(self, runtime: "Runtime", feeds: Mapping[str, np.ndarray], *, trace: bool = False, check: bool = False) -> None:
         self.runtime = runtime
         self.program = runtime.program
+        if not _malloc_tuned:
+            tune_malloc()
         self.trace = trace
         self.check = check
         self.feeds = runtime.resolve_feeds(feeds)
@@ -125,7 +165,9 @@ class Pass:
 
     # --- forward ---------------------------------------------------------------------------
 
-    def _weights_for(self, step: Step) -> dict[str, np.ndarray]:
+    def _weights_for(self, step: Step) -> Mapping[str, np.ndarray]:
+        if not step.shared:
+            return self.runtime.weights.get(step.node, _EMPTY)  # read only: blocks copy what they keep
         w = dict(self.runtime.weights.get(step.node, {}))
         for local, (owner, name) in step.shared.items():
             w[local] = self.runtime.weights[owner][name]
@@ -133,11 +175,12 @@ class Pass:
 
     def forward_steps(self) -> Iterator[TraceEvent]:
         dtype = self.runtime.dtype
+        values = self.values
         for i, step in enumerate(self.program.steps):
             if step.type == "Input":
                 inputs = {"value": self.feeds[step.node]}
             else:
-                inputs = {port: self.values[src] for port, src in step.sources.items()}
+                inputs = {port: values[src] for port, src in step.sources.items()}
             t0 = time.perf_counter()
             try:
                 outs, saved = step.block.forward(inputs, self._weights_for(step))
@@ -145,10 +188,11 @@ class Pass:
                 raise RuntimeFailure(f"{step.label} ({step.type}) failed in the forward pass: {exc}") from exc
             seconds = time.perf_counter() - t0
             for port, value in outs.items():
-                value = np.asarray(value)
-                if np.issubdtype(value.dtype, np.floating) and value.dtype != dtype:
+                if not isinstance(value, np.ndarray):
+                    value = np.asarray(value)
+                if value.dtype.kind == "f" and value.dtype != dtype:
                     value = value.astype(dtype)
-                self.values[(step.node, port)] = value
+                values[(step.node, port)] = value
                 if self.check and not _finite(value):
                     raise NonFiniteError(
                         f"the forward pass produced NaN or Inf first at {step.label} ({step.type}) output '{port}'",
