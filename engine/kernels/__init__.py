@@ -84,8 +84,9 @@ _swap_lock = threading.Lock()
 class LazyJit:
     """A function to be ``@njit``-ed on first use (see the module docstring)."""
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], fastmath: frozenset[str] = FASTMATH) -> None:
         self.py_func = fn
+        self.fastmath = fastmath
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
         self._dispatcher: Any = None
@@ -110,16 +111,21 @@ def _materialise(namespace: dict[str, Any]) -> None:
         for name, value in list(namespace.items()):
             if isinstance(value, LazyJit):
                 if value._dispatcher is None:
-                    value._dispatcher = numba.njit(cache=True, fastmath=set(FASTMATH), nogil=True)(value.py_func)
+                    value._dispatcher = numba.njit(cache=True, fastmath=set(value.fastmath), nogil=True)(value.py_func)
                 namespace[name] = value._dispatcher
         for value in list(namespace.values()):
             if isinstance(value, Kernel) and value._lazy._dispatcher is None:
                 value._lazy._dispatcher = numba.njit(cache=True, fastmath=set(FASTMATH), nogil=True)(value._lazy.py_func)
 
 
-def jit(fn: Callable[..., Any]) -> LazyJit:
-    """``@njit`` with the project's caching and fastmath settings, created on first use."""
-    return LazyJit(fn)
+def jit(fn: Callable[..., Any] | None = None, *, fastmath: frozenset[str] = FASTMATH) -> Any:
+    """``@njit`` with the project's caching and fastmath settings, created on first use.
+
+    ``@jit(fastmath=...)`` narrows the flags for a helper whose arithmetic must not be
+    reordered (its own instructions keep them when it is inlined into a kernel)."""
+    if fn is None:
+        return lambda f: LazyJit(f, fastmath)
+    return LazyJit(fn, fastmath)
 
 
 def contiguous(a: Any, dtype: Any = None) -> np.ndarray:
