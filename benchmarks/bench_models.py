@@ -5,7 +5,8 @@
 Ours runs through the engine's runtime as the editor and the CLI do (Input → block, an upstream
 gradient seeded, every weight and input gradient computed); torch runs ``nn.LSTM`` and an
 equivalent ``nn.Sequential`` with the same weights, outputs checked equal before timing. Runs
-alternate; medians and ours/torch ratios. Threads pinned (re-executes itself with
+alternate; medians of CPU time (process_time, steadier than wall time on a shared machine) and
+ours/torch ratios. Threads pinned (re-executes itself with
 OPENBLAS/NUMBA/OMP_NUM_THREADS set); glibc malloc as users have it (no GLIBC_TUNABLES).
 
 Goals (issue 13): LSTM B16 L50 d64 h64 ≤ 0.8×, ConvNet B32 1×28×28 channels 8/16 ≤ 0.8×.
@@ -125,6 +126,10 @@ def convnet_case(B: int, channels: tuple[int, ...], classes: int = 10, hidden: i
     return ours, theirs
 
 
+#: CPU time with one thread (steady on a shared machine); wall time with several (CPU time would add them up).
+CLOCK = time.process_time if ENV["NUMBA_NUM_THREADS"] == "1" else time.perf_counter
+
+
 def timed(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 3) -> dict[str, float]:
     for _ in range(warmup):
         for fn in fns.values():
@@ -132,9 +137,9 @@ def timed(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 3) -> 
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             fn()
-            samples[name].append(time.perf_counter() - t0)
+            samples[name].append(CLOCK() - t0)
     return {k: statistics.median(v) for k, v in samples.items()}
 
 

@@ -5,7 +5,7 @@
 A chain Input (4, 8) → [Multiply by a Parameter → Tanh → Add a Parameter → Sigmoid] × n/4 →
 Mean, run through the engine's runtime exactly as the editor and the CLI run it (loss seeded,
 every weight gradient computed); torch runs the same ops with autograd on. Tensors are tiny, so
-this measures the bookkeeping per node, not arithmetic. Runs alternate; medians.
+this measures the bookkeeping per node, not arithmetic. Runs alternate; medians of CPU time (process_time).
 
 Goal (issue 13): ≤ 10 µs per primitive node, forward and backward together.
 """
@@ -98,9 +98,9 @@ def main() -> None:
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(args.repeats):
         for k, f in fns.items():
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             f()
-            samples[k].append(time.perf_counter() - t0)
+            samples[k].append(time.process_time() - t0)
     med = {k: statistics.median(v) for k, v in samples.items()}
     per = med["ours"] / nodes
     print(f"{nodes} nodes ({args.nodes} operations, {nodes - args.nodes - 2} Parameters, Input, Mean) on {SHAPE}; "

@@ -9,7 +9,8 @@ faults of each side per pass in steady state are printed: allocation churn shows
 and the CLI do (Input → block, seeded with an upstream gradient, every weight gradient and the
 input gradient computed); torch runs ``nn.TransformerEncoderLayer`` (post-norm, dropout 0) with
 the same weights, input gradient on and ``.grad`` reset each run. Runs alternate so machine
-noise hits both alike; the table shows medians and ours/torch ratios. The bar is ratio ≤ 2.
+noise hits both alike; the table shows medians of CPU time (process_time: a loaded, shared machine
+disturbs it far less than wall time) and ours/torch ratios. The bar is ratio ≤ 2.
 """
 
 from __future__ import annotations
@@ -148,6 +149,10 @@ def _check(runtime: Runtime, nid: str, x: np.ndarray, g: np.ndarray, torch_forwa
         raise SystemExit(f"ours and torch disagree by {err:.2e}; not timing a different computation")
 
 
+#: CPU time with one thread (steady on a shared machine); wall time with several (CPU time would add them up).
+CLOCK = time.process_time if ENV["NUMBA_NUM_THREADS"] == "1" else time.perf_counter
+
+
 def timed(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 3) -> tuple[dict[str, float], dict[str, float]]:
     """Median seconds and mean minor page faults per call, runs alternating."""
     for _ in range(warmup):
@@ -158,9 +163,9 @@ def timed(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 3) -> 
     for _ in range(repeats):
         for name, fn in fns.items():
             f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             fn()
-            samples[name].append(time.perf_counter() - t0)
+            samples[name].append(CLOCK() - t0)
             faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
     return {k: statistics.median(v) for k, v in samples.items()}, {k: v / repeats for k, v in faults.items()}
 

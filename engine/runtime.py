@@ -148,14 +148,18 @@ class Pass:
     """One forward pass (and optionally one backward pass) over a program, advanced node by
     node with :meth:`forward_steps` / :meth:`backward_steps`, or all at once."""
 
-    def __init__(self, runtime: "Runtime", feeds: Mapping[str, np.ndarray], *, trace: bool = False, check: bool = False) -> None:
+    def __init__(self, runtime: "Runtime", feeds: Mapping[str, np.ndarray], *, trace: bool = False, check: bool = False,
+                 resolved: bool = False) -> None:
+        """``resolved``: ``feeds`` are already keyed by Input node id with the declared shapes and
+        the runtime's dtypes (composite blocks feeding their inner graph), so they are not
+        checked again."""
         self.runtime = runtime
         self.program = runtime.program
         if not _malloc_tuned:
             tune_malloc()
         self.trace = trace
         self.check = check
-        self.feeds = runtime.resolve_feeds(feeds)
+        self.feeds = dict(feeds) if resolved else runtime.resolve_feeds(feeds)
         self.values: dict[PortKey, np.ndarray] = {}
         self.saved: dict[str, dict[str, Any]] = {}
         self.grads: dict[PortKey, np.ndarray] = {}
@@ -176,17 +180,18 @@ class Pass:
     def forward_steps(self) -> Iterator[TraceEvent]:
         dtype = self.runtime.dtype
         values = self.values
+        trace = self.trace
         for i, step in enumerate(self.program.steps):
             if step.type == "Input":
                 inputs = {"value": self.feeds[step.node]}
             else:
                 inputs = {port: values[src] for port, src in step.sources.items()}
-            t0 = time.perf_counter()
+            t0 = time.perf_counter() if trace else 0.0
             try:
                 outs, saved = step.block.forward(inputs, self._weights_for(step))
             except (ValueError, IndexError, FloatingPointError, ZeroDivisionError) as exc:
                 raise RuntimeFailure(f"{step.label} ({step.type}) failed in the forward pass: {exc}") from exc
-            seconds = time.perf_counter() - t0
+            seconds = time.perf_counter() - t0 if trace else 0.0
             for port, value in outs.items():
                 if not isinstance(value, np.ndarray):
                     value = np.asarray(value)
@@ -229,14 +234,18 @@ class Pass:
     def backward_steps(self) -> Iterator[TraceEvent]:
         """Reverse schedule over the nodes that a gradient reaches; call :meth:`seed` first."""
         index = 0
+        trace = self.trace
+        grads = self.grads
         for step in reversed(self.program.steps):
-            gout = {p: self.grads[(step.node, p)] for p in step.out_shapes if (step.node, p) in self.grads}
+            if not trace and not step.sources and not step.weight_shapes and not step.shared:
+                continue  # a data leaf (Input, Constant): nothing to send a gradient to
+            gout = {p: grads[(step.node, p)] for p in step.out_shapes if (step.node, p) in grads}
             if not gout:
                 continue
             weights = self._weights_for(step)
-            t0 = time.perf_counter()
+            t0 = time.perf_counter() if trace else 0.0
             gin, gw = step.block.backward(gout, self.saved[step.node], weights)
-            seconds = time.perf_counter() - t0
+            seconds = time.perf_counter() - t0 if trace else 0.0
             for port, g in gin.items():
                 src = step.sources.get(port)
                 if src is None:
@@ -342,8 +351,9 @@ class Runtime:
             out[step.node] = value
         return out
 
-    def start(self, feeds: Mapping[str, np.ndarray], *, trace: bool = False, check: bool = False) -> Pass:
-        return Pass(self, feeds, trace=trace, check=check)
+    def start(self, feeds: Mapping[str, np.ndarray], *, trace: bool = False, check: bool = False,
+              resolved: bool = False) -> Pass:
+        return Pass(self, feeds, trace=trace, check=check, resolved=resolved)
 
     def forward(self, feeds: Mapping[str, np.ndarray], *, check: bool = False) -> Pass:
         return self.start(feeds, check=check).run_forward()
