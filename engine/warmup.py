@@ -12,7 +12,9 @@ editor's status bar) instead of in the middle of the first forward pass:
 - :func:`compile_kernels` compiles them one by one, calling ``progress(done, total, name)``.
 
 :func:`prepare` does all three for a runtime; :func:`warm_everything` does it for every block of
-the registry (the ``warmup`` command). Both are safe to call from a worker thread (Numba
+the registry (the ``warmup`` command). :func:`plan` decides whether compiling pays at all: a
+workload of a few passes (``run``: one) finishes sooner on the numpy twins, which compute the same
+function, than Numba starts up, let alone compiles (measured in benchmarks/bench_cli.py). Both are safe to call from a worker thread (Numba
 serialises compiling with its own lock), which is how the editor should use them::
 
     threading.Thread(target=warmup.prepare, args=(runtime,), kwargs={"progress": report}).start()
@@ -23,7 +25,9 @@ A cached start costs one look at the cache index per kernel (a few milliseconds 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import os
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -79,8 +83,15 @@ def needed_kernels(runtime: "Runtime", feeds: Mapping[str, np.ndarray] | None = 
     Runs the pass on the numpy twins, with ``feeds`` (zeros of the Input shapes when None), and
     back-propagates from ``loss`` (or from ones at every output nobody consumes). A graph that
     fails on these numbers needs nothing up front: the real run reports the failure."""
+    return needs_from_calls(_dry_run(runtime, feeds, loss)[0])
+
+
+def _dry_run(runtime: "Runtime", feeds: Mapping[str, np.ndarray] | None,
+             loss: "PortKey | None") -> tuple[list[tuple[Kernel, tuple[Any, ...]]], float]:
+    """One pass on the numpy twins: the kernel calls it made and its CPU seconds."""
     from engine.runtime import Pass
 
+    t0 = time.process_time()
     with kernels.recording() as calls, np.errstate(all="ignore"):
         try:
             p: Pass = runtime.start(dict(feeds) if feeds is not None else _dry_feeds(runtime)).run_forward()
@@ -95,7 +106,7 @@ def needed_kernels(runtime: "Runtime", feeds: Mapping[str, np.ndarray] | None = 
                 p.run_backward(grads=seeds)
         except Exception:  # noqa: BLE001 - best effort: the real run raises the real error
             pass
-    return needs_from_calls(calls)
+    return calls, time.process_time() - t0
 
 
 def _cached_signatures(kernel: Kernel) -> set[tuple[Any, ...]]:
@@ -142,6 +153,49 @@ def prepare(runtime: "Runtime", feeds: Mapping[str, np.ndarray] | None = None, l
     if not _maybe_missing(runtime.dtype):
         return 0
     return compile_kernels(pending(needed_kernels(runtime, feeds, loss)), progress)
+
+
+#: CPU seconds a fresh process spends before its first kernel runs even with every kernel
+#: cached: importing Numba and scipy's BLAS and loading Numba's registries (bench_cli.py: a
+#: cached `run two_layer_net` takes ~1 s more CPU on the kernels than on the twins).
+NUMBA_START_SECONDS = 1.0
+#: CPU seconds of one first-ever compile of a kernel signature, on average (bench_kernel_cache.py).
+COMPILE_SECONDS = 1.0
+#: How many times faster the kernels run a pass than the numpy twins, taken low on purpose (the
+#: measured gain is 1–40× depending on the block): compiling must pay for itself.
+KERNEL_SPEEDUP = 2.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which backend a workload should run on, and what would have to compile first."""
+
+    backend: str  # "numba" | "numpy"
+    pending: list[Need] = field(default_factory=list)
+    twin_seconds: float = 0.0  # CPU seconds of one pass on the numpy twins
+    reason: str = ""
+
+
+def plan(runtime: "Runtime", passes: int, feeds: Mapping[str, np.ndarray] | None = None,
+         loss: "PortKey | None" = None) -> Plan:
+    """Decide between the Numba kernels and the numpy twins for ``passes`` forward and backward
+    passes of ``runtime``: the kernels when the time they would save (at a conservative
+    :data:`KERNEL_SPEEDUP`) exceeds what starting Numba and compiling the uncached kernels costs.
+
+    ``BACKPROP_STUDIO_KERNELS`` in the environment overrides the decision. Numba is imported only
+    when the kernels could pay off at all."""
+    if os.environ.get(kernels.ENV_VAR, "").strip():
+        return Plan(kernels.backend(), reason=f"chosen by {kernels.ENV_VAR}")
+    calls, twin = _dry_run(runtime, feeds, loss)
+    saving = passes * twin * (1.0 - 1.0 / KERNEL_SPEEDUP)
+    if saving < NUMBA_START_SECONDS:
+        return Plan("numpy", twin_seconds=twin, reason=f"{passes} pass(es) of {twin * 1e3:.0f} ms: too little to pay for starting Numba")
+    todo = pending(needs_from_calls(calls))
+    cost = NUMBA_START_SECONDS + COMPILE_SECONDS * len(todo)
+    if saving < cost:
+        return Plan("numpy", twin_seconds=twin,
+                    reason=f"{passes} passes of {twin * 1e3:.0f} ms: less than compiling {len(todo)} kernels")
+    return Plan("numba", todo, twin, f"{passes} passes of {twin * 1e3:.0f} ms: worth {len(todo)} compiles")
 
 
 def _maybe_missing(dtype: Any) -> bool:

@@ -48,6 +48,14 @@ def backend() -> str:
     return _backend.get()
 
 
+def select(name: str) -> None:
+    """Run kernels on ``name`` from now on in the current context (a whole CLI command runs in
+    its own context); :func:`using` is the scoped form."""
+    if name not in BACKENDS:
+        raise ValueError(f"kernel backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    _backend.set(name)
+
+
 @contextlib.contextmanager
 def using(name: str) -> Iterator[None]:
     """Run kernels on ``name`` (``"numba"`` or ``"numpy"``) inside the ``with`` block."""

@@ -158,3 +158,39 @@ def test_composite_called_directly_with_float_ids_still_gets_the_full_checks() -
     good, _ = bert.forward({"ids": ids}, w)
     again, _ = bert.forward({"ids": ids.astype(np.float64)}, w)  # whole numbers as floats: converted
     np.testing.assert_allclose(good["out"], again["out"])
+
+
+def test_one_pass_runs_on_the_twins_and_never_starts_numba() -> None:
+    code = ("import sys, io, contextlib, os\n"
+            "os.environ.pop('BACKPROP_STUDIO_KERNELS', None)\n"
+            "from engine import cli\n"
+            "buf = io.StringIO()\n"
+            "with contextlib.redirect_stdout(buf):\n"
+            "    assert cli.main(['run', 'two_layer_net', '--json']) == 0\n"
+            "import json\n"
+            "print(json.loads(buf.getvalue().splitlines()[-1])['kernels'], 'numba' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["numpy", "False"]
+
+
+def test_plan_compiles_only_when_it_pays(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BACKPROP_STUDIO_KERNELS", raising=False)
+    graph, loss = _sigmoid_graph()
+    runtime = Runtime(graph)
+    few = warmup.plan(runtime, 1, loss=(loss, "out"))
+    assert few.backend == "numpy" and few.pending == [] and "pay" in few.reason
+    many = warmup.plan(runtime, 10**9, loss=(loss, "out"))
+    assert many.backend == "numba"
+    assert {n.name for n in many.pending} <= {"sigmoid", "sigmoid_grad"}
+    monkeypatch.setenv("BACKPROP_STUDIO_KERNELS", "numba")
+    assert warmup.plan(runtime, 1, loss=(loss, "out")).backend == kernels.backend()
+
+
+def test_a_command_picks_its_backend_without_changing_the_callers(capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BACKPROP_STUDIO_KERNELS", raising=False)
+    before = kernels.backend()
+    assert main(["train", "two_layer_net", "--steps", "3", "--json"]) in (0, 1)
+    start = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert start["event"] == "start" and start["kernels"] == "numpy"  # 3 small steps: not worth compiling
+    assert kernels.backend() == before
