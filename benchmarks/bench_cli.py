@@ -13,7 +13,8 @@ wall time it prints the child's CPU time (user + system), which the other engine
 shared machine disturbs much less.
 
 Goals (issue 13): warm list-presets / info ≤ 0.4 s, warm run two_layer_net ≤ 0.7 s, cold run
-bert ≤ 6 s, cold generate language_model ≤ 12 s.
+bert ≤ 6 s, cold generate language_model ≤ 12 s. Both wall and CPU are judged: on a loaded
+shared machine wall time is mostly waiting for a core.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def main() -> None:
         wall = statistics.median(r[0] for r in runs)
         cpu = statistics.median(r[1] for r in runs)
         goal = GOALS[label]
-        print(f"{label:28s} {name:10s} {wall:8.2f} {cpu:8.2f} {goal:7.1f}  {'met' if wall <= goal else 'NOT met'}")
+        print(f"{label:28s} {name:10s} {wall:8.2f} {cpu:8.2f} {goal:7.1f}  wall {'met' if wall <= goal else 'NOT met':7s} "
+              f"CPU {'met' if cpu <= goal else 'NOT met'}")
     if args.base:
         print("ratios this tree / base (wall, CPU):")
         for label in {k[0]: None for k in samples}:
