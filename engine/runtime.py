@@ -181,14 +181,16 @@ class Pass:
         dtype = self.runtime.dtype
         values = self.values
         trace = self.trace
+        all_weights = self.runtime.weights
         for i, step in enumerate(self.program.steps):
             if step.type == "Input":
                 inputs = {"value": self.feeds[step.node]}
             else:
                 inputs = {port: values[src] for port, src in step.sources.items()}
+            weights = self._weights_for(step) if step.shared else all_weights.get(step.node, _EMPTY)
             t0 = time.perf_counter() if trace else 0.0
             try:
-                outs, saved = step.block.forward(inputs, self._weights_for(step))
+                outs, saved = step.block.forward(inputs, weights)
             except (ValueError, IndexError, FloatingPointError, ZeroDivisionError) as exc:
                 raise RuntimeFailure(f"{step.label} ({step.type}) failed in the forward pass: {exc}") from exc
             seconds = time.perf_counter() - t0 if trace else 0.0
@@ -239,10 +241,14 @@ class Pass:
         for step in reversed(self.program.steps):
             if not trace and not step.sources and not step.weight_shapes and not step.shared:
                 continue  # a data leaf (Input, Constant): nothing to send a gradient to
-            gout = {p: grads[(step.node, p)] for p in step.out_shapes if (step.node, p) in grads}
+            gout = {}
+            for p in step.out_shapes:
+                g = grads.get((step.node, p))
+                if g is not None:
+                    gout[p] = g
             if not gout:
                 continue
-            weights = self._weights_for(step)
+            weights = self._weights_for(step) if step.shared else self.runtime.weights.get(step.node, _EMPTY)
             t0 = time.perf_counter() if trace else 0.0
             gin, gw = step.block.backward(gout, self.saved[step.node], weights)
             seconds = time.perf_counter() - t0 if trace else 0.0

@@ -164,7 +164,8 @@ class Kernel:
 
     def __call__(self, *args: Any) -> Any:
         if _backend.get() == "numba":
-            return self._lazy.dispatcher(*args)
+            dispatcher = self._lazy._dispatcher
+            return (dispatcher if dispatcher is not None else self._lazy.dispatcher)(*args)
         calls = _recorder.get()
         if calls is not None:
             calls.append((self, args))
