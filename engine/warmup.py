@@ -172,30 +172,52 @@ class Plan:
 
     backend: str  # "numba" | "numpy"
     pending: list[Need] = field(default_factory=list)
-    twin_seconds: float = 0.0  # CPU seconds of one pass on the numpy twins
+    twin_seconds: float = 0.0  # estimated CPU seconds of one pass on the numpy twins
     reason: str = ""
+
+
+#: CPU seconds of a twin call beyond its per-element cost (Python and numpy call overhead).
+TWIN_CALL_SECONDS = 30e-6
+
+
+def estimate_twin_seconds(calls: Iterable[tuple[Kernel, tuple[Any, ...]]]) -> float:
+    """A deterministic estimate of one pass's CPU seconds on the numpy twins, from the kernel
+    calls it makes: each call's array elements times its kernel's per-element cost, plus a fixed
+    cost per call. Never a measured time, so the same workload always gets the same plan."""
+    total = 0.0
+    for kernel, args in calls:
+        elements = sum(a.size for a in args if isinstance(a, np.ndarray))
+        total += TWIN_CALL_SECONDS + elements * kernel.twin_ns_per_element * 1e-9
+    return total
 
 
 def plan(runtime: "Runtime", passes: int, feeds: Mapping[str, np.ndarray] | None = None,
          loss: "PortKey | None" = None) -> Plan:
     """Decide between the Numba kernels and the numpy twins for ``passes`` forward and backward
     passes of ``runtime``: the kernels when the time they would save (at a conservative
-    :data:`KERNEL_SPEEDUP`) exceeds what starting Numba and compiling the uncached kernels costs.
+    :data:`KERNEL_SPEEDUP`) exceeds what starting Numba and compiling every kernel the graph
+    needs would cost on a fresh machine.
+
+    NOTE: the decision depends only on the workload (the graph, its shapes, the number of
+    passes), never on a measured time or on what happens to be in the kernel cache: twins and
+    kernels agree only to rounding, so a choice that flipped with the machine's load or cache
+    would make the same command give different bits. The CLI and the editor ask the same
+    question for the same workload and so compute the same numbers.
 
     ``BACKPROP_STUDIO_KERNELS`` in the environment overrides the decision. Numba is imported only
-    when the kernels could pay off at all."""
+    when the kernels are chosen."""
     if os.environ.get(kernels.ENV_VAR, "").strip():
         return Plan(kernels.backend(), reason=f"chosen by {kernels.ENV_VAR}")
-    calls, twin = _dry_run(runtime, feeds, loss)
+    calls, _ = _dry_run(runtime, feeds, loss)
+    twin = estimate_twin_seconds(calls)
     saving = passes * twin * (1.0 - 1.0 / KERNEL_SPEEDUP)
-    if saving < NUMBA_START_SECONDS:
-        return Plan("numpy", twin_seconds=twin, reason=f"{passes} pass(es) of {twin * 1e3:.0f} ms: too little to pay for starting Numba")
-    todo = pending(needs_from_calls(calls))
-    cost = NUMBA_START_SECONDS + COMPILE_SECONDS * len(todo)
+    needs = needs_from_calls(calls) if saving >= NUMBA_START_SECONDS else []
+    cost = NUMBA_START_SECONDS + COMPILE_SECONDS * len(needs)
     if saving < cost:
         return Plan("numpy", twin_seconds=twin,
-                    reason=f"{passes} passes of {twin * 1e3:.0f} ms: less than compiling {len(todo)} kernels")
-    return Plan("numba", todo, twin, f"{passes} passes of {twin * 1e3:.0f} ms: worth {len(todo)} compiles")
+                    reason=f"{passes} pass(es) of ~{twin * 1e3:.0f} ms on the numpy twins: less than starting Numba"
+                           + (f" and compiling {len(needs)} kernels" if needs else ""))
+    return Plan("numba", pending(needs), twin, f"{passes} passes of ~{twin * 1e3:.0f} ms: worth the kernels")
 
 
 def _maybe_missing(dtype: Any) -> bool:

@@ -150,9 +150,12 @@ class Kernel:
 
     registry: "list[Kernel]" = []
 
-    def __init__(self, fn: Callable[..., Any], twin: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], twin: Callable[..., Any], twin_ns_per_element: float = 10.0) -> None:
         self._lazy = LazyJit(fn)
         self.twin = twin
+        #: rough cost of the numpy twin per array element it is given, for a deterministic
+        #: estimate of a workload (engine.warmup.plan); twins that loop in Python cost more.
+        self.twin_ns_per_element = twin_ns_per_element
         self.__name__ = getattr(twin, "__name__", "kernel").removesuffix("_np")
         self.__doc__ = twin.__doc__
         Kernel.registry.append(self)
@@ -175,7 +178,7 @@ class Kernel:
         return f"Kernel({self.__name__})"
 
 
-def kernel(twin: Callable[..., Any]) -> Callable[[Callable[..., Any]], Kernel]:
+def kernel(twin: Callable[..., Any], *, twin_ns_per_element: float = 10.0) -> Callable[[Callable[..., Any]], Kernel]:
     """Decorator pairing a to-be-jitted function with its numpy twin::
 
         def relu_np(x): return np.maximum(x, 0)
@@ -185,6 +188,6 @@ def kernel(twin: Callable[..., Any]) -> Callable[[Callable[..., Any]], Kernel]:
     """
 
     def wrap(fn: Callable[..., Any]) -> Kernel:
-        return Kernel(fn, twin)
+        return Kernel(fn, twin, twin_ns_per_element)
 
     return wrap

@@ -204,7 +204,11 @@ def rnn_forward_np(x, h0, Wx, Wh, b, act):
     return seq
 
 
-@kernel(rnn_forward_np)
+#: the recurrent twins step through time in Python: ~30x the cost per element of a vectorised twin
+PYTHON_LOOP_NS = 300.0
+
+
+@kernel(rnn_forward_np, twin_ns_per_element=PYTHON_LOOP_NS)
 def rnn_forward(x, h0, Wx, Wh, b, act):
     L, B, D = x.shape
     H = h0.shape[1]
@@ -238,7 +242,7 @@ def rnn_backward_np(x, h0, seq, Wx, Wh, gseq, glast, act):
     return (d @ Wx.T).reshape(x.shape), dh, _flat(x).T @ d, gWh, d.sum(axis=0), norms
 
 
-@kernel(rnn_backward_np)
+@kernel(rnn_backward_np, twin_ns_per_element=PYTHON_LOOP_NS)
 def rnn_backward(x, h0, seq, Wx, Wh, gseq, glast, act):
     L, B, D = x.shape
     H = h0.shape[1]
@@ -282,7 +286,7 @@ def lstm_forward_np(x, h0, c0, Wx, Wh, b):
     return seq, cs, gates
 
 
-@kernel(lstm_forward_np)
+@kernel(lstm_forward_np, twin_ns_per_element=PYTHON_LOOP_NS)
 def lstm_forward(x, h0, c0, Wx, Wh, b):
     L, B, D = x.shape
     H = h0.shape[1]
@@ -350,7 +354,7 @@ def lstm_backward_np(x, h0, c0, seq, cs, gates, Wx, Wh, gseq, glast, glast_c):
     return (d @ Wx.T).reshape(x.shape), dh, dc, _flat(x).T @ d, gWh, d.sum(axis=0), norms
 
 
-@kernel(lstm_backward_np)
+@kernel(lstm_backward_np, twin_ns_per_element=PYTHON_LOOP_NS)
 def lstm_backward(x, h0, c0, seq, cs, gates, Wx, Wh, gseq, glast, glast_c):
     L, B, D = x.shape
     H = h0.shape[1]
@@ -414,7 +418,7 @@ def gru_forward_np(x, h0, Wx, Wh, bx, bh):
     return seq, gates, hns
 
 
-@kernel(gru_forward_np)
+@kernel(gru_forward_np, twin_ns_per_element=PYTHON_LOOP_NS)
 def gru_forward(x, h0, Wx, Wh, bx, bh):
     L, B, D = x.shape
     H = h0.shape[1]
@@ -465,7 +469,7 @@ def gru_backward_np(x, h0, seq, gates, hns, Wx, Wh, gseq, glast):
     return (dx @ Wx.T).reshape(x.shape), dh, _flat(x).T @ dx, _flat(prev).T @ dhp, dx.sum(axis=0), dhp.sum(axis=0), norms
 
 
-@kernel(gru_backward_np)
+@kernel(gru_backward_np, twin_ns_per_element=PYTHON_LOOP_NS)
 def gru_backward(x, h0, seq, gates, hns, Wx, Wh, gseq, glast):
     L, B, D = x.shape
     H = h0.shape[1]
