@@ -60,7 +60,7 @@ from engine import data as data_mod
 from engine import train as train_mod
 from engine.blocks import Block, Kind
 from engine.errors import FileFormatError, GraphError, UnknownBlockError
-from engine.graph import Graph, Link
+from engine.graph import Graph, Link, Node, check_references
 
 FORMAT = "backprop-studio.graph"
 VERSION = 1
@@ -266,6 +266,14 @@ def validate(nodes: Iterable[NodeRecord], links: Iterable[LinkRecord]) -> dict[s
             raise _fail(f"{_record_label(rec)}: {exc}") from None
         except (TypeError, ValueError, OverflowError) as exc:
             raise _fail(f"{_record_label(rec)} has params that cannot be used ({exc})") from None
+    lookup = {rec.id: Node(rec.id, rec.type, rec.params, rec.name or "", block=made[rec.id]) for rec in nodes}
+    for rec in nodes:
+        block = made[rec.id]
+        if block is not None:
+            try:
+                check_references(rec.id, block, lookup, strict=False)
+            except GraphError as exc:
+                raise _fail(f"{_record_label(rec)}: {exc}") from None
     taken: dict[tuple[str, str], LinkRecord] = {}
     g = nx.DiGraph()
     g.add_nodes_from(by_id)
