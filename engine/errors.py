@@ -48,6 +48,11 @@ class ShapeError(GraphError):
     """Shapes that do not fit; the message names the port, the dimension, expected and got."""
 
 
+class MemoryLimitError(GraphError):
+    """A graph that would need more memory than the limit (see :mod:`engine.memory`); the
+    message names the node that needs the most and the numbers."""
+
+
 class RuntimeFailure(EngineError):
     """Something went wrong while running the graph (missing data, a block failing)."""
 
