@@ -862,6 +862,17 @@ def _atomic_write(path: Path, payload: bytes, *, private: bool = False) -> None:
         pass
 
 
+def _payload(project: Project, p: Path) -> bytes:
+    suffix = p.suffix.lower()
+    if suffix == ".json":
+        payload = dumps(project).encode("utf-8")
+        _check_json_text(payload.decode("utf-8"))  # never write what load would refuse
+        return payload
+    if suffix == ".bps":
+        return container_bytes(project)
+    raise _fail(f"cannot save as {suffix or 'a file without a suffix'!r}: use .json (the graph only) or .bps (the graph with weights, optimiser state and history)")
+
+
 def save(project: Project, path: str | os.PathLike[str], *, private: bool = False) -> None:
     """Save atomically: ``.json`` writes the graph file only; ``.bps`` the container with
     weights, optimiser state and history.
@@ -871,23 +882,70 @@ def save(project: Project, path: str | os.PathLike[str], *, private: bool = Fals
     unsaved work should be. Temporary files left by an earlier save that was killed are removed
     (see :data:`STALE_TEMP_SECONDS`)."""
     p = Path(path)
-    suffix = p.suffix.lower()
     try:
-        if suffix == ".json":
-            payload = dumps(project).encode("utf-8")
-        elif suffix == ".bps":
-            payload = container_bytes(project)
-        else:
-            raise _fail(f"cannot save as {suffix or 'a file without a suffix'!r}: use .json (the graph only) or .bps (the graph with weights, optimiser state and history)")
-        _atomic_write(p, payload, private=private)
+        _atomic_write(p, _payload(project, p), private=private)
     except FileFormatError as exc:
         raise _with_source(exc, str(p)) from None
     except OSError as exc:
         raise FileFormatError(f"{p}: cannot be saved ({exc.strerror or exc})") from None
 
 
+@dataclass(frozen=True)
+class Rescued:
+    """Where :func:`save_rescue` saved, what, and why the attempts before failed."""
+
+    path: Path
+    what: str
+    problems: tuple[str, ...]
+
+    @property
+    def as_asked(self) -> bool:
+        return not self.problems
+
+
+def rescue_places(path: Path) -> list[Path]:
+    """Where to save when ``path`` cannot be written: a new name next to it, then the current
+    folder, the home folder and the temporary folder."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = f"{path.stem}.rescued-{stamp}{path.suffix}"
+    places = [path, path.with_name(name), Path.cwd() / name, Path.home() / name, Path(tempfile.gettempdir()) / name]
+    seen: set[str] = set()
+    unique = []
+    for place in places:
+        key = os.path.abspath(place)
+        if key not in seen:
+            seen.add(key)
+            unique.append(place)
+    return unique
+
+
+def save_rescue(path: str | os.PathLike[str], versions: Iterable[tuple[str, Callable[[], Project]]]) -> Rescued:
+    """Save work that must not be lost (a finished training run): the first of ``versions``
+    (a description and a function making the project: everything first, then less) that can be
+    made, written first at ``path``, then where :func:`rescue_places` says. Returns where and
+    what was saved, with the reasons earlier attempts failed; raises FileFormatError listing
+    them when nothing at all could be saved."""
+    p = Path(path)
+    problems: list[str] = []
+    places = rescue_places(p)
+    for what, make in versions:
+        try:
+            payload = _payload(make(), p)
+        except Exception as exc:  # noqa: BLE001 -- whatever went wrong, try saving less
+            problems.append(f"{what} could not be written out ({archive.reason(exc)})")
+            continue
+        for place in places:
+            try:
+                _atomic_write(place, payload)
+                return Rescued(place, what, tuple(problems))
+            except OSError as exc:
+                problems.append(f"{place}: cannot be saved ({exc.strerror or archive.reason(exc)})")
+    raise FileFormatError(f"{p}: nothing could be saved: " + "; ".join(problems))
+
+
 __all__ = [
     "FORMAT", "VERSION", "MIGRATIONS", "MAX_JSON_BYTES", "MAX_CONTAINER_BYTES", "Project", "Document", "NodeRecord",
     "LinkRecord", "parse_document", "validate", "graph_to_dict", "graph_from_dict", "document_dict", "dumps",
-    "loads", "load", "save", "container_bytes", "npz_bytes", "read_npz",
+    "loads", "load", "save", "save_rescue", "Rescued", "rescue_places", "parse_json", "container_bytes", "npz_bytes",
+    "read_npz",
 ]
