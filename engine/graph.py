@@ -31,6 +31,12 @@ from engine.errors import (
 )
 
 Shape = tuple[int, ...]
+MAX_LABEL = 60  # characters of a name that messages quote
+
+
+def short(text: str, limit: int = MAX_LABEL) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis: names and values in messages."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,9 @@ class Node:
 
     @property
     def label(self) -> str:
-        return f"'{self.name}'" if self.name else f"{self.type} {self.id[:8]}"
+        """How messages name the node: its name in quotes (shortened past
+        :data:`MAX_LABEL` characters, so a huge name cannot make a huge message)."""
+        return f"'{short(self.name)}'" if self.name else f"{short(self.type)} {self.id[:8]}"
 
     def input_ports(self) -> tuple[Port, ...]:
         if self.block is None:

@@ -60,7 +60,7 @@ from engine import data as data_mod
 from engine import train as train_mod
 from engine.blocks import Block, Kind
 from engine.errors import FileFormatError, GraphError, UnknownBlockError
-from engine.graph import Graph, Link, Node, check_references
+from engine.graph import Graph, Link, Node, check_references, short
 
 FORMAT = "backprop-studio.graph"
 VERSION = 1
@@ -72,6 +72,8 @@ MAX_JSON_ITEMS = 4_000_000  # values and keys: bounds the memory parsing takes (
 MAX_JSON_DEPTH = 64
 MAX_CONTAINER_BYTES = 512 * 2**20
 MAX_ID_LENGTH = 200
+MAX_NODES = 20_000  # the editor stays usable with thousands of nodes; more is not a lesson
+MAX_LINKS = 100_000
 MAX_HISTORY = train_mod.MAX_STEPS  # steps a history.npz may record (and an optimiser step count may reach)
 _NPZ_ENTRY_BYTES = 1024  # zip headers (the name twice) and the .npy header of one array, at most
 JSON_WIDTH = 120  # objects and lists whose one-line form fits in this many columns stay on one line
@@ -138,8 +140,11 @@ class Document:
 _size = archive.size_text
 
 
+MAX_MESSAGE = 1000  # characters: whatever a file holds, its error message stays one readable line
+
+
 def _fail(message: str) -> FileFormatError:
-    return FileFormatError(message)
+    return FileFormatError(short(" ".join(message.split()), MAX_MESSAGE))
 
 
 def _kind_name(value: Any) -> str:
@@ -170,6 +175,8 @@ def _parse_node(i: int, raw: Any) -> NodeRecord:
     if len(node_id) > MAX_ID_LENGTH or "/" in node_id or any(ord(c) < 32 for c in node_id):
         raise _fail(f"{where}.id {node_id[:40]!r} is not a valid node id (at most {MAX_ID_LENGTH} characters, no '/')")
     type_id = _text(f"{where}.type", raw["type"], allow_empty=False)
+    if len(type_id) > MAX_ID_LENGTH:
+        raise _fail(f"{where}.type is {len(type_id):,} characters long; block types are short names such as 'Linear'")
     name = _text(f"{where}.name", raw["name"]) if "name" in raw else None
     params = raw.get("params", {})
     if not isinstance(params, dict):
@@ -189,6 +196,8 @@ def _parse_end(where: str, value: Any) -> tuple[str, str]:
         or not all(isinstance(v, str) and v for v in value)
     ):
         raise _fail(f"{where} must be [node id, port name], got {json.dumps(value, ensure_ascii=False)[:60]}")
+    if len(value[1]) > MAX_ID_LENGTH:
+        raise _fail(f"{where} names a port of {len(value[1]):,} characters; port names are short")
     return value[0], value[1]
 
 
@@ -209,6 +218,10 @@ def _parse_graph_part(obj: Mapping[str, Any]) -> tuple[tuple[NodeRecord, ...], t
     links = obj.get("links", [])
     if not isinstance(links, list):
         raise _fail(f"'links' must be a list, got {_kind_name(links)}")
+    if len(obj["nodes"]) > MAX_NODES:
+        raise _fail(f"it has {len(obj['nodes']):,} nodes; a graph may have at most {MAX_NODES:,}")
+    if len(links) > MAX_LINKS:
+        raise _fail(f"it has {len(links):,} links; a graph may have at most {MAX_LINKS:,}")
     return (tuple(_parse_node(i, n) for i, n in enumerate(obj["nodes"])),
             tuple(_parse_link(i, l) for i, l in enumerate(links)))
 
@@ -244,7 +257,7 @@ def parse_document(obj: Any) -> Document:
 
 
 def _record_label(rec: NodeRecord) -> str:
-    return f"node {rec.name!r} ({rec.type})" if rec.name else f"node {rec.type} {rec.id[:8]}"
+    return f"node {short(rec.name)!r} ({short(rec.type)})" if rec.name else f"node {short(rec.type)} {rec.id[:8]}"
 
 
 def validate(nodes: Iterable[NodeRecord], links: Iterable[LinkRecord]) -> dict[str, Block | None]:
@@ -304,10 +317,9 @@ def validate(nodes: Iterable[NodeRecord], links: Iterable[LinkRecord]) -> dict[s
             raise _fail(f"{taken[key].where} and {link.where} both go into {_record_label(b)} input {link.dst_port!r}; an input takes one link")
         taken[key] = link
         g.add_edge(link.src, link.dst)
-    try:
+    cycle = []
+    if not nx.is_directed_acyclic_graph(g):  # a topological sort: far quicker than find_cycle
         cycle = nx.find_cycle(g)
-    except nx.NetworkXNoCycle:
-        cycle = []
     if cycle:
         labels = [_record_label(by_id[u]) for u, _ in cycle] + [_record_label(by_id[cycle[0][0]])]
         raise _fail(f"the links make a cycle: {' → '.join(labels)}; a graph must flow one way")
@@ -316,12 +328,26 @@ def validate(nodes: Iterable[NodeRecord], links: Iterable[LinkRecord]) -> dict[s
 
 def _build(nodes: tuple[NodeRecord, ...], links: tuple[LinkRecord, ...], made: Mapping[str, Block | None]) -> Graph:
     graph = Graph()
+    # Names for nodes the file leaves unnamed, "Add", "Add 2", ...: worked out here in one pass
+    # (Graph.unique_name looks at every node, once per node: quadratic in a big file).
+    taken = {rec.name for rec in nodes if rec.name is not None}
+    next_free: dict[str, int] = {}
+    ports_in: dict[str, list[str]] = {}
+    ports_out: dict[str, list[str]] = {}
+    for l in links:
+        ports_in.setdefault(l.dst, []).append(l.dst_port)
+        ports_out.setdefault(l.src, []).append(l.src_port)
     for rec in nodes:
-        node = graph.add_node(rec.type, rec.params, node_id=rec.id, name=rec.name, position=rec.position, allow_unknown=True)
+        name = rec.name
+        if name is None:
+            name, i = rec.type, next_free.get(rec.type, 2)
+            while name in taken:
+                name, i = f"{rec.type} {i}", i + 1
+            next_free[rec.type] = i
+            taken.add(name)
+        node = graph.add_node(rec.type, rec.params, node_id=rec.id, name=name, position=rec.position, allow_unknown=True)
         if made[rec.id] is None:
-            ins = tuple(dict.fromkeys(l.dst_port for l in links if l.dst == rec.id))
-            outs = tuple(dict.fromkeys(l.src_port for l in links if l.src == rec.id))
-            node.placeholder_ports = (ins, outs)
+            node.placeholder_ports = (tuple(dict.fromkeys(ports_in.get(rec.id, ()))), tuple(dict.fromkeys(ports_out.get(rec.id, ()))))
     for l in links:
         graph.add_link(Link(l.src, l.src_port, l.dst, l.dst_port))
     return graph
@@ -380,6 +406,8 @@ def _parse_json(text: str) -> Any:
     except RecursionError:
         # json's C parser stops at the interpreter's recursion limit, long before memory runs out
         raise _fail(f"it is nested too deeply (more than {MAX_JSON_DEPTH} levels of lists and objects)") from None
+    except ValueError as exc:  # a number with thousands of digits (Python's int conversion limit)
+        raise _fail(f"it is not valid JSON ({archive.reason(exc).split(';')[0]})") from None
     _check_depth(obj)
     return obj
 
@@ -482,6 +510,7 @@ def dumps(project: Project) -> str:
 
 def _with_source(exc: FileFormatError, source: str) -> FileFormatError:
     message = f"{source}: {exc}" if source else str(exc)
+    message = short(" ".join(message.split()), MAX_MESSAGE + len(source) + 2)  # one line, never a megabyte
     return type(exc)(message) if type(exc) in (FileFormatError, data_mod.DataError, train_mod.TrainingError) else FileFormatError(message)
 
 
@@ -561,7 +590,7 @@ def container_bytes(project: Project) -> bytes:
 
 def _node_label(graph: Graph, node_id: str) -> str:
     node = graph.nodes[node_id]
-    return f"node {node.name!r} ({node.type})" if node.name else f"node {node.type} {node_id[:8]}"
+    return f"node {short(node.name)!r} ({short(node.type)})" if node.name else f"node {short(node.type)} {node_id[:8]}"
 
 
 def _member_limits(graph: Graph) -> dict[str, int]:
