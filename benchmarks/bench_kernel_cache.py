@@ -37,6 +37,9 @@ def timed(env: dict[str, str]) -> float:
 
 
 def main() -> None:
+    from machine import describe
+
+    print(f"machine: {describe()}")
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
         first = timed(env)

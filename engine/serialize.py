@@ -250,7 +250,14 @@ def parse_document(obj: Any) -> Document:
     name = _text("'name'", obj.get("name", ""))
     description = _text("'description'", obj.get("description", ""))
     nodes, links = _parse_graph_part(obj)
-    return Document(name, description, nodes, links, data_mod.normalize(obj.get("data")), train_mod.normalize(obj.get("training")))
+    sections = {}
+    for key, normalize in (("data", data_mod.normalize), ("training", train_mod.normalize)):
+        try:
+            sections[key] = normalize(obj.get(key))
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+            # a value of a type the section's checks did not expect: still the file's problem
+            raise _fail(f"its {key!r} section cannot be used ({type(exc).__name__}: {archive.reason(exc)})") from None
+    return Document(name, description, nodes, links, sections["data"], sections["training"])
 
 
 # --- validation ---------------------------------------------------------------------------------

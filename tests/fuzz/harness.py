@@ -201,6 +201,8 @@ class Harness:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()  # type: ignore[union-attr]
         for leftover in self.dir.iterdir():
             leftover.unlink(missing_ok=True)
         self.dir.rmdir()

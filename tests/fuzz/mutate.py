@@ -23,6 +23,7 @@ import io
 import json
 import random
 import struct
+import warnings
 import zipfile
 from typing import Any, Callable
 
@@ -263,7 +264,8 @@ def zip_structure(data: bytes, suffix: str, rnd: random.Random) -> bytes:
     if choice == 0 and names:
         name = rnd.choice(names)
         buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        with warnings.catch_warnings(), zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            warnings.simplefilter("ignore")  # "Duplicate name": that is the point
             for k, v in members.items():
                 zf.writestr(k, v)
             zf.writestr(name, members[name])  # twice
