@@ -397,8 +397,9 @@ def _check_depth(obj: Any) -> None:
         value, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
             raise _fail(f"it is nested too deeply (more than {MAX_JSON_DEPTH} levels of lists and objects)")
-        children = value.values() if isinstance(value, dict) else value
-        stack.extend((v, depth + 1) for v in children if isinstance(v, (dict, list)))
+        if isinstance(value, (dict, list)):
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((v, depth + 1) for v in children if isinstance(v, (dict, list)))
 
 
 def _parse_json(text: str) -> Any:

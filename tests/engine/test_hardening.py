@@ -195,6 +195,9 @@ def test_json_values_and_depth_are_bounded_before_parsing(tmp_path: Path, monkey
     with pytest.raises(FileFormatError, match=r"it is not valid JSON \(Exceeds the limit \(4300 digits\)"):
         serialize.loads('{"format": "backprop-studio.graph", "version": ' + "9" * 5000 + "}")
     assert serialize.parse_json("[[1], {\"a\": 2}]") == [[1], {"a": 2}]
+    for scalar in ("true", "1", '"text"', "null"):
+        with pytest.raises(FileFormatError, match=r"it is not a Backprop Studio graph \(the JSON holds"):
+            serialize.loads(scalar)
 
 
 def test_a_node_name_of_a_megabyte_gives_a_short_message(tmp_path: Path) -> None:
