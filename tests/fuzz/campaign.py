@@ -43,7 +43,11 @@ def main() -> None:
         @given(case=mutate.cases())
         def run(case: tuple) -> None:
             target, seed, mutations, salt = case
-            data, suffix = mutate.make(seed, mutations, salt)
+            try:
+                data, suffix = mutate.make(seed, mutations, salt)
+            except Exception as exc:  # noqa: BLE001 -- a mutation that breaks is the harness's bug, not a finding
+                print(f"MUTATION FAILED {case}: {exc!r}", file=sys.stderr, flush=True)
+                return
             outcome = harness.outcome(target, data, suffix)
             results.append((case, outcome))
             if not outcome.acceptable:
