@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -21,10 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def timed(args: list[str], env: dict[str, str]) -> float:
+def timed(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of one child (CPU time hardly changes when the machine is busy)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, *args], env=env, cwd=ROOT, check=True, capture_output=True)
-    return time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter() - t0, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def main() -> None:
@@ -41,11 +45,13 @@ def main() -> None:
         for _ in range(args.repeats):  # alternating, so machine noise hits both alike
             cached.append(timed(run, env))
             bare.append(timed(["-c", "import numpy"], env))
-    c, b = statistics.median(cached), statistics.median(bare)
+    c = statistics.median(w for w, _ in cached), statistics.median(u for _, u in cached)
+    b = statistics.median(w for w, _ in bare), statistics.median(u for _, u in bare)
     print(f"machine: {describe()}")
-    print(f"`backprop-studio run two_layer_net` in a fresh process: first-ever (compiles its kernels) {first:.1f} s; "
-          f"cached: median {c:.2f} s of {args.repeats}; `python -c 'import numpy'`: median {b:.2f} s "
-          f"(cached run = {c / b:.1f}× a bare numpy start)")
+    print(f"`backprop-studio run two_layer_net` in a fresh process: first-ever (compiles its kernels) {first[0]:.1f} s "
+          f"({first[1]:.1f} s of CPU); cached: median {c[0]:.2f} s ({c[1]:.2f} s of CPU) of {args.repeats}; "
+          f"`python -c 'import numpy'`: median {b[0]:.2f} s ({b[1]:.2f} s of CPU): a cached run costs "
+          f"{c[1] / b[1]:.1f}× the CPU of a bare numpy start")
 
 
 if __name__ == "__main__":
