@@ -437,14 +437,10 @@ class Graph:
                       shapes: Mapping[tuple[str, str], Shape] | None = None) -> None:
         if owner == node.id:
             raise ShapeError(f"shares weight '{wname}' with itself; name another node that owns a '{wname}'")
-        if owner not in self.nodes:
-            raise ShapeError(f"shares weight '{wname}' with node {owner!r}, which is not in this graph")
+        problem = sharing_problem(self.nodes.get(owner), owner, wname)
+        if problem is not None:
+            raise ShapeError(f"shares weight '{wname}', but its tie {problem}")
         other = self.nodes[owner]
-        if other.block is None or wname not in {w.name for w in other.block.weights}:
-            raise ShapeError(f"shares weight '{wname}' with {other.label}, which has no weight '{wname}'")
-        if wname in other.block.shared_weights():
-            raise ShapeError(f"shares weight '{wname}' with {other.label}, which borrows it from another node itself; "
-                             f"name the node that owns it")
         if want is None:
             return
         # The owner's input shapes where already inferred (it need not come first in the order).

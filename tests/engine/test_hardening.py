@@ -332,8 +332,9 @@ def test_tie_to_a_node_that_borrows_is_refused_when_edited_and_shown_when_it_bec
     g = _lm_graph()
     g.set_params("gen2", {"tie_to": "gen"})  # gen owns its E: fine
     g.set_params("gen", {"tie_to": "emb"})  # now gen borrows: gen2's tie is a chain
-    assert "borrows it from another node itself" in g.infer().errors["gen2"]
-    with pytest.raises(ShapeError, match="borrows it from another node itself"):
+    assert "shares weight 'E', but its tie names 'gen' (GenerateToken), which borrows its 'E' from another node itself" \
+        in g.infer().errors["gen2"]
+    with pytest.raises(ShapeError, match="borrows its 'E' from another node itself"):
         Runtime(g)  # not a KeyError at run
     with pytest.raises(ParamError, match=r"which borrows its 'E' from another node itself; name the node that owns it"):
         g.set_params("gen2", {"tie_to": "gen"})
