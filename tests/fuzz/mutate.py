@@ -61,6 +61,8 @@ def seeds() -> dict[str, tuple[bytes, str]]:
 
 
 def flip_bytes(data: bytes, suffix: str, rnd: random.Random) -> bytes:
+    if not data:
+        return data
     b = bytearray(data)
     for _ in range(rnd.randint(1, 8)):
         i = rnd.randrange(len(b))
@@ -69,7 +71,7 @@ def flip_bytes(data: bytes, suffix: str, rnd: random.Random) -> bytes:
 
 
 def truncate(data: bytes, suffix: str, rnd: random.Random) -> bytes:
-    return data[: rnd.randrange(len(data))]
+    return data[: rnd.randrange(len(data))] if data else data
 
 
 def splice(data: bytes, suffix: str, rnd: random.Random) -> bytes:
