@@ -23,7 +23,7 @@ from typing import Any, Callable, Collection, Mapping
 
 import numpy as np
 
-from engine.blocks import Block
+from engine.blocks import Block, Context
 
 MAX_ELEMENTS = 96  # up to this many elements: check every one; above: random directions
 DIRECTIONS = 6
@@ -205,18 +205,19 @@ def _check(what: str, f: Callable[[], float], x: np.ndarray, analytic: np.ndarra
 
 
 def check_block(block: Block, inputs: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray], *, seed: int = 0,
-                eps: float = 1e-6, tolerance: float = TOLERANCE) -> list[Check]:
-    """Gradient check of every float input and every weight of ``block`` (float64 arrays)."""
+                eps: float = 1e-6, tolerance: float = TOLERANCE, context: Context | None = None) -> list[Check]:
+    """Gradient check of every float input and every weight of ``block`` (float64 arrays), in
+    evaluation mode or in the given ``context`` (the same Dropout mask for every evaluation)."""
     rng = np.random.default_rng(seed)
     inputs = {k: np.array(v) for k, v in inputs.items()}
     weights = {k: np.array(v) for k, v in weights.items()}
-    outs, saved = block.forward(inputs, weights)
+    outs, saved = block.forward(inputs, weights, context)
     diff = {p.name for p in block.output_ports() if p.differentiable}
     proj = {k: rng.standard_normal(np.shape(v)) for k, v in outs.items() if k in diff and np.issubdtype(np.asarray(v).dtype, np.floating)}
     gin, gw = block.backward(proj, saved, weights)
 
     def loss() -> float:
-        o, _ = block.forward(inputs, weights)
+        o, _ = block.forward(inputs, weights, context)
         return float(sum(np.sum(o[k] * r) for k, r in proj.items()))
 
     checks = []
@@ -244,7 +245,20 @@ def check_node(runtime: Any, feeds: Mapping[str, np.ndarray], node: str, *, seed
     inputs = {port: f64(p.values[src]) for port, src in step.sources.items()}
     weights = {k: f64(v) for k, v in runtime.weights.get(step.node, {}).items()}
     weights.update({local: f64(runtime.weights[owner][name]) for local, (owner, name) in step.shared.items()})
-    return check_block(step.block, inputs, weights, seed=seed, eps=eps, tolerance=tolerance)
+    buffers = step.block.buffer_names(step.in_shapes)  # running statistics: no gradient to check
+    checks = check_block(step.block, inputs, weights, seed=seed, eps=eps, tolerance=tolerance)
+    return [c for c in checks if c.what.removeprefix("weight ") not in buffers or not c.what.startswith("weight ")]
+
+
+def learned_weights(runtime: Any) -> list[tuple[str, str]]:
+    """Every ``(node, weight)`` of a runtime that has a gradient to check (buffers such as
+    BatchNorm's running statistics have none)."""
+    out = []
+    for node, ws in runtime.weights.items():
+        step = runtime.program.step(node)
+        buffers = step.block.buffer_names(step.in_shapes)
+        out.extend((node, name) for name in ws if name not in buffers)
+    return out
 
 
 def check_graph(runtime: Any, feeds: Mapping[str, np.ndarray], loss: Any, *, seed: int = 0, eps: float = 1e-6,
@@ -265,11 +279,11 @@ def check_graph(runtime: Any, feeds: Mapping[str, np.ndarray], loss: Any, *, see
     for node, ws in runtime.weights.items():
         label = runtime.program.step(node).label
         for name, w in ws.items():
-            if only is not None and (node, name) not in only:
-                continue
+            if (only is not None and (node, name) not in only) or name not in grads[node]:
+                continue  # not asked for, or a buffer (no gradient)
             checks.append(_check(f"{label} weight {name}", f, w, grads[node][name], rng, eps, tolerance))
     return checks
 
 
 __all__ = ["MAX_ELEMENTS", "DIRECTIONS", "TOLERANCE", "OK", "KINK", "FAILED", "Kink", "Check", "relative_error",
-           "check_block", "check_node", "check_graph"]
+           "check_block", "check_node", "learned_weights", "check_graph"]
