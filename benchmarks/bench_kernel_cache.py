@@ -1,55 +1,103 @@
 """First-ever compile vs cached start of every kernel, in fresh processes.
 
+    python benchmarks/bench_kernel_cache.py [--base DIR] [--dtypes float32 float64]
+
 Runs every block example of the registry forward and backward in float32 and float64 (which
 touches every kernel signature the app uses) in a child process with an empty NUMBA_CACHE_DIR,
-then again with the cache it left behind. Prints both wall times.
+then again with the cache it left behind. Prints wall and CPU seconds (CPU: user + system of
+the child, which other engineers' load disturbs much less than wall time), and the kernels that
+cost the most to compile (CPU seconds of their first call). ``--base DIR`` runs an older
+checkout the same way, interleaved, for a before/after comparison.
 
-    python benchmarks/bench_kernel_cache.py
+Goal (issue 13): the first-ever compile of every kernel ≤ 25 s.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
+import json, sys, time
 import numpy as np
 from engine import blocks
+from engine.kernels import Kernel
+
+costs = {}
+original = Kernel.__call__
+
+
+def call(self, *args):
+    fast = self.fast
+    before = len(fast.overloads)
+    t0 = time.process_time()
+    result = original(self, *args)
+    if len(fast.overloads) > before:
+        key = f"{self.__name__}[{getattr(args[0], 'dtype', type(args[0]).__name__)}]"
+        costs[key] = costs.get(key, 0.0) + time.process_time() - t0
+    return result
+
+
+Kernel.__call__ = call
+dtypes = [np.dtype(d) for d in sys.argv[1:]]
 for name in blocks.names():
     for ex in blocks.spec(name).examples:
         b = blocks.create(name, **ex.params)
-        for dtype in (np.float32, np.float64):
+        for dtype in dtypes:
             rng = np.random.default_rng(0)
             x = ex.sample(b, rng, dtype)
             w = {k: np.asarray(v, dtype) for k, v in b.init_weights(ex.inputs, rng).items()}
             outs, saved = b.forward(x, w)
             b.backward({k: np.ones_like(v) for k, v in outs.items() if np.issubdtype(np.asarray(v).dtype, np.floating)}, saved, w)
+print(json.dumps(costs))
 """
 
 
-def timed(env: dict[str, str]) -> tuple[float, float]:
-    """Wall-clock and CPU seconds of one child (CPU time hardly changes when the machine is busy)."""
+def timed(tree: Path, env: dict[str, str], dtypes: list[str]) -> tuple[float, float, dict[str, float]]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", CHILD], env=env, check=True)
+    proc = subprocess.run([sys.executable, "-c", CHILD, *dtypes], env={**env, "PYTHONPATH": str(tree)}, cwd=tree,
+                          capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.perf_counter() - t0, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    from machine import describe
-
-    print(f"machine: {describe()}")
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-        first = timed(env)
-        cached = sorted(timed(env) for _ in range(3))[1]
-    print(f"every kernel, first-ever compile: {first[0]:.1f} s ({first[1]:.1f} s of CPU); "
-          f"cached start: median {cached[0]:.1f} s ({cached[1]:.1f} s of CPU)")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--base", type=Path, help="an older checkout to compare with")
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    args = ap.parse_args()
+    trees = {"this tree": ROOT}
+    if args.base:
+        trees["base"] = args.base.resolve()
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; dtypes {' '.join(args.dtypes)}")
+    results = {}
+    for name, tree in trees.items():
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, NUMBA_CACHE_DIR=cache, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+            first = timed(tree, env, args.dtypes)
+            cached = sorted((timed(tree, env, args.dtypes) for _ in range(3)), key=lambda r: r[0])[1]
+        results[name] = (first, cached)
+        costs = first[2]
+        print(f"{name}: first-ever compile of every kernel {first[0]:.1f} s wall, {first[1]:.1f} s CPU "
+              f"({len(costs)} kernel signatures, {sum(costs.values()):.1f} s CPU in first calls); "
+              f"cached start {cached[0]:.1f} s wall, {cached[1]:.1f} s CPU   goal ≤ 25 s")
+        top = sorted(costs.items(), key=lambda kv: -kv[1])[:8]
+        print("  costliest first calls (CPU s): " + ", ".join(f"{k} {v:.2f}" for k, v in top))
+    if args.base:
+        (a, _), (b, _) = results["this tree"], results["base"]
+        print(f"ratio this tree / base, first-ever compile: {a[0] / b[0]:.2f} wall, {a[1] / b[1]:.2f} CPU")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,22 @@ here, and ``python -m engine.cli ...`` works too::
     backprop-studio gradcheck presets/two_layer_net.json
     backprop-studio info two_layer_net            # a preset name works in place of a path
     backprop-studio generate language_model --prompt "the quick brown"     # prints: fox
+    backprop-studio warmup                        # compile every kernel now, once, with progress
 
 Output is human-readable by default. With ``--json`` every line on stdout is one JSON object
 with an ``"event"`` key: ``trace`` and ``result`` (run); ``start``, ``step`` and ``result``
 (train); ``generate`` (generate); ``check`` and ``result`` (gradcheck); ``info``; ``preset``; ``version``; and ``error``.
 Numbers that are NaN or Inf are written as null. ``train`` draws a progress bar on stderr when
 stderr is a terminal and prints plain progress lines otherwise.
+
+Kernels: ``run``, ``train``, ``generate`` and ``gradcheck`` first time one pass of the graph on
+the numpy twins and pick the backend (:func:`engine.warmup.plan`): a workload too small to pay
+for starting Numba and compiling what is not cached yet (``run`` always is: one pass) runs on the
+twins, which compute the same function; a bigger one compiles the kernels it needs up front, with
+a one-line progress on a terminal ("compiling kernels for first use, once: 4/11"), cached on disk
+for every later run. ``BACKPROP_STUDIO_KERNELS=numba|numpy`` forces a backend; ``warmup``
+compiles every kernel the app has in both dtypes. Numba, scipy and networkx are imported only by
+the commands that use them, so ``info`` and ``list-presets`` answer at once.
 
 ``generate FILE --prompt "the quick brown"`` turns the prompt into ids with the vocabulary of the
 file's text data (:class:`engine.data.TextData`, the same one the trainer used), continues it with
@@ -47,6 +57,7 @@ name, or in the current, home or temporary folder, and exits 1.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import dataclasses
 import json
 import math
@@ -77,7 +88,7 @@ from engine.train import StepRecord, Trainer, TrainingConfig, TrainingError
 PROG = "backprop-studio"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEBUG_ENV = "BACKPROP_STUDIO_DEBUG"
-COMMANDS = ("run", "train", "generate", "gradcheck", "info", "list-presets", "start-time")
+COMMANDS = ("run", "train", "generate", "gradcheck", "info", "list-presets", "start-time", "warmup")
 GRADCHECK_TOLERANCE = 1e-5
 GRADCHECK_SAMPLE = 24  # weights checked by default in bigger models (each check runs the model up to 12 times)
 START_TIME_LIMIT = 3.0  # seconds: a cached start of `run` must stay below this
@@ -197,6 +208,46 @@ def _loss_key(runtime: Runtime, config: TrainingConfig, required: bool) -> tuple
 # --- run ------------------------------------------------------------------------------------------
 
 
+# --- kernels: compiled up front, with progress on a terminal ---------------------------------------
+
+
+class KernelProgress:
+    """``compiling kernels for first use, once: 4/11`` on one terminal line of stderr, redrawn in
+    place and cleared when done; silent when stderr is not a terminal."""
+
+    def __init__(self, out: Output, summary: bool = True) -> None:
+        self.out = out
+        self.show = hasattr(out.stderr, "isatty") and out.stderr.isatty()
+        self.summary = summary
+        self.t0 = time.perf_counter()
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        if not self.show:
+            return
+        if done < total:
+            self.out.stderr.write(f"\rcompiling kernels for first use, once: {done + 1}/{total} ({name})\033[K")
+        elif not self.summary:
+            self.out.stderr.write("\r\033[K")
+        else:
+            self.out.stderr.write(f"\rcompiled {total} kernels in {time.perf_counter() - self.t0:.1f} s; "
+                                  f"later runs load them from the cache\033[K\n")
+        self.out.stderr.flush()
+
+
+def _prepare_kernels(runtime: Runtime, out: Output, feeds: Mapping[str, np.ndarray] | None,
+                     loss: tuple[str, str] | None, passes: int) -> str:
+    """Pick the kernel backend for ``passes`` passes of this graph (:func:`engine.warmup.plan`)
+    for the rest of the command, and compile what the Numba kernels need up front, with a
+    progress line on a terminal. Returns the backend."""
+    from engine import kernels, warmup
+
+    plan = warmup.plan(runtime, passes, feeds, loss)
+    if plan.backend == "numba":
+        warmup.compile_kernels(plan.pending, KernelProgress(out))
+    kernels.select(plan.backend)
+    return plan.backend
+
+
 def _trace_text(ev: TraceEvent) -> str:
     head = f"{ev.phase:8s} {ev.index:3d}  {ev.label} ({ev.type})"
     if ev.phase == "forward":
@@ -226,6 +277,7 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
     runtime = Runtime(project.graph, weights=project.weights, seed=config.seed, dtype=config.dtype)
     loss_key = _loss_key(runtime, config, required=False)
     feeds = dataset.first_feeds()
+    backend = _prepare_kernels(runtime, out, feeds, loss_key, passes=1)
     t0 = time.perf_counter()
     p: Pass = runtime.start(feeds, trace=args.trace)
     for ev in p.forward_steps():
@@ -256,7 +308,7 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
         f"{_name(runtime, n)}/{w}": _stats_json(TensorStats.of(g)) for n, ws in grads.items() for w, g in ws.items()
     }
     out.event("result", file=str(path), name=project.name, loss=loss, outputs=outputs, gradients=gradients,
-              batch=dataset.batch, rows=dataset.rows, dtype=str(runtime.dtype), seconds=seconds)
+              batch=dataset.batch, rows=dataset.rows, dtype=str(runtime.dtype), seconds=seconds, kernels=backend)
     out.line(f"{path}: {project.name}" if project.name else str(path))
     if loss_key is not None:
         out.line(f"loss = {_fmt(loss)}  (node {runtime.program.step(loss_key[0]).label}, batch of {dataset.batch}, {runtime.dtype})")  # type: ignore[arg-type]
@@ -369,11 +421,13 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
     trainer = Trainer.from_project(project, restart=args.restart, steps=args.steps, seed=args.seed, dtype=args.dtype, lr=args.lr)
     for note in trainer.notes:
         out.note(f"note: {note}")
+    backend = _prepare_kernels(trainer.runtime, out, trainer.dataset.first_feeds(), trainer.loss_key,
+                               passes=trainer.config.steps)
     cfg = trainer.config
     steps = cfg.steps
     out.event("start", file=str(path), name=project.name, steps=steps, first_step=trainer.step_count + 1,
               optimizer=dict(cfg.optimizer), seed=cfg.seed, dtype=cfg.dtype, clip=cfg.clip,
-              rows=trainer.dataset.rows, batch=trainer.dataset.batch, target=cfg.target)
+              rows=trainer.dataset.rows, batch=trainer.dataset.batch, target=cfg.target, kernels=backend)
     out.line(f"training {path}" + (f" ({project.name})" if project.name else "") + f": {steps} steps of {cfg.optimizer['type']} "
              f"(lr {_fmt(trainer.optimizer.lr)}), batches of {trainer.dataset.batch} of {trainer.dataset.rows} rows, "
              f"seed {cfg.seed}, {cfg.dtype}")
@@ -423,6 +477,9 @@ def cmd_gradcheck(args: argparse.Namespace, out: Output) -> int:
     runtime = Runtime(project.graph, weights=project.weights, seed=config.seed, dtype=np.float64)
     loss_key = _loss_key(runtime, config, required=True)
     feeds = dataset.first_feeds()
+    weights = sum(len(ws) for ws in runtime.weights.values())
+    # Each checked weight runs the model up to 12 times.
+    _prepare_kernels(runtime, out, feeds, loss_key, passes=1 + 12 * (weights if args.all else min(weights, args.sample)))
     loss = float(runtime.forward(feeds).values[loss_key])  # type: ignore[index]
     if not math.isfinite(loss):
         runtime.forward_backward(feeds, loss_key, check=True)  # type: ignore[arg-type]
@@ -511,6 +568,8 @@ def _train_for_generation(project: Project, path: Path, args: argparse.Namespace
     trainer = Trainer.from_project(project)
     for note in trainer.notes:
         out.note(f"note: {note}")
+    _prepare_kernels(trainer.runtime, out, trainer.dataset.first_feeds(), trainer.loss_key,
+                     passes=trainer.config.steps + args.max_tokens)
     steps = trainer.config.steps
     if implicit:
         out.note(f"note: {path} holds no trained weights, so it is trained first with its own settings ({steps} steps); "
@@ -556,12 +615,15 @@ def cmd_generate(args: argparse.Namespace, out: Output) -> int:
         raise UsageError(f"{model.label} is a {model.type}, but the text data is for the task {text.task}")
     # Words → ids before any training, so that a typo in the prompt fails at once.
     prompt_ids = text.encode_source(args.prompt) if translating else text.encode_prompt(args.prompt)
-    if project.weights is None or args.train:
+    trained_here = project.weights is None or args.train
+    if trained_here:
         project = _train_for_generation(project, path, args, out, implicit=not args.train)
     elif args.output:
         raise UsageError("-o saves weights trained here; add --train to train (the file already holds trained weights)")
     config = _config(project, argparse.Namespace(seed=None, dtype=None))
     runtime = Runtime(project.graph, weights=project.weights, seed=config.seed, dtype=config.dtype)
+    if not trained_here:  # (training picked the backend already)
+        _prepare_kernels(runtime, out, None, None, passes=max(1, args.max_tokens))
     limit = _context_of(project.graph, model) if not translating else None
     if text.context is not None and limit != text.context:
         out.note(f"note: the model reads up to {limit or 'any number of'} tokens, but it was trained on windows of "
@@ -734,7 +796,8 @@ def cmd_start_time(args: argparse.Namespace, out: Output) -> int:
     target = str(presets.path(presets.DEFAULT))
     times = []
     with tempfile.TemporaryDirectory(prefix="bps-numba-") as cache:
-        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        # The Numba kernels, whatever `run` would pick for one pass: this measures their start.
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "BACKPROP_STUDIO_KERNELS": "numba"}
         for _ in range(2):
             t0 = time.perf_counter()
             proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", target, "--json"], env=env,
@@ -748,6 +811,23 @@ def cmd_start_time(args: argparse.Namespace, out: Output) -> int:
     out.line(f"  first-ever start (compiles the kernels): {first:.2f} s")
     out.line(f"  cached start:                            {cached:.2f} s  (goal: under {START_TIME_LIMIT:g} s)")
     return EXIT_OK if cached < START_TIME_LIMIT else EXIT_FAILED
+
+
+def cmd_warmup(args: argparse.Namespace, out: Output) -> int:
+    """Compile every kernel signature the app uses (both dtypes unless --dtype), once."""
+    from engine import warmup
+
+    dtypes = (args.dtype,) if args.dtype else ("float32", "float64")
+    t0 = time.perf_counter()
+    needs = warmup.registry_needs(dtypes)
+    todo = warmup.pending(needs)
+    compiled = warmup.compile_kernels(todo, KernelProgress(out, summary=False))
+    seconds = time.perf_counter() - t0
+    out.event("warmup", kernels=len(needs), compiled=compiled, cached=len(needs) - compiled, dtypes=list(dtypes),
+              seconds=seconds)
+    out.line(f"{len(needs)} kernels ({', '.join(dtypes)}): {compiled} compiled in {seconds:.1f} s, "
+             f"{len(needs) - compiled} were already in the cache")
+    return EXIT_OK
 
 
 # --- argument parsing ---------------------------------------------------------------------------
@@ -830,6 +910,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_list_presets)
 
+    p = sub.add_parser("warmup", help="compile every kernel now (done once per machine; otherwise the first run of each does it)")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    p.add_argument("--dtype", choices=("float32", "float64"), help="only this dtype (default: both)")
+    p.set_defaults(func=cmd_warmup)
+
     p = sub.add_parser("start-time", help="measure a first-ever (compiling) start and a cached start of `run`")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_start_time)
@@ -873,7 +958,8 @@ def main(argv: list[str] | None = None) -> int:
         # NaN and Inf are found explicitly and reported with the node that made them; numpy's
         # own warnings would only add noise without saying where.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return int(args.func(args, out))
+            # In a context of its own: the kernel backend a command picks ends with it.
+            return int(contextvars.copy_context().run(args.func, args, out))
     except EngineError as exc:
         out.error(str(exc), type(exc).__name__)
         if debug:

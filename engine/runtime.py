@@ -12,7 +12,11 @@ for them are collected by :meth:`Pass.buffer_updates`.
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
+import sys
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -110,7 +114,41 @@ def init_weights(program: Program, seed: int = 0, dtype: Any = np.float32) -> We
 
 
 def _finite(a: np.ndarray) -> bool:
-    return not np.issubdtype(a.dtype, np.floating) or bool(np.isfinite(a).all())
+    return a.dtype.kind != "f" or bool(np.isfinite(a).all())
+
+
+_EMPTY: Mapping[str, np.ndarray] = {}
+_malloc_lock = threading.Lock()
+_malloc_tuned = False
+
+
+def tune_malloc() -> bool:
+    """Keep glibc's malloc from handing every large freed array back to the kernel.
+
+    By default glibc serves blocks above a (self-adjusting) threshold from fresh ``mmap``s and
+    trims the heap's top as soon as it is free, so a pass that frees and re-allocates the same
+    activations page-faults on every page of them again (~1,000 minor faults per BERT pass,
+    measured in benchmarks/bench_transformer.py). This sets what
+    ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=16777216:glibc.malloc.trim_threshold=67108864``
+    would: blocks up to 16 MiB are reused from the heap, which keeps up to 64 MiB of free top.
+    Done once per process, by the first :class:`Runtime`; skipped where the user set malloc
+    tunables themselves, off glibc, or with ``BACKPROP_STUDIO_MALLOC=system``. Returns whether it
+    changed anything."""
+    global _malloc_tuned
+    with _malloc_lock:
+        if _malloc_tuned:
+            return False
+        _malloc_tuned = True
+        if (not sys.platform.startswith("linux") or "malloc" in os.environ.get("GLIBC_TUNABLES", "")
+                or os.environ.get("BACKPROP_STUDIO_MALLOC", "").strip().lower() == "system"):
+            return False
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            mallopt = libc.mallopt
+        except (OSError, AttributeError):
+            return False  # not glibc (musl, ...): nothing to tune
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(mallopt(m_mmap_threshold, 16 << 20)) and bool(mallopt(m_trim_threshold, 64 << 20))
 
 
 class Pass:
@@ -118,13 +156,18 @@ class Pass:
     node with :meth:`forward_steps` / :meth:`backward_steps`, or all at once."""
 
     def __init__(self, runtime: "Runtime", feeds: Mapping[str, np.ndarray], *, trace: bool = False, check: bool = False,
-                 context: Context | None = None) -> None:
+                 context: Context | None = None, resolved: bool = False) -> None:
+        """``resolved``: ``feeds`` are already keyed by Input node id with the declared shapes and
+        the runtime's dtypes (composite blocks feeding their inner graph), so they are not
+        checked again."""
         self.runtime = runtime
         self.program = runtime.program
+        if not _malloc_tuned:
+            tune_malloc()
         self.trace = trace
         self.check = check
         self.context = context or EVAL
-        self.feeds = runtime.resolve_feeds(feeds)
+        self.feeds = dict(feeds) if resolved else runtime.resolve_feeds(feeds)
         self.values: dict[PortKey, np.ndarray] = {}
         self.saved: dict[str, dict[str, Any]] = {}
         self.grads: dict[PortKey, np.ndarray] = {}
@@ -134,7 +177,9 @@ class Pass:
 
     # --- forward ---------------------------------------------------------------------------
 
-    def _weights_for(self, step: Step) -> dict[str, np.ndarray]:
+    def _weights_for(self, step: Step) -> Mapping[str, np.ndarray]:
+        if not step.shared:
+            return self.runtime.weights.get(step.node, _EMPTY)  # read only: blocks copy what they keep
         w = dict(self.runtime.weights.get(step.node, {}))
         for local, (owner, name) in step.shared.items():
             w[local] = self.runtime.weights[owner][name]
@@ -142,23 +187,28 @@ class Pass:
 
     def forward_steps(self) -> Iterator[TraceEvent]:
         dtype = self.runtime.dtype
+        values = self.values
+        trace = self.trace
+        all_weights = self.runtime.weights
         for i, step in enumerate(self.program.steps):
             if step.type == "Input":
                 inputs = {"value": self.feeds[step.node]}
             else:
-                inputs = {port: self.values[src] for port, src in step.sources.items()}
-            t0 = time.perf_counter()
+                inputs = {port: values[src] for port, src in step.sources.items()}
+            weights = self._weights_for(step) if step.shared else all_weights.get(step.node, _EMPTY)
+            t0 = time.perf_counter() if trace else 0.0
             try:
                 context = self.context.child(step.node) if step.block.uses_context else None
-                outs, saved = step.block.forward(inputs, self._weights_for(step), context)
+                outs, saved = step.block.forward(inputs, weights, context)
             except (ValueError, IndexError, FloatingPointError, ZeroDivisionError) as exc:
                 raise RuntimeFailure(f"{step.label} ({step.type}) failed in the forward pass: {exc}") from exc
-            seconds = time.perf_counter() - t0
+            seconds = time.perf_counter() - t0 if trace else 0.0
             for port, value in outs.items():
-                value = np.asarray(value)
-                if np.issubdtype(value.dtype, np.floating) and value.dtype != dtype:
+                if not isinstance(value, np.ndarray):
+                    value = np.asarray(value)
+                if value.dtype.kind == "f" and value.dtype != dtype:
                     value = value.astype(dtype)
-                self.values[(step.node, port)] = value
+                values[(step.node, port)] = value
                 if self.check and not _finite(value):
                     raise NonFiniteError(
                         f"the forward pass produced NaN or Inf first at {step.label} ({step.type}) output '{port}'",
@@ -195,14 +245,22 @@ class Pass:
     def backward_steps(self) -> Iterator[TraceEvent]:
         """Reverse schedule over the nodes that a gradient reaches; call :meth:`seed` first."""
         index = 0
+        trace = self.trace
+        grads = self.grads
         for step in reversed(self.program.steps):
-            gout = {p: self.grads[(step.node, p)] for p in step.out_shapes if (step.node, p) in self.grads}
+            if not trace and not step.sources and not step.weight_shapes and not step.shared:
+                continue  # a data leaf (Input, Constant): nothing to send a gradient to
+            gout = {}
+            for p in step.out_shapes:
+                g = grads.get((step.node, p))
+                if g is not None:
+                    gout[p] = g
             if not gout:
                 continue
-            weights = self._weights_for(step)
-            t0 = time.perf_counter()
+            weights = self._weights_for(step) if step.shared else self.runtime.weights.get(step.node, _EMPTY)
+            t0 = time.perf_counter() if trace else 0.0
             gin, gw = step.block.backward(gout, self.saved[step.node], weights)
-            seconds = time.perf_counter() - t0
+            seconds = time.perf_counter() - t0 if trace else 0.0
             for port, g in gin.items():
                 src = step.sources.get(port)
                 if src is None:
@@ -316,8 +374,8 @@ class Runtime:
         return out
 
     def start(self, feeds: Mapping[str, np.ndarray], *, trace: bool = False, check: bool = False,
-              context: Context | None = None) -> Pass:
-        return Pass(self, feeds, trace=trace, check=check, context=context)
+              context: Context | None = None, resolved: bool = False) -> Pass:
+        return Pass(self, feeds, trace=trace, check=check, context=context, resolved=resolved)
 
     def forward(self, feeds: Mapping[str, np.ndarray], *, check: bool = False, context: Context | None = None) -> Pass:
         return self.start(feeds, check=check, context=context).run_forward()

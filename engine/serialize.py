@@ -52,7 +52,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import networkx as nx
 import numpy as np
 
 from engine import archive, blocks
@@ -295,8 +294,7 @@ def validate(nodes: Iterable[NodeRecord], links: Iterable[LinkRecord]) -> dict[s
             except GraphError as exc:
                 raise _fail(f"{_record_label(rec)}: {exc}") from None
     taken: dict[tuple[str, str], LinkRecord] = {}
-    g = nx.DiGraph()
-    g.add_nodes_from(by_id)
+    successors: dict[str, list[str]] = {node_id: [] for node_id in by_id}
     for link in links:
         for end, node_id in (("comes from", link.src), ("goes into", link.dst)):
             if node_id not in by_id:
@@ -323,14 +321,35 @@ def validate(nodes: Iterable[NodeRecord], links: Iterable[LinkRecord]) -> dict[s
         if key in taken:
             raise _fail(f"{taken[key].where} and {link.where} both go into {_record_label(b)} input {link.dst_port!r}; an input takes one link")
         taken[key] = link
-        g.add_edge(link.src, link.dst)
-    cycle = []
-    if not nx.is_directed_acyclic_graph(g):  # a topological sort: far quicker than find_cycle
-        cycle = nx.find_cycle(g)
+        successors[link.src].append(link.dst)
+    cycle = _find_cycle(successors)
     if cycle:
-        labels = [_record_label(by_id[u]) for u, _ in cycle] + [_record_label(by_id[cycle[0][0]])]
+        labels = [_record_label(by_id[u]) for u in cycle] + [_record_label(by_id[cycle[0]])]
         raise _fail(f"the links make a cycle: {' → '.join(labels)}; a graph must flow one way")
     return made
+
+
+def _find_cycle(successors: Mapping[str, list[str]]) -> list[str]:
+    """The nodes of one cycle in order (depth first from each node in turn), or [] when none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in successors:
+        if root in state:
+            continue
+        path = [root]
+        todo = [iter(successors[root])]
+        state[root] = 1
+        while todo:
+            nxt = next(todo[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                todo.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt):]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                todo.append(iter(successors[nxt]))
+    return []
 
 
 def _build(nodes: tuple[NodeRecord, ...], links: tuple[LinkRecord, ...], made: Mapping[str, Block | None]) -> Graph:

@@ -430,10 +430,10 @@ class Block:
         else:
             outs, saved = self.compute(dict(inputs), dict(weights))
         saved = dict(saved)
-        saved["_in_shapes"] = {k: np.shape(v) for k, v in inputs.items()}
-        saved["_in_dtypes"] = {k: np.asarray(v).dtype for k, v in inputs.items()}
-        saved["_out_shapes"] = {k: np.shape(v) for k, v in outs.items()}
-        saved["_out_dtypes"] = {k: np.asarray(v).dtype for k, v in outs.items()}
+        # NOTE: plain loops, not np.shape/np.asarray per entry: this runs once per node per pass,
+        # and at lesson sizes the bookkeeping costs more than the arithmetic.
+        saved["_in_shapes"], saved["_in_dtypes"] = _shapes_and_dtypes(inputs)
+        saved["_out_shapes"], saved["_out_dtypes"] = _shapes_and_dtypes(outs)
         return outs, saved
 
     def backward(self, gout: Mapping[str, np.ndarray], saved: dict[str, Any], weights: Mapping[str, np.ndarray]) -> tuple[Arrays, Arrays]:
@@ -441,29 +441,44 @@ class Block:
 
         Upstream gradients missing from ``gout`` count as zero."""
         full: Arrays = {}
+        out_shapes, out_dtypes = saved["_out_shapes"], saved["_out_dtypes"]
         for port in self.output_ports():
-            if port.name not in saved["_out_shapes"]:
+            name = port.name
+            if name not in out_shapes:
                 continue
-            if port.name in gout and gout[port.name] is not None and port.differentiable:
-                full[port.name] = gout[port.name]
+            g = gout.get(name)
+            if g is not None and port.differentiable:
+                full[name] = g
             else:
-                full[port.name] = np.zeros(saved["_out_shapes"][port.name], saved["_out_dtypes"][port.name])
+                full[name] = np.zeros(out_shapes[name], out_dtypes[name])
         gin, gw = self.vjp(full, saved, dict(weights))
         result: Arrays = {}
+        in_shapes, in_dtypes = saved["_in_shapes"], saved["_in_dtypes"]
         for port in self.input_ports():
-            if port.name not in saved["_in_shapes"] or not np.issubdtype(saved["_in_dtypes"][port.name], np.floating):
+            name = port.name
+            dtype = in_dtypes.get(name)
+            if dtype is None or dtype.kind != "f":
                 continue
-            shape = saved["_in_shapes"][port.name]
-            g = gin.get(port.name)
-            dtype = saved["_in_dtypes"][port.name]
-            result[port.name] = np.zeros(shape, dtype) if g is None else unbroadcast(np.asarray(g, dtype), shape)
+            shape = in_shapes[name]
+            g = gin.get(name)
+            if g is None:
+                result[name] = np.zeros(shape, dtype)
+            else:
+                if not (isinstance(g, np.ndarray) and g.dtype == dtype):
+                    g = np.asarray(g, dtype)
+                result[name] = g if g.shape == shape else unbroadcast(g, shape)
         grads_w: Arrays = {}
         buffers = self.buffer_names(saved["_in_shapes"])
         for name, w in weights.items():
             if name in buffers:
                 continue  # buffers get no gradient
             g = gw.get(name)
-            grads_w[name] = np.zeros_like(w) if g is None else np.asarray(g, w.dtype).reshape(w.shape)
+            if g is None:
+                grads_w[name] = np.zeros_like(w)
+            elif isinstance(g, np.ndarray) and g.dtype == w.dtype and g.shape == w.shape:
+                grads_w[name] = g
+            else:
+                grads_w[name] = np.asarray(g, w.dtype).reshape(w.shape)
         return result, grads_w
 
     # --- helpers for subclasses -------------------------------------------------------------
@@ -505,6 +520,17 @@ class Block:
                 f"input '{port}' dimension {axis % len(shape)}{what} should be {expected}, "
                 f"got {got} (shape {shape_str(shape)})"
             )
+
+
+def _shapes_and_dtypes(arrays: Mapping[str, Any]) -> tuple[dict[str, Shape], dict[str, np.dtype]]:
+    shapes: dict[str, Shape] = {}
+    dtypes: dict[str, np.dtype] = {}
+    for k, v in arrays.items():
+        if not isinstance(v, np.ndarray):
+            v = np.asarray(v)
+        shapes[k] = v.shape
+        dtypes[k] = v.dtype
+    return shapes, dtypes
 
 
 def shape_str(shape: Shape) -> str:

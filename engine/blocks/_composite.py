@@ -131,6 +131,8 @@ class _Inner:
     out_shapes: Mapping[str, Shape]
     weights: tuple[tuple[str, str, str, Shape], ...]  # (flat name, node id, local name, shape)
     buffers: frozenset[str]  # flat names of the weights that are buffers
+    routing: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # (node id, ((local name, flat name), ...))
+    ids_inputs: frozenset[str]  # inputs that carry token ids
 
 
 class CompositeBlock(Block):
@@ -195,7 +197,12 @@ class CompositeBlock(Block):
             for step in program.steps for name in step.block.buffer_names(step.in_shapes) if name in step.weight_shapes
         )
         inputs = tuple(p.name for p in self.input_ports() if p.name in in_shapes)
-        result = _Inner(graph, program, inputs, tuple(out_shapes), out_shapes, weights, buffers)
+        by_node: dict[str, list[tuple[str, str]]] = {}
+        for flat, node, name, _ in weights:
+            by_node.setdefault(node, []).append((name, flat))
+        routing = tuple((node, tuple(pairs)) for node, pairs in by_node.items())
+        ids_inputs = frozenset(p.name for p in self.input_ports() if p.kind is Kind.IDS)
+        result = _Inner(graph, program, inputs, tuple(out_shapes), out_shapes, weights, buffers, routing, ids_inputs)
         with self._memo_lock:
             self._memo[key] = result
             if len(self._memo) > _MEMO_SIZE:
@@ -204,12 +211,10 @@ class CompositeBlock(Block):
 
     def split_weights(self, inner: _Inner, weights: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
         """Flat ``node/weight`` names → the runtime's ``{node: {weight: array}}``."""
-        out: dict[str, dict[str, np.ndarray]] = {}
-        for flat, node, name, _ in inner.weights:
-            if flat not in weights:
-                raise ShapeError(f"{self.type_id}: weight '{flat}' is missing")
-            out.setdefault(node, {})[name] = weights[flat]
-        return out
+        try:
+            return {node: {name: weights[flat] for name, flat in pairs} for node, pairs in inner.routing}
+        except KeyError as exc:
+            raise ShapeError(f"{self.type_id}: weight '{exc.args[0]}' is missing") from None
 
     # --- the protocol ------------------------------------------------------------------------------
 
@@ -240,12 +245,21 @@ class CompositeBlock(Block):
     def compute(self, inputs: Arrays, weights: Arrays, context: Context) -> tuple[Arrays, dict[str, Any]]:  # type: ignore[override]
         from engine.runtime import Runtime
 
-        inner = self.inner({k: np.shape(v) for k, v in inputs.items()})
-        floats = [v.dtype for v in inputs.values() if np.issubdtype(np.asarray(v).dtype, np.floating)]
+        inputs = {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in inputs.items()}
+        inner = self.inner({k: v.shape for k, v in inputs.items()})
+        floats = [v.dtype for v in inputs.values() if v.dtype.kind == "f"]
         floats += [np.asarray(w).dtype for w in weights.values()]
         dtype = floats[0] if floats else np.dtype(np.float64)
         runtime = Runtime.bound(inner.graph, self.split_weights(inner, weights), dtype=dtype, program=inner.program)
-        run = runtime.start({port: inputs[port] for port in inner.inputs}, context=context).run_forward()
+        feeds = {port: inputs[port] for port in inner.inputs}
+        # Fast path: what the runtime would check is already true of what another runtime
+        # computed (ids as int64, floats in the runtime's dtype, contiguous); anything else
+        # (a direct call with other dtypes) goes through the runtime's full checks.
+        resolved = all(
+            v.dtype == (np.int64 if port in inner.ids_inputs else dtype) and v.flags.c_contiguous
+            for port, v in feeds.items()
+        )
+        run = runtime.start(feeds, context=context, resolved=resolved).run_forward()
         outs = {port: run.values[(port, "out")] for port in inner.outputs}
         saved: dict[str, Any] = {"run": run, "inner": inner}
         updates = {f"{inner.graph.nodes[node].name}/{name}": value

@@ -6,7 +6,14 @@ comparisons) or for a block of code with ``with kernels.using("numpy"):`` (the t
 
 Rules (GUIDE.md): ``cache=True`` everywhere; fastmath flags come from :data:`FASTMATH`, which
 leaves out ``nnan`` and ``ninf`` so NaN and Inf stay visible; kernels take contiguous arrays and
-scalars only, and the wrappers in each kernel module make sure of that.
+scalars only, and the wrappers in each kernel module make sure of that (:func:`contiguous`).
+
+Numba is imported on first use, not at import: ``import numba`` costs a few tenths of a second
+that commands such as ``info`` and ``list-presets`` never need. :func:`jit` therefore returns a
+:class:`LazyJit` placeholder that becomes a real Numba dispatcher the first time a kernel of its
+module runs; every placeholder of that module is swapped for its dispatcher at that moment, so
+kernels calling ``@jit`` helpers compile as before. :mod:`engine.warmup` finds the kernels a
+graph needs (:func:`recording`) and compiles them up front with progress.
 """
 
 from __future__ import annotations
@@ -14,9 +21,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import threading
 from typing import Any, Callable, Iterator
 
-import numba
+import numpy as np
 
 #: fastmath without ``nnan``/``ninf``: NaN and exploding gradients must reach the user.
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
@@ -40,6 +48,14 @@ def backend() -> str:
     return _backend.get()
 
 
+def select(name: str) -> None:
+    """Run kernels on ``name`` from now on in the current context (a whole CLI command runs in
+    its own context); :func:`using` is the scoped form."""
+    if name not in BACKENDS:
+        raise ValueError(f"kernel backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    _backend.set(name)
+
+
 @contextlib.contextmanager
 def using(name: str) -> Iterator[None]:
     """Run kernels on ``name`` (``"numba"`` or ``"numpy"``) inside the ``with`` block."""
@@ -52,9 +68,81 @@ def using(name: str) -> Iterator[None]:
         _backend.reset(token)
 
 
-def jit(fn: Callable[..., Any]) -> Any:
-    """``@njit`` with the project's caching and fastmath settings."""
-    return numba.njit(cache=True, fastmath=set(FASTMATH), nogil=True)(fn)
+# What :func:`recording` collects: (kernel, args) of every kernel call made on the numpy twins.
+_recorder: contextvars.ContextVar["list[tuple[Kernel, tuple[Any, ...]]] | None"] = contextvars.ContextVar(
+    "backprop_studio_kernel_recorder", default=None)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator["list[tuple[Kernel, tuple[Any, ...]]]"]:
+    """Run kernels on their numpy twins and collect every call as ``(kernel, args)``: what a
+    graph needs, found without compiling anything (see :mod:`engine.warmup`)."""
+    calls: list[tuple[Kernel, tuple[Any, ...]]] = []
+    token = _recorder.set(calls)
+    try:
+        with using("numpy"):
+            yield calls
+    finally:
+        _recorder.reset(token)
+
+
+_swap_lock = threading.Lock()
+
+
+class LazyJit:
+    """A function to be ``@njit``-ed on first use (see the module docstring)."""
+
+    def __init__(self, fn: Callable[..., Any], fastmath: frozenset[str] = FASTMATH) -> None:
+        self.py_func = fn
+        self.fastmath = fastmath
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+        self._dispatcher: Any = None
+
+    @property
+    def dispatcher(self) -> Any:
+        """The Numba dispatcher (created, with its module's other helpers, on first access)."""
+        if self._dispatcher is None:
+            _materialise(self.py_func.__globals__)
+        return self._dispatcher
+
+    def __call__(self, *args: Any) -> Any:
+        return self.dispatcher(*args)
+
+
+def _materialise(namespace: dict[str, Any]) -> None:
+    """Give every :class:`LazyJit` of a module its dispatcher and put the dispatchers in the
+    module's namespace, where Numba looks up the helpers a kernel calls when it compiles it."""
+    import numba
+
+    with _swap_lock:
+        for name, value in list(namespace.items()):
+            if isinstance(value, LazyJit):
+                if value._dispatcher is None:
+                    value._dispatcher = numba.njit(cache=True, fastmath=set(value.fastmath), nogil=True)(value.py_func)
+                namespace[name] = value._dispatcher
+        for value in list(namespace.values()):
+            if isinstance(value, Kernel) and value._lazy._dispatcher is None:
+                value._lazy._dispatcher = numba.njit(cache=True, fastmath=set(FASTMATH), nogil=True)(value._lazy.py_func)
+
+
+def jit(fn: Callable[..., Any] | None = None, *, fastmath: frozenset[str] = FASTMATH) -> Any:
+    """``@njit`` with the project's caching and fastmath settings, created on first use.
+
+    ``@jit(fastmath=...)`` narrows the flags for a helper whose arithmetic must not be
+    reordered (its own instructions keep them when it is inlined into a kernel)."""
+    if fn is None:
+        return lambda f: LazyJit(f, fastmath)
+    return LazyJit(fn, fastmath)
+
+
+def contiguous(a: Any, dtype: Any = None) -> np.ndarray:
+    """``a`` as a C-contiguous, writable array (of ``dtype`` if given), copied only when needed.
+
+    NOTE: writable because Numba compiles a separate specialisation for a read-only array (a
+    broadcast view, a frozen constant): seconds of compiling for nothing."""
+    a = np.asarray(a, dtype=dtype, order="C")  # not ascontiguousarray: that turns a 0-d array into (1,)
+    return a if a.flags.writeable else a.copy()
 
 
 class Kernel:
@@ -62,23 +150,35 @@ class Kernel:
 
     registry: "list[Kernel]" = []
 
-    def __init__(self, fast: Callable[..., Any], twin: Callable[..., Any]) -> None:
-        self.fast = fast
+    def __init__(self, fn: Callable[..., Any], twin: Callable[..., Any], twin_ns_per_element: float = 10.0) -> None:
+        self._lazy = LazyJit(fn)
         self.twin = twin
+        #: rough cost of the numpy twin per array element it is given, for a deterministic
+        #: estimate of a workload (engine.warmup.plan); twins that loop in Python cost more.
+        self.twin_ns_per_element = twin_ns_per_element
         self.__name__ = getattr(twin, "__name__", "kernel").removesuffix("_np")
         self.__doc__ = twin.__doc__
         Kernel.registry.append(self)
 
+    @property
+    def fast(self) -> Any:
+        """The Numba dispatcher (imports Numba the first time it is needed)."""
+        return self._lazy.dispatcher
+
     def __call__(self, *args: Any) -> Any:
         if _backend.get() == "numba":
-            return self.fast(*args)
+            dispatcher = self._lazy._dispatcher
+            return (dispatcher if dispatcher is not None else self._lazy.dispatcher)(*args)
+        calls = _recorder.get()
+        if calls is not None:
+            calls.append((self, args))
         return self.twin(*args)
 
     def __repr__(self) -> str:
         return f"Kernel({self.__name__})"
 
 
-def kernel(twin: Callable[..., Any]) -> Callable[[Callable[..., Any]], Kernel]:
+def kernel(twin: Callable[..., Any], *, twin_ns_per_element: float = 10.0) -> Callable[[Callable[..., Any]], Kernel]:
     """Decorator pairing a to-be-jitted function with its numpy twin::
 
         def relu_np(x): return np.maximum(x, 0)
@@ -88,6 +188,6 @@ def kernel(twin: Callable[..., Any]) -> Callable[[Callable[..., Any]], Kernel]:
     """
 
     def wrap(fn: Callable[..., Any]) -> Kernel:
-        return Kernel(jit(fn), twin)
+        return Kernel(fn, twin, twin_ns_per_element)
 
     return wrap

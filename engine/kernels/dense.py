@@ -2,8 +2,13 @@
 
 Kernels work on 2-D row-major arrays (rows = every leading position flattened); the wrappers
 reshape ``(..., d_in)`` to ``(n, d_in)`` and back. The matrix products go to BLAS through
-``np.dot`` inside Numba (which needs scipy); the bias add and its reduction are fused loops, so
-no temporary ``(n, d_out)`` array is made for them.
+``np.dot(a, b, out)`` inside Numba (which needs scipy), written straight into the destination:
+no temporary and no copy. The bias add and its reduction are fused loops, so no temporary
+``(n, d_out)`` array is made for them either.
+
+NOTE: no ``out[:, :] = array`` and no ``.sum(axis=...)`` in these kernels: each costs Numba
+seconds to compile the first time a process meets it (measured in
+benchmarks/bench_kernel_cache.py), and the three-argument ``np.dot`` needs neither.
 
 ``transposed=True`` means the weight is stored ``(d_out, d_in)`` and used as ``Wᵀ``: the layout
 of an embedding table scored by GenerateToken (``logits = x Eᵀ + b``), so a tied ``E`` is used
@@ -15,20 +20,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.kernels import kernel
+from engine.kernels import contiguous, kernel
 
 # --- W stored (d_in, d_out): Linear, FeedForward -----------------------------------------------
 
 
 def linear_fwd_np(x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    out[:] = x @ w
+    np.matmul(x, w, out=out)
     if b.size:
         out += b
 
 
 @kernel(linear_fwd_np)
 def linear_fwd(x, w, b, out):
-    out[:, :] = np.dot(x, w)
+    np.dot(x, w, out)
     if b.size:
         n, k = out.shape
         for r in range(n):
@@ -37,16 +42,16 @@ def linear_fwd(x, w, b, out):
 
 
 def linear_bwd_np(x: np.ndarray, w: np.ndarray, g: np.ndarray, dx: np.ndarray, dw: np.ndarray, db: np.ndarray) -> None:
-    dx[:] = g @ w.T
-    dw[:] = x.T @ g
+    np.matmul(g, w.T, out=dx)
+    np.matmul(x.T, g, out=dw)
     if db.size:
-        db[:] = g.sum(axis=0)
+        g.sum(axis=0, out=db)
 
 
 @kernel(linear_bwd_np)
 def linear_bwd(x, w, g, dx, dw, db):
-    dx[:, :] = np.dot(g, w.T)
-    dw[:, :] = np.dot(x.T, g)
+    np.dot(g, w.T, dx)
+    np.dot(x.T, g, dw)
     if db.size:
         n, k = g.shape
         # NOTE: serial on purpose: every row adds into the same db (no prange race).
@@ -61,14 +66,14 @@ def linear_bwd(x, w, g, dx, dw, db):
 
 
 def linear_t_fwd_np(x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    out[:] = x @ w.T
+    np.matmul(x, w.T, out=out)
     if b.size:
         out += b
 
 
 @kernel(linear_t_fwd_np)
 def linear_t_fwd(x, w, b, out):
-    out[:, :] = np.dot(x, w.T)
+    np.dot(x, w.T, out)
     if b.size:
         n, k = out.shape
         for r in range(n):
@@ -77,16 +82,16 @@ def linear_t_fwd(x, w, b, out):
 
 
 def linear_t_bwd_np(x: np.ndarray, w: np.ndarray, g: np.ndarray, dx: np.ndarray, dw: np.ndarray, db: np.ndarray) -> None:
-    dx[:] = g @ w
-    dw[:] = g.T @ x
+    np.matmul(g, w, out=dx)
+    np.matmul(g.T, x, out=dw)
     if db.size:
-        db[:] = g.sum(axis=0)
+        g.sum(axis=0, out=db)
 
 
 @kernel(linear_t_bwd_np)
 def linear_t_bwd(x, w, g, dx, dw, db):
-    dx[:, :] = np.dot(g, w)
-    dw[:, :] = np.dot(g.T, x)
+    np.dot(g, w, dx)
+    np.dot(g.T, x, dw)
     if db.size:
         n, k = g.shape
         for j in range(k):
@@ -107,9 +112,9 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, transposed: bo
     """``x W + b`` (or ``x Wᵀ + b`` when ``transposed``) for ``x`` of shape ``(..., d_in)``.
 
     The result has ``x``'s dtype; ``w`` and ``b`` are cast to it if they differ."""
-    x = np.ascontiguousarray(x)
-    w = np.ascontiguousarray(w, dtype=x.dtype)
-    b = _no_bias(x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    x = contiguous(x)
+    w = contiguous(w, x.dtype)
+    b = _no_bias(x.dtype) if b is None else contiguous(b, x.dtype)
     d_in = x.shape[-1]
     d_out = w.shape[0] if transposed else w.shape[1]
     out = np.empty((*x.shape[:-1], d_out), x.dtype)
@@ -126,9 +131,9 @@ def linear_grad(
     """``(dx, dW, db)`` of ``out = x W + b`` given the upstream gradient ``g`` (shape of out).
 
     ``db`` is None when there is no bias."""
-    x = np.ascontiguousarray(x)
-    w = np.ascontiguousarray(w, dtype=x.dtype)
-    g = np.ascontiguousarray(g, dtype=x.dtype)
+    x = contiguous(x)
+    w = contiguous(w, x.dtype)
+    g = contiguous(g, x.dtype)
     d_in = x.shape[-1]
     d_out = g.shape[-1]
     dx = np.empty_like(x)

@@ -11,9 +11,8 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import special
 
-from engine.kernels import kernel
+from engine.kernels import contiguous, kernel
 
 _SQRT_HALF = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
@@ -86,6 +85,8 @@ def relu_grad(y, g, out):
 
 
 def gelu_np(x: np.ndarray, out: np.ndarray) -> None:
+    from scipy import special  # NOTE: here, not at the top: scipy.special costs ~0.3 s to import
+
     out[:] = x * 0.5 * (1.0 + special.erf(x * _SQRT_HALF))
 
 
@@ -96,6 +97,8 @@ def gelu(x, out):
 
 
 def gelu_grad_np(x: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
+    from scipy import special
+
     cdf = 0.5 * (1.0 + special.erf(x * _SQRT_HALF))
     out[:] = g * (cdf + x * _INV_SQRT_2PI * np.exp(-0.5 * x * x))
 
@@ -168,7 +171,7 @@ GRAD_FROM_OUTPUT = {"sigmoid": True, "tanh": True, "relu": True, "gelu": False}
 
 def activation(name: str, x: np.ndarray) -> np.ndarray:
     """``f(x)`` for a named activation, any shape (0-d too), float32 or float64."""
-    x = _c(x)
+    x = contiguous(x)
     out = np.empty_like(x)
     FORWARD[name](x.reshape(-1), out.reshape(-1))
     return out
@@ -176,8 +179,8 @@ def activation(name: str, x: np.ndarray) -> np.ndarray:
 
 def activation_grad(name: str, x: np.ndarray, y: np.ndarray, g: np.ndarray) -> np.ndarray:
     """``g * f'(x)``, given the forward input ``x`` and output ``y``."""
-    src = _c(y if GRAD_FROM_OUTPUT[name] else x)
-    g = _c(np.broadcast_to(g, src.shape), src.dtype)
+    src = contiguous(y if GRAD_FROM_OUTPUT[name] else x)
+    g = contiguous(np.broadcast_to(g, src.shape), src.dtype)
     out = np.empty_like(src)
     BACKWARD[name](src.reshape(-1), g.reshape(-1), out.reshape(-1))
     return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.kernels import kernel
+from engine.kernels import contiguous, kernel
 
 
 def embed_fwd_np(ids: np.ndarray, table: np.ndarray, pos: np.ndarray, out: np.ndarray) -> None:
@@ -70,10 +70,10 @@ def _no_pos(d: int, dtype: np.dtype) -> np.ndarray:
 
 def embed(ids: np.ndarray, table: np.ndarray, pos: np.ndarray | None) -> np.ndarray:
     """``table[ids] (+ pos[:L])`` for ``ids`` of shape (B, L); returns (B, L, d) in table's dtype."""
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    table = np.ascontiguousarray(table)
+    ids = contiguous(ids, np.int64)
+    table = contiguous(table)
     d = table.shape[1]
-    pos = _no_pos(d, table.dtype) if pos is None else np.ascontiguousarray(pos, dtype=table.dtype)
+    pos = _no_pos(d, table.dtype) if pos is None else contiguous(pos, table.dtype)
     out = np.empty((*ids.shape, d), table.dtype)
     embed_fwd(ids, table, pos, out)
     return out
@@ -81,8 +81,8 @@ def embed(ids: np.ndarray, table: np.ndarray, pos: np.ndarray | None) -> np.ndar
 
 def embed_grad(ids: np.ndarray, g: np.ndarray, vocab: int, pos_rows: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """``(dE, dP)``: ``dE`` (vocab, d) by scatter-add; ``dP`` (pos_rows, d), or None when 0 rows."""
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    g = np.ascontiguousarray(g)
+    ids = contiguous(ids, np.int64)
+    g = contiguous(g)
     d = g.shape[-1]
     dtable = np.empty((vocab, d), g.dtype)
     dpos = np.empty((pos_rows, d), g.dtype)

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from engine.kernels import kernel
+from engine.kernels import contiguous, kernel
 
 
 def layernorm_fwd_np(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, out: np.ndarray, xhat: np.ndarray, rstd: np.ndarray) -> None:
@@ -86,11 +86,11 @@ def layernorm_bwd(xhat, rstd, gamma, g, dx, dgamma, dbeta):
 
 def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(out, xhat, rstd)`` for ``x`` of shape ``(..., d)``; ``rstd`` has shape ``x.shape[:-1]``."""
-    x = np.ascontiguousarray(x)
+    x = contiguous(x)
     dt = x.dtype
     d = x.shape[-1]
-    gamma = np.ascontiguousarray(gamma, dtype=dt)
-    beta = np.ascontiguousarray(beta, dtype=dt)
+    gamma = contiguous(gamma, dt)
+    beta = contiguous(beta, dt)
     out = np.empty_like(x)
     xhat = np.empty_like(x)
     rstd = np.empty(x.shape[:-1], dt)
@@ -102,12 +102,12 @@ def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) ->
 
 def layernorm_grad(xhat: np.ndarray, rstd: np.ndarray, gamma: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(dx, dgamma, dbeta)`` from the saved ``xhat``, ``rstd`` and the upstream gradient ``g``."""
-    xhat = np.ascontiguousarray(xhat)
+    xhat = contiguous(xhat)
     dt = xhat.dtype
     d = xhat.shape[-1]
-    rstd = np.ascontiguousarray(rstd, dtype=dt)
-    gamma = np.ascontiguousarray(gamma, dtype=dt)
-    g = np.ascontiguousarray(g, dtype=dt)
+    rstd = contiguous(rstd, dt)
+    gamma = contiguous(gamma, dt)
+    g = contiguous(g, dt)
     dx = np.empty_like(xhat)
     dgamma = np.zeros(d, dt)
     dbeta = np.zeros(d, dt)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.kernels import jit, kernel
+from engine.kernels import contiguous, jit, kernel
 
 #: SimpleRNN activations, by the integer code the kernels take.
 ACTIVATIONS = {"tanh": 0, "relu": 1, "sigmoid": 2}
@@ -62,6 +62,103 @@ def _act_grad_from_output(y, act, one):
     if act == 1:
         return one if y > 0 else one - one
     return y * (one - y)
+
+
+@jit(fastmath=frozenset({"nsz", "contract"}))
+def _exp_row(src, dst, bits):
+    """``dst[j] = exp(src[j])`` over a 1-D row, in a form LLVM vectorises.
+
+    Numba calls libm's scalar ``exp`` once per element (no SVML in pip's llvmlite), and the
+    LSTM's gates make five per step and unit. In float32 this is Cephes' ``expf``: Cody-Waite
+    reduction by ln 2 in two parts, a degree-6 polynomial, then 2ⁿ applied as two factors built
+    in the exponent bits of ``bits`` (so the whole range down to subnormals is exact); within
+    an ulp of the correctly rounded value, branch-free so the loops run several lanes wide.
+    inf, 0 and NaN come out as from ``math.exp``. Float64 keeps ``math.exp``.
+    NOTE: no ``reassoc`` here: it would merge the two parts of ln 2 and lose the precision."""
+    m = src.shape[0]
+    if src.itemsize == 8:
+        for j in range(m):
+            dst[j] = math.exp(src[j])
+        return
+    hi = np.float32(88.72283)
+    lo = np.float32(-103.97208)
+    log2e = np.float32(1.44269504088896341)
+    half = np.float32(0.5)
+    for j in range(m):
+        v = src[j]
+        c = hi if v > hi else v
+        c = lo if c < lo else c
+        n = math.floor(c * log2e + half)
+        r = c - n * np.float32(0.693359375)
+        r = r - n * np.float32(-2.12194440e-4)
+        p = np.float32(1.9875691500e-4)
+        p = p * r + np.float32(1.3981999507e-3)
+        p = p * r + np.float32(8.3334519073e-3)
+        p = p * r + np.float32(4.1665795894e-2)
+        p = p * r + np.float32(1.6666665459e-1)
+        p = p * r + np.float32(5.0000001201e-1)
+        dst[j] = p * r * r + r + np.float32(1.0)
+        bits[j] = ((np.int32(n) >> np.int32(1)) + np.int32(127)) << np.int32(23)  # 2^(n//2)
+    scale = bits.view(np.float32)
+    for j in range(m):
+        dst[j] *= scale[j]
+        v = src[j]
+        c = hi if v > hi else v
+        c = lo if c < lo else c
+        n = np.int32(math.floor(c * log2e + half))
+        bits[j] = ((n - (n >> np.int32(1))) + np.int32(127)) << np.int32(23)  # 2^(n − n//2)
+    for j in range(m):
+        v = src[j]
+        e = dst[j] * scale[j]
+        e = np.float32(np.inf) if v > hi else e
+        e = np.float32(0.0) if v < lo else e
+        dst[j] = e if v == v else v
+
+
+@jit
+def _one(x):
+    """1 in ``x``'s dtype (so float32 arithmetic stays float32)."""
+    return np.ones(1, x.dtype)[0]
+
+
+@jit
+def _column_sums(d):
+    """``d.sum(axis=0)`` of a 2-D array, as a loop (an axis reduction costs Numba seconds to compile)."""
+    n, k = d.shape
+    out = np.zeros(k, d.dtype)
+    for r in range(n):
+        for j in range(k):
+            out[j] += d[r, j]
+    return out
+
+
+@jit
+def _input_side(x, Wx, d):
+    """``(dx, dWx)`` = ``(d Wxᵀ, xᵀ d)`` for ``d`` (L·B, k·h), the gradient at the gate
+    pre-activations: two big products after the time loop instead of one per step."""
+    L, B, D = x.shape
+    gx = np.empty((L, B, D), x.dtype)
+    np.dot(d, Wx.T, gx.reshape(L * B, D))
+    gWx = np.empty((D, d.shape[1]), x.dtype)
+    np.dot(x.reshape(L * B, D).T, d, gWx)
+    return gx, gWx
+
+
+@jit
+def _state_side(h0, seq, d):
+    """``dWh = prevᵀ d`` with prev = h0, h_1, …, h_{L−1}, the state each step started from."""
+    L, B, H = seq.shape
+    prev = np.empty((L, B, H), seq.dtype)
+    for i in range(B):
+        for j in range(H):
+            prev[0, i, j] = h0[i, j]
+    for t in range(1, L):
+        for i in range(B):
+            for j in range(H):
+                prev[t, i, j] = seq[t - 1, i, j]
+    gWh = np.empty((H, d.shape[1]), seq.dtype)
+    np.dot(prev.reshape(L * B, H).T, d, gWh)
+    return gWh
 
 
 def _sigmoid_np(v: np.ndarray) -> np.ndarray:
@@ -107,16 +204,22 @@ def rnn_forward_np(x, h0, Wx, Wh, b, act):
     return seq
 
 
-@kernel(rnn_forward_np)
+#: the recurrent twins step through time in Python: ~30x the cost per element of a vectorised twin
+PYTHON_LOOP_NS = 300.0
+
+
+@kernel(rnn_forward_np, twin_ns_per_element=PYTHON_LOOP_NS)
 def rnn_forward(x, h0, Wx, Wh, b, act):
     L, B, D = x.shape
     H = h0.shape[1]
-    one = np.ones(1, x.dtype)[0]
-    xp = np.dot(x.reshape(L * B, D), Wx).reshape(L, B, H)
+    one = _one(x)
+    xp = np.empty((L, B, H), x.dtype)
+    np.dot(x.reshape(L * B, D), Wx, xp.reshape(L * B, H))
     seq = np.empty((L, B, H), x.dtype)
+    z = np.empty((B, H), x.dtype)
     h = h0
     for t in range(L):
-        z = np.dot(h, Wh)
+        np.dot(h, Wh, z)
         for i in range(B):
             for j in range(H):
                 seq[t, i, j] = _act(z[i, j] + xp[t, i, j] + b[j], act, one)
@@ -139,11 +242,11 @@ def rnn_backward_np(x, h0, seq, Wx, Wh, gseq, glast, act):
     return (d @ Wx.T).reshape(x.shape), dh, _flat(x).T @ d, gWh, d.sum(axis=0), norms
 
 
-@kernel(rnn_backward_np)
+@kernel(rnn_backward_np, twin_ns_per_element=PYTHON_LOOP_NS)
 def rnn_backward(x, h0, seq, Wx, Wh, gseq, glast, act):
     L, B, D = x.shape
     H = h0.shape[1]
-    one = np.ones(1, x.dtype)[0]
+    one = _one(x)
     dA = np.empty((L, B, H), x.dtype)
     norms = np.empty(L, np.float64)
     dh = glast.copy()
@@ -155,16 +258,10 @@ def rnn_backward(x, h0, seq, Wx, Wh, gseq, glast, act):
                 s += float(v) * float(v)
                 dA[t, i, j] = v * _act_grad_from_output(seq[t, i, j], act, one)
         norms[t] = math.sqrt(s)
-        dh = np.dot(dA[t], Wh.T)
-    prev = np.empty((L, B, H), x.dtype)
-    prev[0] = h0
-    for t in range(1, L):
-        prev[t] = seq[t - 1]
+        np.dot(dA[t], Wh.T, dh)
     d = dA.reshape(L * B, H)
-    gWh = np.dot(prev.reshape(L * B, H).T, d)
-    gWx = np.dot(x.reshape(L * B, D).T, d)
-    gx = np.dot(d, Wx.T).reshape(L, B, D)
-    return gx, dh, gWx, gWh, d.sum(axis=0), norms
+    gx, gWx = _input_side(x, Wx, d)
+    return gx, dh, gWx, _state_side(h0, seq, d), _column_sums(d), norms
 
 
 # --- LSTM: gates i, f, g, o in column blocks of width h -----------------------------------------
@@ -189,32 +286,46 @@ def lstm_forward_np(x, h0, c0, Wx, Wh, b):
     return seq, cs, gates
 
 
-@kernel(lstm_forward_np)
+@kernel(lstm_forward_np, twin_ns_per_element=PYTHON_LOOP_NS)
 def lstm_forward(x, h0, c0, Wx, Wh, b):
     L, B, D = x.shape
     H = h0.shape[1]
-    one = np.ones(1, x.dtype)[0]
-    xp = np.dot(x.reshape(L * B, D), Wx).reshape(L, B, 4 * H)
+    one = _one(x)
+    xp = np.empty((L, B, 4 * H), x.dtype)
+    np.dot(x.reshape(L * B, D), Wx, xp.reshape(L * B, 4 * H))
     seq = np.empty((L, B, H), x.dtype)
     cs = np.empty((L, B, H), x.dtype)
     gates = np.empty((L, B, 4 * H), x.dtype)
+    z = np.empty((B, 4 * H), x.dtype)
+    # Row buffers: every exp of a step's row goes through one vectorised _exp_row call.
+    arg = np.empty(4 * H, x.dtype)
+    e = np.empty(4 * H, x.dtype)
+    bits = np.empty(4 * H, np.int32)
+    two = one + one
     h = h0
     c = c0
     for t in range(L):
-        z = np.dot(h, Wh)
+        np.dot(h, Wh, z)
         for i in range(B):
+            # Row views: 1-D loops over contiguous rows are what LLVM vectorises.
+            zr, xr, gr, cr, cn_r, hr = z[i], xp[t, i], gates[t, i], c[i], cs[t, i], seq[t, i]
+            # σ(v) = 1 / (1 + e^−v) for i, f, o; tanh(v) = 1 − 2 / (e^2v + 1) for g.
+            for j in range(4 * H):
+                arg[j] = -(zr[j] + xr[j] + b[j])
+            for j in range(2 * H, 3 * H):
+                arg[j] = -two * arg[j]
+            _exp_row(arg, e, bits)
+            for j in range(4 * H):
+                gr[j] = one / (one + e[j])
+            for j in range(2 * H, 3 * H):
+                gr[j] = one - two / (e[j] + one)
             for j in range(H):
-                gi = _sigmoid(z[i, j] + xp[t, i, j] + b[j], one)
-                gf = _sigmoid(z[i, H + j] + xp[t, i, H + j] + b[H + j], one)
-                gg = _tanh(z[i, 2 * H + j] + xp[t, i, 2 * H + j] + b[2 * H + j], one)
-                go = _sigmoid(z[i, 3 * H + j] + xp[t, i, 3 * H + j] + b[3 * H + j], one)
-                cn = gf * c[i, j] + gi * gg
-                cs[t, i, j] = cn
-                seq[t, i, j] = go * _tanh(cn, one)
-                gates[t, i, j] = gi
-                gates[t, i, H + j] = gf
-                gates[t, i, 2 * H + j] = gg
-                gates[t, i, 3 * H + j] = go
+                cn = gr[H + j] * cr[j] + gr[j] * gr[2 * H + j]
+                cn_r[j] = cn
+                arg[j] = two * cn
+            _exp_row(arg[:H], e[:H], bits[:H])
+            for j in range(H):
+                hr[j] = gr[3 * H + j] * (one - two / (e[j] + one))
         h = seq[t]
         c = cs[t]
     return seq, cs, gates
@@ -243,19 +354,26 @@ def lstm_backward_np(x, h0, c0, seq, cs, gates, Wx, Wh, gseq, glast, glast_c):
     return (d @ Wx.T).reshape(x.shape), dh, dc, _flat(x).T @ d, gWh, d.sum(axis=0), norms
 
 
-@kernel(lstm_backward_np)
+@kernel(lstm_backward_np, twin_ns_per_element=PYTHON_LOOP_NS)
 def lstm_backward(x, h0, c0, seq, cs, gates, Wx, Wh, gseq, glast, glast_c):
     L, B, D = x.shape
     H = h0.shape[1]
-    one = np.ones(1, x.dtype)[0]
+    one = _one(x)
     dZ = np.empty((L, B, 4 * H), x.dtype)
     norms = np.empty(L, np.float64)
     dh = glast.copy()
     dc = glast_c.copy()
+    two = one + one
+    arg = np.empty(H, x.dtype)
+    tcs = np.empty(H, x.dtype)
+    bits = np.empty(H, np.int32)
     for t in range(L - 1, -1, -1):
         cprev = cs[t - 1] if t > 0 else c0
         s = 0.0
         for i in range(B):
+            for j in range(H):
+                arg[j] = two * cs[t, i, j]
+            _exp_row(arg, tcs, bits)
             for j in range(H):
                 dhv = dh[i, j] + gseq[t, i, j]
                 s += float(dhv) * float(dhv)
@@ -263,7 +381,7 @@ def lstm_backward(x, h0, c0, seq, cs, gates, Wx, Wh, gseq, glast, glast_c):
                 gf = gates[t, i, H + j]
                 gg = gates[t, i, 2 * H + j]
                 go = gates[t, i, 3 * H + j]
-                tc = _tanh(cs[t, i, j], one)
+                tc = one - two / (tcs[j] + one)
                 dcv = dc[i, j] + dhv * go * (one - tc * tc)
                 dZ[t, i, j] = dcv * gg * gi * (one - gi)
                 dZ[t, i, H + j] = dcv * cprev[i, j] * gf * (one - gf)
@@ -271,16 +389,10 @@ def lstm_backward(x, h0, c0, seq, cs, gates, Wx, Wh, gseq, glast, glast_c):
                 dZ[t, i, 3 * H + j] = dhv * tc * go * (one - go)
                 dc[i, j] = dcv * gf
         norms[t] = math.sqrt(s)
-        dh = np.dot(dZ[t], Wh.T)
-    prev = np.empty((L, B, H), x.dtype)
-    prev[0] = h0
-    for t in range(1, L):
-        prev[t] = seq[t - 1]
+        np.dot(dZ[t], Wh.T, dh)
     d = dZ.reshape(L * B, 4 * H)
-    gWh = np.dot(prev.reshape(L * B, H).T, d)
-    gWx = np.dot(x.reshape(L * B, D).T, d)
-    gx = np.dot(d, Wx.T).reshape(L, B, D)
-    return gx, dh, dc, gWx, gWh, d.sum(axis=0), norms
+    gx, gWx = _input_side(x, Wx, d)
+    return gx, dh, dc, gWx, _state_side(h0, seq, d), _column_sums(d), norms
 
 
 # --- GRU (torch's formula): gates r, z, n in column blocks of width h ----------------------------
@@ -306,18 +418,20 @@ def gru_forward_np(x, h0, Wx, Wh, bx, bh):
     return seq, gates, hns
 
 
-@kernel(gru_forward_np)
+@kernel(gru_forward_np, twin_ns_per_element=PYTHON_LOOP_NS)
 def gru_forward(x, h0, Wx, Wh, bx, bh):
     L, B, D = x.shape
     H = h0.shape[1]
-    one = np.ones(1, x.dtype)[0]
-    xp = np.dot(x.reshape(L * B, D), Wx).reshape(L, B, 3 * H)
+    one = _one(x)
+    xp = np.empty((L, B, 3 * H), x.dtype)
+    np.dot(x.reshape(L * B, D), Wx, xp.reshape(L * B, 3 * H))
     seq = np.empty((L, B, H), x.dtype)
     gates = np.empty((L, B, 3 * H), x.dtype)
     hns = np.empty((L, B, H), x.dtype)
+    hp = np.empty((B, 3 * H), x.dtype)
     h = h0
     for t in range(L):
-        hp = np.dot(h, Wh)
+        np.dot(h, Wh, hp)
         for i in range(B):
             for j in range(H):
                 r = _sigmoid(xp[t, i, j] + bx[j] + hp[i, j] + bh[j], one)
@@ -355,11 +469,11 @@ def gru_backward_np(x, h0, seq, gates, hns, Wx, Wh, gseq, glast):
     return (dx @ Wx.T).reshape(x.shape), dh, _flat(x).T @ dx, _flat(prev).T @ dhp, dx.sum(axis=0), dhp.sum(axis=0), norms
 
 
-@kernel(gru_backward_np)
+@kernel(gru_backward_np, twin_ns_per_element=PYTHON_LOOP_NS)
 def gru_backward(x, h0, seq, gates, hns, Wx, Wh, gseq, glast):
     L, B, D = x.shape
     H = h0.shape[1]
-    one = np.ones(1, x.dtype)[0]
+    one = _one(x)
     dX = np.empty((L, B, 3 * H), x.dtype)
     dHp = np.empty((L, B, 3 * H), x.dtype)
     direct = np.empty((B, H), x.dtype)
@@ -386,17 +500,14 @@ def gru_backward(x, h0, seq, gates, hns, Wx, Wh, gseq, glast):
                 dHp[t, i, 2 * H + j] = dan * r
                 direct[i, j] = dhv * z
         norms[t] = math.sqrt(s)
-        dh = np.dot(dHp[t], Wh.T) + direct
-    prev = np.empty((L, B, H), x.dtype)
-    prev[0] = h0
-    for t in range(1, L):
-        prev[t] = seq[t - 1]
+        np.dot(dHp[t], Wh.T, dh)
+        for i in range(B):
+            for j in range(H):
+                dh[i, j] += direct[i, j]
     dx = dX.reshape(L * B, 3 * H)
     dhp = dHp.reshape(L * B, 3 * H)
-    gWh = np.dot(prev.reshape(L * B, H).T, dhp)
-    gWx = np.dot(x.reshape(L * B, D).T, dx)
-    gx = np.dot(dx, Wx.T).reshape(L, B, D)
-    return gx, dh, gWx, gWh, dx.sum(axis=0), dhp.sum(axis=0), norms
+    gx, gWx = _input_side(x, Wx, dx)
+    return gx, dh, gWx, _state_side(h0, seq, dhp), _column_sums(dx), _column_sums(dhp), norms
 
 
 # --- wrappers: dtype and contiguity, one interface for every cell -------------------------------
@@ -406,7 +517,7 @@ CELL_WEIGHTS = {"SimpleRNN": ("Wx", "Wh", "b"), "LSTM": ("Wx", "Wh", "b"), "GRU"
 
 
 def _c(a: np.ndarray, dtype: Any) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=dtype)
+    return contiguous(a, dtype)
 
 
 def run_forward(cell: str, activation: str, x: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,

@@ -1,0 +1,260 @@
+"""Compile the Numba kernels a graph needs before it runs, with progress: the first-run experience.
+
+Numba compiles a kernel the first time it is called with new argument types and keeps the
+machine code in its on-disk cache, so only a first-ever run pays. This module makes that wait
+visible and lets it happen up front (the CLI's progress line, ``backprop-studio warmup``, the
+editor's status bar) instead of in the middle of the first forward pass:
+
+- :func:`needed_kernels` runs the graph once on the numpy twins (no compiling) and records every
+  kernel call, which gives exactly the kernels and type signatures this graph uses, in this
+  dtype, and nothing else;
+- :func:`pending` keeps those that are neither compiled in this process nor in the disk cache;
+- :func:`compile_kernels` compiles them one by one, calling ``progress(done, total, name)``.
+
+:func:`prepare` does all three for a runtime; :func:`warm_everything` does it for every block of
+the registry (the ``warmup`` command). :func:`plan` decides whether compiling pays at all: a
+workload of a few passes (``run``: one) finishes sooner on the numpy twins, which compute the same
+function, than Numba starts up, let alone compiles (measured in benchmarks/bench_cli.py). Both are safe to call from a worker thread (Numba
+serialises compiling with its own lock), which is how the editor should use them::
+
+    threading.Thread(target=warmup.prepare, args=(runtime,), kwargs={"progress": report}).start()
+
+A cached start costs one look at the cache index per kernel (a few milliseconds in all).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from engine import kernels
+from engine.kernels import Kernel
+
+if TYPE_CHECKING:
+    from engine.runtime import PortKey, Runtime
+
+#: ``progress(done, total, kernel_name)``: called before each compile and once at the end.
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class Need:
+    """One kernel and one Numba type signature that a graph calls it with."""
+
+    kernel: Kernel
+    signature: tuple[Any, ...]
+
+    @property
+    def name(self) -> str:
+        return self.kernel.__name__
+
+
+def _signature(kernel: Kernel, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    dispatcher = kernel.fast
+    return tuple(dispatcher.typeof_pyval(a) for a in args)
+
+
+def needs_from_calls(calls: Iterable[tuple[Kernel, tuple[Any, ...]]]) -> list[Need]:
+    """Distinct (kernel, signature) pairs, in the order first called."""
+    seen: dict[tuple[int, tuple[Any, ...]], Need] = {}
+    for kernel, args in calls:
+        sig = _signature(kernel, args)
+        seen.setdefault((id(kernel), sig), Need(kernel, sig))
+    return list(seen.values())
+
+
+def _dry_feeds(runtime: "Runtime") -> dict[str, np.ndarray]:
+    feeds = {}
+    for step in runtime.program.input_nodes:
+        ids = step.block.output_kind("out").value == "ids"
+        feeds[step.node] = np.zeros(step.out_shapes["out"], np.int64 if ids else runtime.dtype)
+    return feeds
+
+
+def needed_kernels(runtime: "Runtime", feeds: Mapping[str, np.ndarray] | None = None,
+                   loss: "PortKey | None" = None) -> list[Need]:
+    """The kernels (and signatures) one forward and backward pass of ``runtime`` calls.
+
+    Runs the pass on the numpy twins, with ``feeds`` (zeros of the Input shapes when None), and
+    back-propagates from ``loss`` (or from ones at every output nobody consumes). A graph that
+    fails on these numbers needs nothing up front: the real run reports the failure."""
+    return needs_from_calls(_dry_run(runtime, feeds, loss)[0])
+
+
+def _dry_run(runtime: "Runtime", feeds: Mapping[str, np.ndarray] | None,
+             loss: "PortKey | None") -> tuple[list[tuple[Kernel, tuple[Any, ...]]], float]:
+    """One pass on the numpy twins: the kernel calls it made and its CPU seconds."""
+    from engine.runtime import Pass
+
+    t0 = time.process_time()
+    with kernels.recording() as calls, np.errstate(all="ignore"):
+        try:
+            p: Pass = runtime.start(dict(feeds) if feeds is not None else _dry_feeds(runtime)).run_forward()
+            if loss is not None:
+                p.run_backward(loss)
+            else:
+                used = {src for step in runtime.program.steps for src in step.sources.values()}
+                seeds = {(s.node, port): np.ones(np.shape(p.values[(s.node, port)]), p.values[(s.node, port)].dtype)
+                         for s in runtime.program.steps for port in s.out_shapes
+                         if (s.node, port) not in used and (s.node, port) in p.values
+                         and np.issubdtype(p.values[(s.node, port)].dtype, np.floating)}
+                p.run_backward(grads=seeds)
+        except Exception:  # noqa: BLE001 - best effort: the real run raises the real error
+            pass
+    return calls, time.process_time() - t0
+
+
+def _cached_signatures(kernel: Kernel) -> set[tuple[Any, ...]]:
+    """Signatures compiled in this process or stored in Numba's disk cache for ``kernel``."""
+    dispatcher = kernel.fast
+    sigs = set(dispatcher.overloads)
+    with contextlib.suppress(Exception):  # NOTE: Numba's cache index is not public API: degrade to "not cached"
+        index = dispatcher._cache._cache_file._load_index()
+        sigs.update(key[0] for key in index)
+    return sigs
+
+
+def pending(needs: Iterable[Need]) -> list[Need]:
+    """The needs that would compile: neither compiled in this process nor in the disk cache."""
+    known: dict[int, set[tuple[Any, ...]]] = {}
+    out = []
+    for need in needs:
+        sigs = known.setdefault(id(need.kernel), _cached_signatures(need.kernel))
+        if need.signature not in sigs:
+            out.append(need)
+    return out
+
+
+def compile_kernels(needs: Iterable[Need], progress: Progress | None = None) -> int:
+    """Compile (or load from the disk cache) each need, reporting before each one and at the
+    end. Returns how many there were."""
+    needs = list(needs)
+    for i, need in enumerate(needs):
+        if progress is not None:
+            progress(i, len(needs), need.name)
+        need.kernel.fast.compile(need.signature)
+    if progress is not None and needs:
+        progress(len(needs), len(needs), "")
+    return len(needs)
+
+
+def prepare(runtime: "Runtime", feeds: Mapping[str, np.ndarray] | None = None, loss: "PortKey | None" = None,
+            progress: Progress | None = None) -> int:
+    """Compile what one forward and backward pass of ``runtime`` needs and has never compiled;
+    returns how many kernels that was (0 on a cached start, where it costs milliseconds).
+    Does nothing when the numpy twins are selected."""
+    if kernels.backend() != "numba":
+        return 0
+    if not _maybe_missing(runtime.dtype):
+        return 0
+    return compile_kernels(pending(needed_kernels(runtime, feeds, loss)), progress)
+
+
+#: CPU seconds a fresh process spends before its first kernel runs even with every kernel
+#: cached: importing Numba and scipy's BLAS and loading Numba's registries (bench_cli.py: a
+#: cached `run two_layer_net` takes ~1 s more CPU on the kernels than on the twins).
+NUMBA_START_SECONDS = 1.0
+#: CPU seconds of one first-ever compile of a kernel signature, on average (bench_kernel_cache.py).
+COMPILE_SECONDS = 1.0
+#: How many times faster the kernels run a pass than the numpy twins, taken low on purpose (the
+#: measured gain is 1–40× depending on the block): compiling must pay for itself.
+KERNEL_SPEEDUP = 2.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which backend a workload should run on, and what would have to compile first."""
+
+    backend: str  # "numba" | "numpy"
+    pending: list[Need] = field(default_factory=list)
+    twin_seconds: float = 0.0  # estimated CPU seconds of one pass on the numpy twins
+    reason: str = ""
+
+
+#: CPU seconds of a twin call beyond its per-element cost (Python and numpy call overhead).
+TWIN_CALL_SECONDS = 30e-6
+
+
+def estimate_twin_seconds(calls: Iterable[tuple[Kernel, tuple[Any, ...]]]) -> float:
+    """A deterministic estimate of one pass's CPU seconds on the numpy twins, from the kernel
+    calls it makes: each call's array elements times its kernel's per-element cost, plus a fixed
+    cost per call. Never a measured time, so the same workload always gets the same plan."""
+    total = 0.0
+    for kernel, args in calls:
+        elements = sum(a.size for a in args if isinstance(a, np.ndarray))
+        total += TWIN_CALL_SECONDS + elements * kernel.twin_ns_per_element * 1e-9
+    return total
+
+
+def plan(runtime: "Runtime", passes: int, feeds: Mapping[str, np.ndarray] | None = None,
+         loss: "PortKey | None" = None) -> Plan:
+    """Decide between the Numba kernels and the numpy twins for ``passes`` forward and backward
+    passes of ``runtime``: the kernels when the time they would save (at a conservative
+    :data:`KERNEL_SPEEDUP`) exceeds what starting Numba and compiling every kernel the graph
+    needs would cost on a fresh machine.
+
+    NOTE: the decision depends only on the workload (the graph, its shapes, the number of
+    passes), never on a measured time or on what happens to be in the kernel cache: twins and
+    kernels agree only to rounding, so a choice that flipped with the machine's load or cache
+    would make the same command give different bits. The CLI and the editor ask the same
+    question for the same workload and so compute the same numbers.
+
+    ``BACKPROP_STUDIO_KERNELS`` in the environment overrides the decision. Numba is imported only
+    when the kernels are chosen."""
+    if os.environ.get(kernels.ENV_VAR, "").strip():
+        return Plan(kernels.backend(), reason=f"chosen by {kernels.ENV_VAR}")
+    calls, _ = _dry_run(runtime, feeds, loss)
+    twin = estimate_twin_seconds(calls)
+    saving = passes * twin * (1.0 - 1.0 / KERNEL_SPEEDUP)
+    needs = needs_from_calls(calls) if saving >= NUMBA_START_SECONDS else []
+    cost = NUMBA_START_SECONDS + COMPILE_SECONDS * len(needs)
+    if saving < cost:
+        return Plan("numpy", twin_seconds=twin,
+                    reason=f"{passes} pass(es) of ~{twin * 1e3:.0f} ms on the numpy twins: less than starting Numba"
+                           + (f" and compiling {len(needs)} kernels" if needs else ""))
+    return Plan("numba", pending(needs), twin, f"{passes} passes of ~{twin * 1e3:.0f} ms: worth the kernels")
+
+
+def _maybe_missing(dtype: Any) -> bool:
+    """Cheap first look: False when every registered kernel already has a signature in this
+    dtype (in memory or on disk), so the dry run can be skipped altogether."""
+    import numba
+
+    want = numba.from_dtype(np.dtype(dtype))
+    for kernel in Kernel.registry:
+        if not any(getattr(t, "dtype", None) == want for sig in _cached_signatures(kernel) for t in sig):
+            return True
+    return False
+
+
+def registry_needs(dtypes: Iterable[Any] = (np.float32, np.float64)) -> list[Need]:
+    """What every example of every registered block calls, forward and backward, per dtype:
+    every kernel signature the app uses."""
+    from engine import blocks
+
+    calls: list[tuple[Kernel, tuple[Any, ...]]] = []
+    with np.errstate(all="ignore"):
+        for name in blocks.names():
+            for example in blocks.spec(name).examples:
+                block = blocks.create(name, **example.params)
+                for dtype in dtypes:
+                    rng = np.random.default_rng(0)
+                    x = example.sample(block, rng, dtype)
+                    w = {k: np.asarray(v, dtype) for k, v in block.init_weights(example.inputs, rng).items()}
+                    with kernels.recording() as got:
+                        outs, saved = block.forward(x, w)
+                        block.backward({k: np.ones_like(v) for k, v in outs.items()
+                                        if np.issubdtype(np.asarray(v).dtype, np.floating)}, saved, w)
+                    calls.extend(got)
+    return needs_from_calls(calls)
+
+
+def warm_everything(dtypes: Iterable[Any] = (np.float32, np.float64), progress: Progress | None = None) -> int:
+    """Compile every kernel signature the app uses that is not cached yet (``backprop-studio
+    warmup``); returns how many were compiled."""
+    return compile_kernels(pending(registry_needs(dtypes)), progress)

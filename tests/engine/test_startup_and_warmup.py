@@ -1,0 +1,211 @@
+"""The first-run experience and the fast paths of issue 13: lazy imports, kernels found and
+compiled up front with progress, the vectorised exp, writable contiguous kernel inputs, malloc
+tuning, and the runtime's per-pass results staying the caller's own."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from engine import blocks, kernels, warmup
+from engine.cli import KernelProgress, Output, main
+from engine.graph import Graph
+from engine.kernels import contiguous
+from engine.kernels import recurrent as krec
+from engine.runtime import Runtime, tune_malloc
+
+
+def _sigmoid_graph() -> tuple[Graph, str]:
+    g = Graph()
+    x = g.add_node("Input", {"shape": (3, 4)}, name="x")
+    s = g.add_node("Sigmoid", {}, name="s")
+    m = g.add_node("Mean", {}, name="loss")
+    g.connect(x.id, "out", s.id, "a")
+    g.connect(s.id, "out", m.id, "a")
+    return g, m.id
+
+
+def test_quick_commands_import_neither_numba_scipy_nor_networkx() -> None:
+    code = ("import sys, io, contextlib\n"
+            "from engine import cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    assert cli.main(['list-presets']) == 0 and cli.main(['info', 'two_layer_net']) == 0\n"
+            "print(','.join(sorted(m for m in ('numba', 'scipy', 'networkx') if m in sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_needed_kernels_are_exactly_what_the_graph_calls_in_its_dtype() -> None:
+    graph, loss = _sigmoid_graph()
+    runtime = Runtime(graph, dtype=np.float64)
+    needs = warmup.needed_kernels(runtime, loss=(loss, "out"))
+    assert [n.name for n in needs] == ["sigmoid", "sigmoid_grad"]
+    assert all(str(t.dtype) == "float64" for n in needs for t in n.signature)
+    # Once the graph has run, nothing is pending and a second prepare costs no compile.
+    runtime.forward_backward({"x": np.zeros((3, 4))}, loss)
+    assert warmup.pending(needs) == []
+    assert warmup.prepare(runtime, loss=(loss, "out")) == 0
+
+
+def test_needed_kernels_seed_every_unconsumed_output_without_a_loss() -> None:
+    g = Graph()
+    x = g.add_node("Input", {"shape": (2, 3)}, name="x")
+    t = g.add_node("Tanh", {}, name="t")
+    g.connect(x.id, "out", t.id, "a")
+    names = [n.name for n in warmup.needed_kernels(Runtime(g))]
+    assert names == ["tanh", "tanh_grad"]
+
+
+def test_compile_kernels_reports_progress_in_order() -> None:
+    graph, loss = _sigmoid_graph()
+    needs = warmup.needed_kernels(Runtime(graph), loss=(loss, "out"))
+    calls: list[tuple[int, int, str]] = []
+    assert warmup.compile_kernels(needs, lambda *a: calls.append(a)) == 2
+    assert calls == [(0, 2, "sigmoid"), (1, 2, "sigmoid_grad"), (2, 2, "")]
+
+
+def test_prepare_does_nothing_on_the_numpy_twins() -> None:
+    graph, _ = _sigmoid_graph()
+    with kernels.using("numpy"):
+        assert warmup.prepare(Runtime(graph)) == 0
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_kernel_progress_draws_one_line_on_a_terminal_and_nothing_elsewhere() -> None:
+    err = _Terminal()
+    progress = KernelProgress(Output(False, stdout=io.StringIO(), stderr=err))
+    progress(0, 11, "layernorm_fwd")
+    progress(3, 11, "attention_core")
+    progress(11, 11, "")
+    text = err.getvalue()
+    assert "\rcompiling kernels for first use, once: 1/11 (layernorm_fwd)" in text
+    assert "\rcompiling kernels for first use, once: 4/11 (attention_core)" in text
+    assert "compiled 11 kernels in" in text and text.endswith("\n") and text.count("\n") == 1
+    plain = io.StringIO()
+    KernelProgress(Output(False, stdout=io.StringIO(), stderr=plain))(0, 11, "x")
+    assert plain.getvalue() == ""
+
+
+def test_warmup_command_reports_what_it_compiled(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["warmup", "--json", "--dtype", "float64"]) == 0
+    (event,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert event["event"] == "warmup" and event["dtypes"] == ["float64"]
+    assert event["kernels"] >= 20 and event["compiled"] + event["cached"] == event["kernels"]
+    assert main(["warmup", "--json", "--dtype", "float64"]) == 0  # now everything is there
+    assert json.loads(capsys.readouterr().out)["compiled"] == 0
+
+
+def test_vectorised_exp_is_within_an_ulp_and_keeps_inf_zero_and_nan() -> None:
+    krec.lstm_forward.fast  # noqa: B018 - creates the dispatchers of the module
+    special = np.array([np.nan, np.inf, -np.inf, 100, -100, 0, 88.7, 88.73, -87.3, -103.9, -110, 1e-3], np.float32)
+    x = np.concatenate([special, np.random.default_rng(0).uniform(-103, 88.7, 20000).astype(np.float32)])
+    got = np.empty_like(x)
+    krec._exp_row(x, got, np.empty(x.size, np.int32))
+    with np.errstate(over="ignore", under="ignore"):
+        want = np.exp(x.astype(np.float64)).astype(np.float32)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    ulps = np.abs(got[finite].astype(np.float64) - want[finite]) / np.spacing(want[finite])
+    assert float(np.max(ulps)) <= 1.0
+
+
+def test_contiguous_gives_writable_arrays_and_copies_only_when_needed() -> None:
+    a = np.arange(6.0)
+    assert contiguous(a) is a
+    ro = np.broadcast_to(np.arange(3.0), (2, 3))
+    got = contiguous(ro, np.float32)
+    assert got.flags.writeable and got.flags.c_contiguous and got.dtype == np.float32
+    frozen = np.arange(4.0)
+    frozen.flags.writeable = False
+    assert contiguous(frozen).flags.writeable
+
+
+def test_malloc_is_tuned_once_per_process() -> None:
+    Runtime(_sigmoid_graph()[0]).start({"x": np.zeros((3, 4))})
+    assert tune_malloc() is False  # the first pass did it already
+
+
+def test_each_pass_keeps_its_own_values_and_gradients() -> None:
+    """The editor keeps a Pass's values and gradients as snapshots: a later pass must never
+    write into them."""
+    graph, loss = _sigmoid_graph()
+    runtime = Runtime(graph)
+    first = runtime.forward_backward({"x": np.zeros((3, 4))}, loss)
+    kept = {k: v.copy() for k, v in first.values.items()}
+    kept_grads = {k: v.copy() for k, v in first.grads.items()}
+    second = runtime.forward_backward({"x": np.full((3, 4), 2.0)}, loss)
+    assert not np.array_equal(second.values[(loss, "out")], kept[(loss, "out")])
+    for k, v in kept.items():
+        np.testing.assert_array_equal(first.values[k], v)
+    for k, v in kept_grads.items():
+        np.testing.assert_array_equal(first.grads[k], v)
+
+
+def test_composite_called_directly_with_float_ids_still_gets_the_full_checks() -> None:
+    bert = blocks.create("BERT", vocab=10, dim=8, heads=2, layers=1, max_len=8)
+    w = bert.init_weights({"ids": (1, 4)}, np.random.default_rng(0))
+    ids = np.array([[1, 2, 3, 4]], np.int64)
+    good, _ = bert.forward({"ids": ids}, w)
+    again, _ = bert.forward({"ids": ids.astype(np.float64)}, w)  # whole numbers as floats: converted
+    np.testing.assert_allclose(good["out"], again["out"])
+
+
+def test_one_pass_runs_on_the_twins_and_never_starts_numba() -> None:
+    code = ("import sys, io, contextlib, os\n"
+            "os.environ.pop('BACKPROP_STUDIO_KERNELS', None)\n"
+            "from engine import cli\n"
+            "buf = io.StringIO()\n"
+            "with contextlib.redirect_stdout(buf):\n"
+            "    assert cli.main(['run', 'two_layer_net', '--json']) == 0\n"
+            "import json\n"
+            "print(json.loads(buf.getvalue().splitlines()[-1])['kernels'], 'numba' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["numpy", "False"]
+
+
+def test_plan_compiles_only_when_it_pays(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BACKPROP_STUDIO_KERNELS", raising=False)
+    graph, loss = _sigmoid_graph()
+    runtime = Runtime(graph)
+    few = warmup.plan(runtime, 1, loss=(loss, "out"))
+    assert few.backend == "numpy" and few.pending == [] and "less than starting Numba" in few.reason
+    many = warmup.plan(runtime, 10**9, loss=(loss, "out"))
+    assert many.backend == "numba"
+    assert {n.name for n in many.pending} <= {"sigmoid", "sigmoid_grad"}
+    monkeypatch.setenv("BACKPROP_STUDIO_KERNELS", "numba")
+    assert warmup.plan(runtime, 1, loss=(loss, "out")).backend == kernels.backend()
+
+
+def test_plan_depends_on_the_workload_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twins and kernels agree only to rounding: the same command must get the same backend
+    whatever the kernel cache holds and however loaded the machine is."""
+    monkeypatch.delenv("BACKPROP_STUDIO_KERNELS", raising=False)
+    graph, loss = _sigmoid_graph()
+    runtime = Runtime(graph)
+    passes = 10**6
+    first = warmup.plan(runtime, passes, loss=(loss, "out"))
+    monkeypatch.setattr(warmup, "pending", lambda needs: [])  # as if everything were cached
+    slow_clock = iter(range(0, 10**6, 1000))
+    monkeypatch.setattr(warmup.time, "process_time", lambda: float(next(slow_clock)))  # as if very loaded
+    for n in (1, passes):
+        assert warmup.plan(runtime, n, loss=(loss, "out")).backend == (first.backend if n == passes else "numpy")
+
+
+def test_a_command_picks_its_backend_without_changing_the_callers(capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BACKPROP_STUDIO_KERNELS", raising=False)
+    before = kernels.backend()
+    assert main(["train", "two_layer_net", "--steps", "3", "--json"]) in (0, 1)
+    start = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert start["event"] == "start" and start["kernels"] == "numpy"  # 3 small steps: not worth compiling
+    assert kernels.backend() == before
