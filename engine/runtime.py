@@ -24,6 +24,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from engine import memory
 from engine.blocks import BUFFER_UPDATES, EVAL, Context
 from engine.compile import Program, Step, compile_graph
 from engine.errors import NonFiniteError, RuntimeFailure
@@ -317,6 +318,7 @@ class Runtime:
         self.graph = graph
         self.dtype = np.dtype(dtype)
         self.program = compile_graph(graph)
+        memory.check(graph, self.dtype)  # before the first allocation: a clear refusal, not a MemoryError
         self.weights: Weights = init_weights(self.program, seed, self.dtype)
         if weights is not None:
             self.load_weights(weights)
