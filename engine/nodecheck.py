@@ -1,0 +1,147 @@
+"""A gradient check for one node, on the values it had in a pass, with a verdict in plain words.
+
+:func:`check_node` runs :func:`engine.gradcheck.check_block` (central differences against the
+block's backward, in float64) on the node's own inputs and weights, and says what the numbers
+mean: ``correct``, ``wrong`` or ``kink``. At a kink (ReLU at 0, a tie in Max, a hinge at its
+corner) the slope from the left differs from the slope from the right, so central differences
+cannot agree with any subgradient; the verdict says so instead of "failed".
+
+NOTE: engine.gradcheck may grow its own kink verdict; this module's :func:`kinks` is small and
+self-contained so the two can be unified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from engine.blocks import Block
+from engine.gradcheck import MAX_ELEMENTS, Check, check_block
+
+TOLERANCE = 1e-5  # the CLI's gradcheck tolerance: float64 central differences of a correct block land far below
+MAX_WEIGHTS = 8  # weights checked in a bigger block (a seeded sample; the verdict says so)
+KINK_STEP = 1e-6
+DIRECTIONS = 6
+
+
+@dataclass(frozen=True)
+class NodeCheck:
+    checks: tuple[Check, ...]
+    worst: float
+    verdict: str  # "correct" | "wrong" | "kink" | "nothing"
+    message: str  # one or two sentences for a person
+    kinks: tuple[str, ...] = ()  # what sits at a kink: "input a", "weight W"
+    sampled: tuple[int, int] | None = None  # (checked, total) weights when only a sample was
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict in ("correct", "kink", "nothing")
+
+
+class _Subset:
+    """The block seen as a function of some of its weights, the others held fixed (so a big
+    composite can be checked on a sample of its weights)."""
+
+    def __init__(self, block: Block, fixed: Mapping[str, np.ndarray]) -> None:
+        self.block = block
+        self.fixed = dict(fixed)
+
+    def output_ports(self) -> Any:
+        return self.block.output_ports()
+
+    def forward(self, inputs: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray]) -> Any:
+        return self.block.forward(inputs, {**self.fixed, **weights})
+
+    def backward(self, gout: Mapping[str, np.ndarray], saved: Any, weights: Mapping[str, np.ndarray]) -> Any:
+        gin, gw = self.block.backward(gout, saved, {**self.fixed, **weights})
+        return gin, {k: v for k, v in gw.items() if k in weights}
+
+
+def _float64(values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: (np.array(v, dtype=np.float64) if np.issubdtype(np.asarray(v).dtype, np.floating) else np.array(v))
+            for k, v in values.items()}
+
+
+def kinks(block: Any, inputs: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray], *, seed: int = 0,
+          step: float = KINK_STEP) -> list[str]:
+    """The float inputs and weights at which the block is not differentiable: where the
+    one-sided slopes (f(x + h) − f(x)) / h and (f(x) − f(x − h)) / h of a random projection of
+    its outputs disagree, element by element for small tensors and along random directions
+    for large ones (float64 arrays)."""
+    rng = np.random.default_rng(seed)
+    inputs, weights = dict(inputs), dict(weights)
+    outs, _ = block.forward(inputs, weights)
+    diff = {p.name for p in block.output_ports() if p.differentiable}
+    proj = {k: rng.standard_normal(np.shape(v)) for k, v in outs.items()
+            if k in diff and np.issubdtype(np.asarray(v).dtype, np.floating)}
+
+    def f() -> float:
+        o, _ = block.forward(inputs, weights)
+        return float(sum(np.sum(o[k] * r) for k, r in proj.items()))
+
+    def disagree(x: np.ndarray, v: np.ndarray, base: float) -> bool:
+        orig = x.copy()
+        x[...] = orig + step * v
+        hi = f()
+        x[...] = orig - step * v
+        lo = f()
+        x[...] = orig
+        right, left = (hi - base) / step, (base - lo) / step
+        return abs(right - left) > max(1e-4, 1e-2 * max(abs(right), abs(left)))
+
+    found = []
+    with np.errstate(all="ignore"):
+        base = f()
+        for what, group in (("input", inputs), ("weight", weights)):
+            for name, x in group.items():
+                if not np.issubdtype(x.dtype, np.floating) or x.size == 0:
+                    continue
+                if x.size <= MAX_ELEMENTS:
+                    directions = [np.eye(1, x.size, i).reshape(x.shape) for i in range(x.size)]
+                else:
+                    directions = [d / np.linalg.norm(d) for d in (rng.standard_normal(x.shape) for _ in range(DIRECTIONS))]
+                if any(disagree(x, v, base) for v in directions):
+                    found.append(f"{what} {name}")
+    return found
+
+
+def check_node(block: Block, inputs: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray], *, seed: int = 0,
+               tolerance: float = TOLERANCE, max_weights: int = MAX_WEIGHTS) -> NodeCheck:
+    """Finite differences against backprop for every float input and weight of ``block`` at
+    these inputs (a seeded sample of ``max_weights`` weights in a bigger block), in float64."""
+    inputs, weights = _float64(inputs), _float64(weights)
+    names = list(weights)
+    sampled = None
+    target: Any = block
+    checked = weights
+    if len(names) > max_weights:
+        picked = sorted(np.random.default_rng(seed).choice(len(names), size=max_weights, replace=False))
+        chosen = {names[i] for i in picked}
+        checked = {k: v for k, v in weights.items() if k in chosen}
+        target = _Subset(block, {k: v for k, v in weights.items() if k not in chosen})
+        sampled = (max_weights, len(names))
+    with np.errstate(all="ignore"):
+        checks = tuple(check_block(target, inputs, checked, seed=seed))  # type: ignore[arg-type]
+    if not checks:
+        return NodeCheck((), 0.0, "nothing", "Nothing to check: this node has no float inputs or weights.", (), sampled)
+    worst = max(c.error for c in checks)
+    bad = [c for c in checks if not c.error <= tolerance]
+    sample_note = f" (a sample of {sampled[0]} of its {sampled[1]} weights)" if sampled else ""
+    if not bad:
+        return NodeCheck(checks, worst, "correct",
+                         f"Correct: backprop agrees with finite differences{sample_note}; largest relative error "
+                         f"{worst:.1e}, below {tolerance:g}.", (), sampled)
+    at = kinks(target, inputs, checked, seed=seed)
+    if at:
+        return NodeCheck(checks, worst, "kink",
+                         f"Not differentiable here: {', '.join(at)} sits at a kink (such as ReLU at 0 or a tie "
+                         f"in Max), where the slope from the left and from the right differ. Backprop uses one of "
+                         f"them (a subgradient), so finite differences cannot agree (relative error {worst:.1e}); "
+                         f"this is not a bug.", tuple(at), sampled)
+    names_bad = ", ".join(c.what for c in bad[:3]) + (" …" if len(bad) > 3 else "")
+    return NodeCheck(checks, worst, "wrong",
+                     f"Wrong: the gradient of {names_bad} does not match finite differences (relative error "
+                     f"{worst:.1e}, tolerance {tolerance:g}){sample_note}; this block's backward is not the "
+                     f"derivative of its forward.", (), sampled)
