@@ -29,9 +29,11 @@ def render(window, out: str | Path, width: int, height: int) -> None:  # noqa: A
 
 
 def main(file: str, out: str, width: int = 1400, height: int = 900, theme: str | None = None,
-         select: str | None = None) -> int:
+         select: str | None = None, step: str | None = None, as_json: bool = False) -> int:
     """Render the editor with ``file`` (a graph, a .bps project or a preset name) to ``out``;
-    ``select`` names a node to select first (the inspector then shows it)."""
+    ``select`` names a node to select first (the inspector then shows it); ``step``
+    (``forward:3``, ``backward:end``) runs the pass and shows that point of it; ``as_json``
+    prints one JSON line (loss, events, phase, step) instead of the file name."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QSettings
 
@@ -57,6 +59,20 @@ def main(file: str, out: str, width: int = 1400, height: int = 900, theme: str |
                 window.scene.select_nodes([window.doc.graph.find(select).id])
             except Exception as exc:  # noqa: BLE001 - a wrong name must not cost the picture
                 print(f"backprop-studio screenshot: cannot select {select!r}: {exc}", file=sys.stderr)
+        info = None
+        if step:
+            from editor.run import scripted
+            try:
+                window.resize(width, height)
+                info = scripted.go_to(window.run, step)
+            except scripted.StepError as exc:
+                print(f"backprop-studio screenshot: {exc}", file=sys.stderr)
+                window.undo_stack.setClean()
+                window.close()
+                return 1
+        if as_json and info is None:
+            from editor.run import scripted
+            info = scripted.summary(window.run)
         try:
             render(window, out, width, height)
         except OSError as exc:
@@ -66,7 +82,11 @@ def main(file: str, out: str, width: int = 1400, height: int = 900, theme: str |
             window.undo_stack.setClean()
             window.close()
             window.deleteLater()
-    print(out)
+    if as_json:
+        import json
+        print(json.dumps({"file": str(out), **(info or {})}, ensure_ascii=False))
+    else:
+        print(out)
     return 0
 
 

@@ -19,7 +19,7 @@ from PySide6.QtGui import (QAction, QActionGroup, QCloseEvent, QGuiApplication, 
 from PySide6.QtWidgets import (QApplication, QDockWidget, QHBoxLayout, QLabel, QMainWindow, QMenu,
                                QToolButton, QUndoView, QVBoxLayout, QWidget)
 
-from editor import commands, theme as themes
+from editor import commands, run as run_feature, theme as themes
 from editor.clipboard import Clipboard
 from editor.files import Files
 from editor.document import Document
@@ -46,6 +46,7 @@ class Level:
     title: str
     doc: Document
     scene: GraphScene
+    node_id: str = ""  # the node opened to get here (empty for the root)
 
 
 def openable(node: Any) -> bool:
@@ -57,6 +58,7 @@ def openable(node: Any) -> bool:
 
 class MainWindow(QMainWindow):
     document_loaded = Signal(str)
+    scene_changed = Signal()  # another level (scene) is shown
 
     def __init__(self, settings: QSettings | None = None) -> None:
         super().__init__()
@@ -110,11 +112,13 @@ class MainWindow(QMainWindow):
         self.files.message.connect(lambda text, msec: self.statusBar().showMessage(text, msec))
         self.clipboard = Clipboard(self)
 
+        self.node_menu_hooks: list[Any] = []  # (menu, node id) -> None: features add to a node's context menu
         self._make_actions()
         self._wire()
         self._attach_scene(root_scene)
         self._update_crumbs()
         self._update_title()
+        self.run = run_feature.install(self)
         self.setAcceptDrops(True)
         self.resize(1400, 900)
         geometry = self.settings.value("window/geometry")
@@ -280,6 +284,7 @@ class MainWindow(QMainWindow):
         self.palette.setEnabled(editable)
         self._update_status()
         self.minimap.rebuild()
+        self.scene_changed.emit()
 
     def _detach_scene(self, scene: GraphScene) -> None:
         for sig, slot in ((scene.selectionChanged, self._on_selection), (scene.node_activated, self.open_inside),
@@ -353,7 +358,7 @@ class MainWindow(QMainWindow):
         # Inner graphs come with the engine's rough columns; lay them out for these node sizes.
         scene.auto_layout_view()
         self._detach_scene(self.scene)
-        self.levels.append(Level(title, inner_doc, scene))
+        self.levels.append(Level(title, inner_doc, scene, node_id))
         self._attach_scene(scene)
         self._update_crumbs()
         self.view.fit()
@@ -582,6 +587,8 @@ class MainWindow(QMainWindow):
             menu.addSeparator()
             for a in (self.act_rename, self.act_duplicate, self.act_copy, self.act_cut, self.act_delete):
                 menu.addAction(a)
+            for hook in self.node_menu_hooks:
+                hook(menu, node.node_id)
         else:
             insert = menu.addAction("Insert Block…", lambda: self._show_search(scene_pos))
             insert.setEnabled(editable)
@@ -652,6 +659,7 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window/state", self.saveState())
         self.files.drop_recovery()
         self.autosave_timer.stop()
+        self.run.shutdown()
         event.accept()
 
     def dragEnterEvent(self, event: Any) -> None:

@@ -47,7 +47,8 @@ class Frame:
 
     Forward: ``outputs`` are the node's output values and ``weights`` its weights. Backward:
     ``outputs`` are the gradients arriving at its outputs, ``inputs`` the gradients it sends to
-    each input port (one contribution per wire), ``weights`` its weight gradients. An array is
+    each input port (one contribution per wire), ``weights`` its weight gradients (its own part
+    of a weight shared with other nodes, like the event's statistics). An array is
     None when it was too large to keep (:data:`MAX_ELEMENTS`); ``event`` always has its
     statistics."""
 
@@ -271,6 +272,7 @@ class Recorder:
             gout = {port: np.array(p.grads[(step.node, port)], copy=True)
                     for port in step.out_shapes if (step.node, port) in p.grads}
             before = {src: np.array(p.grads[src], copy=True) for src in step.sources.values() if src in p.grads}
+            w_before = {name: np.array(g, copy=True) for name, g in self._weight_grads(p, step).items()}
             try:
                 ev = next(events)
             except StopIteration:
@@ -281,7 +283,7 @@ class Recorder:
                 step = program.step(ev.node)
                 gout = {port: np.array(p.grads[(step.node, port)], copy=True)
                         for port in step.out_shapes if (step.node, port) in p.grads}
-                before = {}
+                before, w_before = {}, {}
                 pending = [s for s in pending if s.node != ev.node]
             gin = {}
             for port, src in step.sources.items():
@@ -289,7 +291,10 @@ class Recorder:
                     continue
                 now = p.grads[src]
                 gin[port] = now - before[src] if src in before else np.array(now, copy=True)
-            gw = {name: np.array(g, copy=True) for name, g in self._weight_grads(p, step).items() if name in ev.weights}
+            # A weight shared by several nodes (tied cells) collects every node's contribution in
+            # one sum: each frame keeps its own node's part.
+            gw = {name: (g - w_before[name] if name in w_before else np.array(g, copy=True))
+                  for name, g in self._weight_grads(p, step).items() if name in ev.weights}
             yield _Backward(step, gout, gin, gw, ev)
 
     @staticmethod
@@ -327,6 +332,19 @@ class _Backward:
     @property
     def node(self) -> str:
         return self.step.node
+
+
+def compiled_kernels() -> int:
+    """How many fast kernels this process has compiled rather than loaded from the cache (a
+    first run on a new machine compiles them once): lets the editor say so while it happens."""
+    from engine.kernels import Kernel
+
+    total = 0
+    for k in Kernel.registry:
+        stats = getattr(getattr(k.fast, "stats", None), "cache_misses", None)
+        if stats:
+            total += sum(stats.values())
+    return total
 
 
 def record(runtime: Runtime, feeds: Mapping[str, np.ndarray], loss: PortKey | None, **options: Any) -> list[Frame]:
