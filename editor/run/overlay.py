@@ -34,7 +34,6 @@ from editor.run import style
 from editor.run.controller import RunController
 from editor.run.timeline import Path, Timeline
 from editor.theme import Theme
-from engine.runtime import TensorStats
 
 STRIP_H = 16.0
 _PLUMBING = frozenset({"Input", "Output", "TimeStep", "StackSteps", "Constant"})  # not layers of a strip
@@ -75,6 +74,8 @@ class RunMark(QGraphicsItem):
         self.grad_colour = QColor("#c2185b")
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
         self.setZValue(3)
+        # Redrawn only when its state changes, not each time a pulse or a label passes by.
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self._bounds = QRectF()
         self._relayout()
 
@@ -139,11 +140,11 @@ class RunMark(QGraphicsItem):
         w, h = self.node.width, self.node.height
         if s.running and not s.stale:
             colour = style.forward_colour(theme) if s.running == "forward" else style.gradient_colour(theme)
-            for k, alpha in ((HALO, 60), (HALO - 3, 120), (2.5, 255)):
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            for k, alpha, width in ((HALO - 2.5, 90, 5.0), (2.0, 255, 2.5)):
                 c = QColor(colour)
                 c.setAlpha(alpha)
-                painter.setPen(QPen(c, 3.0 if k > 3 else 2.5))
-                painter.setBrush(Qt.BrushStyle.NoBrush)
+                painter.setPen(QPen(c, width))
                 painter.drawRoundedRect(QRectF(-k, -k, w + 2 * k, h + 2 * k), RADIUS + k, RADIUS + k)
         if s.weight_grad is not None:
             c = theme.text_dim if s.stale else style.norm_colour(s.weight_grad, theme)
@@ -325,19 +326,26 @@ class Hud(QLabel):
     def __init__(self, parent: QWidget) -> None:
         super().__init__(parent)
         self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        # Opaque (square corners): a new text repaints this label only, not the canvas under it.
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        self.setAutoFillBackground(True)
         self.setTextFormat(Qt.TextFormat.RichText)
         self.setMargin(6)
         self.hide()
 
     def show_text(self, html: str, theme: Theme, warn: bool = False) -> None:
-        if warn:
-            bg, fg, border = "#fff3bf", "#5c4400", "#e0b400"
-        else:
-            bg = theme.label_bg.name(QColor.NameFormat.HexArgb)
-            fg, border = theme.text.name(), theme.node_border.name()
-        self.setStyleSheet(f"QLabel {{ background: {bg}; color: {fg}; border: 1px solid {border}; border-radius: 6px; }}")
-        self.setText(html)
-        self.adjustSize()
+        look = (theme.name, warn)
+        if look != getattr(self, "_look", None):
+            self._look = look
+            if warn:
+                bg, fg, border = "#fff3bf", "#5c4400", "#e0b400"
+            else:
+                bg = theme.node_body.name()
+                fg, border = theme.text.name(), theme.node_border.name()
+            self.setStyleSheet(f"QLabel {{ background: {bg}; color: {fg}; border: 1px solid {border}; }}")
+        if html != self.text():
+            self.setText(html)
+            self.adjustSize()
         self.show()
 
 
@@ -361,6 +369,10 @@ class RunOverlay(QObject):
         self.legend = Legend(view.viewport())
         self.hud = Hud(view.viewport())
         self._last_cursor = -1
+        self._link_cache: dict[Any, tuple[Any, bool]] = {}
+        self._plans: dict[Any, Any] = {}
+        self._problems_here: dict[str, list[Any]] = {}
+        self._hud_state: Any = None
         self._clock = QElapsedTimer()
         self._timer = QTimer(self)
         self._timer.setInterval(16)
@@ -377,6 +389,7 @@ class RunOverlay(QObject):
             return
         self._clear_scene()
         self.scene = scene
+        self._link_cache.clear()
         self._last_cursor = self.controller.cursor
         self.refresh()
 
@@ -385,12 +398,13 @@ class RunOverlay(QObject):
         scene = self.scene
         if scene is None:
             return
+        # Marks stay children of their nodes (the nodes own them and delete them with the
+        # scene); a scene left for another level just stops showing the pass.
         try:
             for item in scene.links.values():
                 item.set_run(None, None)
             for mark in self.marks.values():
-                if mark.scene() is not None:
-                    mark.scene().removeItem(mark)
+                mark.set_state(MarkState())
         except RuntimeError:  # the scene is already gone (closing the window)
             pass
         self.marks.clear()
@@ -406,6 +420,7 @@ class RunOverlay(QObject):
         theme: Theme = scene.theme
         self._place_widgets()
         if tl is None or c.cursor < 0:
+            self._link_cache.clear()
             for item in scene.links.values():
                 item.set_run(None, None)
             for mark in list(self.marks.values()):
@@ -425,9 +440,26 @@ class RunOverlay(QObject):
             if not item.isVisible():
                 continue
             consumers.setdefault((link.src, link.src_port), []).append(link)
+            # A wire changes only when its source's value or its own gradient arrives (or the
+            # pass goes stale, the theme or the local-derivative toggle changes).
+            idx = tl.level(level)
+            vf, gf = idx.forward.get(link.src, -1), idx.backward.get(link.dst, -1)
+            key = (vf if vf <= cursor else -1, gf if gf <= cursor else -1, stale, self.controller.show_local,
+                   theme.name, id(tl))
+            cached = self._link_cache.get(link)
+            if cached is not None and cached[0] == key:
+                any_grad |= cached[1]
+                continue
             label, st, has_grad = self._link_state(tl, level, cursor, link, stale, theme, grad_colour)
+            self._link_cache[link] = (key, has_grad)
             any_grad |= has_grad
             item.set_run(label, st)
+        # problems, by the node of this level they are at or inside
+        self._problems_here: dict[str, list[Any]] = {}
+        n = len(level)
+        for p in tl.problems_until(cursor):
+            if p.origin and len(p.path) > n and p.path[:n] == level:
+                self._problems_here.setdefault(p.path[n], []).append(p)
         # nodes
         present = set()
         for nid, node in scene.nodes.items():
@@ -436,7 +468,7 @@ class RunOverlay(QObject):
             present.add(nid)
             mark = self.marks.get(nid)
             if mark is None or mark.parentItem() is not node:
-                mark = RunMark(node)
+                mark = next((m for m in node.childItems() if isinstance(m, RunMark)), None) or RunMark(node)
                 self.marks[nid] = mark
             mark.grad_colour = grad_colour
             mark.set_state(self._node_state(tl, level, cursor, nid, running, stale, consumers))
@@ -445,9 +477,10 @@ class RunOverlay(QObject):
                 mark = self.marks.pop(nid)
                 if mark.scene() is not None and nid in scene.nodes:
                     mark.set_state(MarkState())
-        self.legend.theme = theme
+        if self.legend.theme is not theme:
+            self.legend.theme = theme
+            self.legend.update()
         self.legend.setVisible(any_grad)
-        self.legend.update()
         self._hud(tl, theme)
         # a pulse for a single step forward
         if not stale and cursor != self._last_cursor and running is not None and \
@@ -471,7 +504,7 @@ class RunOverlay(QObject):
         dst_b = tl.grad_frame(level, link.dst, cursor)
         if dst_b is not None and link.dst_port in dst_b.event.inputs:
             g_arr = dst_b.inputs.get(link.dst_port)
-            gt = TensorStats.of(g_arr) if g_arr is not None else dst_b.event.inputs[link.dst_port]
+            gt = dst_b.event.inputs[link.dst_port]  # the engine's statistics of this wire's gradient
             grad = style.grad_text(g_arr, gt)
             kind = style.kind_of(gt)
             has_grad = True
@@ -503,8 +536,8 @@ class RunOverlay(QObject):
         # problems at or inside these nodes, up to the cursor
         kinds: list[str] = []
         tips: list[str] = []
-        for p in tl.problems_until(cursor):
-            if p.origin and len(p.path) > len(level) and p.path[:len(level)] == level and p.path[len(level)] in members:
+        for m in members:
+            for p in self._problems_here.get(m, ()):
                 if p.kind not in kinds:
                     kinds.append(p.kind)
                 if len(tips) < 6:
@@ -560,19 +593,12 @@ class RunOverlay(QObject):
             labels = [self.scene.doc.node(m).name for m in names]
             title = "‖∂loss/∂out‖ per block"
         else:
-            inner = level + (members[0],)
-            idx = tl.levels.get(inner)
-            if idx is None or not idx.forward:
+            plan = self._strip_plan(tl, level + (members[0],))
+            if plan is None:
                 return (), ""
-            types = Counter(tl.frames[i].event.type for i in idx.forward.values()
-                            if tl.frames[i].event.type not in _PLUMBING)
-            kind, count = types.most_common(1)[0] if types else ("", 0)
-            if count < 3:
-                return (), ""
-            names = [n for n, i in sorted(idx.forward.items(), key=lambda kv: kv[1]) if tl.frames[i].event.type == kind]
+            inner, names, title = plan
             frames = [tl.grad_frame(inner, n, cursor) for n in names]
             labels = names
-            title = "‖∂loss/∂h_t‖ per step" if kind == "RNNCell" else f"‖∂loss/∂out‖ per {kind}"
         if not any(frames):
             return (), title
         out = []
@@ -585,6 +611,26 @@ class RunOverlay(QObject):
         if known:
             title = f"{title}: {known[0][0]} {style.num(known[0][1], 2)} … {known[-1][0]} {style.num(known[-1][1], 2)}"
         return tuple(out), title
+
+    def _strip_plan(self, tl: Timeline, inner: Path) -> tuple[Path, list[str], str] | None:
+        """Which inner nodes of a composite make its strip: those of its most repeated block
+        type (3 or more), in order. Worked out once per pass (and once the forward is in)."""
+        key = (id(tl), inner)
+        if key in self._plans:
+            return self._plans[key]
+        idx = tl.levels.get(inner)
+        plan = None
+        if idx is not None and idx.forward:
+            types = Counter(tl.frames[i].event.type for i in idx.forward.values()
+                            if tl.frames[i].event.type not in _PLUMBING)
+            kind, count = types.most_common(1)[0] if types else ("", 0)
+            if count >= 3:
+                names = [n for n, i in sorted(idx.forward.items(), key=lambda kv: kv[1]) if tl.frames[i].event.type == kind]
+                title = "‖∂loss/∂h_t‖ per step" if kind == "RNNCell" else f"‖∂loss/∂out‖ per {kind}"
+                plan = (inner, names, title)
+        if tl.finished or tl.forward_end() is not None:
+            self._plans[key] = plan
+        return plan
 
     # --- pulses ------------------------------------------------------------------------------------------
 
@@ -666,7 +712,8 @@ class RunOverlay(QObject):
             more = "" if tl.finished or f.phase == "backward" and tl.finished else "+"
             parts.append(f"<b style='color:{colour.name()}'>{phase}</b> {k} of {len(in_phase)}{more} · "
                          f"<b>{_html(name)}</b>{inside} ({f.event.type})")
-        if tl.loss is not None and tl.forward_end() is not None and c.cursor >= tl.forward_end():
+        at = tl.frame_of((), tl.loss_node, "forward") if tl.loss_node else None
+        if tl.loss is not None and at is not None and c.cursor >= at:
             parts.append(f"loss = {style.num(tl.loss)}")
         self.hud.show_text(" · ".join(parts), theme)
 
