@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QElapsedTimer, QObject, QPointF, QRectF, Qt, QTimer
-from PySide6.QtGui import QColor, QLinearGradient, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QColor, QLinearGradient, QPainter, QPainterPath, QPalette, QPen
 from PySide6.QtWidgets import QGraphicsItem, QLabel, QStyleOptionGraphicsItem, QWidget
 
 from editor.items.fonts import font, metrics
@@ -274,7 +274,7 @@ class Legend(QWidget):
         super().__init__(parent)
         self.theme: Theme | None = None
         self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
-        self.resize(340, 66)
+        self.resize(440, 66)
         self.hide()
 
     def paintEvent(self, event: Any) -> None:
@@ -307,8 +307,9 @@ class Legend(QWidget):
             p.drawText(QRectF(x - 20, bar.bottom() + 3, 40, 12), Qt.AlignmentFlag.AlignHCenter, text)
         y = bar.bottom() + 18
         x = 10.0
-        for kind, text in (("vanishing", "vanishing < 1e−7"), ("exploding", "exploding > 1e3"), ("nan", "NaN / Inf")):
-            pen = QPen(style.problem_colour(kind, theme), 2.2)
+        for kind, text in (("zero", "none (0)"), ("vanishing", "vanishing < 1e−7"), ("exploding", "exploding > 1e3"),
+                           ("nan", "NaN, Inf")):
+            pen = QPen(theme.text_dim if kind == "zero" else style.problem_colour(kind, theme), 1.2 if kind == "zero" else 2.2)
             if kind != "exploding":
                 pen.setStyle(Qt.PenStyle.DashLine)
             p.setPen(pen)
@@ -316,7 +317,7 @@ class Legend(QWidget):
             p.setPen(theme.text_dim)
             tw = metrics("small").horizontalAdvance(text)
             p.drawText(QRectF(x + 22, y - 1, tw + 4, 13), Qt.AlignmentFlag.AlignLeft, text)
-            x += 22 + tw + 14
+            x += 22 + tw + 10
         p.end()
 
 
@@ -326,11 +327,12 @@ class Hud(QLabel):
     def __init__(self, parent: QWidget) -> None:
         super().__init__(parent)
         self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
-        # Opaque (square corners): a new text repaints this label only, not the canvas under it.
-        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        # Filled with an opaque colour (square corners): a new text repaints this label only,
+        # not the canvas under it.
         self.setAutoFillBackground(True)
+        self.setFrameShape(QLabel.Shape.Box)
         self.setTextFormat(Qt.TextFormat.RichText)
-        self.setMargin(6)
+        self.setMargin(5)
         self.hide()
 
     def show_text(self, html: str, theme: Theme, warn: bool = False) -> None:
@@ -338,11 +340,16 @@ class Hud(QLabel):
         if look != getattr(self, "_look", None):
             self._look = look
             if warn:
-                bg, fg, border = "#fff3bf", "#5c4400", "#e0b400"
+                bg, fg, border = QColor("#fff3bf"), QColor("#5c4400"), QColor("#e0b400")
             else:
-                bg = theme.node_body.name()
-                fg, border = theme.text.name(), theme.node_border.name()
-            self.setStyleSheet(f"QLabel {{ background: {bg}; color: {fg}; border: 1px solid {border}; }}")
+                bg, fg, border = theme.node_body, theme.text, theme.node_border
+            pal = self.palette()
+            pal.setColor(QPalette.ColorRole.Window, bg)
+            pal.setColor(QPalette.ColorRole.WindowText, fg)
+            pal.setColor(QPalette.ColorRole.Dark, border)
+            pal.setColor(QPalette.ColorRole.Light, border)
+            pal.setColor(QPalette.ColorRole.Mid, border)
+            self.setPalette(pal)
         if html != self.text():
             self.setText(html)
             self.adjustSize()
@@ -494,7 +501,9 @@ class RunOverlay(QObject):
                     grad_colour: QColor) -> tuple[RunLabel | None, RunStyle | None, bool]:
         src_f = tl.value_frame(level, link.src, cursor)
         if src_f is None or link.src_port not in src_f.event.outputs:
-            return None, None, False
+            # not reached yet: an empty wire (the document's shape may not be the pass's, e.g.
+            # with one example), filled in when its value arrives
+            return RunLabel("", stale=stale), None, False
         t = src_f.event.outputs[link.src_port]
         value = style.value_text(src_f.outputs.get(link.src_port), t)
         grad = note = ""
@@ -513,6 +522,8 @@ class RunOverlay(QObject):
                 st = RunStyle(theme.text_dim, 2.2)
             elif kind in ("nan", "inf"):
                 st = RunStyle(style.problem_colour(kind, theme), 3.5, dashed=True)
+            elif gt.norm == 0:
+                st = RunStyle(theme.text_dim, 1.2, dashed=True)  # no gradient flows here (exactly 0)
             elif kind == "vanishing":
                 st = RunStyle(style.problem_colour(kind, theme), style.MIN_WIDTH, dashed=True)
             else:
@@ -715,6 +726,8 @@ class RunOverlay(QObject):
         at = tl.frame_of((), tl.loss_node, "forward") if tl.loss_node else None
         if tl.loss is not None and at is not None and c.cursor >= at:
             parts.append(f"loss = {style.num(tl.loss)}")
+        if c.one_example:
+            parts.append("<i>one example</i>")
         self.hud.show_text(" · ".join(parts), theme)
 
 

@@ -100,8 +100,9 @@ def numbers(a: np.ndarray) -> str:
     return "[" + ", ".join(num(v.item(), 3) for v in flat) + "]"
 
 
-def shape_text(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+def shape_text(shape: tuple[int, ...], compact: bool = False) -> str:
+    sep = "," if compact else ", "
+    return "(" + sep.join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def value_text(a: np.ndarray | None, t: TensorStats) -> str:
@@ -109,13 +110,13 @@ def value_text(a: np.ndarray | None, t: TensorStats) -> str:
     and norm."""
     if t.nan or t.inf:
         bad = "NaN" if t.nan else "Inf"
-        return f"{bad} in {shape_text(t.shape)}" if t.shape else bad
+        return f"{bad} in {shape_text(t.shape, True)}" if t.shape else bad
     size = math.prod(t.shape) if t.shape else 1
     if a is not None and size <= SMALL:
         return numbers(a)
     if a is not None and not np.issubdtype(a.dtype, np.floating):
-        return f"{shape_text(t.shape)} ids"  # the norm of token ids means nothing
-    return f"{shape_text(t.shape)} ‖{num(t.norm)}‖"
+        return f"{shape_text(t.shape, True)} ids"  # the norm of token ids means nothing
+    return f"{shape_text(t.shape, True)} ‖{num(t.norm, 3)}‖"
 
 
 def grad_text(a: np.ndarray | None, t: TensorStats) -> str:
@@ -125,4 +126,4 @@ def grad_text(a: np.ndarray | None, t: TensorStats) -> str:
         return "∇ " + ("NaN" if t.nan else "Inf")
     if a is not None and size <= SMALL:
         return "∇ " + numbers(a)
-    return f"∇ ‖{num(t.norm)}‖"
+    return f"∇ ‖{num(t.norm, 3)}‖"
