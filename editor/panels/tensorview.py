@@ -113,9 +113,11 @@ class TensorView(QWidget):
         self.tabs = QTabBar()
         self.tabs.setExpanding(False)
         self.tabs.setDrawBase(False)
+        self.tabs.setUsesScrollButtons(True)
         for m in self.MODES:
             self.tabs.addTab(m)
         col.addWidget(self.tabs)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.stack = QStackedWidget()
         self.table = QTableView()
         self.table.setObjectName("tensor_table")
@@ -244,44 +246,84 @@ class TensorView(QWidget):
 
 
 class AttentionView(QWidget):
-    """Attention weights of one example, one heatmap per head, the tokens on both axes."""
+    """Attention weights of one example: one head at a time, large, with the tokens on both axes
+    (row: the query token, column: the token it attends to), or every head small ("All")."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.grid = QVBoxLayout(self)
-        self.grid.setContentsMargins(0, 0, 0, 0)
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 0, 0, 0)
+        self.heads = QTabBar()
+        self.heads.setExpanding(False)
+        self.heads.setDrawBase(False)
+        self.heads.setUsesScrollButtons(True)
+        self.heads.currentChanged.connect(lambda _i: self._draw())
+        col.addWidget(self.heads)
+        self.grid = QVBoxLayout()
+        col.addLayout(self.grid)
         self.plots: list[pg.PlotWidget] = []
+        self.a = np.zeros((0, 0, 0))
+        self.tokens_q: list[str] = []
+        self.tokens_k: list[str] = []
 
     def set_attention(self, attn: np.ndarray, tokens_q: Sequence[str], tokens_k: Sequence[str], example: int = 0) -> None:
         """``attn`` is (B, H, Lq, Lk)."""
+        self.a = np.asarray(attn, dtype=np.float64)[example]
+        self.tokens_q, self.tokens_k = [str(t) for t in tokens_q], [str(t) for t in tokens_k]
+        current = self.heads.currentIndex()
+        self.heads.blockSignals(True)
+        while self.heads.count():
+            self.heads.removeTab(0)
+        for h in range(self.a.shape[0]):
+            self.heads.addTab(f"head {h + 1}")
+        if self.a.shape[0] > 1:
+            self.heads.addTab("All")
+        self.heads.setCurrentIndex(max(0, min(current, self.heads.count() - 1)))
+        self.heads.blockSignals(False)
+        self._draw()
+
+    def _draw(self) -> None:
         for p in self.plots:
             p.deleteLater()
         self.plots = []
         while self.grid.count():
             item = self.grid.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
-        a = np.asarray(attn, dtype=np.float64)[example]
-        heads = a.shape[0]
-        cmap = pg.colormap.get(SEQUENTIAL)
+            if item.layout() is not None:
+                while item.layout().count():
+                    sub = item.layout().takeAt(0)
+                    if sub.widget() is not None:
+                        sub.widget().deleteLater()
+        heads = self.a.shape[0]
+        if heads == 0:
+            return
+        k = self.heads.currentIndex()
+        if k < heads:
+            self._plot_head(k, 230, labels=True, row=None)
+            return
         row: QHBoxLayout | None = None
         for h in range(heads):
             if h % 2 == 0:
                 row = QHBoxLayout()
                 self.grid.addLayout(row)
-            w = _plot(150)
-            w.setTitle(f"head {h + 1}", size="9pt")
-            w.invertY(True)
-            img = pg.ImageItem(axisOrder="row-major")
-            img.setColorMap(cmap)
-            img.setImage(a[h], levels=(0.0, 1.0))
-            w.addItem(img)
-            for axis, tokens in (("bottom", tokens_k), ("left", tokens_q)):
-                ticks = [(i + 0.5, str(t)) for i, t in enumerate(tokens)]
-                w.getAxis(axis).setTicks([ticks])
-            w.getPlotItem().setRange(xRange=(0, a.shape[2]), yRange=(0, a.shape[1]), padding=0)
-            row.addWidget(w)  # type: ignore[union-attr]
-            self.plots.append(w)
+            self._plot_head(h, 130, labels=False, row=row)
+
+    def _plot_head(self, h: int, height: int, labels: bool, row: QHBoxLayout | None) -> None:
+        w = _plot(height)
+        w.setTitle(f"head {h + 1}", size="9pt")
+        w.invertY(True)
+        img = pg.ImageItem(axisOrder="row-major")
+        img.setColorMap(pg.colormap.get(SEQUENTIAL))
+        img.setImage(self.a[h], levels=(0.0, 1.0))
+        w.addItem(img)
+        for axis, tokens in (("bottom", self.tokens_k), ("left", self.tokens_q)):
+            ticks = [(i + 0.5, t if labels else "") for i, t in enumerate(tokens)]
+            w.getAxis(axis).setTicks([ticks])
+        w.getPlotItem().setRange(xRange=(0, self.a.shape[2]), yRange=(0, self.a.shape[1]), padding=0)
+        if row is None:
+            self.grid.addWidget(w)
+        else:
+            row.addWidget(w)
+        self.plots.append(w)
 
 
 class BarsView(QWidget):
@@ -320,27 +362,39 @@ class BarsView(QWidget):
 
 
 class FiltersView(QWidget):
-    """Conv2d filters W (C_out, C_in, K, K) as a grid of small images: a row per output channel."""
+    """Conv2d filters W (C_out, C_in, K, K) as a grid of small images, a row per output channel,
+    and beside them their gradients ∂loss/∂W when the backward pass has brought them."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         col = QVBoxLayout(self)
         col.setContentsMargins(0, 0, 0, 0)
-        self.plot = _plot(200)
-        self.plot.invertY(True)
-        self.plot.setAspectLocked(True)
-        self.plot.hideAxis("left")
-        self.plot.hideAxis("bottom")
-        self.image = pg.ImageItem(axisOrder="row-major")
-        self.image.setColorMap(pg.colormap.get(DIVERGING))
-        self.plot.addItem(self.image)
-        col.addWidget(self.plot)
+        row = QHBoxLayout()
+        self.plots: list[pg.PlotWidget] = []
+        self.images: list[pg.ImageItem] = []
+        for title in ("filters W", "∂loss/∂W"):
+            plot = _plot(200)
+            plot.setTitle(title, size="9pt")
+            plot.invertY(True)
+            plot.setAspectLocked(True)
+            plot.hideAxis("left")
+            plot.hideAxis("bottom")
+            image = pg.ImageItem(axisOrder="row-major")
+            image.setColorMap(pg.colormap.get(DIVERGING))
+            plot.addItem(image)
+            row.addWidget(plot)
+            self.plots.append(plot)
+            self.images.append(image)
+        col.addLayout(row)
         self.note = QLabel()
+        self.note.setWordWrap(True)
         self.note.setStyleSheet("color: gray")
+        self.note.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         col.addWidget(self.note)
         self.tiled: np.ndarray | None = None
 
-    def set_filters(self, w: np.ndarray, what: str = "filters") -> None:
+    @staticmethod
+    def tile(w: np.ndarray) -> np.ndarray:
         w = np.asarray(w, dtype=np.float64)
         c_out, c_in, kh, kw = w.shape
         gap = 1
@@ -348,9 +402,19 @@ class FiltersView(QWidget):
         for o in range(c_out):
             for i in range(c_in):
                 tiled[o * (kh + gap):o * (kh + gap) + kh, i * (kw + gap):i * (kw + gap) + kw] = w[o, i]
-        self.tiled = tiled
-        finite = tiled[np.isfinite(tiled)]
-        top = float(np.max(np.abs(finite))) if finite.size else 1.0
-        self.image.setImage(tiled, levels=(-(top or 1.0), top or 1.0))
-        self.note.setText(f"{what}: {c_out} output channels (rows) × {c_in} input channels, {kh}×{kw} each; "
-                          "blue negative, red positive, white 0")
+        return tiled
+
+    def set_filters(self, w: np.ndarray, grad: np.ndarray | None = None) -> None:
+        for k, (image, plot, a) in enumerate(zip(self.images, self.plots, (w, grad))):
+            plot.setVisible(a is not None)
+            if a is None:
+                continue
+            tiled = self.tile(a)
+            if k == 0:
+                self.tiled = tiled
+            finite = tiled[np.isfinite(tiled)]
+            top = float(np.max(np.abs(finite))) if finite.size else 1.0
+            image.setImage(tiled, levels=(-(top or 1.0), top or 1.0))
+        c_out, c_in, kh, kw = np.shape(w)
+        self.note.setText(f"{c_out} output channels (rows) × {c_in} input channels, {kh}×{kw} each; blue negative, "
+                          "red positive, white 0 (each picture on its own scale)")

@@ -38,6 +38,7 @@ class Installation(QObject):
         self.window.removeDockWidget(self.values_dock)
         window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.values_dock, Qt.Orientation.Vertical)
         self.values_dock.show()
+        window.resizeDocks([window.inspector_dock, self.values_dock], [38, 62], Qt.Orientation.Vertical)
         self.values_dock.visibilityChanged.connect(lambda on: on and self.values.refresh())
         self.problems = ProblemsPanel(c, self.jump)
         self.problems_dock = self._dock("Problems", self.problems, Qt.DockWidgetArea.BottomDockWidgetArea)
@@ -129,7 +130,8 @@ class Installation(QObject):
             items = self.window.scene.selectedItems()
         except RuntimeError:
             return
-        nodes = [i.node_id for i in items if isinstance(i, NodeItem)]
+        order = {nid: k for k, nid in enumerate(self.window.scene.doc.graph.nodes)}
+        nodes = sorted((i.node_id for i in items if isinstance(i, NodeItem)), key=lambda n: order.get(n, 0))
         links = [i.link for i in items if isinstance(i, LinkItem)]
         self.values.set_selection(nodes, links[0] if links and not nodes else None)
 

@@ -712,6 +712,13 @@ class RunOverlay(QObject):
         parts = []
         if c.cursor < 0:
             parts.append(f"<b>Ready</b>: {len(order)} steps at this level · Step (F10) or Play (F8)")
+        elif f is not None and not (len(f.path) > len(c.level) and f.path[:len(c.level)] == c.level):
+            # the pass is at a node outside this view
+            done = [i for i in order if i <= c.cursor]
+            where = f.event.label if f.depth == 0 else "another block"
+            phase = tl.frames[done[-1]].phase if done else "forward"
+            parts.append(f"{'Backward' if phase == 'backward' else 'Forward'} {'done' if done else 'not started'} "
+                         f"here · the pass is at {_html(where)}, outside this view")
         elif f is not None:
             phase = "Forward" if f.phase == "forward" else "Backward"
             colour = style.forward_colour(theme) if f.phase == "forward" else style.gradient_colour(theme)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QPushButton, QScrollArea, QSizePolicy,
-                               QVBoxLayout, QWidget)
+                               QStackedWidget, QTabBar, QVBoxLayout, QWidget)
 
 from editor.panels.tensorview import AttentionView, BarsView, FiltersView, TensorView
 from editor.run import style
@@ -51,6 +51,7 @@ class ValuesPanel(QWidget):
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         outer.addWidget(scroll)
         body = QWidget()
+        body.setMinimumWidth(0)
         scroll.setWidget(body)
         col = QVBoxLayout(body)
         col.setContentsMargins(10, 8, 10, 8)
@@ -60,25 +61,50 @@ class ValuesPanel(QWidget):
         self.header.setTextFormat(Qt.TextFormat.RichText)
         self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         col.addWidget(self.header)
-        self.port_combo = QComboBox()
-        self.port_combo.setToolTip("Which output (or weight) to show")
-        self.port_combo.currentIndexChanged.connect(lambda _i: self._show_port())
-        col.addWidget(self.port_combo)
-        self.value_view = TensorView()
-        self.value_view.setObjectName("values_value")
-        col.addWidget(self.value_view)
-        self.grad_view = TensorView()
-        self.grad_view.setObjectName("values_gradient")
-        col.addWidget(self.grad_view)
+        # what the block is about first (attention heads, gradients over time, filters) ...
         self.special_title = QLabel()
         self.special_title.setTextFormat(Qt.TextFormat.RichText)
+        self.special_title.setWordWrap(True)
+        self.special_title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         col.addWidget(self.special_title)
         self.attention = AttentionView()
         self.bars = BarsView()
         self.filters = FiltersView()
         for w in (self.attention, self.bars, self.filters):
+            w.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
             col.addWidget(w)
             w.hide()
+        # ... then the numbers: the value or the gradient of one output or weight
+        self.tensors = QWidget()
+        tcol = QVBoxLayout(self.tensors)
+        tcol.setContentsMargins(0, 0, 0, 0)
+        self.port_combo = QComboBox()
+        self.port_combo.setToolTip("Which output (or weight) to show")
+        self.port_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.port_combo.setMinimumContentsLength(8)
+        self.port_combo.currentIndexChanged.connect(lambda _i: self._show_port())
+        tcol.addWidget(self.port_combo)
+        row = QHBoxLayout()
+        self.which = QTabBar()
+        self.which.setObjectName("values_which")
+        self.which.setExpanding(False)
+        self.which.setDrawBase(False)
+        self.which.addTab("Value")
+        self.which.addTab("Gradient")
+        self.which.setTabToolTip(1, "∂loss/∂(this): what backpropagation brings back to it")
+        row.addWidget(self.which)
+        row.addStretch(1)
+        tcol.addLayout(row)
+        self.views = QStackedWidget()
+        self.value_view = TensorView()
+        self.value_view.setObjectName("values_value")
+        self.grad_view = TensorView()
+        self.grad_view.setObjectName("values_gradient")
+        self.views.addWidget(self.value_view)
+        self.views.addWidget(self.grad_view)
+        self.which.currentChanged.connect(self.views.setCurrentIndex)
+        tcol.addWidget(self.views)
+        col.addWidget(self.tensors)
         # gradient check
         row = QHBoxLayout()
         self.check_button = QPushButton("Check Gradient")
@@ -202,17 +228,19 @@ class ValuesPanel(QWidget):
         self.port_combo.blockSignals(False)
         self.port_combo.setVisible(len(items) > 1)
         self._show_port()
+        if len(self.nodes) == 1 and not self.controller.stale:
+            # after the backward pass reaches it, the gradient is the news
+            _, gf = self._frames(self.nodes[0])
+            self.which.setCurrentIndex(1 if gf is not None else 0)
 
     def _show_port(self) -> None:
         if len(self.nodes) != 1:
             if self.link is None:
                 self.value_view.set_array(None)
                 self.grad_view.set_array(None)
-                self.value_view.hide()
-                self.grad_view.hide()
+                self.tensors.hide()
             return
-        self.value_view.show()
-        self.grad_view.show()
+        self.tensors.show()
         vf, gf = self._frames(self.nodes[0])
         text = self.port_combo.currentText()
         if not text:
@@ -245,8 +273,7 @@ class ValuesPanel(QWidget):
         src, dst = scene.doc.node(link.src), scene.doc.node(link.dst)
         self.header.setText(f"wire <b>{_esc(src.name)}</b>.{link.src_port} → <b>{_esc(dst.name)}</b>.{link.dst_port}")
         self.port_combo.hide()
-        self.value_view.show()
-        self.grad_view.show()
+        self.tensors.show()
         if tl is None:
             self.value_view.set_array(None, "", "No pass yet.")
             self.grad_view.set_array(None)
@@ -268,8 +295,7 @@ class ValuesPanel(QWidget):
     def _show_many(self, scene: Any, nodes: list[str]) -> None:
         kinds = {scene.doc.node(n).type for n in nodes}
         self.port_combo.hide()
-        self.value_view.hide()
-        self.grad_view.hide()
+        self.tensors.hide()
         if kinds == {"SequenceRNN"}:
             self.header.setText(f"{len(nodes)} recurrent networks side by side")
             self._rnn_bars(scene, nodes)
@@ -282,21 +308,19 @@ class ValuesPanel(QWidget):
     def _special(self, node: Any, vf: Any, gf: Any) -> None:
         if node.type == "Attention" and vf is not None and vf.outputs.get("attn") is not None:
             attn = vf.outputs["attn"]
-            self.special_title.setText(f"<b>attention weights</b>, example 1, {attn.shape[1]} head(s): row = query "
-                                       "token, column = the token it attends to")
+            example = self._example(attn.shape[2])
+            self.special_title.setText(f"<b>attention weights</b> of example {example + 1} (of {attn.shape[0]}), "
+                                       f"{attn.shape[1]} head(s): row = a token, column = the token it attends to")
             self.special_title.show()
-            self.attention.set_attention(attn, self._tokens(attn.shape[2]), self._tokens(attn.shape[3]))
+            self.attention.set_attention(attn, self._tokens(attn.shape[2], example), self._tokens(attn.shape[3], example),
+                                         example)
             self.attention.show()
         elif node.type == "SequenceRNN":
             self._rnn_bars(self._scene(), [node.id])
         elif node.type == "Conv2d" and vf is not None and vf.weights.get("W") is not None:
-            w = vf.weights["W"]
-            if gf is not None and gf.weights.get("W") is not None:
-                self.filters.set_filters(gf.weights["W"], "gradient of the filters ∂loss/∂W")
-                self.special_title.setText("<b>filters' gradients</b> (the values are in the weight W above)")
-            else:
-                self.filters.set_filters(w, "filters W")
-                self.special_title.setText("<b>filters</b>")
+            grad = gf.weights.get("W") if gf is not None else None
+            self.filters.set_filters(vf.weights["W"], grad)
+            self.special_title.setText("<b>filters</b>" + (" and their gradients" if grad is not None else ""))
             self.special_title.show()
             self.filters.show()
 
@@ -314,22 +338,38 @@ class ValuesPanel(QWidget):
             self.bars.set_series(series)
             self.bars.show()
 
-    def _tokens(self, length: int) -> list[str]:
-        """Words (or ids) of the first example's tokens, from a top-level ids Input of this length."""
+    def _ids(self, length: int) -> np.ndarray | None:
+        """The token ids (B, L) of a top-level ids Input of this length, when there is one."""
         c = self.controller
         tl = c.timeline
-        if tl is not None:
-            for node, i in tl.level(()).forward.items():
-                f = tl.frames[i]
-                if f.event.type != "Input" or i > c.cursor:
-                    continue
-                v = f.outputs.get("out")
-                if v is not None and np.issubdtype(v.dtype, np.integer) and v.ndim == 2 and v.shape[1] == length:
-                    ids = [int(t) for t in v[0]]
-                    if self.vocab:
-                        return [self.vocab[t] if 0 <= t < len(self.vocab) else str(t) for t in ids]
-                    return [str(t) for t in ids]
-        return [str(i) for i in range(length)]
+        if tl is None:
+            return None
+        for i in tl.level(()).forward.values():
+            f = tl.frames[i]
+            if f.event.type != "Input" or i > c.cursor:
+                continue
+            v = f.outputs.get("out")
+            if v is not None and np.issubdtype(v.dtype, np.integer) and v.ndim == 2 and v.shape[1] == length:
+                return v
+        return None
+
+    def _example(self, length: int) -> int:
+        """The example worth looking at: the one with the most different tokens (the first
+        examples of a lesson are often mostly padding)."""
+        ids = self._ids(length)
+        if ids is None:
+            return 0
+        return int(np.argmax([len(set(row.tolist())) for row in ids]))
+
+    def _tokens(self, length: int, example: int = 0) -> list[str]:
+        """Words (or ids) of one example's tokens."""
+        ids = self._ids(length)
+        if ids is None:
+            return [str(i) for i in range(length)]
+        row = [int(t) for t in ids[example]]
+        if self.vocab:
+            return [self.vocab[t] if 0 <= t < len(self.vocab) else str(t) for t in row]
+        return [str(t) for t in row]
 
     # --- gradient check -------------------------------------------------------------------------------
 
