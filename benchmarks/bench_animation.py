@@ -39,6 +39,7 @@ from editor.run.overlay import RunMark  # noqa: E402
 from editor.window import MainWindow  # noqa: E402
 
 PULSE_FRAMES = 6  # pulse positions drawn per step (a 16 ms timer over a ~100 ms pulse)
+REPEATS = 5  # the animation is played this many times (the machine is shared: medians need samples)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -108,7 +109,10 @@ def main() -> None:
         app.processEvents()
         step_ms, update_ms, pulse_ms, painted = [], [], [], []
         overlay = c.installation.overlay
-        for i in order:
+        for i in [i for _ in range(REPEATS) for i in order]:
+            if i == order[0]:
+                c.seek(order[0] - 1)
+                app.processEvents()
             t = time.perf_counter()
             c.seek(i)  # overlay refresh, pulses start
             t1 = time.perf_counter()
@@ -139,7 +143,7 @@ def main() -> None:
         w.scene.changed.disconnect(counter.rects.extend)
         frames = step_ms + pulse_ms
         print(f"BERT stack opened: {len(w.scene.nodes)} nodes, {len(w.scene.links)} wires, {items} canvas items")
-        print(f"backward animation, {len(order)} steps, {len(frames)} frames: median {statistics.median(frames):.1f} ms, "
+        print(f"backward animation, {len(order)} steps played {REPEATS} times, {len(frames)} frames: median {statistics.median(frames):.1f} ms, "
               f"p95 {percentile(frames, 0.95):.1f} ms (goal: median < 16 ms)")
         print(f"  step frames (cursor moves): median {statistics.median(step_ms):.1f} ms, p95 {percentile(step_ms, 0.95):.1f} ms "
               f"(of which updating the items' state: median {statistics.median(update_ms):.1f} ms)")

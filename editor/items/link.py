@@ -100,6 +100,9 @@ class ShapeLabel(QGraphicsItem):
         self.run: RunLabel | None = None
         self.setZValue(0.5)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+        # Text is the dearest thing to draw: repaint from a cached pixmap unless the label changed
+        # (a pass animates pulses and halos over labels many times a second).
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     def set_text(self, text: str) -> None:
         self.text = text

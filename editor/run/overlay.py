@@ -36,6 +36,7 @@ from editor.run.timeline import Path, Timeline
 from editor.theme import Theme
 
 STRIP_H = 16.0
+STRIP_TEXT = 230.0  # the strip's caption may run past a narrow card
 _PLUMBING = frozenset({"Input", "Output", "TimeStep", "StackSteps", "Constant"})  # not layers of a strip
 HALO = 7.0
 PULSE_MS = 420
@@ -88,7 +89,7 @@ class RunMark(QGraphicsItem):
         tip = state.problem_tip
         if state.strip:
             rows = "".join(f"<tr><td>{n}</td><td align=right>&nbsp;{style.num(v, 3)}</td></tr>" for n, v in state.strip)
-            tip = (tip + "<br>" if tip else "") + f"<b>{state.strip_title.split(':')[0]}</b><table>{rows}</table>"
+            tip = (tip + "<br>" if tip else "") + f"<b>‖∂loss/∂out‖ of each layer (or time step)</b><table>{rows}</table>"
         self.setToolTip(tip)
         self.update()
 
@@ -107,7 +108,7 @@ class RunMark(QGraphicsItem):
         w, h = self.node.width, self.node.height
         r = QRectF(-HALO - 2, -HALO - 2, w + 2 * HALO + 4, h + 2 * HALO + 4)
         if self.state.strip:
-            r = r.united(QRectF(0, h + 4, w, STRIP_H + 16))
+            r = r.united(QRectF(0, h + 4, max(w, STRIP_TEXT + 8), STRIP_H + 16))
         for chip in self.state.sinks:
             r = r.united(self._chip_rect(chip).adjusted(-2, -2, 2, 2))
         if self.state.fanout:
@@ -182,8 +183,9 @@ class RunMark(QGraphicsItem):
             painter.drawRect(QRectF(4 + i * cell, top + STRIP_H - bh, max(cell - (1 if cell > 4 else 0), 1), bh))
         painter.setFont(font("small"))
         painter.setPen(theme.text_dim)
-        painter.drawText(QRectF(4, top + STRIP_H, w - 8, 14), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                         metrics("small").elidedText(s.strip_title, Qt.TextElideMode.ElideRight, w - 8))
+        room = max(w - 8, STRIP_TEXT)
+        painter.drawText(QRectF(4, top + STRIP_H, room, 14), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                         metrics("small").elidedText(s.strip_title, Qt.TextElideMode.ElideRight, room))
 
     def _paint_chip(self, painter: QPainter, theme: Theme, chip: SinkChip) -> None:
         r = self._chip_rect(chip)
@@ -620,7 +622,8 @@ class RunOverlay(QObject):
                 out.append((name, next(iter(f.event.outputs.values())).norm))
         known = [(n, v) for n, v in out if v > 0]
         if known:
-            title = f"{title}: {known[0][0]} {style.num(known[0][1], 2)} … {known[-1][0]} {style.num(known[-1][1], 2)}"
+            short = "‖∇h‖" if "h_t" in title else "‖∇‖"
+            title = f"{short} {known[0][0]} {style.num(known[0][1], 2)} … {known[-1][0]} {style.num(known[-1][1], 2)}"
         return tuple(out), title
 
     def _strip_plan(self, tl: Timeline, inner: Path) -> tuple[Path, list[str], str] | None:
@@ -728,8 +731,10 @@ class RunOverlay(QObject):
             in_phase = [i for i in order if tl.frames[i].phase == f.phase]
             k = sum(1 for i in in_phase if i <= c.cursor)
             more = "" if tl.finished or f.phase == "backward" and tl.finished else "+"
+            top = f.path[len(c.level)]
+            hint = " · double-click it to watch inside" if inside == "" and c.level + (top,) in tl.levels else ""
             parts.append(f"<b style='color:{colour.name()}'>{phase}</b> {k} of {len(in_phase)}{more} · "
-                         f"<b>{_html(name)}</b>{inside} ({f.event.type})")
+                         f"<b>{_html(name)}</b>{inside} ({f.event.type}){hint}")
         at = tl.frame_of((), tl.loss_node, "forward") if tl.loss_node else None
         if tl.loss is not None and at is not None and c.cursor >= at:
             parts.append(f"loss = {style.num(tl.loss)}")

@@ -489,3 +489,39 @@ def test_screenshot_step_and_json(qapp, tmp_path, capsys):
     assert screenshot.main("linear_regression", str(tmp_path / "c.png"), 900, 600, step="sideways:2") == 1
     assert "PHASE:N" in capsys.readouterr().err
 
+
+
+def test_weights_and_their_gradients_show_in_the_values_panel(qtbot, win):
+    from tests.editor.helpers import two_layer
+
+    ids = two_layer(win.doc, win.undo_stack)
+    key(qtbot, win, Qt.Key.Key_F6)
+    wait_finished(qtbot, win)
+    setup = feeds.prepare(win.files.current_project())
+    p = setup.runtime.forward_backward(setup.feeds, setup.loss)
+    click_node(qtbot, win, "l1")
+    panel = win.run.installation.values
+    assert panel.which.currentIndex() == 1  # the gradient has arrived: it is what is shown
+    panel.port_combo.setCurrentText("weight W")
+    np.testing.assert_array_equal(panel.value_view.model.a, setup.runtime.weights[ids["l1"]]["W"])
+    np.testing.assert_array_equal(panel.grad_view.model.a, p.weight_grads[ids["l1"]]["W"])
+    assert win.run.installation.overlay.marks[ids["l1"]].state.weight_grad == pytest.approx(
+        max(np.linalg.norm(g) for g in p.weight_grads[ids["l1"]].values()), rel=1e-5)
+
+
+def test_a_slow_first_pass_says_kernels_compile_once(qtbot, win, monkeypatch):
+    from editor.run import controller as controller_mod
+
+    show_graph(win, _long_chain())
+    c = win.run
+    monkeypatch.setattr(controller_mod, "SLOW_SECONDS", 0.0)
+    monkeypatch.setattr(c.worker, "compiling", lambda: 3)
+    messages = []
+    c.message.connect(lambda text, msec: messages.append(text))
+    key(qtbot, win, Qt.Key.Key_F6)
+    qtbot.waitUntil(lambda: any("compiling fast kernels" in m for m in messages), timeout=5000)
+    text = next(m for m in messages if "compiling fast kernels" in m)
+    assert "once" in text and "Stop" in text
+    assert win.run.installation.progress.isVisible() or not c.busy
+    c.stop()
+    qtbot.waitUntil(lambda: not c.busy, timeout=5000)
