@@ -59,6 +59,7 @@ def openable(node: Any) -> bool:
 class MainWindow(QMainWindow):
     document_loaded = Signal(str)
     scene_changed = Signal()  # another level (scene) is shown
+    theme_changed = Signal()
 
     def __init__(self, settings: QSettings | None = None) -> None:
         super().__init__()
@@ -623,6 +624,7 @@ class MainWindow(QMainWindow):
         self.view.resetCachedContent()
         self.view.viewport().update()
         self.minimap.update()
+        self.theme_changed.emit()
 
     def _on_system_scheme(self, *_: Any) -> None:
         if self.theme_choice == "system":

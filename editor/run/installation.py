@@ -63,6 +63,7 @@ class Installation(QObject):
         self._root_doc = None
         self._watch_root(window.doc)
         window.scene_changed.connect(self._on_scene)
+        window.theme_changed.connect(c.changed.emit)  # colours of numbers, wires and marks
         window.node_menu_hooks.append(self._node_menu)
         self._scene: Any = None
         self._on_scene()

@@ -91,24 +91,27 @@ class Timeline:
         label = ev.label
         if f.phase == "forward":
             for k, w in f.weights.items():
+                if "/" in k:
+                    continue  # a composite's copy of an inner node's weight: told at that node
                 if w is not None and np.issubdtype(w.dtype, np.floating) and not np.isfinite(w).all():
                     self._add(Problem("nan", f.path, f.phase, i, f"{label}: weight '{k}' contains NaN or Inf"))
                     self._nan_seen.add("nan:forward")  # what follows from it is not a new origin
         groups = [("output", ev.outputs)] if f.phase == "forward" else \
-            [("gradient at", ev.outputs), ("gradient of weight", ev.weights)]
-        for what, group in groups:
-            for port, t in group.items():
-                if not (t.nan or t.inf):
-                    continue
-                kind = "nan" if t.nan else "inf"
-                key = f"{kind}:{f.phase}"
-                first = key not in self._nan_seen
-                self._nan_seen.add(key)
-                if first or f.depth == 0:
-                    where = "first appears here" if first else "reaches here"
-                    self._add(Problem(kind, f.path, f.phase, i,
-                                      f"{label}: {what} '{port}' is {'NaN' if t.nan else 'Inf'} ({f.phase}; {where})",
-                                      origin=first))
+            [("the gradient at", ev.outputs), ("the gradient of weight", ev.weights)]
+        bad = [(what, port, t) for what, group in groups for port, t in group.items() if t.nan or t.inf]
+        if bad:
+            kind = "nan" if any(t.nan for _, _, t in bad) else "inf"
+            # A backward pass that starts from a NaN loss is NaN from its first node on: its
+            # origin is the forward one.
+            first = not self._nan_seen and not (f.phase == "backward" and any(k.endswith(":forward") for k in self._nan_seen))
+            self._nan_seen.add(f"{kind}:{f.phase}")
+            if first or f.depth == 0:
+                what, port, _ = bad[0]
+                more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+                where = "first appears here" if first else "comes from earlier"
+                self._add(Problem(kind, f.path, f.phase, i,
+                                  f"{label}: {what} '{port}'{more} is {'NaN' if kind == 'nan' else 'Inf'} ({f.phase}; {where})",
+                                  origin=first))
         if f.phase != "backward" or f.depth != 0:
             return
         for name, t in ev.weights.items():

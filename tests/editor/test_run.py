@@ -525,3 +525,23 @@ def test_a_slow_first_pass_says_kernels_compile_once(qtbot, win, monkeypatch):
     assert win.run.installation.progress.isVisible() or not c.busy
     c.stop()
     qtbot.waitUntil(lambda: not c.busy, timeout=5000)
+
+
+def test_a_nan_inside_a_composite_is_found_and_problems_jump_inside(qtbot, win):
+    g = _bert()
+    bert = g.find("BERT").id
+    show_graph(win, g)
+    setup = feeds.prepare(win.files.current_project())
+    weights = {bert: {k: v.copy() for k, v in setup.runtime.weights[bert].items()}}
+    weights[bert]["block2/attn/Wq"][0, 0] = np.nan
+    win.files.project = serialize.Project(win.doc.graph.copy(), weights=weights)
+    key(qtbot, win, Qt.Key.Key_F6)
+    wait_finished(qtbot, win)
+    problems = win.run.timeline.problems
+    assert problems[0].path == (bert, "block2", "attn") and "Wq" in problems[0].message
+    assert sum("weight" in p.message for p in problems) == 1  # told once, at the inner node
+    assert "nan" in win.run.installation.overlay.marks[bert].state.problems  # and marked on the card
+    win.run.installation.problems.list.setCurrentRow(0)
+    win.run.installation.problems._activated(win.run.installation.problems.list.item(0))
+    assert win.run.level == (bert, "block2")
+    assert win.scene.selected_node_ids() == ["attn"]
