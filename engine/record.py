@@ -29,11 +29,11 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from engine.blocks import Block, Kind
+from engine.blocks import Block
 from engine.blocks._composite import CompositeBlock
 from engine.compile import Step
 from engine.errors import EngineError
-from engine.runtime import Pass, PortKey, Runtime, TensorStats, TraceEvent
+from engine.runtime import Pass, PortKey, Runtime, TraceEvent
 
 #: Arrays larger than this are not copied into frames (their TraceEvent statistics still are).
 MAX_ELEMENTS = 4_000_000
@@ -234,8 +234,8 @@ class Recorder:
 
     def _backward(self, p: Pass, prefix: Path, insides: dict[str, _Inside]) -> Iterator[Frame]:
         for ev in self._backward_events(p):
-            path = (*prefix, ev.node)
-            step, gout, gin, gw = ev
+            path = (*prefix, ev.step.node)
+            step, gout, gin, gw = ev.step, ev.gout, ev.gin, ev.gw
             inside = insides.get(step.node)
             if inside is not None:
                 seeds = {}
@@ -320,18 +320,13 @@ class Recorder:
 
 @dataclass(frozen=True)
 class _Backward:
+    """One backward event with the arrays behind it."""
+
     step: Step
     gout: dict[str, np.ndarray]
     gin: dict[str, np.ndarray]
     gw: dict[str, np.ndarray]
     event: TraceEvent
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.step, self.gout, self.gin, self.gw))
-
-    @property
-    def node(self) -> str:
-        return self.step.node
 
 
 def compiled_kernels() -> int:
@@ -350,12 +345,3 @@ def compiled_kernels() -> int:
 def record(runtime: Runtime, feeds: Mapping[str, np.ndarray], loss: PortKey | None, **options: Any) -> list[Frame]:
     """Every frame of one pass, as a list (see :class:`Recorder` for the options)."""
     return list(Recorder(runtime, feeds, loss, **options).frames())
-
-
-def stats(a: np.ndarray) -> TensorStats:
-    """The statistics the engine's events carry, for an array of a frame."""
-    return TensorStats.of(a)
-
-
-def is_float(kind: Kind) -> bool:
-    return kind is not Kind.IDS

@@ -338,7 +338,7 @@ class BarsView(QWidget):
         self.plot = _plot(180)
         self.plot.setLabel("bottom", "time step t")
         self.plot.setLabel("left", "‖∂loss/∂h_t‖")
-        self.plot.setLogMode(False, True)
+        self.plot.getAxis("left").enableAutoSIPrefix(False)  # decades as they are, not "×0.001"
         self.legend = self.plot.addLegend(offset=(-10, 10))
         col.addWidget(self.plot)
         self.series: list[tuple[str, np.ndarray]] = []
@@ -349,16 +349,22 @@ class BarsView(QWidget):
         self.series = [(name, np.asarray(v, dtype=np.float64)) for name, v in series]
         n = max(1, len(self.series))
         width = 0.8 / n
+        positive = np.concatenate([v[v > 0] for _, v in self.series]) if self.series else np.zeros(0)
+        # a log scale drawn by hand: bars rise from a decade below the smallest value, and the
+        # axis is labelled in powers of ten
+        floor = 10.0 ** math.floor(math.log10(float(positive.min()))) if positive.size else 1e-12
+        top = float(positive.max()) if positive.size else 1.0
         for k, (name, v) in enumerate(self.series):
             t = np.arange(1, len(v) + 1) + (k - (n - 1) / 2) * width
-            # log axis: bars start at the smallest positive value shown
-            positive = v[v > 0]
-            floor = float(positive.min()) / 2 if positive.size else 1e-12
             logv = np.log10(np.maximum(v, floor))
             bars = pg.BarGraphItem(x=t, y0=math.log10(floor), height=logv - math.log10(floor), width=width,
-                                   brush=self.COLOURS[k % len(self.COLOURS)], pen=None, name=name)
+                                   brush=self.COLOURS[k % len(self.COLOURS)], pen=None)
             self.plot.addItem(bars)
             self.legend.addItem(bars, name)
+        lo, hi = int(math.log10(floor)), int(math.ceil(math.log10(top)))
+        step = max(1, (hi - lo) // 6)
+        self.plot.getAxis("left").setTicks([[(e, f"1e{e}".replace("-", "−") if e else "1") for e in range(lo, hi + 1, step)]])
+        self.plot.setYRange(lo, hi, padding=0.02)
 
 
 class FiltersView(QWidget):

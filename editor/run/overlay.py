@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ from PySide6.QtWidgets import QGraphicsItem, QLabel, QStyleOptionGraphicsItem, Q
 
 from editor.items.fonts import font, metrics
 from editor.items.link import LinkItem, RunLabel, RunStyle
-from editor.items.node import HEADER, NodeItem, RADIUS
+from editor.items.node import NodeItem, RADIUS
 from editor.run import style
 from editor.run.controller import RunController
 from editor.run.timeline import Path, Timeline
@@ -710,7 +710,6 @@ class RunOverlay(QObject):
                                "Run again: Forward (F5) or Step (F10).", theme, warn=True)
             return
         order = tl.visible(c.level)
-        pos = tl.position(c.level, c.cursor)
         f = c.frame()
         parts = []
         if c.cursor < 0:

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QApplication
 import presets
 from editor import commands, screenshot
 from editor.items import LinkItem
-from editor.run.overlay import Pulse, RunMark
+from editor.run.overlay import Pulse
 from editor.window import MainWindow
 from engine import cli, feeds, serialize
 from engine.graph import Graph

@@ -11,7 +11,6 @@ import presets
 from engine import blocks, feeds, nodecheck, record, serialize
 from engine.graph import Graph
 from engine.runtime import Runtime
-from engine.serialize import Project
 
 
 def _setup(name: str, **kw):
