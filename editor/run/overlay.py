@@ -709,6 +709,9 @@ class RunOverlay(QObject):
             self.hud.show_text("<b>The graph changed after this pass</b>: the grey numbers are from before your edit. "
                                "Run again: Forward (F5) or Step (F10).", theme, warn=True)
             return
+        if tl.error:
+            self.hud.show_text(f"<b>Cannot run this graph</b>: {_html(tl.error)}", theme, warn=True)
+            return
         order = tl.visible(c.level)
         f = c.frame()
         parts = []
@@ -744,4 +747,4 @@ class RunOverlay(QObject):
 
 def _html(text: str) -> str:
     import html
-    return html.escape(text)
+    return html.escape(text, quote=False)

@@ -545,3 +545,32 @@ def test_a_nan_inside_a_composite_is_found_and_problems_jump_inside(qtbot, win):
     win.run.installation.problems._activated(win.run.installation.problems.list.item(0))
     assert win.run.level == (bert, "block2")
     assert win.scene.selected_node_ids() == ["attn"]
+
+
+def test_a_graph_that_cannot_run_says_why_on_the_canvas(qtbot, win):
+    g = Graph()
+    x = g.add_node("Input", {"shape": (2, 3)}, name="x")
+    add = g.add_node("Add", name="sum", position=(250, 0))
+    g.connect(x.id, "out", add.id, "a")  # 'b' is left unconnected
+    show_graph(win, g)
+    key(qtbot, win, Qt.Key.Key_F10)
+    wait_finished(qtbot, win)
+    hud = win.run.installation.overlay.hud
+    assert hud.isVisible() and "Cannot run this graph" in hud.text() and "'b' is not connected" in hud.text()
+    assert "'b' is not connected" in win.statusBar().currentMessage()
+    assert win.run.cursor == -1 and not running_marks(win)
+
+
+def test_the_gradient_check_says_not_differentiable_at_a_kink(qtbot, win):
+    g = Graph()
+    x = g.add_node("Input", {"shape": (1, 3)}, name="x")
+    relu = g.add_node("ReLU", name="relu", position=(250, 0))
+    total = g.add_node("Sum", name="total", position=(500, 0))
+    g.connect(x.id, "out", relu.id, "a")
+    g.connect(relu.id, "out", total.id, "a")
+    show_graph(win, g)
+    win.run.set_override(x.id, np.array([[0.0, 1.0, -2.0]]))  # ReLU exactly at its kink
+    key(qtbot, win, Qt.Key.Key_F5)
+    wait_finished(qtbot, win)
+    result, text = _check(qtbot, win, "relu")
+    assert result.verdict == "kink" and "Not differentiable here" in text and "FAIL" not in text.upper()
