@@ -419,7 +419,10 @@ class ValuesPanel(QWidget):
                 result = nodecheck.check_node(block, inputs, weights)
             except Exception as exc:  # noqa: BLE001 - say what failed, keep the window
                 result = exc
-            self._signals.done.emit(token, result)
+            try:
+                self._signals.done.emit(token, result)
+            except RuntimeError:  # the window closed while checking
+                pass
 
         threading.Thread(target=work, name="gradcheck", daemon=True).start()
 

@@ -89,6 +89,14 @@ class PassWorker(QObject):
         """Kernels compiled so far during the running pass (read from the GUI thread)."""
         return record.compiled_kernels() - self._compiled_at_start
 
+    def _emit(self, signal: Any, *args: Any) -> bool:
+        """Send to the GUI thread; False when the window is gone (closed while the pass ran)."""
+        try:
+            signal.emit(*args)
+            return True
+        except RuntimeError:
+            return False
+
     def _run(self, job: Job, stop: threading.Event) -> None:
         t0 = time.perf_counter()
         self._compiled_at_start = record.compiled_kernels()
@@ -97,8 +105,9 @@ class PassWorker(QObject):
             program = setup.runtime.program
             graph = setup.runtime.graph
             labels = {s.node: graph.nodes[s.node].name or s.type for s in program.steps}
-            self.started.emit(Started(job.token, setup.note, setup.source, setup.loss,
-                                      tuple(labels[s.node] for s in program.steps), labels))
+            if not self._emit(self.started, Started(job.token, setup.note, setup.source, setup.loss,
+                                                    tuple(labels[s.node] for s in program.steps), labels)):
+                return
             recorder = record.Recorder(setup.runtime, setup.feeds, setup.loss, should_stop=stop.is_set)
             batch: list[record.Frame] = []
             last = 0.0
@@ -106,13 +115,15 @@ class PassWorker(QObject):
                 batch.append(frame)
                 now = time.perf_counter()
                 if now - last >= FLUSH_SECONDS or len(batch) == 1 and last == 0.0:
-                    self.frames.emit(job.token, batch)
+                    if not self._emit(self.frames, job.token, batch):
+                        return
                     batch, last = [], now
             if batch:
-                self.frames.emit(job.token, batch)
-            self.finished.emit(Finished(job.token, recorder.stopped, "", recorder.loss_value, time.perf_counter() - t0,
-                                        self.compiling()))
+                self._emit(self.frames, job.token, batch)
+            self._emit(self.finished, Finished(job.token, recorder.stopped, "", recorder.loss_value,
+                                               time.perf_counter() - t0, self.compiling()))
         except EngineError as exc:
-            self.finished.emit(Finished(job.token, False, str(exc), None, time.perf_counter() - t0))
+            self._emit(self.finished, Finished(job.token, False, str(exc), None, time.perf_counter() - t0))
         except Exception as exc:  # noqa: BLE001 - a block failing must not take the window down
-            self.finished.emit(Finished(job.token, False, f"{type(exc).__name__}: {exc}", None, time.perf_counter() - t0))
+            self._emit(self.finished, Finished(job.token, False, f"{type(exc).__name__}: {exc}", None,
+                                               time.perf_counter() - t0))

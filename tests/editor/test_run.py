@@ -574,3 +574,13 @@ def test_the_gradient_check_says_not_differentiable_at_a_kink(qtbot, win):
     wait_finished(qtbot, win)
     result, text = _check(qtbot, win, "relu")
     assert result.verdict == "kink" and "Not differentiable here" in text and "FAIL" not in text.upper()
+
+
+def test_closing_the_window_while_a_pass_runs_stops_it(qtbot, win):
+    show_graph(win, _long_chain())
+    key(qtbot, win, Qt.Key.Key_F6)
+    qtbot.waitUntil(lambda: win.run.busy and win.run.timeline is not None, timeout=PASS_TIMEOUT)
+    t0 = time.perf_counter()
+    win.undo_stack.setClean()
+    assert win.close()
+    assert win.run.worker.join(1.0) and time.perf_counter() - t0 < 1.5
