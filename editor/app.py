@@ -25,6 +25,8 @@ def application(argv: list[str] | None = None) -> QApplication:
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     app.setApplicationDisplayName(APPLICATION)
+    from editor.icons import app_icon
+    app.setWindowIcon(app_icon())
     return app  # type: ignore[return-value]
 
 
@@ -77,7 +79,7 @@ def run_app(path: str | None, argv: list[str]) -> int:
     app = application(argv)
     window = build_window(path)
     window.show()
-    window.view.fit()
+    window.view.show_graph()
     return app.exec()
 
 

@@ -7,6 +7,7 @@ callback and listens to :attr:`Files.changed` for its title; it never touches a 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,6 +21,22 @@ from engine.errors import EngineError
 from engine.graph import Graph
 
 MAX_RECENT = 10
+
+
+def lesson_title(name: str) -> str:
+    """A shipped lesson's title (its file's "name"), read without loading the lesson; the file
+    name when it has none or cannot be read."""
+    fallback = name.replace("_", " ")
+    try:
+        import presets
+        path = presets.path(name)
+        if path.suffix != ".json":
+            return fallback
+        with open(path, encoding="utf-8") as fh:
+            title = json.load(fh).get("name")
+    except (OSError, ValueError, KeyError, AttributeError):
+        return fallback
+    return title.strip() if isinstance(title, str) and title.strip() else fallback
 
 
 def recovery_path() -> Path:
@@ -142,7 +159,9 @@ class Files(QObject):
         return self.open_path(path, is_preset=True)
 
     def populate_presets(self, menu: QMenu) -> None:
+        """Fill Open Lesson with the lessons, by their titles."""
         self.presets_menu = menu
+        self.presets_actions: dict[str, Any] = {}
         menu.clear()
         try:
             import presets
@@ -150,8 +169,10 @@ class Files(QObject):
         except Exception:  # noqa: BLE001 - a broken presets package must not stop the editor
             names = []
         for name in names:
-            a = menu.addAction(name.replace("_", " "))
+            a = menu.addAction(lesson_title(name).replace("&", "&&"))
+            a.setStatusTip(f"Open the lesson {name}")
             a.triggered.connect(lambda _=False, n=name: self.open_preset(n))
+            self.presets_actions[name] = a
         menu.setEnabled(bool(names))
 
     # --- saving ----------------------------------------------------------------------------------

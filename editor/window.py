@@ -16,10 +16,10 @@ from typing import Any
 from PySide6.QtCore import QByteArray, QPoint, QPointF, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import (QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence, QUndoCommand,
                            QUndoStack)
-from PySide6.QtWidgets import (QApplication, QDockWidget, QHBoxLayout, QLabel, QMainWindow, QMenu,
+from PySide6.QtWidgets import (QApplication, QDockWidget, QHBoxLayout, QLabel, QMainWindow, QMenu, QSizePolicy,
                                QToolButton, QUndoView, QVBoxLayout, QWidget)
 
-from editor import commands, run as run_feature, theme as themes
+from editor import commands, run as run_feature, theme as themes, toolbar
 from editor.clipboard import Clipboard
 from editor.files import Files
 from editor.document import Document
@@ -186,7 +186,7 @@ class MainWindow(QMainWindow):
         self.act_save = self._action("&Save", self.files.save, SK.Save, m)
         self.act_save_as = self._action("Save &As…", self.files.save_as, [SK.SaveAs, K("Ctrl+Shift+S")], m)
         m.addSeparator()
-        self._action("&Quit", self.close, [SK.Quit, K("Ctrl+Q")], m)
+        self.act_quit = self._action("&Quit", self.close, [SK.Quit, K("Ctrl+Q")], m)
 
         m = mb.addMenu("&Edit")
         self.act_undo = self.undo_stack.createUndoAction(self, "&Undo")
@@ -208,14 +208,16 @@ class MainWindow(QMainWindow):
         self.act_rename = self._action("Re&name", self.rename, K(Qt.Key.Key_F2), m)
 
         m = mb.addMenu("&View")
-        self._action("Zoom &In", self.view.zoom_in, [SK.ZoomIn, K("Ctrl+=")], m)
-        self._action("Zoom &Out", self.view.zoom_out, SK.ZoomOut, m)
-        self._action("&Fit to View", self.view.fit, [K("F"), K("Ctrl+0")], m)
-        self._action("Actual &Size", self.view.reset_zoom, K("Ctrl+1"), m)
+        self.act_zoom_in = self._action("Zoom &In", self.view.zoom_in, [SK.ZoomIn, K("Ctrl+=")], m)
+        self.act_zoom_out = self._action("Zoom &Out", self.view.zoom_out, SK.ZoomOut, m)
+        self.act_fit = self._action("&Fit to View", self.view.fit, [K("F"), K("Ctrl+0")], m, "Show the whole graph")
+        self.act_zoom_reset = self._action("Actual &Size", self.view.reset_zoom, K("Ctrl+1"), m)
         m.addSeparator()
         self.act_layout = self._action("Auto-&Layout", self.auto_layout, K("Ctrl+L"), m,
                                        "Arrange the graph in layers, left to right")
         self.act_minimap = QAction("&Minimap", self, checkable=True)
+        self.act_minimap.setShortcut(K("M"))
+        self.addAction(self.act_minimap)
         self.act_minimap.setChecked(self.minimap.enabled_by_user)
         self.act_minimap.toggled.connect(self._toggle_minimap)
         m.addAction(self.act_minimap)
@@ -233,7 +235,7 @@ class MainWindow(QMainWindow):
         m.addAction(self.history_dock.toggleViewAction())
 
         m = mb.addMenu("&Node")
-        self._action("&Insert Block…", self.view.request_search, None, m, "Search blocks (Tab on the canvas)")
+        self.act_insert = self._action("&Insert Block…", self.view.request_search, None, m, "Search blocks (Tab on the canvas)")
         self.act_open_inside = self._action("&Open Inside", self.open_selected, K("Ctrl+Return"), m,
                                             "Show a composite block's inner graph (double-click)")
         self.act_expand = self._action("&Expand Composite", self.expand_selected, K("Ctrl+E"), m,
@@ -242,10 +244,12 @@ class MainWindow(QMainWindow):
         self.act_back = self._action("&Back to Outer Graph", self.go_up, [K("Alt+Left"), K("Alt+Up")], m)
         self.files.populate_presets(self.presets_menu)
         self.files.update_recent_menu(self.recent_menu)
+        self.toolbar = toolbar.install(self)
 
     def _wire(self) -> None:
         self.undo_stack.cleanChanged.connect(self._on_stack_changed)
         self.undo_stack.indexChanged.connect(self._on_stack_changed)
+        self.undo_stack.indexChanged.connect(self._on_first_edit)
         self.palette.activated.connect(lambda t, p: self.insert_block(t, p, None))
         self.search.chosen.connect(self._on_search_chosen)
         self.view.block_dropped.connect(lambda t, p, pos: self.insert_block(t, p, pos))
@@ -272,6 +276,7 @@ class MainWindow(QMainWindow):
         scene.canvas_activated.connect(self._show_search)
         scene.message.connect(self._show_status)
         scene.wire_dropped.connect(self._on_wire_dropped)
+        scene.reframe_requested.connect(self.view.show_graph)
         doc = scene.doc
         doc.shapes_changed.connect(self._update_status)
         doc.shapes_changed.connect(self.minimap.schedule)
@@ -290,7 +295,7 @@ class MainWindow(QMainWindow):
     def _detach_scene(self, scene: GraphScene) -> None:
         for sig, slot in ((scene.selectionChanged, self._on_selection), (scene.node_activated, self.open_inside),
                           (scene.canvas_activated, self._show_search), (scene.message, self._show_status),
-                          (scene.wire_dropped, self._on_wire_dropped)):
+                          (scene.wire_dropped, self._on_wire_dropped), (scene.reframe_requested, self.view.show_graph)):
             try:
                 sig.disconnect(slot)
             except (RuntimeError, TypeError):
@@ -324,19 +329,21 @@ class MainWindow(QMainWindow):
                 sep = QLabel("›")
                 self._crumb_layout.addWidget(sep)
             if i == len(self.levels) - 1:
-                current = QLabel(f"<b>{html.escape(level.title)}</b>")
+                current = QLabel(f"<b>{html.escape(_short(level.title, 48))}</b>")
                 current.setContentsMargins(4, 0, 4, 0)
+                current.setToolTip(level.title)
                 self._crumb_layout.addWidget(current)
             else:
                 b = QToolButton()
-                b.setText(level.title)
+                b.setText(_short(level.title, 28).replace("&", "&&"))
                 b.setAutoRaise(True)
-                b.setToolTip("Back to this graph")
+                b.setToolTip(f"Back to {level.title}")
                 b.clicked.connect(lambda _=False, k=i: self.go_to_level(k))
                 self._crumb_layout.addWidget(b)
         if len(self.levels) > 1:
             hint = QLabel("  read-only · double-click a block to look inside · Expand to edit its parts")
             hint.setEnabled(False)
+            hint.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widens the window
             self._crumb_layout.addWidget(hint)
         self._crumb_layout.addStretch(1)
         self.act_back.setEnabled(len(self.levels) > 1)
@@ -356,13 +363,12 @@ class MainWindow(QMainWindow):
         title = f"{node.name}" if node.name == node.type else f"{node.name} ({node.type})"
         inner_doc = Document(inner, read_only=True, title=title)
         scene = GraphScene(inner_doc, None, self.theme, compact_stacks=True, parent=self)
-        # Inner graphs come with the engine's rough columns; lay them out for these node sizes.
-        scene.auto_layout_view()
+        # Inner graphs come with the engine's rough columns: the view lays them out for its size.
         self._detach_scene(self.scene)
         self.levels.append(Level(title, inner_doc, scene, node_id))
         self._attach_scene(scene)
         self._update_crumbs()
-        self.view.fit()
+        self.view.show_graph()
         return True
 
     def go_to_level(self, index: int) -> None:
@@ -375,7 +381,7 @@ class MainWindow(QMainWindow):
             level.doc.deleteLater()
         self._attach_scene(self.scene)
         self._update_crumbs()
-        self.view.fit()
+        self.view.show_graph()
 
     def go_up(self) -> None:
         self.go_to_level(len(self.levels) - 2)
@@ -422,12 +428,15 @@ class MainWindow(QMainWindow):
         self.setWindowModified(not self.undo_stack.isClean())
         first = self._crumb_layout.itemAt(0)
         if first is not None and isinstance(first.widget(), QToolButton):
-            first.widget().setText(name)
+            first.widget().setText(_short(name, 28).replace("&", "&&"))
         elif first is not None and isinstance(first.widget(), QLabel):
-            first.widget().setText(f"<b>{html.escape(name)}</b>")
+            first.widget().setText(f"<b>{html.escape(_short(name, 48))}</b>")
 
     def _on_stack_changed(self, *_: Any) -> None:
         self._update_title()
+
+    def _on_first_edit(self, *_: Any) -> None:
+        self.levels[0].scene.adapt_layout = False
 
     @property
     def modified(self) -> bool:
@@ -534,10 +543,11 @@ class MainWindow(QMainWindow):
         if self.scene.read_only:
             self.scene.auto_layout_view()
         else:
-            cmd = commands.auto_layout_command(self.doc, self.scene.node_size, scale=self.scene.spread)
+            cmd = commands.auto_layout_command(self.doc, self.scene.node_size, scale=self.scene.spread,
+                                               **self.scene.layout_hints())
             if cmd is not None:
                 self.push(cmd)
-        self.view.fit()
+        self.view.show_graph()
 
     def _selected_one(self) -> str | None:
         ids = [i.node_id for i in self.scene.selectedItems() if isinstance(i, NodeItem)]
@@ -559,7 +569,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(str(exc), 6000)
             return
         self.push(cmd)
-        self.view.fit()
+        self.view.show_graph()
 
     # --- context menu ---------------------------------------------------------------------------------------
 
@@ -646,9 +656,11 @@ class MainWindow(QMainWindow):
         self.doc.set_graph(project.graph if project is not None else Graph())
         self.inspector.set_lesson(getattr(project, "name", ""), getattr(project, "description", ""))
         self.undo_stack.setClean()
+        # A lesson that cannot be read whole in this window is laid out for it (until the first edit).
+        self.levels[0].scene.adapt_layout = bool(self.files.is_preset)
         self.clipboard.reset()
         self._update_status()
-        self.view.fit()
+        self.view.show_graph()
         self.minimap.rebuild()
 
     # --- window events ------------------------------------------------------------------------------------------
@@ -673,6 +685,11 @@ class MainWindow(QMainWindow):
         if paths:
             event.acceptProposedAction()
             self.files.open_dropped(paths)
+
+
+def _short(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis (breadcrumbs never widen the window)."""
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
 def _probe_node(type_id: str, params: dict, name: str) -> Any:

@@ -51,8 +51,8 @@ class _Subset:
     def output_ports(self) -> Any:
         return self.block.output_ports()
 
-    def forward(self, inputs: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray]) -> Any:
-        return self.block.forward(inputs, {**self.fixed, **weights})
+    def forward(self, inputs: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray], context: Any = None) -> Any:
+        return self.block.forward(inputs, {**self.fixed, **weights}, context)
 
     def backward(self, gout: Mapping[str, np.ndarray], saved: Any, weights: Mapping[str, np.ndarray]) -> Any:
         gin, gw = self.block.backward(gout, saved, {**self.fixed, **weights})
@@ -112,10 +112,15 @@ def check_node(block: Block, inputs: Mapping[str, np.ndarray], weights: Mapping[
     """Finite differences against backprop for every float input and weight of ``block`` at
     these inputs (a seeded sample of ``max_weights`` weights in a bigger block), in float64."""
     inputs, weights = _float64(inputs), _float64(weights)
-    names = list(weights)
+    # buffers (BatchNorm's running statistics) are not learned: they have no gradient to check
+    buffers = block.buffer_names({k: np.shape(v) for k, v in inputs.items()})
+    names = [k for k in weights if k not in buffers]
     sampled = None
     target: Any = block
     checked = weights
+    if buffers & set(weights):
+        checked = {k: v for k, v in weights.items() if k not in buffers}
+        target = _Subset(block, {k: v for k, v in weights.items() if k in buffers})
     if len(names) > max_weights:
         picked = sorted(np.random.default_rng(seed).choice(len(names), size=max_weights, replace=False))
         chosen = {names[i] for i in picked}

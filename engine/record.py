@@ -37,6 +37,8 @@ from engine.runtime import Pass, PortKey, Runtime, TraceEvent
 
 #: Arrays larger than this are not copied into frames (their TraceEvent statistics still are).
 MAX_ELEMENTS = 4_000_000
+#: Nor are any once a pass's copies reach this many bytes (a big model's pass stays in memory).
+MAX_BYTES = 512 * 2**20
 
 Path = tuple[str, ...]
 
@@ -73,11 +75,6 @@ class Frame:
         return len(self.path) - 1
 
 
-def _copy(a: Any, limit: int) -> np.ndarray | None:
-    a = np.asarray(a)
-    if a.size > limit:
-        return None
-    return np.array(a, copy=True)
 
 
 def has_inside(block: Block | None) -> bool:
@@ -175,22 +172,34 @@ def _slice_to(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 class Recorder:
     """Runs one pass and yields its :class:`Frame` objects; see the module docstring.
 
-    ``inside`` also records the inner nodes of composites and unrolled networks;
+    ``inside`` also records the inner nodes of composites and unrolled networks; arrays are
+    copied up to ``max_elements`` each and ``max_bytes`` in all (then statistics only);
     ``should_stop`` is asked between node executions, and the recording ends early when it
     says yes (:attr:`stopped` tells)."""
 
     def __init__(self, runtime: Runtime, feeds: Mapping[str, np.ndarray], loss: PortKey | None, *,
                  inside: bool = True, should_stop: Callable[[], bool] | None = None,
-                 max_elements: int = MAX_ELEMENTS, local: bool = True) -> None:
+                 max_elements: int = MAX_ELEMENTS, max_bytes: int = MAX_BYTES, local: bool = True) -> None:
         self.runtime = runtime
         self.feeds = feeds
         self.loss = loss
         self.inside = inside
         self.should_stop = should_stop or (lambda: False)
         self.max_elements = max_elements
+        self.max_bytes = max_bytes
+        self.kept_bytes = 0
         self.local = local
         self.stopped = False
         self.loss_value: float | None = None
+
+    def _copy(self, a: Any, *, fresh: bool = False) -> np.ndarray | None:
+        """A copy of ``a`` to keep (``a`` itself when it is a ``fresh`` copy already), or None
+        when it is too large or the pass's budget is spent."""
+        a = np.asarray(a)
+        if a.size > self.max_elements or self.kept_bytes + a.nbytes > self.max_bytes:
+            return None
+        self.kept_bytes += a.nbytes
+        return a if fresh else np.array(a, copy=True)
 
     def _stop(self) -> bool:
         if self.should_stop():
@@ -219,7 +228,7 @@ class Recorder:
             weights = _weights_of(runtime, step)
             inputs = {port: p.values[src] for port, src in step.sources.items()}
             if self.inside and has_inside(step.block):
-                inside = self._open(step, path, inputs, weights, runtime.dtype)
+                inside = self._open(step, path, inputs, weights, runtime.dtype, getattr(p, "context", None))
                 if inside is not None:
                     insides[ev.node] = inside
                     yield from self._forward(inside.run, path, inside.children)
@@ -227,8 +236,8 @@ class Recorder:
                         return
             local = _local_derivatives(step, inputs, weights) if self.local else {}
             yield Frame(path, ev,
-                        {k: _copy(p.values[(ev.node, k)], self.max_elements) for k in ev.outputs},
-                        {}, {k: _copy(v, self.max_elements) for k, v in weights.items()}, local)
+                        {k: self._copy(p.values[(ev.node, k)]) for k in ev.outputs},
+                        {}, {k: self._copy(v) for k, v in weights.items()}, local)
             if self._stop():
                 return
 
@@ -248,9 +257,9 @@ class Recorder:
                     if self.stopped:
                         return
             yield Frame(path, ev.event,
-                        {k: _copy(v, self.max_elements) for k, v in gout.items()},
-                        {k: _copy(v, self.max_elements) for k, v in gin.items()},
-                        {k: _copy(v, self.max_elements) for k, v in gw.items()})
+                        {k: self._copy(v, fresh=True) for k, v in gout.items()},
+                        {k: self._copy(v, fresh=True) for k, v in gin.items()},
+                        {k: self._copy(v, fresh=True) for k, v in gw.items()})
             if self._stop():
                 return
 
@@ -307,12 +316,14 @@ class Recorder:
         return out
 
     def _open(self, step: Step, path: Path, inputs: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray],
-              dtype: Any) -> _Inside | None:
+              dtype: Any, context: Any) -> _Inside | None:
         in_shapes = {k: tuple(np.shape(v)) for k, v in inputs.items()}
         try:
             runtime = _inner_runtime(step, weights, in_shapes, dtype)
             feeds = {s.node: np.array(inputs[s.node], copy=True) for s in runtime.program.input_nodes if s.node in inputs}
-            run = runtime.start(feeds, trace=True)
+            # the context the block itself handed its inner pass (evaluation mode, this node's path)
+            inner_context = context.child(step.node) if context is not None and step.block.uses_context else None
+            run = runtime.start(feeds, trace=True, context=inner_context)
         except (EngineError, KeyError, ValueError, TypeError):
             return None  # nothing to show inside; the node's own frame still tells its story
         return _Inside(path, run, {}, dict(step.out_shapes))

@@ -59,6 +59,7 @@ class RunController(QObject):
         self._breakpoint: tuple[Path, str] | None = None
         self._last_arrival = 0.0
         self._expected = 0
+        self._top = 0  # top-level frames received (the progress bar counts them)
         self._play = QTimer(self)
         self._play.timeout.connect(self._tick)
         self._watch = QTimer(self)
@@ -125,6 +126,7 @@ class RunController(QObject):
         self.note = info.note
         self.labels = dict(info.labels)
         self.schedule = info.schedule
+        self._top = 0
         self._expected = 2 * len(info.schedule) if info.loss else len(info.schedule)
         self.message.emit(f"Running on {info.note}" + ("" if info.loss else "; no single-number output to take "
                                                         "gradients of, so forward only"), 6000)
@@ -135,8 +137,8 @@ class RunController(QObject):
         before = len(self.timeline.problems)
         self.timeline.extend(frames)
         self._last_arrival = time.perf_counter()
-        top = sum(1 for f in self.timeline.frames if f.depth == 0)
-        self.progress.emit(top, max(self._expected, top))
+        self._top += sum(1 for f in frames if f.depth == 0)
+        self.progress.emit(self._top, max(self._expected, self._top))
         if self._want is not None and self._want():
             self._want = None
             self._check_breakpoint()

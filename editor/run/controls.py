@@ -133,14 +133,18 @@ class RunControls:
         self.speed.currentIndexChanged.connect(lambda i: self._set_speed(SPEEDS[i]))
         self._sync_speed_menu()
 
-        self.toolbar = QToolBar("Run", window)
-        self.toolbar.setObjectName("run_toolbar")
-        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
+        # The run buttons join the window's toolbar after its last separator (editor.toolbar);
+        # the timeline gets a row of its own under it: the scrubber wants the width.
+        main_bar = getattr(window, "toolbar", None)
+        self.buttons = main_bar if isinstance(main_bar, QToolBar) else QToolBar("Run", window)
         for a in (self.act_forward, self.act_backward, self.act_step_back, self.act_step, self.act_play,
                   self.act_run_to, self.act_stop, self.act_reset):
-            self.toolbar.addAction(a)
-        self.toolbar.addWidget(self.speed)
-        self.toolbar.addSeparator()
+            self.buttons.addAction(a)
+        self.buttons.addWidget(self.speed)
+        self.toolbar = QToolBar("Timeline", window)
+        self.toolbar.setObjectName("run_toolbar")
+        self.toolbar.setMovable(False)
+        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         self.toolbar.addAction(self.act_one)
         self.toolbar.addAction(self.act_local)
         self.toolbar.addSeparator()

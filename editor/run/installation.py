@@ -29,6 +29,9 @@ class Installation(QObject):
         self.controls = RunControls(window, c, self.selected_node)
         menubar = window.menuBar()
         menubar.addMenu(self.controls.menu)
+        if self.controls.buttons is not getattr(window, "toolbar", None):
+            window.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.controls.buttons)
+        window.addToolBarBreak(Qt.ToolBarArea.TopToolBarArea)
         window.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.controls.toolbar)
 
         self.values = ValuesPanel(c, lambda: window.scene)

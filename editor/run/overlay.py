@@ -509,6 +509,7 @@ class RunOverlay(QObject):
         t = src_f.event.outputs[link.src_port]
         value = style.value_text(src_f.outputs.get(link.src_port), t)
         grad = note = ""
+        g_arr, gt = None, None
         st = None
         has_grad = False
         bad = t.nan or t.inf
@@ -536,7 +537,9 @@ class RunOverlay(QObject):
             dst_f = tl.value_frame(level, link.dst, cursor)
             if dst_f is not None and link.dst_port in dst_f.local:
                 note = f"∂/∂in {style.num(dst_f.local[link.dst_port])}"
-        return RunLabel(value, grad, note, grad_colour, stale, bad), st, has_grad
+        value_short = style.short_text(src_f.outputs.get(link.src_port), t)
+        grad_short = style.short_text(g_arr, gt, grad=True) if grad else ""
+        return RunLabel(value, grad, note, grad_colour, stale, bad, value_short, grad_short), st, has_grad
 
     def _node_state(self, tl: Timeline, level: Path, cursor: int, nid: str, running: tuple[str, str] | None,
                     stale: bool, consumers: dict[tuple[str, str], list[Any]]) -> MarkState:

@@ -127,3 +127,16 @@ def grad_text(a: np.ndarray | None, t: TensorStats) -> str:
     if a is not None and size <= SMALL:
         return "∇ " + numbers(a)
     return f"∇ ‖{num(t.norm, 3)}‖"
+
+
+def short_text(a: np.ndarray | None, t: TensorStats, grad: bool = False) -> str:
+    """The shorter form of a wire's text when the canvas is crowded: a single number stays, a
+    few numbers and a tensor become their norm."""
+    size = math.prod(t.shape) if t.shape else 1
+    if t.nan or t.inf:
+        return ("∇ " if grad else "") + ("NaN" if t.nan else "Inf")
+    if a is not None and size == 1:
+        return ("∇ " if grad else "") + numbers(a)
+    if a is not None and not np.issubdtype(a.dtype, np.floating):
+        return "ids"
+    return ("∇ " if grad else "") + f"‖{num(t.norm, 3)}‖"

@@ -336,21 +336,47 @@ def test_auto_layout_is_one_undo_step(win):
 
 
 def test_tightly_placed_files_open_without_overlaps_and_unchanged(win, tmp_path):
+    import shutil
+
     import presets
 
-    source = presets.path("rnn_vs_lstm")
-    assert win.files.load_path(source, is_preset=True)
-    rects = [item.sceneBoundingRect() for item in win.scene.nodes.values()]
-    bodies = [r.adjusted(8, 14, -8, 0) for r in rects]  # the body, without port dots and shadows
-    for i, a in enumerate(bodies):
-        for b in bodies[i + 1:]:
+    source = tmp_path / "mine.json"  # a file of the user's: its layout is never changed
+    shutil.copy(presets.path("rnn_vs_lstm"), source)
+    assert win.files.load_path(source)
+    win.view.show_graph()
+    rects = [item.card_rect() for item in win.scene.nodes.values()]
+    for i, a in enumerate(rects):
+        for b in rects[i + 1:]:
             assert not a.intersects(b)
     assert not win.modified
     # positions in the document are the file's: saving writes the same graph back
     out = tmp_path / "copy.json"
     win.answers.save_path = str(out)
-    assert win.files.save()  # a lesson is saved under a new name
+    assert win.files.save_as()
     assert serialize.graph_to_dict(serialize.load(out).graph) == serialize.graph_to_dict(serialize.load(source).graph)
+
+
+def test_a_lesson_too_wide_for_the_window_is_laid_out_for_it(win, tmp_path):
+    import presets
+
+    win.resize(1280, 800)
+    assert win.files.load_path(presets.path("two_layer_net"), is_preset=True)
+    win.view.show_graph()
+    seen = win.view.legibility()
+    assert seen["zoom"] >= 0.9 and seen["min_text_px"] >= 9.0
+    visible = win.view.mapToScene(win.view.viewport().rect()).boundingRect()
+    assert all(visible.contains(item.card_rect()) for item in win.scene.nodes.values()), "all of it in view"
+    assert not win.modified, "laying out a lesson for the window is not an edit"
+    # the first edit ends it: the layout then stays as the user left it
+    nid = next(iter(win.doc.graph.nodes))
+    win.scene.select_nodes([nid])
+    win.view.setFocus()
+    QTest.keyClick(win.view, Qt.Key.Key_Right)
+    assert win.undo_stack.count() == 1
+    before = {n: node.position for n, node in win.doc.graph.nodes.items()}
+    win.resize(1600, 1000)
+    win.view.show_graph()
+    assert {n: node.position for n, node in win.doc.graph.nodes.items()} == before
 
 
 def test_app_opens_the_default_lesson(qtbot, tmp_path):
@@ -496,7 +522,7 @@ def test_the_lesson_text_shows_while_nothing_is_selected(win):
 
     assert win.files.load_path(presets.path("two_layer_net"), is_preset=True)
     project = serialize.load(presets.path("two_layer_net"))
-    text = win.inspector.empty.text()
+    text = win.inspector.empty.toPlainText()
     assert project.name in text and "XOR" in project.description and "XOR" in text
     assert win.inspector.empty.isVisibleTo(win.inspector)
     node = next(iter(win.doc.graph.nodes))

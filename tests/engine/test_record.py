@@ -214,3 +214,13 @@ def test_a_big_composite_checks_a_sample_of_its_weights():
     result = nodecheck.check_node(b, {"x": rng.standard_normal((1, 3, 4))}, w, max_weights=3)
     assert result.sampled == (3, len(w)) and result.verdict == "correct"
     assert len(result.checks) == 4  # input x and three weights
+
+
+def test_a_pass_keeps_copies_within_its_memory_budget():
+    s = _setup("two_layer_net")
+    rec = record.Recorder(s.runtime, s.feeds, s.loss, max_bytes=3000)
+    frames = list(rec.frames())
+    kept = [a for f in frames for group in (f.outputs, f.inputs, f.weights) for a in group.values() if a is not None]
+    assert rec.kept_bytes <= 3000 and sum(a.nbytes for a in kept) == rec.kept_bytes
+    assert any(a is None for f in frames for a in f.outputs.values())  # the rest: statistics only
+    assert all(f.event.outputs for f in frames)
