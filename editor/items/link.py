@@ -42,9 +42,27 @@ class RunLabel:
     bad: bool = False
     value_short: str = ""
     grad_short: str = ""
+    value_tiny: str = ""
+    grad_tiny: str = ""
 
     def lines(self) -> list[str]:
         return [t for t in (self.value, self.grad, self.note) if t]
+
+    def variants(self) -> list[str]:
+        """The texts to try, longest first: everything; value and gradient; their shorter forms;
+        tiny ones; the gradient alone (after the backward pass it is the news)."""
+        def join(*lines: str) -> str:
+            return "\n".join(t for t in lines if t)
+        out = [join(*self.lines()), join(self.value, self.grad),
+               join(self.value_short or self.value, self.grad_short or self.grad),
+               join(self.value_tiny, self.grad_tiny)]
+        if self.grad_tiny:
+            out.append(self.grad_tiny)
+        unique: list[str] = []
+        for t in out:
+            if t and t not in unique:
+                unique.append(t)
+        return unique
 
 
 @dataclass(frozen=True)
@@ -137,7 +155,8 @@ class WireLabel(QGraphicsItem):
         self.where = 0.5
         self.priority = 0
         self.colour: QColor | None = None
-        self.text_colours: tuple[QColor | None, ...] = ()  # per line (None: the theme's label text)
+        # per line (None: the theme's label text), for every variant or per variant (a dict)
+        self.text_colours: Sequence[QColor | None] | dict[str, Sequence[QColor | None]] = ()
         self.chosen = -1  # index of the variant shown; -1: not placed (hidden)
         self.setZValue(0.5)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
@@ -151,10 +170,10 @@ class WireLabel(QGraphicsItem):
         return self.variants[self.chosen] if 0 <= self.chosen < len(self.variants) else ""
 
     def configure(self, variants: Sequence[str], where: float, priority: int, colour: QColor | None,
-                  text_colours: Sequence[QColor | None] = ()) -> None:
+                  text_colours: Sequence[QColor | None] | dict[str, Sequence[QColor | None]] = ()) -> None:
         self.variants = tuple(v for v in variants if v)
         self.where, self.priority, self.colour = where, priority, colour
-        self.text_colours = tuple(text_colours)
+        self.text_colours = dict(text_colours) if isinstance(text_colours, dict) else tuple(text_colours)
         self.update()
 
     @staticmethod
@@ -203,14 +222,15 @@ class WireLabel(QGraphicsItem):
         painter.drawRoundedRect(rect, 5, 5)
         painter.setFont(font("label"))
         lines = text.split("\n")
-        if len(lines) == 1 and not self.text_colours:
+        colours = self.text_colours.get(text, ()) if isinstance(self.text_colours, dict) else self.text_colours
+        if len(lines) == 1 and not colours:
             painter.setPen(theme.label_text)
             painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
             return
         fm = metrics("label")
         y = rect.top() + 2
         for k, line in enumerate(lines):
-            pen = self.text_colours[k] if k < len(self.text_colours) else None
+            pen = colours[k] if k < len(colours) else None
             painter.setPen(pen or theme.label_text)
             painter.drawText(QRectF(rect.left(), y, rect.width(), fm.height()), Qt.AlignmentFlag.AlignCenter, line)
             y += fm.height()
@@ -251,7 +271,8 @@ class LinkItem(_WireBase):
     # --- texts on the wire ----------------------------------------------------------------------------
 
     def set_label(self, slot: str, variants: str | Sequence[str], *, where: float = 0.5, priority: int = 0,
-                  colour: QColor | None = None, text_colours: Sequence[QColor | None] = ()) -> WireLabel:
+                  colour: QColor | None = None,
+                  text_colours: Sequence[QColor | None] | dict[str, Sequence[QColor | None]] = ()) -> WireLabel:
         """Show a text on this wire in ``slot`` (replacing that slot's text). ``variants`` is the
         text, or several, longest first: the placer shows the first that fits, or none. A text
         may have several lines; ``text_colours`` colours them one by one."""
@@ -296,11 +317,12 @@ class LinkItem(_WireBase):
         dim = QColor(128, 128, 128)
         first = dim if label.stale else (QColor("#e5484d") if label.bad else None)
         grad = dim if label.stale else label.grad_colour
-        full = "\n".join(label.lines())
-        both = "\n".join(t for t in (label.value, label.grad) if t)
-        short = "\n".join(t for t in (label.value_short or label.value, label.grad_short or label.grad) if t)
-        self.set_label(RUN_SLOT, [full, both, short], priority=1, colour=self.run_style.colour if self.run_style else None,
-                       text_colours=(first, grad, dim))
+        variants = label.variants()
+        # each line in its colour: the gradient's lines (∇ …) in the gradient colour
+        colours = {v: tuple(grad if line.startswith("∇") else (dim if line.startswith("∂") else first)
+                            for line in v.split("\n")) for v in variants}
+        self.set_label(RUN_SLOT, variants, priority=1, colour=self.run_style.colour if self.run_style else None,
+                       text_colours=colours)
         tip = [f"{self.link.src_port} → {self.link.dst_port}", f"value {label.value}"]
         if label.grad:
             tip.append(f"gradient {label.grad.removeprefix('∇ ')}")

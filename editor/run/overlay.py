@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QElapsedTimer, QObject, QPointF, QRectF, Qt, QTimer
+from PySide6.QtCore import QElapsedTimer, QObject, QPoint, QPointF, QRect, QRectF, Qt, QTimer
 from PySide6.QtGui import QColor, QLinearGradient, QPainter, QPainterPath, QPalette, QPen
 from PySide6.QtWidgets import QGraphicsItem, QLabel, QStyleOptionGraphicsItem, QWidget
 
@@ -275,6 +275,7 @@ class Legend(QWidget):
     def __init__(self, parent: QWidget) -> None:
         super().__init__(parent)
         self.theme: Theme | None = None
+        self.wanted = False  # a pass with gradients is shown (it still hides when no corner is free)
         self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         self.resize(440, 66)
         self.hide()
@@ -434,6 +435,7 @@ class RunOverlay(QObject):
                 item.set_run(None, None)
             for mark in list(self.marks.values()):
                 mark.set_state(MarkState())
+            self.legend.wanted = False
             self.legend.hide()
             self._hud(tl, theme)
             self._stop_pulses()
@@ -489,7 +491,10 @@ class RunOverlay(QObject):
         if self.legend.theme is not theme:
             self.legend.theme = theme
             self.legend.update()
-        self.legend.setVisible(any_grad)
+        self.legend.wanted = any_grad
+        if not any_grad:
+            self.legend.hide()
+        self._place_widgets()
         self._hud(tl, theme)
         # a pulse for a single step forward
         if not stale and cursor != self._last_cursor and running is not None and \
@@ -537,9 +542,13 @@ class RunOverlay(QObject):
             dst_f = tl.value_frame(level, link.dst, cursor)
             if dst_f is not None and link.dst_port in dst_f.local:
                 note = f"∂/∂in {style.num(dst_f.local[link.dst_port])}"
-        value_short = style.short_text(src_f.outputs.get(link.src_port), t)
+        v_arr = src_f.outputs.get(link.src_port)
+        value_short = style.short_text(v_arr, t)
         grad_short = style.short_text(g_arr, gt, grad=True) if grad else ""
-        return RunLabel(value, grad, note, grad_colour, stale, bad, value_short, grad_short), st, has_grad
+        value_tiny = style.short_text(v_arr, t, digits=3)
+        grad_tiny = style.short_text(g_arr, gt, grad=True, digits=3) if grad else ""
+        return RunLabel(value, grad, note, grad_colour, stale, bad, value_short, grad_short, value_tiny,
+                        grad_tiny), st, has_grad
 
     def _node_state(self, tl: Timeline, level: Path, cursor: int, nid: str, running: tuple[str, str] | None,
                     stale: bool, consumers: dict[tuple[str, str], list[Any]]) -> MarkState:
@@ -570,10 +579,10 @@ class RunOverlay(QObject):
         node_item = scene.nodes[nid]
         vf = tl.value_frame(level, last, cursor)
         bf = tl.grad_frame(level, last, cursor)
-        if vf is not None:
+        terminal = not any(consumers.get((last, port)) for port in node_item.outputs)
+        # a node that feeds nothing (the loss): its value under it (an Output marker's is on its wire)
+        if vf is not None and terminal and vf.event.type != "Output":
             for port in node_item.outputs:
-                if consumers.get((last, port)):
-                    continue
                 t = vf.event.outputs.get(port)
                 if t is None:
                     continue
@@ -696,9 +705,30 @@ class RunOverlay(QObject):
     # --- viewport widgets --------------------------------------------------------------------------------
 
     def _place_widgets(self) -> None:
-        vp = self.view.viewport()
-        self.legend.move(12, vp.height() - self.legend.height() - 12)
         self.hud.move(12, 10)
+        if self.legend.wanted:
+            # the first corner where it covers no card (nor the minimap), as the minimap does
+            spot = self._legend_spot()
+            if spot is not None:
+                self.legend.move(spot)
+            self.legend.setVisible(spot is not None)
+
+    def _legend_spot(self) -> QPoint | None:
+        vp = self.view.viewport()
+        w, h, m = self.legend.width(), self.legend.height(), 12
+        hud = self.hud.geometry() if self.hud.isVisible() else QRect()
+        minimap = getattr(self.view, "minimap", None)
+        taken = minimap.geometry() if minimap is not None and minimap.isVisible() else QRect()
+        scene = self.view.graph_scene()
+        for x, y in ((m, vp.height() - h - m), (vp.width() - w - m, vp.height() - h - m),
+                     (vp.width() - w - m, m + 40), (m, m + 40)):
+            spot = QRect(x, y, w, h)
+            if spot.intersects(taken) or spot.intersects(hud):
+                continue
+            area = self.view.mapToScene(spot.adjusted(-2, -2, 2, 2)).boundingRect()
+            if scene is None or not hasattr(scene, "card_grid") or not scene.card_grid().hits(area):
+                return spot.topLeft()
+        return None
 
     def _hud(self, tl: Timeline | None, theme: Theme) -> None:
         c = self.controller

@@ -129,14 +129,16 @@ def grad_text(a: np.ndarray | None, t: TensorStats) -> str:
     return f"∇ ‖{num(t.norm, 3)}‖"
 
 
-def short_text(a: np.ndarray | None, t: TensorStats, grad: bool = False) -> str:
+def short_text(a: np.ndarray | None, t: TensorStats, grad: bool = False, digits: int = 0) -> str:
     """The shorter form of a wire's text when the canvas is crowded: a single number stays, a
-    few numbers and a tensor become their norm."""
+    few numbers and a tensor become their norm; ``digits`` makes it tinier still (that many
+    significant digits, no space after ∇)."""
     size = math.prod(t.shape) if t.shape else 1
+    mark = ("∇" if digits else "∇ ") if grad else ""
     if t.nan or t.inf:
-        return ("∇ " if grad else "") + ("NaN" if t.nan else "Inf")
+        return mark + ("NaN" if t.nan else "Inf")
     if a is not None and size == 1:
-        return ("∇ " if grad else "") + numbers(a)
+        return mark + (num(np.asarray(a).reshape(-1)[0].item(), digits) if digits else numbers(a))
     if a is not None and not np.issubdtype(a.dtype, np.floating):
         return "ids"
-    return ("∇ " if grad else "") + f"‖{num(t.norm, 3)}‖"
+    return mark + f"‖{num(t.norm, digits or 3)}‖"
