@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt
-from PySide6.QtWidgets import QDockWidget, QMenu, QProgressBar
+from PySide6.QtWidgets import QDockWidget, QMenu, QProgressBar, QToolButton
 
 from editor.items import LinkItem, NodeItem
 from editor.run.controller import RunController
@@ -46,13 +46,20 @@ class Installation(QObject):
         self.problems = ProblemsPanel(c, self.jump)
         self.problems_dock = self._dock("Problems", self.problems, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.problems_dock.hide()
-        self._problems_shown_for: Any = None
         for m in window.menuBar().actions():
             if m.menu() is not None and m.text().replace("&", "") == "View":
                 m.menu().addAction(self.values_dock.toggleViewAction())
                 m.menu().addAction(self.problems_dock.toggleViewAction())
                 m.menu().addAction(self.controls.toolbar.toggleViewAction())
 
+        self.problems_button = QToolButton()
+        self.problems_button.setObjectName("run_problems")
+        self.problems_button.setAutoRaise(True)
+        self.problems_button.setStyleSheet("QToolButton { color: #d9480f; font-weight: 600; }")
+        self.problems_button.setToolTip("NaN/Inf, vanishing or exploding gradients in this pass: show the list")
+        self.problems_button.clicked.connect(self.show_problems)
+        self.problems_button.hide()
+        window.statusBar().addPermanentWidget(self.problems_button)
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(160)
         self.progress.setTextVisible(True)
@@ -157,13 +164,18 @@ class Installation(QObject):
         self.progress.show()
 
     def _on_problems(self) -> None:
+        """A button in the status bar counts the problems and opens their list (the canvas keeps
+        its size: the marks on the cards say where they are)."""
         tl = self.controller.timeline
-        if tl is not None and tl.problems and self._problems_shown_for is not tl:
-            self._problems_shown_for = tl
-            self.problems_dock.show()
-            self.problems_dock.raise_()
-            # a short list under the canvas, not half the window
-            self.window.resizeDocks([self.problems_dock], [110], Qt.Orientation.Vertical)
+        n = len(tl.problems) if tl is not None else 0
+        self.problems_button.setText(f"⚠ {n} problem{'s' if n != 1 else ''}")
+        self.problems_button.setVisible(n > 0)
+
+    def show_problems(self) -> None:
+        self.problems_dock.show()
+        self.problems_dock.raise_()
+        # a short list under the canvas, not half the window
+        self.window.resizeDocks([self.problems_dock], [110], Qt.Orientation.Vertical)
 
     def jump(self, path: Path, frame: int) -> None:
         """Show the node at ``path`` (opening the composites it is inside) and the pass up to

@@ -35,7 +35,7 @@ from editor.run.controller import RunController
 from editor.run.timeline import Path, Timeline
 from editor.theme import Theme
 
-STRIP_H = 16.0
+STRIP_H = 12.0
 STRIP_TEXT = 230.0  # the strip's caption may run past a narrow card
 _PLUMBING = frozenset({"Input", "Output", "TimeStep", "StackSteps", "Constant"})  # not layers of a strip
 HALO = 7.0
@@ -60,6 +60,7 @@ class MarkState:
     weight_grad: float | None = None  # the largest weight-gradient norm, once backward reached it
     strip: tuple[tuple[str, float], ...] = ()  # (name, gradient norm) per layer / time step
     strip_title: str = ""
+    strip_caption: bool = True  # room under the card to write the strip's caption
     sinks: tuple[SinkChip, ...] = ()
     fanout: tuple[tuple[str, int, int, str], ...] = ()  # (port, arrived, total, text)
     done: str = ""  # "forward" | "backward": the last phase that reached this node
@@ -93,6 +94,15 @@ class RunMark(QGraphicsItem):
         self.setToolTip(tip)
         self.update()
 
+    def caption_room(self) -> bool:
+        """Whether the strip's caption has room under the card (no other card there now: cards
+        move when the view lays the graph out again, so this is asked when painting)."""
+        scene = self.scene()
+        if not self.state.strip_caption or scene is None or not hasattr(scene, "card_grid"):
+            return self.state.strip_caption
+        below = QRectF(0, self.node.height + 2, max(self.node.width, STRIP_TEXT + 8), STRIP_H + 18)
+        return not scene.card_grid().hits(self.node.mapRectToScene(below), ignore=(self.node,))
+
     def _chip_rect(self, chip: SinkChip) -> QRectF:
         """Under the node, at its right edge (inside the view's fit margin): an output that feeds
         nothing, such as the loss."""
@@ -101,14 +111,14 @@ class RunMark(QGraphicsItem):
         w = max(fm.horizontalAdvance(t) for t in lines) + 12
         h = fm.height() * len(lines) + 6
         k = [c.port for c in self.state.sinks].index(chip.port) if chip in self.state.sinks else 0
-        top = self.node.height + 6 + (STRIP_H + 18 if self.state.strip else 0) + k * (h + 4)
+        top = self.node.height + 6 + (STRIP_H + 4 + (14 if self.state.strip_caption else 0) if self.state.strip else 0) + k * (h + 4)
         return QRectF(self.node.width - w, top, w, h)
 
     def _relayout(self) -> None:
         w, h = self.node.width, self.node.height
         r = QRectF(-HALO - 2, -HALO - 2, w + 2 * HALO + 4, h + 2 * HALO + 4)
         if self.state.strip:
-            r = r.united(QRectF(0, h + 4, max(w, STRIP_TEXT + 8), STRIP_H + 16))
+            r = r.united(QRectF(0, h + 2, max(w, STRIP_TEXT + 8), STRIP_H + 18))
         for chip in self.state.sinks:
             r = r.united(self._chip_rect(chip).adjusted(-2, -2, 2, 2))
         if self.state.fanout:
@@ -124,7 +134,7 @@ class RunMark(QGraphicsItem):
         path = QPainterPath()
         w, h = self.node.width, self.node.height
         if self.state.strip:
-            path.addRect(QRectF(0, h + 4, w, STRIP_H + 16))
+            path.addRect(QRectF(0, h + 2, w, STRIP_H + (16 if self.state.strip_caption else 2)))
         for chip in self.state.sinks:
             path.addRect(self._chip_rect(chip))
         if self.state.problems:
@@ -168,7 +178,7 @@ class RunMark(QGraphicsItem):
         s = self.state
         w, h = self.node.width, self.node.height
         n = len(s.strip)
-        top = h + 6
+        top = h + 3
         cell = (w - 8) / n
         norms = [v for _, v in s.strip if v > 0]
         lo, hi = (math.log10(min(norms)), math.log10(max(norms))) if norms else (0.0, 0.0)
@@ -181,6 +191,8 @@ class RunMark(QGraphicsItem):
             bh = 2 + (STRIP_H - 2) * frac
             painter.setBrush(c)
             painter.drawRect(QRectF(4 + i * cell, top + STRIP_H - bh, max(cell - (1 if cell > 4 else 0), 1), bh))
+        if not self.caption_room():
+            return  # a card right below: the caption is in the tooltip
         painter.setFont(font("small"))
         painter.setPen(theme.text_dim)
         room = max(w - 8, STRIP_TEXT)
@@ -607,7 +619,8 @@ class RunOverlay(QObject):
                     style.numbers(total) if total.size <= style.SMALL else f"‖{style.num(float(np.linalg.norm(total)))}‖")
             fan.append((port, len(got), len(links), text))
         done = "backward" if bf is not None else ("forward" if vf is not None else "")
-        return MarkState(run, stale, tuple(kinds), "<br>".join(tips), wnorm, strip, title, tuple(sinks), tuple(fan), done)
+        return MarkState(run, stale, tuple(kinds), "<br>".join(tips), wnorm, strip, title, True, tuple(sinks),
+                         tuple(fan), done)
 
     def _strip(self, tl: Timeline, level: Path, cursor: int, members: list[str]) -> tuple[tuple[tuple[str, float], ...], str]:
         """Per-layer gradient norms: the members of a compact stack, or the repeated inner blocks
@@ -775,6 +788,9 @@ class RunOverlay(QObject):
             parts.append(f"loss = {style.num(tl.loss)}")
         if c.one_example:
             parts.append("<i>one example</i>")
+        seen = sum(1 for p in tl.problems_until(c.cursor))
+        if seen:
+            parts.append(f"<span style='color:#d9480f'>⚠ {seen} problem{'s' if seen != 1 else ''} (status bar)</span>")
         self.hud.show_text(" · ".join(parts), theme)
 
 

@@ -215,6 +215,9 @@ def test_nan_in_a_weight_is_flagged_on_its_node_and_in_problems(qtbot, win):
     assert "nan" in marks[v].state.problems
     assert marks[node_id(win, "φ(x)")].state.problems == ()
     panel = win.run.installation.problems
+    button = win.run.installation.problems_button
+    assert button.isVisible() and button.text().startswith("⚠ ")
+    QTest.mouseClick(button, Qt.MouseButton.LeftButton)
     assert win.run.installation.problems_dock.isVisible()
     texts = [panel.list.item(i).text() for i in range(panel.list.count())]
     assert texts and "'V'" in texts[0] and "NaN" in texts[0]
