@@ -77,13 +77,14 @@ import numpy as np
 
 import engine
 from engine import data as data_mod
+from engine import feeds as feeds_mod
 from engine import memory
 from engine.archive import reason, size_text
 from engine.errors import EngineError, FileFormatError, GraphError, RuntimeFailure
 from engine.optim import OptimizerError
 from engine.runtime import Pass, Runtime, TensorStats, TraceEvent
 from engine.serialize import Project, Rescued, load, save_rescue
-from engine.train import StepRecord, Trainer, TrainingConfig, TrainingError
+from engine.train import StepRecord, Trainer, TrainingConfig
 
 PROG = "backprop-studio"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -191,18 +192,7 @@ def _config(project: Project, args: argparse.Namespace) -> TrainingConfig:
 
 
 def _loss_key(runtime: Runtime, config: TrainingConfig, required: bool) -> tuple[str, str] | None:
-    if not config.loss:
-        if required:
-            raise TrainingError("the file names no loss: set training.loss to the name of the node whose output is the loss")
-        return None
-    try:
-        key = runtime.loss_port(config.loss)
-    except GraphError as exc:
-        raise TrainingError(f"training.loss is {config.loss!r}, but {exc}") from None
-    step = runtime.program.step(key[0])
-    if step.out_shapes.get(key[1]) != ():
-        raise TrainingError(f"training.loss is {step.label}, whose output has shape {step.out_shapes.get(key[1])}; the loss must be a single number")
-    return key
+    return feeds_mod.loss_key(runtime, config, required)
 
 
 # --- run ------------------------------------------------------------------------------------------
@@ -241,9 +231,7 @@ def _prepare_kernels(runtime: Runtime, out: Output, feeds: Mapping[str, np.ndarr
     progress line on a terminal. Returns the backend."""
     from engine import kernels, warmup
 
-    plan = warmup.plan(runtime, passes, feeds, loss)
-    if plan.backend == "numba":
-        warmup.compile_kernels(plan.pending, KernelProgress(out))
+    plan = warmup.ready(runtime, passes, feeds, loss, KernelProgress(out))
     kernels.select(plan.backend)
     return plan.backend
 
@@ -272,12 +260,11 @@ def _sinks(runtime: Runtime) -> list[tuple[str, str]]:
 
 def cmd_run(args: argparse.Namespace, out: Output) -> int:
     path, project = _load(args.file)
-    config = _config(project, args)
-    dataset = data_mod.bind(project.data, project.graph)
-    runtime = Runtime(project.graph, weights=project.weights, seed=config.seed, dtype=config.dtype)
-    loss_key = _loss_key(runtime, config, required=False)
-    feeds = dataset.first_feeds()
-    backend = _prepare_kernels(runtime, out, feeds, loss_key, passes=1)
+    # The editor's Run controls start from the same setup (and the same kernel backend), so
+    # both show the same loss.
+    setup = feeds_mod.lesson_pass(project, seed=getattr(args, "seed", None), dtype=getattr(args, "dtype", None))
+    runtime, loss_key, feeds = setup.runtime, setup.loss, setup.feeds
+    backend = _prepare_kernels(runtime, out, feeds, loss_key, passes=1)  # = setup.ready(): the editor's choice too
     t0 = time.perf_counter()
     p: Pass = runtime.start(feeds, trace=args.trace)
     for ev in p.forward_steps():
@@ -308,10 +295,10 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
         f"{_name(runtime, n)}/{w}": _stats_json(TensorStats.of(g)) for n, ws in grads.items() for w, g in ws.items()
     }
     out.event("result", file=str(path), name=project.name, loss=loss, outputs=outputs, gradients=gradients,
-              batch=dataset.batch, rows=dataset.rows, dtype=str(runtime.dtype), seconds=seconds, kernels=backend)
+              batch=setup.batch, rows=setup.rows, dtype=str(runtime.dtype), seconds=seconds, kernels=backend)
     out.line(f"{path}: {project.name}" if project.name else str(path))
     if loss_key is not None:
-        out.line(f"loss = {_fmt(loss)}  (node {runtime.program.step(loss_key[0]).label}, batch of {dataset.batch}, {runtime.dtype})")  # type: ignore[arg-type]
+        out.line(f"loss = {_fmt(loss)}  (node {runtime.program.step(loss_key[0]).label}, batch of {setup.batch}, {runtime.dtype})")  # type: ignore[arg-type]
     for key, entry in outputs.items():
         if loss_key is not None and key == _name(runtime, loss_key[0]):
             continue

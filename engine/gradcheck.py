@@ -1,4 +1,5 @@
-"""Central-difference gradient checks: for one block, one node of a running graph, a whole graph.
+"""Central-difference gradient checks: for one block (the editor checks one node with it, see
+:mod:`engine.nodecheck`) and for a whole graph.
 
 The analytic gradient of a random projection ``L = Σ R ⊙ out`` (for a block) or of the loss (for
 a graph) is compared with ``(L(x + εv) − L(x − εv)) / 2ε``: element by element for small
@@ -228,28 +229,6 @@ def check_block(block: Block, inputs: Mapping[str, np.ndarray], weights: Mapping
     return checks
 
 
-def check_node(runtime: Any, feeds: Mapping[str, np.ndarray], node: str, *, seed: int = 0, eps: float = 1e-6,
-               tolerance: float = TOLERANCE) -> list[Check]:
-    """Gradient check of one node of a graph at the values that reach it from ``feeds``: the
-    editor's per-node check. Runs the graph forward in the runtime's own dtype, then checks the
-    node's block in float64 with those inputs and its weights (shared ones included)."""
-    p = runtime.forward(feeds)
-    step = runtime.program.step(runtime.graph.find(node).id)
-
-    def f64(v: np.ndarray) -> np.ndarray:
-        v = np.asarray(v)
-        return v.astype(np.float64) if np.issubdtype(v.dtype, np.floating) else v.copy()
-
-    if step.type == "Input":
-        return []
-    inputs = {port: f64(p.values[src]) for port, src in step.sources.items()}
-    weights = {k: f64(v) for k, v in runtime.weights.get(step.node, {}).items()}
-    weights.update({local: f64(runtime.weights[owner][name]) for local, (owner, name) in step.shared.items()})
-    buffers = step.block.buffer_names(step.in_shapes)  # running statistics: no gradient to check
-    checks = check_block(step.block, inputs, weights, seed=seed, eps=eps, tolerance=tolerance)
-    return [c for c in checks if c.what.removeprefix("weight ") not in buffers or not c.what.startswith("weight ")]
-
-
 def learned_weights(runtime: Any) -> list[tuple[str, str]]:
     """Every ``(node, weight)`` of a runtime that has a gradient to check (buffers such as
     BatchNorm's running statistics have none)."""
@@ -286,4 +265,4 @@ def check_graph(runtime: Any, feeds: Mapping[str, np.ndarray], loss: Any, *, see
 
 
 __all__ = ["MAX_ELEMENTS", "DIRECTIONS", "TOLERANCE", "OK", "KINK", "FAILED", "Kink", "Check", "relative_error",
-           "check_block", "check_node", "learned_weights", "check_graph"]
+           "check_block", "learned_weights", "check_graph"]
