@@ -16,10 +16,10 @@ from typing import Any, Mapping
 
 from PySide6.QtGui import QUndoCommand
 
-from editor.document import Document, RemovedNode
+from editor.document import Document
 from engine import blocks
 from engine.errors import GraphError
-from engine.graph import Link
+from engine.graph import Link, Removed
 
 # Command ids for mergeWith (Qt requires a distinct int per mergeable class).
 _SET_PARAMS_ID = 1001
@@ -50,17 +50,19 @@ class AddNodeCommand(QUndoCommand):
 
 
 class RemoveItemsCommand(QUndoCommand):
-    """Delete nodes (with every link touching them) and links, as one step."""
+    """Delete nodes (with every link touching them) and links, as one step (one pass over the
+    graph however many there are)."""
 
     def __init__(self, doc: Document, node_ids: list[str], links: list[Link] = (), *,
                  parent: QUndoCommand | None = None) -> None:
         super().__init__(parent)
         self.doc = doc
-        self.node_ids = [n for n in doc.graph.nodes if n in set(node_ids)]
+        wanted = set(node_ids)
+        self.node_ids = [n for n in doc.graph.nodes if n in wanted]
         gone = set(self.node_ids)
-        self.links = [l for l in links if l.src not in gone and l.dst not in gone and l in doc.graph.links]
-        self._removed_links: list[tuple[int, Link]] = []
-        self._removed_nodes: list[RemovedNode] = []
+        present = set(doc.graph.links)
+        self.links = [l for l in links if l.src not in gone and l.dst not in gone and l in present]
+        self._removed: Removed | None = None
         what = []
         if self.node_ids:
             what.append(f"{len(self.node_ids)} node{'s' if len(self.node_ids) != 1 else ''}")
@@ -69,16 +71,10 @@ class RemoveItemsCommand(QUndoCommand):
         self.setText("Delete " + " and ".join(what))
 
     def redo(self) -> None:
-        with self.doc.batch():
-            self._removed_links = [(self.doc.remove_link(l), l) for l in self.links]
-            self._removed_nodes = [self.doc.remove_node(n) for n in self.node_ids]
+        self._removed = self.doc.remove_items(self.node_ids, self.links)
 
     def undo(self) -> None:
-        with self.doc.batch():
-            for removed in reversed(self._removed_nodes):
-                self.doc.restore_node(removed)
-            for index, link in reversed(self._removed_links):
-                self.doc.insert_link(link, index)
+        self.doc.restore_items(self._removed)
 
 
 class ConnectCommand(QUndoCommand):
@@ -243,11 +239,7 @@ class PasteCommand(QUndoCommand):
                 self.doc.insert_link(link)
 
     def undo(self) -> None:
-        with self.doc.batch():
-            for link in reversed(self.links):
-                self.doc.remove_link(link)
-            for nid in reversed(self.node_ids):
-                self.doc.remove_node(nid)
+        self.doc.remove_items(self.node_ids)  # the pasted links touch only pasted nodes: they go too
 
 
 def _fresh_name(base: str, taken: set[str]) -> str:
@@ -361,10 +353,7 @@ class ExpandCompositeCommand(QUndoCommand):
             for nid, (old, _) in self.layout.items():
                 self.doc.move(nid, old)
         with self.doc.batch():
-            for link in reversed(self.new_links):
-                self.doc.remove_link(link)
-            for n in reversed(self.new_nodes):
-                self.doc.remove_node(n["id"])
+            self.doc.remove_items([n["id"] for n in self.new_nodes], self.new_links)
             self.doc.restore_node(self.removed)
 
 

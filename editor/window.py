@@ -529,9 +529,7 @@ class MainWindow(QMainWindow):
             self.push(commands.RemoveItemsCommand(self.doc, ids, links))
 
     def select_all(self) -> None:
-        for item in self.scene.nodes.values():
-            if item.isVisible():
-                item.setSelected(True)
+        self.scene.select_all()
 
     def rename(self) -> None:
         ids = self.scene.selected_node_ids()

@@ -15,6 +15,10 @@ from engine import blocks
 from engine.blocks import Kind, ParamType
 from engine.graph import Node
 
+# Item changes compared in itemChange (called for every change of every item: looked up once).
+_POSITION_CHANGED = QGraphicsItem.GraphicsItemChange.ItemPositionHasChanged
+_SELECTED_CHANGED = QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged
+
 
 PORT_R = 5.0
 MIN_WIDTH = 104.0
@@ -60,6 +64,13 @@ class PortItem(QGraphicsItem):
         self.setAcceptHoverEvents(True)
         self.setCursor(Qt.CursorShape.CrossCursor)
         self.setZValue(2)
+        self._tip = ""
+
+    def set_tip(self, text: str) -> None:
+        """The tooltip (set only when it changed: the scene re-reads every port after each edit)."""
+        if text != self._tip:
+            self._tip = text
+            self.setToolTip(text)
 
     def boundingRect(self) -> QRectF:
         r = PORT_R + 5
@@ -145,6 +156,11 @@ class NodeItem(QGraphicsItem):
         self.height = self.g.header
         self._node = node
         self.refresh(node)  # the scene places it (it knows the spread)
+
+    @property
+    def node(self) -> Node:
+        """The document node this card last showed."""
+        return self._node
 
     # --- model → picture -----------------------------------------------------------------------
 
@@ -297,11 +313,11 @@ class NodeItem(QGraphicsItem):
         return path
 
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:
-        if change == QGraphicsItem.GraphicsItemChange.ItemPositionHasChanged:
+        if change == _POSITION_CHANGED:
             scene = self.scene()
             if scene is not None:
                 scene.node_item_moved(self)
-        elif change == QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged:
+        elif change == _SELECTED_CHANGED:
             self._raise_for_note()
         return super().itemChange(change, value)
 
