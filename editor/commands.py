@@ -19,7 +19,7 @@ from PySide6.QtGui import QUndoCommand
 from editor.document import Document
 from engine import blocks
 from engine.errors import GraphError
-from engine.graph import Link, Removed
+from engine.graph import Link, Removed, short
 
 # Command ids for mergeWith (Qt requires a distinct int per mergeable class).
 _SET_PARAMS_ID = 1001
@@ -40,7 +40,7 @@ class AddNodeCommand(QUndoCommand):
         self.position = position
         self.name = name if name is not None else doc.graph.unique_name(type_id)
         self.node_id = str(uuid.uuid4())
-        self.setText(f"Add {self.name}")
+        self.setText(f"Add {short(self.name)}")
 
     def redo(self) -> None:
         self.doc.add_node(self.type_id, self.params, node_id=self.node_id, name=self.name, position=self.position)
@@ -90,7 +90,7 @@ class ConnectCommand(QUndoCommand):
         self.replaced: tuple[int, Link] | None = None
         a, b = doc.node(src), doc.node(dst)
         replacing = doc.graph.link_into(dst, dst_port) is not None
-        self.setText(f"{'Replace link into' if replacing else 'Connect'} {b.name}.{dst_port} from {a.name}.{src_port}")
+        self.setText(f"{'Replace link into' if replacing else 'Connect'} {short(b.name)}.{dst_port} from {short(a.name)}.{src_port}")
 
     def redo(self) -> None:
         self.link, self.replaced = self.doc.connect(*self.args, replace=True)
@@ -131,17 +131,16 @@ class SetParamsCommand(QUndoCommand):
                  parent: QUndoCommand | None = None) -> None:
         super().__init__(parent)
         node = doc.node(node_id)
-        if node.block is None:
-            raise GraphError(f"{node.label} is a placeholder for an unknown block; its params cannot be edited")
-        new = dict(node.params)
-        new.update(changes)
-        blocks.create(node.type, **new)  # raises ParamError with the engine's message
+        # The engine's whole check (types, ranges, the block's cross-checks, params naming another
+        # node): a refused value raises its message here, where the inspector shows it, and
+        # nothing reaches the stack whose redo could fail.
+        doc.graph.check_params(node_id, changes)
         self.doc = doc
         self.node_id = node_id
         self.changes = dict(changes)
         self.old = {k: node.params.get(k) for k in changes}
         self.merge_key = merge_key
-        self.setText(f"Set {', '.join(self.changes)} of {node.name}")
+        self.setText(f"Set {', '.join(self.changes)} of {short(node.name)}")
 
     def id(self) -> int:
         return _SET_PARAMS_ID if self.merge_key else -1
@@ -167,7 +166,7 @@ class RenameCommand(QUndoCommand):
         self.node_id = node_id
         self.name = name
         self.old = doc.node(node_id).name
-        self.setText(f"Rename {self.old} to {name}")
+        self.setText(f"Rename {short(self.old)} to {short(name)}")
 
     def redo(self) -> None:
         self.doc.rename(self.node_id, self.name)
@@ -329,7 +328,7 @@ class ExpandCompositeCommand(QUndoCommand):
                 if src is not None:
                     self.new_links.append(Link(src[0], src[1], l.dst, l.dst_port))
         self.removed = None
-        self.setText(f"Expand {node.name}")
+        self.setText(f"Expand {short(node.name)}")
 
     def redo(self) -> None:
         with self.doc.batch():

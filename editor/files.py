@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QMenu
 from editor.document import Document
 from editor.prompts import Prompts
 from engine.errors import EngineError
-from engine.graph import Graph
+from engine.graph import Graph, short
 
 MAX_RECENT = 10
 
@@ -77,8 +77,9 @@ class Files(QObject):
 
     def display_name(self) -> str:
         if self.path is not None and not self.is_preset:
-            return self.path.name
-        return (self.project.name if self.project is not None and self.project.name else None) or "Untitled"
+            return short(self.path.name)
+        # a file's name is the file's to say, so never a megabyte in a title bar or a question
+        return short(self.project.name if self.project is not None and self.project.name else "") or "Untitled"
 
     def set_project(self, project: Any, path: Path | None, *, is_preset: bool = False) -> None:
         """Show a loaded project (not undoable: the stack starts clean)."""

@@ -6,6 +6,7 @@ is layout, not content): gestures become :mod:`editor.commands` pushed on the un
 from __future__ import annotations
 
 import contextlib
+import html
 from typing import Any, Iterable, Iterator
 
 import networkx as nx
@@ -22,7 +23,7 @@ from editor.theme import LIGHT, Theme
 from engine.blocks import Kind
 from engine.blocks._base import shape_str
 from engine.errors import EngineError
-from engine.graph import Link
+from engine.graph import Link, short
 
 SCENE_EXTENT = 100_000.0
 MIN_STACK = 3  # identical blocks in a chain drawn as one compact stack from this many on
@@ -238,7 +239,7 @@ class GraphScene(QGraphicsScene):
         if item is None:
             return
         chain = self.stacks.get(node_id)
-        item.title_override = f"{self.doc.node(chain[0]).name} … {self.doc.node(chain[-1]).name}" if chain else ""
+        item.title_override = f"{short(self.doc.node(chain[0]).name)} … {short(self.doc.node(chain[-1]).name)}" if chain else ""
         item.refresh(self.doc.node(node_id))
         self.invalidate_cards()
         for link in self._links_of.get(node_id, ()):
@@ -441,7 +442,7 @@ class GraphScene(QGraphicsScene):
             for head, chain in self.stacks.items():
                 last = self.doc.node(chain[-1])
                 self.nodes[head].setToolTip(
-                    f"<b>{len(chain)} × {last.type}</b><br>{chain and self.doc.node(chain[0]).name} … {last.name}"
+                    f"<b>{len(chain)} × {last.type}</b><br>{html.escape(short(self.doc.node(chain[0]).name))} … {html.escape(short(last.name))}"
                     "<br><i>double-click to show every block</i>")
 
     def open_stack(self, head: str) -> None:
@@ -799,7 +800,7 @@ class GraphScene(QGraphicsScene):
             if picked is not None and (picked.dst, picked.dst_port) != (dst, dp):
                 # Lifting a wire off one input and dropping it on another is one step:
                 # children of a macro run in order (remove the lifted link, then connect).
-                macro = QUndoCommand(f"Move link to {self.doc.node(dst).name}.{dp}")
+                macro = QUndoCommand(f"Move link to {short(self.doc.node(dst).name)}.{dp}")
                 commands.RemoveItemsCommand(self.doc, [], [picked], parent=macro)
                 commands.ConnectCommand(self.doc, src, sp, dst, dp, parent=macro)
                 self.push(macro)

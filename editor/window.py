@@ -34,7 +34,7 @@ from editor.view import GraphView
 from engine import blocks
 from engine.blocks import Block
 from engine.errors import EngineError
-from engine.graph import Graph
+from engine.graph import Graph, short
 
 AUTOSAVE_MS = 60_000
 
@@ -353,14 +353,14 @@ class MainWindow(QMainWindow):
         doc = self.level.doc
         node = doc.node(node_id)
         if not openable(node):
-            self.statusBar().showMessage(f"{node.name} is a single block ({node.type}); it has no inner graph", 5000)
+            self.statusBar().showMessage(f"{short(node.name)} is a single block ({node.type}); it has no inner graph", 5000)
             return False
         try:
             inner = commands.inner_graph(doc, node_id)
         except EngineError as exc:
             self.prompts.error("Cannot open block", str(exc))
             return False
-        title = f"{node.name}" if node.name == node.type else f"{node.name} ({node.type})"
+        title = short(node.name) if node.name == node.type else f"{short(node.name)} ({node.type})"
         inner_doc = Document(inner, read_only=True, title=title)
         scene = GraphScene(inner_doc, None, self.theme, compact_stacks=True, parent=self)
         # Inner graphs come with the engine's rough columns: the view lays them out for its size.
@@ -512,7 +512,7 @@ class MainWindow(QMainWindow):
             cmd.position = self.scene.to_doc(QPointF(round(scene_pos.x() - probe.width / 2), round(scene_pos.y() - 14)))
         if connect is not None:
             # Insert and connect are one undo step.
-            self.undo_stack.beginMacro(f"Insert {cmd.name} and connect")
+            self.undo_stack.beginMacro(f"Insert {short(cmd.name)} and connect")
             self.push(cmd)
             self._connect_new(cmd.node_id, connect)
             self.undo_stack.endMacro()
@@ -652,7 +652,7 @@ class MainWindow(QMainWindow):
         self._reset_levels()
         self.undo_stack.clear()
         self.doc.set_graph(project.graph if project is not None else Graph())
-        self.inspector.set_lesson(getattr(project, "name", ""), getattr(project, "description", ""))
+        self.inspector.set_lesson(short(getattr(project, "name", "") or "", 200), getattr(project, "description", ""))
         self.undo_stack.setClean()
         # A lesson that cannot be read whole in this window is laid out for it (until the first edit).
         self.levels[0].scene.adapt_layout = bool(self.files.is_preset)
