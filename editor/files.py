@@ -3,15 +3,26 @@
 :class:`Files` owns what the open document was loaded from (the project, its path, whether it is
 a shipped lesson) and every read and write of it. The window shows what it is given through one
 callback and listens to :attr:`Files.changed` for its title; it never touches a file itself.
+
+Recovery: every window autosaves its unsaved work to a file of its own in :func:`recovery_dir`
+(``<id>.json``, private to the user, with ``<id>.source`` saying which file it was edited from)
+and holds ``<id>.lock`` (a :class:`QLockFile`) for as long as it lives. A recovery file whose lock
+nobody holds any more (the window's process died) is an orphan: the next start offers every
+orphan at once (:meth:`Files.offer_recovery`). Two windows, in one process or in two, never
+write, offer or delete each other's files.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, QSettings, QStandardPaths, Signal
+from PySide6.QtCore import QLockFile, QObject, QSettings, QStandardPaths, Signal
 from PySide6.QtGui import QUndoStack
 from PySide6.QtWidgets import QMenu
 
@@ -39,9 +50,70 @@ def lesson_title(name: str) -> str:
     return title.strip() if isinstance(title, str) and title.strip() else fallback
 
 
-def recovery_path() -> Path:
+RECOVERY_ENV = "BACKPROP_STUDIO_RECOVERY_DIR"
+BUG_REPORT = ("This is a bug in Backprop Studio; please report it "
+              "(with the file, if you can share it).")
+
+
+def recovery_dir() -> Path:
+    """Where windows keep their unsaved work: ``$BACKPROP_STUDIO_RECOVERY_DIR`` when set, else
+    ``recovery/`` in the application's data folder."""
+    configured = os.environ.get(RECOVERY_ENV, "").strip()
+    if configured:
+        return Path(configured)
+    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+    return Path(base) / "recovery"
+
+
+def _legacy_recovery_path() -> Path | None:
+    """The one recovery file versions before per-window recovery wrote (offered once more)."""
+    if os.environ.get(RECOVERY_ENV, "").strip():
+        return None
     base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
     return Path(base) / "recovery.json"
+
+
+def _lock(path: Path) -> QLockFile:
+    lock = QLockFile(str(path))
+    # NOTE: 0 turns off "older than 30 s means stale": a window open for hours still holds its
+    # lock; only a lock whose process is gone (on this machine) is taken over.
+    lock.setStaleLockTime(0)
+    return lock
+
+
+def unexpected(what: str, exc: BaseException) -> str:
+    """One line for an exception nobody expected: what failed, the exception, a bug-report hint."""
+    detail = short(" ".join(str(exc).split()), 200)
+    return f"{what} failed unexpectedly ({type(exc).__name__}{': ' + detail if detail else ''}). {BUG_REPORT}"
+
+
+@dataclass
+class Orphan:
+    """A recovery file whose window is gone, locked by us while the user decides."""
+
+    path: Path
+    source: str  # the file its work was edited from ("" when none)
+    name: str  # the document's name when it was kept
+    saved: float  # when it was last written (seconds since the epoch)
+    lock: QLockFile
+
+    def describe(self) -> str:
+        when = time.strftime("%H:%M on %d %b", time.localtime(self.saved))
+        what = f"“{short(self.name)}”" if self.name else "an untitled graph"
+        return what + (f", edited from {short(Path(self.source).name)}" if self.source else "") + f", kept at {when}"
+
+    def discard(self) -> None:
+        """Delete it (its work was restored elsewhere, or the user said so)."""
+        for p in (self.path, self.path.with_suffix(".source")):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+        self.lock.unlock()
+
+    def release(self) -> None:
+        """Leave it for the next start."""
+        self.lock.unlock()
 
 
 class Files(QObject):
@@ -68,6 +140,10 @@ class Files(QObject):
         self.is_preset = False
         self.recent_menu: QMenu | None = None
         self.presets_menu: QMenu | None = None
+        # This window's own recovery file (see the module docstring), locked while it exists.
+        self._recovery_id = uuid.uuid4().hex
+        self._recovery_lock: QLockFile | None = None
+        self._recovery_source: tuple[str, str] | None = None  # what <id>.source says
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -269,48 +345,194 @@ class Files(QObject):
 
     # --- autosave and recovery -------------------------------------------------------------------
 
+    @property
+    def recovery_path(self) -> Path:
+        """This window's recovery file."""
+        return recovery_dir() / f"{self._recovery_id}.json"
+
     def autosave(self) -> bool:
-        """Write the unsaved document to the recovery file (only when there are changes)."""
+        """Write the unsaved document to this window's recovery file (only when there are
+        changes); readable by the user only."""
         if not self.modified:
+            self.drop_recovery()  # saved, undone or discarded since: nothing to recover
             return False
         from engine.serialize import Project, save
-        path = recovery_path()
+        path = self.recovery_path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if self._recovery_lock is None:
+                lock = _lock(path.with_suffix(".lock"))
+                if not lock.tryLock(0):
+                    raise OSError(f"cannot lock {path.with_suffix('.lock')} (error {int(lock.error().value)})")
+                self._recovery_lock = lock
+            self._write_source(path.with_suffix(".source"))
             project = self.current_project()
-            save(Project(project.graph, project.name, project.description, project.data, project.training), path)
+            save(Project(project.graph, project.name, project.description, project.data, project.training), path,
+                 private=True)
         except (EngineError, OSError) as exc:
-            self.message.emit(f"Autosave failed: {exc}", 6000)
+            self.message.emit(f"Autosave failed: {short(str(exc), 300)}", 6000)
             return False
-        self.settings.setValue("recovery/source", str(self.path) if self.path is not None and not self.is_preset else "")
         return True
+
+    def _write_source(self, path: Path) -> None:
+        source = str(self.path) if self.path is not None and not self.is_preset else ""
+        name = self.project.name if self.project is not None and self.project.name else ""
+        if self._recovery_source == (source, name) and path.exists():
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"source": source, "name": short(name, 200)}, f)
+        os.replace(tmp, path)
+        self._recovery_source = (source, name)
 
     def drop_recovery(self) -> None:
-        try:
-            recovery_path().unlink()
-        except OSError:
-            pass
-        self.settings.remove("recovery/source")
+        """Delete this window's recovery file (saved, or closed on purpose) and let its lock go."""
+        path = self.recovery_path
+        for p in (path, path.with_suffix(".source")):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+        self._recovery_source = None
+        if self._recovery_lock is not None:
+            self._recovery_lock.unlock()
+            self._recovery_lock = None
 
-    def offer_recovery(self) -> bool:
-        """After a crash: offer to restore the recovery file. True when it was restored."""
-        path = recovery_path()
-        if not path.exists():
+    def orphans(self) -> list[Orphan]:
+        """Every recovery file whose window is gone (oldest first), each locked for us: the
+        lock of a window still open, in this process or another, cannot be taken."""
+        found: list[Orphan] = []
+        directory = recovery_dir()
+        candidates = sorted(directory.glob("*.json"), key=_mtime) if directory.is_dir() else []
+        legacy = _legacy_recovery_path()
+        if legacy is not None and legacy.is_file():
+            candidates.insert(0, legacy)
+        for path in candidates:
+            lock = _lock(path.with_suffix(".lock"))
+            if not lock.tryLock(0):
+                continue  # its window is still open
+            if not path.is_file():  # saved and dropped meanwhile
+                lock.unlock()
+                continue
+            if path == legacy:
+                source, name = str(self.settings.value("recovery/source", "") or ""), ""
+            else:
+                source, name = _read_source(path.with_suffix(".source"))
+            found.append(Orphan(path, source, name, _mtime(path), lock))
+        if directory.is_dir():
+            _sweep(directory)
+        return found
+
+    def offer_recovery(self, another: Callable[[], "Files | None"] | None = None) -> bool:
+        """After a crash: offer every orphaned recovery file at once. The first restored goes
+        into this window, each further one into ``another()`` (a new window's files; without
+        it they wait for the next start). True when something was restored here."""
+        orphans = self.orphans()
+        if not orphans:
             return False
-        source = str(self.settings.value("recovery/source", ""))
-        when = f" while editing {Path(source).name}" if source else ""
-        if not self.prompts.restore_recovery(when):
-            self.drop_recovery()
+        answer = self.prompts.restore_recovery([o.describe() for o in orphans])
+        if answer != "restore":
+            for o in orphans:
+                if answer == "discard":
+                    o.discard()
+                else:
+                    o.release()  # "not now": offered again next time
             return False
+        here = False
+        for o in orphans:
+            project = self._read_orphan(o)
+            if project is None:
+                continue  # damaged: set aside and said so; no window for it
+            target = self if not here else (another() if another is not None else None)
+            if target is None:
+                o.release()  # no window to put it in: offered again next time
+                continue
+            if target._show_orphan(o, project):
+                here = here or target is self
+        return here
+
+    def restore(self, orphan: Orphan) -> bool:
+        """Show an orphan's work in this window (see :meth:`_show_orphan`). True when it did."""
+        project = self._read_orphan(orphan)
+        return project is not None and self._show_orphan(orphan, project)
+
+    def _read_orphan(self, orphan: Orphan) -> Any:
+        """An orphan's project, or None after saying why not: a damaged one is set aside as
+        ``<id>.json.damaged`` (never deleted, never offered again) and its place named."""
         from engine.serialize import load
         try:
-            project = load(path)
-        except (EngineError, OSError) as exc:
-            self.prompts.error("Cannot restore", str(exc))
-            self.drop_recovery()
+            return load(orphan.path)
+        except Exception as exc:  # noqa: BLE001 - a damaged recovery file must not stop the start
+            kept = orphan.path.with_name(orphan.path.name + ".damaged")
+            try:
+                os.replace(orphan.path, kept)
+                where = f" It was kept as {kept}."
+            except OSError:
+                where = f" It is still at {orphan.path}."
+            text = str(exc) if isinstance(exc, EngineError) else unexpected("Reading it", exc)
+            self.prompts.error("Cannot restore unsaved work", short(text, 600) + where)
+            orphan.release()
+            return None
+
+    def _show_orphan(self, orphan: Orphan, project: Any) -> bool:
+        """Show restored work, unsaved, kept at once in this window's own recovery file; only
+        then does the orphan go (if keeping it fails, it stays for the next start)."""
+        try:
+            self.set_project(project, Path(orphan.source) if orphan.source else None)
+        except Exception as exc:  # noqa: BLE001 - it loads but cannot be shown: keep it, say so
+            from engine.serialize import Project
+            self.set_project(Project(Graph()), None)
+            self.prompts.error("Cannot restore unsaved work",
+                               unexpected("Showing it", exc) + f" It is still at {orphan.path}.")
+            orphan.release()
             return False
-        self.set_project(project, Path(source) if source else None)
-        # Restored work is unsaved work: mark it modified until the user saves it.
         self.undo_stack.resetClean()
         self.changed.emit()
+        if self.autosave():
+            orphan.discard()
+        else:
+            orphan.release()
         return True
+
+
+def _sweep(directory: Path) -> None:
+    """Remove what a window that died holds no work in leaves behind: a lock (and ``.source``
+    note) without its recovery file, e.g. after a crash between taking the lock and the first
+    write. A live window's lock cannot be taken, so its files stay."""
+    for lock_path in directory.glob("*.lock"):
+        work = lock_path.with_suffix(".json")
+        if work.exists():
+            continue
+        lock = _lock(lock_path)
+        if not lock.tryLock(0):
+            continue
+        if not work.exists():
+            try:
+                lock_path.with_suffix(".source").unlink()
+            except OSError:
+                pass
+        lock.unlock()  # removes the lock file
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _read_source(path: Path) -> tuple[str, str]:
+    """(source file, document name) from a recovery file's ``.source`` note; empty when it is
+    missing or damaged."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(65536)
+        from engine.serialize import parse_json
+        info = parse_json(raw.decode("utf-8", errors="replace"))
+    except (OSError, EngineError):
+        return "", ""
+    if not isinstance(info, dict):
+        return "", ""
+    source, name = info.get("source", ""), info.get("name", "")
+    return (source if isinstance(source, str) else ""), (name if isinstance(name, str) else "")

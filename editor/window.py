@@ -72,6 +72,7 @@ class MainWindow(QMainWindow):
         root_scene = GraphScene(self.doc, self.undo_stack, self.theme, parent=self)
         self.levels: list[Level] = [Level("Untitled", self.doc, root_scene)]
         self._pending_wire: tuple[str, str, bool] | None = None
+        self.more_windows: list[MainWindow] = []  # opened with this one (more restored work)
 
         self.view = GraphView()
         self.view.setScene(root_scene)

@@ -12,7 +12,6 @@ from PySide6.QtWidgets import QApplication
 
 from editor import commands
 from editor.panels.palette import palette_mime
-from editor.files import recovery_path
 from editor.window import MainWindow
 from engine import blocks, serialize
 from engine.graph import Graph
@@ -28,7 +27,7 @@ class Answers:
 
     def __init__(self) -> None:
         self.save_changes = "discard"
-        self.restore = True
+        self.restore = "restore"
         self.errors: list[str] = []
         self.asked: list[str] = []
         self.open_path = ""
@@ -37,7 +36,7 @@ class Answers:
     def install(self, window: MainWindow) -> None:
         p = window.prompts
         p.save_changes = lambda name: (self.asked.append(f"save {name}"), self.save_changes)[1]
-        p.restore_recovery = lambda when: (self.asked.append("restore"), self.restore)[1]
+        p.restore_recovery = lambda items: (self.asked.append("restore"), self.restore)[1]
         p.error = lambda title, text: self.errors.append(text)
         p.open_path = lambda d: self.open_path
         p.save_path = lambda s: self.save_path
@@ -57,7 +56,6 @@ def win(qtbot, tmp_path):
     qtbot.waitUntil(lambda: QApplication.activeWindow() is w)  # shortcuts go to the active window
     yield w
     w.undo_stack.setClean()
-    recovery_path().unlink(missing_ok=True)
 
 
 def _send_drop(view, mime, at: QPoint) -> None:
@@ -284,9 +282,11 @@ def test_new_asks_then_clears(win):
 def test_autosave_and_recovery(win, qtbot, tmp_path):
     ids = two_layer(win.doc, win.undo_stack)
     assert win.files.autosave()
-    assert recovery_path().exists()
+    assert win.files.recovery_path.exists()
     saved = serialize.graph_to_dict(win.doc.graph)
-    # "crash": a new window finds the recovery file and offers it
+    # "crash": the window's lock goes as its process would (tests/editor/test_recovery.py kills a
+    # real second process); a new window finds the recovery file and offers it
+    win.files._recovery_lock.unlock()
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     other = MainWindow(settings)
     qtbot.addWidget(other)
