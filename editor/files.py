@@ -183,13 +183,17 @@ class Files(QObject):
         self.set_project(Project(Graph()), None)
 
     def _read(self, path: Path) -> Any:
-        """The project in ``path``, or None after telling the user why it cannot be opened."""
+        """The project in ``path``, or None after telling the user why it cannot be opened: the
+        loader's message, or (for anything it did not expect) one line asking for a bug report.
+        Never silently nothing, never a traceback."""
         from engine.serialize import load
         try:
             return load(path)
         except (EngineError, OSError) as exc:
             self.prompts.error("Cannot open file", str(exc))
-            return None
+        except Exception as exc:  # noqa: BLE001 - whatever escapes the loader, the user gets one message
+            self.prompts.error("Cannot open file", unexpected(f"Opening {short(path.name)}", exc))
+        return None
 
     def load_path(self, path: str | Path, *, is_preset: bool = False, remember: bool = True) -> bool:
         """Load a file; on failure show the loader's message and leave the document untouched."""
@@ -197,24 +201,41 @@ class Files(QObject):
         project = self._read(p)
         if project is None:
             return False
-        self._adopt(project, p, is_preset=is_preset, remember=remember)
-        return True
+        return self._adopt(project, p, is_preset=is_preset, remember=remember)
 
-    def _adopt(self, project: Any, path: Path, *, is_preset: bool, remember: bool) -> None:
-        self.set_project(project, path, is_preset=is_preset)
+    def _adopt(self, project: Any, path: Path, *, is_preset: bool, remember: bool) -> bool:
+        previous = (self.project, self.path, self.is_preset, self.doc.graph, self.modified)
+        try:
+            self.set_project(project, path, is_preset=is_preset)
+        except Exception as exc:  # noqa: BLE001 - it loaded but cannot be shown: show what was open before
+            from engine.serialize import Project
+            old_project, old_path, old_preset, old_graph, was_modified = previous
+            if old_project is None or old_project.graph is not old_graph:
+                old_project = Project(old_graph, *(() if old_project is None else (old_project.name, old_project.description)))
+            self.set_project(old_project, old_path, is_preset=old_preset)
+            if was_modified:
+                # the edits are all still in the graph (only their undo history went with the
+                # attempt): still unsaved work, so still marked modified and still autosaved
+                self.undo_stack.resetClean()
+                self.changed.emit()
+            self.prompts.error("Cannot open file", unexpected(f"Showing {short(path.name)}", exc))
+            return False
         if remember and not is_preset:
             self._remember(path)
         self.loaded.emit(str(path))
+        return True
 
     def open_path(self, path: str | Path, *, is_preset: bool = False) -> bool:
         """Open a file the user chose: read and check it first, then (only if it can be opened)
         ask about unsaved changes, so a bad file never costs the user a question or their work."""
         p = Path(path)
         project = self._read(p)
-        if project is None or not self.maybe_save():
+        if project is None:
+            self._forget_if_gone(p)
             return False
-        self._adopt(project, p, is_preset=is_preset, remember=True)
-        return True
+        if not self.maybe_save():
+            return False
+        return self._adopt(project, p, is_preset=is_preset, remember=True)
 
     def open_dialog(self) -> None:
         directory = str(self.path.parent) if self.path is not None and not self.is_preset else str(self.settings.value("last_dir", ""))
@@ -223,8 +244,15 @@ class Files(QObject):
             self.open_path(path)
 
     def open_dropped(self, paths: list[str]) -> None:
-        if paths:
-            self.open_path(paths[0])
+        """Files dropped on the window: the first graph file among them opens (a window shows
+        one document); the others are named in the status bar, never silently ignored."""
+        if not paths:
+            return
+        graphs = [p for p in paths if Path(p).suffix.lower() in (".json", ".bps")] or paths
+        if self.open_path(graphs[0]) and len(paths) > 1:
+            rest = len(paths) - 1
+            self.message.emit(f"Opened {short(Path(graphs[0]).name)} only: a window shows one graph "
+                              f"({rest} more file{'s' if rest != 1 else ''} dropped)", 8000)
 
     def open_preset(self, name: str) -> bool:
         import presets
@@ -319,11 +347,20 @@ class Files(QObject):
         self.settings.setValue("last_dir", str(path.resolve().parent))
         self.update_recent_menu()
 
+    def _forget_if_gone(self, path: Path) -> None:
+        """A recent file that no longer exists leaves the Open Recent menu (its error said why)."""
+        key = str(path.resolve())
+        if key in self.recent_files() and not path.exists():
+            self.settings.setValue("recent", [p for p in self.recent_files() if p != key])
+            self.update_recent_menu()
+
     def recent_files(self) -> list[str]:
         value = self.settings.value("recent", [])
         if isinstance(value, str):
             value = [value]
-        return [str(v) for v in (value or [])]
+        if not isinstance(value, (list, tuple)):
+            return []  # a settings file written by something else
+        return [str(v) for v in value[:MAX_RECENT]]
 
     def update_recent_menu(self, menu: QMenu | None = None) -> None:
         if menu is not None:
