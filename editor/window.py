@@ -103,9 +103,11 @@ class MainWindow(QMainWindow):
         self.inspector_dock.raise_()
         self.status_shapes = QLabel()
         self.status_params = QLabel()
+        self.status_memory = QLabel()
+        self._memory_cache: tuple[Graph, int, str, Any] | None = None  # (graph, revision, dtype, its estimate)
         self.status_zoom = QLabel()
         self.status_zoom.setText("100 %")
-        for w in (self.status_shapes, self.status_params, self.status_zoom):
+        for w in (self.status_shapes, self.status_params, self.status_memory, self.status_zoom):
             w.setContentsMargins(8, 0, 8, 0)
             self.statusBar().addPermanentWidget(w)
 
@@ -421,6 +423,53 @@ class MainWindow(QMainWindow):
         except EngineError:
             count = 0
         self.status_params.setText(f"{count:,} parameters")
+        self._update_memory()
+
+    def _update_memory(self) -> None:
+        """About how much memory one forward and backward pass of the whole graph needs
+        (:mod:`engine.memory`, from the inferred shapes), in the float type its runs use; in the
+        warning colour, with the engine's refusal as its tooltip, when a run would be refused for
+        it, so the user knows before pressing Run."""
+        from engine import memory
+        from engine.archive import size_text
+        from engine.errors import MemoryLimitError
+        from engine.train import TrainingConfig
+
+        graph = self.levels[0].doc.graph
+        try:
+            dtype = TrainingConfig.from_dict(getattr(self.files.project, "training", None) or {}).dtype
+        except EngineError:
+            dtype = "float32"
+        try:
+            c = self._memory_cache
+            if c is None or c[0] is not graph or c[1:3] != (graph.revision, str(dtype)):  # once per edit
+                c = self._memory_cache = (graph, graph.revision, str(dtype), memory.estimate(graph, dtype))
+            est = c[3]
+            lim = memory.limit()
+        except EngineError as exc:  # e.g. a limit setting that is not a size
+            self.status_memory.setText("<span style='color:#e5484d'>⚠ memory limit?</span>")
+            self.status_memory.setToolTip(short(str(exc), 600))
+            return
+        if not graph.nodes:
+            self.status_memory.setText("")
+            self.status_memory.setToolTip("")
+            return
+        about = f"≈ {size_text(est.needed)} per pass"
+        if lim.nbytes is not None and est.needed > lim.nbytes:
+            try:
+                memory.check(graph, dtype)
+                why = ""
+            except MemoryLimitError as exc:
+                why = str(exc)
+            self.status_memory.setText(f"<span style='color:#e5484d'>⚠ {about}: over the memory limit</span>")
+            self.status_memory.setToolTip(short(f"A run would be refused: {why}", 900))
+            return
+        left_out = "" if est.complete else " Nodes whose shapes are not known yet are not counted."
+        limit_text = f" Runs are refused above {size_text(lim.nbytes)} ({lim.source})." if lim.nbytes is not None else ""
+        self.status_memory.setText(about + ("" if est.complete else " so far"))
+        self.status_memory.setToolTip(
+            f"About what one forward and backward pass holds in {est.dtype}: weights {size_text(est.weights)}, "
+            f"values {size_text(est.activations)}, and a gradient for each.{left_out}{limit_text}")
 
     def _update_title(self) -> None:
         name = self.files.display_name()

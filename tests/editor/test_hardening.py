@@ -149,3 +149,29 @@ def test_nested_text_typed_into_a_tensor_param_is_refused_in_the_inspector(win):
     edit.setText("[[1, 2], [3, 4]]")
     edit.editingFinished.emit()
     assert win.doc.node(nid).params["value"] == [[1.0, 2.0], [3.0, 4.0]]
+
+
+# --- memory: the estimate in the status bar, and a warning before a run would be refused ------------
+
+
+def test_the_status_bar_shows_the_memory_a_pass_needs_and_warns_over_the_limit(win, monkeypatch):
+    from engine.memory import LIMIT_ENV
+
+    monkeypatch.setenv(LIMIT_ENV, "64M")
+    big = win.insert_block("Input", {"shape": (1000, 1000)}, QPointF(0, 0))
+    label = win.status_memory
+    # 1000×1000 float32 values and their gradient: 8,000,000 bytes
+    assert label.text() == "≈ 7.6 MiB per pass", label.text()
+    assert "float32" in label.toolTip() and "Runs are refused above 64 MiB" in label.toolTip(), label.toolTip()
+    win.insert_block("ReLU", {}, QPointF(300, 0))  # not wired: its shapes are not known yet
+    assert label.text() == "≈ 7.6 MiB per pass so far", label.text()
+    # a size that would be refused: the warning is there, with the engine's reason, before anyone presses Run
+    monkeypatch.setenv(LIMIT_ENV, "1M")
+    win.insert_block("Input", {"shape": (10, 10)}, QPointF(0, 300))
+    assert "over the memory limit" in label.text(), label.text()
+    tip = label.toolTip()
+    assert tip.startswith("A run would be refused: this graph needs about 7.6 MiB"), tip
+    assert f"{win.doc.graph.nodes[big].label} (Input) alone needs 3.8 MiB" in tip and "limit of 1 MiB (set by" in tip, tip
+    # an empty graph says nothing
+    win.files.new_document()
+    assert label.text() == "" and label.toolTip() == ""
