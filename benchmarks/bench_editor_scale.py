@@ -1,11 +1,15 @@
 """The editor at scale: Select All, Delete and Undo on a chain of thousands of nodes, in the real
 window (offscreen), each timed until the window is idle again (queued wire routing included).
 
-    python benchmarks/bench_editor_scale.py [--nodes 5000] [--repeat 3] [--base DIR]
+    python benchmarks/bench_editor_scale.py [--nodes 5000] [--repeat 3] [--base DIR | --base-rev REV]
 
 Each repeat runs in a fresh process (one thread pinned, CPU time). With ``--base DIR`` (a checkout
-of an older commit, see README.md) the same measurement runs against that code too, alternating
-with this one, and the ratios are printed. Goal (issue 10): each step well under a second.
+of an older commit, see README.md) or ``--base-rev REV`` (any commit of this repository, e.g.
+``e683d7f``, the last commit before the editor-at-scale work: exported to a temporary folder with
+``git archive``) the same measurement runs against that code too, alternating with this one, and
+the ratios are printed. This script always drives both (it only needs ``MainWindow.select_all``,
+``delete_selection`` and the undo stack, which older versions have). Goal (issue 10): each step
+well under a second.
 """
 
 from __future__ import annotations
@@ -87,15 +91,35 @@ def run_child(code: Path, n: int) -> dict[str, float]:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def export(rev: str) -> Path:
+    """Commit ``rev`` of this repository as a plain folder (a temporary one, left for reruns)."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", rev + "^{commit}"],
+                            capture_output=True, text=True)
+    if commit.returncode != 0:
+        raise SystemExit(f"--base-rev: {rev!r} is not a commit of {ROOT}: {commit.stderr.strip()}")
+    sha = commit.stdout.strip()
+    target = Path(tempfile.gettempdir()) / f"bench-editor-scale-{sha[:12]}"
+    if not (target / "editor" / "window.py").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", sha], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--base", type=Path, help="an older checkout to compare with")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--base", type=Path, help="an older checkout to compare with")
+    group.add_argument("--base-rev", help="a commit of this repository to compare with (exported with git archive)")
     ns = parser.parse_args()
     contenders = {"this": ROOT}
     if ns.base is not None:
         contenders["base"] = ns.base.resolve()
+    elif ns.base_rev:
+        contenders["base"] = export(ns.base_rev)
+        print(f"base: {ns.base_rev} exported to {contenders['base']}", flush=True)
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in contenders}
     for r in range(ns.repeat):
         for name, code in contenders.items():
