@@ -1,0 +1,365 @@
+"""How each block type becomes PyTorch code: the exporter table, keyed by block type id.
+
+An exporter is a small function that looks at one node (:class:`NodeView`: its params, shapes and
+the Python expressions of its inputs) and returns a :class:`Torch`: the expression that computes
+the node's outputs, and optionally the submodule (a class of :mod:`engine.export.torch_lib`), the
+``nn.Parameter`` or the buffer it owns, and how its weights map onto torch's state-dict keys.
+
+Why a table here rather than a method on each block: the blocks describe our maths and know
+nothing of torch; everything torch-specific about a block (which torch code, how its weights are
+laid out) sits in this one file, next to the torch classes in ``torch_lib.py``, where it is read
+and reviewed together. Adding a block costs one ``@exporter("Type")`` function here (often one
+line), or one entry in :data:`CANNOT_EXPORT` saying why it cannot be exported. Composite blocks
+need nothing: they are exported as their inner graph. ``tests/engine/test_export.py`` fails for
+any registered block that has neither an exporter nor a reason.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from engine.blocks import Block
+
+Shape = tuple[int, ...]
+Arrays = Mapping[str, np.ndarray]
+
+#: Block types that cannot be exported, with the reason shown to the user. Empty today: every
+#: block of the app has a torch equivalent.
+CANNOT_EXPORT: dict[str, str] = {}
+
+
+class CannotExport(Exception):
+    """Raised by an exporter for a parameter combination it cannot express; the message is the
+    reason shown to the user (the caller adds the node's name)."""
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """What an exporter sees of one node."""
+
+    name: str  # the node's name in the graph (for comments)
+    type: str
+    block: Block
+    in_shapes: Mapping[str, Shape]
+    out_shapes: Mapping[str, Shape]
+    weight_shapes: Mapping[str, Shape]  # own weights only
+    attr: str  # the node's identifier: its attribute ``self.<attr>`` and its variable
+    args: Mapping[str, str]  # connected input port -> Python expression of its value
+    owners: Mapping[str, str]  # node id -> identifier, for weights shared with another node
+
+    @property
+    def p(self) -> Mapping[str, Any]:
+        return self.block.p
+
+    @property
+    def me(self) -> str:
+        """The node's submodule (or parameter, or buffer) inside ``forward``."""
+        return f"self.{self.attr}"
+
+    def arg(self, port: str) -> str:
+        return self.args[port]
+
+    def call(self, first: str, *more: str) -> str:
+        """``self.<attr>(x, context=c)``: the first port positionally, the others (often
+        optional) by name, each only when it is connected."""
+        args = [self.args[first], *(f"{p}={self.args[p]}" for p in more if p in self.args)]
+        return f"{self.me}({', '.join(args)})"
+
+
+@dataclass(frozen=True)
+class Torch:
+    """One node as torch code (see the module docstring).
+
+    ``expr`` computes the node's outputs: one value, or a tuple in ``ports`` order (by default
+    the block's output ports, in their declared order). Exactly one
+    of ``module`` (a constructor call), ``parameter`` (a tensor expression made an
+    ``nn.Parameter``) and ``buffer`` (a float64 tensor expression, cast with the model) may be
+    set; it becomes ``self.<attr>``. ``weights`` turns the node's weights (our names) into
+    state-dict entries below ``self.<attr>`` (key ``""`` is ``self.<attr>`` itself); by default
+    every weight keeps its name. ``alias``: the node is just another name for ``expr`` and
+    gets no line of its own (Input, Output)."""
+
+    expr: str
+    ports: tuple[str, ...] | None = None
+    module: str | None = None
+    parameter: str | None = None
+    buffer: str | None = None
+    weights: Callable[[Arrays], dict[str, np.ndarray]] | None = None
+    alias: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+
+Exporter = Callable[[NodeView], Torch]
+
+#: The table: block type id -> exporter.
+EXPORTERS: dict[str, Exporter] = {}
+
+
+def exporter(*type_ids: str) -> Callable[[Exporter], Exporter]:
+    """Register an exporter for these block types."""
+
+    def register(fn: Exporter) -> Exporter:
+        for type_id in type_ids:
+            if type_id in EXPORTERS:
+                raise TypeError(f"two exporters for block type {type_id!r}")
+            EXPORTERS[type_id] = fn
+        return fn
+
+    return register
+
+
+def literal(value: Any) -> str:
+    """Python source for a param value (numbers round-trip exactly through repr)."""
+    if isinstance(value, tuple):
+        value = list(value)
+    return repr(value)
+
+
+def _shape(shape: Shape) -> str:
+    return ", ".join(str(s) for s in shape)
+
+
+# --- data leaves and markers --------------------------------------------------------------------
+
+
+@exporter("Input")
+def _input(n: NodeView) -> Torch:
+    return Torch(n.attr, alias=True)  # a keyword argument of forward (or of an inner module)
+
+
+@exporter("Output")
+def _output(n: NodeView) -> Torch:
+    return Torch(n.arg("x"), alias=True)
+
+
+@exporter("Constant")
+def _constant(n: NodeView) -> Torch:
+    return Torch(n.me, buffer=f"torch.tensor({literal(n.p['value'])}, dtype=torch.float64)")
+
+
+@exporter("Parameter")
+def _parameter(n: NodeView) -> Torch:
+    shape, init, scale = tuple(n.p["shape"]), n.p["init"], n.p["scale"]
+    dims = _shape(shape) or "()"
+    f64 = "dtype=torch.float64"
+    start = {
+        "zeros": f"torch.zeros({dims}, {f64})",
+        "ones": f"torch.ones({dims}, {f64})",
+        "normal": f"torch.randn({dims}, {f64}) * {scale!r}",
+        "uniform": f"torch.empty({dims}, {f64}).uniform_({-scale!r}, {scale!r})",
+        "values": f"torch.tensor({literal(n.p['values'])}, {f64}).expand({dims}).clone()",
+    }[init]
+    return Torch(n.me, parameter=start, weights=lambda w: {"": w["value"]})
+
+
+# --- elementwise and reductions: one line each ---------------------------------------------------
+
+_BINARY = {"Add": "{a} + {b}", "Subtract": "{a} - {b}", "Multiply": "{a} * {b}", "Divide": "{a} / {b}",
+           # NOTE: torch.maximum splits the gradient of a tie; where() sends it to a, as the lecture does
+           "Max": "torch.where({a} >= {b}, {a}, {b})",
+           "MatMul": "{a} @ {b}", "Dot": "({a} * {b}).sum(dim=-1)"}
+_UNARY = {"Sigmoid": "torch.sigmoid({a})", "Tanh": "torch.tanh({a})", "ReLU": "torch.relu({a})",
+          "GELU": "F.gelu({a})", "Square": "{a} * {a}", "Exp": "torch.exp({a})", "Log": "torch.log({a})",
+          "Softmax": "torch.softmax({a}, dim=-1)"}
+
+
+@exporter(*_BINARY)
+def _binary(n: NodeView) -> Torch:
+    return Torch(_BINARY[n.type].format(a=n.arg("a"), b=n.arg("b")))
+
+
+@exporter(*_UNARY)
+def _unary(n: NodeView) -> Torch:
+    return Torch(_UNARY[n.type].format(a=n.arg("a")))
+
+
+@exporter("Scale")
+def _scale(n: NodeView) -> Torch:
+    return Torch(f"{n.arg('a')} * {n.p['factor']!r}")
+
+
+@exporter("Sum", "Mean")
+def _reduce(n: NodeView) -> Torch:
+    ndim = len(n.in_shapes["a"])
+    axes = tuple(sorted({a % ndim for a in n.p["axes"]})) if n.p["axes"] else tuple(range(ndim))
+    fn = "sum" if n.type == "Sum" else "mean"
+    keep = ", keepdim=True" if n.p["keepdims"] else ""
+    return Torch(f"torch.{fn}({n.arg('a')}, dim={axes!r}{keep})")
+
+
+@exporter("Flatten")
+def _flatten(n: NodeView) -> Torch:
+    return Torch(f"{n.arg('x')}.flatten(1)")
+
+
+@exporter("TimeStep")
+def _time_step(n: NodeView) -> Torch:
+    return Torch(f"{n.arg('x')}[:, {n.p['t']}]")
+
+
+@exporter("StackSteps")
+def _stack_steps(n: NodeView) -> Torch:
+    steps = ", ".join(n.arg(f"h{i}") for i in range(1, n.p["steps"] + 1))
+    return Torch(f"torch.stack([{steps}], dim=1)")
+
+
+# --- losses ---------------------------------------------------------------------------------------
+
+
+def _target(n: NodeView, pred: str) -> str:
+    # an integer target is cast to the prediction's dtype first, as the block does
+    return f"{n.arg('target')}.to({n.arg(pred)}.dtype)"
+
+
+@exporter("SquaredLoss")
+def _squared_loss(n: NodeView) -> Torch:
+    return Torch(f"(({n.arg('pred')} - {_target(n, 'pred')}) ** 2).mean()")
+
+
+@exporter("HingeLoss")
+def _hinge_loss(n: NodeView) -> Torch:
+    return Torch(f"torch.relu(1 - {n.arg('score')} * {_target(n, 'score')}).mean()")
+
+
+@exporter("LogisticLoss")
+def _logistic_loss(n: NodeView) -> Torch:
+    return Torch(f"-F.logsigmoid({n.arg('score')} * {_target(n, 'score')}).mean()")
+
+
+@exporter("CrossEntropy")
+def _cross_entropy(n: NodeView) -> Torch:
+    return Torch(f"cross_entropy({n.arg('logits')}, {n.arg('target')}, ignore_index={n.p['ignore_index']})")
+
+
+# --- network blocks: a submodule each -------------------------------------------------------------
+
+
+@exporter("Linear")
+def _linear(n: NodeView) -> Torch:
+    d_in = n.in_shapes["x"][-1]
+    return Torch(n.call("x"), module=f"Linear({d_in}, {n.p['out_features']}, bias={n.p['bias']})")
+
+
+@exporter("FeedForward")
+def _feed_forward(n: NodeView) -> Torch:
+    d, hidden = n.weight_shapes["W1"]
+    d_out = n.weight_shapes["W2"][1]
+    return Torch(n.call("x"), module=f"FeedForward({d}, {hidden}, {d_out}, activation={n.p['activation']!r})")
+
+
+@exporter("FeedForwardSequenceModel")
+def _ff_sequence(n: NodeView) -> Torch:
+    d = n.in_shapes["x"][-1]
+    hidden, d_out = n.weight_shapes["W2"]
+    return Torch(n.call("x"), module=f"FeedForwardSequenceModel({d}, window={n.p['window']}, hidden={hidden}, "
+                                     f"d_out={d_out}, activation={n.p['activation']!r})")
+
+
+@exporter("LayerNorm", "AddNorm")
+def _norm(n: NodeView) -> Torch:
+    d = n.weight_shapes["gamma"][0]
+    return Torch(n.call("x", "fx"), module=f"{n.type}({d}, eps={n.p['eps']!r})")
+
+
+@exporter("EmbedToken")
+def _embed(n: NodeView) -> Torch:
+    p = n.p
+    return Torch(n.call("ids"), module=f"EmbedToken({p['vocab']}, {p['dim']}, position={p['position']!r}, max_len={p['max_len']})")
+
+
+@exporter("Collapse")
+def _collapse(n: NodeView) -> Torch:
+    return Torch(n.call("x"), module=f"Collapse({n.p['mode']!r})")
+
+
+@exporter("GenerateToken")
+def _generate(n: NodeView) -> Torch:
+    d, vocab = n.in_shapes["x"][-1], n.p["vocab"]
+    if n.p["tie_to"]:
+        owner = n.owners[n.p["tie_to"]]
+        return Torch(f"{n.me}({n.arg('x')}, E=self.{owner}.E)", module=f"GenerateToken({d}, {vocab}, tied=True)",
+                     notes=(f"its E is {owner}'s (tied)",))
+    return Torch(n.call("x"), module=f"GenerateToken({d}, {vocab})")
+
+
+@exporter("Attention")
+def _attention(n: NodeView) -> Torch:
+    d = n.in_shapes["x"][-1]
+    p = n.p
+    return Torch(n.call("x", "context"),
+                 module=f"Attention({d}, heads={p['heads']}, causal={p['causal']}, bias={p['bias']})")
+
+
+@exporter("Conv2d")
+def _conv2d(n: NodeView) -> Torch:
+    c_out, c_in, k, _ = n.weight_shapes["W"]
+    p = n.p
+    return Torch(n.call("x"), module=f"Conv2d({c_in}, {c_out}, kernel={k}, stride={p['stride']}, padding={p['padding']}, bias={p['bias']})")
+
+
+@exporter("MaxPool2d")
+def _max_pool(n: NodeView) -> Torch:
+    k = n.p["kernel"]
+    stride = n.p["stride"] or k
+    return Torch(f"F.max_pool2d({n.arg('x')}, kernel_size={k}, stride={stride})")
+
+
+# --- recurrent -------------------------------------------------------------------------------------
+
+
+def _cell_args(n: NodeView, d_in: int) -> str:
+    p = n.p
+    return f"{d_in}, {p['hidden']}, cell={p['cell']!r}, activation={p['activation']!r}"
+
+
+@exporter("RNNCell")
+def _rnn_cell(n: NodeView) -> Torch:
+    inputs = ", ".join(n.arg(p) for p in ("x", "h", "c") if p in n.args)
+    if n.p["tie_to"]:
+        # the same cell at every step: call the owner's module, so its weights are shared
+        owner = n.owners[n.p["tie_to"]]
+        return Torch(f"self.{owner}({inputs})", notes=(f"the same cell as {owner} (shared weights)",))
+    return Torch(f"{n.me}({inputs})", module=f"RNNCell({_cell_args(n, n.in_shapes['x'][-1])})")
+
+
+def _rnn_weights(cell: str, bidirectional: bool, fused: bool) -> Callable[[Arrays], dict[str, np.ndarray]]:
+    """Our Wx (d_in, k·h), Wh (h, k·h), b / bx, bh as the torch module's state: nn.RNN-family
+    ``weight_ih_l0 = Wxᵀ``, ``weight_hh_l0 = Whᵀ``, ``bias_ih_l0 = b``, ``bias_hh_l0 = 0``
+    (GRU: ``bx``, ``bh``), ``_rev`` → ``_reverse``; or, for the SimpleRNN that runs step by step
+    (sigmoid), the same names under ``steps.<direction>``."""
+
+    def convert(w: Arrays) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for i, sfx in enumerate(("", "_rev") if bidirectional else ("",)):
+            if not fused:
+                out.update({f"steps.{i}.{k}": w[k + sfx] for k in ("Wx", "Wh", "b")})
+                continue
+            t = "_reverse" if sfx else ""
+            out[f"rnn.weight_ih_l0{t}"] = np.ascontiguousarray(w["Wx" + sfx].T)
+            out[f"rnn.weight_hh_l0{t}"] = np.ascontiguousarray(w["Wh" + sfx].T)
+            if cell == "GRU":
+                out[f"rnn.bias_ih_l0{t}"] = w["bx" + sfx]
+                out[f"rnn.bias_hh_l0{t}"] = w["bh" + sfx]
+            else:
+                out[f"rnn.bias_ih_l0{t}"] = w["b" + sfx]
+                out[f"rnn.bias_hh_l0{t}"] = np.zeros_like(w["b" + sfx])
+        return out
+
+    return convert
+
+
+@exporter("SequenceRNN")
+def _sequence_rnn(n: NodeView) -> Torch:
+    p = n.p
+    fused = not (p["cell"] == "SimpleRNN" and p["activation"] == "sigmoid")
+    module = f"SequenceRNN({_cell_args(n, n.in_shapes['x'][-1])}, bidirectional={p['bidirectional']})"
+    return Torch(n.call("x", "h0", "c0"), module=module, weights=_rnn_weights(p["cell"], p["bidirectional"], fused))
+
+
+def snake(type_id: str) -> str:
+    """``FeedForward`` → ``feed_forward``: a fallback identifier for an unnamed node."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", type_id).lower()
