@@ -103,6 +103,11 @@ def prepare(project: "Project", *, outputs: Sequence[str] | None = None, seed: i
     from engine.runtime import Runtime
     from engine.train import TrainingConfig
 
+    for name in outputs or ():
+        try:
+            project.graph.find(name)
+        except GraphError as exc:
+            raise GraphError(f"cannot return {name!r}: {exc}") from None
     config = TrainingConfig.from_dict(project.training).with_overrides(seed=seed, dtype=dtype)
     runtime = Runtime(project.graph, weights=project.weights, seed=config.seed, dtype=config.dtype)
     loss = config.loss
