@@ -597,8 +597,11 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
     if to is None:
         given = f"-o {args.output} is neither a .py nor an .onnx file; " if args.output else ""
         raise UsageError(f"{given}say what to export to: --to torch (a .py module and its .safetensors weights) or --to onnx")
+    want = ".py" if to == "torch" else ".onnx"
+    if args.output and Path(args.output).suffix.lower() != want:
+        raise UsageError(f"-o {args.output}: --to {to} writes a {want} file")
     path, project = _load(args.file)
-    target = args.output or f"{path.stem}{'.py' if to == 'torch' else '.onnx'}"
+    target = args.output or path.stem + want
     try:
         result = export(project, to, target, outputs=args.returns, seed=args.seed, dtype=args.dtype,
                         check=not args.no_check, origin=str(path))

@@ -238,7 +238,7 @@ def export(project: "Project", to: str, path: str | Path, *, outputs: Sequence[s
     path = Path(path)
     want = ".py" if to == "torch" else ".onnx"
     if path.suffix.lower() != want:
-        raise ExportError(f"{path}: a {'PyTorch module' if to == 'torch' else 'ONNX model'} is written to a {want} file")
+        raise ExportError(f"{path}: {'a PyTorch module' if to == 'torch' else 'an ONNX model'} is written to a {want} file")
     require(to)
     model, runtime = prepare(project, outputs=outputs, seed=seed, dtype=dtype, origin=origin)
     if to == "torch":

@@ -191,6 +191,15 @@ class _Body:
     uses: set[str] = field(default_factory=set)
 
 
+def _unsupported(type_id: str) -> str | None:
+    """Why a primitive block type cannot be exported, or None."""
+    if type_id in CANNOT_EXPORT:
+        return CANNOT_EXPORT[type_id]
+    if type_id not in EXPORTERS:
+        return f"no PyTorch exporter for block type {type_id!r} yet"
+    return None
+
+
 def _comment(text: str) -> str:
     return "# " + " ".join(text.split())
 
@@ -215,13 +224,11 @@ class Generator:
         block = step.block
         if block.composite:
             return self.composite(step, ident, args, weights, f"{where}{node.name or node.label} › ")
-        if node.type in CANNOT_EXPORT:
-            self.problems.append((label, CANNOT_EXPORT[node.type]))
+        reason = _unsupported(node.type)
+        if reason:
+            self.problems.append((label, reason))
             return None, {}
-        exporter = EXPORTERS.get(node.type)
-        if exporter is None:
-            self.problems.append((label, f"no PyTorch exporter for block type {node.type!r} yet"))
-            return None, {}
+        exporter = EXPORTERS[node.type]
         view = NodeView(node.name, node.type, block, step.in_shapes, step.out_shapes, step.weight_shapes,
                         ident, args, owners)
         try:
@@ -295,6 +302,11 @@ class Generator:
             node = graph.nodes[step.node]
             ident = idents[step.node]
             args = {port: values[src] for port, src in step.sources.items() if src in values}
+            if len(args) < len(step.sources):  # downstream of a node that cannot be exported
+                reason = None if step.block.composite else _unsupported(node.type)
+                if reason:  # named too, so that one export lists every problem
+                    self.problems.append((f"{where}{node.label} ({node.type})", reason))
+                continue
             own = weights.get(step.node) if weights else None
             torch_, state = self.node(graph, step, ident, args, idents, own, where)
             if torch_ is None:
