@@ -162,8 +162,8 @@ def _torch_outputs(module: types.ModuleType, model: "TorchModel", runtime: "Runt
 
     dtype = {"float32": torch.float32, "float64": torch.float64}[runtime.dtype.name]
     net = module.Model(dtype)
-    net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
-    kwargs = {i.ident: torch.from_numpy(np.ascontiguousarray(feeds[i.node])) for i in model.inputs}
+    net.load_state_dict({k: torch.from_numpy(np.asarray(v, order="C")) for k, v in state.items()})
+    kwargs = {i.ident: torch.from_numpy(np.asarray(feeds[i.node], order="C")) for i in model.inputs}
     with torch.no_grad():
         out = net(**kwargs)
     return {k: v.numpy() for k, v in out.items()}
@@ -208,7 +208,7 @@ def _export_torch(project: "Project", model: "TorchModel", runtime: "Runtime", p
     from safetensors.numpy import save
 
     weights = path.with_suffix(".safetensors")
-    state = {k: np.ascontiguousarray(v) for k, v in model.state.items()}
+    state = {k: np.asarray(v, order="C") for k, v in model.state.items()}
     payload = save(state, metadata={"format": "pt", "producer": "backprop-studio", "dtype": runtime.dtype.name})
     notes = list(model.notes)
     worst = None

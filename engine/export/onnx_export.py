@@ -108,14 +108,14 @@ def export_onnx(project: "Project", model: "TorchModel", runtime: "Runtime", pat
     dtype = {"float32": torch.float32, "float64": torch.float64}[runtime.dtype.name]
     module = load_module(model.source)
     net = module.Model(dtype)
-    net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.state.items()})
+    net.load_state_dict({k: torch.from_numpy(np.asarray(v, order="C")) for k, v in model.state.items()})
     net.eval()
     feeds = example_feeds(project, runtime)
     dynamic = {i.ident: {axis: Dim.AUTO for axis in _dynamic_axes(i)} or None for i in required}
     program = None
     errors = []
     for grow in (True, False):
-        kwargs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in _trace_inputs(model, runtime, feeds, grow).items()}
+        kwargs = {k: torch.from_numpy(np.asarray(v, order="C")) for k, v in _trace_inputs(model, runtime, feeds, grow).items()}
         try:
             with _quiet():
                 program = torch.onnx.export(net, (), kwargs=kwargs, dynamo=True, dynamic_shapes=dynamic,
@@ -154,7 +154,7 @@ def export_onnx(project: "Project", model: "TorchModel", runtime: "Runtime", pat
         import onnxruntime
 
         session = onnxruntime.InferenceSession(payload, providers=["CPUExecutionProvider"])
-        got_list = session.run(None, {i.name: np.ascontiguousarray(feeds[i.node]) for i in required})
+        got_list = session.run(None, {i.name: np.asarray(feeds[i.node], order="C") for i in required})
         got = {o.name: v for o, v in zip(session.get_outputs(), got_list)}
         worst = compare(got, model, runtime, feeds, "onnxruntime")
         notes.append(f"checked: on the first batch onnxruntime matches the app's forward pass to {worst:.2g} "

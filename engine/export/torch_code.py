@@ -466,9 +466,8 @@ def _source(gen: Generator, body: _Body, inputs: Sequence[InputInfo], outputs: S
     float_name = {"float32": "torch.float32", "float64": "torch.float64"}[np.dtype(dtype).name]
     required = [i for i in inputs if i.required]
     optional = [i for i in inputs if not i.required]
-    sig = ["self", "*"]
-    sig += [f"{i.ident}: torch.Tensor" for i in required]
-    sig += [f"{i.ident}: torch.Tensor | None = None" for i in optional]
+    sig = [f"{i.ident}: torch.Tensor" for i in required] + [f"{i.ident}: torch.Tensor | None = None" for i in optional]
+    sig = ["self", "*", *sig] if sig else ["self"]
     example_args = ", ".join(f"{i.ident}=..." for i in inputs)
     first = next((o.key for o in outputs if o.loss), outputs[0].key if outputs else "")
     in_rows = [(i.ident, f"{'int64' if i.ids else 'float'} {_shape_text(i.shape)}",
@@ -517,9 +516,9 @@ def _source(gen: Generator, body: _Body, inputs: Sequence[InputInfo], outputs: S
               "    model = Model.load()  # the weights in the .safetensors file beside this one",
               f"    out = model({example_args})",
               f"    out[{first!r}]" + (".backward()" if any(o.loss for o in outputs) else ""), ""]
-    if origin:
-        header += textwrap.wrap(f"Exported from {origin}" + (f" ({weights_note})" if weights_note else "") + ".", 96)
-        header += [""]
+    if origin or weights_note:
+        where = f"Exported from {origin}" if origin else "Exported"
+        header += textwrap.wrap(where + (f", with {weights_note}" if weights_note else "") + ".", 96) + [""]
     header += textwrap.wrap("Every block is a class or a line below with the block's formula beside it, and Model "
                             "wires them as the graph does: change it like any PyTorch model. Depends on torch only "
                             "(and safetensors to load the weights).", 96)
