@@ -43,6 +43,17 @@ def _dynamic_axes(info: "InputInfo") -> dict[int, str]:
     return axes
 
 
+def _dynamic_shapes(required: list["InputInfo"], Dim: Any, shared: bool) -> dict[str, Any] | None:
+    """``dynamic_shapes`` for torch.onnx.export: ``Dim.AUTO`` on every dynamic axis, or (``shared``)
+    one ``Dim("batch")`` for every input's batch axis, which ties them (None when the declared
+    batch sizes differ, so they cannot be one)."""
+    batched = [i for i in required if i.shape]
+    if shared and len({i.shape[0] for i in batched}) != 1:
+        return None
+    batch = Dim("batch") if shared else Dim.AUTO
+    return {i.ident: {axis: (batch if axis == 0 else Dim.AUTO) for axis in _dynamic_axes(i)} or None for i in required}
+
+
 def _trace_inputs(model: "TorchModel", runtime: "Runtime", feeds: dict[str, np.ndarray], grow: bool) -> dict[str, np.ndarray]:
     """Inputs for tracing. ``grow`` makes every dynamic axis at least 2 long, since the exporter
     takes a size of 1 for a fixed one."""
@@ -111,10 +122,12 @@ def export_onnx(project: "Project", model: "TorchModel", runtime: "Runtime", pat
     net.load_state_dict({k: torch.from_numpy(np.asarray(v, order="C")) for k, v in model.state.items()})
     net.eval()
     feeds = example_feeds(project, runtime)
-    dynamic = {i.ident: {axis: Dim.AUTO for axis in _dynamic_axes(i)} or None for i in required}
     program = None
     errors = []
-    for grow in (True, False):
+    for shared, grow in ((True, True), (False, True), (False, False)):
+        dynamic = _dynamic_shapes(required, Dim, shared)
+        if dynamic is None:
+            continue
         kwargs = {k: torch.from_numpy(np.asarray(v, order="C")) for k, v in _trace_inputs(model, runtime, feeds, grow).items()}
         try:
             with _quiet():
@@ -132,10 +145,12 @@ def export_onnx(project: "Project", model: "TorchModel", runtime: "Runtime", pat
     for info, value in zip(required, proto.graph.input):
         dims = value.type.tensor_type.shape.dim
         for axis, name in _dynamic_axes(info).items():
-            if dims[axis].dim_param:
-                names.setdefault(dims[axis].dim_param, name)
-            else:
+            symbol = dims[axis].dim_param
+            if not symbol:
                 fixed.append(f"{'the batch' if axis == 0 else 'the length'} of {info.name!r} is fixed at {dims[axis].dim_value}")
+            elif symbol not in names:
+                # one name per symbol: inputs whose sizes the model does not tie get names of their own
+                names[symbol] = name if name not in names.values() else f"{info.ident}_{name}"
     _rename_dims(proto, names)
     dynamic_names = sorted(set(names.values()))
     if dynamic_names:

@@ -19,8 +19,8 @@ import pytest
 import presets
 from engine import blocks, cli
 from engine import export as export_mod
-from engine.blocks import Kind
 from engine.export.torch_code import generate
+from tests.engine.export_cases import block_graph
 from engine.graph import Graph
 from engine.runtime import Runtime
 from engine.serialize import Project, load, save
@@ -37,28 +37,6 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-
-def block_graph(type_id: str, example: blocks.Example, dtype, seed: int) -> tuple[Graph, dict[str, np.ndarray]]:
-    """Inputs → the block → one Output per output port; the example's inputs as feeds."""
-    g = Graph()
-    block = blocks.create(type_id, **example.params)
-    feeds = example.sample(block, np.random.default_rng(seed), dtype)
-    kinds = {p.name: p.kind for p in block.input_ports()}
-    for port, value in feeds.items():
-        ids = kinds[port] is Kind.IDS
-        g.add_node("Input", {"shape": value.shape, "dtype": "ids" if ids else "float"}, node_id=f"in_{port}", name=port)
-    g.add_node(type_id, example.params, node_id="block", name="block")
-    if type_id == "Input":
-        feeds = {"block": np.random.default_rng(seed).uniform(-1, 1, size=example.params["shape"]).astype(dtype)}
-    else:
-        for port in list(feeds):
-            g.connect(f"in_{port}", "out", "block", port)
-            feeds[f"in_{port}"] = feeds.pop(port)
-    for port in g.node("block").output_ports():
-        g.add_node("Output", node_id=f"out_{port.name}", name=f"{port.name} out")
-        g.connect("block", port.name, f"out_{port.name}", "x")
-    return g, feeds
 
 
 def torch_model(graph: Graph, runtime: Runtime, **kw):
