@@ -8,8 +8,8 @@ the node's outputs, and optionally the submodule (a class of :mod:`engine.export
 Why a table here rather than a method on each block: the blocks describe our maths and know
 nothing of torch; everything torch-specific about a block (which torch code, how its weights are
 laid out) sits in this one file, next to the torch classes in ``torch_lib.py``, where it is read
-and reviewed together. Adding a block costs one ``@exporter("Type")`` function here (often one
-line), or one entry in :data:`CANNOT_EXPORT` saying why it cannot be exported. Composite blocks
+and reviewed together. Adding a block costs one ``@exporter("Type", params=(...))`` function here
+(often one line), or one entry in :data:`CANNOT_EXPORT` saying why it cannot be exported. Composite blocks
 need nothing: they are exported as their inner graph. ``tests/engine/test_export.py`` fails for
 any registered block that has neither an exporter nor a reason.
 """
@@ -97,19 +97,30 @@ Exporter = Callable[[NodeView], Torch]
 
 #: The table: block type id -> exporter.
 EXPORTERS: dict[str, Exporter] = {}
+#: The params each exporter reads: block type id -> param names. A param a block gains later
+#: (dilation, say) is refused with a clear message while it differs from its default, instead
+#: of being silently left out, and the registry test lists it until its exporter handles it.
+HANDLED: dict[str, frozenset[str]] = {}
 
 
-def exporter(*type_ids: str) -> Callable[[Exporter], Exporter]:
-    """Register an exporter for these block types."""
+def exporter(*type_ids: str, params: tuple[str, ...] = ()) -> Callable[[Exporter], Exporter]:
+    """Register an exporter for these block types, which reads these block params."""
 
     def register(fn: Exporter) -> Exporter:
         for type_id in type_ids:
             if type_id in EXPORTERS:
                 raise TypeError(f"two exporters for block type {type_id!r}")
             EXPORTERS[type_id] = fn
+            HANDLED[type_id] = frozenset(params)
         return fn
 
     return register
+
+
+def unhandled(type_id: str, values: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
+    """Params set away from their default that the exporter of ``type_id`` does not read."""
+    known = HANDLED.get(type_id, frozenset())
+    return [name for name, value in values.items() if name not in known and value != defaults.get(name)]
 
 
 def literal(value: Any) -> str:
@@ -126,7 +137,7 @@ def _shape(shape: Shape) -> str:
 # --- data leaves and markers --------------------------------------------------------------------
 
 
-@exporter("Input")
+@exporter("Input", params=("shape", "dtype"))
 def _input(n: NodeView) -> Torch:
     return Torch(n.attr, alias=True)  # a keyword argument of forward (or of an inner module)
 
@@ -136,12 +147,12 @@ def _output(n: NodeView) -> Torch:
     return Torch(n.arg("x"), alias=True)
 
 
-@exporter("Constant")
+@exporter("Constant", params=("value",))
 def _constant(n: NodeView) -> Torch:
     return Torch(n.me, buffer=f"torch.tensor({literal(n.p['value'])}, dtype=torch.float64)")
 
 
-@exporter("Parameter")
+@exporter("Parameter", params=("shape", "init", "scale", "values"))
 def _parameter(n: NodeView) -> Torch:
     shape, init, scale = tuple(n.p["shape"]), n.p["init"], n.p["scale"]
     dims = _shape(shape) or "()"
@@ -177,12 +188,12 @@ def _unary(n: NodeView) -> Torch:
     return Torch(_UNARY[n.type].format(a=n.arg("a")))
 
 
-@exporter("Scale")
+@exporter("Scale", params=("factor",))
 def _scale(n: NodeView) -> Torch:
     return Torch(f"{n.arg('a')} * {n.p['factor']!r}")
 
 
-@exporter("Sum", "Mean")
+@exporter("Sum", "Mean", params=("axes", "keepdims"))
 def _reduce(n: NodeView) -> Torch:
     ndim = len(n.in_shapes["a"])
     axes = tuple(sorted({a % ndim for a in n.p["axes"]})) if n.p["axes"] else tuple(range(ndim))
@@ -196,12 +207,12 @@ def _flatten(n: NodeView) -> Torch:
     return Torch(f"{n.arg('x')}.flatten(1)")
 
 
-@exporter("TimeStep")
+@exporter("TimeStep", params=("t",))
 def _time_step(n: NodeView) -> Torch:
     return Torch(f"{n.arg('x')}[:, {n.p['t']}]")
 
 
-@exporter("StackSteps")
+@exporter("StackSteps", params=("steps",))
 def _stack_steps(n: NodeView) -> Torch:
     steps = ", ".join(n.arg(f"h{i}") for i in range(1, n.p["steps"] + 1))
     return Torch(f"torch.stack([{steps}], dim=1)")
@@ -230,7 +241,7 @@ def _logistic_loss(n: NodeView) -> Torch:
     return Torch(f"-F.logsigmoid({n.arg('score')} * {_target(n, 'score')}).mean()")
 
 
-@exporter("CrossEntropy")
+@exporter("CrossEntropy", params=("ignore_index",))
 def _cross_entropy(n: NodeView) -> Torch:
     return Torch(f"cross_entropy({n.arg('logits')}, {n.arg('target')}, ignore_index={n.p['ignore_index']})")
 
@@ -238,20 +249,20 @@ def _cross_entropy(n: NodeView) -> Torch:
 # --- network blocks: a submodule each -------------------------------------------------------------
 
 
-@exporter("Linear")
+@exporter("Linear", params=("out_features", "bias"))
 def _linear(n: NodeView) -> Torch:
     d_in = n.in_shapes["x"][-1]
     return Torch(n.call("x"), module=f"Linear({d_in}, {n.p['out_features']}, bias={n.p['bias']})")
 
 
-@exporter("FeedForward")
+@exporter("FeedForward", params=("hidden", "out_features", "activation"))
 def _feed_forward(n: NodeView) -> Torch:
     d, hidden = n.weight_shapes["W1"]
     d_out = n.weight_shapes["W2"][1]
     return Torch(n.call("x"), module=f"FeedForward({d}, {hidden}, {d_out}, activation={n.p['activation']!r})")
 
 
-@exporter("FeedForwardSequenceModel")
+@exporter("FeedForwardSequenceModel", params=("window", "hidden", "out_features", "activation"))
 def _ff_sequence(n: NodeView) -> Torch:
     d = n.in_shapes["x"][-1]
     hidden, d_out = n.weight_shapes["W2"]
@@ -259,24 +270,24 @@ def _ff_sequence(n: NodeView) -> Torch:
                                      f"d_out={d_out}, activation={n.p['activation']!r})")
 
 
-@exporter("LayerNorm", "AddNorm")
+@exporter("LayerNorm", "AddNorm", params=("eps",))
 def _norm(n: NodeView) -> Torch:
     d = n.weight_shapes["gamma"][0]
     return Torch(n.call("x", "fx"), module=f"{n.type}({d}, eps={n.p['eps']!r})")
 
 
-@exporter("EmbedToken")
+@exporter("EmbedToken", params=("vocab", "dim", "position", "max_len"))
 def _embed(n: NodeView) -> Torch:
     p = n.p
     return Torch(n.call("ids"), module=f"EmbedToken({p['vocab']}, {p['dim']}, position={p['position']!r}, max_len={p['max_len']})")
 
 
-@exporter("Collapse")
+@exporter("Collapse", params=("mode",))
 def _collapse(n: NodeView) -> Torch:
     return Torch(n.call("x"), module=f"Collapse({n.p['mode']!r})")
 
 
-@exporter("GenerateToken")
+@exporter("GenerateToken", params=("vocab", "tie_to", "temperature"))
 def _generate(n: NodeView) -> Torch:
     d, vocab = n.in_shapes["x"][-1], n.p["vocab"]
     if n.p["tie_to"]:
@@ -286,7 +297,7 @@ def _generate(n: NodeView) -> Torch:
     return Torch(n.call("x"), module=f"GenerateToken({d}, {vocab})")
 
 
-@exporter("Attention")
+@exporter("Attention", params=("heads", "causal", "bias"))
 def _attention(n: NodeView) -> Torch:
     d = n.in_shapes["x"][-1]
     p = n.p
@@ -294,14 +305,14 @@ def _attention(n: NodeView) -> Torch:
                  module=f"Attention({d}, heads={p['heads']}, causal={p['causal']}, bias={p['bias']})")
 
 
-@exporter("Conv2d")
+@exporter("Conv2d", params=("out_channels", "kernel", "stride", "padding", "bias"))
 def _conv2d(n: NodeView) -> Torch:
     c_out, c_in, k, _ = n.weight_shapes["W"]
     p = n.p
     return Torch(n.call("x"), module=f"Conv2d({c_in}, {c_out}, kernel={k}, stride={p['stride']}, padding={p['padding']}, bias={p['bias']})")
 
 
-@exporter("MaxPool2d")
+@exporter("MaxPool2d", params=("kernel", "stride"))
 def _max_pool(n: NodeView) -> Torch:
     k = n.p["kernel"]
     stride = n.p["stride"] or k
@@ -316,7 +327,7 @@ def _cell_args(n: NodeView, d_in: int) -> str:
     return f"{d_in}, {p['hidden']}, cell={p['cell']!r}, activation={p['activation']!r}"
 
 
-@exporter("RNNCell")
+@exporter("RNNCell", params=("cell", "hidden", "activation", "tie_to"))
 def _rnn_cell(n: NodeView) -> Torch:
     inputs = ", ".join(n.arg(p) for p in ("x", "h", "c") if p in n.args)
     if n.p["tie_to"]:
@@ -352,7 +363,7 @@ def _rnn_weights(cell: str, bidirectional: bool, fused: bool) -> Callable[[Array
     return convert
 
 
-@exporter("SequenceRNN")
+@exporter("SequenceRNN", params=("cell", "hidden", "activation", "bidirectional"))
 def _sequence_rnn(n: NodeView) -> Torch:
     p = n.p
     fused = not (p["cell"] == "SimpleRNN" and p["activation"] == "sigmoid")

@@ -33,7 +33,7 @@ import numpy as np
 import engine
 from engine import blocks
 from engine.compile import Program, Step, compile_graph
-from engine.export.exporters import CANNOT_EXPORT, EXPORTERS, CannotExport, NodeView, Torch, snake
+from engine.export.exporters import CANNOT_EXPORT, EXPORTERS, CannotExport, NodeView, Torch, snake, unhandled
 from engine.graph import Graph
 
 LIBRARY = Path(__file__).with_name("torch_lib.py")
@@ -229,6 +229,11 @@ class Generator:
             self.problems.append((label, reason))
             return None, {}
         exporter = EXPORTERS[node.type]
+        extra = unhandled(node.type, block.p, {p.name: p.coerce(node.type, p.default) for p in block.spec().params})
+        if extra:
+            self.problems.append((label, f"parameter {extra[0]!r} = {block.p[extra[0]]!r} is not exported yet "
+                                         f"(export it at its default, {block.spec().param(extra[0]).default!r})"))
+            return None, {}
         view = NodeView(node.name, node.type, block, step.in_shapes, step.out_shapes, step.weight_shapes,
                         ident, args, owners)
         try:

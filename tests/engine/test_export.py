@@ -38,6 +38,24 @@ def test_every_registered_block_has_an_exporter_or_says_why_not():
     assert not both, f"block types with an exporter and a reason not to export: {both}"
 
 
+def test_every_exporter_reads_every_param_of_its_block():
+    """A param a block gains (say Conv2d's dilation) must be handled by its exporter: until then
+    this test lists it, and an export with that param away from its default is refused."""
+    missing = {t: sorted({p.name for p in blocks.spec(t).params} - exporters.HANDLED[t])
+               for t in exporters.EXPORTERS if t in blocks.names()}
+    missing = {t: names for t, names in missing.items() if names}
+    assert not missing, f"params the exporters in engine/export/exporters.py do not read: {missing}"
+
+
+def test_a_param_the_exporter_does_not_read_is_refused_unless_at_its_default(monkeypatch):
+    monkeypatch.setitem(exporters.HANDLED, "Linear", frozenset({"out_features"}))
+    g = _graph_with_awkward_names()
+    generate(g, Runtime(g).weights, dtype=np.dtype(np.float32))  # bias at its default: fine
+    g.set_params("l", {"bias": False})
+    with pytest.raises(Exception, match=r"'train' \(Linear\): parameter 'bias' = False is not exported yet"):
+        generate(g, Runtime(g).weights, dtype=np.dtype(np.float32))
+
+
 def test_the_engine_and_the_code_generator_never_import_torch():
     code = (
         "import sys, engine.cli, engine.export, engine.export.exporters, engine.export.torch_code\n"
