@@ -12,7 +12,6 @@ import pytest
 import presets
 from engine import cli
 from engine import export as export_mod
-from engine.runtime import Runtime
 from engine.serialize import Project, load
 from tests.engine.export_cases import zoo
 
