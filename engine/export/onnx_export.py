@@ -87,6 +87,14 @@ def _quiet() -> Any:
             lg.setLevel(level)
 
 
+def _reason(exc: BaseException) -> str:
+    """The first line of the innermost cause: the exporter wraps the real reason in advice."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
 def _rename_dims(proto: Any, names: dict[str, str]) -> None:
     """Give the exporter's symbols (``s23``) our names (``batch``) everywhere they appear."""
     if not names:
@@ -136,7 +144,7 @@ def export_onnx(project: "Project", model: "TorchModel", runtime: "Runtime", pat
                                             verbose=False, optimize=True)
             break
         except Exception as exc:  # the exporter's own errors: many types, all "could not export"
-            errors.append(str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+            errors.append(_reason(exc))
     if program is None:
         raise ExportError(f"torch.onnx.export could not export this graph: {errors[-1]}")
     proto = program.model_proto

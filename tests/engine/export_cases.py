@@ -33,16 +33,15 @@ def block_graph(type_id: str, example: blocks.Example, dtype, seed: int) -> tupl
     return g, feeds
 
 
-def zoo(dtype, every_example: bool = False) -> tuple[Graph, dict[str, np.ndarray]]:
-    """One graph holding the first example (or every example) of every block type side by side
-    (node ids and names prefixed with ``Type-i``), and its feeds. Examples whose inputs are drawn
-    alike (shape, kind and range) share one Input: fewer inputs make a much faster ONNX export."""
+def zoo(dtype) -> tuple[Graph, dict[str, np.ndarray]]:
+    """One graph holding the first example of every block type side by side (node ids and names
+    prefixed with ``Type-0``), and its feeds. Examples whose inputs are drawn alike (shape, kind
+    and range) share one Input."""
     g = Graph()
     feeds: dict[str, np.ndarray] = {}
     shared: dict[tuple, str] = {}
     for type_id in blocks.names():
-        examples = blocks.spec(type_id).examples
-        for i, example in enumerate(examples if every_example else examples[:1]):
+        for i, example in enumerate(blocks.spec(type_id).examples[:1]):
             tag = f"{type_id}-{i}"
             part, part_feeds = block_graph(type_id, example, dtype, zlib.crc32(tag.encode()))
             rename = {}
