@@ -590,14 +590,14 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_export(args: argparse.Namespace, out: Output) -> int:
     """Write the graph as a PyTorch module (.py + .safetensors) or an ONNX model (engine.export)."""
-    from engine.export import MissingExtraError, export
+    from engine.export import SUFFIXES, MissingExtraError, export
 
-    suffixes = {".py": "torch", ".onnx": "onnx"}
-    to = args.to or (suffixes.get(Path(args.output).suffix.lower()) if args.output else None)
+    targets = {suffix: target for target, suffix in SUFFIXES.items()}
+    to = args.to or (targets.get(Path(args.output).suffix.lower()) if args.output else None)
     if to is None:
         given = f"-o {args.output} is neither a .py nor an .onnx file; " if args.output else ""
         raise UsageError(f"{given}say what to export to: --to torch (a .py module and its .safetensors weights) or --to onnx")
-    want = ".py" if to == "torch" else ".onnx"
+    want = SUFFIXES[to]
     if args.output and Path(args.output).suffix.lower() != want:
         raise UsageError(f"-o {args.output}: --to {to} writes a {want} file")
     path, project = _load(args.file)

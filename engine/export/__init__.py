@@ -17,6 +17,12 @@ Optional dependencies, the ``export`` extra (``pip install "backprop-studio[expo
 ``onnxscript`` and ``onnxruntime`` for ONNX. The engine never imports any of them until an export
 asks for them. A node that cannot be exported is named with the reason; nothing is dropped.
 
+For the editor's File › Export: call :func:`export` off the GUI thread (an ONNX export takes
+seconds, a minute for a 24-layer BERT) and show ``ExportResult.paths`` and ``.notes``;
+:class:`MissingExtraError` and :class:`ExportError` (and the engine's GraphError for a graph that
+does not compile) carry a message to show as it is. :func:`require` tells beforehand whether a
+target can be exported here.
+
 The exporter table, one entry per block type, is :mod:`engine.export.exporters`; the code
 generator :mod:`engine.export.torch_code`; the torch classes the generated files are made of
 :mod:`engine.export.torch_lib`; ONNX :mod:`engine.export.onnx_export`.
@@ -40,10 +46,12 @@ if TYPE_CHECKING:
     from engine.runtime import Runtime
     from engine.serialize import Project
 
-__all__ = ["TARGETS", "EXTRA", "ExportError", "MissingExtraError", "ExportResult", "export", "prepare", "load_module",
-           "example_feeds"]
+__all__ = ["TARGETS", "SUFFIXES", "EXTRA", "ExportError", "MissingExtraError", "ExportResult", "export", "require",
+           "prepare", "load_module", "example_feeds"]
 
 TARGETS = ("torch", "onnx")
+#: The file each target writes (a .py also gets a .safetensors beside it).
+SUFFIXES = {"torch": ".py", "onnx": ".onnx"}
 EXTRA = "export"
 INSTALL = f'pip install "backprop-studio[{EXTRA}]"'
 #: Python modules each target needs (import name -> package name).
@@ -236,7 +244,7 @@ def export(project: "Project", to: str, path: str | Path, *, outputs: Sequence[s
     if to not in TARGETS:
         raise ExportError(f"cannot export to {to!r}: choose one of {', '.join(TARGETS)}")
     path = Path(path)
-    want = ".py" if to == "torch" else ".onnx"
+    want = SUFFIXES[to]
     if path.suffix.lower() != want:
         raise ExportError(f"{path}: {'a PyTorch module' if to == 'torch' else 'an ONNX model'} is written to a {want} file")
     require(to)

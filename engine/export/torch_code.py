@@ -188,7 +188,6 @@ class _Body:
     init: list[str] = field(default_factory=list)
     forward: list[str] = field(default_factory=list)
     state: dict[str, np.ndarray] = field(default_factory=dict)
-    uses: set[str] = field(default_factory=set)
 
 
 def _unsupported(type_id: str) -> str | None:
