@@ -102,6 +102,9 @@ def report(title: str, med: dict[str, float], base: str) -> None:
         print(f"  {k:32s} {v * 1e3:9.3f} ms   {v / med[base]:6.2f}× {base}")
 
 
+GEOMETRY = (1, 1, 0, 0, 1, 1, 1)  # the shipped kernels' (sh, sw, ph, pw, dh, dw, groups): stride 1, no padding
+
+
 def bench_conv(dtype: type = np.float32) -> None:
     rng = np.random.default_rng(0)
     B, C, H, Co, K = 8, 8, 28, 16, 3
@@ -109,16 +112,16 @@ def bench_conv(dtype: type = np.float32) -> None:
     W = (rng.standard_normal((Co, C, K, K)) * 0.1).astype(dtype)
     b = rng.standard_normal(Co).astype(dtype)
     g = rng.standard_normal((B, Co, H - K + 1, H - K + 1)).astype(dtype)
-    assert np.allclose(ck.conv2d_forward.fast(x, W, b, 1, 0), conv2d_direct(x, W, b, 1, 0), atol=1e-3)
+    assert np.allclose(ck.conv2d_forward.fast(x, W, b, *GEOMETRY), conv2d_direct(x, W, b, 1, 0), atol=1e-3)
     fwd = {
-        "im2col+BLAS (shipped)": lambda: ck.conv2d_forward.fast(x, W, b, 1, 0),
+        "im2col+BLAS (shipped)": lambda: ck.conv2d_forward.fast(x, W, b, *GEOMETRY),
         "direct loops": lambda: conv2d_direct(x, W, b, 1, 0),
-        "numpy twin": lambda: ck.conv2d_forward.twin(x, W, b, 1, 0),
+        "numpy twin": lambda: ck.conv2d_forward.twin(x, W, b, *GEOMETRY),
     }
     bwd = {
-        "im2col+BLAS (shipped)": lambda: ck.conv2d_backward.fast(x, W, g, 1, 0),
+        "im2col+BLAS (shipped)": lambda: ck.conv2d_backward.fast(x, W, g, *GEOMETRY),
         "direct loops": lambda: conv2d_direct_backward(x, W, g, 1, 0),
-        "numpy twin": lambda: ck.conv2d_backward.twin(x, W, g, 1, 0),
+        "numpy twin": lambda: ck.conv2d_backward.twin(x, W, g, *GEOMETRY),
     }
     if torch is not None:
         tx, tw, tb = torch.from_numpy(x).requires_grad_(), torch.from_numpy(W).requires_grad_(), torch.from_numpy(b).requires_grad_()

@@ -25,6 +25,8 @@ def application(argv: list[str] | None = None) -> QApplication:
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     app.setApplicationDisplayName(APPLICATION)
+    from editor.icons import app_icon
+    app.setWindowIcon(app_icon())
     return app  # type: ignore[return-value]
 
 
@@ -45,12 +47,12 @@ def build_window(path: str | None = None, *, offer_recovery: bool = True, settin
     to load: the loader's message is shown and the user still gets a working editor)."""
     window = MainWindow(settings)  # type: ignore[arg-type]
     window.apply_theme()
-    if offer_recovery and window.offer_recovery():
+    if offer_recovery and window.files.offer_recovery():
         return window
     if path:
         target = resolve_file(path)
         is_preset = _is_preset(target)
-        if window.load_path(target, is_preset=is_preset):
+        if window.files.load_path(target, is_preset=is_preset):
             return window
     open_default(window)
     return window
@@ -67,7 +69,7 @@ def _is_preset(path: Path) -> bool:
 def open_default(window: MainWindow) -> bool:
     try:
         import presets
-        return window.load_path(presets.path(presets.DEFAULT), is_preset=True)
+        return window.files.load_path(presets.path(presets.DEFAULT), is_preset=True)
     except Exception:  # noqa: BLE001 - no presets: an empty graph is still a working editor
         return False
 
@@ -77,7 +79,7 @@ def run_app(path: str | None, argv: list[str]) -> int:
     app = application(argv)
     window = build_window(path)
     window.show()
-    window.view.fit()
+    window.view.show_graph()
     return app.exec()
 
 

@@ -383,8 +383,10 @@ def inner_graph(doc: Document, node_id: str):  # -> engine.graph.Graph
 
 
 def auto_layout_command(doc: Document, size_of: Any, nodes: list[str] | None = None,
-                        scale: Any = 1.0) -> MoveNodesCommand | None:
-    """Auto-layout as one undoable move (None when nothing would move)."""
+                        scale: Any = 1.0, **hints: Any) -> MoveNodesCommand | None:
+    """Auto-layout as one undoable move (None when nothing would move). ``hints`` go to
+    :func:`editor.layout.layered_positions` (the view's size, so the layout fits it; wire text
+    widths; port heights)."""
     from editor.layout import layered_positions
 
     g = doc.graph
@@ -392,7 +394,7 @@ def auto_layout_command(doc: Document, size_of: Any, nodes: list[str] | None = N
         first = min((g.nodes[n].position for n in nodes), default=(0.0, 0.0))
     else:
         first = min((n.position for n in g.nodes.values()), default=(0.0, 0.0))
-    positions = layered_positions(g, size_of, origin=first, nodes=nodes, scale=scale)
+    positions = layered_positions(g, size_of, origin=first, nodes=nodes, scale=scale, **hints)
     moves = {nid: (g.nodes[nid].position, pos) for nid, pos in positions.items()
              if tuple(g.nodes[nid].position) != tuple(pos)}
     if not moves:

@@ -86,11 +86,16 @@ def _screenshot(args: list[str]) -> int:
     parser.add_argument("out", help="the PNG to write")
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=900)
+    parser.add_argument("--open", dest="inside", metavar="NODE[/NODE…]",
+                        help="open these composites first, one level each (e.g. BERT/block1)")
+    parser.add_argument("--show-all", action="store_true", help="open every compact stack of the shown level")
+    parser.add_argument("--json", action="store_true",
+                        help='print one JSON line about the picture: {"zoom": …, "min_text_px": …, …}')
     ns = parser.parse_args(args)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from editor.screenshot import main as screenshot
 
-    return screenshot(ns.file, ns.out, ns.width, ns.height)
+    return screenshot(ns.file, ns.out, ns.width, ns.height, inside=ns.inside, show_all=ns.show_all, as_json=ns.json)
 
 
 if __name__ == "__main__":

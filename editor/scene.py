@@ -8,14 +8,15 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import networkx as nx
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsScene, QGraphicsSceneMouseEvent
 
 from editor import commands
 from editor.document import Document
-from editor.items import DragWire, LinkItem, NodeItem, PortItem, Toast
-from editor.layout import layered_positions, spread_factor
+from editor.items import DragWire, LinkItem, NodeItem, PortItem, Toast, placement
+from editor.items.link import WireLabel, wire_path
+from editor.layout import FRAME, Arrangement, arrange, find_buses, spread_factor
 from editor.theme import LIGHT, Theme
 from engine.blocks import Kind
 from engine.blocks._base import shape_str
@@ -24,8 +25,15 @@ from engine.graph import Link
 
 SCENE_EXTENT = 100_000.0
 MIN_STACK = 3  # identical blocks in a chain drawn as one compact stack from this many on
-WRAP_COLUMNS = 6  # inner views fold long chains into rows of at most this many columns
 NUDGE, NUDGE_BIG = 8.0, 40.0  # arrow keys move the selection this far (scene units), Shift: further
+
+
+def _lanes_of(route: list[QPointF] | None) -> list[tuple[float, float, float]]:
+    """The horizontal legs of a routed wire: (y, x from, x to)."""
+    if not route:
+        return []
+    return [(a.y(), min(a.x(), b.x()), max(a.x(), b.x())) for a, b in zip(route, route[1:])
+            if abs(a.y() - b.y()) < 0.5 and abs(a.x() - b.x()) > 0.5]
 
 
 class _Wiring:
@@ -49,6 +57,7 @@ class GraphScene(QGraphicsScene):
     # offers the block search and connects what the user picks.
     wire_dropped = Signal(str, str, bool, QPointF)
     message = Signal(str)  # something worth a status-bar line
+    reframe_requested = Signal()  # the layout changed a lot (a stack opened): frame it again
 
     def __init__(self, doc: Document, undo_stack: QUndoStack | None, theme: Theme = LIGHT,
                  *, compact_stacks: bool = False, parent: Any = None) -> None:
@@ -70,6 +79,20 @@ class GraphScene(QGraphicsScene):
         self._opened_stacks: set[str] = set()
         self._wiring: _Wiring | None = None
         self._press_positions: dict[str, QPointF] = {}
+        self._grid: placement.Grid | None = None
+        # The view's size (pixels), told by the view; layouts fit it.
+        self.view_size: tuple[float, float] | None = None
+        # Lay the graph out for the view when it is framed: read-only views always; a lesson just
+        # opened when its own layout cannot be read whole (the window clears it on the first edit).
+        self.adapt_layout = self.read_only
+        self._adapted = False
+        self._reroute = False
+        self._arranging = False
+        self._taken: list[tuple[float, float, float]] = []
+        self._arrange_timer = QTimer(self)
+        self._arrange_timer.setSingleShot(True)
+        self._arrange_timer.setInterval(0)
+        self._arrange_timer.timeout.connect(self.arrange)
         self.toast = Toast(self)
         self.addItem(self.toast)
         doc.node_added.connect(self._on_node_added)
@@ -92,8 +115,7 @@ class GraphScene(QGraphicsScene):
     def rebuild(self) -> None:
         """Drop every item and build them again from the document."""
         self.cancel_wiring()
-        for link_item in self.links.values():
-            self.removeItem(link_item.label_item)
+        self._adapted = False
         for item in list(self.nodes.values()) + list(self.links.values()):
             self.removeItem(item)
         self.nodes.clear()
@@ -104,7 +126,7 @@ class GraphScene(QGraphicsScene):
             self._add_node_item(nid, place=False)
         self.spread = (1.0, 1.0)
         if not self.read_only:
-            self.spread = spread_factor([(*g.nodes[nid].position, item.width, item.height + (item._badge_rect().height() if item.error else 0))
+            self.spread = spread_factor([(*g.nodes[nid].position, item.width, item.height)
                                          for nid, item in self.nodes.items()])
         for nid, item in self.nodes.items():
             item.setPos(self.to_scene(g.nodes[nid].position))
@@ -112,6 +134,7 @@ class GraphScene(QGraphicsScene):
             self._add_link_item(link)
         self._compute_stacks()
         self.refresh_shapes()
+        self.arrange(reroute=True)
 
     def to_scene(self, position: tuple[float, float]) -> QPointF:
         return QPointF(position[0] * self.spread[0], position[1] * self.spread[1])
@@ -136,19 +159,20 @@ class GraphScene(QGraphicsScene):
         self._links_of.setdefault(link.src, set()).add(link)
         self._links_of.setdefault(link.dst, set()).add(link)
         self.addItem(item)
-        self.addItem(item.label_item)
         self._update_link_path(item)
         self._set_port_connected(link, True)
         return item
 
     def _on_node_added(self, node_id: str) -> None:
         self._add_node_item(node_id)
+        self.invalidate_cards()
 
     def _on_node_removed(self, node_id: str) -> None:
         item = self.nodes.pop(node_id, None)
         self._links_of.pop(node_id, None)
         if item is not None:
             self.removeItem(item)
+        self.invalidate_cards()
 
     def _on_link_added(self, link: Link) -> None:
         self._add_link_item(link)
@@ -158,7 +182,6 @@ class GraphScene(QGraphicsScene):
         for nid in (link.src, link.dst):
             self._links_of.get(nid, set()).discard(link)
         if item is not None:
-            self.removeItem(item.label_item)
             self.removeItem(item)
         self._set_port_connected(link, False)
 
@@ -179,6 +202,7 @@ class GraphScene(QGraphicsScene):
         chain = self.stacks.get(node_id)
         item.title_override = f"{self.doc.node(chain[0]).name} … {self.doc.node(chain[-1]).name}" if chain else ""
         item.refresh(self.doc.node(node_id))
+        self.invalidate_cards()
         for link in self._links_of.get(node_id, ()):
             self._update_link_path(self.links[link])
             if link.dst == node_id:
@@ -192,7 +216,11 @@ class GraphScene(QGraphicsScene):
                 item.setPos(target)
 
     def node_item_moved(self, item: NodeItem) -> None:
-        """Called by a NodeItem when it moves: its wires follow."""
+        """Called by a NodeItem when it moves: its wires follow (and, once the move is over, every
+        wire is routed again: the card may now stand in another wire's way)."""
+        self._grid = None
+        if not self._press_positions:
+            self.schedule_arrange(reroute=True)
         for link in self._links_of.get(item.node_id, ()):
             link_item = self.links.get(link)
             if link_item is not None:
@@ -212,7 +240,63 @@ class GraphScene(QGraphicsScene):
             return
         if src is dst and self._stack_of.get(link.src) and self._stack_of.get(link.src) == self._stack_of.get(link.dst):
             return  # inside a compact stack: hidden
-        item.set_ends(src.port_scene_pos(link.src_port, True), dst.port_scene_pos(link.dst_port, False))
+        # Each end's point and direction; a bus end sits straight under or over the other end.
+        p1, d1 = src.anchor(link.src_port, True, dst.port_scene_pos(link.dst_port, False))
+        p2, d2 = dst.anchor(link.dst_port, False, p1)
+        via = None
+        if self._arranging and not (d1.y() or d2.y()):
+            # Routing looks at every card, so it runs once per change (in arrange), not per wire
+            # moved: until then (and while a card is dragged) a wire is its plain curve.
+            via = placement.route(p1, p2, self.card_grid(), (src, dst), wire_path(p1, p2), self._taken)
+            self._taken.extend(_lanes_of(via))
+        item.set_ends(p1, p2, d1, d2, via)
+        item.bus_ends = (bool(d1.y()), bool(d2.y()))
+        if not self._arranging:
+            if self._press_positions:
+                item.follow_labels()  # dragging: the texts ride along, placed properly on release
+            else:
+                self.schedule_arrange(reroute=True)
+
+    # --- wire routes and wire texts ------------------------------------------------------------------
+
+    def card_grid(self) -> placement.Grid:
+        """Every visible card's rectangle, for routing wires and placing their texts (cached until
+        a card moves, appears, hides or changes size)."""
+        if self._grid is None:
+            self._grid = placement.Grid()
+            for item in self.nodes.values():
+                if item.isVisible():
+                    self._grid.add(item.card_rect(), item)
+        return self._grid
+
+    def invalidate_cards(self) -> None:
+        """Cards appeared, disappeared or changed size: route and place everything again soon."""
+        self._grid = None
+        self.schedule_arrange(reroute=True)
+
+    def schedule_arrange(self, reroute: bool = False) -> None:
+        """Place the wire texts again soon (many changes in one event-loop turn cost one pass);
+        with ``reroute``, route every wire again first."""
+        self._reroute = self._reroute or reroute
+        if not self._arrange_timer.isActive():
+            self._arrange_timer.start()
+
+    def arrange(self, reroute: bool = False) -> None:
+        """Route the wires (when asked or pending) and place every wire text, now."""
+        self._arrange_timer.stop()
+        reroute, self._reroute = reroute or self._reroute, False
+        self._arranging = True
+        try:
+            if reroute:
+                self._grid = None
+                self._taken = []  # lanes taken so far: each wire sees those routed before it
+                for item in self.links.values():
+                    if item.isVisible():
+                        self._update_link_path(item)
+            labels = [label for item in self.links.values() for label in item.labels.values()]
+            placement.place_labels(labels, self.card_grid())
+        finally:
+            self._arranging = False
 
     def _visible(self, node_id: str) -> NodeItem | None:
         head = self._stack_of.get(node_id)
@@ -250,6 +334,7 @@ class GraphScene(QGraphicsScene):
             if member in self.nodes:
                 self.nodes[member].setVisible(True)
         self.stacks, self._stack_of = {}, {}
+        self.invalidate_cards()
         if not self.compact_stacks:
             return
         g = self.doc.graph
@@ -311,32 +396,92 @@ class GraphScene(QGraphicsScene):
                     "<br><i>double-click to show every block</i>")
 
     def open_stack(self, head: str) -> None:
-        """Show every member of a compact stack (and lay them out in a row)."""
+        """Show every member of a compact stack (and lay them all out again)."""
         chain = self.stacks.get(head)
         if not chain:
             return
         self._opened_stacks.add(head)
         self._compute_stacks()
         self.auto_layout_view()
+        self.reframe_requested.emit()
 
-    def auto_layout_view(self) -> None:
-        """Lay out a read-only view directly (layout of a view is not an edit)."""
+    def arrangement(self, viewport: tuple[float, float] | None = None, readable: float = 0.9) -> Arrangement:
+        """The auto-layout of what is visible, fitted to ``viewport`` (pixels) when given. In a
+        read-only view, nodes wired along a whole row become buses (set on their items here)."""
         visible = [n for n in self.doc.graph.nodes if self._stack_of.get(n, n) == n]
-        positions = layered_positions(self.doc.graph, self.node_size, nodes=visible, alias=self._stack_of,
-                                      scale=self.spread, wrap=WRAP_COLUMNS)
+        buses = find_buses(self.doc.graph, visible, self._stack_of) if self.read_only else {}
+        for nid, item in self.nodes.items():
+            if item.bus != buses.get(nid, ""):
+                item.set_bus(buses.get(nid, ""))
+        result = arrange(self.doc.graph, self.node_size, nodes=visible, alias=self._stack_of, scale=self.spread,
+                         viewport=viewport, readable=readable, buses=buses, label_width=self._label_width,
+                         port_offset=self._port_offset)
+        for nid, (side, width) in result.buses.items():
+            self.nodes[nid].set_bus(side, width)
+        return result
+
+    def adapt_to_view(self, comfortable: float, legible: float) -> None:
+        """Called by the view before it frames the graph (see ``adapt_layout``): lay out for a
+        ``comfortable`` zoom; a lesson keeps its own layout when that is ``legible`` whole."""
+        if not self.adapt_layout or self.view_size is None:
+            return
+        if self.read_only or self._adapted:
+            self.auto_layout_view(self.view_size, comfortable)
+            return
+        rect = self.items_bounding_rect()
+        if rect.isEmpty():
+            return
+        w, h = self.view_size
+        now = min(w / (rect.width() + 2 * FRAME), h / (rect.height() + 2 * FRAME), 1.0)
+        if now >= legible:
+            return
+        readable = comfortable
+        result = self.arrangement(self.view_size, readable)
+        if result.zoom > now + 0.05:
+            self.auto_layout_view(self.view_size, readable, result)
+            self._adapted = True  # from now on (until an edit) the layout is ours to redo
+
+    def auto_layout_view(self, viewport: tuple[float, float] | None = None, readable: float = 0.9,
+                         result: Arrangement | None = None) -> None:
+        """Lay out directly, not as an edit: a read-only view, or a lesson just opened."""
+        if viewport is None:
+            viewport = self.view_size
+        positions = (result or self.arrangement(viewport, readable)).positions
         for nid, pos in positions.items():
             self.doc.move(nid, pos)
         for head, chain in self.stacks.items():
             for m in chain[1:]:
                 self.doc.move(m, positions.get(head, (0.0, 0.0)))
+        self.invalidate_cards()
+
+    def layout_hints(self) -> dict[str, Any]:
+        """What an editable graph's Auto-Layout needs from this scene: the view's size (to fold to
+        it), the widths of the wire texts, the ports' heights."""
+        from editor.items.fonts import comfortable_zoom
+        return {"viewport": self.view_size, "readable": comfortable_zoom(),
+                "label_width": self._label_width, "port_offset": self._port_offset}
+
+    def _label_width(self, a: str, b: str) -> float:
+        """The width of the shape written on the wire from ``a`` to ``b`` (0 when none)."""
+        widest = 0.0
+        for link in self._links_of.get(a, ()):
+            if self._stack_of.get(link.dst, link.dst) == b and link in self.links:
+                text = self.links[link].label
+                if text:
+                    widest = max(widest, WireLabel.size_of(text)[0])
+        return min(widest, 110.0)
+
+    def _port_offset(self, node_id: str, port: str, is_output: bool) -> float:
+        item = self.nodes[node_id]
+        ports = item.outputs if is_output else item.inputs
+        return ports[port].y() if port in ports else item.height / 2
 
     def node_size(self, node_id: str) -> tuple[float, float]:
         item = self.nodes.get(node_id)
         if item is None:
             return (180.0, 90.0)
         extra = 8.0 if item.stack_count > 1 else 0.0
-        badge = item._badge_rect().height() + 6 if item.error else 0.0
-        return (item.width + extra, item.height + extra + badge)
+        return (item.width + extra, item.height + extra)
 
     # --- queries for the window ----------------------------------------------------------------------
 
@@ -363,8 +508,13 @@ class GraphScene(QGraphicsScene):
         rect = QRectF()
         for item in self.nodes.values():
             if item.isVisible():
-                rect = rect.united(item.sceneBoundingRect())
+                rect = rect.united(item.card_rect())
         return rect
+
+    def source_cards(self) -> list[QRectF]:
+        """The cards where the data flow starts: visible nodes that no wire enters."""
+        fed = {self._stack_of.get(link.dst, link.dst) for link in self.doc.graph.links}
+        return [item.card_rect() for nid, item in self.nodes.items() if item.isVisible() and nid not in fed]
 
     # --- commands --------------------------------------------------------------------------------------
 
@@ -451,6 +601,7 @@ class GraphScene(QGraphicsScene):
             if item.pos() != before:
                 moves[nid] = (self.doc.node(nid).position, self.to_doc(item.pos()))
         self._press_positions = {}
+        self.schedule_arrange(reroute=True)
         if not moves:
             return
         if self.read_only:

@@ -11,6 +11,8 @@ from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QKeyEvent, QMouseEvent, QPainter, QPen, QWheelEvent
 from PySide6.QtWidgets import QGraphicsView, QWidget
 
+from editor.items.fonts import comfortable_zoom, px as font_px, readable_zoom
+from editor.layout import FRAME
 from editor.scene import GraphScene
 
 PALETTE_MIME = "application/x-backprop-studio-block"
@@ -44,6 +46,7 @@ class GraphView(QGraphicsView):
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._pan_from: QPointF | None = None
         self._space = False
+        self._auto_framed = False  # framed by show_graph and not touched since: frame again on resize
         self.minimap: Any = None
 
     def graph_scene(self) -> GraphScene:
@@ -58,6 +61,7 @@ class GraphView(QGraphicsView):
         """Zoom to ``factor``, keeping the scene point under ``anchor`` (a viewport position;
         the centre when None) where it is."""
         factor = min(MAX_ZOOM, max(MIN_ZOOM, factor))
+        self._auto_framed = False
         ratio = factor / self.zoom()
         if abs(ratio - 1) < 1e-9:
             return
@@ -83,16 +87,83 @@ class GraphView(QGraphicsView):
     def reset_zoom(self) -> None:
         self.set_zoom(1.0)
 
+    def show_graph(self) -> None:
+        """Frame a graph just opened: all of it when that can be read (every text at least
+        ``LEGIBLE_PX`` high), else a readable zoom on the start of the data flow (its inputs on
+        the left), leaving the rest to panning, the minimap and Fit. Framing again on resize until
+        the user zooms or pans."""
+        scene = self.graph_scene()
+        if scene is None:
+            return
+        vp = self.viewport().rect()
+        readable = readable_zoom()
+        if self.isVisible():  # before the first show the viewport's size means nothing
+            scene.view_size = (float(vp.width()), float(vp.height()))
+            scene.adapt_to_view(comfortable_zoom(), readable)
+        rect = scene.items_bounding_rect()
+        if rect.isNull() or rect.isEmpty():
+            self.fit()
+            self._auto_framed = True
+            return
+        rect = rect.adjusted(-FRAME, -FRAME, FRAME, FRAME)
+        fits = min(vp.width() / rect.width(), vp.height() / rect.height(), 1.0)
+        if fits >= readable:
+            self.fit()
+        else:
+            self._frame_start(rect, comfortable_zoom())
+        self._auto_framed = True
+
+    def _frame_start(self, rect: QRectF, zoom: float) -> None:
+        """Zoom to ``zoom`` with the graph's left edge at the view's left edge, centred vertically
+        on the inputs seen there."""
+        scene = self.graph_scene()
+        self.resetTransform()
+        self.scale(zoom, zoom)
+        vp = self.viewport().rect()
+        w, h = vp.width() / zoom, vp.height() / zoom
+        sources = scene.source_cards()
+        firsts = [r for r in sources if r.left() < rect.left() + w * 0.6] or sources
+        cy = sum(r.center().y() for r in firsts) / len(firsts) if firsts else rect.center().y()
+        if rect.height() <= h:
+            top = rect.center().y() - h / 2
+        else:
+            top = min(max(cy - h / 2, rect.top()), rect.bottom() - h)
+        left = rect.left() if rect.width() > w else rect.center().x() - w / 2
+        self.centerOn(QPointF(left + w / 2, top + h / 2))
+        self.zoom_changed.emit(self.zoom())
+        self.view_changed.emit()
+
+    def legibility(self) -> dict[str, float | None]:
+        """The zoom and the smallest on-screen height (pixels) of the canvas text in view:
+        node titles, port names, params and wire texts. Text a card does not draw at this zoom
+        (too far away) counts as 0: it has vanished."""
+        scene = self.graph_scene()
+        zoom = self.zoom()
+        seen = self.mapToScene(self.viewport().rect()).boundingRect()
+        heights: list[float] = []
+        for item in scene.nodes.values():
+            if not item.isVisible() or not item.card_rect().intersects(seen):
+                continue
+            for role in item.text_roles():
+                drawn = zoom >= (0.35 if role in ("title", "badge") else 0.4)
+                heights.append(font_px(role) * zoom if drawn else 0.0)
+        for link in scene.links.values():
+            for label in link.labels.values():
+                if label.isVisible() and label.text and label.scene_rect().intersects(seen):
+                    heights.append(font_px("label") * zoom if zoom >= 0.25 else 0.0)
+        return {"zoom": round(zoom, 4), "min_text_px": round(min(heights), 2) if heights else None}
+
     def fit(self, rect: QRectF | None = None) -> None:
         """Fit the whole graph (or ``rect``), never zooming in past 100 %."""
         scene = self.graph_scene()
+        self._auto_framed = False
         rect = rect if rect is not None else scene.items_bounding_rect()
         if rect.isNull() or rect.isEmpty():
             self.resetTransform()
             self.centerOn(0, 0)
             self.zoom_changed.emit(1.0)
             return
-        rect = rect.adjusted(-40, -40, 40, 40)
+        rect = rect.adjusted(-FRAME, -FRAME, FRAME, FRAME)
         vp = self.viewport().rect()
         factor = min(vp.width() / rect.width(), vp.height() / rect.height(), 1.0)
         self.resetTransform()
@@ -104,9 +175,15 @@ class GraphView(QGraphicsView):
 
     def pan_by(self, dx: float, dy: float) -> None:
         """Pan by a number of viewport pixels."""
+        self._auto_framed = False
         h, v = self.horizontalScrollBar(), self.verticalScrollBar()
         h.setValue(h.value() + int(round(dx)))
         v.setValue(v.value() + int(round(dy)))
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        if self._auto_framed:
+            self.show_graph()
 
     def scrollContentsBy(self, dx: int, dy: int) -> None:
         super().scrollContentsBy(dx, dy)

@@ -1,34 +1,34 @@
-"""The main window: canvas, palette, inspector, breadcrumbs, menus, files, autosave.
+"""The main window: a thin assembly of the canvas, the panels, the menus and the controllers.
 
 Everything the user does becomes a command on one undo stack (the main document's); the stack's
-clean state drives the title's modified marker. Dialogs go through :class:`Prompts` so tests can
-answer them without a person.
+clean state drives the title's modified marker. Files (open, save, recent, autosave, recovery)
+live in :mod:`editor.files`, the clipboard in :mod:`editor.clipboard`; dialogs go through
+:class:`~editor.prompts.Prompts` so tests can answer them without a person.
 """
 
 from __future__ import annotations
 
-import atexit
-import functools
 
 import html
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QPoint, QPointF, QSettings, QStandardPaths, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QPoint, QPointF, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import (QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence, QUndoCommand,
                            QUndoStack)
-from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMenu,
-                               QMessageBox, QToolButton, QUndoView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QApplication, QDockWidget, QHBoxLayout, QLabel, QMainWindow, QMenu, QSizePolicy,
+                               QToolButton, QUndoView, QVBoxLayout, QWidget)
 
-from editor import commands, theme as themes
+from editor import commands, theme as themes, toolbar
+from editor.clipboard import Clipboard
+from editor.files import Files
 from editor.document import Document
 from editor.items import NodeItem
 from editor.panels.inspector import Inspector
 from editor.panels.minimap import Minimap
 from editor.panels.palette import Palette
 from editor.panels.search import BlockSearch
+from editor.prompts import Prompts
 from editor.scene import GraphScene
 from editor.view import GraphView
 from engine import blocks
@@ -36,47 +36,7 @@ from engine.blocks import Block
 from engine.errors import EngineError
 from engine.graph import Graph
 
-CLIP_MIME = "application/x-backprop-studio-graph"
-MAX_RECENT = 10
 AUTOSAVE_MS = 60_000
-FILE_FILTER = "Backprop Studio files (*.json *.bps);;Graph only (*.json);;Graph with weights (*.bps);;All files (*)"
-
-
-class Prompts:
-    """The questions the window asks. Tests replace these methods."""
-
-    def __init__(self, parent: QWidget) -> None:
-        self.parent = parent
-
-    def save_changes(self, name: str) -> str:
-        """'save', 'discard' or 'cancel'."""
-        box = QMessageBox(QMessageBox.Icon.Warning, "Unsaved changes",
-                          f"Save the changes to “{name}” before closing it?",
-                          QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard |
-                          QMessageBox.StandardButton.Cancel, self.parent)
-        box.setInformativeText("Your changes will be lost if you don't save them.")
-        box.setDefaultButton(QMessageBox.StandardButton.Save)
-        answer = box.exec()
-        return {QMessageBox.StandardButton.Save: "save", QMessageBox.StandardButton.Discard: "discard"}.get(
-            QMessageBox.StandardButton(answer), "cancel")
-
-    def restore_recovery(self, when: str) -> bool:
-        answer = QMessageBox.question(
-            self.parent, "Restore unsaved work?",
-            f"Backprop Studio did not close normally{when}. Restore the unsaved graph it kept?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
-        return answer == QMessageBox.StandardButton.Yes
-
-    def error(self, title: str, text: str) -> None:
-        QMessageBox.critical(self.parent, title, text)
-
-    def open_path(self, directory: str) -> str:
-        path, _ = QFileDialog.getOpenFileName(self.parent, "Open graph", directory, FILE_FILTER)
-        return path
-
-    def save_path(self, suggestion: str) -> str:
-        path, _ = QFileDialog.getSaveFileName(self.parent, "Save graph as", suggestion, FILE_FILTER)
-        return path
 
 
 @dataclass
@@ -86,11 +46,6 @@ class Level:
     title: str
     doc: Document
     scene: GraphScene
-
-
-def recovery_path() -> Path:
-    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
-    return Path(base) / "recovery.json"
 
 
 def openable(node: Any) -> bool:
@@ -109,14 +64,10 @@ class MainWindow(QMainWindow):
         self.prompts = Prompts(self)
         self.undo_stack = QUndoStack(self)
         self.doc = Document(title="Untitled")
-        self.project: Any = None
-        self.path: Path | None = None
-        self.is_preset = False
         self.theme_choice = str(self.settings.value("theme", "system"))
         self.theme = themes.resolve(self.theme_choice)
         root_scene = GraphScene(self.doc, self.undo_stack, self.theme, parent=self)
         self.levels: list[Level] = [Level("Untitled", self.doc, root_scene)]
-        self._paste_count = 0
         self._pending_wire: tuple[str, str, bool] | None = None
 
         self.view = GraphView()
@@ -154,6 +105,11 @@ class MainWindow(QMainWindow):
             w.setContentsMargins(8, 0, 8, 0)
             self.statusBar().addPermanentWidget(w)
 
+        self.files = Files(self.doc, self.undo_stack, self.settings, self.prompts, self._show_project, self)
+        self.files.changed.connect(self._update_title)
+        self.files.message.connect(lambda text, msec: self.statusBar().showMessage(text, msec))
+        self.clipboard = Clipboard(self)
+
         self._make_actions()
         self._wire()
         self._attach_scene(root_scene)
@@ -172,7 +128,7 @@ class MainWindow(QMainWindow):
             self.resizeDocks([self.palette_dock, self.inspector_dock], [210, 270], Qt.Orientation.Horizontal)
         self.autosave_timer = QTimer(self)
         self.autosave_timer.setInterval(AUTOSAVE_MS)
-        self.autosave_timer.timeout.connect(self.autosave)
+        self.autosave_timer.timeout.connect(self.files.autosave)
         self.autosave_timer.start()
         hints = QGuiApplication.styleHints()
         hints.colorSchemeChanged.connect(self._on_system_scheme)
@@ -217,15 +173,15 @@ class MainWindow(QMainWindow):
         SK = QKeySequence.StandardKey
         mb = self.menuBar()
         m = mb.addMenu("&File")
-        self.act_new = self._action("&New", self.new_document, SK.New, m)
-        self.act_open = self._action("&Open…", self.open_dialog, SK.Open, m)
+        self.act_new = self._action("&New", self.files.new_document, SK.New, m)
+        self.act_open = self._action("&Open…", self.files.open_dialog, SK.Open, m)
         self.recent_menu = m.addMenu("Open &Recent")
         self.presets_menu = m.addMenu("Open &Lesson")
         m.addSeparator()
-        self.act_save = self._action("&Save", self.save, SK.Save, m)
-        self.act_save_as = self._action("Save &As…", self.save_as, [SK.SaveAs, K("Ctrl+Shift+S")], m)
+        self.act_save = self._action("&Save", self.files.save, SK.Save, m)
+        self.act_save_as = self._action("Save &As…", self.files.save_as, [SK.SaveAs, K("Ctrl+Shift+S")], m)
         m.addSeparator()
-        self._action("&Quit", self.close, [SK.Quit, K("Ctrl+Q")], m)
+        self.act_quit = self._action("&Quit", self.close, [SK.Quit, K("Ctrl+Q")], m)
 
         m = mb.addMenu("&Edit")
         self.act_undo = self.undo_stack.createUndoAction(self, "&Undo")
@@ -237,24 +193,26 @@ class MainWindow(QMainWindow):
         self.addAction(self.act_undo)
         self.addAction(self.act_redo)
         m.addSeparator()
-        self.act_cut = self._action("Cu&t", self.cut, SK.Cut, m)
-        self.act_copy = self._action("&Copy", self.copy, SK.Copy, m)
-        self.act_paste = self._action("&Paste", self.paste, SK.Paste, m)
-        self.act_duplicate = self._action("&Duplicate", self.duplicate, K("Ctrl+D"), m)
+        self.act_cut = self._action("Cu&t", self.clipboard.cut, SK.Cut, m)
+        self.act_copy = self._action("&Copy", self.clipboard.copy, SK.Copy, m)
+        self.act_paste = self._action("&Paste", self.clipboard.paste, SK.Paste, m)
+        self.act_duplicate = self._action("&Duplicate", self.clipboard.duplicate, K("Ctrl+D"), m)
         self.act_delete = self._action("&Delete", self.delete_selection, [SK.Delete, K(Qt.Key.Key_Backspace)], m)
         m.addSeparator()
         self.act_select_all = self._action("Select &All", self.select_all, SK.SelectAll, m)
         self.act_rename = self._action("Re&name", self.rename, K(Qt.Key.Key_F2), m)
 
         m = mb.addMenu("&View")
-        self._action("Zoom &In", self.view.zoom_in, [SK.ZoomIn, K("Ctrl+=")], m)
-        self._action("Zoom &Out", self.view.zoom_out, SK.ZoomOut, m)
-        self._action("&Fit to View", self.view.fit, [K("F"), K("Ctrl+0")], m)
-        self._action("Actual &Size", self.view.reset_zoom, K("Ctrl+1"), m)
+        self.act_zoom_in = self._action("Zoom &In", self.view.zoom_in, [SK.ZoomIn, K("Ctrl+=")], m)
+        self.act_zoom_out = self._action("Zoom &Out", self.view.zoom_out, SK.ZoomOut, m)
+        self.act_fit = self._action("&Fit to View", self.view.fit, [K("F"), K("Ctrl+0")], m, "Show the whole graph")
+        self.act_zoom_reset = self._action("Actual &Size", self.view.reset_zoom, K("Ctrl+1"), m)
         m.addSeparator()
         self.act_layout = self._action("Auto-&Layout", self.auto_layout, K("Ctrl+L"), m,
                                        "Arrange the graph in layers, left to right")
         self.act_minimap = QAction("&Minimap", self, checkable=True)
+        self.act_minimap.setShortcut(K("M"))
+        self.addAction(self.act_minimap)
         self.act_minimap.setChecked(self.minimap.enabled_by_user)
         self.act_minimap.toggled.connect(self._toggle_minimap)
         m.addAction(self.act_minimap)
@@ -272,23 +230,25 @@ class MainWindow(QMainWindow):
         m.addAction(self.history_dock.toggleViewAction())
 
         m = mb.addMenu("&Node")
-        self._action("&Insert Block…", self.view.request_search, None, m, "Search blocks (Tab on the canvas)")
+        self.act_insert = self._action("&Insert Block…", self.view.request_search, None, m, "Search blocks (Tab on the canvas)")
         self.act_open_inside = self._action("&Open Inside", self.open_selected, K("Ctrl+Return"), m,
                                             "Show a composite block's inner graph (double-click)")
         self.act_expand = self._action("&Expand Composite", self.expand_selected, K("Ctrl+E"), m,
                                        "Replace a composite block by its inner nodes")
         # Not StandardKey.Back: it includes Backspace, which deletes.
         self.act_back = self._action("&Back to Outer Graph", self.go_up, [K("Alt+Left"), K("Alt+Up")], m)
-        self._populate_presets()
-        self._update_recent_menu()
+        self.files.populate_presets(self.presets_menu)
+        self.files.update_recent_menu(self.recent_menu)
+        self.toolbar = toolbar.install(self)
 
     def _wire(self) -> None:
         self.undo_stack.cleanChanged.connect(self._on_stack_changed)
         self.undo_stack.indexChanged.connect(self._on_stack_changed)
+        self.undo_stack.indexChanged.connect(self._on_first_edit)
         self.palette.activated.connect(lambda t, p: self.insert_block(t, p, None))
         self.search.chosen.connect(self._on_search_chosen)
         self.view.block_dropped.connect(lambda t, p, pos: self.insert_block(t, p, pos))
-        self.view.files_dropped.connect(self.open_dropped)
+        self.view.files_dropped.connect(self.files.open_dropped)
         self.view.search_requested.connect(self._show_search)
         self.view.zoom_changed.connect(lambda z: self.status_zoom.setText(f"{z * 100:.0f} %"))
         self.view.context_requested.connect(self._show_context_menu)
@@ -311,6 +271,7 @@ class MainWindow(QMainWindow):
         scene.canvas_activated.connect(self._show_search)
         scene.message.connect(self._show_status)
         scene.wire_dropped.connect(self._on_wire_dropped)
+        scene.reframe_requested.connect(self.view.show_graph)
         doc = scene.doc
         doc.shapes_changed.connect(self._update_status)
         doc.shapes_changed.connect(self.minimap.schedule)
@@ -328,7 +289,7 @@ class MainWindow(QMainWindow):
     def _detach_scene(self, scene: GraphScene) -> None:
         for sig, slot in ((scene.selectionChanged, self._on_selection), (scene.node_activated, self.open_inside),
                           (scene.canvas_activated, self._show_search), (scene.message, self._show_status),
-                          (scene.wire_dropped, self._on_wire_dropped)):
+                          (scene.wire_dropped, self._on_wire_dropped), (scene.reframe_requested, self.view.show_graph)):
             try:
                 sig.disconnect(slot)
             except (RuntimeError, TypeError):
@@ -362,19 +323,21 @@ class MainWindow(QMainWindow):
                 sep = QLabel("›")
                 self._crumb_layout.addWidget(sep)
             if i == len(self.levels) - 1:
-                current = QLabel(f"<b>{html.escape(level.title)}</b>")
+                current = QLabel(f"<b>{html.escape(_short(level.title, 48))}</b>")
                 current.setContentsMargins(4, 0, 4, 0)
+                current.setToolTip(level.title)
                 self._crumb_layout.addWidget(current)
             else:
                 b = QToolButton()
-                b.setText(level.title)
+                b.setText(_short(level.title, 28).replace("&", "&&"))
                 b.setAutoRaise(True)
-                b.setToolTip("Back to this graph")
+                b.setToolTip(f"Back to {level.title}")
                 b.clicked.connect(lambda _=False, k=i: self.go_to_level(k))
                 self._crumb_layout.addWidget(b)
         if len(self.levels) > 1:
             hint = QLabel("  read-only · double-click a block to look inside · Expand to edit its parts")
             hint.setEnabled(False)
+            hint.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widens the window
             self._crumb_layout.addWidget(hint)
         self._crumb_layout.addStretch(1)
         self.act_back.setEnabled(len(self.levels) > 1)
@@ -394,13 +357,12 @@ class MainWindow(QMainWindow):
         title = f"{node.name}" if node.name == node.type else f"{node.name} ({node.type})"
         inner_doc = Document(inner, read_only=True, title=title)
         scene = GraphScene(inner_doc, None, self.theme, compact_stacks=True, parent=self)
-        # Inner graphs come with the engine's rough columns; lay them out for these node sizes.
-        scene.auto_layout_view()
+        # Inner graphs come with the engine's rough columns: the view lays them out for its size.
         self._detach_scene(self.scene)
         self.levels.append(Level(title, inner_doc, scene))
         self._attach_scene(scene)
         self._update_crumbs()
-        self.view.fit()
+        self.view.show_graph()
         return True
 
     def go_to_level(self, index: int) -> None:
@@ -413,7 +375,7 @@ class MainWindow(QMainWindow):
             level.doc.deleteLater()
         self._attach_scene(self.scene)
         self._update_crumbs()
-        self.view.fit()
+        self.view.show_graph()
 
     def go_up(self) -> None:
         self.go_to_level(len(self.levels) - 2)
@@ -454,19 +416,21 @@ class MainWindow(QMainWindow):
         self.status_params.setText(f"{count:,} parameters")
 
     def _update_title(self) -> None:
-        name = self.path.name if self.path is not None and not self.is_preset else (
-            (self.project.name if self.project is not None and self.project.name else None) or "Untitled")
+        name = self.files.display_name()
         self.levels[0].title = name
         self.setWindowTitle(f"{name}[*] — Backprop Studio")
         self.setWindowModified(not self.undo_stack.isClean())
         first = self._crumb_layout.itemAt(0)
         if first is not None and isinstance(first.widget(), QToolButton):
-            first.widget().setText(name)
+            first.widget().setText(_short(name, 28).replace("&", "&&"))
         elif first is not None and isinstance(first.widget(), QLabel):
-            first.widget().setText(f"<b>{html.escape(name)}</b>")
+            first.widget().setText(f"<b>{html.escape(_short(name, 48))}</b>")
 
     def _on_stack_changed(self, *_: Any) -> None:
         self._update_title()
+
+    def _on_first_edit(self, *_: Any) -> None:
+        self.levels[0].scene.adapt_layout = False
 
     @property
     def modified(self) -> bool:
@@ -474,11 +438,11 @@ class MainWindow(QMainWindow):
 
     # --- editing -------------------------------------------------------------------------------------------
 
-    def _push(self, command: QUndoCommand) -> None:
+    def push(self, command: QUndoCommand) -> None:
         if not self.scene.push(command):
             return
 
-    def _cursor_scene_pos(self) -> QPointF | None:
+    def cursor_scene_pos(self) -> QPointF | None:
         pos = self.view.mapFromGlobal(self.view.cursor().pos())
         if self.view.viewport().rect().contains(pos):
             return self.view.mapToScene(pos)
@@ -510,7 +474,7 @@ class MainWindow(QMainWindow):
         for p in candidates:
             args = (anchor, port, new_id, p.name) if from_output else (new_id, p.name, anchor, port)
             try:
-                self._push(commands.ConnectCommand(self.doc, *args))
+                self.push(commands.ConnectCommand(self.doc, *args))
                 return True
             except EngineError as exc:
                 last_error = str(exc)
@@ -543,11 +507,11 @@ class MainWindow(QMainWindow):
         if connect is not None:
             # Insert and connect are one undo step.
             self.undo_stack.beginMacro(f"Insert {cmd.name} and connect")
-            self._push(cmd)
+            self.push(cmd)
             self._connect_new(cmd.node_id, connect)
             self.undo_stack.endMacro()
         else:
-            self._push(cmd)
+            self.push(cmd)
         self.scene.select_nodes([cmd.node_id])
         self.view.setFocus()
         return cmd.node_id
@@ -556,74 +520,7 @@ class MainWindow(QMainWindow):
         ids = self.scene.selected_node_ids()
         links = self.scene.selected_links()
         if ids or links:
-            self._push(commands.RemoveItemsCommand(self.doc, ids, links))
-
-    def copy(self) -> bool:
-        ids = self.scene.selected_node_ids()
-        if not ids:
-            return False
-        clip = commands.clip_selection(self.level.doc, ids)
-        from PySide6.QtCore import QMimeData
-        mime = QMimeData()
-        text = json.dumps(clip)
-        mime.setData(CLIP_MIME, text.encode("utf-8"))
-        mime.setText(text)
-        QGuiApplication.clipboard().setMimeData(mime)
-        _release_clipboard_at_exit()
-        self._paste_count = 0
-        return True
-
-    def cut(self) -> None:
-        if self.copy():
-            ids = self.scene.selected_node_ids()
-            cmd = commands.RemoveItemsCommand(self.doc, ids)
-            cmd.setText(f"Cut {len(ids)} node{'s' if len(ids) != 1 else ''}")
-            self._push(cmd)
-
-    def _clipboard(self) -> dict | None:
-        mime = QGuiApplication.clipboard().mimeData()
-        raw = None
-        if mime is not None and mime.hasFormat(CLIP_MIME):
-            raw = bytes(mime.data(CLIP_MIME)).decode("utf-8")
-        elif mime is not None and mime.hasText():
-            raw = mime.text()
-        if not raw:
-            return None
-        try:
-            clip = json.loads(raw)
-        except json.JSONDecodeError:
-            return None
-        return clip if isinstance(clip, dict) and isinstance(clip.get("nodes"), list) else None
-
-    def paste(self) -> list[str]:
-        clip = self._clipboard()
-        if not clip or not clip["nodes"]:
-            return []
-        self._paste_count += 1
-        offset = (30.0 * self._paste_count, 30.0 * self._paste_count)
-        at = self._cursor_scene_pos()
-        if at is not None:
-            xs = [n["position"][0] for n in clip["nodes"]]
-            ys = [n["position"][1] for n in clip["nodes"]]
-            x, y = self.scene.to_doc(at)
-            offset = (x - min(xs), y - min(ys))
-        return self._paste_clip(clip, offset, "Paste")
-
-    def _paste_clip(self, clip: dict, offset: tuple[float, float], text: str) -> list[str]:
-        try:
-            cmd = commands.PasteCommand(self.doc, clip, offset, text)
-        except (EngineError, KeyError, TypeError, ValueError) as exc:
-            self.statusBar().showMessage(f"Cannot paste: {exc}", 6000)
-            return []
-        self._push(cmd)
-        self.scene.select_nodes(cmd.node_ids)
-        return cmd.node_ids
-
-    def duplicate(self) -> list[str]:
-        ids = self.scene.selected_node_ids()
-        if not ids:
-            return []
-        return self._paste_clip(commands.clip_selection(self.doc, ids), (40.0, 40.0), "Duplicate")
+            self.push(commands.RemoveItemsCommand(self.doc, ids, links))
 
     def select_all(self) -> None:
         for item in self.scene.nodes.values():
@@ -640,10 +537,11 @@ class MainWindow(QMainWindow):
         if self.scene.read_only:
             self.scene.auto_layout_view()
         else:
-            cmd = commands.auto_layout_command(self.doc, self.scene.node_size, scale=self.scene.spread)
+            cmd = commands.auto_layout_command(self.doc, self.scene.node_size, scale=self.scene.spread,
+                                               **self.scene.layout_hints())
             if cmd is not None:
-                self._push(cmd)
-        self.view.fit()
+                self.push(cmd)
+        self.view.show_graph()
 
     def _selected_one(self) -> str | None:
         ids = [i.node_id for i in self.scene.selectedItems() if isinstance(i, NodeItem)]
@@ -664,8 +562,8 @@ class MainWindow(QMainWindow):
         except EngineError as exc:
             self.statusBar().showMessage(str(exc), 6000)
             return
-        self._push(cmd)
-        self.view.fit()
+        self.push(cmd)
+        self.view.show_graph()
 
     # --- context menu ---------------------------------------------------------------------------------------
 
@@ -740,232 +638,31 @@ class MainWindow(QMainWindow):
 
     # --- files ---------------------------------------------------------------------------------------------------
 
-    def _display_name(self) -> str:
-        return self.levels[0].title
+    # --- the document shown ----------------------------------------------------------------------------------
 
-    def maybe_save(self) -> bool:
-        """True when it is fine to drop the current document (saved, discarded, or unchanged)."""
-        if not self.modified:
-            return True
-        answer = self.prompts.save_changes(self._display_name())
-        if answer == "save":
-            return self.save()
-        return answer == "discard"
-
-    def set_project(self, project: Any, path: Path | None, *, is_preset: bool = False) -> None:
-        """Show a loaded project (not undoable: the stack starts clean)."""
+    def _show_project(self, project: Any) -> None:
+        """Show a project the files controller loaded (or a new empty one)."""
         self._reset_levels()
-        self.project = project
-        self.path = path
-        self.is_preset = is_preset
         self.undo_stack.clear()
         self.doc.set_graph(project.graph if project is not None else Graph())
         self.inspector.set_lesson(getattr(project, "name", ""), getattr(project, "description", ""))
         self.undo_stack.setClean()
-        self._paste_count = 0
-        self._update_title()
+        # A lesson that cannot be read whole in this window is laid out for it (until the first edit).
+        self.levels[0].scene.adapt_layout = bool(self.files.is_preset)
+        self.clipboard.reset()
         self._update_status()
-        self.view.fit()
+        self.view.show_graph()
         self.minimap.rebuild()
-
-    def new_document(self) -> None:
-        if not self.maybe_save():
-            return
-        from engine.serialize import Project
-        self.set_project(Project(Graph()), None)
-
-    def load_path(self, path: str | Path, *, is_preset: bool = False, remember: bool = True) -> bool:
-        """Load a file; on failure show the loader's message and leave the document untouched."""
-        from engine.serialize import load
-        p = Path(path)
-        try:
-            project = load(p)
-        except (EngineError, OSError) as exc:
-            self.prompts.error("Cannot open file", str(exc))
-            return False
-        self.set_project(project, p, is_preset=is_preset)
-        if remember and not is_preset:
-            self._remember(p)
-        self.document_loaded.emit(str(p))
-        return True
-
-    def open_path(self, path: str | Path) -> bool:
-        if not self.maybe_save():
-            return False
-        return self.load_path(path)
-
-    def open_dialog(self) -> None:
-        directory = str(self.path.parent) if self.path is not None and not self.is_preset else str(self.settings.value("last_dir", ""))
-        path = self.prompts.open_path(directory)
-        if path:
-            self.open_path(path)
-
-    def open_dropped(self, paths: list[str]) -> None:
-        if paths:
-            self.open_path(paths[0])
-
-    def open_preset(self, name: str) -> bool:
-        import presets
-        if not self.maybe_save():
-            return False
-        try:
-            return self.load_path(presets.path(name), is_preset=True)
-        except KeyError as exc:
-            self.prompts.error("Cannot open lesson", str(exc))
-            return False
-
-    def _populate_presets(self) -> None:
-        self.presets_menu.clear()
-        try:
-            import presets
-            names = presets.names()
-        except Exception:  # noqa: BLE001 - a broken presets package must not stop the editor
-            names = []
-        for name in names:
-            a = self.presets_menu.addAction(name.replace("_", " "))
-            a.triggered.connect(lambda _=False, n=name: self.open_preset(n))
-        self.presets_menu.setEnabled(bool(names))
-
-    def current_project(self) -> Any:
-        """The project to write: the document's graph plus what the loaded file carried. Weights
-        of nodes that are gone or changed shape are dropped (they no longer fit)."""
-        from engine.serialize import Project
-        base = self.project
-        graph = self.doc.graph.copy()
-        if base is None:
-            return Project(graph)
-        weights = None
-        if base.weights:
-            weights = {}
-            report = graph.infer()
-            for nid, ws in base.weights.items():
-                if nid not in graph.nodes:
-                    continue
-                expected = graph.weight_shapes(nid, report)
-                if all(name in expected and tuple(expected[name]) == tuple(a.shape) for name, a in ws.items()):
-                    weights[nid] = dict(ws)
-        same = weights is not None and base.weights is not None and len(weights) == len(base.weights)
-        return Project(graph, base.name, base.description, dict(base.data), dict(base.training), weights or None,
-                       base.optimizer_state if same else None, base.history if same else None)
-
-    def write(self, path: Path) -> bool:
-        from engine.serialize import save
-        try:
-            save(self.current_project(), path)
-        except (EngineError, OSError) as exc:
-            self.prompts.error("Cannot save file", str(exc))
-            return False
-        self.path = path
-        self.is_preset = False
-        self.project = self.current_project()
-        self.undo_stack.setClean()
-        self._remember(path)
-        self._drop_recovery()
-        self._update_title()
-        self.statusBar().showMessage(f"Saved {path}", 4000)
-        return True
-
-    def save(self) -> bool:
-        if self.path is None or self.is_preset:
-            return self.save_as()
-        return self.write(self.path)
-
-    def save_as(self) -> bool:
-        stem = (self.project.name if self.project is not None and self.project.name else "untitled")
-        suggestion = str(self.path) if self.path is not None and not self.is_preset else \
-            str(Path(str(self.settings.value("last_dir", "")) or ".") / (stem.replace(" ", "_").lower() + ".json"))
-        path = self.prompts.save_path(suggestion)
-        if not path:
-            return False
-        p = Path(path)
-        if not p.suffix:
-            p = p.with_suffix(".json")
-        return self.write(p)
-
-    def _remember(self, path: Path) -> None:
-        recent = [str(path.resolve())] + [p for p in self.recent_files() if p != str(path.resolve())]
-        self.settings.setValue("recent", recent[:MAX_RECENT])
-        self.settings.setValue("last_dir", str(path.resolve().parent))
-        self._update_recent_menu()
-
-    def recent_files(self) -> list[str]:
-        value = self.settings.value("recent", [])
-        if isinstance(value, str):
-            value = [value]
-        return [str(v) for v in (value or [])]
-
-    def _update_recent_menu(self) -> None:
-        self.recent_menu.clear()
-        files = self.recent_files()
-        for i, p in enumerate(files):
-            a = self.recent_menu.addAction(f"&{i + 1}  {Path(p).name}")
-            a.setToolTip(p)
-            a.setStatusTip(p)
-            a.triggered.connect(lambda _=False, path=p: self.open_path(path))
-        if files:
-            self.recent_menu.addSeparator()
-            self.recent_menu.addAction("Clear Recent", lambda: (self.settings.setValue("recent", []), self._update_recent_menu()))
-        self.recent_menu.setEnabled(bool(files))
-
-    # --- autosave and recovery ----------------------------------------------------------------------------------
-
-    def autosave(self) -> bool:
-        """Write the unsaved document to the recovery file (only when there are changes)."""
-        if not self.modified:
-            return False
-        from engine.serialize import Project, save
-        path = recovery_path()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            project = self.current_project()
-            save(Project(project.graph, project.name, project.description, project.data, project.training), path)
-        except (EngineError, OSError) as exc:
-            self.statusBar().showMessage(f"Autosave failed: {exc}", 6000)
-            return False
-        self.settings.setValue("recovery/source", str(self.path) if self.path is not None and not self.is_preset else "")
-        return True
-
-    def _drop_recovery(self) -> None:
-        try:
-            recovery_path().unlink()
-        except FileNotFoundError:
-            pass
-        except OSError:
-            pass
-        self.settings.remove("recovery/source")
-
-    def offer_recovery(self) -> bool:
-        """After a crash: offer to restore the recovery file. True when it was restored."""
-        path = recovery_path()
-        if not path.exists():
-            return False
-        source = str(self.settings.value("recovery/source", ""))
-        when = f" while editing {Path(source).name}" if source else ""
-        if not self.prompts.restore_recovery(when):
-            self._drop_recovery()
-            return False
-        from engine.serialize import load
-        try:
-            project = load(path)
-        except (EngineError, OSError) as exc:
-            self.prompts.error("Cannot restore", str(exc))
-            self._drop_recovery()
-            return False
-        self.set_project(project, Path(source) if source else None)
-        # Restored work is unsaved work: mark it modified until the user saves it.
-        self.undo_stack.resetClean()
-        self._update_title()
-        return True
 
     # --- window events ------------------------------------------------------------------------------------------
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        if not self.maybe_save():
+        if not self.files.maybe_save():
             event.ignore()
             return
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
-        self._drop_recovery()
+        self.files.drop_recovery()
         self.autosave_timer.stop()
         event.accept()
 
@@ -977,28 +674,14 @@ class MainWindow(QMainWindow):
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if paths:
             event.acceptProposedAction()
-            self.open_dropped(paths)
+            self.files.open_dropped(paths)
+
+
+def _short(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis (breadcrumbs never widen the window)."""
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
 def _probe_node(type_id: str, params: dict, name: str) -> Any:
     from engine.graph import Node
     return Node("probe", type_id, dict(blocks.create(type_id, **params).p), name, (0.0, 0.0), blocks.create(type_id, **params))
-
-
-@functools.cache
-def _release_clipboard_at_exit() -> None:
-    """Take our data off the clipboard before the interpreter finalises (registered once).
-
-    NOTE: Qt's clipboard is a C++ static destroyed after Python has shut down; if it still owns a
-    QMimeData made from Python, destroying it calls into the dead interpreter and segfaults
-    (PySide6 6.11). Python's atexit handlers run before that, while the QApplication lives."""
-
-    def release() -> None:
-        if QGuiApplication.instance() is None:
-            return
-        clipboard = QGuiApplication.clipboard()
-        mime = clipboard.mimeData()
-        if mime is not None and mime.hasFormat(CLIP_MIME):
-            clipboard.clear()
-
-    atexit.register(release)

@@ -346,7 +346,7 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_gradcheck(args: argparse.Namespace, out: Output) -> int:
-    from engine.gradcheck import check_graph
+    from engine.gradcheck import check_graph, learned_weights
 
     path, project = _load(args.file)
     config = TrainingConfig.from_dict(project.training).with_overrides(seed=args.seed, dtype="float64")
@@ -357,7 +357,7 @@ def cmd_gradcheck(args: argparse.Namespace, out: Output) -> int:
     loss = float(runtime.forward(feeds).values[loss_key])  # type: ignore[index]
     if not math.isfinite(loss):
         runtime.forward_backward(feeds, loss_key, check=True)  # type: ignore[arg-type]
-    every = [(node, name) for node, ws in runtime.weights.items() for name in ws]
+    every = learned_weights(runtime)
     only = None
     if not args.all and len(every) > args.sample:
         # A 24-layer BERT has ~400 weights and each check runs the model up to 12 times: check a

@@ -55,7 +55,7 @@ def compile_graph(graph: Graph) -> Program:
         node = graph.nodes[nid]
         if nid in report.errors:
             cls = ShapeError if node.block is not None else GraphError
-            raise cls(f"{node.label}: {report.errors[nid]}")
+            raise cls(node.about(report.errors[nid]))
         if nid in report.incomplete:
             missing = [p.name for p in node.input_ports() if not p.optional and graph.link_into(nid, p.name) is None]
             if missing:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Collection, Mapping
 
 import numpy as np
 
-from engine.blocks import Block
+from engine.blocks import Block, Context
 
 MAX_ELEMENTS = 96  # up to this many elements: check every one; above: random directions
 DIRECTIONS = 6
@@ -58,18 +58,20 @@ def _numeric_vs_analytic(f: Callable[[], float], x: np.ndarray, analytic: np.nda
     return ana, num
 
 
-def check_block(block: Block, inputs: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray], *, seed: int = 0, eps: float = 1e-6) -> list[Check]:
-    """Gradient check of every float input and every weight of ``block`` (float64 arrays)."""
+def check_block(block: Block, inputs: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray], *, seed: int = 0, eps: float = 1e-6,
+                context: Context | None = None) -> list[Check]:
+    """Gradient check of every float input and every weight of ``block`` (float64 arrays), in
+    evaluation mode or in the given ``context`` (the same Dropout mask for every evaluation)."""
     rng = np.random.default_rng(seed)
     inputs = {k: np.array(v) for k, v in inputs.items()}
     weights = {k: np.array(v) for k, v in weights.items()}
-    outs, saved = block.forward(inputs, weights)
+    outs, saved = block.forward(inputs, weights, context)
     diff = {p.name for p in block.output_ports() if p.differentiable}
     proj = {k: rng.standard_normal(np.shape(v)) for k, v in outs.items() if k in diff and np.issubdtype(np.asarray(v).dtype, np.floating)}
     gin, gw = block.backward(proj, saved, weights)
 
     def loss() -> float:
-        o, _ = block.forward(inputs, weights)
+        o, _ = block.forward(inputs, weights, context)
         return float(sum(np.sum(o[k] * r) for k, r in proj.items()))
 
     checks = []
@@ -80,6 +82,17 @@ def check_block(block: Block, inputs: Mapping[str, np.ndarray], weights: Mapping
         a, n = _numeric_vs_analytic(loss, weights[name], g, rng, eps)
         checks.append(Check(f"weight {name}", relative_error(a, n), float(np.linalg.norm(g))))
     return checks
+
+
+def learned_weights(runtime: Any) -> list[tuple[str, str]]:
+    """Every ``(node, weight)`` of a runtime that has a gradient to check (buffers such as
+    BatchNorm's running statistics have none)."""
+    out = []
+    for node, ws in runtime.weights.items():
+        step = runtime.program.step(node)
+        buffers = step.block.buffer_names(step.in_shapes)
+        out.extend((node, name) for name in ws if name not in buffers)
+    return out
 
 
 def check_graph(runtime: Any, feeds: Mapping[str, np.ndarray], loss: Any, *, seed: int = 0, eps: float = 1e-6,
@@ -100,8 +113,8 @@ def check_graph(runtime: Any, feeds: Mapping[str, np.ndarray], loss: Any, *, see
     for node, ws in runtime.weights.items():
         label = runtime.program.step(node).label
         for name, w in ws.items():
-            if only is not None and (node, name) not in only:
-                continue
+            if (only is not None and (node, name) not in only) or name not in grads[node]:
+                continue  # not asked for, or a buffer (no gradient)
             a, n = _numeric_vs_analytic(f, w, grads[node][name], rng, eps)
             checks.append(Check(f"{label} weight {name}", relative_error(a, n), float(np.linalg.norm(grads[node][name]))))
     return checks

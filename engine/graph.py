@@ -11,6 +11,7 @@ are computed once per revision and reused.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -62,6 +63,15 @@ class Node:
     @property
     def label(self) -> str:
         return f"'{self.name}'" if self.name else f"{self.type} {self.id[:8]}"
+
+    def about(self, message: str) -> str:
+        """``message`` (a block's, which starts with its type) said of this node, naming the
+        node once: "'d' (Dot): last dimensions differ…", or "Dot: …" for a node named Dot."""
+        if not message.startswith(f"{self.type}: "):
+            return f"{self.label}: {message}"
+        rest = message[len(self.type) + 2:]
+        who = self.type if self.name in ("", self.type) else f"{self.label} ({self.type})"
+        return f"{who}: {rest}"
 
     def input_ports(self) -> tuple[Port, ...]:
         if self.block is None:
@@ -295,7 +305,7 @@ class Graph:
         try:
             dst.block.infer_shapes(in_shapes)
         except ShapeError as exc:
-            raise ShapeError(f"{dst.label}: {exc}") from None
+            raise ShapeError(dst.about(str(exc))) from None
 
     def connect(self, src: str, src_port: str, dst: str, dst_port: str, *, replace: bool = False) -> tuple[Link, Link | None]:
         """Add a link; returns ``(new_link, replaced_link_or_None)``.
@@ -451,12 +461,12 @@ class Graph:
         return result
 
     def parameter_count(self) -> int:
+        """How many learned numbers the graph holds (buffers such as running statistics excluded)."""
         report = self.infer()
         total = 0
-        for nid in self.nodes:
-            for shape in self.weight_shapes(nid, report).values():
-                n = 1
-                for s in shape:
-                    n *= s
-                total += n
+        for nid, node in self.nodes.items():
+            shapes = self.weight_shapes(nid, report)
+            if shapes:  # so the block exists and its input shapes are known
+                buffers = node.block.buffer_names(self.input_shapes(nid, report) or {})  # type: ignore[union-attr]
+                total += sum(math.prod(shape) for name, shape in shapes.items() if name not in buffers)
         return total

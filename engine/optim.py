@@ -1,8 +1,11 @@
 """Optimisers and gradient clipping, with exactly the update rules of ``torch.optim``.
 
-- :class:`SGD`: ``torch.optim.SGD`` with momentum and (L2) weight decay; dampening 0, no Nesterov.
+- :class:`SGD`: ``torch.optim.SGD`` with momentum, Nesterov momentum and (L2) weight decay;
+  dampening 0.
 - :class:`Adam`: ``torch.optim.Adam`` (not AMSGrad); weight decay is L2 added to the gradient,
-  as torch's Adam does (AdamW's decoupled decay is a different optimiser).
+  as torch's Adam does.
+- :class:`AdamW`: ``torch.optim.AdamW``: Adam with decoupled weight decay, ``p ← p(1 − lr·λ)``
+  before the Adam step, the gradient left alone (Loshchilov & Hutter).
 - :func:`clip_grad_norm`: ``torch.nn.utils.clip_grad_norm_`` over every gradient at once.
 
 Weights and gradients are nested dicts ``{node_id: {weight_name: array}}`` (the runtime's
@@ -13,6 +16,9 @@ Optimiser state is a flat ``{key: numpy array}`` dict so that it can travel in t
 member of a saved container; keys are prefixed by the optimiser type (``adam/step``,
 ``adam/exp_avg/<node>/<weight>``, ``sgd/momentum_buffer/<node>/<weight>``), so a file trained with
 one optimiser is never resumed with another one's state by mistake.
+
+Only weights that get a gradient are updated: buffers (BatchNorm's running statistics) have none,
+so no optimiser, weight decay included, ever touches them.
 """
 
 from __future__ import annotations
@@ -124,14 +130,19 @@ class Optimizer:
 
 class SGD(Optimizer):
     """``torch.optim.SGD``: ``g ← g + λp``; with momentum ``b ← μb + g`` (``b = g`` on the first
-    step) and ``g ← b``; then ``p ← p − lr·g``."""
+    step) and ``g ← b``, or with Nesterov momentum ``g ← g + μb``; then ``p ← p − lr·g``."""
 
     type_id = "sgd"
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False) -> None:
         super().__init__(lr)
         self.momentum = _check_number("sgd", "momentum", momentum)
         self.weight_decay = _check_number("sgd", "weight_decay", weight_decay)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise OptimizerError(f"sgd: 'nesterov' must be true or false, got {nesterov!r}")
+        self.nesterov = bool(nesterov)
+        if self.nesterov and not self.momentum:
+            raise OptimizerError("sgd: Nesterov momentum needs a momentum above 0 (torch's rule too)")
         self.buffers: dict[str, np.ndarray] = {}
 
     def _update(self, key: str, p: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -143,11 +154,12 @@ class SGD(Optimizer):
             # dampening is 0, so the buffer starts as a copy of the first gradient (torch does this)
             buf = g.copy() if buf is None else t(self.momentum) * buf + g
             self.buffers[key] = buf
-            g = buf
+            g = g + t(self.momentum) * buf if self.nesterov else buf
         return p - t(self.lr) * g
 
     def hyper(self) -> dict[str, Any]:
-        return {"type": "sgd", "lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
+        return {"type": "sgd", "lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
+                "nesterov": self.nesterov}
 
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {"sgd/step": np.asarray(self.steps, dtype=np.int64)}
@@ -165,22 +177,26 @@ class Adam(Optimizer):
     ``p ← p − (lr/(1−β₁ᵗ)) · m / (√v/√(1−β₂ᵗ) + ε)``."""
 
     type_id = "adam"
+    decoupled = False  # AdamW: decay the weight itself instead of adding λp to the gradient
 
     def __init__(self, lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
         super().__init__(lr)
+        name = self.type_id
         if not isinstance(betas, (list, tuple)) or len(betas) != 2:
-            raise OptimizerError(f"adam: 'betas' must be two numbers [β₁, β₂], got {betas!r}")
-        self.betas = (_check_number("adam", "betas[0]", betas[0], below=1.0), _check_number("adam", "betas[1]", betas[1], below=1.0))
-        self.eps = _check_number("adam", "eps", eps)
-        self.weight_decay = _check_number("adam", "weight_decay", weight_decay)
+            raise OptimizerError(f"{name}: 'betas' must be two numbers [β₁, β₂], got {betas!r}")
+        self.betas = (_check_number(name, "betas[0]", betas[0], below=1.0), _check_number(name, "betas[1]", betas[1], below=1.0))
+        self.eps = _check_number(name, "eps", eps)
+        self.weight_decay = _check_number(name, "weight_decay", weight_decay)
         self.exp_avg: dict[str, np.ndarray] = {}
         self.exp_avg_sq: dict[str, np.ndarray] = {}
 
     def _update(self, key: str, p: np.ndarray, g: np.ndarray) -> np.ndarray:
         t = p.dtype.type
         beta1, beta2 = self.betas
-        if self.weight_decay:
+        if self.weight_decay and self.decoupled:
+            p = p * t(1.0 - self.lr * self.weight_decay)  # torch: param.mul_(1 - lr * weight_decay)
+        elif self.weight_decay:
             g = g + t(self.weight_decay) * p
         m = self.exp_avg.get(key)
         v = self.exp_avg_sq.get(key)
@@ -200,21 +216,34 @@ class Adam(Optimizer):
         return p - t(step_size) * (m / denom)
 
     def hyper(self) -> dict[str, Any]:
-        return {"type": "adam", "lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
+        return {"type": self.type_id, "lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        state = {"adam/step": np.asarray(self.steps, dtype=np.int64)}
+        t = self.type_id
+        state = {f"{t}/step": np.asarray(self.steps, dtype=np.int64)}
         for key in sorted(self.exp_avg):
-            state[f"adam/exp_avg/{key}"] = self.exp_avg[key]
-            state[f"adam/exp_avg_sq/{key}"] = self.exp_avg_sq[key]
+            state[f"{t}/exp_avg/{key}"] = self.exp_avg[key]
+            state[f"{t}/exp_avg_sq/{key}"] = self.exp_avg_sq[key]
         return state
 
     def load_state_dict(self, state: Mapping[str, np.ndarray], weights: Weights) -> None:
-        self.steps = _step_count(state, "adam")
+        self.steps = _step_count(state, self.type_id)
         self.exp_avg = self._state_arrays(state, "exp_avg", weights)
         self.exp_avg_sq = self._state_arrays(state, "exp_avg_sq", weights)
         if set(self.exp_avg) != set(self.exp_avg_sq):
-            raise OptimizerError("the saved adam state is incomplete: 'exp_avg' and 'exp_avg_sq' name different weights")
+            raise OptimizerError(f"the saved {self.type_id} state is incomplete: 'exp_avg' and 'exp_avg_sq' name different weights")
+
+
+class AdamW(Adam):
+    """``torch.optim.AdamW``: ``p ← p·(1 − lr·λ)``, then the Adam step with the gradient as it is
+    (decoupled weight decay); torch's default λ is 0.01."""
+
+    type_id = "adamw"
+    decoupled = True
+
+    def __init__(self, lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01) -> None:
+        super().__init__(lr, betas, eps, weight_decay)
 
 
 def _step_count(state: Mapping[str, np.ndarray], type_id: str) -> int:
@@ -227,11 +256,11 @@ def _step_count(state: Mapping[str, np.ndarray], type_id: str) -> int:
     return int(value)
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
 def state_type(state: Mapping[str, np.ndarray]) -> str | None:
-    """Which optimiser a saved state belongs to (``"sgd"``, ``"adam"``) or None if unknown."""
+    """Which optimiser a saved state belongs to (``"sgd"``, ``"adam"``, ``"adamw"``) or None if unknown."""
     for type_id in OPTIMIZERS:
         if f"{type_id}/step" in state:
             return type_id
@@ -250,6 +279,7 @@ def create(settings: Mapping[str, Any]) -> Optimizer:
     try:
         return cls(**settings)
     except TypeError:
-        allowed = {"sgd": "lr, momentum, weight_decay", "adam": "lr, betas, eps, weight_decay"}[type_id]
+        allowed = {"sgd": "lr, momentum, weight_decay, nesterov", "adam": "lr, betas, eps, weight_decay",
+                   "adamw": "lr, betas, eps, weight_decay"}[type_id]
         unknown = sorted(set(settings) - set(allowed.split(", ")))
         raise OptimizerError(f"{type_id} has no setting {', '.join(repr(u) for u in unknown)} (its settings: {allowed})") from None

@@ -3,6 +3,11 @@
 The engine, not the blocks, does the bookkeeping here: topological order, summing gradients at
 fan-out, routing shared (tied) weights, and emitting one :class:`TraceEvent` per node execution.
 The editor's animation and the CLI read the same events.
+
+A pass runs in evaluation mode unless it is given a training :class:`~engine.blocks.Context`
+(the trainer does that); each node receives the pass's context extended by its own id. Buffers
+(weights declared ``trainable=False``) get no gradient; the new values a training pass computes
+for them are collected by :meth:`Pass.buffer_updates`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from engine.blocks import BUFFER_UPDATES, EVAL, Context
 from engine.compile import Program, Step, compile_graph
 from engine.errors import NonFiniteError, RuntimeFailure
 from engine.graph import Graph
@@ -110,11 +116,13 @@ class Pass:
     """One forward pass (and optionally one backward pass) over a program, advanced node by
     node with :meth:`forward_steps` / :meth:`backward_steps`, or all at once."""
 
-    def __init__(self, runtime: "Runtime", feeds: Mapping[str, np.ndarray], *, trace: bool = False, check: bool = False) -> None:
+    def __init__(self, runtime: "Runtime", feeds: Mapping[str, np.ndarray], *, trace: bool = False, check: bool = False,
+                 context: Context | None = None) -> None:
         self.runtime = runtime
         self.program = runtime.program
         self.trace = trace
         self.check = check
+        self.context = context or EVAL
         self.feeds = runtime.resolve_feeds(feeds)
         self.values: dict[PortKey, np.ndarray] = {}
         self.saved: dict[str, dict[str, Any]] = {}
@@ -140,7 +148,8 @@ class Pass:
                 inputs = {port: self.values[src] for port, src in step.sources.items()}
             t0 = time.perf_counter()
             try:
-                outs, saved = step.block.forward(inputs, self._weights_for(step))
+                context = self.context.child(step.node) if step.block.uses_context else None
+                outs, saved = step.block.forward(inputs, self._weights_for(step), context)
             except (ValueError, IndexError, FloatingPointError, ZeroDivisionError) as exc:
                 raise RuntimeFailure(f"{step.label} ({step.type}) failed in the forward pass: {exc}") from exc
             seconds = time.perf_counter() - t0
@@ -229,12 +238,18 @@ class Pass:
         return self
 
     def weight_gradients(self) -> Weights:
-        """A gradient for every weight of the runtime (zeros where none arrived)."""
+        """A gradient for every weight of the runtime (zeros where none arrived); buffers have none."""
         out: Weights = {}
         for node, ws in self.runtime.weights.items():
             got = self.weight_grads.get(node, {})
-            out[node] = {n: got.get(n, np.zeros_like(w)) for n, w in ws.items()}
+            step = self.program.step(node)
+            buffers = step.block.buffer_names(step.in_shapes)
+            out[node] = {n: got.get(n, np.zeros_like(w)) for n, w in ws.items() if n not in buffers}
         return out
+
+    def buffer_updates(self) -> Weights:
+        """New values of buffers computed by this (training) pass, ``{node: {name: array}}``."""
+        return {node: dict(saved[BUFFER_UPDATES]) for node, saved in self.saved.items() if saved.get(BUFFER_UPDATES)}
 
 
 class Runtime:
@@ -298,11 +313,12 @@ class Runtime:
             out[step.node] = value
         return out
 
-    def start(self, feeds: Mapping[str, np.ndarray], *, trace: bool = False, check: bool = False) -> Pass:
-        return Pass(self, feeds, trace=trace, check=check)
+    def start(self, feeds: Mapping[str, np.ndarray], *, trace: bool = False, check: bool = False,
+              context: Context | None = None) -> Pass:
+        return Pass(self, feeds, trace=trace, check=check, context=context)
 
-    def forward(self, feeds: Mapping[str, np.ndarray], *, check: bool = False) -> Pass:
-        return self.start(feeds, check=check).run_forward()
+    def forward(self, feeds: Mapping[str, np.ndarray], *, check: bool = False, context: Context | None = None) -> Pass:
+        return self.start(feeds, check=check, context=context).run_forward()
 
     def loss_port(self, loss: str | PortKey) -> PortKey:
         """A loss given as a node id/name (its first output) or as (node, port)."""
@@ -311,15 +327,17 @@ class Runtime:
         node = self.graph.find(loss)
         return (node.id, node.output_ports()[0].name)
 
-    def forward_backward(self, feeds: Mapping[str, np.ndarray], loss: str | PortKey, *, check: bool = False) -> Pass:
-        p = self.start(feeds, check=check)
+    def forward_backward(self, feeds: Mapping[str, np.ndarray], loss: str | PortKey, *, check: bool = False,
+                         context: Context | None = None) -> Pass:
+        p = self.start(feeds, check=check, context=context)
         p.run_forward()
         p.run_backward(self.loss_port(loss))
         return p
 
-    def steps(self, feeds: Mapping[str, np.ndarray], loss: str | PortKey | None) -> Iterator[TraceEvent]:
+    def steps(self, feeds: Mapping[str, np.ndarray], loss: str | PortKey | None, *,
+              context: Context | None = None) -> Iterator[TraceEvent]:
         """Every forward event in topological order, then every backward event in reverse."""
-        p = self.start(feeds, trace=True)
+        p = self.start(feeds, trace=True, context=context)
         yield from p.forward_steps()
         if loss is not None:
             p.seed(self.loss_port(loss))

@@ -6,7 +6,8 @@ The ``"training"`` section of a graph file says how a lesson trains; every key i
       "loss": "loss",                        # name (or id) of the node whose output is the loss
       "optimizer": {"type": "adam", "lr": 0.05, "betas": [0.9, 0.999], "eps": 1e-08,
                     "weight_decay": 0.0},    # or {"type": "sgd", "lr": 0.1, "momentum": 0.9,
-                                             #     "weight_decay": 0.0}
+                                             #     "weight_decay": 0.0, "nesterov": false}
+                                             # or {"type": "adamw", ..., "weight_decay": 0.01}
       "steps": 500,                          # default 100
       "clip": null,                          # clip the global gradient norm to this (null: off)
       "seed": 0,                             # initial weights and minibatch draws
@@ -15,7 +16,8 @@ The ``"training"`` section of a graph file says how a lesson trains; every key i
     }
 
 Optimiser defaults are torch's (SGD lr 0.01, momentum 0; Adam lr 0.001, betas (0.9, 0.999),
-eps 1e-8); weight decay is L2, as in ``torch.optim``. Targets: ``loss_drop`` (the loss falls by at
+eps 1e-8; AdamW the same with weight_decay 0.01); weight decay is L2 for SGD and Adam and decoupled
+for AdamW, as in ``torch.optim``. Targets: ``loss_drop`` (the loss falls by at
 least this fraction: ``1 − final/initial ≥ value``) or ``loss_below`` (``final ≤ value``), where
 initial and final are evaluation losses (see :mod:`engine.data`) measured before and after the run.
 A target may name another node whose output is a single number: ``{"metric": "loss_drop",
@@ -26,7 +28,10 @@ The trainer is deterministic: weights start from ``seed`` (per node, see
 :func:`engine.runtime.node_rng`), minibatches come from ``(seed, step)``, and the kernels are
 deterministic, so two runs with the same file and seed end with identical weights, bit for bit;
 a run resumed from a saved container (weights, optimiser state, history) continues exactly as an
-uninterrupted run would.
+uninterrupted run would. Training steps run in training mode with the context
+``Context(training=True, seed, step)`` (Dropout masks come from it); evaluation runs in evaluation
+mode. After each step the new buffer values of the pass (BatchNorm's running statistics) replace
+the old ones; buffers get no gradient and no optimiser update.
 
 When the loss or a gradient stops being finite, the step is run again with the runtime's checks
 on (:class:`engine.runtime.Pass` with ``check=True``), and training stops with a
@@ -45,6 +50,7 @@ import numpy as np
 
 from engine import data as data_mod
 from engine import optim
+from engine.blocks import Context
 from engine.errors import FileFormatError, GraphError, NonFiniteError
 from engine.graph import Graph
 from engine.runtime import Runtime
@@ -57,7 +63,8 @@ METRICS = ("loss_drop", "loss_below")
 DEFAULT_STEPS = 100
 MAX_STEPS = 10_000_000
 _KEYS = ("loss", "optimizer", "steps", "clip", "seed", "dtype", "target")
-_OPT_KEYS = {"sgd": ("type", "lr", "momentum", "weight_decay"), "adam": ("type", "lr", "betas", "eps", "weight_decay")}
+_OPT_KEYS = {"sgd": ("type", "lr", "momentum", "weight_decay", "nesterov"), "adam": ("type", "lr", "betas", "eps", "weight_decay"),
+             "adamw": ("type", "lr", "betas", "eps", "weight_decay")}
 
 
 class TrainingError(FileFormatError):
@@ -99,6 +106,10 @@ def _optimizer(spec: Any) -> dict[str, Any]:
             if not isinstance(b, list) or len(b) != 2:
                 raise TrainingError(f"training: optimizer 'betas' must be two numbers [β₁, β₂], got {b!r}")
             out[key] = [_number("optimizer.betas", v, minimum=0.0) for v in b]
+        elif key == "nesterov":
+            if not isinstance(spec[key], bool):
+                raise TrainingError(f"training: optimizer 'nesterov' must be true or false, got {spec[key]!r}")
+            out[key] = spec[key]
         else:
             out[key] = _number(f"optimizer.{key}", spec[key], minimum=0.0)
     try:
@@ -342,11 +353,11 @@ class Trainer:
         """A copy of the current weights."""
         return {n: {k: v.copy() for k, v in ws.items()} for n, ws in self.runtime.weights.items()}
 
-    def _diagnose(self, feeds: Mapping[str, np.ndarray], where: str) -> None:
+    def _diagnose(self, feeds: Mapping[str, np.ndarray], where: str, context: Context | None = None) -> None:
         """Re-run a pass with checks on; raises NonFiniteError naming the first bad node."""
         try:
             with _quiet():
-                self.runtime.forward_backward(feeds, self.loss_key, check=True)
+                self.runtime.forward_backward(feeds, self.loss_key, check=True, context=context)
         except NonFiniteError as exc:
             raise NonFiniteError(f"{where}: {exc}", exc.node, exc.phase) from None
         raise NonFiniteError(f"{where}: the loss or a gradient is NaN or Inf", self.loss_key[0], "backward")
@@ -375,17 +386,20 @@ class Trainer:
         t0 = time.perf_counter()
         index = self.step_count
         feeds = self.dataset.batch_feeds(index, self.config.seed)
+        context = Context(training=True, seed=self.config.seed, step=index)
         with _quiet():
-            p = self.runtime.forward_backward(feeds, self.loss_key)
+            p = self.runtime.forward_backward(feeds, self.loss_key, context=context)
             loss = float(p.values[self.loss_key])
             grads = p.weight_gradients()
             norm = optim.global_norm(grads)
         if not (math.isfinite(loss) and math.isfinite(norm)):
-            self._diagnose(feeds, f"step {index + 1}")
+            self._diagnose(feeds, f"step {index + 1}", context)
         with _quiet():
             if self.config.clip is not None:
                 optim.clip_grad_norm(grads, self.config.clip)
             self.optimizer.step(self.runtime.weights, grads)
+        for node, updates in p.buffer_updates().items():
+            self.runtime.weights[node].update(updates)  # new arrays: snapshots of the old stay as they were
         for node, ws in self.runtime.weights.items():
             for name, w in ws.items():
                 if not np.isfinite(w).all():

@@ -64,13 +64,16 @@ def language_model() -> Project:
     b = _Builder("language_model")
     ctx = b.node("context", "Input", 0, 0, shape=[rows, LM_CONTEXT], dtype="ids")
     emb = b.node("EmbedToken", "EmbedToken", 1, 0, vocab=len(vocab), dim=32, position="learned", max_len=LM_CONTEXT)
+    pad = b.node("padding mask", "PaddingMask", 1, 1, pad_id=vocab.index("<pad>"))
     seq = b.node("SequenceModel", "TransformerBlock", 2, 0, dim=32, heads=4, hidden=64, causal=True)
     col = b.node("Collapse", "Collapse", 3, 0, mode="last")
     gen = b.node("GenerateToken", "GenerateToken", 4, 0, vocab=len(vocab), temperature=0.0)
     nxt = b.node("next word", "Input", 4, 1, shape=[rows], dtype="ids")
     loss = b.node("loss", "CrossEntropy", 5, 0.5, ignore_index=0)
     b.link(ctx, emb, "ids")
+    b.link(ctx, pad, "ids")
     b.link(emb, seq, "x")
+    b.link(pad, seq, "mask")
     b.link(seq, col, "x")
     b.link(col, gen, "x")
     b.link(gen, loss, "logits", "logits")
@@ -79,7 +82,8 @@ def language_model() -> Project:
         "A language model, built exactly as the taught formula reads: next-word scores = "
         "GenerateToken(Collapse(SequenceModel(EmbedToken(x)))). The input x is a window of the last "
         f"{LM_CONTEXT} words (ids from the vocabulary stored with the data; <bos> marks the start of a "
-        "sentence and <pad> fills a window that reaches before it). EmbedToken turns each id into a vector "
+        "sentence and <pad> fills a window that reaches before it; the padding mask marks those <pad>s so "
+        "that attention ignores them, as if the window were simply shorter). EmbedToken turns each id into a vector "
         "of 32 numbers and adds a learned vector for its position; the SequenceModel, a causal "
         "TransformerBlock, lets every position look at the positions before it (attention) and then "
         "transforms each vector (FeedForward), with AddNorm around both; Collapse keeps the vector of the "
@@ -117,6 +121,10 @@ S2S_PAIRS = [
     ["le chien blanc", "the white dog"],
     ["la maison blanche", "the white house"],
     ["la voiture noire", "the black car"],
+    ["la maison", "the house"],
+    ["le chat", "the cat"],
+    ["la voiture", "the car"],
+    ["le chien", "the dog"],
 ]
 
 
@@ -129,7 +137,7 @@ def seq2seq() -> Project:
     src = b.node("source", "Input", 0, 0, shape=[rows, ls], dtype="ids")
     tgt = b.node("target so far", "Input", 1, 1, shape=[rows, lt], dtype="ids")
     model = b.node("translator", "SequenceToSequence", 2, 0.5, src_vocab=len(vocab), tgt_vocab=len(vocab), dim=32,
-                   model="transformer", layers=1, heads=4, hidden=64, max_len=8)
+                   model="transformer", layers=1, heads=4, hidden=64, max_len=8, pad_id=vocab.index("<pad>"))
     nxt = b.node("next target word", "Input", 2, 1.5, shape=[rows, lt], dtype="ids")
     loss = b.node("loss", "CrossEntropy", 3, 1, ignore_index=0)
     b.link(src, model, "src")
@@ -145,7 +153,9 @@ def seq2seq() -> Project:
         "out: \"maison bleue\" becomes \"blue house\"), then a FeedForward. GenerateToken scores the next "
         "target word at every position, and CrossEntropy compares the scores with the real next words "
         "(\"next target word\", which ends with <eos>; <pad> fills the short sentences and is ignored, "
-        "ignore_index 0). To translate, the decoder starts from <bos> and appends its best word until it "
+        "ignore_index 0). The translator's pad_id is that same <pad>: inside, a PaddingMask marks the filler of "
+        "the short sources (\"le chat\" is read as \"le chat <pad>\") and of the targets, and no attention looks "
+        "at it, so a short sentence means the same whether or not the batch holds longer ones. To translate, the decoder starts from <bos> and appends its best word until it "
         "says <eos>: `backprop-studio generate seq2seq --prompt \"la maison bleue\"` prints \"the blue "
         f"house\". The data are {rows} French/English pairs with a vocabulary of {len(vocab)} words (both "
         "languages share it). Try \"la voiture blanche\", which is not in the data."
@@ -221,13 +231,15 @@ def rnn_vs_lstm() -> Project:
 
 BARS = {"size": 8, "min_length": 3, "noise": 0.3}
 BARS_ROWS, BARS_BATCH = 256, 32
+CONVNET_DROPOUT = 0.2
 
 
 def convnet() -> Project:
     b = _Builder("convnet")
     size = BARS["size"]
     img = b.node("image", "Input", 0, 0, shape=[BARS_BATCH, 1, size, size], dtype="float")
-    net = b.node("ConvNet", "ConvNet", 1, 0, stages=2, channels=[4, 8], classes=2, kernel=3, hidden=16)
+    net = b.node("ConvNet", "ConvNet", 1, 0, stages=2, channels=[4, 8], classes=2, kernel=3, hidden=16, batchnorm=True,
+                 dropout=CONVNET_DROPOUT)
     label = b.node("label", "Input", 2, 1, shape=[BARS_BATCH], dtype="ids")
     loss = b.node("loss", "CrossEntropy", 3, 0.5)
     b.link(img, net, "x")
@@ -244,7 +256,14 @@ def convnet() -> Project:
         "and a FeedForward scores the two classes, which CrossEntropy compares with the label. Train it (Adam, "
         f"batches of {BARS_BATCH} of {BARS_ROWS} images) and the loss falls by more than 90%. In backpropagation, "
         "watch MaxPool2d send each gradient to the one pixel that won its window, and look at the first "
-        "Conv2d's weights before and after training: what do the filters respond to?"
+        "Conv2d's weights before and after training: what do the filters respond to? Two options of the ConvNet "
+        "are on here. batchnorm puts a BatchNorm between each Conv2d and its ReLU: while training it rescales every "
+        "channel to mean 0 and variance 1 over the batch (then by a learned γ and β) and keeps running averages "
+        "of those statistics, which take the batch's place in evaluation, so that an image's score does not depend "
+        "on the others in its batch. "
+        f"dropout {CONVNET_DROPOUT} switches off a random fifth of the 32 flattened features at every training "
+        "step (never in evaluation), so that no single feature can be relied on. Both act only while training; "
+        "switch them off in the inspector and train again to compare."
     )
     spec = {"kind": "synthetic", "name": "bars", "rows": BARS_ROWS, "seed": 0, "params": dict(BARS)}
     return Project(

@@ -1,30 +1,62 @@
-"""Wires: a smooth cubic curve from an output port to an input port, coloured by what it carries,
-with the tensor's shape written on it."""
+"""Wires: a smooth curve from an output port to an input port, coloured by what it carries, with
+texts written on it (the tensor's shape, and whatever else a feature wants to show).
+
+A wire is a cubic between its ends unless :mod:`editor.items.placement` routes it around the
+cards in its way (then it runs along a lane, with rounded corners). Texts on a wire are
+:class:`WireLabel` items, one per *slot*, set through :meth:`LinkItem.set_label`; the scene's
+placer puts each one where it touches no card and no other label, tries its shorter variants
+when the full text does not fit, and hides it when none does (the wire's tooltip still has it).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPainterPathStroker, QPen
-from PySide6.QtWidgets import QGraphicsItem, QStyle, QStyleOptionGraphicsItem, QWidget
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsScene, QStyle, QStyleOptionGraphicsItem, QWidget
 
 from editor.items.fonts import font, metrics
 from engine.blocks import Kind
 from engine.graph import Link
 
+CORNER = 12.0  # radius of a routed wire's corners
+RIGHT, LEFT = QPointF(1.0, 0.0), QPointF(-1.0, 0.0)
 
-MAX_LABEL_SCALE = 1.7
 
-
-def wire_path(p1: QPointF, p2: QPointF) -> QPainterPath:
-    """A horizontal-tangent cubic: leaves the output to the right, enters the input from the left.
-    A wire going backwards (to a folded row, or drawn by the user) keeps a short swing so it does
-    not loop far outside the graph."""
-    span = p2.x() - p1.x()
-    dx = max(40.0, span * 0.5) if span >= 0 else min(150.0, 50.0 + 0.25 * abs(p2.y() - p1.y()))
+def wire_path(p1: QPointF, p2: QPointF, d1: QPointF = RIGHT, d2: QPointF = LEFT) -> QPainterPath:
+    """A cubic leaving ``p1`` in direction ``d1`` and entering ``p2`` against ``d2`` (``d2`` is the
+    direction that leaves the destination: LEFT for an input on a card's left side). A wire
+    going backwards keeps a short swing so it does not loop far outside the graph."""
+    span_x, span_y = p2.x() - p1.x(), abs(p2.y() - p1.y())
+    if d1.y() or d2.y():
+        k1 = max(30.0, (span_y if d1.y() else abs(span_x)) * 0.5)
+        k2 = max(30.0, (span_y if d2.y() else abs(span_x)) * 0.5)
+    elif span_x >= 0:
+        k1 = k2 = max(40.0, span_x * 0.5)
+    else:
+        k1 = k2 = min(150.0, 50.0 + 0.25 * span_y)
     path = QPainterPath(p1)
-    path.cubicTo(QPointF(p1.x() + dx, p1.y()), QPointF(p2.x() - dx, p2.y()), p2)
+    path.cubicTo(p1 + d1 * k1, p2 + d2 * k2, p2)
+    return path
+
+
+def polyline_path(points: Sequence[QPointF], radius: float = CORNER) -> QPainterPath:
+    """Straight segments through ``points`` with rounded corners."""
+    path = QPainterPath(points[0])
+    for i in range(1, len(points) - 1):
+        a, b, c = points[i - 1], points[i], points[i + 1]
+        ab = ((b.x() - a.x()) ** 2 + (b.y() - a.y()) ** 2) ** 0.5
+        bc = ((c.x() - b.x()) ** 2 + (c.y() - b.y()) ** 2) ** 0.5
+        r = min(radius, ab / 2, bc / 2)
+        if r < 0.5:
+            path.lineTo(b)
+            continue
+        before = b + (a - b) * (r / ab)
+        after = b + (c - b) * (r / bc)
+        path.lineTo(before)
+        path.quadTo(b, after)
+    path.lineTo(points[-1])
     return path
 
 
@@ -34,16 +66,15 @@ class _WireBase(QGraphicsItem):
         self.path = QPainterPath()
         self.kind = Kind.FLOAT
         self.label = ""
-        self._label_rect = QRectF()
+        self.route: list[QPointF] | None = None  # waypoints when routed around cards
         self._bounds = QRectF()
 
-    def set_ends(self, p1: QPointF, p2: QPointF) -> None:
+    def set_ends(self, p1: QPointF, p2: QPointF, d1: QPointF = RIGHT, d2: QPointF = LEFT,
+                 via: Sequence[QPointF] | None = None) -> None:
         self.prepareGeometryChange()
-        self.path = wire_path(p1, p2)
-        self._layout_label()
-
-    def _layout_label(self) -> None:
-        self._bounds = self.path.boundingRect().adjusted(-4, -4, 4, 4)
+        self.route = list(via) if via else None
+        self.path = polyline_path([p1, *via, p2]) if via else wire_path(p1, p2, d1, d2)
+        self._bounds = self.path.boundingRect().adjusted(-6, -6, 6, 6)
 
     def boundingRect(self) -> QRectF:
         return self._bounds
@@ -56,58 +87,99 @@ class _WireBase(QGraphicsItem):
         return pen
 
 
-class ShapeLabel(QGraphicsItem):
-    """The shape written on a wire: a separate item above every wire (so crossing wires never
-    hide it) and below the nodes (so it never hides a node's text). It grows up to
-    MAX_LABEL_SCALE when zoomed out, but never wider than the gap its wire spans."""
+class WireLabel(QGraphicsItem):
+    """One text on a wire. It is a separate item above every wire (so crossing wires never hide
+    it) and below the cards; the scene's placer positions it (see
+    :func:`editor.items.placement.place_labels`).
 
-    def __init__(self, link_item: "LinkItem") -> None:
+    ``variants`` are the texts to try, longest first; ``where`` is the preferred spot along the
+    wire (0 at the output, 1 at the input); a higher ``priority`` is placed first; ``colour``
+    is the frame's colour (None: the colour of what the wire carries)."""
+
+    def __init__(self, link_item: "LinkItem", slot: str) -> None:
         super().__init__()
         self.link_item = link_item
-        self.text = ""
-        self._rect = QRectF()
-        self.room = 1e9  # horizontal length of the wire: a label does not grow past it
+        self.slot = slot
+        self.variants: tuple[str, ...] = ()
+        self.where = 0.5
+        self.priority = 0
+        self.colour: QColor | None = None
+        self.chosen = -1  # index of the variant shown; -1: not placed (hidden)
         self.setZValue(0.5)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+        self.setVisible(False)
 
-    def set_text(self, text: str) -> None:
-        self.prepareGeometryChange()
-        self.text = text
-        w = metrics("label").horizontalAdvance(text) + 10
-        h = metrics("label").height() + 4
-        self._rect = QRectF(-w / 2, -h / 2, w, h) if text else QRectF()
+    @property
+    def text(self) -> str:
+        return self.variants[self.chosen] if 0 <= self.chosen < len(self.variants) else ""
+
+    def configure(self, variants: Sequence[str], where: float, priority: int, colour: QColor | None) -> None:
+        self.variants = tuple(v for v in variants if v)
+        self.where, self.priority, self.colour = where, priority, colour
         self.update()
 
+    @staticmethod
+    def size_of(text: str) -> tuple[float, float]:
+        fm = metrics("label")
+        return fm.horizontalAdvance(text) + 10.0, fm.height() + 4.0
+
+    def rect_for(self, text: str) -> QRectF:
+        w, h = self.size_of(text)
+        return QRectF(-w / 2, -h / 2, w, h)
+
+    def show_variant(self, index: int, at: QPointF | None) -> None:
+        """Show variant ``index`` centred at ``at``, or hide (index -1)."""
+        if index != self.chosen:
+            self.prepareGeometryChange()
+            self.chosen = index
+        if index >= 0 and at is not None:
+            self.setPos(at)
+        self.setVisible(index >= 0 and self.link_item.isVisible())
+        self.update()
+
+    def scene_rect(self) -> QRectF:
+        return self.rect_for(self.text).translated(self.pos()) if self.text else QRectF()
+
     def boundingRect(self) -> QRectF:
-        r = self._rect
-        return QRectF(r.left() * MAX_LABEL_SCALE - 1, r.top() * MAX_LABEL_SCALE - 1,
-                      r.width() * MAX_LABEL_SCALE + 2, r.height() * MAX_LABEL_SCALE + 2)
+        return self.rect_for(self.text).adjusted(-1, -1, 1, 1) if self.text else QRectF()
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
-        if not self.text:
+        text = self.text
+        if not text:
             return
         lod = option.levelOfDetailFromTransform(painter.worldTransform())
         if lod < 0.25:
             return
         theme = self.scene().theme
         link = self.link_item
-        colour = theme.kind(link.kind) if link.known else theme.link
+        colour = self.colour or (theme.kind(link.kind) if link.known else theme.link)
         if link.isSelected():
             colour = theme.selected
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        fit = (self.room - 8) / max(self._rect.width(), 1.0)
-        scale = min(MAX_LABEL_SCALE, max(1.0, min(0.8 / lod, fit)))
-        painter.scale(scale, scale)
+        rect = self.rect_for(text)
         painter.setPen(QPen(colour, 1.0))
         painter.setBrush(theme.label_bg)
-        painter.drawRoundedRect(self._rect, 5, 5)
+        painter.drawRoundedRect(rect, 5, 5)
         painter.setPen(theme.label_text)
         painter.setFont(font("label"))
-        painter.drawText(self._rect, Qt.AlignmentFlag.AlignCenter, self.text)
+        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
+
+
+#: Kept for code that names the shape label's class.
+ShapeLabel = WireLabel
+
+
+def compact_shape(text: str) -> str:
+    """``(64, 4)`` → ``64×4``: the shorter variant of a shape label."""
+    inner = text.strip("()").rstrip(",")
+    return "×".join(part.strip() for part in inner.split(",")) if inner else text
 
 
 class LinkItem(_WireBase):
-    """A document link. Holds the engine Link (ids and port names) only."""
+    """A document link. Holds the engine Link (ids and port names) only.
+
+    Texts on the wire go through :meth:`set_label` (one per slot: ``"shape"`` is the tensor's
+    shape, set by the scene; a run can add ``"value"`` and ``"grad"``)."""
 
     def __init__(self, link: Link) -> None:
         super().__init__()
@@ -118,27 +190,87 @@ class LinkItem(_WireBase):
         self.setZValue(0)
         self.setAcceptHoverEvents(True)
         self.hover = False
-        self.label_item = ShapeLabel(self)
+        self.labels: dict[str, WireLabel] = {}
+        self.ends: tuple[QPointF, QPointF, QPointF, QPointF] | None = None  # p1, d1, p2, d2
+        self.bus_ends = (False, False)  # which ends attach along a bus edge (drawn as dots)
 
-    def set_ends(self, p1: QPointF, p2: QPointF) -> None:
-        super().set_ends(p1, p2)
-        if not self.path.isEmpty():
-            self.label_item.setPos(self.path.pointAtPercent(0.5))
-            self.label_item.room = abs(p2.x() - p1.x())
+    # --- texts on the wire ----------------------------------------------------------------------------
+
+    def set_label(self, slot: str, variants: str | Sequence[str], *, where: float = 0.5, priority: int = 0,
+                  colour: QColor | None = None) -> WireLabel:
+        """Show a text on this wire in ``slot`` (replacing that slot's text). ``variants`` is the
+        text, or several, longest first: the placer shows the first that fits, or none."""
+        label = self.labels.get(slot)
+        if label is None:
+            label = WireLabel(self, slot)
+            self.labels[slot] = label
+            if self.scene() is not None:
+                self.scene().addItem(label)
+        label.configure([variants] if isinstance(variants, str) else list(variants), where, priority, colour)
+        self._request_placement()
+        return label
+
+    def clear_label(self, slot: str) -> None:
+        label = self.labels.pop(slot, None)
+        if label is not None and label.scene() is not None:
+            label.scene().removeItem(label)
+        self._request_placement()
+
+    def _request_placement(self) -> None:
+        scene = self.scene()
+        if scene is not None and hasattr(scene, "schedule_arrange"):
+            scene.schedule_arrange()
+
+    @property
+    def label_item(self) -> WireLabel | None:
+        """The shape label (None before a shape is known)."""
+        return self.labels.get("shape")
 
     def set_shape_label(self, label: str, kind: Kind, known: bool) -> None:
         if label == self.label and kind == self.kind and known == self.known:
             return
         self.label, self.kind, self.known = label, kind, known
-        self.label_item.set_text(label)
+        if label:
+            short = compact_shape(label)
+            self.set_label("shape", [label, short] if short != label else [label])
+        else:
+            self.clear_label("shape")
         self.setToolTip(f"{self.link.src_port} → {self.link.dst_port}" + (f"  shape {label}" if label else ""))
         self.update()
 
+    def set_ends(self, p1: QPointF, p2: QPointF, d1: QPointF = RIGHT, d2: QPointF = LEFT,
+                 via: Sequence[QPointF] | None = None) -> None:
+        self.ends = (p1, d1, p2, d2)
+        super().set_ends(p1, p2, d1, d2, via)
+
+    def length(self) -> float:
+        return self.path.length()
+
+    def follow_labels(self) -> None:
+        """Keep the shown texts on the wire while it moves (no collision check: that waits for
+        the scene's next placement)."""
+        for label in self.labels.values():
+            if label.chosen >= 0 and not self.path.isEmpty():
+                label.setPos(self.path.pointAtPercent(min(0.9, max(0.1, label.where))))
+
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:
         if change == QGraphicsItem.GraphicsItemChange.ItemVisibleHasChanged:
-            self.label_item.setVisible(bool(value))
+            for label in self.labels.values():
+                label.setVisible(bool(value) and label.chosen >= 0)
         elif change == QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged:
-            self.label_item.update()
+            for label in self.labels.values():
+                label.update()
+        elif change == QGraphicsItem.GraphicsItemChange.ItemSceneChange:
+            old = self.scene()
+            if old is not None:
+                for label in self.labels.values():
+                    if label.scene() is old:
+                        old.removeItem(label)
+        elif change == QGraphicsItem.GraphicsItemChange.ItemSceneHasChanged:
+            new: QGraphicsScene | None = value
+            if new is not None:
+                for label in self.labels.values():
+                    new.addItem(label)
         return super().itemChange(change, value)
 
     def shape(self) -> QPainterPath:
@@ -167,6 +299,13 @@ class LinkItem(_WireBase):
         painter.setPen(self._pen(colour, width, dashed=not self.known))
         painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.drawPath(self.path)
+        if self.ends is not None and any(self.bus_ends):
+            # A wire on a bus edge draws its own port dot there.
+            painter.setPen(QPen(theme.node_body, 1.5))
+            painter.setBrush(colour)
+            for is_bus, point in zip(self.bus_ends, (self.ends[0], self.ends[2])):
+                if is_bus:
+                    painter.drawEllipse(point, 4.5, 4.5)
 
 
 class DragWire(_WireBase):

@@ -3,6 +3,7 @@ badge with the reason when its shapes do not work."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from PySide6.QtCore import QPointF, QRectF, Qt
@@ -15,13 +16,31 @@ from engine.blocks import Kind, ParamType
 from engine.graph import Node
 
 
-HEADER = 24.0
-ROW = 18.0
-SUMMARY_ROW = 14.0
 PORT_R = 5.0
-MIN_WIDTH = 132.0
+MIN_WIDTH = 104.0
 RADIUS = 8.0
 BADGE_LINES = 3
+PAD = 10.0  # the card's inner margin, left and right
+
+
+class Geometry:
+    """Card measures from the canvas fonts (so cards follow the system font size)."""
+
+    def __init__(self) -> None:
+        self.header = round(metrics("title").height() + 11)
+        self.row = round(metrics("port").height() + 5)
+        self.summary_row = round(metrics("small").height() + 2)
+
+
+_GEOMETRY: dict[int, Geometry] = {}  # per base font size: computed once the application (and its font) exists
+
+
+def geometry() -> Geometry:
+    from editor.items.fonts import base_px
+    key = base_px()
+    if key not in _GEOMETRY:
+        _GEOMETRY[key] = Geometry()
+    return _GEOMETRY[key]
 
 
 class PortItem(QGraphicsItem):
@@ -90,7 +109,12 @@ class PortItem(QGraphicsItem):
 
 
 class NodeItem(QGraphicsItem):
-    """The picture of one document node. ``refresh`` re-reads the node from the document."""
+    """The picture of one document node. ``refresh`` re-reads the node from the document.
+
+    A card sized to its text: the header holds the name (and the block type, dimmed, when the
+    name differs), the body one row per port and up to three non-default params. A read-only view
+    may turn a node into a *bus* (:meth:`set_bus`): a wide bar whose wires attach along its top or
+    bottom edge, under or over each other end (an unrolled RNN's sequence in and states out)."""
 
     def __init__(self, node: Node) -> None:
         super().__init__()
@@ -106,6 +130,7 @@ class NodeItem(QGraphicsItem):
         self.outputs: dict[str, PortItem] = {}
         self.error = ""
         self.incomplete = False
+        self.hover = False
         self.stack_count = 1  # > 1: drawn as a compact stack of identical blocks
         self.title = ""
         self.title_override = ""  # a compact stack shows "first … last"
@@ -114,9 +139,11 @@ class NodeItem(QGraphicsItem):
         self.category_colour = QColor("#607080")
         self.composite = False
         self.placeholder = False
+        self.bus = ""  # "", "top" (outputs attach along the top edge) or "bottom" (inputs along the bottom)
+        self.g = geometry()
         self.width = MIN_WIDTH
-        self.height = HEADER
-        self._badge_text_rect = QRectF()
+        self.height = self.g.header
+        self._node = node
         self.refresh(node)  # the scene places it (it knows the spread)
 
     # --- model → picture -----------------------------------------------------------------------
@@ -124,6 +151,8 @@ class NodeItem(QGraphicsItem):
     def refresh(self, node: Node) -> None:
         """Rebuild ports and texts from the node (after add, params change, rename)."""
         self.prepareGeometryChange()
+        self._node = node
+        g = self.g
         self.title = self.title_override or node.name or node.type
         self.placeholder = node.is_placeholder
         spec = None if node.is_placeholder else blocks.spec(node.type)
@@ -134,30 +163,35 @@ class NodeItem(QGraphicsItem):
         self.summary = _summary(node, spec)
         ins = node.input_ports()
         outs = node.output_ports()
-        title_w = metrics("title").horizontalAdvance(self.title) + 28 + \
-            (metrics("small").horizontalAdvance(self.subtitle) + 10 if self.subtitle else 0) + (22 if self.composite else 0) + \
-            (metrics("badge").horizontalAdvance(f"×{self.stack_count}") + 16 if self.stack_count > 1 else 0)
-        sub_w = 0
+        title_w = PAD + metrics("title").horizontalAdvance(self.title) + PAD + self._header_extras()
         port_w = max((metrics("port").horizontalAdvance(p.name) for p in ins), default=0) + \
-            max((metrics("port").horizontalAdvance(p.name) for p in outs), default=0) + 48
-        sum_w = max((metrics("small").horizontalAdvance(s) for s in self.summary), default=0) + 24
-        self.width = float(max(MIN_WIDTH, title_w, sub_w, port_w, sum_w))
+            max((metrics("port").horizontalAdvance(p.name) for p in outs), default=0) + 2 * (PORT_R + 6) + 16
+        sum_w = max((metrics("small").horizontalAdvance(s) for s in self.summary), default=0) + 2 * PAD
+        self.width = float(math.ceil(max(MIN_WIDTH, title_w, port_w, sum_w)))
         rows = max(len(ins), len(outs))
-        self.height = HEADER + 4 + rows * ROW + len(self.summary) * SUMMARY_ROW + 6
+        if self.bus:
+            rows = 0 if self.bus == "top" else len(outs)
+        self.height = g.header + 4 + rows * g.row + len(self.summary) * g.summary_row + 6
+        if self.bus:
+            self.width = max(self.width, self._bus_width)
         for item in list(self.inputs.values()) + list(self.outputs.values()):
             item.setParentItem(None)
             if item.scene() is not None:
                 item.scene().removeItem(item)
         self.inputs, self.outputs = {}, {}
-        top = HEADER + 4 + ROW / 2
+        top = g.header + 4 + g.row / 2
         for i, p in enumerate(ins):
             port = PortItem(self, p.name, False, p.kind, p.optional)
-            port.setPos(0, top + i * ROW)
+            port.setPos(0, top + i * g.row)
+            if self.bus == "bottom":
+                port.setVisible(False)  # the wires draw their own ends along the edge
             self.inputs[p.name] = port
         for i, p in enumerate(outs):
             kind = node.output_kind(p.name)
             port = PortItem(self, p.name, True, kind, False)
-            port.setPos(self.width, top + i * ROW)
+            port.setPos(self.width, top + i * g.row)
+            if self.bus == "top":
+                port.setVisible(False)
             self.outputs[p.name] = port
         if spec is not None:
             from editor.theme import CATEGORY_COLOURS
@@ -166,6 +200,36 @@ class NodeItem(QGraphicsItem):
             self.category_colour = QColor("#7a7a7a")
         self.setToolTip(self._tooltip(node))
         self.update()
+
+    def _header_extras(self) -> float:
+        """Room the header needs right of the title: the type, the stack chip, the open glyph."""
+        extra = 0.0
+        if self.subtitle:
+            extra += metrics("small").horizontalAdvance(self.subtitle) + 10
+        if self.stack_count > 1:
+            extra += metrics("badge").horizontalAdvance(f"×{self.stack_count}") + 16
+        elif self.composite:
+            extra += 20
+        return extra
+
+    _bus_width = 0.0
+
+    def set_bus(self, side: str, width: float = 0.0) -> None:
+        """Draw this node as a bus of ``width`` (``side`` "top" or "bottom"), or as a card ("")."""
+        self.bus = side
+        self._bus_width = width if side else 0.0
+        self.refresh(self._node)
+
+    def text_roles(self) -> set[str]:
+        """The canvas font roles this card draws at full detail (for the legibility measure)."""
+        roles = {"title"}
+        if self.subtitle or self.summary:
+            roles.add("small")
+        if (self.inputs or self.outputs) and not self.bus:
+            roles.add("port")
+        if self.stack_count > 1:
+            roles.add("badge")
+        return roles
 
     def set_status(self, error: str, incomplete: bool) -> None:
         if error == self.error and incomplete == self.incomplete:
@@ -188,23 +252,44 @@ class NodeItem(QGraphicsItem):
         ports = self.outputs if is_output else self.inputs
         item = ports.get(name)
         if item is None:  # a link to a port that no longer exists: anchor at the node's edge
-            return self.mapToScene(QPointF(self.width if is_output else 0.0, HEADER / 2))
+            return self.mapToScene(QPointF(self.width if is_output else 0.0, self.g.header / 2))
         return item.scenePos()
 
+    def anchor(self, name: str, is_output: bool, toward: QPointF) -> tuple[QPointF, QPointF]:
+        """Where a wire of port ``name`` attaches, and the direction it leaves the node in.
+        ``toward`` is the wire's other end: a bus attaches each wire straight under or over it."""
+        if (self.bus == "top" and is_output) or (self.bus == "bottom" and not is_output):
+            local_x = min(max(self.mapFromScene(toward).x(), RADIUS + PORT_R), self.width - RADIUS - PORT_R)
+            if self.bus == "top":
+                return self.mapToScene(QPointF(local_x, 0.0)), QPointF(0.0, -1.0)
+            return self.mapToScene(QPointF(local_x, self.height)), QPointF(0.0, 1.0)
+        return self.port_scene_pos(name, is_output), QPointF(1.0 if is_output else -1.0, 0.0)
+
     def _badge_rect(self) -> QRectF:
+        """The error note under the card (drawn while the card is hovered or selected)."""
         if not self.error:
             return QRectF()
         fm = metrics("small")
-        text_rect = fm.boundingRect(QRectF(0, 0, max(self.width, 220) - 16, 1000),
-                                    int(Qt.TextFlag.TextWordWrap), self.error)
+        width = max(self.width, 240.0)
+        text_rect = fm.boundingRect(QRectF(0, 0, width - 16, 1000), int(Qt.TextFlag.TextWordWrap), self.error)
         h = min(text_rect.height(), fm.lineSpacing() * BADGE_LINES) + 10
-        return QRectF(0, self.height + 6, max(self.width, 220), h)
+        return QRectF(0, self.height + 6, width, h)
+
+    def note_shown(self) -> bool:
+        return bool(self.error) and (self.hover or self.isSelected())
 
     def boundingRect(self) -> QRectF:
         rect = QRectF(-PORT_R - 6, -12, self.width + 2 * PORT_R + 12, self.height + 16 + 8 * (self.stack_count > 1))
         if self.error:
             rect = rect.united(self._badge_rect().adjusted(-2, -2, 2, 2))
         return rect
+
+    def card_rect(self) -> QRectF:
+        """The card in scene coordinates, port dots and stacked shadows included: what wires
+        and wire labels keep clear of."""
+        pos = self.scenePos()
+        extra = 8.0 if self.stack_count > 1 else (4.0 if self.composite else 0.0)
+        return QRectF(pos.x() - PORT_R - 1, pos.y(), self.width + 2 * PORT_R + 2 + extra, self.height + extra)
 
     def shape(self) -> QPainterPath:
         path = QPainterPath()
@@ -216,12 +301,31 @@ class NodeItem(QGraphicsItem):
             scene = self.scene()
             if scene is not None:
                 scene.node_item_moved(self)
+        elif change == QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged:
+            self._raise_for_note()
         return super().itemChange(change, value)
+
+    def hoverEnterEvent(self, event: Any) -> None:
+        self.hover = True
+        self._raise_for_note()
+        super().hoverEnterEvent(event)
+
+    def hoverLeaveEvent(self, event: Any) -> None:
+        self.hover = False
+        self._raise_for_note()
+        super().hoverLeaveEvent(event)
+
+    def _raise_for_note(self) -> None:
+        # The error note shows under a hovered or selected card, above its neighbours; at rest
+        # the red border and the "!" say there is a problem without covering the next node.
+        self.setZValue(3 if self.note_shown() else 1)
+        self.update()
 
     # --- painting ------------------------------------------------------------------------------
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
         theme = self.scene().theme
+        g = self.g
         lod = option.levelOfDetailFromTransform(painter.worldTransform())
         selected = bool(option.state & QStyle.StateFlag.State_Selected)
         body = QRectF(0, 0, self.width, self.height)
@@ -231,9 +335,9 @@ class NodeItem(QGraphicsItem):
             painter.setPen(QPen(theme.selected, 3) if selected else Qt.PenStyle.NoPen)
             painter.setBrush(theme.node_body)
             painter.drawRect(body)
-            painter.fillRect(QRectF(0, 0, self.width, HEADER), header_colour)
+            painter.fillRect(QRectF(0, 0, self.width, g.header), header_colour)
             if self.error:
-                painter.fillRect(QRectF(self.width - 24, 0, 24, HEADER), theme.error)
+                painter.fillRect(QRectF(self.width - 24, 0, 24, g.header), theme.error)
             return
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         if self.stack_count > 1:
@@ -254,9 +358,9 @@ class NodeItem(QGraphicsItem):
         painter.drawRoundedRect(body, RADIUS, RADIUS)
         # header: rounded on top only
         header = QPainterPath()
-        header.addRoundedRect(QRectF(0, 0, self.width, HEADER + RADIUS), RADIUS, RADIUS)
+        header.addRoundedRect(QRectF(0, 0, self.width, g.header + RADIUS), RADIUS, RADIUS)
         clip = QPainterPath()
-        clip.addRect(QRectF(0, 0, self.width, HEADER))
+        clip.addRect(QRectF(0, 0, self.width, g.header))
         painter.setBrush(header_colour)
         painter.drawPath(header.intersected(clip))
         painter.setBrush(Qt.BrushStyle.NoBrush)
@@ -265,12 +369,12 @@ class NodeItem(QGraphicsItem):
         # title on the left, the block type (when the name differs) dimmed on the right
         painter.setPen(theme.header_text)
         painter.setFont(font("title"))
-        right = 8 + (24 if self.error else 0)
+        right = PAD + (24 if self.error else 0)
         if self.stack_count > 1:
             chip = f"×{self.stack_count}"
             painter.setFont(font("badge"))
             w = metrics("badge").horizontalAdvance(chip) + 10
-            r = QRectF(self.width - w - right, 4, w, HEADER - 8)
+            r = QRectF(self.width - w - right, 4, w, g.header - 8)
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(QColor(0, 0, 0, 70))
             painter.drawRoundedRect(r, 6, 6)
@@ -279,7 +383,7 @@ class NodeItem(QGraphicsItem):
             right += w + 6
         elif self.composite:
             # a small "open" glyph: this block has an inside
-            r = QRectF(self.width - right - 14, HEADER / 2 - 6, 12, 12)
+            r = QRectF(self.width - right - 12, g.header / 2 - 6, 12, 12)
             painter.setPen(QPen(QColor(255, 255, 255, 200), 1.3))
             painter.setBrush(Qt.BrushStyle.NoBrush)
             painter.drawRoundedRect(r, 2, 2)
@@ -288,52 +392,60 @@ class NodeItem(QGraphicsItem):
         if self.subtitle:
             painter.setFont(font("small"))
             sub = QColor(theme.header_text)
-            sub.setAlpha(190)
+            sub.setAlpha(200)
             painter.setPen(sub)
             sw = metrics("small").horizontalAdvance(self.subtitle)
-            painter.drawText(QRectF(self.width - right - sw, 0, sw, HEADER),
+            painter.drawText(QRectF(self.width - right - sw, 0, sw, g.header),
                              Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, self.subtitle)
-            right += sw + 8
+            right += sw + 10
         painter.setPen(theme.header_text)
         painter.setFont(font("title"))
-        title_rect = QRectF(9, 0, self.width - 9 - right, HEADER)
+        title_rect = QRectF(PAD, 0, self.width - PAD - right, g.header)
         title = metrics("title").elidedText(self.title, Qt.TextElideMode.ElideRight, title_rect.width())
         painter.drawText(title_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, title)
-        y = HEADER + 4
+        y = g.header + 4
         if lod >= 0.4:
             painter.setFont(font("port"))
             painter.setPen(theme.text)
             for port in self.inputs.values():
-                r = QRectF(PORT_R + 6, port.y() - ROW / 2, self.width / 2, ROW)
+                if not port.isVisible():
+                    continue
+                r = QRectF(PORT_R + 6, port.y() - g.row / 2, self.width / 2, g.row)
                 painter.drawText(r, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, port.name)
             for port in self.outputs.values():
-                r = QRectF(self.width / 2 - PORT_R - 6, port.y() - ROW / 2, self.width / 2, ROW)
+                if not port.isVisible():
+                    continue
+                r = QRectF(self.width / 2 - PORT_R - 6, port.y() - g.row / 2, self.width / 2, g.row)
                 painter.drawText(r, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, port.name)
             if self.summary:
                 rows = max(len(self.inputs), len(self.outputs))
-                sy = y + rows * ROW
+                if self.bus:
+                    rows = 0 if self.bus == "top" else len(self.outputs)
+                sy = y + rows * g.row
                 painter.setFont(font("small"))
                 painter.setPen(theme.text_dim)
                 for line in self.summary:
-                    painter.drawText(QRectF(10, sy, self.width - 20, SUMMARY_ROW),
+                    painter.drawText(QRectF(PAD, sy, self.width - 2 * PAD, g.summary_row),
                                      Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
-                                     metrics("small").elidedText(line, Qt.TextElideMode.ElideRight, self.width - 20))
-                    sy += SUMMARY_ROW
+                                     metrics("small").elidedText(line, Qt.TextElideMode.ElideRight, self.width - 2 * PAD))
+                    sy += g.summary_row
         if self.error:
             self._paint_badge(painter, theme)
 
     def _paint_badge(self, painter: QPainter, theme: Any) -> None:
-        # The "!" dot on the header and the reason under the node.
-        centre = QPointF(self.width - 16, HEADER / 2)
+        # The "!" dot on the header, and the reason under the node while hovered or selected.
+        centre = QPointF(self.width - 16, self.g.header / 2)
         painter.setPen(QPen(QColor("#ffffff"), 1.5))
         painter.setBrush(theme.error)
         painter.drawEllipse(centre, 8, 8)
         painter.setFont(font("badge"))
         painter.drawText(QRectF(centre.x() - 8, centre.y() - 8, 16, 16), Qt.AlignmentFlag.AlignCenter, "!")
+        if not self.note_shown():
+            return
         rect = self._badge_rect()
         painter.setPen(Qt.PenStyle.NoPen)
         fill = QColor(theme.error)
-        fill.setAlpha(235)
+        fill.setAlpha(240)
         painter.setBrush(fill)
         painter.drawRoundedRect(rect, 6, 6)
         painter.setPen(QColor("#ffffff"))
@@ -352,7 +464,7 @@ def _summary(node: Node, spec: Any) -> list[str]:
         return []
     lines: list[tuple[int, str]] = []
     for i, p in enumerate(spec.params):
-        if p.type in (ParamType.TENSOR,):
+        if p.type in (ParamType.TENSOR,) or not p.applies(node.params):
             continue
         value = node.params.get(p.name)
         if p.type is ParamType.NODE:

@@ -8,8 +8,6 @@ value the block refuses shows the engine's message under the form and nothing is
 
 from __future__ import annotations
 
-import html
-
 import json
 import uuid
 from typing import Any, Callable
@@ -22,6 +20,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 from editor import commands
 from editor.document import Document
 from editor.panels.blockinfo import first_paragraph, param_range
+from editor.panels.lesson import LessonView
 from editor.theme import CATEGORY_COLOURS
 from engine import blocks
 from engine.blocks import Param, ParamType
@@ -77,7 +76,11 @@ class Inspector(QWidget):
         self._merge_key = ""
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
+        # No node selected: the lesson's text (rich text that scrolls on its own).
+        self.empty = LessonView()
+        outer.addWidget(self.empty)
         scroll = QScrollArea()
+        self.scroll = scroll
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -87,13 +90,6 @@ class Inspector(QWidget):
         self.layout_ = QVBoxLayout(body)
         self.layout_.setContentsMargins(10, 10, 10, 10)
         self.layout_.setSpacing(8)
-        self.empty = QLabel()
-        self.empty.setWordWrap(True)
-        self.empty.setTextFormat(Qt.TextFormat.RichText)
-        self.empty.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.set_lesson("", "")
-        self.empty.setAlignment(Qt.AlignmentFlag.AlignTop)
-        self.layout_.addWidget(self.empty)
         # node section
         self.section = QWidget()
         sec = QVBoxLayout(self.section)
@@ -143,20 +139,13 @@ class Inspector(QWidget):
         self.layout_.addWidget(self.section)
         self.layout_.addStretch(1)
         self.section.hide()
+        self.scroll.hide()
 
     # --- target ----------------------------------------------------------------------------------
 
     def set_lesson(self, title: str, description: str) -> None:
         """What shows while no node is selected: the open lesson's text, then how to start."""
-        hint = ("Select a node to see and edit its parameters. Drag blocks from the palette, "
-                "or press Tab on the canvas.")
-        parts = []
-        if title:
-            parts.append(f"<h3>{html.escape(title)}</h3>")
-        for para in description.split("\n\n") if description else ():
-            parts.append(f"<p>{html.escape(' '.join(para.split()))}</p>")
-        parts.append(f"<p style='color: gray'><i>{html.escape(hint)}</i></p>")
-        self.empty.setText("".join(parts))
+        self.empty.set_lesson(title, description)
 
     def set_document(self, doc: Document | None, stack: QUndoStack | None) -> None:
         if self.doc is not None:
@@ -202,6 +191,7 @@ class Inspector(QWidget):
     # --- building the form --------------------------------------------------------------------------
 
     def _rebuild(self) -> None:
+        self._params: tuple[Param, ...] = ()
         while self.form.rowCount():
             self.form.removeRow(0)
         self.editors.clear()
@@ -211,6 +201,7 @@ class Inspector(QWidget):
         if self.doc is not None and self.node_id is not None and self.node_id in self.doc.graph.nodes:
             node = self.doc.node(self.node_id)
         self.section.setVisible(node is not None)
+        self.scroll.setVisible(node is not None)
         self.empty.setVisible(node is None)
         if node is None:
             return
@@ -226,6 +217,7 @@ class Inspector(QWidget):
         self.name_edit.setReadOnly(self.read_only)
         params = spec.params if spec else ()
         self.params_title.setVisible(bool(params))
+        self._params = params
         for p in params:
             editor = self._make_editor(p)
             editor.setToolTip(p.doc + (f"\nrange: {param_range(p)}" if param_range(p) else ""))
@@ -353,6 +345,11 @@ class Inspector(QWidget):
                         x.blockSignals(False)
         finally:
             self._loading = False
+        # a param that has no effect with the others' values (Parameter's values unless init is
+        # "values") is hidden rather than shown unexplained
+        for row, p in enumerate(self._params):
+            if row < self.form.rowCount():
+                self.form.setRowVisible(row, p.applies(node.params))
         self._refresh_shapes()
 
     # --- edits -------------------------------------------------------------------------------------------
@@ -406,10 +403,11 @@ class Inspector(QWidget):
         node = g.node(self.node_id)
         report = self.doc.report()
         rows = []
-        ins = g.input_shapes(self.node_id, report) or {}
         for p in node.input_ports():
-            shape = ins.get(p.name)
-            state = shape_str(shape) if shape is not None else ("not connected" if g.link_into(self.node_id, p.name) is None else "unknown")
+            # each input on its own: one unconnected input does not make the others unknown
+            link = g.link_into(self.node_id, p.name)
+            shape = report.shapes.get((link.src, link.src_port)) if link is not None else None
+            state = shape_str(shape) if shape is not None else ("not connected" if link is None else "unknown")
             rows.append(f"<tr><td>in&nbsp;</td><td><b>{p.name}</b></td><td>&nbsp;{state}</td></tr>")
         for p in node.output_ports():
             shape = report.shapes.get((self.node_id, p.name))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, Qt, Signal
-from PySide6.QtGui import QKeyEvent
+from PySide6.QtGui import QGuiApplication, QKeyEvent
 from PySide6.QtWidgets import QFrame, QLineEdit, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 
 from editor.panels.blockinfo import spec_tooltip
 from editor.panels.palette import PARAMS_ROLE, TYPE_ROLE, rank
 from engine import blocks
+
+WIDTH = 300
+MAX_ROWS = 12
 
 
 class BlockSearch(QFrame):
@@ -28,8 +31,9 @@ class BlockSearch(QFrame):
         layout.setSpacing(4)
         layout.addWidget(self.edit)
         layout.addWidget(self.list)
-        self.resize(280, 320)
+        self.resize(WIDTH, 320)
         self.scene_pos = QPointF()
+        self._anchor = QPoint(0, 0)
         self.entries = blocks.palette()
         self.edit.textChanged.connect(self.filter)
         self.edit.returnPressed.connect(self.accept_current)
@@ -38,11 +42,30 @@ class BlockSearch(QFrame):
 
     def popup(self, global_pos: QPoint, scene_pos: QPointF) -> None:
         self.scene_pos = scene_pos
+        self._anchor = global_pos
         self.edit.clear()
         self.filter("")
-        self.move(global_pos)
         self.show()
         self.edit.setFocus()
+
+    def _fit(self) -> None:
+        """As tall as its results (at most MAX_ROWS of them), and inside the screen."""
+        rows = max(1, min(MAX_ROWS, self.list.count()))
+        row_h = self.list.sizeHintForRow(0) if self.list.count() else self.list.fontMetrics().height() + 6
+        list_h = rows * row_h + 2 * self.list.frameWidth() + 2
+        self.list.setFixedHeight(list_h)
+        self.layout().activate()  # the frame's minimum follows the list before it is resized
+        margins = self.layout().contentsMargins()
+        height = margins.top() + self.edit.sizeHint().height() + self.layout().spacing() + list_h + margins.bottom() + 2
+        self.resize(WIDTH, height)
+        screen = QGuiApplication.screenAt(self._anchor) or QGuiApplication.primaryScreen()
+        area = screen.availableGeometry() if screen is not None else None
+        x, y = self._anchor.x(), self._anchor.y()
+        if area is not None:
+            x = min(max(area.left(), x), area.right() - WIDTH)
+            if y + height > area.bottom():
+                y = max(area.top(), self._anchor.y() - height)  # open upwards near the bottom
+        self.move(x, y)
 
     def filter(self, text: str) -> None:
         """Show the matching blocks, best first (a label starting with the text leads)."""
@@ -61,6 +84,7 @@ class BlockSearch(QFrame):
             self.list.addItem(item)
         if self.list.count():
             self.list.setCurrentRow(0)
+        self._fit()
 
     def accept_current(self) -> None:
         item = self.list.currentItem()

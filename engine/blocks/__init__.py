@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from engine.blocks._base import (
+    BUFFER_UPDATES,
+    EVAL,
     Block,
     BlockSpec,
     Category,
+    Context,
     Example,
     Kind,
     Param,
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
     from engine.graph import Graph
 
 __all__ = [
-    "Block", "BlockSpec", "Category", "Example", "Kind", "Param", "ParamType", "Port", "Variant", "WeightSpec",
+    "BUFFER_UPDATES", "EVAL", "Block", "BlockSpec", "Category", "Context", "Example", "Kind", "Param", "ParamType", "Port", "Variant", "WeightSpec",
     "PaletteEntry", "register", "create", "names", "spec", "block_class", "expand", "palette",
 ]
 

@@ -13,12 +13,29 @@ The public ``forward`` / ``backward`` wrap these with the shared machinery that 
 zero-filling missing upstream gradients, summing gradients back to the shape of a broadcast input
 (tinygrad's central "un-broadcast"), dropping gradients of integer inputs and completing missing
 weight gradients with zeros.
+
+Training and evaluation. A few blocks compute something different while a model trains
+(Dropout drops units, BatchNorm uses the batch's statistics). They set ``uses_context`` and
+their ``compute`` takes a third argument, a :class:`Context`: the mode (training or evaluation),
+the run's seed, the training step and the path of node ids that leads to the block. The context
+is an argument like the inputs, never state on the block, so ``forward`` stays pure: the same
+inputs, weights and context give the same result, bit for bit (a Dropout mask is drawn from a
+generator seeded by ``(seed, step, path)``). ``forward(inputs, weights)`` without a context runs
+in evaluation mode, which is what inference, the CLI's ``run`` and the protocol's plain calls want;
+the trainer passes ``Context(training=True, seed=…, step=…)``.
+
+Buffers. A weight declared with ``WeightSpec(..., trainable=False)`` (BatchNorm's running mean
+and variance) is stored, saved and loaded with the weights, but gets no gradient and is never
+touched by an optimiser. A block changes its buffers only by returning their new values in
+``saved[BUFFER_UPDATES]`` from a training-mode ``compute``; the trainer writes them back after
+the step (``Pass.buffer_updates``).
 """
 
 from __future__ import annotations
 
 import enum
 import math
+import zlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
@@ -32,6 +49,35 @@ if TYPE_CHECKING:
 
 Shape = tuple[int, ...]
 Arrays = dict[str, np.ndarray]
+
+#: The key of ``saved`` under which a training-mode ``compute`` returns new values of its buffers.
+BUFFER_UPDATES = "_buffer_updates"
+
+
+@dataclass(frozen=True)
+class Context:
+    """How a pass runs: evaluation (the default) or training, and what seeds its randomness.
+
+    ``path`` holds the ids of the nodes that lead to a block (the outer node, then the inner
+    nodes of composites), so every Dropout of a model draws its own mask; :meth:`rng` gives the
+    same numbers for the same ``(seed, step, path)``, whatever else the graph holds."""
+
+    training: bool = False
+    seed: int = 0
+    step: int = 0
+    path: tuple[str, ...] = ()
+
+    def child(self, node: str) -> "Context":
+        """The context of node ``node`` inside the one this context belongs to."""
+        return Context(self.training, self.seed, self.step, (*self.path, node))
+
+    def rng(self) -> np.random.Generator:
+        """A generator for this node and step, reproducible bit for bit."""
+        key = (int(self.step), *(zlib.crc32(p.encode()) for p in self.path))
+        return np.random.default_rng(np.random.SeedSequence(entropy=int(self.seed), spawn_key=key))
+
+
+EVAL = Context()
 
 
 class Kind(enum.Enum):
@@ -93,6 +139,16 @@ class Param:
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     nullable: bool = False  # ``None`` allowed (meaning "automatic", e.g. hidden = 4·d)
+    # Used only when another param has one of some values: ("init", ("values",)). The inspector
+    # shows the param only then, so a field never sits there unexplained.
+    applies_when: tuple[str, tuple[Any, ...]] | None = None
+
+    def applies(self, params: Mapping[str, Any]) -> bool:
+        """True when this param has an effect given the block's other ``params``."""
+        if self.applies_when is None:
+            return True
+        other, values = self.applies_when
+        return params.get(other) in values
 
     def coerce(self, block: str, value: Any) -> Any:
         """Return ``value`` in canonical form, or raise :class:`ParamError` naming the param."""
@@ -163,11 +219,15 @@ class Param:
 
 @dataclass(frozen=True)
 class WeightSpec:
-    """A learned tensor: its name and a human-readable shape such as ``(d_in, d_out)``."""
+    """A learned tensor: its name and a human-readable shape such as ``(d_in, d_out)``.
+
+    ``trainable=False`` declares a buffer: saved and loaded with the weights, but it gets no
+    gradient and no optimiser update (BatchNorm's running statistics)."""
 
     name: str
     shape: str
     doc: str = ""
+    trainable: bool = True
 
 
 @dataclass(frozen=True)
@@ -183,12 +243,18 @@ class Example:
     """A shape example (docs) and a test case (the registry-generated tests run every one).
 
     Float inputs are drawn uniformly from ``ranges[port]`` (default (-1, 1)); integer inputs
-    from ``range(*ranges[port])``; a port in ``choices`` draws from that list instead."""
+    from ``range(*ranges[port])``; a port in ``choices`` draws from that list instead.
+    ``training`` runs the example in training mode (see :class:`Context`)."""
 
     params: Mapping[str, Any]
     inputs: Mapping[str, tuple[int, ...]]
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     choices: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    training: bool = False
+
+    def context(self, seed: int = 0) -> Context:
+        """The context the example runs in."""
+        return Context(training=self.training, seed=seed)
 
     def sample(self, block: "Block", rng: np.random.Generator, dtype: Any = np.float64) -> dict[str, np.ndarray]:
         kinds = {p.name: p.kind for p in block.input_ports()}
@@ -221,6 +287,7 @@ class BlockSpec:
     variants: tuple[Variant, ...]
     composite: bool
     examples: tuple[Example, ...]
+    uses_context: bool = False  # computes differently in training and evaluation
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -244,6 +311,8 @@ class Block:
     variants: ClassVar[tuple[Variant, ...]] = ()
     composite: ClassVar[bool] = False
     examples: ClassVar[tuple[Example, ...]] = ()
+    #: True when ``compute`` takes a :class:`Context` (it differs in training and evaluation).
+    uses_context: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         known = {p.name: p for p in self.params}
@@ -265,7 +334,7 @@ class Block:
         doc = (cls.__doc__ or "").strip()
         return BlockSpec(
             cls.type_id, cls.version, cls.category, cls.formula, doc, cls.inputs, cls.outputs,
-            cls.params, cls.weights, cls.variants, cls.composite, cls.examples,
+            cls.params, cls.weights, cls.variants, cls.composite, cls.examples, cls.uses_context,
         )
 
     def check_params(self) -> None:
@@ -290,6 +359,10 @@ class Block:
         """The shapes this block needs of its borrowed weights, ``{local_name: shape}``; the
         graph checks the owner's weight against them. Empty: no check beyond existence."""
         return {}
+
+    def buffer_names(self, in_shapes: Mapping[str, Shape]) -> frozenset[str]:
+        """The weights that are buffers (``trainable=False``): no gradient, no optimiser."""
+        return frozenset(w.name for w in self.weights if not w.trainable)
 
     def expand(self) -> "Graph | None":
         """The inner graph of a composite block (None for primitives)."""
@@ -331,9 +404,15 @@ class Block:
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
         raise NotImplementedError
 
-    def forward(self, inputs: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray]) -> tuple[Arrays, dict[str, Any]]:
-        """Run the block. Returns ``(outputs, saved)``; nothing is kept on ``self``."""
-        outs, saved = self.compute(dict(inputs), dict(weights))
+    def forward(self, inputs: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray],
+                context: Context | None = None) -> tuple[Arrays, dict[str, Any]]:
+        """Run the block. Returns ``(outputs, saved)``; nothing is kept on ``self``.
+
+        ``context`` (default: evaluation mode) matters only to blocks that set ``uses_context``."""
+        if self.uses_context:
+            outs, saved = self.compute(dict(inputs), dict(weights), context or EVAL)  # type: ignore[call-arg]
+        else:
+            outs, saved = self.compute(dict(inputs), dict(weights))
         saved = dict(saved)
         saved["_in_shapes"] = {k: np.shape(v) for k, v in inputs.items()}
         saved["_in_dtypes"] = {k: np.asarray(v).dtype for k, v in inputs.items()}
@@ -342,7 +421,7 @@ class Block:
         return outs, saved
 
     def backward(self, gout: Mapping[str, np.ndarray], saved: dict[str, Any], weights: Mapping[str, np.ndarray]) -> tuple[Arrays, Arrays]:
-        """Gradients for every float input (input-shaped) and every weight.
+        """Gradients for every float input (input-shaped) and every weight (buffers excepted).
 
         Upstream gradients missing from ``gout`` count as zero."""
         full: Arrays = {}
@@ -363,7 +442,10 @@ class Block:
             dtype = saved["_in_dtypes"][port.name]
             result[port.name] = np.zeros(shape, dtype) if g is None else unbroadcast(np.asarray(g, dtype), shape)
         grads_w: Arrays = {}
+        buffers = self.buffer_names(saved["_in_shapes"])
         for name, w in weights.items():
+            if name in buffers:
+                continue  # buffers get no gradient
             g = gw.get(name)
             grads_w[name] = np.zeros_like(w) if g is None else np.asarray(g, w.dtype).reshape(w.shape)
         return result, grads_w
@@ -386,6 +468,16 @@ class Block:
                 raise self.shape_error(
                     f"input '{port}' must have {want} dimensions{hint}, got shape {shape_str(shape)}"
                 )
+        return shape
+
+    def require_features(self, in_shapes: Mapping[str, Shape], port: str = "x") -> Shape:
+        """The shape of an input of vectors on the last axis: at least one dimension, and at
+        least one feature (a map from zero features would be its bias alone)."""
+        shape = self.require(in_shapes, port)
+        if not shape:
+            raise self.shape_error(f"input '{port}' needs at least one dimension (the features), got a scalar ()")
+        if shape[-1] == 0:
+            raise self.shape_error(f"input '{port}' has no features: its last dimension is 0 (shape {shape_str(shape)})")
         return shape
 
     def expect_dim(self, port: str, shape: Shape, axis: int, expected: int, meaning: str = "") -> None:

@@ -17,6 +17,11 @@ editor can show them as they are.
 
 The compiled inner program is memoised per input shapes (a cache, not state: two calls with the
 same inputs give the same result); everything ``backward`` needs travels in ``saved``.
+
+A composite passes its :class:`~engine.blocks.Context` on to its inner pass, so an inner
+Dropout sees the training mode and draws a mask of its own (its path ends with the inner node's
+id); the new buffer values of inner BatchNorms come back as the composite's own, with flat
+``inner_node/buffer`` names.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from engine.blocks import register
-from engine.blocks._base import Arrays, Block, Category, Example, Kind, Port, Shape, shape_str
+from engine.blocks._base import BUFFER_UPDATES, Arrays, Block, Category, Context, Example, Kind, Port, Shape, shape_str
 from engine.errors import GraphError, ShapeError
 
 if TYPE_CHECKING:
@@ -125,6 +130,7 @@ class _Inner:
     outputs: tuple[str, ...]  # composite output ports (= Output node ids)
     out_shapes: Mapping[str, Shape]
     weights: tuple[tuple[str, str, str, Shape], ...]  # (flat name, node id, local name, shape)
+    buffers: frozenset[str]  # flat names of the weights that are buffers
 
 
 class CompositeBlock(Block):
@@ -132,6 +138,7 @@ class CompositeBlock(Block):
 
     category = Category.COMPOSITE
     composite = True
+    uses_context = True  # an inner Dropout or BatchNorm needs the mode
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -183,8 +190,12 @@ class CompositeBlock(Block):
             (f"{graph.nodes[step.node].name}/{name}", step.node, name, tuple(shape))
             for step in program.steps for name, shape in step.weight_shapes.items()
         )
+        buffers = frozenset(
+            f"{graph.nodes[step.node].name}/{name}"
+            for step in program.steps for name in step.block.buffer_names(step.in_shapes) if name in step.weight_shapes
+        )
         inputs = tuple(p.name for p in self.input_ports() if p.name in in_shapes)
-        result = _Inner(graph, program, inputs, tuple(out_shapes), out_shapes, weights)
+        result = _Inner(graph, program, inputs, tuple(out_shapes), out_shapes, weights, buffers)
         with self._memo_lock:
             self._memo[key] = result
             if len(self._memo) > _MEMO_SIZE:
@@ -208,6 +219,9 @@ class CompositeBlock(Block):
     def weight_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
         return {flat: shape for flat, _, _, shape in self.inner(in_shapes).weights}
 
+    def buffer_names(self, in_shapes: Mapping[str, Shape]) -> frozenset[str]:
+        return self.inner(in_shapes).buffers
+
     def init_weights(self, in_shapes: Mapping[str, Shape], rng: np.random.Generator) -> Arrays:
         inner = self.inner(in_shapes)
         seed = int(rng.integers(0, 2**63 - 1))
@@ -223,7 +237,7 @@ class CompositeBlock(Block):
             out.update({f"{name}/{k}": v for k, v in raw.items() if k not in step.shared})
         return out
 
-    def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
+    def compute(self, inputs: Arrays, weights: Arrays, context: Context) -> tuple[Arrays, dict[str, Any]]:  # type: ignore[override]
         from engine.runtime import Runtime
 
         inner = self.inner({k: np.shape(v) for k, v in inputs.items()})
@@ -231,9 +245,14 @@ class CompositeBlock(Block):
         floats += [np.asarray(w).dtype for w in weights.values()]
         dtype = floats[0] if floats else np.dtype(np.float64)
         runtime = Runtime.bound(inner.graph, self.split_weights(inner, weights), dtype=dtype, program=inner.program)
-        run = runtime.start({port: inputs[port] for port in inner.inputs}).run_forward()
+        run = runtime.start({port: inputs[port] for port in inner.inputs}, context=context).run_forward()
         outs = {port: run.values[(port, "out")] for port in inner.outputs}
-        return outs, {"run": run, "inner": inner}
+        saved: dict[str, Any] = {"run": run, "inner": inner}
+        updates = {f"{inner.graph.nodes[node].name}/{name}": value
+                   for node, ups in run.buffer_updates().items() for name, value in ups.items()}
+        if updates:
+            saved[BUFFER_UPDATES] = updates
+        return outs, saved
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
         from engine.runtime import Runtime

@@ -1,4 +1,5 @@
-"""Multi-head scaled dot-product attention (self- and cross-attention)."""
+"""Multi-head scaled dot-product attention (self- and cross-attention), and the padding mask
+that lets it ignore the filler at the end (or start) of shorter sentences in a batch."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from engine.blocks._base import (
     Block,
     Category,
     Example,
+    Kind,
     Param,
     ParamType,
     Port,
@@ -43,9 +45,14 @@ class Attention(Block):
     dh = d / heads; its attention matrix is A_h = softmax(Q_h K_hᵀ / √dh), with −∞ above the
     diagonal when ``causal`` (query i sees keys j ≤ i only). out = concat_h(A_h V_h) Wo + bo.
 
+    ``mask`` (B, Lk), when connected, hides padding: key j of sequence b is seen by no query
+    where mask[b, j] is 0 (1 or any other number: a real token); see PaddingMask. A query that
+    sees no key at all (all hidden, e.g. a padding position under ``causal``) gets A_h = 0, so
+    its out is bo and no gradient flows through it, where torch gives NaN.
+
     ``attn`` returns every A_h for display; no gradient flows back through it.
     Matches ``nn.MultiheadAttention(batch_first=True)`` with in_proj_weight = [Wq; Wk; Wv]ᵀ
-    (i.e. [Wqᵀ; Wkᵀ; Wvᵀ]) and out_proj.weight = Woᵀ.
+    (i.e. [Wqᵀ; Wkᵀ; Wvᵀ]), out_proj.weight = Woᵀ and key_padding_mask = (mask == 0).
 
     Example: heads 4, x (2, 5, 16) → out (2, 5, 16), attn (2, 4, 5, 5);
     with context (2, 7, 16) → out (2, 5, 16), attn (2, 4, 5, 7)."""
@@ -56,6 +63,7 @@ class Attention(Block):
     inputs = (
         Port("x", doc="the queries' sequence (B, Lq, d)"),
         Port("context", optional=True, doc="the sequence attended to (B, Lk, d); x itself when not connected"),
+        Port("mask", Kind.ANY, optional=True, doc="(B, Lk): 0 hides a padding key from every query, 1 keeps a real one"),
     )
     outputs = (
         Port("out", doc="(B, Lq, d)"),
@@ -81,6 +89,10 @@ class Attention(Block):
         Example({"heads": 2, "causal": True}, {"x": (1, 4, 4)}),
         Example({"heads": 1, "bias": False}, {"x": (2, 3, 4), "context": (2, 5, 4)}),
         Example({"heads": 2, "causal": True}, {"x": (1, 3, 4), "context": (1, 2, 4)}),
+        Example({"heads": 2}, {"x": (2, 4, 4), "mask": (2, 4)}, choices={"mask": (0.0, 1.0, 1.0)}),
+        # left padding under causal: the first queries of a sequence may see no key at all
+        Example({"heads": 1, "causal": True}, {"x": (3, 3, 2), "mask": (3, 3)}, choices={"mask": (0.0, 1.0)}),
+        Example({"heads": 2, "bias": False}, {"x": (2, 2, 4), "context": (2, 3, 4), "mask": (2, 3)}, choices={"mask": (0.0, 1.0)}),
     )
 
     # --- shapes -----------------------------------------------------------------------------
@@ -94,6 +106,11 @@ class Attention(Block):
             self.expect_dim("context", c, 0, batch, f"batch, as in input 'x' {shape_str(x)}")
             self.expect_dim("context", c, 2, d, f"width, as in input 'x' {shape_str(x)}")
             lk = c[1]
+        if "mask" in in_shapes:
+            m = self.require(in_shapes, "mask", 2, "(batch, keys)")
+            keys = "context" if "context" in in_shapes else "x"
+            self.expect_dim("mask", m, 0, batch, f"batch, as in input 'x' {shape_str(x)}")
+            self.expect_dim("mask", m, 1, lk, f"one per key: the length of input '{keys}'")
         heads = self.p["heads"]
         if d % heads:
             raise self.shape_error(
@@ -139,7 +156,8 @@ class Attention(Block):
         qh = _split_heads(q, batch, lq, heads)
         kh = _split_heads(k, batch, lk, heads)
         vh = _split_heads(v, batch, lk, heads)
-        a, o = kattention.forward(qh, kh, vh, self.p["causal"])
+        keep = np.asarray(inputs["mask"]) != 0 if "mask" in inputs else None
+        a, o = kattention.forward(qh, kh, vh, self.p["causal"], keep, heads)
         merged = _merge_heads(o, batch, heads)
         out = merged @ weights["Wo"]
         if self.p["bias"]:
@@ -181,3 +199,29 @@ class Attention(Block):
             gw["bv"] = dv.sum(axis=0)
             gw["bo"] = g.sum(axis=0)
         return gin, gw
+
+
+@register
+class PaddingMask(Block):
+    """Mark the real tokens of a batch of token ids: out = 1 where ids ≠ ``pad_id``, 0 at padding.
+
+    Feed it to the ``mask`` input of Attention (or of a TransformerBlock) so that shorter
+    sentences, filled up with the pad token, are read as if the filler were not there.
+    Example: pad_id 0, ids [[5, 3, 0, 0]] → out [[1, 1, 0, 0]] (B, L), int64."""
+
+    type_id = "PaddingMask"
+    category = Category.ATTENTION
+    formula = "out = 1[ids ≠ pad_id]"
+    inputs = (Port("ids", Kind.IDS, doc="token ids (B, L)"),)
+    outputs = (Port("out", Kind.IDS, doc="(B, L): 1 for a real token, 0 for padding"),)
+    params = (Param("pad_id", ParamType.INT, 0, "the id of the padding token"),)
+    examples = (Example({"pad_id": 0}, {"ids": (2, 5)}, {"ids": (0, 4)}), Example({"pad_id": 3}, {"ids": (1, 4)}, {"ids": (0, 5)}))
+
+    def infer_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
+        return {"out": self.require(in_shapes, "ids")}
+
+    def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
+        return {"out": (np.asarray(inputs["ids"]) != self.p["pad_id"]).astype(np.int64)}, {}
+
+    def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
+        return {}, {}

@@ -3,6 +3,15 @@
 Each is a graph of the blocks in the other families (see :mod:`engine.blocks._composite` for
 the machinery); ``blocks.expand(type_id, params)`` returns that graph for the editor to open,
 and the weights are named after the inner nodes: ``attn/Wq``, ``block3/ffn/W1``.
+
+Padding masks reach the Attention nodes inside through the inner graph itself, as wires: a block
+that reads vectors (TransformerBlock, TransformerDecoderBlock) has an optional ``mask`` input
+(and ``context_mask`` for cross-attention) that its inner graph links to every Attention it
+holds; a block that reads token ids (BERT, LanguageModel, SequenceToSequence) finds the padding
+itself when ``pad_id`` is set: an inner PaddingMask node turns the ids into the mask and feeds
+it to every block inside. With no mask and no ``pad_id`` the inner graphs are exactly what they
+were before masks existed, and so are the results. ``dropout`` > 0 likewise adds Dropout nodes
+(none at 0).
 """
 
 from __future__ import annotations
@@ -29,6 +38,24 @@ _HEADS = Param("heads", ParamType.INT, 4, "attention heads; must divide dim", mi
 _HIDDEN = Param("hidden", ParamType.INT, None, "width of each FeedForward's hidden layer (empty: 4·dim)", minimum=1, nullable=True)
 _LAYERS = Param("layers", ParamType.INT, 2, "how many blocks are stacked", minimum=1)
 _MAX_LEN = Param("max_len", ParamType.INT, 512, "longest sequence accepted (rows of the learned position table)", minimum=1)
+_DROPOUT = Param("dropout", ParamType.FLOAT, 0.0, "while training, Dropout with this p on each sublayer's output "
+                 "before its AddNorm (0: none)", minimum=0.0, maximum=1.0)
+_PAD_ID = Param("pad_id", ParamType.INT, None, "the padding token's id: attention ignores it (empty: no masking)", nullable=True)
+_PAD_ID_TRANSFORMER = Param("pad_id", ParamType.INT, None, "the padding token's id: attention ignores it (transformer only; "
+                            "empty: no masking)", nullable=True)
+_MASK = Port("mask", Kind.ANY, optional=True, doc="(B, L): 0 marks a padding position that attention ignores, 1 a real token")
+
+
+def _dropped(g: GraphBuilder, name: str, src: Source, p: float) -> Source:
+    """``src``, through a Dropout node ``name`` when p > 0."""
+    return g.add(name, "Dropout", {"p": p}, x=src) if p > 0 else src
+
+
+def _pad_mask(g: GraphBuilder, pad_id: int | None, ids: str, name: str = "pad_mask") -> dict[str, Source]:
+    """Links ``{"mask": …}`` from an inner PaddingMask of ``ids`` (nothing when pad_id is None)."""
+    if pad_id is None:
+        return {}
+    return {"mask": g.add(name, "PaddingMask", {"pad_id": pad_id}, ids=ids)}
 
 
 def _check_heads(block: CompositeBlock, dim_param: str = "dim") -> None:
@@ -42,6 +69,18 @@ def _check_heads(block: CompositeBlock, dim_param: str = "dim") -> None:
 
 def _hidden(block: CompositeBlock) -> int:
     return block.p["hidden"] if block.p["hidden"] is not None else 4 * block.p["dim"]
+
+
+def _check_mask(block: CompositeBlock, in_shapes: Mapping[str, Shape], port: str, want: Shape, of: str) -> None:
+    """A mask input, when connected, must be (B, L) of the sequence ``of``."""
+    if port not in in_shapes:
+        return
+    shape = block.require(in_shapes, port, 2, "(batch, length): 1 for a real token, 0 for padding")
+    if tuple(shape) != tuple(want):
+        raise block.shape_error(
+            f"input '{port}' has shape {shape_str(shape)}, but it needs one number per position of input "
+            f"'{of}': {shape_str(want)}"
+        )
 
 
 def _check_ids(block: CompositeBlock, in_shapes: Mapping[str, Shape], port: str, max_len: int | None) -> None:
@@ -62,12 +101,15 @@ class TransformerBlock(CompositeBlock):
     in AddNorm ("apply f safely: if f is junk, x survives").
 
     x' = AddNorm(x, Attention(x));  out = AddNorm(x', FeedForward(x')).
+    ``mask`` (B, L), when connected, goes to the Attention: padding positions are not attended to.
+    ``dropout`` p > 0 puts a Dropout (``attn_drop``, ``ffn_drop``) on each sublayer's output
+    before its AddNorm, as in the original Transformer; it acts only while training.
     Inner nodes: ``attn`` (Attention), ``norm1`` (AddNorm), ``ffn`` (FeedForward), ``norm2``.
     Example: dim 16, heads 4, x (2, 5, 16) → out (2, 5, 16)."""
 
     type_id = "TransformerBlock"
     formula = "x' = AddNorm(x, Attention(x));  out = AddNorm(x', FeedForward(x'))"
-    inputs = (Port("x", doc="a sequence of vectors (B, L, dim)"),)
+    inputs = (Port("x", doc="a sequence of vectors (B, L, dim)"), _MASK)
     outputs = (Port("out", doc="(B, L, dim)"),)
     params = (
         _dim(),
@@ -75,10 +117,13 @@ class TransformerBlock(CompositeBlock):
         _HIDDEN,
         Param("causal", ParamType.BOOL, False, "position i attends to positions ≤ i only (for generation)"),
         Param("activation", ParamType.CHOICE, "relu", "the FeedForward's nonlinearity", choices=ACTIVATIONS),
+        _DROPOUT,
     )
     examples = (
         Example({"dim": 4, "heads": 2, "hidden": 6}, {"x": (1, 3, 4)}),
         Example({"dim": 4, "heads": 1, "hidden": 3, "causal": True, "activation": "gelu"}, {"x": (2, 2, 4)}),
+        Example({"dim": 4, "heads": 2, "hidden": 5, "causal": True}, {"x": (2, 3, 4), "mask": (2, 3)}, choices={"mask": (0.0, 1.0)}),
+        Example({"dim": 3, "heads": 1, "hidden": 4, "dropout": 0.3}, {"x": (2, 3, 3)}, training=True),
     )
 
     def check_params(self) -> None:
@@ -88,16 +133,19 @@ class TransformerBlock(CompositeBlock):
         return {"x": (1, _DEFAULT_LENGTH, self.p["dim"])}
 
     def check_shapes(self, in_shapes: Mapping[str, Shape]) -> None:
-        self.require(in_shapes, "x", 3, "(batch, length, dim)")
+        x = self.require(in_shapes, "x", 3, "(batch, length, dim)")
         self.check_width(in_shapes, "x")
+        _check_mask(self, in_shapes, "mask", x[:2], "x")
 
     def build(self, in_shapes: Mapping[str, Shape]) -> Any:
         g = GraphBuilder()
         g.input("x", in_shapes["x"])
-        g.add("attn", "Attention", {"heads": self.p["heads"], "causal": self.p["causal"]}, x="x")
-        g.add("norm1", "AddNorm", x="x", fx=("attn", "out"))
+        mask = {"mask": g.input("mask", in_shapes["mask"])} if "mask" in in_shapes else {}
+        drop = self.p["dropout"]
+        g.add("attn", "Attention", {"heads": self.p["heads"], "causal": self.p["causal"]}, x="x", **mask)
+        g.add("norm1", "AddNorm", x="x", fx=_dropped(g, "attn_drop", ("attn", "out"), drop))
         g.add("ffn", "FeedForward", {"hidden": _hidden(self), "activation": self.p["activation"]}, x="norm1")
-        g.add("norm2", "AddNorm", x="norm1", fx="ffn")
+        g.add("norm2", "AddNorm", x="norm1", fx=_dropped(g, "ffn_drop", "ffn", drop))
         g.output("out", "norm2")
         return g.graph
 
@@ -109,6 +157,8 @@ class TransformerDecoderBlock(CompositeBlock):
 
     x' = AddNorm(x, Attention(x, causal)); x'' = AddNorm(x', Attention(x', context));
     out = AddNorm(x'', FeedForward(x'')). ``causal`` applies to the self-attention only.
+    ``mask`` (B, Lt) hides padding of x from the self-attention, ``context_mask`` (B, Ls) hides
+    padding of the context from the cross-attention; ``dropout`` as in TransformerBlock.
     Inner nodes: ``self_attn``, ``norm1``, ``cross_attn``, ``norm2``, ``ffn``, ``norm3``.
     Example: dim 16, x (2, 5, 16), context (2, 7, 16) → out (2, 5, 16)."""
 
@@ -117,6 +167,8 @@ class TransformerDecoderBlock(CompositeBlock):
     inputs = (
         Port("x", doc="the decoder's sequence (B, Lt, dim)"),
         Port("context", doc="the encoder's output (B, Ls, dim), attended to by every position"),
+        _MASK,
+        Port("context_mask", Kind.ANY, optional=True, doc="(B, Ls): 0 marks a padding position of the context"),
     )
     outputs = (Port("out", doc="(B, Lt, dim)"),)
     params = (
@@ -125,11 +177,15 @@ class TransformerDecoderBlock(CompositeBlock):
         _HIDDEN,
         Param("causal", ParamType.BOOL, True, "self-attention sees positions ≤ i only (a decoder generates left to right)"),
         Param("activation", ParamType.CHOICE, "relu", "the FeedForward's nonlinearity", choices=ACTIVATIONS),
+        _DROPOUT,
     )
     examples = (
         Example({"dim": 4, "heads": 2, "hidden": 5}, {"x": (1, 3, 4), "context": (1, 2, 4)}),
         # dim ≥ 3: LayerNorm over 2 numbers gives ±1 whatever they are, so its gradient is ~0.
         Example({"dim": 3, "heads": 1, "hidden": 3, "causal": False, "activation": "tanh"}, {"x": (2, 2, 3), "context": (2, 3, 3)}),
+        Example({"dim": 4, "heads": 2, "hidden": 3}, {"x": (2, 3, 4), "context": (2, 4, 4), "context_mask": (2, 4), "mask": (2, 3)},
+                choices={"context_mask": (0.0, 1.0, 1.0), "mask": (1.0,)}),
+        Example({"dim": 3, "heads": 1, "hidden": 3, "dropout": 0.25}, {"x": (1, 2, 3), "context": (1, 3, 3)}, training=True),
     )
 
     def check_params(self) -> None:
@@ -144,17 +200,22 @@ class TransformerDecoderBlock(CompositeBlock):
         self.check_width(in_shapes, "x")
         self.check_width(in_shapes, "context")
         self.expect_dim("context", c, 0, x[0], f"batch, as in input 'x' {shape_str(x)}")
+        _check_mask(self, in_shapes, "mask", x[:2], "x")
+        _check_mask(self, in_shapes, "context_mask", c[:2], "context")
 
     def build(self, in_shapes: Mapping[str, Shape]) -> Any:
         g = GraphBuilder()
         g.input("x", in_shapes["x"])
         g.input("context", in_shapes["context"])
-        g.add("self_attn", "Attention", {"heads": self.p["heads"], "causal": self.p["causal"]}, x="x")
-        g.add("norm1", "AddNorm", x="x", fx=("self_attn", "out"))
-        g.add("cross_attn", "Attention", {"heads": self.p["heads"]}, x="norm1", context="context")
-        g.add("norm2", "AddNorm", x="norm1", fx=("cross_attn", "out"))
+        mask = {"mask": g.input("mask", in_shapes["mask"])} if "mask" in in_shapes else {}
+        cmask = {"mask": g.input("context_mask", in_shapes["context_mask"])} if "context_mask" in in_shapes else {}
+        drop = self.p["dropout"]
+        g.add("self_attn", "Attention", {"heads": self.p["heads"], "causal": self.p["causal"]}, x="x", **mask)
+        g.add("norm1", "AddNorm", x="x", fx=_dropped(g, "self_attn_drop", ("self_attn", "out"), drop))
+        g.add("cross_attn", "Attention", {"heads": self.p["heads"]}, x="norm1", context="context", **cmask)
+        g.add("norm2", "AddNorm", x="norm1", fx=_dropped(g, "cross_attn_drop", ("cross_attn", "out"), drop))
         g.add("ffn", "FeedForward", {"hidden": _hidden(self), "activation": self.p["activation"]}, x="norm2")
-        g.add("norm3", "AddNorm", x="norm2", fx="ffn")
+        g.add("norm3", "AddNorm", x="norm2", fx=_dropped(g, "ffn_drop", "ffn", drop))
         g.output("out", "norm3")
         return g.graph
 
@@ -165,6 +226,9 @@ class BERT(CompositeBlock):
     blocks (not causal: every position sees the whole sequence).
 
     out = TransformerBlock^layers(EmbedToken(ids, position=learned)).
+    ``pad_id``, when set, adds a PaddingMask (``pad_mask``) whose mask every block's attention
+    uses, so padding is never attended to. ``dropout`` p > 0 drops the embeddings
+    (``embed_drop``) and each block's sublayer outputs while training.
     Inner nodes: ``embed``, then ``block1`` … ``blockN`` (weights ``block3/attn/Wq``, …).
     Example: vocab 100, dim 16, heads 4, layers 2, ids (2, 5) → out (2, 5, 16)."""
 
@@ -179,9 +243,13 @@ class BERT(CompositeBlock):
         Param("layers", ParamType.INT, 24, "how many Transformer blocks are stacked (24, as taught)", minimum=1),
         _HIDDEN,
         _MAX_LEN,
+        _DROPOUT,
+        _PAD_ID,
     )
     examples = (
         Example({"vocab": 5, "dim": 4, "heads": 2, "layers": 2, "hidden": 5, "max_len": 4}, {"ids": (1, 3)}, {"ids": (0, 5)}),
+        Example({"vocab": 5, "dim": 3, "heads": 1, "layers": 1, "hidden": 4, "max_len": 4, "pad_id": 0, "dropout": 0.2},
+                {"ids": (2, 4)}, {"ids": (0, 5)}, training=True),
     )
 
     def check_params(self) -> None:
@@ -196,12 +264,14 @@ class BERT(CompositeBlock):
     def build(self, in_shapes: Mapping[str, Shape]) -> Any:
         g = GraphBuilder()
         g.input("ids", in_shapes["ids"], ids=True)
+        mask = _pad_mask(g, self.p["pad_id"], "ids")
         g.add("embed", "EmbedToken", {"vocab": self.p["vocab"], "dim": self.p["dim"], "position": "learned",
                                       "max_len": self.p["max_len"]}, ids="ids")
-        prev = "embed"
+        drop = self.p["dropout"]
+        prev: Source = _dropped(g, "embed_drop", "embed", drop)
         for i in range(1, self.p["layers"] + 1):
             prev = g.add(f"block{i}", "TransformerBlock", {"dim": self.p["dim"], "heads": self.p["heads"],
-                                                           "hidden": _hidden(self)}, x=prev)
+                                                           "hidden": _hidden(self), "dropout": drop}, x=prev, **mask)
         g.output("out", prev)
         return g.graph
 
@@ -217,6 +287,10 @@ class ConvNet(CompositeBlock):
     Stage s has ``channels[s]`` filters of size kernel × kernel with padding kernel // 2 (the
     image keeps its size), and a 2×2 max-pool halves it. Inner nodes: ``conv1``, ``relu1``,
     ``pool1``, …, ``flatten``, ``ffn``.
+
+    Options: ``batchnorm`` puts a BatchNorm (``bn1``, …) between each Conv2d and its ReLU (the
+    convolutions then need no bias: BatchNorm's β does that job); ``dropout`` p > 0 puts a
+    Dropout (``drop``) between Flatten and the FeedForward. Both act differently while training.
     Example: channels (8, 16), classes 10, x (4, 1, 28, 28) → out (4, 10)."""
 
     type_id = "ConvNet"
@@ -229,10 +303,16 @@ class ConvNet(CompositeBlock):
         Param("classes", ParamType.INT, 10, "number of classes to score", minimum=1),
         Param("kernel", ParamType.INT, 3, "filter size K of every convolution (odd keeps the size)", minimum=1),
         Param("hidden", ParamType.INT, 64, "width of the final FeedForward's hidden layer", minimum=1),
+        Param("batchnorm", ParamType.BOOL, False, "BatchNorm after every convolution (before its ReLU)"),
+        Param("dropout", ParamType.FLOAT, 0.0, "while training, Dropout with this p before the final FeedForward (0: none)",
+              minimum=0.0, maximum=1.0),
     )
     examples = (
         Example({"stages": 1, "channels": (2,), "classes": 3, "hidden": 4}, {"x": (2, 1, 4, 4)}),
         Example({"stages": 2, "channels": (2, 2), "classes": 2, "hidden": 3}, {"x": (1, 2, 4, 4)}),
+        Example({"stages": 1, "channels": (2,), "classes": 2, "hidden": 3, "batchnorm": True, "dropout": 0.25},
+                {"x": (3, 1, 4, 4)}, training=True),
+        Example({"stages": 1, "channels": (2,), "classes": 2, "hidden": 3, "batchnorm": True}, {"x": (2, 1, 4, 4)}),
     )
 
     def check_params(self) -> None:
@@ -263,12 +343,17 @@ class ConvNet(CompositeBlock):
         g = GraphBuilder()
         prev = g.input("x", in_shapes["x"])
         k = self.p["kernel"]
+        bn = self.p["batchnorm"]
         for s, channels in enumerate(self.p["channels"], start=1):
-            g.add(f"conv{s}", "Conv2d", {"out_channels": channels, "kernel": k, "padding": k // 2}, x=prev)
-            g.add(f"relu{s}", "ReLU", a=f"conv{s}")
+            conv = g.add(f"conv{s}", "Conv2d", {"out_channels": channels, "kernel": k, "padding": k // 2,
+                                                **({"bias": False} if bn else {})}, x=prev)
+            if bn:
+                conv = g.add(f"bn{s}", "BatchNorm", x=conv)
+            g.add(f"relu{s}", "ReLU", a=conv)
             prev = g.add(f"pool{s}", "MaxPool2d", {"kernel": 2}, x=f"relu{s}")
         g.add("flatten", "Flatten", x=prev)
-        g.add("ffn", "FeedForward", {"hidden": self.p["hidden"], "out_features": self.p["classes"]}, x="flatten")
+        flat = _dropped(g, "drop", "flatten", self.p["dropout"])
+        g.add("ffn", "FeedForward", {"hidden": self.p["hidden"], "out_features": self.p["classes"]}, x=flat)
         g.output("out", "ffn")
         return g.graph
 
@@ -276,14 +361,17 @@ class ConvNet(CompositeBlock):
 # --- language models --------------------------------------------------------------------------------
 
 
-def _sequence_model(g: GraphBuilder, block: CompositeBlock, model: str, prev: Source, causal: bool, prefix: str = "block") -> Source:
+def _sequence_model(g: GraphBuilder, block: CompositeBlock, model: str, prev: Source, causal: bool, prefix: str = "block",
+                    mask: Mapping[str, Source] | None = None) -> Source:
     """Stack ``layers`` sequence models named ``{prefix}1…`` on ``prev``; returns the output
-    that carries the last one's sequence (B, L, dim)."""
+    that carries the last one's sequence (B, L, dim). ``mask`` ({"mask": source}) goes to every
+    TransformerBlock (recurrent and feed-forward models read padding like any other token)."""
     p = block.p
     for i in range(1, p["layers"] + 1):
         name = f"{prefix}{i}"
         if model == "transformer":
-            prev = g.add(name, "TransformerBlock", {"dim": p["dim"], "heads": p["heads"], "hidden": _hidden(block), "causal": causal}, x=prev)
+            prev = g.add(name, "TransformerBlock", {"dim": p["dim"], "heads": p["heads"], "hidden": _hidden(block), "causal": causal},
+                         x=prev, **(mask or {}))
         elif model == "feedforward":
             prev = g.add(name, "FeedForwardSequenceModel", {"window": p["window"], "hidden": _hidden(block), "out_features": p["dim"]}, x=prev)
         else:
@@ -304,6 +392,8 @@ class LanguageModel(CompositeBlock):
 
     ``per_position`` skips Collapse and scores the next token after every prefix at once
     (B, L, vocab): position i predicts token i+1, the efficient way to train.
+    ``pad_id`` (transformer only), when set, adds a PaddingMask (``pad_mask``) so that no block
+    attends to padding, such as the pad tokens that fill a short prefix on the left.
     Inner nodes: ``embed``, ``block1`` … ``blockN``, ``collapse``, ``generate``.
     Example: vocab 50, dim 16, x (2, 7) → out (2, 50); per_position → out (2, 7, 50)."""
 
@@ -321,9 +411,11 @@ class LanguageModel(CompositeBlock):
         _MAX_LEN,
         Param("window", ParamType.INT, 3, "feedforward model: how many of the latest tokens it sees", minimum=1),
         Param("per_position", ParamType.BOOL, False, "scores at every position (B, L, vocab) instead of the last only"),
+        _PAD_ID_TRANSFORMER,
     )
     examples = (
         Example({"vocab": 5, "dim": 4, "layers": 1, "heads": 2, "hidden": 5, "max_len": 4}, {"x": (2, 3)}, {"x": (0, 5)}),
+        Example({"vocab": 5, "dim": 4, "layers": 1, "heads": 2, "hidden": 5, "max_len": 4, "pad_id": 0}, {"x": (3, 3)}, {"x": (0, 5)}),
         Example({"vocab": 4, "dim": 3, "model": "rnn", "layers": 2}, {"x": (2, 3)}, {"x": (0, 4)}),
         Example({"vocab": 4, "dim": 2, "model": "lstm", "per_position": True}, {"x": (1, 3)}, {"x": (0, 4)}),
         Example({"vocab": 4, "dim": 2, "model": "gru", "layers": 1}, {"x": (2, 3)}, {"x": (0, 4)}),
@@ -345,9 +437,11 @@ class LanguageModel(CompositeBlock):
         p = self.p
         g = GraphBuilder()
         g.input("x", in_shapes["x"], ids=True)
-        position = "learned" if p["model"] == "transformer" else "none"
+        transformer = p["model"] == "transformer"
+        mask = _pad_mask(g, p["pad_id"] if transformer else None, "x")
+        position = "learned" if transformer else "none"
         g.add("embed", "EmbedToken", {"vocab": p["vocab"], "dim": p["dim"], "position": position, "max_len": p["max_len"]}, ids="x")
-        prev = _sequence_model(g, self, p["model"], "embed", causal=True)
+        prev = _sequence_model(g, self, p["model"], "embed", causal=True, mask=mask)
         if not p["per_position"]:
             prev = g.add("collapse", "Collapse", {"mode": "last"}, x=prev)
         g.add("generate", "GenerateToken", {"vocab": p["vocab"]}, x=prev)
@@ -369,6 +463,9 @@ class SequenceToSequence(CompositeBlock):
     - ``rnn`` / ``lstm`` / ``gru``: SequenceRNN layers ``enc1…`` and ``dec1…`` with state size
       dim; decoder layer i starts from encoder layer i's last state (and cell state).
 
+    ``pad_id`` (transformer only), when set, adds PaddingMasks ``src_mask`` and ``tgt_mask``: the
+    encoder and the decoder's cross-attention ignore padding in the source, the decoder's
+    self-attention padding in the target.
     Inner nodes: ``src_embed``, ``enc1…``, ``tgt_embed``, ``dec1…``, ``generate``.
     Example: src (2, 6), tgt (2, 5), tgt_vocab 40 → out (2, 5, 40)."""
 
@@ -388,10 +485,13 @@ class SequenceToSequence(CompositeBlock):
         _HEADS,
         _HIDDEN,
         _MAX_LEN,
+        _PAD_ID_TRANSFORMER,
     )
     examples = (
         Example({"src_vocab": 5, "tgt_vocab": 4, "dim": 4, "layers": 1, "heads": 2, "hidden": 3, "max_len": 4},
                 {"src": (1, 3), "tgt": (1, 2)}, {"src": (0, 5), "tgt": (0, 4)}),
+        Example({"src_vocab": 5, "tgt_vocab": 4, "dim": 4, "layers": 1, "heads": 2, "hidden": 3, "max_len": 4, "pad_id": 0},
+                {"src": (3, 4), "tgt": (3, 3)}, {"src": (0, 5), "tgt": (0, 4)}),
         Example({"src_vocab": 4, "tgt_vocab": 3, "dim": 2, "model": "lstm", "layers": 2},
                 {"src": (2, 3), "tgt": (2, 2)}, {"src": (0, 4), "tgt": (0, 3)}),
         Example({"src_vocab": 4, "tgt_vocab": 3, "dim": 3, "model": "gru", "layers": 1},
@@ -420,15 +520,19 @@ class SequenceToSequence(CompositeBlock):
         g.input("src", in_shapes["src"], ids=True)
         g.input("tgt", in_shapes["tgt"], ids=True)
         position = "learned" if model == "transformer" else "none"
+        pad_id = p["pad_id"] if model == "transformer" else None
+        src_mask = _pad_mask(g, pad_id, "src", "src_mask")
+        tgt_mask = _pad_mask(g, pad_id, "tgt", "tgt_mask")
         g.add("src_embed", "EmbedToken", {"vocab": p["src_vocab"], "dim": p["dim"], "position": position, "max_len": p["max_len"]}, ids="src")
         g.add("tgt_embed", "EmbedToken", {"vocab": p["tgt_vocab"], "dim": p["dim"], "position": position, "max_len": p["max_len"]}, ids="tgt")
-        memory = _sequence_model(g, self, model, "src_embed", causal=False, prefix="enc")
+        memory = _sequence_model(g, self, model, "src_embed", causal=False, prefix="enc", mask=src_mask)
+        masks = {**tgt_mask, **({"context_mask": src_mask["mask"]} if src_mask else {})}
         prev: Source = "tgt_embed"
         for i in range(1, p["layers"] + 1):
             name = f"dec{i}"
             if model == "transformer":
                 g.add(name, "TransformerDecoderBlock", {"dim": p["dim"], "heads": p["heads"], "hidden": _hidden(self)},
-                      x=prev, context=memory)
+                      x=prev, context=memory, **masks)
                 prev = name
             else:
                 starts: dict[str, Any] = {"h0": (f"enc{i}", "last")}

@@ -52,9 +52,7 @@ class Linear(Block):
     )
 
     def infer_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
-        x = self.require(in_shapes, "x")
-        if not x:
-            raise self.shape_error("input 'x' needs at least one dimension (the features), got a scalar ()")
+        x = self.require_features(in_shapes, "x")
         return {"out": (*x[:-1], self.p["out_features"])}
 
     def weight_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
@@ -120,9 +118,7 @@ class FeedForward(Block):
         return d, hidden, d_out
 
     def infer_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
-        x = self.require(in_shapes, "x")
-        if not x:
-            raise self.shape_error("input 'x' needs at least one dimension (the features), got a scalar ()")
+        x = self.require_features(in_shapes, "x")
         return {"out": (*x[:-1], self._sizes(x)[2])}
 
     def weight_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:

@@ -212,9 +212,7 @@ class GenerateToken(Block):
         return {"E": (self.p["vocab"], self.require(in_shapes, "x")[-1])} if self.tied else {}
 
     def infer_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
-        x = self.require(in_shapes, "x")
-        if not x:
-            raise self.shape_error("input 'x' needs at least one dimension (the features), got a scalar ()")
+        x = self.require_features(in_shapes, "x")
         return {"logits": (*x[:-1], self.p["vocab"])}
 
     def weight_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:

@@ -97,8 +97,10 @@ class Parameter(Block):
     params = (
         Param("shape", ParamType.SHAPE, (1,), "shape of the learned tensor"),
         Param("init", ParamType.CHOICE, "normal", "how the tensor starts", choices=("zeros", "ones", "normal", "uniform", "values")),
-        Param("scale", ParamType.FLOAT, 0.1, "standard deviation (normal) or half-width (uniform)", minimum=0.0),
-        Param("values", ParamType.TENSOR, 0.0, "starting values when init is 'values' (broadcast to shape)"),
+        Param("scale", ParamType.FLOAT, 0.1, "standard deviation (normal) or half-width (uniform)", minimum=0.0,
+              applies_when=("init", ("normal", "uniform"))),
+        Param("values", ParamType.TENSOR, 0.0, "starting values when init is 'values' (broadcast to shape)",
+              applies_when=("init", ("values",))),
     )
     weights = (WeightSpec("value", "shape", "the learned tensor"),)
     examples = (Example({"shape": (3,)}, {}), Example({"shape": (2, 2), "init": "values", "values": [[1, 2], [3, 4]]}, {}))
@@ -314,7 +316,7 @@ class Dot(Block):
 class _Unary(Block):
     category = Category.MATH
     inputs = (Port("a"),)
-    examples = (Example({}, {"a": (2, 3)}), Example({}, {"a": (5,)}))
+    examples = (Example({}, {"a": (2, 3)}), Example({}, {"a": (5,)}), Example({}, {"a": ()}))
 
     def infer_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
         return {"out": self.require(in_shapes, "a")}
@@ -341,7 +343,7 @@ class Sigmoid(_Activation):
     type_id = "Sigmoid"
     formula = "σ(a) = 1/(1+e^(−a));  ∂/∂a = σ(a)(1−σ(a))"
     kernel_name = "sigmoid"
-    examples = (Example({}, {"a": (2, 3)}, {"a": (-4.0, 4.0)}),)
+    examples = (Example({}, {"a": (2, 3)}, {"a": (-4.0, 4.0)}), Example({}, {"a": ()}, {"a": (-4.0, 4.0)}))
 
 
 @register
@@ -369,7 +371,7 @@ class GELU(_Activation):
     type_id = "GELU"
     formula = "a·Φ(a);  ∂/∂a = Φ(a) + a·φ(a)"
     kernel_name = "gelu"
-    examples = (Example({}, {"a": (2, 3)}, {"a": (-3.0, 3.0)}),)
+    examples = (Example({}, {"a": (2, 3)}, {"a": (-3.0, 3.0)}), Example({}, {"a": ()}, {"a": (-3.0, 3.0)}))
 
 
 @register
@@ -384,6 +386,47 @@ class Square(_Unary):
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
         return {"a": 2 * saved["a"] * gout["out"]}, {}
+
+
+@register
+class Negate(_Unary):
+    """Change the sign: micrograd's ``-a``. Example: a (2, 3) → out (2, 3)."""
+
+    type_id = "Negate"
+    formula = "−a;  ∂/∂a = −1"
+
+    def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
+        return {"out": np.negative(inputs["a"])}, {}
+
+    def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
+        return {"a": np.negative(gout["out"])}, {}
+
+
+@register
+class Pow(_Unary):
+    """Raise to a fixed power ``exponent`` p, any real number: a², a³, √a (p = 0.5), 1/a (p = −1).
+
+    As in torch: 0^p is inf for p < 0; a negative base with a fractional p gives NaN; the
+    gradient p·a^(p−1) is 0 when p = 0 (also at a = 0), and at a = 0 it is 0 for p > 1, 1 for
+    p = 1 and ±inf for p < 1. Example: exponent 3, a (2, 3) → out (2, 3)."""
+
+    type_id = "Pow"
+    formula = "a^p;  ∂/∂a = p·a^(p−1)"
+    params = (Param("exponent", ParamType.FLOAT, 2.0, "the power p (integer, fractional or negative)"),)
+    examples = (
+        Example({"exponent": 3.0}, {"a": (2, 3)}, {"a": (-2.0, 2.0)}),
+        Example({"exponent": -1.5}, {"a": (4,)}, {"a": (0.5, 3.0)}),
+        Example({"exponent": 0.5}, {"a": (2, 2)}, {"a": (0.2, 4.0)}),
+        Example({"exponent": -2.0}, {"a": ()}, {"a": (0.5, 2.0)}),
+        Example({"exponent": 0.0}, {"a": (3,)}),
+    )
+
+    def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
+        a = inputs["a"]
+        return {"out": elementwise.power(a, self.p["exponent"])}, {"a": a}
+
+    def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
+        return {"a": elementwise.power_grad(saved["a"], self.p["exponent"], gout["out"])}, {}
 
 
 @register
@@ -404,7 +447,11 @@ class Exp(_Unary):
 
 @register
 class Log(_Unary):
-    """Natural logarithm (of positive numbers). Example: a (2, 3) → out (2, 3)."""
+    """Natural logarithm (of positive numbers). Example: a (2, 3) → out (2, 3).
+
+    NOTE: Log(Softmax(x)) underflows: where one score leads another by more than about 745
+    (float64; about 104 in float32), softmax rounds that one's probability to 0 and its log is
+    −∞. LogSoftmax computes the same thing exactly; use it (or CrossEntropy on the scores)."""
 
     type_id = "Log"
     formula = "ln a;  ∂/∂a = 1/a"
@@ -440,7 +487,11 @@ class Scale(_Unary):
 
 @register
 class Softmax(_Unary):
-    """Softmax over the last axis, max-subtracted. Example: a (2, 5) → out (2, 5)."""
+    """Softmax over the last axis, max-subtracted. Example: a (2, 5) → out (2, 5).
+
+    An empty last axis gives an empty result. NOTE: probabilities smaller than the float's
+    tiniest number round to 0, so Log(Softmax(a)) gives −∞ at large score gaps (1e4, say);
+    LogSoftmax, or CrossEntropy on the scores, stays exact there."""
 
     type_id = "Softmax"
     formula = "softmax(a)_i = e^(a_i)/Σ_j e^(a_j);  ∂ = s ⊙ (g − Σ g⊙s)"
@@ -455,6 +506,28 @@ class Softmax(_Unary):
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
         return {"a": softmax.softmax_grad(saved["out"], gout["out"])}, {}
+
+
+@register
+class LogSoftmax(_Unary):
+    """Log of the softmax over the last axis, computed stably as a − max − log Σ e^(a − max):
+    exact at any score gap, where Log(Softmax(a)) gives −∞. Feed it to NLLLoss.
+
+    Matches ``torch.log_softmax(a, -1)``. Example: a (2, 5) → out (2, 5)."""
+
+    type_id = "LogSoftmax"
+    formula = "a_i − log Σ_j e^(a_j);  ∂ = g − softmax(a)·Σ g"
+    examples = (Example({}, {"a": (2, 5)}), Example({}, {"a": (2, 3, 4)}, {"a": (-3.0, 3.0)}), Example({}, {"a": (1,)}))
+
+    def infer_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
+        return {"out": self.require(in_shapes, "a", ndim=tuple(range(1, 9)))}
+
+    def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
+        out = softmax.log_softmax(inputs["a"])
+        return {"out": out}, {"out": out}
+
+    def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
+        return {"a": softmax.log_softmax_grad(saved["out"], gout["out"])}, {}
 
 
 # --- reductions ----------------------------------------------------------------------------------
@@ -515,16 +588,25 @@ class Sum(_Reduce):
 
 @register
 class Mean(_Reduce):
-    """Mean over ``axes`` (default all). Example: a (2, 3, 4), axes [1] → out (2, 4)."""
+    """Mean over ``axes`` (default all). Example: a (2, 3, 4), axes [1] → out (2, 4).
+
+    The mean over an empty axis is NaN, as in torch (0/0), and shows as a NaN in the run."""
 
     type_id = "Mean"
     formula = "mean of a over axes;  ∂/∂a = g / n broadcast back"
 
     def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
         a = inputs["a"]
-        return {"out": np.mean(a, axis=self._axes(a.ndim), keepdims=self.p["keepdims"])}, {}
+        axes = self._axes(a.ndim)
+        if not self._count(a.shape):  # the mean of nothing is NaN (as torch), not a warning
+            shape = self.infer_shapes({"a": a.shape})["out"]
+            return {"out": np.full(shape, np.nan, a.dtype)}, {}
+        return {"out": np.mean(a, axis=axes, keepdims=self.p["keepdims"])}, {}
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
         shape = saved["_in_shapes"]["a"]
         g = gout["out"]
-        return {"a": self._expand(g / g.dtype.type(self._count(shape)), shape)}, {}
+        n = self._count(shape)
+        if not n:
+            return {"a": np.zeros(shape, g.dtype)}, {}  # an empty input has an empty gradient
+        return {"a": self._expand(g / g.dtype.type(n), shape)}, {}

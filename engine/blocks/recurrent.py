@@ -64,7 +64,8 @@ def _init_cell_weights(shapes: Mapping[str, Shape], h: int, is_lstm: bool, rng: 
 CELL_PARAMS = (
         Param("cell", ParamType.CHOICE, "LSTM", "the recurrent cell", choices=("SimpleRNN", "LSTM", "GRU")),
         Param("hidden", ParamType.INT, 16, "state size h", minimum=1),
-        Param("activation", ParamType.CHOICE, "tanh", "SimpleRNN only: the cell's nonlinearity", choices=("tanh", "relu", "sigmoid")),
+        Param("activation", ParamType.CHOICE, "tanh", "SimpleRNN only: the cell's nonlinearity", choices=("tanh", "relu", "sigmoid"),
+              applies_when=("cell", ("SimpleRNN",))),
 )
 CELL_WEIGHTS = (
         WeightSpec("Wx", "(d_in, k·h)", "input weights; k = 1 (SimpleRNN), 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n)"),

@@ -66,6 +66,7 @@ class FeedForwardSequenceModel(Block):
 
     def infer_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
         x = self.require(in_shapes, "x", 3, "(batch, length, width)")
+        self.require_features(in_shapes, "x")
         return {"out": (x[0], x[1], self._sizes(x)[3])}
 
     def weight_shapes(self, in_shapes: Mapping[str, Shape]) -> dict[str, Shape]:
@@ -95,13 +96,13 @@ class FeedForwardSequenceModel(Block):
         h = elementwise.activation(self.p["activation"], pre)
         out = h @ weights["W2"]
         out += weights["b2"]
-        return {"out": out.reshape(batch, length, -1)}, {"z": z, "pre": pre, "h": h}
+        return {"out": out.reshape(batch, length, out.shape[-1])}, {"z": z, "pre": pre, "h": h}
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
         batch, length, d = saved["_in_shapes"]["x"]
         n = self.p["window"]
         z, pre, h = saved["z"], saved["pre"], saved["h"]
-        g = np.ascontiguousarray(gout["out"], dtype=h.dtype).reshape(batch * length, -1)
+        g = np.ascontiguousarray(gout["out"], dtype=h.dtype).reshape(batch * length, weights["W2"].shape[1])
         gw: Arrays = {"W2": h.T @ g, "b2": g.sum(axis=0)}
         dh = g @ weights["W2"].T
         dpre = elementwise.activation_grad(self.p["activation"], pre, h, dh)

@@ -6,7 +6,10 @@ where one big BLAS call per projection is fastest; these kernels do the per-head
 numpy would otherwise spread over several temporaries of shape (N, Lq, Lk).
 
 Causal masking hides key j from query i when j > i (−∞ above the diagonal), which is what
-``torch.triu(ones(Lq, Lk), 1)`` as an attention mask does.
+``torch.triu(ones(Lq, Lk), 1)`` as an attention mask does. A key-padding mask ``keep`` (B, Lk)
+hides key j of sequence b from every query when ``keep[b, j]`` is 0 (torch's
+``key_padding_mask`` is its negation). A query that sees no key at all (every key hidden) gets an
+attention row of zeros, so its output is 0 and no gradient flows through it (torch gives NaN).
 """
 
 from __future__ import annotations
@@ -22,35 +25,63 @@ def _causal_mask(lq: int, lk: int) -> np.ndarray:
     return np.triu(np.ones((lq, lk), dtype=bool), 1)
 
 
-def attention_core_np(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool, a: np.ndarray, o: np.ndarray) -> None:
-    """Fills ``a`` (N, Lq, Lk) with softmax(q kᵀ · scale [masked]) and ``o`` (N, Lq, dh) with a v."""
+def attention_core_np(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool, keep: np.ndarray,
+                      heads: int, a: np.ndarray, o: np.ndarray) -> None:
+    """Fills ``a`` (N, Lq, Lk) with softmax(q kᵀ · scale [masked]) and ``o`` (N, Lq, dh) with a v.
+    ``keep`` (B, Lk), N = B·heads: key j of row n is hidden where ``keep[n // heads, j]`` is 0;
+    an empty ``keep`` (size 0) means no mask."""
+    n, lq, lk = a.shape
     s = np.matmul(q, np.swapaxes(k, -1, -2)) * scale
+    if not keep.size:  # no mask
+        keep = np.ones((n // max(heads, 1), lk), np.bool_)
+    hidden = np.broadcast_to(np.repeat(keep == 0, heads, axis=0)[:, None, :], s.shape)
     if causal:
-        s = np.where(_causal_mask(q.shape[1], k.shape[1]), -np.inf, s)
-    s = s - s.max(axis=-1, keepdims=True)
+        hidden = hidden | _causal_mask(lq, lk)
+    s = np.where(hidden, -np.inf, s)
+    seen = ~hidden.all(axis=-1, keepdims=True)  # rows with at least one key to look at
+    s = s - np.where(seen, s.max(axis=-1, keepdims=True, initial=-np.inf), 0)
     e = np.exp(s)
-    a[...] = e / e.sum(axis=-1, keepdims=True)
+    a[...] = np.where(seen, e / np.where(seen, e.sum(axis=-1, keepdims=True), 1), 0)
     o[...] = np.matmul(a, v)
 
 
 @kernel(attention_core_np)
-def attention_core(q, k, v, scale, causal, a, o):
+def attention_core(q, k, v, scale, causal, keep, heads, a, o):
     n, lq, _ = q.shape
     lk = k.shape[1]
+    masked = keep.size > 0  # an empty keep means no mask
     for i in range(n):
         s = np.dot(q[i], k[i].T)
+        b = i // heads
         for r in range(lq):
-            # Keys after the query are masked: they get probability exactly 0.
+            # Keys after the query (causal) and padding keys are masked: probability exactly 0.
             stop = min(r + 1, lk) if causal else lk
             m = s[r, 0]
-            for j in range(1, stop):
-                if s[r, j] > m:
-                    m = s[r, j]
             total = 0.0
-            for j in range(stop):
-                e = math.exp((s[r, j] - m) * scale)
-                a[i, r, j] = e
-                total += e
+            if masked:
+                seen = False
+                for j in range(stop):
+                    if keep[b, j] and (not seen or s[r, j] > m):
+                        m = s[r, j]
+                        seen = True
+                for j in range(stop):
+                    if keep[b, j]:
+                        e = math.exp((s[r, j] - m) * scale)
+                        a[i, r, j] = e
+                        total += e
+                    else:
+                        a[i, r, j] = 0
+                if not seen:
+                    total = 1.0  # no key to look at: the row stays 0
+            else:
+                # NOTE: the same loops without the per-key test, which costs about 10% (bench_general_kernels.py).
+                for j in range(1, stop):
+                    if s[r, j] > m:
+                        m = s[r, j]
+                for j in range(stop):
+                    e = math.exp((s[r, j] - m) * scale)
+                    a[i, r, j] = e
+                    total += e
             inv = 1.0 / total
             for j in range(stop):
                 a[i, r, j] *= inv
@@ -92,16 +123,23 @@ def attention_core_grad(q, k, v, a, go, scale, dq, dk, dv):
 # --- wrappers -------------------------------------------------------------------------------
 
 
-def forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(a, o)`` for head-major ``q`` (N, Lq, dh), ``k``, ``v`` (N, Lk, dh); scale 1/√dh."""
+def forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool, keep: np.ndarray | None = None,
+            heads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``(a, o)`` for head-major ``q`` (N, Lq, dh), ``k``, ``v`` (N, Lk, dh); scale 1/√dh.
+    ``keep`` (B, Lk) with N = B·heads: nonzero where a key may be attended to (None: all)."""
     dtype = q.dtype
     q = np.ascontiguousarray(q)
     k = np.ascontiguousarray(k, dtype=dtype)
     v = np.ascontiguousarray(v, dtype=dtype)
     n, lq, dh = q.shape
-    a = np.empty((n, lq, k.shape[1]), dtype)
+    lk = k.shape[1]
+    keep = np.zeros((0, 0), np.bool_) if keep is None else np.ascontiguousarray(keep != 0)
+    a = np.empty((n, lq, lk), dtype)
     o = np.empty((n, lq, dh), dtype)
-    attention_core(q, k, v, dtype.type(1.0 / math.sqrt(dh)), bool(causal), a, o)
+    scale = dtype.type(1.0 / math.sqrt(dh)) if dh else dtype.type(1.0)
+    # Empty sizes (no keys, zero-width heads) take the numpy twin, which handles them exactly.
+    core = attention_core if n * lq * lk * dh else attention_core_np
+    core(q, k, v, scale, bool(causal), keep, int(heads), a, o)
     return a, o
 
 
@@ -111,5 +149,7 @@ def backward(q: np.ndarray, k: np.ndarray, v: np.ndarray, a: np.ndarray, go: np.
     q, k, v, a = (np.ascontiguousarray(t, dtype=dtype) for t in (q, k, v, a))
     go = np.ascontiguousarray(go, dtype=dtype)
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
-    attention_core_grad(q, k, v, a, go, dtype.type(1.0 / math.sqrt(q.shape[2])), dq, dk, dv)
+    n, lq, dh = q.shape
+    core = attention_core_grad if n * lq * k.shape[1] * dh else attention_core_grad_np
+    core(q, k, v, a, go, dtype.type(1.0 / math.sqrt(dh)) if dh else dtype.type(1.0), dq, dk, dv)
     return dq, dk, dv

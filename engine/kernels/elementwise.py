@@ -1,11 +1,14 @@
-"""Fused elementwise activation kernels: forward, and backward as one pass ``g * f'(x)``.
+"""Fused elementwise kernels: the activations (forward, and backward as one pass ``g * f'(x)``),
+the power ``a^p`` and the dropout mask.
 
-Kernels work on flat contiguous arrays; :func:`activation` and :func:`activation_grad` reshape.
+Kernels work on flat contiguous arrays; the wrappers (:func:`activation`, :func:`power`, ...)
+reshape, and keep a 0-d array 0-d (``np.ascontiguousarray`` would turn it into shape (1,)).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from scipy import special
@@ -105,6 +108,58 @@ def gelu_grad(x, g, out):
         out[i] = g[i] * (cdf + v * _INV_SQRT_2PI * math.exp(-0.5 * v * v))
 
 
+# --- power ------------------------------------------------------------------------------------
+
+
+def power_np(x: np.ndarray, p: float, out: np.ndarray) -> None:
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # 0^−1 = inf, (−8)^⅓ = NaN, as torch
+        out[:] = np.power(x, p)
+
+
+@kernel(power_np)
+def power_fwd(x, p, out):
+    for i in range(x.size):
+        out[i] = x[i] ** p
+
+
+def power_grad_np(x: np.ndarray, p: float, pm1: float, g: np.ndarray, out: np.ndarray) -> None:
+    if p == 0:
+        out[:] = 0  # torch: d(x⁰)/dx = 0, also at x = 0
+        return
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out[:] = g * (p * np.power(x, pm1))
+
+
+@kernel(power_grad_np)
+def power_bwd(x, p, pm1, g, out):
+    for i in range(x.size):
+        if p == 0:
+            out[i] = 0
+        else:
+            out[i] = g[i] * (p * x[i] ** pm1)
+
+
+# --- dropout --------------------------------------------------------------------------------------
+
+
+def dropout_np(x: np.ndarray, keep: np.ndarray, scale: float, out: np.ndarray) -> None:
+    out[:] = np.where(keep, x * x.dtype.type(scale), x.dtype.type(0))
+
+
+@kernel(dropout_np)
+def dropout_apply(x, keep, scale, out):
+    for i in range(x.size):
+        out[i] = x[i] * scale if keep[i] else 0
+
+
+# --- wrappers -------------------------------------------------------------------------------------
+
+
+def _c(x: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """C-contiguous, 0-d stays 0-d."""
+    return np.asarray(x, dtype=dtype, order="C")
+
+
 FORWARD = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "gelu": gelu}
 BACKWARD = {"sigmoid": sigmoid_grad, "tanh": tanh_grad, "relu": relu_grad, "gelu": gelu_grad}
 #: Whether the backward kernel wants the forward *output* (True) or the *input* (False).
@@ -112,8 +167,8 @@ GRAD_FROM_OUTPUT = {"sigmoid": True, "tanh": True, "relu": True, "gelu": False}
 
 
 def activation(name: str, x: np.ndarray) -> np.ndarray:
-    """``f(x)`` for a named activation, any shape, float32 or float64."""
-    x = np.ascontiguousarray(x)
+    """``f(x)`` for a named activation, any shape (0-d too), float32 or float64."""
+    x = _c(x)
     out = np.empty_like(x)
     FORWARD[name](x.reshape(-1), out.reshape(-1))
     return out
@@ -121,8 +176,35 @@ def activation(name: str, x: np.ndarray) -> np.ndarray:
 
 def activation_grad(name: str, x: np.ndarray, y: np.ndarray, g: np.ndarray) -> np.ndarray:
     """``g * f'(x)``, given the forward input ``x`` and output ``y``."""
-    src = np.ascontiguousarray(y if GRAD_FROM_OUTPUT[name] else x)
-    g = np.ascontiguousarray(g, dtype=src.dtype)
+    src = _c(y if GRAD_FROM_OUTPUT[name] else x)
+    g = _c(np.broadcast_to(g, src.shape), src.dtype)
     out = np.empty_like(src)
     BACKWARD[name](src.reshape(-1), g.reshape(-1), out.reshape(-1))
+    return out
+
+
+def power(x: np.ndarray, p: float) -> np.ndarray:
+    """``x ** p`` elementwise (any shape, float32 or float64)."""
+    x = _c(x)
+    out = np.empty_like(x)
+    power_fwd(x.reshape(-1), x.dtype.type(p), out.reshape(-1))  # p in the data's type: float32 stays float32
+    return out
+
+
+def power_grad(x: np.ndarray, p: float, g: np.ndarray) -> np.ndarray:
+    """``g · p · x^(p−1)``, and 0 when p = 0 (torch's rule, also at x = 0)."""
+    x = _c(x)
+    g = _c(np.broadcast_to(g, x.shape), x.dtype)
+    out = np.empty_like(x)
+    t = x.dtype.type
+    power_bwd(x.reshape(-1), t(p), t(p - 1), g.reshape(-1), out.reshape(-1))
+    return out
+
+
+def dropout(x: np.ndarray, keep: np.ndarray, scale: float) -> np.ndarray:
+    """``x · scale`` where ``keep`` is true, 0 elsewhere (also the VJP, with x = the gradient)."""
+    x = _c(x)
+    keep = _c(np.broadcast_to(keep, x.shape), np.bool_)
+    out = np.empty_like(x)
+    dropout_apply(x.reshape(-1), keep.reshape(-1), x.dtype.type(scale), out.reshape(-1))
     return out

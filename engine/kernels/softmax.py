@@ -1,4 +1,4 @@
-"""Softmax over the last axis, its VJP, and fused softmax + cross-entropy.
+"""Softmax and log-softmax over the last axis, their VJPs, and fused softmax + cross-entropy.
 
 Kernels work on 2-D (rows, classes) contiguous arrays; the wrappers reshape.
 """
@@ -50,22 +50,67 @@ def softmax_rows_grad(y, g, out):
             out[r, j] = y[r, j] * (g[r, j] - d)
 
 
-def cross_entropy_rows_np(x: np.ndarray, target: np.ndarray, ignore: int, prob: np.ndarray) -> float:
-    """Fills ``prob`` with softmax(x) and returns the summed loss over non-ignored rows."""
+def log_softmax_rows_np(x: np.ndarray, out: np.ndarray) -> None:
+    shifted = x - x.max(axis=1, keepdims=True)
+    out[:] = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+@kernel(log_softmax_rows_np)
+def log_softmax_rows(x, out):
+    n, k = x.shape
+    for r in range(n):
+        m = x[r, 0]
+        for j in range(1, k):
+            if x[r, j] > m:
+                m = x[r, j]
+        s = 0.0
+        for j in range(k):
+            s += math.exp(x[r, j] - m)
+        logz = math.log(s)
+        for j in range(k):
+            out[r, j] = (x[r, j] - m) - logz
+
+
+def log_softmax_rows_grad_np(y: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
+    out[:] = g - np.exp(y) * g.sum(axis=1, keepdims=True)
+
+
+@kernel(log_softmax_rows_grad_np)
+def log_softmax_rows_grad(y, g, out):
+    n, k = y.shape
+    for r in range(n):
+        d = 0.0
+        for j in range(k):
+            d += g[r, j]
+        for j in range(k):
+            out[r, j] = g[r, j] - math.exp(y[r, j]) * d
+
+
+def cross_entropy_rows_np(x: np.ndarray, target: np.ndarray, ignore: int, weight: np.ndarray, smoothing: float,
+                          prob: np.ndarray) -> tuple[float, float]:
+    """Fills ``prob`` with softmax(x); returns the summed loss over non-ignored rows and the sum of
+    their target weights (the mean's denominator). Row loss: ``(1 − ε) w[t] (−log p_t) +
+    (ε/C) Σ_c w[c] (−log p_c)``, torch's label smoothing with class weights."""
     softmax_rows_np(x, prob)
     keep = target != ignore
     if not keep.any():
-        return 0.0
+        return 0.0, 0.0
     rows = np.nonzero(keep)[0]
+    t = target[rows]
     shifted = x[rows] - x[rows].max(axis=1, keepdims=True)
     logz = np.log(np.exp(shifted).sum(axis=1))
-    return float(np.sum(logz - shifted[np.arange(rows.size), target[rows]]))
+    wt = weight[t]
+    total = np.sum((1.0 - smoothing) * wt * (logz - shifted[np.arange(rows.size), t]))
+    if smoothing:
+        total += smoothing / x.shape[1] * np.sum(weight[None, :] * (logz[:, None] - shifted))
+    return float(total), float(wt.sum())
 
 
 @kernel(cross_entropy_rows_np)
-def cross_entropy_rows(x, target, ignore, prob):
+def cross_entropy_rows(x, target, ignore, weight, smoothing, prob):
     n, k = x.shape
     total = 0.0
+    den = 0.0
     for r in range(n):
         m = x[r, 0]
         for j in range(1, k):
@@ -81,15 +126,28 @@ def cross_entropy_rows(x, target, ignore, prob):
             prob[r, j] *= inv
         t = target[r]
         if t != ignore:
-            total += math.log(s) - (x[r, t] - m)
-    return total
+            logs = math.log(s)
+            total += (1.0 - smoothing) * weight[t] * (logs - (x[r, t] - m))
+            if smoothing != 0.0:
+                sm = 0.0
+                for j in range(k):
+                    sm += weight[j] * (logs - (x[r, j] - m))
+                total += smoothing / k * sm
+            den += weight[t]
+    return total, den
+
+
+def _rows(x: np.ndarray) -> int:
+    return x.shape[-1] if x.ndim else 1
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis; an empty array (even an empty last axis) gives an empty one."""
     x = np.ascontiguousarray(x)
     out = np.empty_like(x)
-    k = x.shape[-1] if x.ndim else 1
-    softmax_rows(x.reshape(-1, k), out.reshape(-1, k))
+    if x.size:
+        k = _rows(x)
+        softmax_rows(x.reshape(-1, k), out.reshape(-1, k))
     return out
 
 
@@ -97,16 +155,43 @@ def softmax_grad(y: np.ndarray, g: np.ndarray) -> np.ndarray:
     y = np.ascontiguousarray(y)
     g = np.ascontiguousarray(g, dtype=y.dtype)
     out = np.empty_like(y)
-    k = y.shape[-1] if y.ndim else 1
-    softmax_rows_grad(y.reshape(-1, k), g.reshape(-1, k), out.reshape(-1, k))
+    if y.size:
+        k = _rows(y)
+        softmax_rows_grad(y.reshape(-1, k), g.reshape(-1, k), out.reshape(-1, k))
     return out
 
 
-def cross_entropy(logits: np.ndarray, target: np.ndarray, ignore_index: int) -> tuple[float, np.ndarray, int]:
-    """Summed loss, softmax probabilities, and the number of counted (non-ignored) positions."""
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """``x − max − log Σ exp(x − max)`` over the last axis: exact where log(softmax) underflows."""
+    x = np.ascontiguousarray(x)
+    out = np.empty_like(x)
+    if x.size:
+        k = _rows(x)
+        log_softmax_rows(x.reshape(-1, k), out.reshape(-1, k))
+    return out
+
+
+def log_softmax_grad(y: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``g − softmax · Σ g`` given the forward output ``y`` = log softmax."""
+    y = np.ascontiguousarray(y)
+    g = np.ascontiguousarray(g, dtype=y.dtype)
+    out = np.empty_like(y)
+    if y.size:
+        k = _rows(y)
+        log_softmax_rows_grad(y.reshape(-1, k), g.reshape(-1, k), out.reshape(-1, k))
+    return out
+
+
+def cross_entropy(logits: np.ndarray, target: np.ndarray, ignore_index: int, weight: np.ndarray | None = None,
+                  smoothing: float = 0.0) -> tuple[float, np.ndarray, float]:
+    """Summed loss, softmax probabilities, and the mean's denominator: the number of counted
+    (non-ignored) positions, or the sum of their target classes' weights when ``weight`` is given."""
     x = np.ascontiguousarray(logits)
     k = x.shape[-1]
     t = np.ascontiguousarray(target, dtype=np.int64).reshape(-1)
     prob = np.empty_like(x)
-    total = cross_entropy_rows(x.reshape(-1, k), t, int(ignore_index), prob.reshape(-1, k))
-    return float(total), prob, int(np.count_nonzero(t != ignore_index))
+    if not x.size:
+        return 0.0, prob, 0.0
+    w = np.ones(k) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
+    total, den = cross_entropy_rows(x.reshape(-1, k), t, int(ignore_index), w, float(smoothing), prob.reshape(-1, k))
+    return float(total), prob, float(den)

@@ -15,7 +15,7 @@ def _qt_test_paths(qapp):
 
 @pytest.fixture(autouse=True)
 def _no_modal_dialogs(monkeypatch):
-    from editor.window import Prompts
+    from editor.prompts import Prompts
 
     monkeypatch.setattr(Prompts, "save_changes", lambda self, name: "discard")
     monkeypatch.setattr(Prompts, "restore_recovery", lambda self, when: False)

@@ -13,7 +13,7 @@ app = QApplication([])
 from editor.app import build_window
 window = build_window(None, offer_recovery=False, settings=QSettings(sys.argv[1], QSettings.Format.IniFormat))
 window.select_all()
-assert window.copy(), "nothing was copied"
+assert window.clipboard.copy(), "nothing was copied"
 print("copied", flush=True)
 """
 

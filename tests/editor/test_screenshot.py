@@ -47,3 +47,21 @@ def test_screenshot_of_a_broken_file_fails_cleanly(qapp, tmp_path, capsys):
     assert screenshot.main(str(bad), str(tmp_path / "x.png")) == 1
     assert "bad.json" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_screenshot_json_reports_zoom_and_smallest_text(qapp, tmp_path, capsys):
+    import json
+
+    from editor.main import main
+
+    out = tmp_path / "inside.png"
+    code = main(["screenshot", "bert", str(out), "--width", "1280", "--height", "800", "--json",
+                 "--open", "BERT/block1"])
+    assert code == 0 and out.exists()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    assert report["zoom"] >= 0.8 and report["min_text_px"] >= 9.0
+    assert report["view"].endswith("block1 (TransformerBlock)")
+    image = QImage(str(out))
+    assert (image.width(), image.height()) == (1280, 800)

@@ -143,22 +143,59 @@ def test_spread_pulls_apart_only_the_axis_that_needs_it():
     assert spread_factor(roomy) == (1.0, 1.0)
 
 
-def test_long_chains_fold_into_rows_when_asked():
+def test_a_long_chain_folds_into_a_snake_that_fits_the_view():
+    from editor.layout import arrange
     from engine.graph import Graph
 
     g = Graph()
     prev = g.add_node("Input", {"shape": (2, 3)}, name="x")
+    chain = [prev.id]
     for i in range(19):
         node = g.add_node("ReLU", name=f"r{i}")
         g.connect(prev.id, "out", node.id, "a")
         prev = node
+        chain.append(node.id)
     flat = layered_positions(g, lambda nid: (100.0, 50.0))
     assert len({y for _, y in flat.values()}) == 1
-    folded = layered_positions(g, lambda nid: (100.0, 50.0), wrap=8)
-    assert len({x for x, _ in folded.values()}) == 7 and len({y for _, y in folded.values()}) == 3  # 7 + 7 + 6
+    snake = arrange(g, lambda nid: (100.0, 50.0), viewport=(900.0, 700.0))
+    assert snake.folds >= 2 and snake.zoom > arrange(g, lambda nid: (100.0, 50.0)).zoom * 0 + 0.5
+    pos = snake.positions
+    xs = sorted({x for x, _ in pos.values()})
+    assert 3 <= len(xs) <= 6
+    # every wire joins neighbours: the next card is right below/above, or beside it at a turn
+    for a, b in zip(chain, chain[1:]):
+        (xa, ya), (xb, yb) = pos[a], pos[b]
+        assert (xa == xb and abs(ya - yb) < 50.0 + 70) or (xs.index(xb) == xs.index(xa) + 1 and ya == yb)
+    # down one column, up the next
+    first = [n for n in chain if pos[n][0] == xs[0]]
+    second = [n for n in chain if pos[n][0] == xs[1]]
+    assert [pos[n][1] for n in first] == sorted(pos[n][1] for n in first)
+    assert [pos[n][1] for n in second] == sorted((pos[n][1] for n in second), reverse=True)
 
 
-def test_a_skipping_wire_gets_its_own_lane(qapp):
+def test_rows_fold_to_fit_the_view_but_never_through_a_bypass(qapp):
+    from editor.layout import arrange
+    from engine import blocks
+
+    # the two-layer net of the lecture, 8 columns: in a 4:3 view it folds into two rows
+    import presets
+    from engine import serialize
+
+    g = serialize.load(presets.path("two_layer_net")).graph
+    wide = arrange(g, lambda nid: (110.0, 60.0), viewport=(800.0, 620.0))
+    assert wide.folds == 1 and wide.zoom >= 0.9
+    loss = g.find("loss").id
+    inputs = [g.find("φ(x)").id, g.find("V").id]
+    assert all(wide.positions[i][1] < wide.positions[loss][1] for i in inputs), "inputs on the first row"
+    assert all(wide.positions[i][0] < wide.positions[loss][0] for i in inputs), "the loss on the right"
+    # a TransformerBlock's residual wires skip a column each: it stays one row of bypass lanes
+    tb = blocks.create("TransformerBlock", dim=8, heads=2).build({"x": (2, 3, 8)})
+    result = arrange(tb, lambda nid: (110.0, 60.0), viewport=(800.0, 620.0))
+    assert result.folds == 0
+    assert len({y for n, (x, y) in result.positions.items() if tb.nodes[n].type == "AddNorm"}) == 1
+
+
+def test_a_skipping_wire_runs_in_a_lane_around_the_block_it_bypasses(qapp):
     from engine.graph import Graph
 
     g = Graph()
@@ -169,21 +206,49 @@ def test_a_skipping_wire_gets_its_own_lane(qapp):
     g.connect(f.id, "out", add.id, "a")
     g.connect(x.id, "out", add.id, "b")  # residual: skips f's column
     pos = layered_positions(g, lambda nid: (100.0, 60.0))
-    # the skipped block moves off the straight line between x and add
-    assert pos[x.id][1] == pos[add.id][1]
-    assert pos[f.id][1] + 60.0 <= pos[x.id][1] + 30.0 or pos[f.id][1] >= pos[x.id][1] + 30.0
+    assert pos[x.id][1] == pos[f.id][1], "the main path runs straight"
+    scene = GraphScene(Document(g, read_only=True), None)
+    scene.auto_layout_view()
+    scene.arrange(reroute=True)
+    residual = next(item for link, item in scene.links.items() if link.src == x.id and link.dst == add.id)
+    assert residual.route, "routed, not a plain curve"
+    card = scene.nodes[f.id].card_rect()
+    path = residual.path
+    assert not any(card.contains(path.pointAtPercent(i / 100)) for i in range(101))
 
 
-def test_unrolled_rnn_lays_out_along_time_without_folding():
-    from editor.layout import layered_positions
+def test_unrolled_rnn_draws_like_the_lecture():
+    """A row of cells left to right, x_t below each cell, the states gathered above, and no wire
+    longer than two cell widths but the input's and the output's."""
+    from editor.layout import arrange, find_buses
     from engine import blocks
 
     g = blocks.create("SequenceRNN", cell="LSTM", hidden=4).build({"x": (1, 12, 3)})
-    pos = layered_positions(g, wrap=6)
+    buses = find_buses(g)
+    size = lambda nid: (150.0, 110.0) if g.nodes[nid].type == "RNNCell" else (110.0, 60.0)  # noqa: E731
+    result = arrange(g, size, viewport=(800.0, 600.0), buses=buses)
+    pos = result.positions
     by_name = {n.name: n.id for n in g.nodes.values()}
+    assert buses == {by_name["x"]: "top", by_name["stack"]: "bottom"}
     cells = [by_name[f"cell_{t}"] for t in range(1, 13)]
     steps = [by_name[f"x_{t}"] for t in range(1, 13)]
     xs = [pos[c][0] for c in cells]
-    assert xs == sorted(xs) and len(set(xs)) == 12, "cells must run left to right in one band"
-    for t in range(1, 12):
-        assert xs[t - 1] <= pos[steps[t]][0] < xs[t], f"x_{t + 1} belongs in the column just before cell_{t + 1}"
+    assert xs == sorted(xs) and len(set(xs)) == 12, "cells run left to right"
+    assert len({pos[c][1] for c in cells}) == 1, "in one row"
+    row = pos[cells[0]][1]
+    for t in range(12):
+        assert pos[steps[t]][1] > row, "x_t below the cells"
+        assert (xs[t - 1] if t else -1e9) <= pos[steps[t]][0] < xs[t], f"x_{t + 1} just left of cell_{t + 1}"
+    assert pos[by_name["stack"]][1] < row < pos[by_name["x"]][1], "states above, the sequence below"
+    # wire lengths between card edges (a bus wire: straight up or down to it)
+    cell_w = 150.0
+
+    def centre(n):
+        w, h = size(n)
+        return pos[n][0] + w / 2, pos[n][1] + h / 2
+
+    for link in g.links:
+        if link.src in buses or link.dst in buses or g.nodes[link.dst].type == "Output":
+            continue
+        (x1, y1), (x2, y2) = centre(link.src), centre(link.dst)
+        assert abs(x2 - x1) <= 2 * cell_w and abs(y2 - y1) <= 2 * cell_w, (g.nodes[link.src].name, g.nodes[link.dst].name)

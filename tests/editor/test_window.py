@@ -12,7 +12,8 @@ from PySide6.QtWidgets import QApplication
 
 from editor import commands
 from editor.panels.palette import palette_mime
-from editor.window import MainWindow, recovery_path
+from editor.files import recovery_path
+from editor.window import MainWindow
 from engine import blocks, serialize
 from engine.graph import Graph
 from tests.editor.helpers import two_layer
@@ -238,11 +239,11 @@ def test_save_reopen_compare(win, tmp_path):
     two_layer(win.doc, win.undo_stack)
     path = tmp_path / "net.json"
     win.answers.save_path = str(path)
-    assert win.save()
+    assert win.files.save()
     assert not win.isWindowModified() and win.windowTitle().startswith("net.json")
     saved = serialize.graph_to_dict(win.doc.graph)
-    assert str(path.resolve()) in win.recent_files()
-    assert win.open_path(path)
+    assert str(path.resolve()) in win.files.recent_files()
+    assert win.files.open_path(path)
     assert serialize.graph_to_dict(win.doc.graph) == saved
     assert win.undo_stack.count() == 0 and not win.modified
 
@@ -252,12 +253,13 @@ def test_corrupted_file_leaves_the_document_intact(win, tmp_path):
     before = win.doc.dump()
     bad = tmp_path / "broken.json"
     bad.write_text('{"format": "backprop-studio.graph", "version": 1, "nodes": [{"id": 3', encoding="utf-8")
-    assert not win.open_path(bad)
+    assert not win.files.open_path(bad)
     assert win.answers.errors and "broken.json" in win.answers.errors[0]
+    assert not win.answers.asked, "a file that cannot be opened must not ask about unsaved changes first"
     assert win.doc.dump() == before and win.modified
     truncated = tmp_path / "truncated.bps"
     truncated.write_bytes(b"PK\x03\x04garbage")
-    assert not win.load_path(truncated)
+    assert not win.files.load_path(truncated)
     assert win.doc.dump() == before
 
 
@@ -275,13 +277,13 @@ def test_closing_with_unsaved_changes_asks(win, tmp_path):
 def test_new_asks_then_clears(win):
     two_layer(win.doc, win.undo_stack)
     win.answers.save_changes = "discard"
-    win.new_document()
+    win.files.new_document()
     assert not win.doc.graph.nodes and not win.modified
 
 
 def test_autosave_and_recovery(win, qtbot, tmp_path):
     ids = two_layer(win.doc, win.undo_stack)
-    assert win.autosave()
+    assert win.files.autosave()
     assert recovery_path().exists()
     saved = serialize.graph_to_dict(win.doc.graph)
     # "crash": a new window finds the recovery file and offers it
@@ -290,7 +292,7 @@ def test_autosave_and_recovery(win, qtbot, tmp_path):
     qtbot.addWidget(other)
     answers = Answers()
     answers.install(other)
-    assert other.offer_recovery()
+    assert other.files.offer_recovery()
     assert answers.asked == ["restore"]
     assert serialize.graph_to_dict(other.doc.graph) == saved
     assert other.modified  # restored work is unsaved work
@@ -334,21 +336,47 @@ def test_auto_layout_is_one_undo_step(win):
 
 
 def test_tightly_placed_files_open_without_overlaps_and_unchanged(win, tmp_path):
+    import shutil
+
     import presets
 
-    source = presets.path("rnn_vs_lstm")
-    assert win.load_path(source, is_preset=True)
-    rects = [item.sceneBoundingRect() for item in win.scene.nodes.values()]
-    bodies = [r.adjusted(8, 14, -8, 0) for r in rects]  # the body, without port dots and shadows
-    for i, a in enumerate(bodies):
-        for b in bodies[i + 1:]:
+    source = tmp_path / "mine.json"  # a file of the user's: its layout is never changed
+    shutil.copy(presets.path("rnn_vs_lstm"), source)
+    assert win.files.load_path(source)
+    win.view.show_graph()
+    rects = [item.card_rect() for item in win.scene.nodes.values()]
+    for i, a in enumerate(rects):
+        for b in rects[i + 1:]:
             assert not a.intersects(b)
     assert not win.modified
     # positions in the document are the file's: saving writes the same graph back
     out = tmp_path / "copy.json"
     win.answers.save_path = str(out)
-    assert win.save()  # a lesson is saved under a new name
+    assert win.files.save_as()
     assert serialize.graph_to_dict(serialize.load(out).graph) == serialize.graph_to_dict(serialize.load(source).graph)
+
+
+def test_a_lesson_too_wide_for_the_window_is_laid_out_for_it(win, tmp_path):
+    import presets
+
+    win.resize(1280, 800)
+    assert win.files.load_path(presets.path("two_layer_net"), is_preset=True)
+    win.view.show_graph()
+    seen = win.view.legibility()
+    assert seen["zoom"] >= 0.9 and seen["min_text_px"] >= 9.0
+    visible = win.view.mapToScene(win.view.viewport().rect()).boundingRect()
+    assert all(visible.contains(item.card_rect()) for item in win.scene.nodes.values()), "all of it in view"
+    assert not win.modified, "laying out a lesson for the window is not an edit"
+    # the first edit ends it: the layout then stays as the user left it
+    nid = next(iter(win.doc.graph.nodes))
+    win.scene.select_nodes([nid])
+    win.view.setFocus()
+    QTest.keyClick(win.view, Qt.Key.Key_Right)
+    assert win.undo_stack.count() == 1
+    before = {n: node.position for n, node in win.doc.graph.nodes.items()}
+    win.resize(1600, 1000)
+    win.view.show_graph()
+    assert {n: node.position for n, node in win.doc.graph.nodes.items()} == before
 
 
 def test_app_opens_the_default_lesson(qtbot, tmp_path):
@@ -445,7 +473,7 @@ def test_unknown_block_types_open_as_placeholders(win, tmp_path):
     })
     path = tmp_path / "future.json"
     path.write_text(text, encoding="utf-8")
-    assert win.open_path(path), win.answers.errors
+    assert win.files.open_path(path), win.answers.errors
     item = win.scene.nodes["b"]
     assert item.placeholder and "QuantumLayer" in item.error
     win.scene.select_nodes(["b"])
@@ -453,7 +481,7 @@ def test_unknown_block_types_open_as_placeholders(win, tmp_path):
     assert not win.inspector.editors  # nothing to edit
     out = tmp_path / "again.json"
     win.answers.save_path = str(out)
-    assert win.save_as()
+    assert win.files.save_as()
     again = json.loads(out.read_text(encoding="utf-8"))
     assert next(n for n in again["nodes"] if n["id"] == "b")["params"] == {"qubits": 5}
 
@@ -492,9 +520,9 @@ def test_inspector_nullable_int_means_auto(win):
 def test_the_lesson_text_shows_while_nothing_is_selected(win):
     import presets
 
-    assert win.load_path(presets.path("two_layer_net"), is_preset=True)
+    assert win.files.load_path(presets.path("two_layer_net"), is_preset=True)
     project = serialize.load(presets.path("two_layer_net"))
-    text = win.inspector.empty.text()
+    text = win.inspector.empty.toPlainText()
     assert project.name in text and "XOR" in project.description and "XOR" in text
     assert win.inspector.empty.isVisibleTo(win.inspector)
     node = next(iter(win.doc.graph.nodes))

@@ -1,6 +1,7 @@
 """Tests generated from the block registry: every block, every example in its declaration.
 
-- inferred shapes equal the real output shapes (float32 and float64);
+- inferred shapes equal the real output shapes (float32 and float64), also with 0-d and empty
+  shapes wherever ``infer_shapes`` accepts them;
 - float64 central differences agree with ``backward`` on every float input and weight;
 - the Numba kernels agree with their numpy twins, in float32 and float64.
 """
@@ -45,7 +46,7 @@ def test_every_block_declares_itself(name):
 def test_inferred_shapes_equal_real_shapes(name, i, dtype):
     block, example, inputs, weights = _make(name, i, dtype)
     inferred = block.infer_shapes(example.inputs)
-    outs, _ = block.forward(inputs, weights)
+    outs, _ = block.forward(inputs, weights, example.context())
     assert {k: tuple(v) for k, v in inferred.items()} == {k: np.shape(v) for k, v in outs.items()}
     wshapes = block.weight_shapes(example.inputs)
     assert {k: v.shape for k, v in weights.items() if k not in block.shared_weights()} == {k: tuple(v) for k, v in wshapes.items()}
@@ -58,8 +59,8 @@ def test_inferred_shapes_equal_real_shapes(name, i, dtype):
 
 @pytest.mark.parametrize("name,i", CASES)
 def test_gradients_match_central_differences(name, i):
-    block, _, inputs, weights = _make(name, i)
-    checks = check_block(block, inputs, weights)
+    block, example, inputs, weights = _make(name, i)
+    checks = check_block(block, inputs, weights, context=example.context())
     bad = [f"{c.what}: relative error {c.error:.2e}" for c in checks if not c.error < 1e-5]
     assert not bad, "; ".join(bad)
 
@@ -67,11 +68,11 @@ def test_gradients_match_central_differences(name, i):
 @pytest.mark.parametrize("name,i", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kernels_match_numpy_twins(name, i, dtype):
-    block, _, inputs, weights = _make(name, i, dtype)
+    block, example, inputs, weights = _make(name, i, dtype)
     results = {}
     for backend in kernels.BACKENDS:
         with kernels.using(backend):
-            outs, saved = block.forward(inputs, weights)
+            outs, saved = block.forward(inputs, weights, example.context())
             rng = np.random.default_rng(1)
             gout = {k: rng.standard_normal(np.shape(v)).astype(dtype) for k, v in outs.items() if np.issubdtype(np.asarray(v).dtype, np.floating)}
             gin, gw = block.backward(gout, saved, weights)

@@ -157,4 +157,4 @@ def test_info_shows_the_vocabulary(capsys):
     assert "text 'context': next_token, 5 sentences, a vocabulary of 20 words: the, quick, brown, fox" in out
     code, out, _ = _run(capsys, "info", S2S, "--json")
     text = json.loads(out)["data"]["text"]["source"]
-    assert text["task"] == "translate" and text["examples"] == 10 and text["vocab"][:3] == ["<pad>", "<bos>", "<eos>"]
+    assert text["task"] == "translate" and text["examples"] == 14 and text["vocab"][:3] == ["<pad>", "<bos>", "<eos>"]

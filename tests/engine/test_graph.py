@@ -58,7 +58,7 @@ def test_shape_mismatch_names_port_dimension_expected_and_got():
     with pytest.raises(ShapeError) as err:
         g.connect(y.id, "out", m.id, "a")
     assert str(err.value) == (
-        "'mm': MatMul: inner dimensions differ: 'a' has 5 columns (shape (3, 5)) but 'b' has 4 rows (shape (4, 3))"
+        "'mm' (MatMul): inner dimensions differ: 'a' has 5 columns (shape (3, 5)) but 'b' has 4 rows (shape (4, 3))"
     )
     assert g.link_into(m.id, "a") is None
     z = g.add_node("Input", {"shape": (2, 3)}, name="z")
@@ -93,7 +93,7 @@ def test_param_change_that_breaks_shapes_is_reported_on_the_node():
     g.set_params(w.id, {"shape": (5,)})
     report = g.infer()
     assert report.errors[d.id].startswith("Dot: last dimensions differ: 'a' has 3")
-    with pytest.raises(ShapeError, match="'d': Dot: last dimensions differ"):
+    with pytest.raises(ShapeError, match=r"^'d' \(Dot\): last dimensions differ"):
         Runtime(g)
     with pytest.raises(ParamError):
         g.set_params(w.id, {"shape": "big"})

@@ -250,7 +250,7 @@ def test_maxpool_ties_go_to_the_first_maximum_in_both_backends():
                     [3.0, 3.0, 5.0, 4.0],
                     [3.0, 3.0, 4.0, 5.0]]]])
     pool = blocks.create("MaxPool2d")
-    assert pool.p["stride"] is None and pool.stride == 2
+    assert pool.p["stride"] is None and pool.stride == (2, 2)
     expect = np.array([[[[1.0, 0.0, 0.0, 1.0],
                          [0.0, 0.0, 0.0, 0.0],
                          [1.0, 0.0, 1.0, 0.0],

@@ -1,0 +1,44 @@
+"""The questions the editor asks a person. Tests replace these methods with scripted answers."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
+
+FILE_FILTER = "Backprop Studio files (*.json *.bps);;Graph only (*.json);;Graph with weights (*.bps);;All files (*)"
+
+
+class Prompts:
+    """The questions the window asks. Tests replace these methods."""
+
+    def __init__(self, parent: QWidget) -> None:
+        self.parent = parent
+
+    def save_changes(self, name: str) -> str:
+        """'save', 'discard' or 'cancel'."""
+        box = QMessageBox(QMessageBox.Icon.Warning, "Unsaved changes",
+                          f"Save the changes to “{name}” before closing it?",
+                          QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard |
+                          QMessageBox.StandardButton.Cancel, self.parent)
+        box.setInformativeText("Your changes will be lost if you don't save them.")
+        box.setDefaultButton(QMessageBox.StandardButton.Save)
+        answer = box.exec()
+        return {QMessageBox.StandardButton.Save: "save", QMessageBox.StandardButton.Discard: "discard"}.get(
+            QMessageBox.StandardButton(answer), "cancel")
+
+    def restore_recovery(self, when: str) -> bool:
+        answer = QMessageBox.question(
+            self.parent, "Restore unsaved work?",
+            f"Backprop Studio did not close normally{when}. Restore the unsaved graph it kept?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def error(self, title: str, text: str) -> None:
+        QMessageBox.critical(self.parent, title, text)
+
+    def open_path(self, directory: str) -> str:
+        path, _ = QFileDialog.getOpenFileName(self.parent, "Open graph", directory, FILE_FILTER)
+        return path
+
+    def save_path(self, suggestion: str) -> str:
+        path, _ = QFileDialog.getSaveFileName(self.parent, "Save graph as", suggestion, FILE_FILTER)
+        return path
