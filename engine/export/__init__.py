@@ -171,6 +171,7 @@ def _torch_outputs(module: types.ModuleType, model: "TorchModel", runtime: "Runt
     dtype = {"float32": torch.float32, "float64": torch.float64}[runtime.dtype.name]
     net = module.Model(dtype)
     net.load_state_dict({k: torch.from_numpy(np.asarray(v, order="C")) for k, v in state.items()})
+    net.eval()  # the app's forward pass runs in evaluation mode (Dropout off, BatchNorm's running statistics)
     kwargs = {i.ident: torch.from_numpy(np.asarray(feeds[i.node], order="C")) for i in model.inputs}
     with torch.no_grad():
         out = net(**kwargs)

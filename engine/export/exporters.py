@@ -175,7 +175,7 @@ _BINARY = {"Add": "{a} + {b}", "Subtract": "{a} - {b}", "Multiply": "{a} * {b}",
            "MatMul": "{a} @ {b}", "Dot": "({a} * {b}).sum(dim=-1)"}
 _UNARY = {"Sigmoid": "torch.sigmoid({a})", "Tanh": "torch.tanh({a})", "ReLU": "torch.relu({a})",
           "GELU": "F.gelu({a})", "Square": "{a} * {a}", "Exp": "torch.exp({a})", "Log": "torch.log({a})",
-          "Softmax": "torch.softmax({a}, dim=-1)"}
+          "Softmax": "torch.softmax({a}, dim=-1)", "LogSoftmax": "torch.log_softmax({a}, dim=-1)", "Negate": "-{a}"}
 
 
 @exporter(*_BINARY)
@@ -186,6 +186,23 @@ def _binary(n: NodeView) -> Torch:
 @exporter(*_UNARY)
 def _unary(n: NodeView) -> Torch:
     return Torch(_UNARY[n.type].format(a=n.arg("a")))
+
+
+@exporter("Pow", params=("exponent",))
+def _pow(n: NodeView) -> Torch:
+    return Torch(f"torch.pow({n.arg('a')}, {n.p['exponent']!r})")
+
+
+@exporter("Dropout", params=("p",))
+def _dropout(n: NodeView) -> Torch:
+    # torch draws its own masks: the same rate and scaling, not the app's units
+    return Torch(f"F.dropout({n.arg('x')}, p={n.p['p']!r}, training=self.training)",
+                 notes=("in model.train() torch draws its own masks (the same p, other units than the app's)",))
+
+
+@exporter("PaddingMask", params=("pad_id",))
+def _padding_mask(n: NodeView) -> Torch:
+    return Torch(f"({n.arg('ids')} != {n.p['pad_id']}).long()")
 
 
 @exporter("Scale", params=("factor",))
@@ -241,9 +258,23 @@ def _logistic_loss(n: NodeView) -> Torch:
     return Torch(f"-F.logsigmoid({n.arg('score')} * {_target(n, 'score')}).mean()")
 
 
-@exporter("CrossEntropy", params=("ignore_index",))
+def _class_loss_args(n: NodeView) -> str:
+    args = f", ignore_index={n.p['ignore_index']}"
+    if len(n.p["weight"]):
+        args += f", weight={literal(n.p['weight'])}"
+    if n.p.get("label_smoothing"):
+        args += f", label_smoothing={n.p['label_smoothing']!r}"
+    return args
+
+
+@exporter("CrossEntropy", params=("ignore_index", "label_smoothing", "weight"))
 def _cross_entropy(n: NodeView) -> Torch:
-    return Torch(f"cross_entropy({n.arg('logits')}, {n.arg('target')}, ignore_index={n.p['ignore_index']})")
+    return Torch(f"cross_entropy({n.arg('logits')}, {n.arg('target')}{_class_loss_args(n)})")
+
+
+@exporter("NLLLoss", params=("ignore_index", "weight"))
+def _nll_loss(n: NodeView) -> Torch:
+    return Torch(f"class_loss({n.arg('logprob')}, {n.arg('target')}{_class_loss_args(n)})")
 
 
 # --- network blocks: a submodule each -------------------------------------------------------------
@@ -268,6 +299,12 @@ def _ff_sequence(n: NodeView) -> Torch:
     hidden, d_out = n.weight_shapes["W2"]
     return Torch(n.call("x"), module=f"FeedForwardSequenceModel({d}, window={n.p['window']}, hidden={hidden}, "
                                      f"d_out={d_out}, activation={n.p['activation']!r})")
+
+
+@exporter("BatchNorm", params=("eps", "momentum"))
+def _batch_norm(n: NodeView) -> Torch:
+    c = n.weight_shapes["gamma"][0]
+    return Torch(n.call("x"), module=f"BatchNorm({c}, eps={n.p['eps']!r}, momentum={n.p['momentum']!r})")
 
 
 @exporter("LayerNorm", "AddNorm", params=("eps",))
@@ -301,22 +338,32 @@ def _generate(n: NodeView) -> Torch:
 def _attention(n: NodeView) -> Torch:
     d = n.in_shapes["x"][-1]
     p = n.p
-    return Torch(n.call("x", "context"),
+    return Torch(n.call("x", "context", "mask"),
                  module=f"Attention({d}, heads={p['heads']}, causal={p['causal']}, bias={p['bias']})")
 
 
-@exporter("Conv2d", params=("out_channels", "kernel", "stride", "padding", "bias"))
+def _pair(value: tuple[int, ...]) -> tuple[int, int]:
+    """A size param, one number (a square) or (height, width), as a pair."""
+    return (value[0], value[0]) if len(value) == 1 else (value[0], value[1])
+
+
+@exporter("Conv2d", params=("out_channels", "kernel", "stride", "padding", "dilation", "groups", "bias"))
 def _conv2d(n: NodeView) -> Torch:
-    c_out, c_in, k, _ = n.weight_shapes["W"]
     p = n.p
-    return Torch(n.call("x"), module=f"Conv2d({c_in}, {c_out}, kernel={k}, stride={p['stride']}, padding={p['padding']}, bias={p['bias']})")
+    c_out, _, kh, kw = n.weight_shapes["W"]
+    c_in = n.in_shapes["x"][1]
+    return Torch(n.call("x"), module=f"Conv2d({c_in}, {c_out}, kernel={(kh, kw)}, stride={_pair(p['stride'])}, "
+                                     f"padding={_pair(p['padding'])}, dilation={_pair(p['dilation'])}, groups={p['groups']}, "
+                                     f"bias={p['bias']})")
 
 
-@exporter("MaxPool2d", params=("kernel", "stride"))
+@exporter("MaxPool2d", params=("kernel", "stride", "padding", "ceil_mode"))
 def _max_pool(n: NodeView) -> Torch:
-    k = n.p["kernel"]
-    stride = n.p["stride"] or k
-    return Torch(f"F.max_pool2d({n.arg('x')}, kernel_size={k}, stride={stride})")
+    p = n.p
+    k = _pair(p["kernel"])
+    stride = _pair(p["stride"]) if p["stride"] else k
+    return Torch(f"F.max_pool2d({n.arg('x')}, kernel_size={k}, stride={stride}, padding={_pair(p['padding'])}, "
+                 f"ceil_mode={p['ceil_mode']})")
 
 
 # --- recurrent -------------------------------------------------------------------------------------

@@ -167,7 +167,8 @@ class Attention(nn.Module):
         # so the weights load and optimisers skip it) but not used.
         self.register_buffer("bk", torch.zeros(d) if bias else None)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         c = x if context is None else context
         q, k, v = x @ self.Wq, c @ self.Wk, c @ self.Wv
         if self.bq is not None:
@@ -175,10 +176,14 @@ class Attention(nn.Module):
         # (B, L, d) → (B, heads, L, d/heads): head h takes columns h·dh … (h+1)·dh
         q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        hidden = torch.zeros(scores.shape[-2:], dtype=torch.bool, device=x.device)
         if self.causal:  # query i sees keys j ≤ i only
             hidden = torch.ones(scores.shape[-2:], dtype=torch.bool, device=x.device).triu(1)
-            scores = scores.masked_fill(hidden, float("-inf"))
-        a = scores.softmax(dim=-1)
+        if mask is not None:  # mask (B, Lk): 0 hides a padding key from every query
+            hidden = hidden | (mask == 0)[:, None, None, :]
+        sees = ~hidden.all(dim=-1, keepdim=True)  # a query that sees no key gets A = 0 (torch: NaN)
+        scores = scores.masked_fill(hidden, float("-inf")).masked_fill(~sees, 0.0)
+        a = scores.softmax(dim=-1) * sees
         out = (a @ v).transpose(1, 2).flatten(2) @ self.Wo
         if self.bo is not None:
             out = out + self.bo
@@ -281,20 +286,54 @@ class SequenceRNN(nn.Module):
 
 
 class Conv2d(nn.Module):
-    def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int = 0, bias: bool = True) -> None:
+    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int] = (3, 3), stride: tuple[int, int] = (1, 1),
+                 padding: tuple[int, int] = (0, 0), dilation: tuple[int, int] = (1, 1), groups: int = 1, bias: bool = True) -> None:
         super().__init__()
-        self.stride, self.padding = stride, padding
-        self.W = nn.Parameter(uniform_(torch.empty(c_out, c_in, kernel, kernel), c_in * kernel * kernel))
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        fan_in = c_in // groups * kernel[0] * kernel[1]
+        self.W = nn.Parameter(uniform_(torch.empty(c_out, c_in // groups, *kernel), fan_in))
         self.b = nn.Parameter(torch.zeros(c_out)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.W, self.b, stride=self.stride, padding=self.padding)
+        return F.conv2d(x, self.W, self.b, stride=self.stride, padding=self.padding, dilation=self.dilation,
+                        groups=self.groups)
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -1) -> torch.Tensor:
-    """Mean of −log softmax(logits)[target] over the positions whose target is not
-    ``ignore_index``; 0 (not NaN) when every position is ignored."""
+class BatchNorm(nn.Module):
+    def __init__(self, c: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.gamma = nn.Parameter(torch.ones(c))
+        self.beta = nn.Parameter(torch.zeros(c))
+        # running statistics: used in eval(), updated in train(); buffers, not trained
+        self.register_buffer("running_mean", torch.zeros(c))
+        self.register_buffer("running_var", torch.ones(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # channels on axis 1, statistics over every other axis: nn.BatchNorm1d/2d's rule
+        return F.batch_norm(x, self.running_mean, self.running_var, self.gamma, self.beta, self.training,
+                            self.momentum, self.eps)
+
+
+def class_loss(logprob: torch.Tensor, target: torch.Tensor, ignore_index: int = -1, weight: list[float] | None = None,
+               label_smoothing: float = 0.0) -> torch.Tensor:
+    """Σ_i w[t_i]·ℓ_i / Σ_i w[t_i] over the positions whose target is not ``ignore_index``, with
+    ℓ_i = (1 − ε)(−logprob_i[t_i]) + (ε/C) Σ_c w[c]/w[t_i]·(−logprob_i[c]) as torch; 0 (not NaN)
+    when nothing is counted."""
     keep = target != ignore_index
-    logp = torch.log_softmax(logits, dim=-1)
-    picked = logp.gather(-1, torch.where(keep, target, 0).unsqueeze(-1)).squeeze(-1)
-    return -(picked * keep).sum() / keep.sum().clamp(min=1)
+    safe = torch.where(keep, target, 0)
+    nll = -logprob.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    w = torch.tensor(weight, dtype=logprob.dtype, device=logprob.device) if weight else None
+    counted = keep.to(logprob.dtype) if w is None else w[safe] * keep
+    total = (nll * counted).sum()
+    if label_smoothing:
+        smooth = -(logprob if w is None else logprob * w).sum(dim=-1) / logprob.shape[-1]
+        total = (1 - label_smoothing) * total + label_smoothing * (smooth * keep).sum()
+    n = counted.sum()
+    return total / torch.where(n > 0, n, torch.ones_like(n))
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -1, weight: list[float] | None = None,
+                  label_smoothing: float = 0.0) -> torch.Tensor:
+    """Softmax cross-entropy: the class loss of log_softmax(logits)."""
+    return class_loss(torch.log_softmax(logits, dim=-1), target, ignore_index, weight, label_smoothing)

@@ -22,6 +22,7 @@ from engine import export as export_mod
 from engine.export.torch_code import generate
 from tests.engine.export_cases import block_graph
 from engine.graph import Graph
+from engine.blocks import Context
 from engine.runtime import Runtime
 from engine.serialize import Project, load, save
 from engine.train import Trainer, TrainingConfig
@@ -67,14 +68,22 @@ def close(got, want, tol: float, what: str) -> None:
 
 
 def check_against_app(graph: Graph, feeds: dict[str, np.ndarray], dtype, seed: int, *, loss: str | None = None,
-                      cotangent_seed: int = 0) -> None:
-    """Forward, and the gradient of every input and weight, torch vs the app."""
+                      cotangent_seed: int = 0, training: bool = False) -> None:
+    """Forward, and the gradient of every input and weight, torch vs the app; in training mode
+    (``net.train()`` and a training context) also the buffers each updates (BatchNorm's)."""
     tol = TOL[dtype]
     runtime = Runtime(graph, seed=seed, dtype=dtype)
     model, net = torch_model(graph, runtime, loss=loss)
+    net.train(training)
     kwargs = torch_inputs(model, feeds)
     out = net(**kwargs)
-    run = runtime.start(feeds).run_forward()
+    run = runtime.start(feeds, context=Context(training=True, seed=seed) if training else None).run_forward()
+    if training:
+        updated = {node: {**ws, **run.buffer_updates().get(node, {})} for node, ws in runtime.weights.items()}
+        buffers = dict(net.named_buffers())
+        for key, value in generate(graph, updated, dtype=runtime.dtype).state.items():
+            if key in buffers:
+                close(buffers[key].numpy(), value, tol, f"buffer {key} after a training step")
     assert set(out) == {o.key for o in model.outputs}
     for info in model.outputs:
         close(out[info.key].detach().numpy(), run.values[info.source], tol, f"output {info.key!r}")
@@ -93,7 +102,9 @@ def check_against_app(graph: Graph, feeds: dict[str, np.ndarray], dtype, seed: i
     run.run_backward(grads=seeds)
     if tensors:
         torch.autograd.backward(tensors, cotangents)
-    ours = generate(graph, run.weight_gradients(), dtype=runtime.dtype).state
+    grads = run.weight_gradients()  # buffers get none: zeros in their place, to map the names
+    grads = {node: {k: grads.get(node, {}).get(k, np.zeros_like(w)) for k, w in ws.items()} for node, ws in runtime.weights.items()}
+    ours = generate(graph, grads, dtype=runtime.dtype).state
     params = dict(net.named_parameters())
     assert set(ours) <= set(params) | {k for k, _ in net.named_buffers()}
     for key, g in ours.items():
@@ -122,9 +133,29 @@ def _examples():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("type_id, index, example", list(_examples()))
 def test_every_block_matches_the_app(type_id, index, example, dtype):
+    """In the example's mode; a training example with dropout runs in evaluation mode, since torch
+    draws its own dropout masks (test_dropout_in_training_drops_at_the_same_rate checks those)."""
     seed = zlib.crc32(f"{type_id}-{index}".encode())
     graph, feeds = block_graph(type_id, example, dtype, seed)
-    check_against_app(graph, feeds, dtype, seed)
+    dropout = type_id == "Dropout" or example.params.get("dropout", 0) > 0
+    check_against_app(graph, feeds, dtype, seed, training=example.training and not dropout)
+
+
+def test_dropout_in_training_drops_at_the_same_rate():
+    g = Graph()
+    g.add_node("Input", {"shape": (200, 50)}, node_id="x", name="x")
+    g.add_node("Dropout", {"p": 0.3}, node_id="d", name="d")
+    g.add_node("Output", node_id="o", name="out")
+    g.connect("x", "out", "d", "x")
+    g.connect("d", "out", "o", "x")
+    model, net = torch_model(g, Runtime(g, dtype=np.float64))
+    assert "F.dropout(x, p=0.3, training=self.training)" in model.source
+    x = torch.ones(200, 50, dtype=torch.float64)
+    kept = net(x=x)["out"]
+    assert set(np.unique(kept.numpy()).round(6)) == {0.0, round(1 / 0.7, 6)}
+    assert abs(float((kept == 0).double().mean()) - 0.3) < 0.02
+    net.eval()
+    assert torch.equal(net(x=x)["out"], x)
 
 
 def test_every_block_type_has_an_example_to_check():
@@ -193,10 +224,14 @@ def test_three_adam_steps_in_torch_equal_three_in_the_trainer(name, dtype):
     gradient is as small as eps (1e-8) float32 rounding in g shows in the step: 1e-4 there."""
     project, config, _ = lesson(name)
     tol = {np.float32: 1e-4, np.float64: 1e-10}[dtype]
+    for node in project.graph.nodes.values():  # torch draws its own dropout masks: no dropout here
+        if node.params.get("dropout"):
+            project.graph.set_params(node.id, {"dropout": 0.0})
     optimizer = {"type": "adam", "lr": config.optimizer.get("lr", 1e-3), "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.01}
     project = dataclasses.replace(project, training={**project.training, "optimizer": optimizer, "dtype": np.dtype(dtype).name})
     trainer = Trainer.from_project(project)
     model, net = torch_model(project.graph, trainer.runtime, loss=config.loss)
+    net.train()  # BatchNorm on batch statistics, as the trainer
     opt = torch.optim.Adam(net.parameters(), lr=optimizer["lr"], betas=tuple(optimizer["betas"]), eps=optimizer["eps"],
                            weight_decay=optimizer["weight_decay"])
     for step in range(3):
@@ -210,7 +245,7 @@ def test_three_adam_steps_in_torch_equal_three_in_the_trainer(name, dtype):
         record = trainer.step()
         assert abs(loss.item() - record.loss) <= TOL[dtype] * max(1.0, abs(record.loss))
     ours = generate(project.graph, trainer.runtime.weights, dtype=trainer.runtime.dtype).state
-    theirs = net.state_dict()
+    theirs = net.state_dict()  # weights and buffers (BatchNorm's running statistics)
     for key, value in ours.items():
         close(theirs[key].numpy(), value, tol, f"{key} after three Adam steps")
 
