@@ -483,6 +483,9 @@ def _source(gen: Generator, body: _Body, inputs: Sequence[InputInfo], outputs: S
         doc += textwrap.wrap(description, 96) + [""]
     doc += ["forward takes keyword arguments (axis 0 is the batch; any batch size works):", *_doc_rows(in_rows), "",
             "and returns a dict:", *_doc_rows(out_rows)]
+    if re.search(r"F\.dropout\(|= BatchNorm\(", "\n".join([*gen.classes.values(), *body.init, *body.forward])):
+        doc += ["", "Dropout and BatchNorm act as in the app: model.train() while training (torch draws its own",
+                "dropout masks), model.eval() to compute what the app's forward pass computes."]
     doc_text = "\n".join(("    " + l if l else "") for l in doc)
     init = "\n".join("        " + l for l in body.init) or "        pass"
     forward = "\n".join("        " + l for l in body.forward)

@@ -96,6 +96,7 @@ def test_every_lesson(name, tmp_path):
     got = sess.run(None, {i.name: feeds[i.node] for i in prepared.inputs})
     net = export_mod.load_module(prepared.source).Model()
     net.load_state_dict({k: torch.from_numpy(np.asarray(v, order="C")) for k, v in prepared.state.items()})
+    net.eval()  # ONNX is the evaluation-mode forward pass
     with torch.no_grad():
         want = net(**{i.ident: torch.from_numpy(feeds[i.node]) for i in prepared.inputs})
     for out, value in zip(sess.get_outputs(), got):
@@ -116,6 +117,7 @@ def test_a_language_model_exported_for_inference(tmp_path, capsys):
     prepared, runtime = export_mod.prepare(project, outputs=["GenerateToken"])
     net = export_mod.load_module(prepared.source).Model()
     net.load_state_dict({k: torch.from_numpy(np.asarray(v, order="C")) for k, v in prepared.state.items()})
+    net.eval()  # ONNX is the evaluation-mode forward pass
     ids = np.random.default_rng(0).integers(0, 20, size=(3, 2))  # another batch and a shorter context
     (logits,) = sess.run(None, {"context": ids})
     with torch.no_grad():
