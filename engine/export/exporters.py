@@ -8,10 +8,11 @@ the node's outputs, and optionally the submodule (a class of :mod:`engine.export
 Why a table here rather than a method on each block: the blocks describe our maths and know
 nothing of torch; everything torch-specific about a block (which torch code, how its weights are
 laid out) sits in this one file, next to the torch classes in ``torch_lib.py``, where it is read
-and reviewed together. Adding a block costs one ``@exporter("Type", params=(...))`` function here
-(often one line), or one entry in :data:`CANNOT_EXPORT` saying why it cannot be exported. Composite blocks
-need nothing: they are exported as their inner graph. ``tests/engine/test_export.py`` fails for
-any registered block that has neither an exporter nor a reason.
+and reviewed together. Adding a block costs one ``@exporter("Type", params=(...))`` function
+here (often one line), or one entry in :data:`CANNOT_EXPORT` saying why it cannot be exported.
+Composite blocks need nothing: they are exported as their inner graph. ``tests/engine/
+test_export.py`` fails for any registered block that has neither an exporter nor a reason, and
+for any block param that its exporter does not read.
 """
 
 from __future__ import annotations
