@@ -43,13 +43,9 @@ def _dynamic_axes(info: "InputInfo") -> dict[int, str]:
     return axes
 
 
-def _dynamic_shapes(required: list["InputInfo"], Dim: Any, shared: bool) -> dict[str, Any] | None:
+def _dynamic_shapes(required: list["InputInfo"], Dim: Any, shared: bool) -> dict[str, Any]:
     """``dynamic_shapes`` for torch.onnx.export: ``Dim.AUTO`` on every dynamic axis, or (``shared``)
-    one ``Dim("batch")`` for every input's batch axis, which ties them (None when the declared
-    batch sizes differ, so they cannot be one)."""
-    batched = [i for i in required if i.shape]
-    if shared and len({i.shape[0] for i in batched}) != 1:
-        return None
+    one ``Dim("batch")`` for every input's batch axis, which ties them."""
     batch = Dim("batch") if shared else Dim.AUTO
     return {i.ident: {axis: (batch if axis == 0 else Dim.AUTO) for axis in _dynamic_axes(i)} or None for i in required}
 
@@ -132,10 +128,12 @@ def export_onnx(project: "Project", model: "TorchModel", runtime: "Runtime", pat
     feeds = example_feeds(project, runtime)
     program = None
     errors = []
-    for shared, grow in ((True, True), (False, True), (False, False)):
+    # One batch size for every input: a true batch, which may be grown for tracing. Sizes that
+    # differ mean some axis 0 of size 1 is shared by the batch (an RNNCell's h): kept as it is.
+    one_batch = len({i.shape[0] for i in required if i.shape}) <= 1
+    attempts = ((True, True), (False, True), (False, False)) if one_batch else ((False, False),)
+    for shared, grow in attempts:
         dynamic = _dynamic_shapes(required, Dim, shared)
-        if dynamic is None:
-            continue
         kwargs = {k: torch.from_numpy(np.asarray(v, order="C")) for k, v in _trace_inputs(model, runtime, feeds, grow).items()}
         try:
             with _quiet():

@@ -209,11 +209,14 @@ class RNNCell(nn.Module):
                     self.b[hidden:2 * hidden] = 1.0
 
     def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        # a state of batch 1 is shared by the whole batch (a zero start): spelt out, so that every
+        # runtime (onnxruntime's fused Gemm too) sees (B, h)
+        h = h.expand(x.shape[0], -1)
         if self.cell == "SimpleRNN":
             return self.act(x @ self.Wx + h @ self.Wh + self.b)
         if self.cell == "LSTM":
             i, f, g, o = (x @ self.Wx + h @ self.Wh + self.b).chunk(4, dim=-1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            c = torch.sigmoid(f) * c.expand(x.shape[0], -1) + torch.sigmoid(i) * torch.tanh(g)
             return torch.sigmoid(o) * torch.tanh(c), c
         xr, xz, xn = (x @ self.Wx + self.bx).chunk(3, dim=-1)
         hr, hz, hn = (h @ self.Wh + self.bh).chunk(3, dim=-1)
