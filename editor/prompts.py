@@ -42,3 +42,10 @@ class Prompts:
     def save_path(self, suggestion: str) -> str:
         path, _ = QFileDialog.getSaveFileName(self.parent, "Save graph as", suggestion, FILE_FILTER)
         return path
+
+    def export_path(self, title: str, suggestion: str, file_filter: str) -> str:
+        path, _ = QFileDialog.getSaveFileName(self.parent, title, suggestion, file_filter)
+        return path
+
+    def info(self, title: str, text: str) -> None:
+        QMessageBox.information(self.parent, title, text)
