@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 
 from editor import exporting
 from editor.window import MainWindow
@@ -24,8 +24,8 @@ class Told:
     def __init__(self) -> None:
         self.errors: list[tuple[str, str]] = []
         self.infos: list[tuple[str, str]] = []
-        self.asked: list[tuple[str, str]] = []
-        self.answer = ""
+        self.dialogs: list = []
+        self.answer = None  # a function of the dialog: None cancels
 
 
 @pytest.fixture
@@ -35,11 +35,11 @@ def win(qtbot, tmp_path):
     w.prompts.error = lambda title, text: told.errors.append((title, text))
     w.prompts.info = lambda title, text: told.infos.append((title, text))
 
-    def ask(title, suggestion, file_filter):
-        told.asked.append((title, suggestion))
-        return told.answer
+    def ask(dialog):
+        told.dialogs.append(dialog)
+        return told.answer(dialog) if told.answer else None
 
-    w.prompts.export_path = ask
+    w.prompts.export_options = ask
     w.told = told
     qtbot.addWidget(w)
     yield w
@@ -78,7 +78,7 @@ def test_missing_extra_is_a_message_with_the_install_command(win, monkeypatch):
 
     monkeypatch.setattr("engine.export.require", missing)
     assert win.exporting.start("onnx") is False
-    assert win.told.asked == []  # not asked where to write what cannot be written
+    assert win.told.dialogs == []  # not asked where to write what cannot be written
     (title, text), = win.told.errors
     assert "ONNX" in title and "pip install" in text
 
@@ -91,7 +91,7 @@ def test_a_failing_export_says_why_and_writes_nothing(win, qtbot, tmp_path, monk
 
     monkeypatch.setattr("engine.export.require", lambda target: None)
     monkeypatch.setattr("engine.export.export", fails)
-    win.told.answer = str(tmp_path / "m.py")
+    win.told.answer = lambda d: exporting.Options(tmp_path / "m.py")
     assert win.exporting.start("torch")
     qtbot.waitUntil(lambda: bool(win.told.errors), timeout=20000)
     (title, text), = win.told.errors
@@ -105,22 +105,68 @@ def test_a_bug_in_an_exporter_is_a_message_not_a_crash(monkeypatch, tmp_path):
         raise KeyError("slot")
 
     monkeypatch.setattr("engine.export.export", boom)
-    outcome = exporting.run_export(Project(Graph()), "torch", tmp_path / "m.py", "x")
+    outcome = exporting.run_export(Project(Graph()), "torch", exporting.Options(tmp_path / "m.py"), "x")
     assert "KeyError" in outcome.error and "report" in outcome.error
+
+
+def test_dialog_offers_the_command_line_options(win, qtbot):
+    assert win.files.open_preset("two_layer_net")
+    win.told.answer = lambda d: None
+    win.exporting.start("torch")
+    d, = win.told.dialogs
+    qtbot.addWidget(d)
+    assert d.path_edit.text().endswith(".py")
+    names = [d.returns.item(i).text() for i in range(d.returns.count())]
+    assert "loss" in names or names  # every node can be returned
+    assert d.options().returns == () and d.options().dtype is None and d.options().seed is None
+    assert d.options().check
+    d.returns.item(0).setCheckState(Qt.CheckState.Checked)
+    d.dtype.setCurrentIndex(d.dtype.findData("float64"))
+    d.seed.setValue(d.seed.value() + 3)
+    d.check.setChecked(False)
+    o = d.options()
+    assert o.returns == (names[0],) and o.dtype == "float64" and o.seed is not None and not o.check
+    assert d.seed.isEnabled()  # a lesson's initial weights depend on the seed
+    d.path_edit.setText("  ")
+    assert not d.ok.isEnabled()
 
 
 @pytest.mark.skipif(not HAVE_TORCH, reason="needs the export extra (torch, safetensors)")
 def test_export_the_open_lesson_to_pytorch_in_the_background(win, qtbot, tmp_path):
     assert win.files.open_preset("two_layer_net")
-    win.told.answer = str(tmp_path / "net")  # no suffix typed: .py is added
+    seen = []
+
+    def answer(d):
+        seen.append(d.path_edit.text())
+        d.path_edit.setText(str(tmp_path / "net"))  # no suffix typed: .py is added
+        return d.options()
+
+    win.told.answer = answer
     assert win.exporting.start("torch")
     assert win.exporting.busy.isVisibleTo(win)
     assert not any(a.isEnabled() for a in _actions(win).values())  # one export at a time
     qtbot.waitUntil(lambda: bool(win.told.infos or win.told.errors), timeout=120000)
     assert win.told.errors == []
-    assert win.told.asked[0][1].endswith(".py")
+    assert seen[0].endswith(".py")
     (title, text), = win.told.infos
     assert (tmp_path / "net.py").exists() and (tmp_path / "net.safetensors").exists()
     assert str(tmp_path / "net.py") in text and "checked" in text
     assert not win.exporting.busy.isVisibleTo(win)
     assert not win.isWindowModified()  # exporting is not an edit
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="needs the export extra (torch, safetensors)")
+def test_export_options_reach_the_export(win, qtbot, tmp_path):
+    assert win.files.open_preset("two_layer_net")
+
+    def answer(d):
+        return exporting.Options(tmp_path / "net.py", dtype="float64", check=False)
+
+    win.told.answer = answer
+    assert win.exporting.start("torch")
+    qtbot.waitUntil(lambda: bool(win.told.infos or win.told.errors), timeout=120000)
+    assert win.told.errors == []
+    from safetensors.numpy import load_file
+
+    assert {str(a.dtype) for a in load_file(str(tmp_path / "net.safetensors")).values()} == {"float64"}
+    assert "checked" not in win.told.infos[0][1]
