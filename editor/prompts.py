@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
+from typing import Any
+
+from PySide6.QtWidgets import QDialog, QFileDialog, QMessageBox, QWidget
 
 FILE_FILTER = "Backprop Studio files (*.json *.bps);;Graph only (*.json);;Graph with weights (*.bps);;All files (*)"
 
@@ -51,3 +53,10 @@ class Prompts:
     def save_path(self, suggestion: str) -> str:
         path, _ = QFileDialog.getSaveFileName(self.parent, "Save graph as", suggestion, FILE_FILTER)
         return path
+
+    def export_options(self, dialog: Any) -> Any:
+        """The options of an export (``editor.exporting.Options``), or None when cancelled."""
+        return dialog.options() if dialog.exec() == QDialog.DialogCode.Accepted else None
+
+    def info(self, title: str, text: str) -> None:
+        QMessageBox.information(self.parent, title, text)

@@ -19,7 +19,7 @@ from PySide6.QtGui import (QAction, QActionGroup, QCloseEvent, QGuiApplication, 
 from PySide6.QtWidgets import (QApplication, QDockWidget, QHBoxLayout, QLabel, QMainWindow, QMenu, QSizePolicy,
                                QToolButton, QUndoView, QVBoxLayout, QWidget)
 
-from editor import commands, run as run_feature, theme as themes, toolbar
+from editor import commands, exporting, run as run_feature, theme as themes, toolbar
 from editor.clipboard import Clipboard
 from editor.files import Files
 from editor.document import Document
@@ -188,6 +188,7 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         self.act_save = self._action("&Save", self.files.save, SK.Save, m)
         self.act_save_as = self._action("Save &As…", self.files.save_as, [SK.SaveAs, K("Ctrl+Shift+S")], m)
+        self.exporting = exporting.install(self, m, None)
         m.addSeparator()
         self.act_quit = self._action("&Quit", self.close, [SK.Quit, K("Ctrl+Q")], m)
 

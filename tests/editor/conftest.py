@@ -25,4 +25,6 @@ def _no_modal_dialogs(monkeypatch):
     monkeypatch.setattr(Prompts, "error", lambda self, title, text: None)
     monkeypatch.setattr(Prompts, "open_path", lambda self, directory: "")
     monkeypatch.setattr(Prompts, "save_path", lambda self, suggestion: "")
+    monkeypatch.setattr(Prompts, "export_options", lambda self, dialog: None)
+    monkeypatch.setattr(Prompts, "info", lambda self, title, text: None)
     yield
