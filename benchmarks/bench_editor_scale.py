@@ -85,7 +85,7 @@ def run_child(code: Path, n: int) -> dict[str, float]:
                QT_QPA_PLATFORM="offscreen")
     script = f"import json, sys; sys.path.insert(0, {str(code)!r}); sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); " \
              f"import bench_editor_scale as b; print(json.dumps(b.measure({n})))"
-    res = subprocess.run([sys.executable, "-c", script], cwd=code, env=env, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", script], cwd=code, env=env, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise SystemExit(f"the measurement in {code} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -94,7 +94,7 @@ def run_child(code: Path, n: int) -> dict[str, float]:
 def export(rev: str) -> Path:
     """Commit ``rev`` of this repository as a plain folder (a temporary one, left for reruns)."""
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", rev + "^{commit}"],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     if commit.returncode != 0:
         raise SystemExit(f"--base-rev: {rev!r} is not a commit of {ROOT}: {commit.stderr.strip()}")
     sha = commit.stdout.strip()
