@@ -60,6 +60,18 @@ def test_an_int_param_beyond_32_bits_gets_an_editor_that_holds_it(win, monkeypat
     QTest.keyClick(seed, Qt.Key.Key_Return)
     assert win.doc.node(nid).params["seed"] == 2**62 + 7
     seed.lineEdit().selectAll()
+    QTest.keyClicks(seed, str(2**64))  # beyond the declared range: the most it allows, never more
+    QTest.keyClick(seed, Qt.Key.Key_Return)
+    assert win.doc.node(nid).params["seed"] == 2**63 - 1
+    win.undo_stack.undo()
+    count.setFocus()
+    count.lineEdit().selectAll()
+    QTest.keyClicks(count, str(2**40))
+    QTest.keyClick(count, Qt.Key.Key_Return)
+    assert win.doc.node(nid).params["count"] <= 2**31 - 1
+    win.undo_stack.undo()
+    seed.setFocus()
+    seed.lineEdit().selectAll()
     QTest.keyClicks(seed, "x")  # refused by the validator: the text stays a number
     assert seed.text().lstrip("-").isdigit() or seed.text() == ""
     win.undo_stack.undo()
