@@ -47,7 +47,15 @@ def build_window(path: str | None = None, *, offer_recovery: bool = True, settin
     to load: the loader's message is shown and the user still gets a working editor)."""
     window = MainWindow(settings)  # type: ignore[arg-type]
     window.apply_theme()
-    if offer_recovery and window.files.offer_recovery():
+
+    def another() -> object:
+        # one more window for one more piece of restored work
+        extra = MainWindow(settings)  # type: ignore[arg-type]
+        extra.apply_theme()
+        window.more_windows.append(extra)
+        return extra.files
+
+    if offer_recovery and window.files.offer_recovery(another):
         return window
     if path:
         target = resolve_file(path)
@@ -78,8 +86,9 @@ def run_app(path: str | None, argv: list[str]) -> int:
     """Open the editor (on ``path`` or the default lesson) and run until the window closes."""
     app = application(argv)
     window = build_window(path)
-    window.show()
-    window.view.show_graph()
+    for w in (window, *window.more_windows):
+        w.show()
+        w.view.show_graph()
     return app.exec()
 
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import math
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QMimeData, QObject
 from PySide6.QtGui import QGuiApplication
 
 from editor import commands
-from engine.errors import EngineError
+from engine import serialize
+from engine.errors import EngineError, FileFormatError
+from engine.graph import short
 
 if TYPE_CHECKING:
     from editor.window import MainWindow
@@ -60,23 +63,36 @@ class Clipboard(QObject):
 
     def clip(self) -> dict | None:
         """What the clipboard holds, if it is a graph clip (ours, or its JSON as text)."""
+        return self._read()[0]
+
+    def _read(self) -> tuple[dict | None, str]:
+        """(the graph clip, "") or (None, why the clipboard's graph cannot be pasted; "" when it
+        holds no graph at all, e.g. a sentence)."""
         mime = QGuiApplication.clipboard().mimeData()
         raw = None
-        if mime is not None and mime.hasFormat(CLIP_MIME):
+        ours = mime is not None and mime.hasFormat(CLIP_MIME)
+        if ours:
             raw = bytes(mime.data(CLIP_MIME)).decode("utf-8", errors="replace")
         elif mime is not None and mime.hasText():
             raw = mime.text()
         if not raw:
-            return None
+            return None, ""
+        looks_like_a_graph = ours or raw.lstrip().startswith("{")
         try:
-            clip = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError):
-            return None
-        return clip if isinstance(clip, dict) and isinstance(clip.get("nodes"), list) else None
+            # bounded: size, values and nesting are checked before any recursive code sees it
+            clip = serialize.parse_json(raw, source="the clipboard")
+        except FileFormatError as exc:
+            return None, (str(exc) if looks_like_a_graph else "")
+        if isinstance(clip, dict) and isinstance(clip.get("nodes"), list):
+            return clip, ""
+        return None, ("the clipboard: it holds JSON, but not nodes to paste" if ours else "")
 
     def paste(self) -> list[str]:
         w = self.window
-        clip = self.clip()
+        clip, problem = self._read()
+        if problem:
+            w.statusBar().showMessage(f"Cannot paste: {problem}", 8000)
+            return []
         if not clip or not clip["nodes"]:
             return []
         self._paste_count += 1
@@ -90,15 +106,20 @@ class Clipboard(QObject):
                 pass  # a malformed clip: PasteCommand below says what is wrong
             else:
                 x, y = w.scene.to_doc(at)
-                offset = (x - min(xs), y - min(ys))
+                if math.isfinite(min(xs)) and math.isfinite(min(ys)):
+                    offset = (x - min(xs), y - min(ys))
         return self._paste_clip(clip, offset, "Paste")
 
     def _paste_clip(self, clip: dict, offset: tuple[float, float], text: str) -> list[str]:
         w = self.window
         try:
             cmd = commands.PasteCommand(w.doc, clip, offset, text)
-        except (EngineError, KeyError, TypeError, ValueError, RecursionError) as exc:
-            w.statusBar().showMessage(f"Cannot paste: {exc}", 6000)
+        except EngineError as exc:
+            w.statusBar().showMessage(f"Cannot paste: {exc}", 8000)
+            return []
+        except (KeyError, TypeError, ValueError, IndexError) as exc:  # the clip's layout, not the graph's
+            w.statusBar().showMessage(f"Cannot paste: the clipboard does not hold nodes in the form Copy writes "
+                                      f"({short(type(exc).__name__ + ': ' + str(exc))})", 8000)
             return []
         w.push(cmd)
         w.scene.select_nodes(cmd.node_ids)

@@ -16,10 +16,10 @@ from typing import Any, Mapping
 
 from PySide6.QtGui import QUndoCommand
 
-from editor.document import Document, RemovedNode
+from editor.document import Document
 from engine import blocks
 from engine.errors import GraphError
-from engine.graph import Link
+from engine.graph import Link, Removed, short
 
 # Command ids for mergeWith (Qt requires a distinct int per mergeable class).
 _SET_PARAMS_ID = 1001
@@ -40,7 +40,7 @@ class AddNodeCommand(QUndoCommand):
         self.position = position
         self.name = name if name is not None else doc.graph.unique_name(type_id)
         self.node_id = str(uuid.uuid4())
-        self.setText(f"Add {self.name}")
+        self.setText(f"Add {short(self.name)}")
 
     def redo(self) -> None:
         self.doc.add_node(self.type_id, self.params, node_id=self.node_id, name=self.name, position=self.position)
@@ -50,17 +50,19 @@ class AddNodeCommand(QUndoCommand):
 
 
 class RemoveItemsCommand(QUndoCommand):
-    """Delete nodes (with every link touching them) and links, as one step."""
+    """Delete nodes (with every link touching them) and links, as one step (one pass over the
+    graph however many there are)."""
 
     def __init__(self, doc: Document, node_ids: list[str], links: list[Link] = (), *,
                  parent: QUndoCommand | None = None) -> None:
         super().__init__(parent)
         self.doc = doc
-        self.node_ids = [n for n in doc.graph.nodes if n in set(node_ids)]
+        wanted = set(node_ids)
+        self.node_ids = [n for n in doc.graph.nodes if n in wanted]
         gone = set(self.node_ids)
-        self.links = [l for l in links if l.src not in gone and l.dst not in gone and l in doc.graph.links]
-        self._removed_links: list[tuple[int, Link]] = []
-        self._removed_nodes: list[RemovedNode] = []
+        present = set(doc.graph.links)
+        self.links = [l for l in links if l.src not in gone and l.dst not in gone and l in present]
+        self._removed: Removed | None = None
         what = []
         if self.node_ids:
             what.append(f"{len(self.node_ids)} node{'s' if len(self.node_ids) != 1 else ''}")
@@ -69,16 +71,10 @@ class RemoveItemsCommand(QUndoCommand):
         self.setText("Delete " + " and ".join(what))
 
     def redo(self) -> None:
-        with self.doc.batch():
-            self._removed_links = [(self.doc.remove_link(l), l) for l in self.links]
-            self._removed_nodes = [self.doc.remove_node(n) for n in self.node_ids]
+        self._removed = self.doc.remove_items(self.node_ids, self.links)
 
     def undo(self) -> None:
-        with self.doc.batch():
-            for removed in reversed(self._removed_nodes):
-                self.doc.restore_node(removed)
-            for index, link in reversed(self._removed_links):
-                self.doc.insert_link(link, index)
+        self.doc.restore_items(self._removed)
 
 
 class ConnectCommand(QUndoCommand):
@@ -94,7 +90,7 @@ class ConnectCommand(QUndoCommand):
         self.replaced: tuple[int, Link] | None = None
         a, b = doc.node(src), doc.node(dst)
         replacing = doc.graph.link_into(dst, dst_port) is not None
-        self.setText(f"{'Replace link into' if replacing else 'Connect'} {b.name}.{dst_port} from {a.name}.{src_port}")
+        self.setText(f"{'Replace link into' if replacing else 'Connect'} {short(b.name)}.{dst_port} from {short(a.name)}.{src_port}")
 
     def redo(self) -> None:
         self.link, self.replaced = self.doc.connect(*self.args, replace=True)
@@ -135,17 +131,16 @@ class SetParamsCommand(QUndoCommand):
                  parent: QUndoCommand | None = None) -> None:
         super().__init__(parent)
         node = doc.node(node_id)
-        if node.block is None:
-            raise GraphError(f"{node.label} is a placeholder for an unknown block; its params cannot be edited")
-        new = dict(node.params)
-        new.update(changes)
-        blocks.create(node.type, **new)  # raises ParamError with the engine's message
+        # The engine's whole check (types, ranges, the block's cross-checks, params naming another
+        # node): a refused value raises its message here, where the inspector shows it, and
+        # nothing reaches the stack whose redo could fail.
+        doc.graph.check_params(node_id, changes)
         self.doc = doc
         self.node_id = node_id
         self.changes = dict(changes)
         self.old = {k: node.params.get(k) for k in changes}
         self.merge_key = merge_key
-        self.setText(f"Set {', '.join(self.changes)} of {node.name}")
+        self.setText(f"Set {', '.join(self.changes)} of {short(node.name)}")
 
     def id(self) -> int:
         return _SET_PARAMS_ID if self.merge_key else -1
@@ -171,7 +166,7 @@ class RenameCommand(QUndoCommand):
         self.node_id = node_id
         self.name = name
         self.old = doc.node(node_id).name
-        self.setText(f"Rename {self.old} to {name}")
+        self.setText(f"Rename {short(self.old)} to {short(name)}")
 
     def redo(self) -> None:
         self.doc.rename(self.node_id, self.name)
@@ -243,11 +238,7 @@ class PasteCommand(QUndoCommand):
                 self.doc.insert_link(link)
 
     def undo(self) -> None:
-        with self.doc.batch():
-            for link in reversed(self.links):
-                self.doc.remove_link(link)
-            for nid in reversed(self.node_ids):
-                self.doc.remove_node(nid)
+        self.doc.remove_items(self.node_ids)  # the pasted links touch only pasted nodes: they go too
 
 
 def _fresh_name(base: str, taken: set[str]) -> str:
@@ -337,7 +328,7 @@ class ExpandCompositeCommand(QUndoCommand):
                 if src is not None:
                     self.new_links.append(Link(src[0], src[1], l.dst, l.dst_port))
         self.removed = None
-        self.setText(f"Expand {node.name}")
+        self.setText(f"Expand {short(node.name)}")
 
     def redo(self) -> None:
         with self.doc.batch():
@@ -361,10 +352,7 @@ class ExpandCompositeCommand(QUndoCommand):
             for nid, (old, _) in self.layout.items():
                 self.doc.move(nid, old)
         with self.doc.batch():
-            for link in reversed(self.new_links):
-                self.doc.remove_link(link)
-            for n in reversed(self.new_nodes):
-                self.doc.remove_node(n["id"])
+            self.doc.remove_items([n["id"] for n in self.new_nodes], self.new_links)
             self.doc.restore_node(self.removed)
 
 

@@ -8,27 +8,22 @@ knows about colours, items or widgets.
 Undo must restore a graph *exactly* (node order, link order, params), so removals return what
 they removed together with where it was, and the ``restore_*`` / ``insert_*`` methods put it
 back at the same place.
+
+Edits of many nodes at once (delete, paste, undo of either) cost one pass over the graph, not
+one per node, and run inside :meth:`Document.batch`, whose ``batch_started`` / ``batch_finished``
+let listeners do their own updates once per batch (the scene: one selection change, one routing
+of the wires).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from PySide6.QtCore import QObject, Signal
 
-from engine.graph import Graph, Link, Node, ShapeReport
-
-
-@dataclass(frozen=True)
-class RemovedNode:
-    """What :meth:`Document.remove_node` took out, and where it was (for an exact undo)."""
-
-    node: Node
-    index: int
-    links: tuple[tuple[int, Link], ...]  # (index in graph.links, link), ascending
+from engine.graph import Graph, Link, Node, Removed, ShapeReport
 
 
 class ReadOnlyError(RuntimeError):
@@ -50,6 +45,9 @@ class Document(QObject):
     shapes_changed = Signal()
     # The whole graph was replaced (New / Open): listeners rebuild from scratch.
     graph_reset = Signal()
+    # The outermost :meth:`batch` begins / ends (after its ``shapes_changed``).
+    batch_started = Signal()
+    batch_finished = Signal()
 
     def __init__(self, graph: Graph | None = None, *, read_only: bool = False, title: str = "",
                  parent: QObject | None = None) -> None:
@@ -88,18 +86,27 @@ class Document(QObject):
 
     # --- batching ------------------------------------------------------------------------------
 
+    @property
+    def in_batch(self) -> bool:
+        """True inside :meth:`batch` (listeners may leave per-item work to ``batch_finished``)."""
+        return self._batch > 0
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Group edits: ``shapes_changed`` is emitted once at the end instead of once per edit
         (pasting or expanding hundreds of nodes would otherwise re-infer hundreds of times)."""
         self._batch += 1
+        if self._batch == 1:
+            self.batch_started.emit()
         try:
             yield
         finally:
             self._batch -= 1
-            if self._batch == 0 and self._dirty_shapes:
-                self._dirty_shapes = False
-                self.shapes_changed.emit()
+            if self._batch == 0:
+                if self._dirty_shapes:
+                    self._dirty_shapes = False
+                    self.shapes_changed.emit()
+                self.batch_finished.emit()
 
     def _shapes_dirty(self) -> None:
         if self._batch:
@@ -130,40 +137,37 @@ class Document(QObject):
         self._shapes_dirty()
         return node
 
-    def remove_node(self, node_id: str) -> RemovedNode:
+    def remove_items(self, node_ids: Iterable[str] = (), links: Iterable[Link] = ()) -> Removed:
+        """Remove nodes (with every link touching them) and links in one pass over the graph;
+        returns what went and where, for :meth:`restore_items`."""
         self._check_writable()
-        g = self._graph
-        node = g.node(node_id)
-        index = list(g.nodes).index(node_id)
-        links = tuple((i, l) for i, l in enumerate(g.links) if l.src == node_id or l.dst == node_id)
-        for _, link in reversed(links):
-            g.disconnect(link)
-            self.link_removed.emit(link)
-        g.remove_node(node_id)
-        self.node_removed.emit(node_id)
-        self._shapes_dirty()
-        return RemovedNode(node, index, links)
+        with self.batch():
+            removed = self._graph.remove(node_ids, links)
+            for _, link in removed.links:
+                self.link_removed.emit(link)
+            for _, node in removed.nodes:
+                self.node_removed.emit(node.id)
+            self._shapes_dirty()
+        return removed
 
-    def restore_node(self, removed: RemovedNode) -> None:
+    def restore_items(self, removed: Removed) -> None:
+        """Undo :meth:`remove_items`: the same nodes and links, at the same places."""
+        self._check_writable()
+        with self.batch():
+            self._graph.restore(removed)
+            for _, node in removed.nodes:
+                self.node_added.emit(node.id)
+            for _, link in removed.links:
+                self.link_added.emit(link)
+            self._shapes_dirty()
+
+    def remove_node(self, node_id: str) -> Removed:
+        """Remove one node and its links (see :meth:`remove_items`)."""
+        return self.remove_items([node_id])
+
+    def restore_node(self, removed: Removed) -> None:
         """Undo :meth:`remove_node`: the same node, at the same place, with the same links."""
-        self._check_writable()
-        g = self._graph
-        n = removed.node
-        node = g.add_node(n.type, n.params, node_id=n.id, name=n.name, position=n.position, allow_unknown=True)
-        node.placeholder_ports = n.placeholder_ports
-        self._reorder_node(n.id, removed.index)
-        self.node_added.emit(n.id)
-        for index, link in removed.links:
-            self.insert_link(link, index, _notify=False)
-        self._shapes_dirty()
-
-    def _reorder_node(self, node_id: str, index: int) -> None:
-        # Insertion order is part of the document (it breaks ties in the topological order and
-        # is what a save writes), so an undo puts a node back where it was.
-        order = [k for k in self._graph.nodes if k != node_id]
-        order.insert(index, node_id)
-        nodes = self._graph.nodes
-        self._graph.nodes = {k: nodes[k] for k in order}
+        self.restore_items(removed)
 
     def connect(self, src: str, src_port: str, dst: str, dst_port: str, *, replace: bool = True
                 ) -> tuple[Link, tuple[int, Link] | None]:

@@ -23,6 +23,8 @@ How a graph is drawn (:func:`arrange`):
 
 from __future__ import annotations
 
+import bisect
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
@@ -452,32 +454,74 @@ def layered_positions(graph: Graph, size_of: Callable[[str], Size] | None = None
 
 
 def spread_factor(boxes: list[tuple[float, float, float, float]], *, h_gap: float = 70.0, v_gap: float = 16.0,
-                  cap: float = 3.0) -> tuple[float, float]:
+                  cap: float = 3.0, budget: int = 4_000_000) -> tuple[float, float]:
     """How much to spread document positions apart, per axis, so that boxes ``(x, y, w, h)``
     (positions in document units, sizes on screen) do not overlap. Files written for smaller
     nodes then open readable, and their positions are kept as they are.
 
     First Sx: boxes sharing a horizontal band are pulled apart along x (leaving ``h_gap`` for the
     wire's shape label); then Sy: boxes that still share a vertical band are pulled apart along y.
-    Each factor is at least 1 and at most ``cap``."""
-    order = sorted(boxes)
-    widest = max((b[2] for b in boxes), default=0.0) + h_gap
+    Each factor is at least 1 and at most ``cap``.
+
+    Bounded for any file: boxes at one position count once (the largest there: they cannot be
+    pulled apart by scaling anyway); a pair is only looked at when the boxes are close enough to
+    matter (sorted by x for Sx, a grid of cells one reach wide for Sy), a factor that reached
+    ``cap`` stops its search, and past ``budget`` pairs (thousands of nodes crowded into one spot)
+    the factor is ``cap``: as spread as allowed, in bounded time."""
+    merged: dict[tuple[float, float], tuple[float, float]] = {}
+    for x, y, w, h in boxes:
+        mw, mh = merged.get((x, y), (w, h))
+        merged[(x, y)] = (max(mw, w), max(mh, h))
+    order = sorted((x, y, w, h) for (x, y), (w, h) in merged.items())
+    n = len(order)
+    xs = [b[0] for b in order]
+    widest = max((b[2] for b in order), default=0.0) + h_gap
+    tallest = max((b[3] for b in order), default=0.0) + v_gap
+    work = 0
     sx = 1.0
     for i, (x1, y1, w1, h1) in enumerate(order):
-        for x2, y2, w2, h2 in order[i + 1:]:
+        if sx >= cap or work > budget:
+            break
+        for j in range(bisect.bisect_right(xs, x1, i + 1), n):  # the same x: nothing to pull apart along x
+            x2, y2, w2, h2 = order[j]
             dx = x2 - x1
-            if dx > 0 and widest / dx <= sx:
+            if widest / dx <= sx:
                 break  # sorted by x: no later box can ask for more
+            work += 1
             top_h = h1 if y1 <= y2 else h2
-            if dx > 0 and abs(y2 - y1) < top_h + v_gap:
+            if abs(y2 - y1) < top_h + v_gap:
                 sx = max(sx, min(cap, (w1 + h_gap) / dx))
+    if work > budget:
+        return cap, cap
+    # Sy: a pair further apart than widest / sx along x is clear; one further apart than
+    # ``tallest`` along y cannot ask for more than 1. So only neighbouring cells of that size meet.
+    reach_x, reach_y = widest / sx, max(tallest, 1e-9)
+    cells: dict[tuple[int, int], list[int]] = {}
+    for k, (x, y, _, _) in enumerate(order):
+        cells.setdefault((_cell(x, reach_x), _cell(y, reach_y)), []).append(k)
     sy = 1.0
     for i, (x1, y1, w1, h1) in enumerate(order):
-        for x2, y2, w2, h2 in order[i + 1:]:
-            if (x2 - x1) * sx >= w1 + h_gap:
-                break  # this and every later box are clear along x
-            dy = abs(y2 - y1)
-            top_h = h1 if y1 <= y2 else h2
-            if dy > 0:
-                sy = max(sy, min(cap, (top_h + v_gap) / dy))
+        if sy >= cap:
+            break
+        cx, cy = _cell(x1, reach_x), _cell(y1, reach_y)
+        for gx in (cx, cx + 1):  # a later box is never to the left
+            for gy in (cy - 1, cy, cy + 1):
+                for j in cells.get((gx, gy), ()):
+                    work += 1
+                    if j <= i:
+                        continue
+                    x2, y2, w2, h2 = order[j]
+                    if (x2 - x1) * sx >= w1 + h_gap:
+                        continue  # clear along x
+                    dy = abs(y2 - y1)
+                    if dy > 0:
+                        top_h = h1 if y1 <= y2 else h2
+                        sy = max(sy, min(cap, (top_h + v_gap) / dy))
+        if work > budget:
+            return sx, cap
     return sx, sy
+
+
+def _cell(v: float, size: float) -> int:
+    q = v / size
+    return math.floor(q) if math.isfinite(q) else (2**62 if q > 0 else -(2**62))

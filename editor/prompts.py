@@ -27,12 +27,21 @@ class Prompts:
         return {QMessageBox.StandardButton.Save: "save", QMessageBox.StandardButton.Discard: "discard"}.get(
             QMessageBox.StandardButton(answer), "cancel")
 
-    def restore_recovery(self, when: str) -> bool:
-        answer = QMessageBox.question(
-            self.parent, "Restore unsaved work?",
-            f"Backprop Studio did not close normally{when}. Restore the unsaved graph it kept?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
-        return answer == QMessageBox.StandardButton.Yes
+    def restore_recovery(self, items: list[str]) -> str:
+        """'restore' (each in a window of its own), 'discard' or 'later' (asked again next start)."""
+        n = len(items)
+        box = QMessageBox(QMessageBox.Icon.Question, "Restore unsaved work?",
+                          "Backprop Studio did not close normally. It kept unsaved work:", parent=self.parent)
+        box.setInformativeText("\n".join(f"• {item}" for item in items[:12]) + (f"\n… and {n - 12} more" if n > 12 else "")
+                               + ("\n\nEach opens in a window of its own." if n > 1 else ""))
+        restore = box.addButton("Restore" if n == 1 else f"Restore All {n}", QMessageBox.ButtonRole.AcceptRole)
+        discard = box.addButton("Discard", QMessageBox.ButtonRole.DestructiveRole)
+        later = box.addButton("Not Now", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(restore)
+        box.setEscapeButton(later)
+        box.exec()
+        clicked = box.clickedButton()
+        return "restore" if clicked is restore else "discard" if clicked is discard else "later"
 
     def error(self, title: str, text: str) -> None:
         QMessageBox.critical(self.parent, title, text)

@@ -5,7 +5,9 @@ is layout, not content): gestures become :mod:`editor.commands` pushed on the un
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import contextlib
+import html
+from typing import Any, Iterable, Iterator
 
 import networkx as nx
 from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
@@ -21,19 +23,12 @@ from editor.theme import LIGHT, Theme
 from engine.blocks import Kind
 from engine.blocks._base import shape_str
 from engine.errors import EngineError
-from engine.graph import Link
+from engine.graph import Link, short
 
 SCENE_EXTENT = 100_000.0
 MIN_STACK = 3  # identical blocks in a chain drawn as one compact stack from this many on
+MAX_RETIRED = 20_000  # removed cards (and wires) kept for an undo that brings them back
 NUDGE, NUDGE_BIG = 8.0, 40.0  # arrow keys move the selection this far (scene units), Shift: further
-
-
-def _lanes_of(route: list[QPointF] | None) -> list[tuple[float, float, float]]:
-    """The horizontal legs of a routed wire: (y, x from, x to)."""
-    if not route:
-        return []
-    return [(a.y(), min(a.x(), b.x()), max(a.x(), b.x())) for a, b in zip(route, route[1:])
-            if abs(a.y() - b.y()) < 0.5 and abs(a.x() - b.x()) > 0.5]
 
 
 class _Wiring:
@@ -73,6 +68,9 @@ class GraphScene(QGraphicsScene):
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.NoIndex)
         self.nodes: dict[str, NodeItem] = {}
         self.links: dict[Link, LinkItem] = {}
+        # Items of removed nodes and links, for the undo that brings them back.
+        self._retired_nodes: dict[str, NodeItem] = {}
+        self._retired_links: dict[Link, LinkItem] = {}
         self._links_of: dict[str, set[Link]] = {}
         self.stacks: dict[str, list[str]] = {}  # head id -> member ids (head first)
         self._stack_of: dict[str, str] = {}  # member id -> head id
@@ -88,7 +86,11 @@ class GraphScene(QGraphicsScene):
         self._adapted = False
         self._reroute = False
         self._arranging = False
-        self._taken: list[tuple[float, float, float]] = []
+        self._taken: list[placement.Lane] = []
+        # How many wires were routed from scratch, and how many arrange passes ran (the costs an
+        # edit of a big graph must keep small; tests count them).
+        self.routes_planned = 0
+        self.arrangements = 0
         self._arrange_timer = QTimer(self)
         self._arrange_timer.setSingleShot(True)
         self._arrange_timer.setInterval(0)
@@ -104,6 +106,12 @@ class GraphScene(QGraphicsScene):
         doc.node_moved.connect(self._on_node_moved)
         doc.shapes_changed.connect(self.refresh_shapes)
         doc.graph_reset.connect(self.rebuild)
+        # Deleting a thousand selected nodes must not tell the panels a thousand times.
+        doc.batch_started.connect(self._begin_selection_batch)
+        doc.batch_finished.connect(self._end_selection_batch)
+        self._selection_depth = 0
+        self._selection_before: frozenset[QGraphicsItem] = frozenset()
+        self._signals_were_blocked = False
         self.rebuild()
 
     @property
@@ -116,11 +124,14 @@ class GraphScene(QGraphicsScene):
         """Drop every item and build them again from the document."""
         self.cancel_wiring()
         self._adapted = False
-        for item in list(self.nodes.values()) + list(self.links.values()):
-            self.removeItem(item)
+        with self.selection_batch():
+            for item in list(self.nodes.values()) + list(self.links.values()):
+                self.removeItem(item)
         self.nodes.clear()
         self.links.clear()
         self._links_of.clear()
+        self._retired_nodes.clear()
+        self._retired_links.clear()
         g = self.doc.graph
         for nid in g.nodes:
             self._add_node_item(nid, place=False)
@@ -143,7 +154,14 @@ class GraphScene(QGraphicsScene):
         return (round(point.x() / self.spread[0], 2), round(point.y() / self.spread[1], 2))
 
     def _add_node_item(self, node_id: str, place: bool = True) -> NodeItem:
-        item = NodeItem(self.doc.node(node_id))
+        node = self.doc.node(node_id)
+        item = self._retired_nodes.pop(node_id, None)
+        if item is None or item.node is not node:
+            item = NodeItem(node)
+        else:
+            # An undone delete: the same node comes back, so does its card (built in ms, not s),
+            # selected if it was when it went.
+            item.hover = False
         if place:
             item.setPos(self.to_scene(self.doc.node(node_id).position))
         if self.read_only:
@@ -154,12 +172,22 @@ class GraphScene(QGraphicsScene):
         return item
 
     def _add_link_item(self, link: Link) -> LinkItem:
-        item = LinkItem(link)
+        item = self._retired_links.pop(link, None)
+        reused = item is not None
+        if item is None:
+            item = LinkItem(link)
+        else:
+            if not item.isVisible():
+                item.setVisible(True)
+            item.hover = False
         self.links[link] = item
         self._links_of.setdefault(link.src, set()).add(link)
         self._links_of.setdefault(link.dst, set()).add(link)
         self.addItem(item)
-        self._update_link_path(item)
+        if reused and self.doc.in_batch:
+            self.schedule_arrange(reroute=True)  # it comes back with its path; the batch's arrange checks it
+        else:
+            self._update_link_path(item)
         self._set_port_connected(link, True)
         return item
 
@@ -172,6 +200,7 @@ class GraphScene(QGraphicsScene):
         self._links_of.pop(node_id, None)
         if item is not None:
             self.removeItem(item)
+            self._retire(self._retired_nodes, node_id, item)
         self.invalidate_cards()
 
     def _on_link_added(self, link: Link) -> None:
@@ -183,7 +212,17 @@ class GraphScene(QGraphicsScene):
             self._links_of.get(nid, set()).discard(link)
         if item is not None:
             self.removeItem(item)
+            self._retire(self._retired_links, link, item)
         self._set_port_connected(link, False)
+
+    def _retire(self, shelf: dict, key: Any, item: QGraphicsItem) -> None:
+        """Keep a removed item for an undo that brings it back (bounded: an undo stack of huge
+        deletes must not keep every card alive)."""
+        if self.read_only:
+            return
+        if len(shelf) >= MAX_RETIRED:
+            shelf.clear()
+        shelf[key] = item
 
     def _set_port_connected(self, link: Link, connected: bool) -> None:
         node = self.nodes.get(link.dst)
@@ -200,7 +239,7 @@ class GraphScene(QGraphicsScene):
         if item is None:
             return
         chain = self.stacks.get(node_id)
-        item.title_override = f"{self.doc.node(chain[0]).name} … {self.doc.node(chain[-1]).name}" if chain else ""
+        item.title_override = f"{short(self.doc.node(chain[0]).name)} … {short(self.doc.node(chain[-1]).name)}" if chain else ""
         item.refresh(self.doc.node(node_id))
         self.invalidate_cards()
         for link in self._links_of.get(node_id, ()):
@@ -243,13 +282,23 @@ class GraphScene(QGraphicsScene):
         # Each end's point and direction; a bus end sits straight under or over the other end.
         p1, d1 = src.anchor(link.src_port, True, dst.port_scene_pos(link.dst_port, False))
         p2, d2 = dst.anchor(link.dst_port, False, p1)
-        via = None
-        if self._arranging and not (d1.y() or d2.y()):
+        if not self._arranging and item.ends == (p1, d1, p2, d2):
+            pass  # its ends did not move: it keeps its route until the next arrange says otherwise
+        elif self._arranging and not (d1.y() or d2.y()):
             # Routing looks at every card, so it runs once per change (in arrange), not per wire
-            # moved: until then (and while a card is dragged) a wire is its plain curve.
-            via = placement.route(p1, p2, self.card_grid(), (src, dst), wire_path(p1, p2), self._taken)
-            self._taken.extend(_lanes_of(via))
-        item.set_ends(p1, p2, d1, d2, via)
+            # moved: until then (and while a card is dragged) a wire is its plain curve. A wire
+            # whose ends, cards nearby and lanes taken nearby are as they were keeps its route.
+            grid = self.card_grid()
+            key = (p1.x(), p1.y(), p2.x(), p2.y(), id(src), id(dst))
+            memo = item.route_memo
+            if memo is None or memo[0] != key or not placement.still_valid(memo[1], grid, self._taken):
+                memo = (key, placement.plan_route(p1, p2, grid, (src, dst), wire_path(p1, p2), self._taken))
+                item.route_memo = memo
+                self.routes_planned += 1
+            self._taken.extend(memo[1].lanes)
+            item.set_ends(p1, p2, d1, d2, memo[1].via)
+        else:
+            item.set_ends(p1, p2, d1, d2, None)
         item.bus_ends = (bool(d1.y()), bool(d2.y()))
         if not self._arranging:
             if self._press_positions:
@@ -285,6 +334,7 @@ class GraphScene(QGraphicsScene):
         """Route the wires (when asked or pending) and place every wire text, now."""
         self._arrange_timer.stop()
         reroute, self._reroute = reroute or self._reroute, False
+        self.arrangements += 1
         self._arranging = True
         try:
             if reroute:
@@ -310,13 +360,13 @@ class GraphScene(QGraphicsScene):
             item.set_status(report.errors.get(nid, ""), nid in report.incomplete)
             for name, port in item.outputs.items():
                 shape = report.shapes.get((nid, name))
-                port.setToolTip(f"output <b>{name}</b> ({port.kind.value})" + (f"<br>shape {shape_str(shape)}" if shape is not None else ""))
+                port.set_tip(f"output <b>{name}</b> ({port.kind.value})" + (f"<br>shape {shape_str(shape)}" if shape is not None else ""))
             for name, port in item.inputs.items():
                 link = g.link_into(nid, name)
                 shape = report.shapes.get((link.src, link.src_port)) if link is not None else None
                 state = shape_str(shape) if shape is not None else ("not connected" if link is None else "unknown")
                 optional = ", optional" if port.optional else ""
-                port.setToolTip(f"input <b>{name}</b> ({port.kind.value}{optional})<br>{state}")
+                port.set_tip(f"input <b>{name}</b> ({port.kind.value}{optional})<br>{state}")
         for link, item in self.links.items():
             shape = report.shapes.get((link.src, link.src_port))
             kind = report.kinds.get((link.src, link.src_port), Kind.FLOAT)
@@ -392,7 +442,7 @@ class GraphScene(QGraphicsScene):
             for head, chain in self.stacks.items():
                 last = self.doc.node(chain[-1])
                 self.nodes[head].setToolTip(
-                    f"<b>{len(chain)} × {last.type}</b><br>{chain and self.doc.node(chain[0]).name} … {last.name}"
+                    f"<b>{len(chain)} × {last.type}</b><br>{html.escape(short(self.doc.node(chain[0]).name))} … {html.escape(short(last.name))}"
                     "<br><i>double-click to show every block</i>")
 
     def open_stack(self, head: str) -> None:
@@ -498,11 +548,49 @@ class GraphScene(QGraphicsScene):
 
     def select_nodes(self, ids: Iterable[str]) -> None:
         ids = set(ids)
-        self.clearSelection()
-        for nid in ids:
-            item = self._visible(nid)
-            if item is not None:
-                item.setSelected(True)
+        with self.selection_batch():
+            self.clearSelection()
+            for nid in ids:
+                item = self._visible(nid)
+                if item is not None:
+                    item.setSelected(True)
+
+    def select_all(self) -> None:
+        """Select every visible node (one selection change, however many nodes)."""
+        with self.selection_batch():
+            for item in self.nodes.values():
+                if item.isVisible():
+                    item.setSelected(True)
+
+    @contextlib.contextmanager
+    def selection_batch(self) -> Iterator[None]:
+        """Select, deselect or remove many items with ``selectionChanged`` emitted once at the
+        end (when the selection changed), not once per item: every listener reads the whole
+        selection, so per-item signals made selecting or deleting N nodes cost N²."""
+        self._begin_selection_batch()
+        try:
+            yield
+        finally:
+            self._end_selection_batch()
+
+    def _begin_selection_batch(self) -> None:
+        self._selection_depth += 1
+        if self._selection_depth == 1:
+            self._selection_before = frozenset(self.selectedItems())
+            # NOTE: the scene's other signals are queued by Qt (changed) or not sent during an
+            # edit, so blocking them all for its length loses nothing.
+            self._signals_were_blocked = self.blockSignals(True)
+
+    def _end_selection_batch(self) -> None:
+        if self._selection_depth == 0:
+            return
+        self._selection_depth -= 1
+        if self._selection_depth:
+            return
+        self.blockSignals(self._signals_were_blocked)
+        before, self._selection_before = self._selection_before, frozenset()
+        if frozenset(self.selectedItems()) != before and not self._signals_were_blocked:
+            self.selectionChanged.emit()
 
     def items_bounding_rect(self) -> QRectF:
         rect = QRectF()
@@ -712,7 +800,7 @@ class GraphScene(QGraphicsScene):
             if picked is not None and (picked.dst, picked.dst_port) != (dst, dp):
                 # Lifting a wire off one input and dropping it on another is one step:
                 # children of a macro run in order (remove the lifted link, then connect).
-                macro = QUndoCommand(f"Move link to {self.doc.node(dst).name}.{dp}")
+                macro = QUndoCommand(f"Move link to {short(self.doc.node(dst).name)}.{dp}")
                 commands.RemoveItemsCommand(self.doc, [], [picked], parent=macro)
                 commands.ConnectCommand(self.doc, src, sp, dst, dp, parent=macro)
                 self.push(macro)

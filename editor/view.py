@@ -3,7 +3,6 @@ selection, a dot grid, drops from the palette and from the file manager, and a m
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -279,8 +278,11 @@ class GraphView(QGraphicsView):
     def dropEvent(self, event: Any) -> None:
         mime = event.mimeData()
         if mime.hasFormat(PALETTE_MIME):
-            data = json.loads(bytes(mime.data(PALETTE_MIME)).decode("utf-8"))
-            self.block_dropped.emit(data["type_id"], dict(data.get("params", {})), self.mapToScene(event.position().toPoint()))
+            data = _palette_data(bytes(mime.data(PALETTE_MIME)))
+            if data is None:  # not what our palette writes (another program's drag): not ours to drop
+                event.ignore()
+                return
+            self.block_dropped.emit(data[0], data[1], self.mapToScene(event.position().toPoint()))
             event.acceptProposedAction()
             return
         if mime.hasUrls():
@@ -319,3 +321,19 @@ class GraphView(QGraphicsView):
             pen.setWidthF(1.8)
         painter.setPen(pen)
         painter.drawPoints(points)
+
+
+def _palette_data(raw: bytes) -> tuple[str, dict] | None:
+    """(block type, params) from a palette drag's data, or None when it is not that (the drag
+    may come from any program): parsed within the bounds every JSON from outside gets."""
+    from engine import serialize
+    from engine.errors import FileFormatError
+
+    try:
+        data = serialize.parse_json(raw.decode("utf-8", errors="replace"))
+    except FileFormatError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("type_id"), str):
+        return None
+    params = data.get("params", {})
+    return (data["type_id"], dict(params)) if isinstance(params, dict) else None

@@ -34,7 +34,7 @@ from editor.view import GraphView
 from engine import blocks
 from engine.blocks import Block
 from engine.errors import EngineError
-from engine.graph import Graph
+from engine.graph import Graph, short
 
 AUTOSAVE_MS = 60_000
 
@@ -72,6 +72,7 @@ class MainWindow(QMainWindow):
         root_scene = GraphScene(self.doc, self.undo_stack, self.theme, parent=self)
         self.levels: list[Level] = [Level("Untitled", self.doc, root_scene)]
         self._pending_wire: tuple[str, str, bool] | None = None
+        self.more_windows: list[MainWindow] = []  # opened with this one (more restored work)
 
         self.view = GraphView()
         self.view.setScene(root_scene)
@@ -102,9 +103,11 @@ class MainWindow(QMainWindow):
         self.inspector_dock.raise_()
         self.status_shapes = QLabel()
         self.status_params = QLabel()
+        self.status_memory = QLabel()
+        self._memory_cache: tuple[Graph, int, str, Any] | None = None  # (graph, revision, dtype, its estimate)
         self.status_zoom = QLabel()
         self.status_zoom.setText("100 %")
-        for w in (self.status_shapes, self.status_params, self.status_zoom):
+        for w in (self.status_shapes, self.status_params, self.status_memory, self.status_zoom):
             w.setContentsMargins(8, 0, 8, 0)
             self.statusBar().addPermanentWidget(w)
 
@@ -354,14 +357,14 @@ class MainWindow(QMainWindow):
         doc = self.level.doc
         node = doc.node(node_id)
         if not openable(node):
-            self.statusBar().showMessage(f"{node.name} is a single block ({node.type}); it has no inner graph", 5000)
+            self.statusBar().showMessage(f"{short(node.name)} is a single block ({node.type}); it has no inner graph", 5000)
             return False
         try:
             inner = commands.inner_graph(doc, node_id)
         except EngineError as exc:
             self.prompts.error("Cannot open block", str(exc))
             return False
-        title = f"{node.name}" if node.name == node.type else f"{node.name} ({node.type})"
+        title = short(node.name) if node.name == node.type else f"{short(node.name)} ({node.type})"
         inner_doc = Document(inner, read_only=True, title=title)
         scene = GraphScene(inner_doc, None, self.theme, compact_stacks=True, parent=self)
         # Inner graphs come with the engine's rough columns: the view lays them out for its size.
@@ -421,6 +424,53 @@ class MainWindow(QMainWindow):
         except EngineError:
             count = 0
         self.status_params.setText(f"{count:,} parameters")
+        self._update_memory()
+
+    def _update_memory(self) -> None:
+        """About how much memory one forward and backward pass of the whole graph needs
+        (:mod:`engine.memory`, from the inferred shapes), in the float type its runs use; in the
+        warning colour, with the engine's refusal as its tooltip, when a run would be refused for
+        it, so the user knows before pressing Run."""
+        from engine import memory
+        from engine.archive import size_text
+        from engine.errors import MemoryLimitError
+        from engine.train import TrainingConfig
+
+        graph = self.levels[0].doc.graph
+        try:
+            dtype = TrainingConfig.from_dict(getattr(self.files.project, "training", None) or {}).dtype
+        except EngineError:
+            dtype = "float32"
+        try:
+            c = self._memory_cache
+            if c is None or c[0] is not graph or c[1:3] != (graph.revision, str(dtype)):  # once per edit
+                c = self._memory_cache = (graph, graph.revision, str(dtype), memory.estimate(graph, dtype))
+            est = c[3]
+            lim = memory.limit()
+        except EngineError as exc:  # e.g. a limit setting that is not a size
+            self.status_memory.setText("<span style='color:#e5484d'>⚠ memory limit?</span>")
+            self.status_memory.setToolTip(short(str(exc), 600))
+            return
+        if not graph.nodes:
+            self.status_memory.setText("")
+            self.status_memory.setToolTip("")
+            return
+        about = f"≈ {size_text(est.needed)} per pass"
+        if lim.nbytes is not None and est.needed > lim.nbytes:
+            try:
+                memory.check(graph, dtype)
+                why = ""
+            except MemoryLimitError as exc:
+                why = str(exc)
+            self.status_memory.setText(f"<span style='color:#e5484d'>⚠ {about}: over the memory limit</span>")
+            self.status_memory.setToolTip(short(f"A run would be refused: {why}", 900))
+            return
+        left_out = "" if est.complete else " Nodes whose shapes are not known yet are not counted."
+        limit_text = f" Runs are refused above {size_text(lim.nbytes)} ({lim.source})." if lim.nbytes is not None else ""
+        self.status_memory.setText(about + ("" if est.complete else " so far"))
+        self.status_memory.setToolTip(
+            f"About what one forward and backward pass holds in {est.dtype}: weights {size_text(est.weights)}, "
+            f"values {size_text(est.activations)}, and a gradient for each.{left_out}{limit_text}")
 
     def _update_title(self) -> None:
         name = self.files.display_name()
@@ -513,7 +563,7 @@ class MainWindow(QMainWindow):
             cmd.position = self.scene.to_doc(QPointF(round(scene_pos.x() - probe.width / 2), round(scene_pos.y() - 14)))
         if connect is not None:
             # Insert and connect are one undo step.
-            self.undo_stack.beginMacro(f"Insert {cmd.name} and connect")
+            self.undo_stack.beginMacro(f"Insert {short(cmd.name)} and connect")
             self.push(cmd)
             self._connect_new(cmd.node_id, connect)
             self.undo_stack.endMacro()
@@ -530,9 +580,7 @@ class MainWindow(QMainWindow):
             self.push(commands.RemoveItemsCommand(self.doc, ids, links))
 
     def select_all(self) -> None:
-        for item in self.scene.nodes.values():
-            if item.isVisible():
-                item.setSelected(True)
+        self.scene.select_all()
 
     def rename(self) -> None:
         ids = self.scene.selected_node_ids()
@@ -655,7 +703,7 @@ class MainWindow(QMainWindow):
         self._reset_levels()
         self.undo_stack.clear()
         self.doc.set_graph(project.graph if project is not None else Graph())
-        self.inspector.set_lesson(getattr(project, "name", ""), getattr(project, "description", ""))
+        self.inspector.set_lesson(short(getattr(project, "name", "") or "", 200), getattr(project, "description", ""))
         self.undo_stack.setClean()
         # A lesson that cannot be read whole in this window is laid out for it (until the first edit).
         self.levels[0].scene.adapt_layout = bool(self.files.is_preset)

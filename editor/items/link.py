@@ -11,6 +11,7 @@ when the full text does not fit, and hides it when none does (the wire's tooltip
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -25,6 +26,12 @@ from engine.graph import Link
 CORNER = 12.0  # radius of a routed wire's corners
 RIGHT, LEFT = QPointF(1.0, 0.0), QPointF(-1.0, 0.0)
 RUN_SLOT = "run"  # the slot of a pass's numbers (see LinkItem.set_run)
+
+# Item changes compared in itemChange (called for every change of every item: looked up once).
+_VISIBLE_CHANGED = QGraphicsItem.GraphicsItemChange.ItemVisibleHasChanged
+_SELECTED_CHANGED = QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged
+_SCENE_CHANGING = QGraphicsItem.GraphicsItemChange.ItemSceneChange
+_SCENE_CHANGED = QGraphicsItem.GraphicsItemChange.ItemSceneHasChanged
 
 
 @dataclass(frozen=True)
@@ -119,13 +126,26 @@ class _WireBase(QGraphicsItem):
         self.label = ""
         self.route: list[QPointF] | None = None  # waypoints when routed around cards
         self._bounds = QRectF()
+        self.geometry: tuple = ()  # the ends, directions and waypoints the path was made from
+        self._length: float | None = None
 
     def set_ends(self, p1: QPointF, p2: QPointF, d1: QPointF = RIGHT, d2: QPointF = LEFT,
                  via: Sequence[QPointF] | None = None) -> None:
+        geometry = (p1.x(), p1.y(), p2.x(), p2.y(), d1.x(), d1.y(), d2.x(), d2.y(),
+                    tuple((q.x(), q.y()) for q in via or ()))
+        if geometry == self.geometry:
+            return  # the same wire: nothing to rebuild or repaint
+        self.geometry = geometry
         self.prepareGeometryChange()
         self.route = list(via) if via else None
         self.path = polyline_path([p1, *via, p2]) if via else wire_path(p1, p2, d1, d2)
         self._bounds = self.path.boundingRect().adjusted(-6, -6, 6, 6)
+        self._length = None
+
+    def length(self) -> float:
+        if self._length is None:
+            self._length = self.path.length()  # NOTE: dear (it flattens the curve): once per path
+        return self._length
 
     def boundingRect(self) -> QRectF:
         return self._bounds
@@ -158,6 +178,7 @@ class WireLabel(QGraphicsItem):
         # per line (None: the theme's label text), for every variant or per variant (a dict)
         self.text_colours: Sequence[QColor | None] | dict[str, Sequence[QColor | None]] = ()
         self.chosen = -1  # index of the variant shown; -1: not placed (hidden)
+        self.spot: Any = None  # where the placer put it and why (placement.Spot)
         self.setZValue(0.5)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
         # Text is the dearest thing to draw: repaint from a cached pixmap unless the text changed
@@ -171,7 +192,10 @@ class WireLabel(QGraphicsItem):
 
     def configure(self, variants: Sequence[str], where: float, priority: int, colour: QColor | None,
                   text_colours: Sequence[QColor | None] | dict[str, Sequence[QColor | None]] = ()) -> None:
-        self.variants = tuple(v for v in variants if v)
+        variants = tuple(v for v in variants if v)
+        if variants != self.variants:
+            self.prepareGeometryChange()  # the shown text (and so the bounds) may change
+        self.variants = variants
         self.where, self.priority, self.colour = where, priority, colour
         self.text_colours = dict(text_colours) if isinstance(text_colours, dict) else tuple(text_colours)
         self.update()
@@ -179,9 +203,12 @@ class WireLabel(QGraphicsItem):
     @staticmethod
     def size_of(text: str) -> tuple[float, float]:
         """Width and height of a text; a text may have several lines ("\n")."""
-        fm = metrics("label")
-        lines = text.split("\n")
-        return max(fm.horizontalAdvance(t) for t in lines) + 10.0, fm.height() * len(lines) + 4.0
+        return _text_size(text, id(metrics("label")))
+
+    @staticmethod
+    def size_key() -> int:
+        """Changes when the texts' sizes may have (the canvas fonts were reset)."""
+        return id(metrics("label"))
 
     def rect_for(self, text: str) -> QRectF:
         w, h = self.size_of(text)
@@ -189,12 +216,15 @@ class WireLabel(QGraphicsItem):
 
     def show_variant(self, index: int, at: QPointF | None) -> None:
         """Show variant ``index`` centred at ``at``, or hide (index -1)."""
+        visible = index >= 0 and self.link_item.isVisible()
+        if index == self.chosen and visible == self.isVisible() and (at is None or at == self.pos()):
+            return  # as it is: no repaint
         if index != self.chosen:
             self.prepareGeometryChange()
             self.chosen = index
         if index >= 0 and at is not None:
             self.setPos(at)
-        self.setVisible(index >= 0 and self.link_item.isVisible())
+        self.setVisible(visible)
         self.update()
 
     def scene_rect(self) -> QRectF:
@@ -236,6 +266,14 @@ class WireLabel(QGraphicsItem):
             y += fm.height()
 
 
+@functools.lru_cache(maxsize=8192)
+def _text_size(text: str, fonts: int) -> tuple[float, float]:
+    """(``fonts``: which canvas fonts measured it, see :meth:`WireLabel.size_key`.)"""
+    fm = metrics("label")
+    lines = text.split("\n")
+    return max(fm.horizontalAdvance(t) for t in lines) + 10.0, fm.height() * len(lines) + 4.0
+
+
 #: Kept for code that names the shape label's class.
 ShapeLabel = WireLabel
 
@@ -266,6 +304,7 @@ class LinkItem(_WireBase):
         self.run_style: RunStyle | None = None
         self._shape_variants: tuple[str, ...] | None = None  # the shape's texts, hidden while a pass shows numbers
         self.ends: tuple[QPointF, QPointF, QPointF, QPointF] | None = None  # p1, d1, p2, d2
+        self.route_memo: tuple[tuple, Any] | None = None  # (ends key, placement.Route): see GraphScene.arrange
         self.bus_ends = (False, False)  # which ends attach along a bus edge (drawn as dots)
 
     # --- texts on the wire ----------------------------------------------------------------------------
@@ -367,9 +406,6 @@ class LinkItem(_WireBase):
         self.ends = (p1, d1, p2, d2)
         super().set_ends(p1, p2, d1, d2, via)
 
-    def length(self) -> float:
-        return self.path.length()
-
     def follow_labels(self) -> None:
         """Keep the shown texts on the wire while it moves (no collision check: that waits for
         the scene's next placement)."""
@@ -378,19 +414,19 @@ class LinkItem(_WireBase):
                 label.setPos(self.path.pointAtPercent(min(0.9, max(0.1, label.where))))
 
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:
-        if change == QGraphicsItem.GraphicsItemChange.ItemVisibleHasChanged:
+        if change == _VISIBLE_CHANGED:
             for label in self.labels.values():
                 label.setVisible(bool(value) and label.chosen >= 0)
-        elif change == QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged:
+        elif change == _SELECTED_CHANGED:
             for label in self.labels.values():
                 label.update()
-        elif change == QGraphicsItem.GraphicsItemChange.ItemSceneChange:
+        elif change == _SCENE_CHANGING:
             old = self.scene()
             if old is not None:
                 for label in self.labels.values():
                     if label.scene() is old:
                         old.removeItem(label)
-        elif change == QGraphicsItem.GraphicsItemChange.ItemSceneHasChanged:
+        elif change == _SCENE_CHANGED:
             new: QGraphicsScene | None = value
             if new is not None:
                 for label in self.labels.values():

@@ -3,6 +3,7 @@ badge with the reason when its shapes do not work."""
 
 from __future__ import annotations
 
+import html
 import math
 from typing import Any
 
@@ -13,7 +14,11 @@ from PySide6.QtWidgets import QGraphicsItem, QStyle, QStyleOptionGraphicsItem, Q
 from editor.items.fonts import font, metrics
 from engine import blocks
 from engine.blocks import Kind, ParamType
-from engine.graph import Node
+from engine.graph import Node, short
+
+# Item changes compared in itemChange (called for every change of every item: looked up once).
+_POSITION_CHANGED = QGraphicsItem.GraphicsItemChange.ItemPositionHasChanged
+_SELECTED_CHANGED = QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged
 
 
 PORT_R = 5.0
@@ -60,6 +65,13 @@ class PortItem(QGraphicsItem):
         self.setAcceptHoverEvents(True)
         self.setCursor(Qt.CursorShape.CrossCursor)
         self.setZValue(2)
+        self._tip = ""
+
+    def set_tip(self, text: str) -> None:
+        """The tooltip (set only when it changed: the scene re-reads every port after each edit)."""
+        if text != self._tip:
+            self._tip = text
+            self.setToolTip(text)
 
     def boundingRect(self) -> QRectF:
         r = PORT_R + 5
@@ -146,6 +158,11 @@ class NodeItem(QGraphicsItem):
         self._node = node
         self.refresh(node)  # the scene places it (it knows the spread)
 
+    @property
+    def node(self) -> Node:
+        """The document node this card last showed."""
+        return self._node
+
     # --- model → picture -----------------------------------------------------------------------
 
     def refresh(self, node: Node) -> None:
@@ -153,7 +170,7 @@ class NodeItem(QGraphicsItem):
         self.prepareGeometryChange()
         self._node = node
         g = self.g
-        self.title = self.title_override or node.name or node.type
+        self.title = self.title_override or short(node.name) or node.type  # a huge name: a card, not a wall
         self.placeholder = node.is_placeholder
         spec = None if node.is_placeholder else blocks.spec(node.type)
         self.subtitle = node.type if not self.title.startswith(node.type) else ""
@@ -241,9 +258,9 @@ class NodeItem(QGraphicsItem):
 
     def _tooltip(self, node: Node) -> str:
         if node.is_placeholder:
-            return f"{node.name}: unknown block type {node.type}"
+            return f"{html.escape(short(node.name))}: unknown block type {html.escape(short(node.type))}"
         spec = blocks.spec(node.type)
-        return f"<b>{node.name}</b> ({node.type})<br><code>{spec.formula}</code>" + \
+        return f"<b>{html.escape(short(node.name))}</b> ({node.type})<br><code>{spec.formula}</code>" + \
             ("<br><i>double-click to open its inner graph</i>" if spec.composite else "")
 
     # --- geometry ------------------------------------------------------------------------------
@@ -297,11 +314,11 @@ class NodeItem(QGraphicsItem):
         return path
 
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:
-        if change == QGraphicsItem.GraphicsItemChange.ItemPositionHasChanged:
+        if change == _POSITION_CHANGED:
             scene = self.scene()
             if scene is not None:
                 scene.node_item_moved(self)
-        elif change == QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged:
+        elif change == _SELECTED_CHANGED:
             self._raise_for_note()
         return super().itemChange(change, value)
 

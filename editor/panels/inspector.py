@@ -13,9 +13,10 @@ import uuid
 from typing import Any, Callable
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFont, QUndoStack
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QHBoxLayout, QLabel,
-                               QLineEdit, QScrollArea, QSizePolicy, QSlider, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtGui import QFont, QUndoStack, QValidator
+from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame,
+                               QHBoxLayout, QLabel, QLineEdit, QScrollArea, QSizePolicy, QSlider, QSpinBox,
+                               QVBoxLayout, QWidget)
 
 from editor import commands
 from editor.document import Document
@@ -24,12 +25,13 @@ from editor.panels.lesson import LessonView
 from editor.theme import CATEGORY_COLOURS
 from engine import blocks
 from engine.blocks import Param, ParamType
-from engine.blocks._base import shape_str
+from engine.blocks._base import INT_LIMIT, shape_str
 from engine.errors import EngineError
+from engine.graph import short
 
-INT_LIMIT = 2_000_000_000
 SLIDER_STEPS = 1000
 MAX_WEIGHT_ROWS = 8
+SPIN_MIN, SPIN_MAX = -2**31, 2**31 - 1  # what a QSpinBox (a C int) holds
 
 
 class GSpinBox(QDoubleSpinBox):
@@ -59,6 +61,97 @@ class GSpinBox(QDoubleSpinBox):
             return QValidator.State.Acceptable, text, pos
         except ValueError:
             return QValidator.State.Invalid, text, pos
+
+
+class WideIntSpinBox(QAbstractSpinBox):
+    """A spin box for whole numbers of any size (a QSpinBox holds a C int, ±2³¹: a data seed goes
+    to 2⁶³−1). The same calls as QSpinBox: ``value``, ``setValue``, ``setRange``, ``minimum``,
+    ``setSpecialValueText`` (shown at the minimum) and ``valueChanged``, which carries a Python
+    int and, as with keyboard tracking off, fires on Enter, focus out or a step."""
+
+    valueChanged = Signal(object)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._lo, self._hi, self._value = 0, 99, 0
+        self._special = ""
+        self.setKeyboardTracking(False)
+        self.editingFinished.connect(self._take_text)
+        self._show()
+
+    def minimum(self) -> int:
+        return self._lo
+
+    def maximum(self) -> int:
+        return self._hi
+
+    def setRange(self, lo: int, hi: int) -> None:
+        self._lo, self._hi = int(lo), max(int(lo), int(hi))
+        self.setValue(self._value)
+
+    def setSpecialValueText(self, text: str) -> None:
+        self._special = text
+        self._show()
+
+    def value(self) -> int:
+        return self._value
+
+    def setValue(self, value: int) -> None:
+        value = min(max(int(value), self._lo), self._hi)
+        changed = value != self._value
+        self._value = value
+        self._show()
+        if changed:
+            self.valueChanged.emit(value)
+
+    def text(self) -> str:
+        return self.lineEdit().text()
+
+    def _show(self) -> None:
+        self.lineEdit().setText(self._special if self._special and self._value == self._lo else str(self._value))
+
+    def _take_text(self) -> None:
+        text = self.lineEdit().text().strip().replace(",", "").replace("_", "")
+        if self._special and text == self._special:
+            self.setValue(self._lo)
+            return
+        try:
+            self.setValue(int(text))
+        except ValueError:
+            self._show()  # not a number: back to the value
+
+    def stepBy(self, steps: int) -> None:
+        self.setValue(self._value + steps)
+
+    def stepEnabled(self) -> QAbstractSpinBox.StepEnabledFlag:
+        flags = QAbstractSpinBox.StepEnabledFlag.StepNone
+        if self._value > self._lo:
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepDownEnabled
+        if self._value < self._hi:
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepUpEnabled
+        return flags
+
+    def validate(self, text: str, pos: int) -> object:
+        t = text.strip().replace(",", "").replace("_", "")
+        if t in ("", "-", "+") or (self._special and self._special.startswith(t)):
+            return QValidator.State.Intermediate, text, pos
+        try:
+            value = int(t)
+        except ValueError:
+            return QValidator.State.Invalid, text, pos
+        if self._lo <= value <= self._hi:
+            return QValidator.State.Acceptable, text, pos
+        # a number on its way into the range (typing 5 towards 50 when the minimum is 10)
+        return QValidator.State.Intermediate, text, pos
+
+
+def int_editor(lo: int, hi: int) -> QSpinBox | WideIntSpinBox:
+    """A spin box for whole numbers in [lo, hi]: a QSpinBox where a C int holds the range, else a
+    :class:`WideIntSpinBox`."""
+    w: QSpinBox | WideIntSpinBox = QSpinBox() if SPIN_MIN <= lo and hi <= SPIN_MAX else WideIntSpinBox()
+    w.setKeyboardTracking(False)
+    w.setRange(lo, hi)
+    return w
 
 
 class Inspector(QWidget):
@@ -240,18 +333,17 @@ class Inspector(QWidget):
             w.currentTextChanged.connect(lambda v, n=name: self._commit(n, v))
             self._setters[name] = lambda v, w=w: w.setCurrentText(str(v))
         elif t is ParamType.INT:
-            w = QSpinBox()
-            w.setKeyboardTracking(False)
+            # The declared range, else the engine's bound for whole numbers without one.
             lo = int(p.minimum) if p.minimum is not None else -INT_LIMIT
             hi = int(p.maximum) if p.maximum is not None else INT_LIMIT
             if p.nullable:
                 # One below the minimum stands for None ("auto", e.g. hidden = 4·d).
-                w.setRange(lo - 1, hi)
+                w = int_editor(lo - 1, hi)
                 w.setSpecialValueText("auto")
                 w.valueChanged.connect(lambda v, n=name, lo=lo: self._commit(n, None if v < lo else int(v)))
                 self._setters[name] = lambda v, w=w, lo=lo: w.setValue(lo - 1 if v is None else int(v))
             else:
-                w.setRange(lo, hi)
+                w = int_editor(lo, hi)
                 w.valueChanged.connect(lambda v, n=name: self._commit(n, int(v)))
                 self._setters[name] = lambda v, w=w: w.setValue(int(v))
         elif t is ParamType.FLOAT:
@@ -321,7 +413,7 @@ class Inspector(QWidget):
         combo.addItem("(none)", "")
         for n in self.doc.graph.nodes.values():
             if n.id != self.node_id:
-                combo.addItem(n.name or n.id[:8], n.id)
+                combo.addItem(short(n.name or n.id[:8]), n.id)
         index = combo.findData(value or "")
         combo.setCurrentIndex(max(0, index))
 
@@ -465,8 +557,12 @@ def _from_text(p: Param, text: str) -> Any:
         except ValueError:
             raise ValueError("write whole numbers separated by commas, e.g. 4, 3") from None
     if p.type is ParamType.TENSOR:
+        from engine import serialize
+        from engine.errors import FileFormatError
         try:
-            return json.loads(text)
-        except json.JSONDecodeError:
+            return serialize.parse_json(text)  # bounded: a paste of 10⁵ brackets is refused, not a crash
+        except FileFormatError as exc:
+            if "nested too deeply" in str(exc) or "too large" in str(exc) or "too many values" in str(exc):
+                raise ValueError(str(exc)) from None
             raise ValueError("write a number or nested lists, e.g. [[1, 2], [3, 4]]") from None
     return text

@@ -9,7 +9,6 @@ differences; an Input takes values typed by hand.
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
@@ -21,7 +20,9 @@ from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QLineEdit
 from editor.panels.tensorview import AttentionView, BarsView, FiltersView, TensorView
 from editor.run import style
 from editor.run.controller import RunController
-from engine import nodecheck
+from engine import nodecheck, serialize
+from engine.errors import FileFormatError
+from engine.graph import short
 from engine.runtime import TensorStats
 
 
@@ -212,7 +213,7 @@ class ValuesPanel(QWidget):
             state.append("gradient arrived")
         elif vf is not None and c.timeline is not None:
             state.append("no gradient yet")
-        self.header.setText(f"<b>{_esc(node.name)}</b> ({node.type}) · " + " · ".join(state))
+        self.header.setText(f"<b>{_esc(short(node.name))}</b> ({node.type}) · " + " · ".join(state))
         ports = [f"output {p}" for p in (vf.event.outputs if vf is not None else ())]
         ports += [f"weight {w}" for w in (vf.weights if vf is not None else ())]
         self._fill_ports(ports)
@@ -271,7 +272,7 @@ class ValuesPanel(QWidget):
         link = self.link
         tl = c.timeline
         src, dst = scene.doc.node(link.src), scene.doc.node(link.dst)
-        self.header.setText(f"wire <b>{_esc(src.name)}</b>.{link.src_port} → <b>{_esc(dst.name)}</b>.{link.dst_port}")
+        self.header.setText(f"wire <b>{_esc(short(src.name))}</b>.{link.src_port} → <b>{_esc(short(dst.name))}</b>.{link.dst_port}")
         self.port_combo.hide()
         self.tensors.show()
         if tl is None:
@@ -410,7 +411,7 @@ class ValuesPanel(QWidget):
             return
         self._check_token += 1
         token = self._check_token
-        self.check_result.setText(f"Checking {_esc(node.name)} by finite differences…")
+        self.check_result.setText(f"Checking {_esc(short(node.name))} by finite differences…")
         self.check_button.setEnabled(False)
         block = node.block
 
@@ -446,24 +447,24 @@ class ValuesPanel(QWidget):
             return
         text = self.typed_edit.text().strip()
         try:
-            value = np.asarray(json.loads(text), dtype=np.float64)
-        except (json.JSONDecodeError, ValueError, TypeError):
+            value = np.asarray(serialize.parse_json(text), dtype=np.float64)  # bounded: never a RecursionError
+        except (FileFormatError, ValueError, TypeError):
             self.typed_error.setText("Write numbers as nested lists, e.g. [[0.5, -1.0, 2.0]].")
             return
         node = self._scene().doc.node(self.nodes[0])
         want = tuple(node.params["shape"])
         if value.shape != want:
-            self.typed_error.setText(f"{node.name} takes shape {style.shape_text(want)}; these values have shape "
+            self.typed_error.setText(f"{short(node.name)} takes shape {style.shape_text(want)}; these values have shape "
                                      f"{style.shape_text(value.shape)}.")
             return
         if node.params.get("dtype") == "ids":
             if not np.all(value == np.round(value)):
-                self.typed_error.setText(f"{node.name} takes token ids: whole numbers.")
+                self.typed_error.setText(f"{short(node.name)} takes token ids: whole numbers.")
                 return
             value = value.astype(np.int64)
         self.typed_error.clear()
         self.controller.set_override(node.id, value)
-        self.controller.message.emit(f"{node.name} now takes the values you typed; run the pass again (F5 or F10).", 6000)
+        self.controller.message.emit(f"{short(node.name)} now takes the values you typed; run the pass again (F5 or F10).", 6000)
 
     def _clear_typed(self) -> None:
         if len(self.nodes) == 1:

@@ -8,8 +8,11 @@ from PySide6.QtCore import QStandardPaths
 
 
 @pytest.fixture(autouse=True)
-def _qt_test_paths(qapp):
+def _qt_test_paths(qapp, tmp_path, monkeypatch):
     QStandardPaths.setTestModeEnabled(True)
+    # Each test's recovery files in its own folder: tests (and other people's test runs on this
+    # machine) never see each other's unsaved work.
+    monkeypatch.setenv("BACKPROP_STUDIO_RECOVERY_DIR", str(tmp_path / "recovery"))
     yield
 
 
@@ -18,7 +21,7 @@ def _no_modal_dialogs(monkeypatch):
     from editor.prompts import Prompts
 
     monkeypatch.setattr(Prompts, "save_changes", lambda self, name: "discard")
-    monkeypatch.setattr(Prompts, "restore_recovery", lambda self, when: False)
+    monkeypatch.setattr(Prompts, "restore_recovery", lambda self, items: "later")
     monkeypatch.setattr(Prompts, "error", lambda self, title, text: None)
     monkeypatch.setattr(Prompts, "open_path", lambda self, directory: "")
     monkeypatch.setattr(Prompts, "save_path", lambda self, suggestion: "")

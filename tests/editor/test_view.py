@@ -4,6 +4,8 @@ and the pure auto-layout."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PySide6.QtCore import QPoint, QPointF, QSettings, Qt
 from PySide6.QtGui import QUndoStack, QWheelEvent
 from PySide6.QtTest import QTest
@@ -141,6 +143,59 @@ def test_spread_pulls_apart_only_the_axis_that_needs_it():
     assert spread_factor(column, h_gap=50.0, v_gap=10.0) == (1.0, pytest.approx(2.0))
     roomy = [(0.0, 0.0, 150.0, 60.0), (400.0, 0.0, 150.0, 60.0), (0.0, 200.0, 150.0, 60.0)]
     assert spread_factor(roomy) == (1.0, 1.0)
+
+
+def _spread_by_every_pair(boxes, h_gap=70.0, v_gap=16.0, cap=3.0):
+    """spread_factor as first written: every pair in x order (the reference; quadratic)."""
+    order = sorted(boxes)
+    widest = max((b[2] for b in boxes), default=0.0) + h_gap
+    sx = 1.0
+    for i, (x1, y1, w1, h1) in enumerate(order):
+        for x2, y2, w2, h2 in order[i + 1:]:
+            dx = x2 - x1
+            if dx > 0 and widest / dx <= sx:
+                break
+            top_h = h1 if y1 <= y2 else h2
+            if dx > 0 and abs(y2 - y1) < top_h + v_gap:
+                sx = max(sx, min(cap, (w1 + h_gap) / dx))
+    sy = 1.0
+    for i, (x1, y1, w1, h1) in enumerate(order):
+        for x2, y2, w2, h2 in order[i + 1:]:
+            if (x2 - x1) * sx >= w1 + h_gap:
+                break
+            dy = abs(y2 - y1)
+            top_h = h1 if y1 <= y2 else h2
+            if dy > 0:
+                sy = max(sy, min(cap, (top_h + v_gap) / dy))
+    return sx, sy
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40), st.sampled_from([80.0, 150.0, 220.0]),
+                          st.sampled_from([40.0, 60.0, 90.0])), max_size=40, unique_by=lambda b: (b[0], b[1])),
+       st.sampled_from([10.0, 20.0, 60.0]))
+def test_spread_equals_looking_at_every_pair(raw, step):
+    """Crowded, in rows, in columns, overlapping: the bounded search finds what every pair says."""
+    from editor.layout import spread_factor
+
+    boxes = [(x * step, y * step, w, h) for x, y, w, h in raw]
+    got = spread_factor(boxes)
+    assert got == pytest.approx(_spread_by_every_pair(boxes)), boxes
+
+
+def test_spread_of_thousands_of_nodes_in_one_spot_or_one_column():
+    """A file whose 20,000 nodes have no positions (all at the origin) or sit in one column: each
+    pair used to be looked at (minutes); now it is one box, or neighbours only."""
+    from editor.layout import spread_factor
+
+    assert spread_factor([(0.0, 0.0, 150.0, 60.0)] * 20000) == (1.0, 1.0)
+    column = [(0.0, 100.0 * k, 150.0, 60.0) for k in range(20000)]
+    assert spread_factor(column) == (1.0, 1.0)
+    tight = [(0.0, 50.0 * k, 150.0, 60.0) for k in range(20000)]
+    assert spread_factor(tight) == (1.0, pytest.approx(76.0 / 50.0))
+    # and crowded beyond any reason: bounded, as spread as allowed
+    assert spread_factor([(k * 1e-3, 0.0, 150.0, 60.0) for k in range(20000)] +
+                         [(0.0, k * 1e-3, 150.0, 60.0) for k in range(1, 20000)]) == (3.0, 3.0)
 
 
 def test_a_long_chain_folds_into_a_snake_that_fits_the_view():

@@ -12,7 +12,6 @@ from PySide6.QtWidgets import QApplication
 
 from editor import commands
 from editor.panels.palette import palette_mime
-from editor.files import recovery_path
 from editor.window import MainWindow
 from engine import blocks, serialize
 from engine.graph import Graph
@@ -28,7 +27,7 @@ class Answers:
 
     def __init__(self) -> None:
         self.save_changes = "discard"
-        self.restore = True
+        self.restore = "restore"
         self.errors: list[str] = []
         self.asked: list[str] = []
         self.open_path = ""
@@ -37,7 +36,7 @@ class Answers:
     def install(self, window: MainWindow) -> None:
         p = window.prompts
         p.save_changes = lambda name: (self.asked.append(f"save {name}"), self.save_changes)[1]
-        p.restore_recovery = lambda when: (self.asked.append("restore"), self.restore)[1]
+        p.restore_recovery = lambda items: (self.asked.append("restore"), self.restore)[1]
         p.error = lambda title, text: self.errors.append(text)
         p.open_path = lambda d: self.open_path
         p.save_path = lambda s: self.save_path
@@ -57,7 +56,6 @@ def win(qtbot, tmp_path):
     qtbot.waitUntil(lambda: QApplication.activeWindow() is w)  # shortcuts go to the active window
     yield w
     w.undo_stack.setClean()
-    recovery_path().unlink(missing_ok=True)
 
 
 def _send_drop(view, mime, at: QPoint) -> None:
@@ -263,6 +261,59 @@ def test_corrupted_file_leaves_the_document_intact(win, tmp_path):
     assert win.doc.dump() == before
 
 
+def test_an_unexpected_failure_on_open_is_one_message_and_the_document_stays(win, tmp_path, monkeypatch):
+    """Whatever escapes the loader, or breaks while the loaded graph is shown, the user gets one
+    line naming the file and asking for a bug report; the open document and its unsaved edits stay."""
+    two_layer(win.doc, win.undo_stack)
+    before = win.doc.dump()
+    good = tmp_path / "good.json"
+    serialize.save(serialize.Project(Graph()), good)
+
+    def explode(path):
+        raise RuntimeError("boom " + "x" * 5000)
+
+    monkeypatch.setattr(serialize, "load", explode)
+    assert not win.files.open_path(good)
+    assert len(win.answers.errors) == 1 and not win.answers.asked
+    message = win.answers.errors[0]
+    assert "good.json" in message and "RuntimeError" in message and "bug" in message and len(message) < 400
+    assert win.doc.dump() == before and win.modified
+    monkeypatch.undo()
+    # it loads, but showing it fails after the user agreed to drop the document: the old one comes back
+    shown = win.files._show
+    calls = []
+
+    def show_fails_once(project):
+        calls.append(project)
+        if len(calls) == 1:
+            raise ValueError("cannot draw this")
+        shown(project)
+
+    monkeypatch.setattr(win.files, "_show", show_fails_once)
+    win.answers.errors.clear()
+    assert not win.files.open_path(good)
+    assert len(win.answers.asked) == 1 and win.answers.asked[0].startswith("save"), "it loaded, so it asked first"
+    assert len(win.answers.errors) == 1 and "ValueError" in win.answers.errors[0]
+    assert win.doc.dump() == before
+    assert win.modified, "the unsaved edits are still unsaved work"
+
+
+def test_a_recent_file_that_is_gone_leaves_the_menu_and_a_drop_of_many_says_so(win, tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for p in (a, b):
+        serialize.save(serialize.Project(Graph()), p)
+    assert win.files.open_path(a)
+    assert str(a.resolve()) in win.files.recent_files()
+    a.unlink()
+    assert not win.files.open_path(a)
+    assert len(win.answers.errors) == 1 and str(a.resolve()) not in win.files.recent_files()
+    said = []
+    win.files.message.connect(lambda text, ms: said.append(text))
+    win.files.open_dropped([str(tmp_path / "notes.txt"), str(b)])
+    assert win.files.path == b
+    assert said and "b.json only" in said[-1] and "1 more file dropped" in said[-1]
+
+
 def test_closing_with_unsaved_changes_asks(win, tmp_path):
     two_layer(win.doc, win.undo_stack)
     win.answers.save_changes = "cancel"
@@ -284,9 +335,11 @@ def test_new_asks_then_clears(win):
 def test_autosave_and_recovery(win, qtbot, tmp_path):
     ids = two_layer(win.doc, win.undo_stack)
     assert win.files.autosave()
-    assert recovery_path().exists()
+    assert win.files.recovery_path.exists()
     saved = serialize.graph_to_dict(win.doc.graph)
-    # "crash": a new window finds the recovery file and offers it
+    # "crash": the window's lock goes as its process would (tests/editor/test_recovery.py kills a
+    # real second process); a new window finds the recovery file and offers it
+    win.files._recovery_lock.unlock()
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     other = MainWindow(settings)
     qtbot.addWidget(other)

@@ -220,3 +220,27 @@ def test_weights_are_seeded_per_node_and_reproducible():
     b = Runtime(g, seed=7).weights[p1.id]["value"]
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, Runtime(g, seed=8).weights[p1.id]["value"])
+
+
+def test_remove_and_restore_many_nodes_in_one_pass_put_everything_back_in_place():
+    g = Graph()
+    ids = [g.add_node("Input", {"shape": (2, 3)}, name="x").id]
+    for k in range(12):
+        ids.append(g.add_node("ReLU" if k % 2 else "Tanh", name=f"n{k}").id)
+        g.connect(ids[-2], "out", ids[-1], "a")
+    extra = g.add_node("Add", name="sum")
+    g.connect(ids[3], "out", extra.id, "a")
+    g.connect(ids[9], "out", extra.id, "b")
+    nodes, links, revision = list(g.nodes.items()), list(g.links), g.revision
+    lone = g.links[0]
+    removed = g.remove([ids[2], ids[9], ids[12], ids[5]], [lone])
+    assert g.revision == revision + 1, "one change, however many nodes"
+    assert [i for i, _ in removed.nodes] == [2, 5, 9, 12]
+    assert lone not in g.links and all(ids[2] not in (l.src, l.dst) for l in g.links)
+    assert len(g.nodes) == len(nodes) - 4
+    g.restore(removed)
+    assert list(g.nodes.items()) == nodes and g.links == links  # the very same objects, in the same order
+    with pytest.raises(GraphError):
+        g.restore(removed)  # they are back already
+    with pytest.raises(GraphError):
+        g.remove(["no such node"])

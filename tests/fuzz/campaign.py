@@ -1,6 +1,6 @@
 """The large fuzz campaign: many hypothesis-drawn cases, every outcome recorded, a summary printed.
 
-    python -m tests.fuzz.campaign --cases 3000 [--seed 1] [--keep findings/]
+    python -m tests.fuzz.campaign --cases 3000 [--seed 1] [--keep findings/] [--targets load,info,run]
 
 Unlike the test (which stops at the first finding), this runs every case and reports: how many
 of each outcome, per target and per mutation; the slowest case and the largest memory peak; and
@@ -25,6 +25,7 @@ from hypothesis import seed as hypothesis_seed
 import presets
 from tests.fuzz import mutate
 from tests.fuzz.harness import MEMORY_BUDGET, TIMEOUT, Harness, Outcome
+from tests.fuzz.targets import TARGETS
 
 
 def main() -> None:
@@ -32,7 +33,13 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", type=Path, default=Path("fuzz-findings"))
+    parser.add_argument("--targets", default="load,info,run",
+                        help=f"comma-separated, from: {', '.join(TARGETS)} (editor-open: File > Open in the window, offscreen)")
     args = parser.parse_args()
+    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown or not targets:
+        parser.error(f"unknown target(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TARGETS)}")
     results: list[tuple[tuple, Outcome]] = []
     t0 = time.perf_counter()
     with Harness(warm=[str(presets.path("two_layer_net"))]) as harness:
@@ -40,7 +47,7 @@ def main() -> None:
         @hypothesis_seed(args.seed)
         @settings(max_examples=args.cases, deadline=None, database=None, phases=[Phase.generate],
                   suppress_health_check=list(HealthCheck))
-        @given(case=mutate.cases())
+        @given(case=mutate.cases(targets))
         def run(case: tuple) -> None:
             target, seed, mutations, salt = case
             try:

@@ -1,8 +1,8 @@
 """The fuzz harness: bytes of a file in, an :class:`Outcome` out, every case isolated and bounded.
 
 ``Harness().outcome(target, data, suffix)`` writes ``data`` to a file and hands it to one of the
-:data:`tests.fuzz.targets.TARGETS` (``load``, ``info``, ``run``; the editor's Open path can be
-added there). Each case runs in a child forked from a server process that imported the engine
+:data:`tests.fuzz.targets.TARGETS` (``load``, ``info``, ``run``, and ``editor-open``: the editor's
+File > Open, offscreen). Each case runs in a child forked from a server process that imported the engine
 once (a fresh interpreter per case would cost ~2 s of imports), under
 
 - an address-space limit (``RLIMIT_AS``: what the server had mapped plus :data:`MEMORY_BUDGET`),
@@ -136,6 +136,11 @@ def serve(warm: list[str]) -> None:
     one JSON outcome per line on stdout."""
     import engine.cli  # noqa: F401  -- import once, here, so that every child starts warm
     import engine.serialize  # noqa: F401
+    try:  # the editor too, for the editor-open target (importing starts no thread: safe to fork)
+        import editor.app  # noqa: F401
+        import editor.window  # noqa: F401
+    except ImportError:  # no Qt here: that target cannot run, the others can
+        pass
 
     out = io.TextIOWrapper(os.fdopen(os.dup(1), "wb"), encoding="utf-8", line_buffering=True)
     devnull = os.open(os.devnull, os.O_WRONLY)

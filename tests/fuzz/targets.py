@@ -39,4 +39,55 @@ def _cli(command: str) -> Callable[[str], int]:
     return run
 
 
-TARGETS: dict[str, Callable[[str], int]] = {"load": load, "info": _cli("info"), "run": _cli("run")}
+def editor_open(path: str) -> int:
+    """File > Open in the editor's window (offscreen), over a lesson with an unsaved edit: 0 when
+    the file opened (and was drawn); 2 and the one message the user saw when it was refused; 3
+    when the open document changed although the file was refused, or the user was told nothing
+    or more than once."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    scratch = tempfile.mkdtemp(prefix="bps-fuzz-editor-")
+    os.environ["BACKPROP_STUDIO_RECOVERY_DIR"] = os.path.join(scratch, "recovery")
+    from PySide6.QtCore import QSettings
+
+    import presets
+    from editor import commands
+    from editor.app import application
+    from editor.window import MainWindow
+
+    app = application([])
+    window = MainWindow(QSettings(os.path.join(scratch, "settings.ini"), QSettings.Format.IniFormat))
+    said: list[str] = []
+    window.prompts.error = lambda title, text: said.append(f"{title}: {text}")  # type: ignore[method-assign]
+    window.prompts.save_changes = lambda name: "discard"  # type: ignore[method-assign]
+    if not window.files.load_path(presets.path("two_layer_net"), is_preset=True):
+        print(f"error: the lesson itself did not open: {said}", file=sys.stderr)
+        return 3
+    window.undo_stack.push(commands.AddNodeCommand(window.doc, "ReLU", {}, position=(0.0, 500.0), name="unsaved"))
+
+    def state() -> tuple:
+        f = window.files
+        return (window.doc.dump(), window.undo_stack.count(), window.undo_stack.index(), window.modified,
+                f.path, id(f.project), window.windowTitle())
+
+    before = state()
+    opened = window.files.open_path(path)
+    app.processEvents()  # the scene arranges and draws what it got
+    if opened:
+        window.view.viewport().repaint()
+        print("opened")
+        return 0
+    if state() != before:
+        print("error: the open document changed although the file was refused", file=sys.stderr)
+        return 3
+    if len(said) != 1:
+        print(f"error: the user was told {len(said)} things, not one: {said!r:.500}", file=sys.stderr)
+        return 3
+    print("error: " + " ".join(said[0].split()), file=sys.stderr)
+    return 2
+
+
+TARGETS: dict[str, Callable[[str], int]] = {"load": load, "info": _cli("info"), "run": _cli("run"),
+                                            "editor-open": editor_open}
