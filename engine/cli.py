@@ -408,13 +408,16 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
     trainer = Trainer.from_project(project, restart=args.restart, steps=args.steps, seed=args.seed, dtype=args.dtype, lr=args.lr)
     for note in trainer.notes:
         out.note(f"note: {note}")
-    backend = _prepare_kernels(trainer.runtime, out, trainer.dataset.first_feeds(), trainer.loss_key,
-                               passes=trainer.config.steps)
+    from engine import kernels
+
+    backend = trainer.ready(KernelProgress(out)).backend  # the editor's Train panel asks the same question
+    kernels.select(backend)
     cfg = trainer.config
     steps = cfg.steps
     out.event("start", file=str(path), name=project.name, steps=steps, first_step=trainer.step_count + 1,
               optimizer=dict(cfg.optimizer), seed=cfg.seed, dtype=cfg.dtype, clip=cfg.clip,
-              rows=trainer.dataset.rows, batch=trainer.dataset.batch, target=cfg.target, kernels=backend)
+              rows=trainer.dataset.rows, batch=trainer.dataset.batch, target=cfg.target, metric=cfg.metric,
+              kernels=backend)
     out.line(f"training {path}" + (f" ({project.name})" if project.name else "") + f": {steps} steps of {cfg.optimizer['type']} "
              f"(lr {_fmt(trainer.optimizer.lr)}), batches of {trainer.dataset.batch} of {trainer.dataset.rows} rows, "
              f"seed {cfg.seed}, {cfg.dtype}")
@@ -433,6 +436,11 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
               saved=str(saved.path) if saved else None, saved_as_asked=saved.as_asked if saved else None)
     out.line(f"loss {_fmt(result.initial_loss)} → {_fmt(result.final_loss)} (fell {100 * result.drop:.1f}%) "
              f"in {result.steps} steps, {result.seconds:.2f} s")
+    if result.metric:
+        from engine import metrics
+
+        out.line(f"{metrics.label(result.metric)} {metrics.format_value(result.metric, result.metric_initial)} → "
+                 f"{metrics.format_value(result.metric, result.metric_final)}")
     if saved is not None:
         out.line(f"saved {saved.what} to {saved.path}")
     if stop.hit:
