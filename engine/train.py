@@ -345,6 +345,17 @@ class History:
         cols["seconds"][n] = record.seconds
         self._n = n + 1
 
+    def extend(self, rows: Mapping[str, np.ndarray]) -> None:
+        """Append rows given as columns (what :meth:`rows` returns)."""
+        k = len(np.asarray(rows["step"]))
+        n = self._n
+        if n + k > len(self._cols["step"]):
+            size = max(2 * len(self._cols["step"]), n + k)
+            self._cols = {c: np.resize(a, size) for c, a in self._cols.items()}
+        for c in HISTORY_KEYS:
+            self._cols[c][n:n + k] = rows[c]
+        self._n = n + k
+
     def truncate(self, n: int) -> None:
         """Keep the first ``n`` rows (in new arrays: views handed out earlier stay as they were)."""
         n = max(0, min(n, self._n))
