@@ -1,5 +1,5 @@
-"""The headless command line: ``run``, ``train``, ``generate``, ``gradcheck``, ``info``, ``list-presets`` and
-``start-time``. Never imports Qt; ``backprop-studio`` (editor/main.py) hands every subcommand
+"""The headless command line: ``run``, ``train``, ``generate``, ``gradcheck``, ``info``, ``export``,
+``list-presets`` and ``start-time``. Never imports Qt; ``backprop-studio`` (editor/main.py) hands every subcommand
 here, and ``python -m engine.cli ...`` works too::
 
     backprop-studio run presets/two_layer_net.json --json
@@ -7,11 +7,13 @@ here, and ``python -m engine.cli ...`` works too::
     backprop-studio gradcheck presets/two_layer_net.json
     backprop-studio info two_layer_net            # a preset name works in place of a path
     backprop-studio generate language_model --prompt "the quick brown"     # prints: fox
+    backprop-studio export two_layer_net --to torch -o model.py            # + model.safetensors
     backprop-studio warmup                        # compile every kernel now, once, with progress
 
 Output is human-readable by default. With ``--json`` every line on stdout is one JSON object
 with an ``"event"`` key: ``trace`` and ``result`` (run); ``start``, ``step`` and ``result``
-(train); ``generate`` (generate); ``check`` and ``result`` (gradcheck); ``info``; ``preset``; ``version``; and ``error``.
+(train); ``generate`` (generate); ``check`` and ``result`` (gradcheck); ``info``; ``export``; ``preset``; ``version``;
+and ``error``.
 Numbers that are NaN or Inf are written as null. ``train`` draws a progress bar on stderr when
 stderr is a terminal and prints plain progress lines otherwise.
 
@@ -37,9 +39,10 @@ Exit codes that scripts can trust:
 - 0: done (and, for ``train``, the file's target was met; for ``gradcheck``, every error was
   within the tolerance);
 - 1: it ran but failed: NaN or Inf, a block failing, a training target not met, a gradient check
-  above the tolerance;
+  above the tolerance, a node that cannot be exported;
 - 2: bad usage or an unusable file (damaged, from a newer version, a graph that does not
-  compile, data that do not fit it, a graph that needs more memory than the limit);
+  compile, data that do not fit it, a graph that needs more memory than the limit), or an
+  optional dependency (the ``export`` extra) missing;
 - 3: an internal error: a bug in Backprop Studio (please report it);
 - 130: interrupted (Ctrl-C). ``train -o`` finishes the step it is on and saves the run first;
   a second Ctrl-C stops at once.
@@ -90,7 +93,7 @@ from engine.train import StepRecord, Trainer, TrainingConfig
 PROG = "backprop-studio"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEBUG_ENV = "BACKPROP_STUDIO_DEBUG"
-COMMANDS = ("run", "train", "generate", "gradcheck", "info", "list-presets", "start-time", "warmup")
+COMMANDS = ("run", "train", "generate", "gradcheck", "info", "export", "list-presets", "start-time", "warmup")
 GRADCHECK_TOLERANCE = 1e-5
 GRADCHECK_SAMPLE = 24  # weights checked by default in bigger models (each check runs the model up to 12 times)
 START_TIME_LIMIT = 3.0  # seconds: a cached start of `run` must stay below this
@@ -684,6 +687,37 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+# --- export ---------------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace, out: Output) -> int:
+    """Write the graph as a PyTorch module (.py + .safetensors) or an ONNX model (engine.export)."""
+    from engine.export import SUFFIXES, MissingExtraError, export
+
+    targets = {suffix: target for target, suffix in SUFFIXES.items()}
+    to = args.to or (targets.get(Path(args.output).suffix.lower()) if args.output else None)
+    if to is None:
+        given = f"-o {args.output} is neither a .py nor an .onnx file; " if args.output else ""
+        raise UsageError(f"{given}say what to export to: --to torch (a .py module and its .safetensors weights) or --to onnx")
+    want = SUFFIXES[to]
+    if args.output and Path(args.output).suffix.lower() != want:
+        raise UsageError(f"-o {args.output}: --to {to} writes a {want} file")
+    path, project = _load(args.file)
+    target = args.output or path.stem + want
+    try:
+        result = export(project, to, target, outputs=args.returns, seed=args.seed, dtype=args.dtype,
+                        check=not args.no_check, origin=str(path))
+    except MissingExtraError as exc:
+        raise UsageError(str(exc)) from None
+    out.event("export", file=str(path), to=to, written=[str(p) for p in result.paths], notes=list(result.notes),
+              max_difference=result.max_difference)
+    for p in result.paths:
+        out.line(f"wrote {p}")
+    for note in result.notes:
+        out.line(f"  {note}")
+    return EXIT_OK
+
+
 # --- presets, version, start time -----------------------------------------------------------------
 
 
@@ -854,6 +888,17 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="nodes, params, shapes, parameter count, data and training settings")
     common(p, seed=False)
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("export", help="write the graph as a PyTorch module (.py + .safetensors) or an ONNX model (inference)")
+    common(p)
+    p.add_argument("--to", choices=("torch", "onnx"), help="default: from the suffix of -o (.py or .onnx)")
+    p.add_argument("-o", "--output", help="the .py (its weights go to a .safetensors beside it) or .onnx file; "
+                   "default: the file's name in the current directory")
+    p.add_argument("--returns", action="append", metavar="NODE", help="return this node's value instead of the "
+                   "graph's Output nodes (repeat for several); the loss is returned too when its inputs are given")
+    p.add_argument("--dtype", choices=("float32", "float64"), help="default: the file's")
+    p.add_argument("--no-check", action="store_true", help="do not run the result once against the app's forward pass")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("list-presets", help="the lessons that come with Backprop Studio")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
