@@ -72,9 +72,5 @@ def batch_command(doc: Any, project: Any, batch: int) -> QUndoCommand | None:
         return None
     if not 1 <= batch <= rows:
         raise data_mod.DataError(f"the batch size must be between 1 and the {rows} rows of the data, got {batch}")
-    macro = QUndoCommand(f"Set the batch size to {batch}")
-    # NOTE: the Python children must outlive this function: Qt owns them, but their redo() is
-    # Python code that a collected wrapper could no longer run
-    macro.children_kept = [commands.SetParamsCommand(doc, nid, {"shape": [batch, *doc.node(nid).params["shape"][1:]]},
-                                                     parent=macro) for nid in nodes]  # type: ignore[attr-defined]
-    return macro
+    return commands.MacroCommand(f"Set the batch size to {batch}", [
+        commands.SetParamsCommand(doc, nid, {"shape": [batch, *doc.node(nid).params["shape"][1:]]}) for nid in nodes])
