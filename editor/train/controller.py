@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -44,6 +45,8 @@ from engine.train import Checkpoint, Evaluation, History, TrainingConfig
 #: failed: NaN or Inf stopped it; evaluating: measuring a loaded file's loss and metric
 STATES = ("idle", "preparing", "running", "pausing", "paused", "stopping", "failed", "evaluating")
 SPARK_LENGTH = 48  # traced steps a node's sparkline remembers
+DRAW_SECONDS = 0.25  # a run's progress is drawn at most this often ...
+GUI_SHARE = 0.03  # ... and less often when drawing it took more than this share of the GUI thread's time
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,9 @@ class TrainController(QObject):
         self._pending: Callable[[], None] | None = None  # what to do once the worker is free
         self._initial: tuple[Any, dict[str, dict[str, Any]]] | None = None
         self._single = False  # the job is one Step (it ends paused)
+        self._events: tuple[tuple[TraceEvent, ...], int] | None = None  # a traced step not yet shown
+        self._next_draw = 0.0  # perf_counter: draw a sync again from then on
+        self._draw_cpu = time.thread_time()  # the GUI thread's CPU time at the last drawing
 
     # --- what the panels read ----------------------------------------------------------------------
 
@@ -179,6 +185,7 @@ class TrainController(QObject):
         self.failure = None
         self.sparks = {}
         self.view = None
+        self._events = None
         self.rate = 0.0
         self.run_start = self.run_end = len(self.history)
         config = self.config()
@@ -380,7 +387,23 @@ class TrainController(QObject):
         if self.state != "evaluating":
             self._commit(sync.checkpoint)
         if sync.events:
-            self._show_step(sync.events, sync.traced_step)
+            self._events = (sync.events, sync.traced_step)
+        # What the window draws for a sync (the plot, the progress, the canvas's gradient colours)
+        # costs GUI-thread time that a fast model's training would otherwise use: it is drawn only
+        # when the GUI thread's work since the last drawing stays within GUI_SHARE of the time.
+        now, cpu = time.perf_counter(), time.thread_time()
+        if self.running and now < self._next_draw:
+            return
+        self._draw()
+        self._next_draw = now + max(DRAW_SECONDS, (cpu - self._draw_cpu) / GUI_SHARE)
+        self._draw_cpu = cpu
+
+    def _draw(self) -> None:
+        """Show what the run has reached: the canvas (the latest traced step), the plot, the panel."""
+        if self._events is not None:
+            events, step = self._events
+            self._events = None
+            self._show_step(events, step)
         elif self.view is not None and self.running:
             self.view = dataclasses.replace(self.view, headline=self._headline(self.view))
             self.window.run.show_training(self.view)
@@ -430,6 +453,11 @@ class TrainController(QObject):
                                                   f"{metrics.format_value(self.metric_kind, ev.metric)}"
                                                   if self.metric_kind and ev.metric is not None else "")
             self.message.emit(f"{what} at step {self.step_count:,}{how}.", 8000)
+        if self._events is not None:
+            events, step = self._events
+            self._events = None
+            self._show_step(events, step)
+        self.history_changed.emit()
         if pending is not None:
             pending()
         if self.view is not None and self.window.run.training_view is self.view:
@@ -491,6 +519,7 @@ class TrainController(QObject):
         self.run_start = self.run_end = checkpoint.step
         self.sparks = {}
         self.view = None
+        self._events = None
         self.window.run.show_training(None)
         self._set_state("idle")
         self.history_changed.emit()

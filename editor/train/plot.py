@@ -46,13 +46,29 @@ def decimate(x: np.ndarray, y: np.ndarray, limit: int = MAX_POINTS) -> tuple[np.
 
 
 def smooth(y: np.ndarray, alpha: float = SMOOTHING) -> np.ndarray:
-    """An exponential moving average, started at the first value (no bias towards 0)."""
+    """An exponential moving average, started at the first value (no bias towards 0):
+    ``s[0] = y[0]``, ``s[t] = (1 − α)·s[t−1] + α·y[t]``.
+
+    Vectorised per block of :data:`_BLOCK` values (inside one, ``s[k] = β^k·(s₀ + α·Σ β^−j·y[j])``
+    with β = 1 − α stays well within float64) rather than scipy.signal's filter, whose import
+    would freeze the window for a second or two the first time a curve is drawn."""
+    y = np.asarray(y, dtype=np.float64)
     if not len(y):
         return y
-    from scipy.signal import lfilter
-
-    out, _ = lfilter([alpha], [1.0, alpha - 1.0], y, zi=[(1.0 - alpha) * y[0]])
+    beta = 1.0 - alpha
+    out = np.empty_like(y)
+    out[0] = y[0]
+    powers = beta ** np.arange(1, _BLOCK + 1)
+    previous = y[0]
+    for start in range(1, len(y), _BLOCK):
+        block = y[start:start + _BLOCK]
+        k = len(block)
+        out[start:start + k] = powers[:k] * (previous + alpha * np.cumsum(block / powers[:k]))
+        previous = out[start + k - 1]
     return out
+
+
+_BLOCK = 256  # β^−256 ≈ 5·10⁵ for α = 0.05: no overflow, rounding ≈ 10⁻¹⁰ of the values
 
 
 class LossPlot(QWidget):
@@ -85,6 +101,10 @@ class LossPlot(QWidget):
         self.evals = self.plot.plot([], [], name="evaluation loss", symbol="o", symbolSize=5)
         self.metric = pg.PlotDataItem([], [], symbol="s", symbolSize=5)
         self.metric_box.addItem(self.metric)
+        for item in (self.raw, self.smoothed, self.evals, self.metric):
+            # NOTE: pyqtgraph's "auto" mode draws a 2 px curve as separate segments, which costs
+            # ~10x the time of one path (150 ms a redraw beside the noisy per-batch curve)
+            item.curve.setSegmentedLineMode("off")
         self.legend.addItem(self.metric, "metric")
         self.best = pg.InfiniteLine(angle=90, movable=False)
         self.failed = pg.InfiniteLine(angle=90, movable=False)
@@ -94,6 +114,7 @@ class LossPlot(QWidget):
         self.log = False
         self.theme: Theme | None = None
         self.metric_kind: str | None = None
+        self._legend_names = {}
         self.points = 0  # points drawn by the loss curves (a test reads it)
 
     def _fit_metric_box(self) -> None:
@@ -111,8 +132,10 @@ class LossPlot(QWidget):
             axis.setTextPen(pg.mkPen(text))
             axis.label.setDefaultTextColor(text)
         loss = QColor("#6ea8fe") if theme.dark else QColor("#2f6fd0")
-        faint = QColor(loss)
-        faint.setAlpha(90)
+        # NOTE: an opaque blend, not an alpha pen: a translucent zig-zag of 2,000 points costs Qt's
+        # raster engine ~20x the time to draw, and it is redrawn a few times a second
+        back = QColor(theme.background)
+        faint = QColor.fromRgbF(*(0.35 * a + 0.65 * b for a, b in zip(loss.getRgbF()[:3], back.getRgbF()[:3])))
         metric = QColor("#f2a33a") if theme.dark else QColor("#d9480f")
         self.raw.setPen(pg.mkPen(faint, width=1))
         self.smoothed.setPen(pg.mkPen(loss, width=2))
@@ -127,6 +150,7 @@ class LossPlot(QWidget):
         self.failed.setPen(pg.mkPen(QColor("#e5484d"), width=1.5, style=Qt.PenStyle.DashLine))
         for _sample, label in self.legend.items:
             label.setText(label.text, color=text)
+        self._legend_names: dict[int, tuple[str, Any]] = {}
         font = QFont()
         font.setPointSizeF(max(7.5, font.pointSizeF() * 0.85))
         for name in ("left", "bottom", "right"):
@@ -198,6 +222,8 @@ class LossPlot(QWidget):
         if not present:
             self.legend.addItem(item, name)
             present = [label for sample, label in self.legend.items if sample.item is item]
+        elif self._legend_names.get(id(item)) == (name, colour):
+            return  # (setting a label's text lays the legend out again: only when it changes)
+        self._legend_names[id(item)] = (name, colour)
         for label in present:
-            if label.text != name or colour is not None:
-                label.setText(name, **({"color": colour} if colour is not None else {}))
+            label.setText(name, **({"color": colour} if colour is not None else {}))

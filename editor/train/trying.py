@@ -16,7 +16,7 @@ import threading
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFontMetrics, QPainter, QPalette
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPalette
 from PySide6.QtWidgets import (QButtonGroup, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QRadioButton,
                                QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
 
@@ -54,7 +54,7 @@ class TokenStrip(QWidget):
     def _layout(self, width: int) -> int:
         fm = QFontMetrics(self.font())
         x = y = 0.0
-        line = fm.height() + self.BAR + 10
+        line = fm.height() + self.BAR + 10 + QFontMetrics(self._small()).height()
         self._boxes = []
         for t in self.tokens:
             text = "⏎ end" if t.end else t.word
@@ -64,6 +64,12 @@ class TokenStrip(QWidget):
             self._boxes.append((QRectF(x, y, w, line), t))
             x += w + 6
         return int(y + line) if self.tokens else 0
+
+    def _small(self) -> QFont:
+        """The font of the probability under each bar."""
+        font = QFont(self.font())
+        font.setPointSizeF(max(7.5, font.pointSizeF() * 0.85))
+        return font
 
     def hasHeightForWidth(self) -> bool:  # noqa: N802
         return True
@@ -84,6 +90,7 @@ class TokenStrip(QWidget):
         pal = self.palette()
         fm = QFontMetrics(self.font())
         accent = pal.color(QPalette.ColorRole.Highlight)
+        small = self._small()
         for box, t in self._boxes:
             p.setPen(pal.color(QPalette.ColorRole.Mid))
             p.setBrush(pal.color(QPalette.ColorRole.Base))
@@ -99,6 +106,12 @@ class TokenStrip(QWidget):
             p.drawRoundedRect(bar, 2, 2)
             p.setBrush(accent)
             p.drawRoundedRect(QRectF(bar.left(), bar.top(), max(2.0, bar.width() * t.probability), bar.height()), 2, 2)
+            # the number too: a bar alone does not tell 97 % from 90 %
+            p.setFont(small)
+            p.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
+            p.drawText(QRectF(box.left(), bar.bottom() + 2, box.width(), box.bottom() - bar.bottom() - 2),
+                       Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop, _percent(t.probability))
+            p.setFont(self.font())
         p.end()
 
     def event(self, event: Any) -> bool:
@@ -114,6 +127,15 @@ class TokenStrip(QWidget):
             else:
                 self.setToolTip("")
         return super().event(event)
+
+
+def _percent(q: float) -> str:
+    """A probability as a student reads it: 97 %, 4.2 %, 0.3 %, < 0.1 %."""
+    if q >= 0.995:
+        return f"{100 * q:.1f} %" if q < 0.9995 else "100 %"
+    if q >= 0.1:
+        return f"{100 * q:.0f} %"
+    return f"{100 * q:.1f} %" if q >= 0.001 else "< 0.1 %"
 
 
 class TryPanel(QWidget):
@@ -225,7 +247,7 @@ class TryPanel(QWidget):
         task = ("Type a sentence in the source language; the translator answers word by word." if p.translating else
                 "Type the start of a sentence; the language model continues it word by word.")
         self.about.setText(f"{task} It knows {len(words)} words: {html.escape(', '.join(words[:14]), quote=False)}"
-                           f"{', …' if len(words) > 14 else ''}."
+                           f"{', …' if len(words) > 14 else '.'}"
                            + ("" if self.trained else " <b>Not trained yet</b>: its answers are guesses (Train first)."))
         if not self.edit.text():
             example = p.text.pairs[0][0] if p.translating and p.text.pairs else \

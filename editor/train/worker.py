@@ -33,8 +33,8 @@ from engine.runtime import TraceEvent
 from engine.train import Checkpoint, Evaluation, Trainer
 
 SYNC_SECONDS = 0.25  # the window hears about the run at most this often
-TRACE_SHARE = 0.03  # at most this share of a run's time goes to tracing steps for the canvas
-EVAL_SHARE = 0.05  # ... and this share to evaluations during the run
+TRACE_SHARE = 0.02  # at most this share of a run's time goes to tracing steps for the canvas
+EVAL_SHARE = 0.03  # ... and this share to evaluations during the run
 EVALUATIONS = 25  # evaluations a run aims at (the metric's curve)
 
 

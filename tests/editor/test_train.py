@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QApplication
 
 import presets
 from editor import screenshot
-from editor.train.plot import MAX_POINTS, LossPlot, decimate
+from editor.train.plot import MAX_POINTS, LossPlot, decimate, smooth
 from editor.train.settings import SetTrainingCommand
 from editor.window import MainWindow
 from engine import cli, kernels, serialize
@@ -318,6 +318,12 @@ def test_the_curve_stays_small_however_long_the_run(qapp):
     y[50_000] = 7.0  # a spike survives decimation
     xs, ys = decimate(x, y)
     assert len(xs) <= MAX_POINTS and ys.max() == 7.0 and np.all(np.diff(xs) > 0)
+    # the smoothed curve is the plain moving average, s[t] = 0.95·s[t−1] + 0.05·y[t], over many blocks
+    noisy = np.random.default_rng(0).random(1000) * np.linspace(5, 0.01, 1000)
+    expected = [noisy[0]]
+    for v in noisy[1:]:
+        expected.append(0.95 * expected[-1] + 0.05 * v)
+    assert np.allclose(smooth(noisy), expected, rtol=1e-9, atol=0) and smooth(noisy[:1])[0] == noisy[0]
     plot = LossPlot()
     evals = [Evaluation(int(s), 1 / s, 0.5) for s in range(1, 100_001, 4000)]
     plot.set_data(x, y, evals, "accuracy", 50_001, None, True)
