@@ -101,10 +101,6 @@ class LossPlot(QWidget):
         self.evals = self.plot.plot([], [], name="evaluation loss", symbol="o", symbolSize=5)
         self.metric = pg.PlotDataItem([], [], symbol="s", symbolSize=5)
         self.metric_box.addItem(self.metric)
-        for item in (self.raw, self.smoothed, self.evals, self.metric):
-            # NOTE: pyqtgraph's "auto" mode draws a 2 px curve as separate segments, which costs
-            # ~10x the time of one path (150 ms a redraw beside the noisy per-batch curve)
-            item.curve.setSegmentedLineMode("off")
         self.legend.addItem(self.metric, "metric")
         self.best = pg.InfiniteLine(angle=90, movable=False)
         self.failed = pg.InfiniteLine(angle=90, movable=False)
@@ -114,7 +110,7 @@ class LossPlot(QWidget):
         self.log = False
         self.theme: Theme | None = None
         self.metric_kind: str | None = None
-        self._legend_names = {}
+        self._legend_names: dict[int, tuple[str, Any]] = {}  # the text and colour each legend entry shows
         self.points = 0  # points drawn by the loss curves (a test reads it)
 
     def _fit_metric_box(self) -> None:
@@ -132,10 +128,8 @@ class LossPlot(QWidget):
             axis.setTextPen(pg.mkPen(text))
             axis.label.setDefaultTextColor(text)
         loss = QColor("#6ea8fe") if theme.dark else QColor("#2f6fd0")
-        # NOTE: an opaque blend, not an alpha pen: a translucent zig-zag of 2,000 points costs Qt's
-        # raster engine ~20x the time to draw, and it is redrawn a few times a second
-        back = QColor(theme.background)
-        faint = QColor.fromRgbF(*(0.35 * a + 0.65 * b for a, b in zip(loss.getRgbF()[:3], back.getRgbF()[:3])))
+        faint = QColor(loss)
+        faint.setAlpha(90)
         metric = QColor("#f2a33a") if theme.dark else QColor("#d9480f")
         self.raw.setPen(pg.mkPen(faint, width=1))
         self.smoothed.setPen(pg.mkPen(loss, width=2))
@@ -150,7 +144,7 @@ class LossPlot(QWidget):
         self.failed.setPen(pg.mkPen(QColor("#e5484d"), width=1.5, style=Qt.PenStyle.DashLine))
         for _sample, label in self.legend.items:
             label.setText(label.text, color=text)
-        self._legend_names: dict[int, tuple[str, Any]] = {}
+        self._legend_names = {}
         font = QFont()
         font.setPointSizeF(max(7.5, font.pointSizeF() * 0.85))
         for name in ("left", "bottom", "right"):
