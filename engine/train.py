@@ -519,7 +519,7 @@ class Trainer:
                 values = self.runtime.forward(feeds).values
             loss = float(values[self.loss_key])
             if not math.isfinite(loss):
-                self._diagnose(feeds, "evaluating the loss")
+                self._diagnose(feeds, "evaluating the loss", step=self.step_count)
             losses.append(loss)
             if self.target_key is not None:
                 judged.append(float(values[self.target_key]))

@@ -218,9 +218,15 @@ class TrainWorker(QObject):
                 step_time = record.seconds if not step_time else 0.9 * step_time + 0.1 * record.seconds
             evaluation = None
             if done >= next_eval and done < job.steps and now - last_eval >= eval_seconds / EVAL_SHARE:
-                evaluation = trainer.evaluation()
-                eval_seconds, last_eval = evaluation.seconds, time.perf_counter()
                 next_eval = done + every
+                try:
+                    evaluation = trainer.evaluation()
+                    eval_seconds, last_eval = evaluation.seconds, time.perf_counter()
+                except NonFiniteError:
+                    # NOTE: an evaluation the command line does not make must not be what stops the
+                    # run: the next training step finds the NaN or Inf and names its node and step,
+                    # as `backprop-studio train` does (or it trains on, as the CLI would)
+                    last_eval = time.perf_counter()
             if now - last_sync >= SYNC_SECONDS or evaluation is not None:
                 rate = done / max(now - t_start, 1e-9)
                 self._last = trainer.checkpoint()

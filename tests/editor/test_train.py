@@ -227,6 +227,32 @@ def test_a_diverging_learning_rate_stops_at_the_right_node_and_step(qtbot, win):
     assert c.training()["optimizer"] == {"type": "sgd", "lr": 0.1}
 
 
+def test_an_evaluation_that_overflows_mid_run_leaves_the_stop_to_the_training_step(qapp, monkeypatch):
+    # the window evaluates along a run when time allows; the CLI does not: an evaluation that
+    # meets NaN or Inf must not stop the run at another step or node than the CLI's train would
+    from editor.train import worker as worker_mod
+
+    t = Trainer.from_project(serialize.load(presets.path("two_layer_net")))
+    real, calls = t.evaluation, []
+
+    def evaluation() -> Evaluation:
+        calls.append(t.step_count)
+        if 0 < t.step_count < 40:
+            raise NonFiniteError("evaluating the loss: Inf", "node", "forward", t.step_count)
+        return real()
+
+    t.evaluation = evaluation  # type: ignore[method-assign]
+    monkeypatch.setattr(worker_mod, "EVAL_SHARE", 1.0)  # evaluate whenever one is due
+    w = worker_mod.TrainWorker()
+    w.trainer, w.backend = t, t.ready().backend
+    ended: list = []
+    w.ended.connect(ended.append)
+    with kernels.using(w.backend):
+        w._loop(worker_mod.Job(1, None, 50), t)  # on this thread: the signals arrive at once
+    assert any(0 < s < 40 for s in calls) and calls[-1] == 50
+    assert ended[-1].reason == "done" and t.step_count == 50
+
+
 def test_settings_are_undoable_edits(qtbot, win):
     load(win, "convnet")
     c = win.train.controller
