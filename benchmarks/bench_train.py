@@ -130,10 +130,18 @@ class Window:
     def run(self, on_tick=None) -> tuple[float, float, int]:  # noqa: ANN001
         """One press of Train (the file's steps); (CPU seconds, wall seconds, steps taken)."""
         at = self.c.step_count
+        draws = [0]
+
+        def drawn() -> None:
+            draws[0] += 1
+
+        self.c.history_changed.connect(drawn)
         c0, w0, g0 = time.process_time(), time.perf_counter(), time.thread_time()
         self.c.start()
         self._wait(on_tick)
         self.gui_cpu = time.thread_time() - g0  # the GUI thread's share of the CPU time
+        self.c.history_changed.disconnect(drawn)
+        self.draws_per_second = draws[0] / max(time.perf_counter() - w0, 1e-9)  # plot and progress redraws
         return time.process_time() - c0, time.perf_counter() - w0, self.c.step_count - at
 
     def close(self) -> None:
@@ -174,7 +182,7 @@ def time_lesson(lesson: str, steps: int, repeats: int, tmp: str) -> dict:
     ref.run()
     if win.c.backend != ref.backend:
         raise SystemExit(f"{lesson}: the window chose kernels {win.c.backend!r}, the CLI {ref.backend!r}")
-    app_cpu, app_wall, cli_cpu, cli_wall, ratios_cpu, ratios_wall, gui = [], [], [], [], [], [], []
+    app_cpu, app_wall, cli_cpu, cli_wall, ratios_cpu, ratios_wall, gui, draws = [], [], [], [], [], [], [], []
     for i in range(repeats):
         # alternate who goes first, so that a load change hits both alike
         order = (win, ref) if i % 2 == 0 else (ref, win)
@@ -184,6 +192,7 @@ def time_lesson(lesson: str, steps: int, repeats: int, tmp: str) -> dict:
             got[who] = (cpu / n, wall / n)
         app_cpu.append(got[win][0])
         gui.append(win.gui_cpu / (got[win][0] * steps))
+        draws.append(win.draws_per_second)
         app_wall.append(got[win][1])
         cli_cpu.append(got[ref][0])
         cli_wall.append(got[ref][1])
@@ -193,7 +202,8 @@ def time_lesson(lesson: str, steps: int, repeats: int, tmp: str) -> dict:
     med = statistics.median
     return {"lesson": lesson, "steps": steps, "backend": ref.backend, "app_cpu": med(app_cpu), "cli_cpu": med(cli_cpu),
             "app_wall": med(app_wall), "cli_wall": med(cli_wall), "ratio_cpu": med(ratios_cpu),
-            "ratio_wall": med(ratios_wall), "ratios_cpu": ratios_cpu, "gui": med(gui)}
+            "ratio_wall": med(ratios_wall), "ratios_cpu": ratios_cpu, "gui": med(gui),
+            "draws": med(draws)}
 
 
 def memory(steps: int, tmp: str) -> None:
@@ -241,7 +251,7 @@ def main() -> None:
             r = time_lesson(lesson, args.steps or DEFAULT_STEPS.get(lesson, 100), args.repeats, tmp)
             print(f"{lesson:<16} {r['steps']:>6} {r['backend']:>8} {1e3 * r['app_cpu']:>10.3f} {1e3 * r['cli_cpu']:>8.3f} "
                   f"{r['ratio_cpu']:>6.3f}  {1e3 * r['app_wall']:>12.3f} {1e3 * r['cli_wall']:>7.3f} "
-                  f"{r['ratio_wall']:>6.3f}   (GUI thread {100 * r['gui']:.0f}% of the window's CPU; CPU ratios {', '.join(f'{x:.3f}' for x in r['ratios_cpu'])})",
+                  f"{r['ratio_wall']:>6.3f}   (GUI thread {100 * r['gui']:.0f}% of the window's CPU, {r['draws']:.1f} redraws/s; CPU ratios {', '.join(f'{x:.3f}' for x in r['ratios_cpu'])})",
                   flush=True)
         print("goal: window/CLI ≤ 1.10 per step")
         if args.memory:

@@ -46,7 +46,8 @@ from engine.train import Checkpoint, Evaluation, History, TrainingConfig
 STATES = ("idle", "preparing", "running", "pausing", "paused", "stopping", "failed", "evaluating")
 SPARK_LENGTH = 48  # traced steps a node's sparkline remembers
 DRAW_SECONDS = 0.25  # a run's progress is drawn at most this often ...
-GUI_SHARE = 0.03  # ... and less often when drawing it took more than this share of the GUI thread's time
+GUI_SHARE = 0.03  # ... and less often when drawing it took more than this share of the GUI thread's time,
+MAX_DRAW_SECONDS = 1.0  # ... but at least this often
 
 
 @dataclass(frozen=True)
@@ -395,7 +396,7 @@ class TrainController(QObject):
         if self.running and now < self._next_draw:
             return
         self._draw()
-        self._next_draw = now + max(DRAW_SECONDS, (cpu - self._draw_cpu) / GUI_SHARE)
+        self._next_draw = now + min(MAX_DRAW_SECONDS, max(DRAW_SECONDS, (cpu - self._draw_cpu) / GUI_SHARE))
         self._draw_cpu = cpu
 
     def _draw(self) -> None:
