@@ -46,8 +46,8 @@ from engine.train import Checkpoint, Evaluation, History, TrainingConfig
 STATES = ("idle", "preparing", "running", "pausing", "paused", "stopping", "failed", "evaluating")
 SPARK_LENGTH = 48  # traced steps a node's sparkline remembers
 DRAW_SECONDS = 0.25  # a run's progress is drawn at most this often ...
-GUI_SHARE = 0.03  # ... and less often when drawing it took more than this share of the GUI thread's time,
-MAX_DRAW_SECONDS = 1.0  # ... but at least this often
+GUI_SHARE = 0.04  # ... and less often when drawing it took more than this share of the GUI thread's time,
+MAX_DRAW_SECONDS = 2.0  # ... but at least this often
 
 
 @dataclass(frozen=True)
