@@ -26,6 +26,26 @@ _SET_PARAMS_ID = 1001
 _MOVE_ID = 1002
 
 
+class MacroCommand(QUndoCommand):
+    """Several commands as one undo step: ``redo`` runs them in order, ``undo`` in reverse.
+
+    NOTE: not Qt's ``QUndoCommand(parent)`` children: with PySide6 a Python command parented to
+    another is deleted twice when the stack goes (a crash in ~QUndoCommand); here Python owns
+    the children and only the macro goes on the stack."""
+
+    def __init__(self, text: str, children: list[QUndoCommand]) -> None:
+        super().__init__(text)
+        self.children_ = list(children)
+
+    def redo(self) -> None:
+        for c in self.children_:
+            c.redo()
+
+    def undo(self) -> None:
+        for c in reversed(self.children_):
+            c.undo()
+
+
 class AddNodeCommand(QUndoCommand):
     """Add one block (palette drop, search popup)."""
 

@@ -31,6 +31,8 @@ NAMES: tuple[str, ...] = (
     "insert", "open-inside", "expand", "back",
     # running (the run controls)
     "forward", "backward", "step", "step-back", "play", "pause", "stop", "reset", "run-to-here", "train",
+    # training (the Train and Try panels)
+    "try", "rollback", "best",
 )
 
 

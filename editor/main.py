@@ -92,15 +92,19 @@ def _screenshot(args: list[str]) -> int:
     parser.add_argument("--step", metavar="PHASE:N", help="run the pass and show it after N nodes of a phase: "
                         "forward:3, backward:end")
     parser.add_argument("--select", metavar="NODE", help="select this node (its numbers show in the panels)")
+    parser.add_argument("--train", metavar="STEPS", type=int, dest="train_steps",
+                        help="train STEPS steps in the window's Train panel first (shown in the picture)")
+    parser.add_argument("--prompt", metavar="TEXT", help="then ask the Try panel (a language model or a translator)")
     parser.add_argument("--json", action="store_true",
                         help='print one JSON line about the picture: {"zoom": …, "min_text_px": …, …} and, with '
-                             '--step, {"loss": …, "events": …, "phase": …, "step": …}')
+                             '--step, {"loss": …, "events": …, "phase": …, "step": …}; with --train, '
+                             '{"steps": …, "loss_first": …, "loss_last": …, "metric": …}')
     ns = parser.parse_args(args)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from editor.screenshot import main as screenshot
 
     return screenshot(ns.file, ns.out, ns.width, ns.height, select=ns.select, inside=ns.inside, show_all=ns.show_all,
-                      step=ns.step, as_json=ns.json)
+                      step=ns.step, as_json=ns.json, train_steps=ns.train_steps, prompt=ns.prompt)
 
 
 if __name__ == "__main__":

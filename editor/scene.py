@@ -800,10 +800,9 @@ class GraphScene(QGraphicsScene):
             if picked is not None and (picked.dst, picked.dst_port) != (dst, dp):
                 # Lifting a wire off one input and dropping it on another is one step:
                 # children of a macro run in order (remove the lifted link, then connect).
-                macro = QUndoCommand(f"Move link to {short(self.doc.node(dst).name)}.{dp}")
-                commands.RemoveItemsCommand(self.doc, [], [picked], parent=macro)
-                commands.ConnectCommand(self.doc, src, sp, dst, dp, parent=macro)
-                self.push(macro)
+                self.push(commands.MacroCommand(f"Move link to {short(self.doc.node(dst).name)}.{dp}", [
+                    commands.RemoveItemsCommand(self.doc, [], [picked]),
+                    commands.ConnectCommand(self.doc, src, sp, dst, dp)]))
             else:
                 self.push(commands.ConnectCommand(self.doc, src, sp, dst, dp))
         except EngineError as exc:

@@ -5,6 +5,11 @@ Settings are kept in a throw-away location so a screenshot neither reads nor cha
 (window size, recent files, theme). ``BACKPROP_STUDIO_THEME=light|dark`` picks the theme.
 With ``--json`` it prints one line describing the picture: at least the canvas zoom and the
 smallest on-screen text height (``{"zoom": 0.9, "min_text_px": 9.9, ...}``).
+
+``--train STEPS`` trains the model first in the window's own Train panel (the same worker, the
+same engine as a person pressing Train), shown in the picture; the JSON line then also carries
+``{"steps": …, "loss_first": …, "loss_last": …, "metric": …}``. ``--prompt TEXT`` then asks the
+Try panel (a language model or a translator) and shows its answer (``"answer"`` in the JSON).
 """
 
 from __future__ import annotations
@@ -101,9 +106,69 @@ def lesson_views(window, lesson: str, depth: int = 2):  # noqa: ANN001, ANN201
     yield from inside(lesson, 1)
 
 
+def train(window, steps: int, timeout: float = 1800.0) -> dict[str, Any]:  # noqa: ANN001
+    """Train ``steps`` steps in the window's Train panel, as a person pressing Train would, and
+    wait for the run to end. Returns what ``--json`` prints about it."""
+    import time
+
+    from PySide6.QtWidgets import QApplication
+
+    from editor.train.settings import SetTrainingCommand
+    from engine import metrics
+
+    inst = window.train
+    c = inst.controller
+    inst.show_panel()
+    if c.training().get("steps") != steps:
+        window.undo_stack.push(SetTrainingCommand(c, {**c.training(), "steps": steps}, f"Set the steps to {steps}"))
+    c.start()
+    end = time.perf_counter() + timeout
+    while c.state not in ("idle", "failed") or c.worker.busy:
+        if time.perf_counter() > end:
+            raise TimeoutError(f"training did not finish in {timeout:.0f} s")
+        QApplication.processEvents()
+        time.sleep(0.01)
+    for _ in range(3):
+        QApplication.processEvents()
+    inst.panel.draw_plot()
+    loss = c.history["loss"]
+    ev = c.latest()
+    return {"steps": c.step_count, "loss_first": float(loss[0]) if len(loss) else None,
+            "loss_last": float(loss[-1]) if len(loss) else None,
+            "metric": None if ev is None or ev.metric is None or not c.metric_kind else
+            {"kind": c.metric_kind, "value": ev.metric, "text": metrics.format_value(c.metric_kind, ev.metric)},
+            "eval_loss": None if ev is None else ev.loss,
+            "failed": None if c.failure is None else c.failure.message}
+
+
+def ask(window, prompt: str, timeout: float = 300.0) -> dict[str, Any]:  # noqa: ANN001
+    """Ask the Try panel ``prompt`` and wait for the answer."""
+    import time
+
+    from PySide6.QtWidgets import QApplication
+
+    inst = window.train
+    panel = inst.try_panel
+    if not panel.available:
+        raise ValueError("this graph has no language model or translator to try")
+    inst.show_panel("try")
+    panel.edit.setText(prompt)
+    panel.go()
+    end = time.perf_counter() + timeout
+    while panel.busy() or panel.answer is None and "Thinking" in panel.result.text():
+        if time.perf_counter() > end:
+            raise TimeoutError("no answer in time")
+        QApplication.processEvents()
+        time.sleep(0.01)
+    for _ in range(3):
+        QApplication.processEvents()
+    return {"answer": panel.answer.text if panel.answer is not None else None}
+
+
 def main(file: str, out: str, width: int = 1400, height: int = 900, theme: str | None = None,
          select: str | None = None, inside: str | None = None, show_all: bool = False,
-         step: str | None = None, as_json: bool = False) -> int:
+         step: str | None = None, as_json: bool = False, train_steps: int | None = None,
+         prompt: str | None = None) -> int:
     """Render the editor with ``file`` (a graph, a .bps project or a preset name) to ``out``;
     ``select`` names a node to select first (the inspector then shows it); ``inside`` opens
     composites first (see :func:`open_path`); ``step`` (``forward:3``, ``backward:end``) runs
@@ -137,7 +202,17 @@ def main(file: str, out: str, width: int = 1400, height: int = 900, theme: str |
         except Exception as exc:  # noqa: BLE001 - a wrong name must not cost the picture
             print(f"backprop-studio screenshot: {exc}", file=sys.stderr)
         run_info: dict[str, Any] = {}
-        if step or as_json:
+        try:
+            if train_steps is not None:
+                run_info.update(train(window, train_steps))
+            if prompt is not None:
+                run_info.update(ask(window, prompt))
+        except (TimeoutError, ValueError) as exc:
+            print(f"backprop-studio screenshot: {exc}", file=sys.stderr)
+            window.undo_stack.setClean()
+            window.close()
+            return 1
+        if step or as_json and train_steps is None:
             from editor.run import scripted
             try:
                 run_info = scripted.go_to(window.run, step) if step else scripted.summary(window.run)

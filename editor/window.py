@@ -19,7 +19,7 @@ from PySide6.QtGui import (QAction, QActionGroup, QCloseEvent, QGuiApplication, 
 from PySide6.QtWidgets import (QApplication, QDockWidget, QHBoxLayout, QLabel, QMainWindow, QMenu, QSizePolicy,
                                QToolButton, QUndoView, QVBoxLayout, QWidget)
 
-from editor import commands, exporting, run as run_feature, theme as themes, toolbar
+from editor import commands, exporting, run as run_feature, theme as themes, toolbar, train as train_feature
 from editor.clipboard import Clipboard
 from editor.files import Files
 from editor.document import Document
@@ -123,6 +123,7 @@ class MainWindow(QMainWindow):
         self._update_crumbs()
         self._update_title()
         self.run = run_feature.install(self)
+        self.train = train_feature.install(self)
         self.setAcceptDrops(True)
         self.resize(1400, 900)
         geometry = self.settings.value("window/geometry")
@@ -723,6 +724,7 @@ class MainWindow(QMainWindow):
         self.files.drop_recovery()
         self.autosave_timer.stop()
         self.run.shutdown()
+        self.train.shutdown()
         event.accept()
 
     def dragEnterEvent(self, event: Any) -> None:

@@ -82,6 +82,7 @@ import engine
 from engine import data as data_mod
 from engine import feeds as feeds_mod
 from engine import memory
+from engine import prompt as prompt_mod
 from engine.archive import reason, size_text
 from engine.errors import EngineError, FileFormatError, GraphError, RuntimeFailure
 from engine.optim import OptimizerError
@@ -411,13 +412,16 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
     trainer = Trainer.from_project(project, restart=args.restart, steps=args.steps, seed=args.seed, dtype=args.dtype, lr=args.lr)
     for note in trainer.notes:
         out.note(f"note: {note}")
-    backend = _prepare_kernels(trainer.runtime, out, trainer.dataset.first_feeds(), trainer.loss_key,
-                               passes=trainer.config.steps)
+    from engine import kernels
+
+    backend = trainer.ready(KernelProgress(out)).backend  # the editor's Train panel asks the same question
+    kernels.select(backend)
     cfg = trainer.config
     steps = cfg.steps
     out.event("start", file=str(path), name=project.name, steps=steps, first_step=trainer.step_count + 1,
               optimizer=dict(cfg.optimizer), seed=cfg.seed, dtype=cfg.dtype, clip=cfg.clip,
-              rows=trainer.dataset.rows, batch=trainer.dataset.batch, target=cfg.target, kernels=backend)
+              rows=trainer.dataset.rows, batch=trainer.dataset.batch, target=cfg.target, metric=cfg.metric,
+              kernels=backend)
     out.line(f"training {path}" + (f" ({project.name})" if project.name else "") + f": {steps} steps of {cfg.optimizer['type']} "
              f"(lr {_fmt(trainer.optimizer.lr)}), batches of {trainer.dataset.batch} of {trainer.dataset.rows} rows, "
              f"seed {cfg.seed}, {cfg.dtype}")
@@ -436,6 +440,11 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
               saved=str(saved.path) if saved else None, saved_as_asked=saved.as_asked if saved else None)
     out.line(f"loss {_fmt(result.initial_loss)} → {_fmt(result.final_loss)} (fell {100 * result.drop:.1f}%) "
              f"in {result.steps} steps, {result.seconds:.2f} s")
+    if result.metric:
+        from engine import metrics
+
+        out.line(f"{metrics.label(result.metric)} {metrics.format_value(result.metric, result.metric_initial)} → "
+                 f"{metrics.format_value(result.metric, result.metric_final)}")
     if saved is not None:
         out.line(f"saved {saved.what} to {saved.path}")
     if stop.hit:
@@ -505,55 +514,6 @@ def cmd_gradcheck(args: argparse.Namespace, out: Output) -> int:
 # --- generate -------------------------------------------------------------------------------------
 
 
-_LM_TYPES = ("LanguageModel", "GenerateToken")
-_S2S_TYPES = ("SequenceToSequence",)
-
-
-def _pick_model(graph: Any, node: str | None) -> Any:
-    """The node that generates: ``node`` if given, else the graph's only SequenceToSequence, else
-    its only LanguageModel, else its only GenerateToken."""
-    if node is not None:
-        found = graph.find(node)
-        if found.type not in _LM_TYPES + _S2S_TYPES:
-            raise UsageError(f"--node {node}: {found.label} is a {found.type}; generation needs a LanguageModel, "
-                             f"a GenerateToken or a SequenceToSequence")
-        return found
-    for types in (_S2S_TYPES, ("LanguageModel",), ("GenerateToken",)):
-        found = [n for n in graph.nodes.values() if n.type in types]
-        if len(found) > 1:
-            raise UsageError(f"this graph has several {types[0]} nodes ({', '.join(n.label for n in found)}); "
-                             f"say which one with --node NAME")
-        if found:
-            return found[0]
-    raise UsageError("this graph has nothing to generate with: it needs a LanguageModel, a GenerateToken "
-                     "(a language model built from blocks) or a SequenceToSequence")
-
-
-def _model_text(project: Project, model: Any) -> "data_mod.TextData":
-    """The text set (vocabulary) of the token-id Input that feeds ``model``."""
-    import networkx as nx
-
-    graph = project.graph
-    ancestors = nx.ancestors(graph.to_networkx(), model.id)
-    names = [graph.nodes[n].name for n in sorted(ancestors) if graph.nodes[n].type == "Input" and graph.nodes[n].params.get("dtype") == "ids"]
-    sets = data_mod.text_sets(project.data)
-    spec = data_mod.normalize(project.data)
-    for name in names:
-        entry = spec.get(name)
-        if entry is not None and entry.get("kind") == "text":
-            return sets[entry.get("same_as", name)]
-    return data_mod.text_for(spec)
-
-
-def _context_of(graph: Any, model: Any) -> int | None:
-    """How many tokens the language model reads at most (learned positions have max_len rows)."""
-    if model.type == "LanguageModel":
-        return int(model.params["max_len"]) if model.params.get("model", "transformer") == "transformer" else None
-    limits = [int(n.params.get("max_len", 512)) for n in graph.nodes.values()
-              if n.type == "EmbedToken" and n.params.get("position") == "learned"]
-    return min(limits) if limits else None
-
-
 def _train_for_generation(project: Project, path: Path, args: argparse.Namespace, out: Output, implicit: bool) -> Project:
     trainer = Trainer.from_project(project)
     for note in trainer.notes:
@@ -598,9 +558,9 @@ def cmd_generate(args: argparse.Namespace, out: Output) -> int:
             raise UsageError(f"--weights {args.weights} was trained on another graph: it has weights for node {missing[0]}, "
                              f"which {path} does not have")
         project = dataclasses.replace(project, weights=source.weights)
-    model = _pick_model(project.graph, args.node)
-    text = _model_text(project, model)
-    translating = model.type in _S2S_TYPES
+    model = prompt_mod.pick_model(project.graph, args.node, flag="--node")
+    text = prompt_mod.model_text(project, model)
+    translating = model.type in prompt_mod.S2S_TYPES
     if translating != (text.task == "translate"):
         raise UsageError(f"{model.label} is a {model.type}, but the text data is for the task {text.task}")
     # Words → ids before any training, so that a typo in the prompt fails at once.
@@ -613,8 +573,10 @@ def cmd_generate(args: argparse.Namespace, out: Output) -> int:
     config = _config(project, argparse.Namespace(seed=None, dtype=None))
     runtime = Runtime(project.graph, weights=project.weights, seed=config.seed, dtype=config.dtype)
     if not trained_here:  # (training picked the backend already)
-        _prepare_kernels(runtime, out, None, None, passes=max(1, args.max_tokens))
-    limit = _context_of(project.graph, model) if not translating else None
+        from engine import kernels
+
+        kernels.select(prompt_mod.plan_kernels(runtime, args.max_tokens, KernelProgress(out)).backend)  # = the Try panel's
+    limit = prompt_mod.context_of(project.graph, model) if not translating else None
     if text.context is not None and limit != text.context:
         out.note(f"note: the model reads up to {limit or 'any number of'} tokens, but it was trained on windows of "
                  f"{text.context}; give its EmbedToken learned positions with max_len {text.context} so that "

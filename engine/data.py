@@ -331,13 +331,30 @@ class TextData:
         shown = ", ".join(words[:limit])
         return shown + (f", … ({len(words)} words)" if len(words) > limit else "")
 
+    def nearest(self, word: str, n: int = 3) -> list[str]:
+        """Up to ``n`` words of the vocabulary (specials left out) closest in spelling to
+        ``word``, closest first: the same word in other letter case, then close spellings
+        (:func:`difflib.get_close_matches`). Empty when nothing is close."""
+        import difflib
+
+        specials = {self.bos, self.eos, self.pad}
+        words = [w for w in self.vocab if w not in specials]
+        same_case = [w for w in words if w.lower() == word.lower() and w != word]
+        close = difflib.get_close_matches(word.lower(), [w.lower() for w in words], n=n + len(same_case), cutoff=0.6)
+        by_lower = {w.lower(): w for w in reversed(words)}
+        out = same_case + [by_lower[c] for c in close if by_lower[c] not in same_case and by_lower[c] != word]
+        return out[:n]
+
     def ids(self, words: list[str], what: str) -> list[int]:
-        """The ids of ``words``; an unknown word is a :class:`DataError` naming it and ``what``."""
+        """The ids of ``words``; an unknown word is a :class:`DataError` naming it and ``what``
+        (with the nearest known words, when some are close)."""
         index = self.index
         out = []
         for w in words:
             if w not in index:
-                raise DataError(f"{what}: the word {w!r} is not in the vocabulary (known words: {self.known_words()})")
+                near = self.nearest(w)
+                hint = f"; did you mean {' or '.join(repr(x) for x in near)}?" if near else ""
+                raise DataError(f"{what}: the word {w!r} is not in the vocabulary (known words: {self.known_words()}){hint}")
             out.append(index[w])
         return out
 

@@ -71,12 +71,14 @@ class RuntimeFailure(EngineError):
 
 
 class NonFiniteError(RuntimeFailure):
-    """A NaN or Inf appeared; ``node`` and ``phase`` say where it appeared first."""
+    """A NaN or Inf appeared; ``node`` and ``phase`` say where it appeared first, and ``step``
+    at which training step (1-based; 0 outside training)."""
 
-    def __init__(self, message: str, node: str = "", phase: str = "") -> None:
+    def __init__(self, message: str, node: str = "", phase: str = "", step: int = 0) -> None:
         super().__init__(message)
         self.node = node
         self.phase = phase
+        self.step = step
 
 
 class FileFormatError(EngineError):

@@ -24,7 +24,7 @@ generator seeded by ``seed``, so the same call gives the same tokens.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import networkx as nx
 import numpy as np
@@ -192,6 +192,7 @@ def generate(
     bos: int | None = None,
     seed: int = 0,
     node: str | None = None,
+    on_token: Callable[[int, np.ndarray], None] | None = None,
 ) -> list[int]:
     """Continue ``prompt`` (token ids) with a language model; returns the new ids only.
 
@@ -204,6 +205,8 @@ def generate(
       greedy for a LanguageModel block.
     - ``seed``: the random generator's seed (sampling only).
     - ``node``: which node to use when the graph has several language models.
+    - ``on_token``: called with each chosen id and the scores it was chosen from (the end
+      token included), e.g. to show each token's probability.
 
     Prefixes longer than a transformer's ``max_len`` are cut to their last ``max_len`` tokens.
 
@@ -220,7 +223,10 @@ def generate(
     limit = _context_limit(lm)
     new: list[int] = []
     for _ in range(max_new_tokens):
-        token = pick_token(_last_logits(lm, tokens, limit), temperature, rng)
+        logits = _last_logits(lm, tokens, limit)
+        token = pick_token(logits, temperature, rng)
+        if on_token is not None:
+            on_token(token, logits)
         if eos is not None and token == eos:
             break
         tokens.append(token)
@@ -241,12 +247,14 @@ def translate(
     temperature: float = 0.0,
     seed: int = 0,
     node: str | None = None,
+    on_token: Callable[[int, np.ndarray], None] | None = None,
 ) -> list[int]:
     """Decode a target sequence for ``source`` with a SequenceToSequence model.
 
     The decoder starts from ``[bos]`` and appends one token at a time (greedy when
     ``temperature`` is 0, sampled otherwise, seeded by ``seed``) until it produces ``eos`` or
     the target reaches ``max_len`` tokens. Returns the target ids without ``bos`` and ``eos``.
+    ``on_token`` is called as in :func:`generate`.
 
     >>> translate(runtime, [4, 7, 9], bos=1, eos=2)   # "la maison bleue"  # doctest: +SKIP
     [5, 12, 8]                                        # "the blue house"
@@ -266,6 +274,8 @@ def translate(
     while len(target) - 1 < max_len:
         logits = s2s.run({"src": src, "tgt": np.asarray([target], dtype=np.int64)})
         token = pick_token(logits[0, -1], temperature, rng)
+        if on_token is not None:
+            on_token(token, logits[0, -1])
         if token == eos:
             break
         target.append(token)

@@ -175,12 +175,16 @@ class Recorder:
     ``inside`` also records the inner nodes of composites and unrolled networks; arrays are
     copied up to ``max_elements`` each and ``max_bytes`` in all (then statistics only);
     ``should_stop`` is asked between node executions, and the recording ends early when it
-    says yes (:attr:`stopped` tells)."""
+    says yes (:attr:`stopped` tells). ``context`` runs the pass in training mode (a training
+    step's: Dropout and BatchNorm as in training, see :class:`engine.blocks.Context`); the
+    default is evaluation mode."""
 
     def __init__(self, runtime: Runtime, feeds: Mapping[str, np.ndarray], loss: PortKey | None, *,
                  inside: bool = True, should_stop: Callable[[], bool] | None = None,
-                 max_elements: int = MAX_ELEMENTS, max_bytes: int = MAX_BYTES, local: bool = True) -> None:
+                 max_elements: int = MAX_ELEMENTS, max_bytes: int = MAX_BYTES, local: bool = True,
+                 context: Any = None) -> None:
         self.runtime = runtime
+        self.context = context
         self.feeds = feeds
         self.loss = loss
         self.inside = inside
@@ -208,7 +212,7 @@ class Recorder:
 
     def frames(self) -> Iterator[Frame]:
         """Every frame of the pass: forward, then (with a loss) backward."""
-        p = self.runtime.start(self.feeds, trace=True)
+        p = self.runtime.start(self.feeds, trace=True, context=self.context)
         insides: dict[str, _Inside] = {}
         with np.errstate(all="ignore"):
             yield from self._forward(p, (), insides)

@@ -12,7 +12,8 @@ The ``"training"`` section of a graph file says how a lesson trains; every key i
       "clip": null,                          # clip the global gradient norm to this (null: off)
       "seed": 0,                             # initial weights and minibatch draws
       "dtype": "float32",                    # or "float64"
-      "target": {"metric": "loss_drop", "value": 0.9}
+      "target": {"metric": "loss_drop", "value": 0.9},
+      "metric": {"kind": "accuracy"}         # how well it does, beyond the loss (engine.metrics)
     }
 
 Optimiser defaults are torch's (SGD lr 0.01, momentum 0; Adam lr 0.001, betas (0.9, 0.999),
@@ -23,6 +24,10 @@ initial and final are evaluation losses (see :mod:`engine.data`) measured before
 A target may name another node whose output is a single number: ``{"metric": "loss_drop",
 "value": 0.9, "node": "LSTM loss"}`` judges that node's output instead of the training loss (for a
 lesson that trains two models side by side on the sum of their losses).
+
+``metric`` is the lesson's validation metric (accuracy, exact match, perplexity or R², see
+:mod:`engine.metrics`); it is measured with the evaluation loss, on the same batches, before and
+after a run (the CLI reports both) and whenever the editor evaluates during training.
 
 The trainer is deterministic: weights start from ``seed`` (per node, see
 :func:`engine.runtime.node_rng`), minibatches come from ``(seed, step)``, and the kernels are
@@ -35,7 +40,14 @@ the old ones; buffers get no gradient and no optimiser update.
 
 When the loss or a gradient stops being finite, the step is run again with the runtime's checks
 on (:class:`engine.runtime.Pass` with ``check=True``), and training stops with a
-:class:`~engine.errors.NonFiniteError` naming the first node whose output or gradient went bad.
+:class:`~engine.errors.NonFiniteError` naming the step (``step``) and the first node (``node``)
+whose output or gradient went bad (``phase``: forward, backward, or the update).
+
+The history is kept compactly (:class:`History`: 32 bytes a step in growing arrays), so a long
+run's memory stays flat. A :class:`Checkpoint` is a cheap reference to the state after a step
+(weights and optimiser state are replaced by new arrays at every update, never changed in place),
+and :meth:`Trainer.restore` goes back to one exactly: rolling back after a divergence, or to the
+best evaluation of a run.
 """
 
 from __future__ import annotations
@@ -49,20 +61,22 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 
 from engine import data as data_mod
+from engine import metrics as metrics_mod
 from engine import optim
 from engine.blocks import Context
 from engine.errors import FileFormatError, GraphError, NonFiniteError
 from engine.graph import Graph
-from engine.runtime import Runtime
+from engine.runtime import Runtime, TraceEvent
 
 if TYPE_CHECKING:
     from engine.serialize import Project
+    from engine.warmup import Plan, Progress
 
 DTYPES = ("float32", "float64")
 METRICS = ("loss_drop", "loss_below")
 DEFAULT_STEPS = 100
 MAX_STEPS = 10_000_000
-_KEYS = ("loss", "optimizer", "steps", "clip", "seed", "dtype", "target")
+_KEYS = ("loss", "optimizer", "steps", "clip", "seed", "dtype", "target", "metric")
 _OPT_KEYS = {"sgd": ("type", "lr", "momentum", "weight_decay", "nesterov"), "adam": ("type", "lr", "betas", "eps", "weight_decay"),
              "adamw": ("type", "lr", "betas", "eps", "weight_decay")}
 
@@ -164,6 +178,11 @@ def normalize(spec: Any) -> dict[str, Any]:
                 raise TrainingError(f"training: target 'node' must be the name of a node, got {node!r}")
             t = {"metric": t["metric"], "value": value, **({"node": node} if "node" in t else {})}
         out["target"] = t
+    if "metric" in spec:
+        try:
+            out["metric"] = metrics_mod.normalize(spec["metric"])
+        except metrics_mod.MetricError as exc:
+            raise TrainingError(str(exc)) from None
     return out
 
 
@@ -178,6 +197,7 @@ class TrainingConfig:
     seed: int = 0
     dtype: str = "float32"
     target: Mapping[str, Any] | None = None
+    metric: Mapping[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any] | None) -> "TrainingConfig":
@@ -194,6 +214,13 @@ class TrainingConfig:
         spec = {**dataclasses.asdict(self), **changes}
         spec["optimizer"] = dict(spec["optimizer"])
         return TrainingConfig.from_dict(spec)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a file's ``training`` section (canonical; None-valued options left out)."""
+        spec = {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k == "clip"}
+        if spec.get("clip") is None:
+            spec.pop("clip")
+        return normalize(spec)
 
 
 def target_met(target: Mapping[str, Any] | None, initial: float, final: float) -> bool | None:
@@ -218,9 +245,23 @@ class StepRecord:
     loss: float  # loss on this step's batch, before the update
     grad_norm: float  # global gradient norm before clipping
     seconds: float
+    # with ``Trainer.step(trace=True)``: the step's trace events (forward, then backward)
+    events: tuple[TraceEvent, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"event": "step", "step": self.step, "loss": self.loss, "grad_norm": self.grad_norm, "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The evaluation loss, the metric and the target node's output over the evaluation batches,
+    after ``step`` updates."""
+
+    step: int
+    loss: float
+    metric: float | None = None  # None without a metric (or when it counted nothing)
+    target: float | None = None  # the output of the target's node, when the target names one
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -237,6 +278,10 @@ class TrainResult:
     # the output of the target's own node, when the target names one (else None)
     target_initial: float | None = None
     target_final: float | None = None
+    # the lesson's metric (engine.metrics) before and after, when it has one
+    metric: str | None = None
+    metric_initial: float | None = None
+    metric_final: float | None = None
 
     @property
     def drop(self) -> float:
@@ -251,10 +296,97 @@ class TrainResult:
             "drop": self.drop, "target": dict(self.target) if self.target else None, "target_met": self.target_met,
             "stopped": self.stopped, "seconds": self.seconds,
             **({"target_initial": self.target_initial, "target_final": self.target_final} if self.target_initial is not None else {}),
+            "metric": ({"kind": self.metric, "initial": self.metric_initial, "final": self.metric_final}
+                       if self.metric else None),
         }
 
 
 HISTORY_KEYS = ("step", "loss", "grad_norm", "seconds")
+_HISTORY_DTYPES = {"step": np.int64, "loss": np.float64, "grad_norm": np.float64, "seconds": np.float64}
+
+
+class History:
+    """One row per training step (:data:`HISTORY_KEYS`), in numpy arrays that grow by doubling:
+    32 bytes a step, however long the run. ``history["loss"]`` is a read-only view of the rows so
+    far (rows are only ever appended, or cut by :meth:`truncate`, which copies)."""
+
+    def __init__(self, columns: Mapping[str, Any] | None = None) -> None:
+        n = 0
+        arrays = {}
+        for k in HISTORY_KEYS:
+            a = np.asarray(columns.get(k, np.zeros(0)) if columns else np.zeros(0)).ravel()
+            arrays[k] = np.array(a, dtype=_HISTORY_DTYPES[k])
+        lengths = {len(a) for a in arrays.values()}
+        if len(lengths) != 1:
+            raise TrainingError("the saved training history has columns of different lengths")
+        n = lengths.pop()
+        self._n = n
+        self._cols = {k: np.resize(a, max(16, n)) for k, a in arrays.items()}
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        view = self._cols[key][:self._n]
+        view.flags.writeable = False
+        return view
+
+    def keys(self) -> tuple[str, ...]:
+        return HISTORY_KEYS
+
+    def append(self, record: StepRecord) -> None:
+        n = self._n
+        if n == len(self._cols["step"]):
+            self._cols = {k: np.resize(a, 2 * n) for k, a in self._cols.items()}
+        cols = self._cols
+        cols["step"][n] = record.step
+        cols["loss"][n] = record.loss
+        cols["grad_norm"][n] = record.grad_norm
+        cols["seconds"][n] = record.seconds
+        self._n = n + 1
+
+    def extend(self, rows: Mapping[str, np.ndarray]) -> None:
+        """Append rows given as columns (what :meth:`rows` returns)."""
+        k = len(np.asarray(rows["step"]))
+        n = self._n
+        if n + k > len(self._cols["step"]):
+            size = max(2 * len(self._cols["step"]), n + k)
+            self._cols = {c: np.resize(a, size) for c, a in self._cols.items()}
+        for c in HISTORY_KEYS:
+            self._cols[c][n:n + k] = rows[c]
+        self._n = n + k
+
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` rows (in new arrays: views handed out earlier stay as they were)."""
+        n = max(0, min(n, self._n))
+        self._cols = {k: np.resize(a[:n].copy(), max(16, n)) for k, a in self._cols.items()}
+        self._n = n
+
+    def arrays(self, n: int | None = None) -> dict[str, np.ndarray]:
+        """Copies of the first ``n`` rows (all by default), as a file's ``history.npz`` holds them."""
+        n = self._n if n is None else min(n, self._n)
+        return {k: self._cols[k][:n].copy() for k in HISTORY_KEYS}
+
+    def rows(self, start: int, stop: int | None = None) -> dict[str, np.ndarray]:
+        """Copies of rows ``start:stop``."""
+        stop = self._n if stop is None else min(stop, self._n)
+        return {k: self._cols[k][start:stop].copy() for k in HISTORY_KEYS}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self._cols.values())
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The state after ``step`` updates: references to the weights and the optimiser state of
+    that moment (never changed in place, so holding them costs no copy)."""
+
+    step: int
+    weights: dict[str, dict[str, np.ndarray]]
+    optimizer_state: dict[str, np.ndarray]
+    optimizer: str  # its type ("adam", ...)
+
 
 #: numpy's overflow/invalid warnings are silenced inside training: non-finite values are found
 #: explicitly and reported with the node that produced them, which a warning cannot do.
@@ -284,6 +416,10 @@ class Trainer:
         self.runtime = Runtime(graph, weights=dict(weights) if weights else None, seed=self.config.seed, dtype=self.config.dtype)
         self.loss_key = self._loss_key()
         self.target_key = self._target_key()
+        try:
+            self.metric = metrics_mod.bind(self.config.metric, self.runtime, self.loss_key)
+        except metrics_mod.MetricError as exc:
+            raise TrainingError(str(exc)) from None
         self.optimizer = optim.create(self.config.optimizer)
         self.notes: list[str] = []  # things a person should know (the CLI prints them)
         if optimizer_state:
@@ -293,13 +429,7 @@ class Trainer:
             else:
                 self.notes.append(f"the saved optimiser state is for {kind or 'an unknown optimiser'}; "
                                   f"{self.optimizer.type_id} starts afresh")
-        self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
-        if history:
-            for k in HISTORY_KEYS:
-                self.history[k] = [v.item() for v in np.asarray(history.get(k, np.zeros(0))).ravel()]
-            lengths = {len(v) for v in self.history.values()}
-            if len(lengths) != 1:
-                raise TrainingError("the saved training history has columns of different lengths")
+        self.history = History(history)
 
     @classmethod
     def from_project(cls, project: "Project", *, restart: bool = False, **overrides: Any) -> "Trainer":
@@ -341,59 +471,91 @@ class Trainer:
                                 f"{step.out_shapes.get(key[1])}; it must be a single number")
         return key
 
+    def ready(self, progress: "Progress | None" = None, passes: int | None = None) -> "Plan":
+        """The kernel backend for training ``passes`` steps (default: the configured steps), with
+        what it needs compiled (:func:`engine.warmup.ready`). ``backprop-studio train`` and the
+        editor's Train panel both ask here, so the same file and settings run on the same backend
+        and give the same losses, to the last bit. Run the steps under
+        ``kernels.using(plan.backend)``."""
+        from engine import warmup
+
+        steps = self.config.steps if passes is None else passes
+        return warmup.ready(self.runtime, steps, self.dataset.first_feeds(), self.loss_key, progress)
+
     # --- running ---------------------------------------------------------------------------
 
     @property
     def step_count(self) -> int:
         """How many updates the weights have had (including those of a resumed run)."""
-        return len(self.history["loss"])
+        return len(self.history)
 
     @property
     def weights(self) -> dict[str, dict[str, np.ndarray]]:
         """A copy of the current weights."""
         return {n: {k: v.copy() for k, v in ws.items()} for n, ws in self.runtime.weights.items()}
 
-    def _diagnose(self, feeds: Mapping[str, np.ndarray], where: str, context: Context | None = None) -> None:
+    def _diagnose(self, feeds: Mapping[str, np.ndarray], where: str, context: Context | None = None,
+                  step: int = 0) -> None:
         """Re-run a pass with checks on; raises NonFiniteError naming the first bad node."""
         try:
             with _quiet():
                 self.runtime.forward_backward(feeds, self.loss_key, check=True, context=context)
         except NonFiniteError as exc:
-            raise NonFiniteError(f"{where}: {exc}", exc.node, exc.phase) from None
-        raise NonFiniteError(f"{where}: the loss or a gradient is NaN or Inf", self.loss_key[0], "backward")
+            raise NonFiniteError(f"{where}: {exc}", exc.node, exc.phase, step) from None
+        raise NonFiniteError(f"{where}: the loss or a gradient is NaN or Inf", self.loss_key[0], "backward", step)
 
     def evaluate(self) -> float:
         """Mean loss over the evaluation batches (see :mod:`engine.data`)."""
-        return self._evaluate()[0]
+        return self.evaluation().loss
 
-    def _evaluate(self) -> tuple[float, float | None]:
-        """Mean loss, and mean output of the target's node (None without one), over the
-        evaluation batches."""
+    def evaluation(self) -> Evaluation:
+        """Mean loss, the metric, and the mean output of the target's node (None without one),
+        over the evaluation batches, in evaluation mode."""
+        t0 = time.perf_counter()
         losses, judged = [], []
+        tally = self.metric.tally() if self.metric is not None else None
         for feeds in self.dataset.eval_feeds():
             with _quiet():
                 values = self.runtime.forward(feeds).values
             loss = float(values[self.loss_key])
             if not math.isfinite(loss):
-                self._diagnose(feeds, "evaluating the loss")
+                self._diagnose(feeds, "evaluating the loss", step=self.step_count)
             losses.append(loss)
             if self.target_key is not None:
                 judged.append(float(values[self.target_key]))
-        return float(np.mean(losses)), (float(np.mean(judged)) if judged else None)
+            if tally is not None:
+                with _quiet():
+                    self.metric.add(tally, values)  # type: ignore[union-attr]
+        return Evaluation(self.step_count, float(np.mean(losses)), tally.value() if tally is not None else None,
+                          float(np.mean(judged)) if judged else None, time.perf_counter() - t0)
 
-    def step(self) -> StepRecord:
-        """One optimisation step on the next batch."""
+    def next_step(self) -> tuple[dict[str, np.ndarray], Context]:
+        """The feeds and the training context of the next step (what :meth:`step` will run):
+        the batch drawn for it and ``Context(training=True, seed, step)``."""
+        index = self.step_count
+        return self.dataset.batch_feeds(index, self.config.seed), Context(training=True, seed=self.config.seed, step=index)
+
+    def step(self, *, trace: bool = False) -> StepRecord:
+        """One optimisation step on the next batch. ``trace`` also collects the step's trace
+        events (the same arithmetic: tracing only reads the values)."""
         t0 = time.perf_counter()
         index = self.step_count
-        feeds = self.dataset.batch_feeds(index, self.config.seed)
-        context = Context(training=True, seed=self.config.seed, step=index)
+        feeds, context = self.next_step()
+        events: tuple[TraceEvent, ...] = ()
         with _quiet():
-            p = self.runtime.forward_backward(feeds, self.loss_key, context=context)
-            loss = float(p.values[self.loss_key])
+            if trace:
+                p = self.runtime.start(feeds, trace=True, context=context)
+                forward = list(p.forward_steps())
+                loss = float(p.values[self.loss_key])
+                p.seed(self.loss_key)
+                events = (*forward, *p.backward_steps())
+            else:
+                p = self.runtime.forward_backward(feeds, self.loss_key, context=context)
+                loss = float(p.values[self.loss_key])
             grads = p.weight_gradients()
             norm = optim.global_norm(grads)
         if not (math.isfinite(loss) and math.isfinite(norm)):
-            self._diagnose(feeds, f"step {index + 1}", context)
+            self._diagnose(feeds, f"step {index + 1}", context, index + 1)
         with _quiet():
             if self.config.clip is not None:
                 optim.clip_grad_norm(grads, self.config.clip)
@@ -406,11 +568,10 @@ class Trainer:
                     label = self.runtime.program.step(node).label
                     raise NonFiniteError(
                         f"step {index + 1}: the update made {label} weight '{name}' NaN or Inf "
-                        f"(is the learning rate {self.optimizer.lr:g} too large? try clipping)", node, "update",
+                        f"(is the learning rate {self.optimizer.lr:g} too large? try clipping)", node, "update", index + 1,
                     )
-        record = StepRecord(index + 1, loss, norm, time.perf_counter() - t0)
-        for k in HISTORY_KEYS:
-            self.history[k].append(getattr(record, k))
+        record = StepRecord(index + 1, loss, norm, time.perf_counter() - t0, events)
+        self.history.append(record)
         return record
 
     def run(
@@ -423,7 +584,7 @@ class Trainer:
         """Evaluate, take ``steps`` steps (default: the file's), evaluate again."""
         t0 = time.perf_counter()
         steps = self.config.steps if steps is None else steps
-        initial, t_initial = self._evaluate()
+        before = self.evaluation()
         done, stopped = 0, False
         for _ in range(steps):
             if should_stop is not None and should_stop():
@@ -433,20 +594,37 @@ class Trainer:
             done += 1
             if on_step is not None:
                 on_step(record)
-        final, t_final = self._evaluate()
-        met = (target_met(self.config.target, initial, final) if t_initial is None
-               else target_met(self.config.target, t_initial, t_final))  # type: ignore[arg-type]
-        return TrainResult(done, initial, final, self.config.target, met, stopped, time.perf_counter() - t0, t_initial, t_final)
+        after = self.evaluation()
+        met = (target_met(self.config.target, before.loss, after.loss) if before.target is None
+               else target_met(self.config.target, before.target, after.target))  # type: ignore[arg-type]
+        return TrainResult(done, before.loss, after.loss, self.config.target, met, stopped, time.perf_counter() - t0,
+                           before.target, after.target, self.metric.kind if self.metric is not None else None,
+                           before.metric, after.metric)
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint:
+        """The state now (references, not copies: see :class:`Checkpoint`)."""
+        return Checkpoint(self.step_count, {n: dict(ws) for n, ws in self.runtime.weights.items()},
+                          self.optimizer.state_dict(), self.optimizer.type_id)
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Go back to ``checkpoint`` (taken from this trainer, at or before the current step):
+        its weights and optimiser state, and the history up to its step. The next step is then
+        exactly the one that followed it."""
+        if checkpoint.step > self.step_count:
+            raise TrainingError(f"cannot go back to step {checkpoint.step}: the run is at step {self.step_count}")
+        self.runtime.weights = {n: dict(ws) for n, ws in checkpoint.weights.items()}
+        if checkpoint.optimizer == self.optimizer.type_id:
+            self.optimizer.load_state_dict(checkpoint.optimizer_state, self.runtime.weights)
+        else:
+            self.optimizer = optim.create(self.config.optimizer)
+        self.history.truncate(checkpoint.step)
 
     # --- saving ----------------------------------------------------------------------------
 
     def history_arrays(self) -> dict[str, np.ndarray]:
-        return {
-            "step": np.asarray(self.history["step"], dtype=np.int64),
-            "loss": np.asarray(self.history["loss"], dtype=np.float64),
-            "grad_norm": np.asarray(self.history["grad_norm"], dtype=np.float64),
-            "seconds": np.asarray(self.history["seconds"], dtype=np.float64),
-        }
+        return self.history.arrays()
 
     def to_project(self, base: "Project") -> "Project":
         """``base`` with this run's weights, optimiser state and history."""

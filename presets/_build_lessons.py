@@ -104,7 +104,8 @@ def language_model() -> Project:
             "next word": {"kind": "text", "field": "target", "same_as": "context"},
         },
         training={"loss": "loss", "optimizer": {"type": "adam", "lr": 0.01}, "steps": 300, "seed": 0,
-                  "dtype": "float32", "target": {"metric": "loss_drop", "value": 0.9}},
+                  "dtype": "float32", "target": {"metric": "loss_drop", "value": 0.9},
+                  "metric": {"kind": "perplexity"}},
     )
 
 
@@ -169,7 +170,8 @@ def seq2seq() -> Project:
             "next target word": {"kind": "text", "field": "target", "same_as": "source"},
         },
         training={"loss": "loss", "optimizer": {"type": "adam", "lr": 0.01}, "steps": 200, "seed": 0,
-                  "dtype": "float32", "target": {"metric": "loss_drop", "value": 0.9}},
+                  "dtype": "float32", "target": {"metric": "loss_drop", "value": 0.9},
+                  "metric": {"kind": "exact_match"}},
     )
 
 
@@ -224,7 +226,8 @@ def rnn_vs_lstm() -> Project:
         graph=b.graph, name="RNN vs LSTM: remembering the first token", description=description,
         data={"sequence": {**spec, "field": "x"}, "first token": {**spec, "field": "y"}},
         training={"loss": "total loss", "optimizer": {"type": "adam", "lr": 0.005}, "steps": 1500, "clip": 1.0,
-                  "seed": 0, "dtype": "float32", "target": {"metric": "loss_drop", "value": 0.9, "node": "LSTM loss"}},
+                  "seed": 0, "dtype": "float32", "target": {"metric": "loss_drop", "value": 0.9, "node": "LSTM loss"},
+                  "metric": {"kind": "accuracy", "node": "LSTM loss"}},
     )
 
 # --- ConvNet --------------------------------------------------------------------------------------
@@ -270,7 +273,8 @@ def convnet() -> Project:
         graph=b.graph, name="ConvNet: horizontal or vertical bars", description=description,
         data={"image": {**spec, "field": "x"}, "label": {**spec, "field": "y"}},
         training={"loss": "loss", "optimizer": {"type": "adam", "lr": 0.01}, "steps": 300, "seed": 0,
-                  "dtype": "float32", "target": {"metric": "loss_drop", "value": 0.9}},
+                  "dtype": "float32", "target": {"metric": "loss_drop", "value": 0.9},
+                  "metric": {"kind": "accuracy"}},
     )
 
 
@@ -314,7 +318,8 @@ def bert() -> Project:
         graph=b.graph, name="BERT: 24 Transformer blocks", description=description,
         data={"tokens": {**spec, "field": "x"}, "first token": {**spec, "field": "y"}},
         training={"loss": "loss", "optimizer": {"type": "adam", "lr": 0.001}, "steps": 100, "seed": 0,
-                  "dtype": "float32", "target": {"metric": "loss_drop", "value": 0.9}},
+                  "dtype": "float32", "target": {"metric": "loss_drop", "value": 0.9},
+                  "metric": {"kind": "accuracy"}},
     )
 
 

@@ -4,6 +4,11 @@ them (Forward, Backward, Step, Step Back, Play at a speed, Run to Here, the scru
 It knows nothing about painting: the canvas overlay, the panels and the controls listen to
 ``changed`` and read :attr:`timeline`, :attr:`cursor` and :attr:`level`. Editing the graph
 marks the pass :attr:`stale` (the overlay greys it); the next run starts a fresh pass.
+
+Training (:mod:`editor.train`) plugs in three ways: :attr:`source` hands the next pass over (a
+paused run's next training step, stepped through node by node in training mode);
+:meth:`show_training` puts a :class:`TrainingView` on the canvas while no pass is shown; and
+:meth:`lock` refuses new passes while a run is training, saying why.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ from typing import Any, Callable
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from editor.run.timeline import Path, Timeline
-from editor.run.worker import Finished, Job, PassWorker, Started
+from editor.run.timeline import Path, Timeline, TrainingView
+from editor.run.worker import Finished, Job, PassWorker, Source, Started
 from engine import feeds
 
 SPEEDS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # nodes per second
@@ -53,6 +58,9 @@ class RunController(QObject):
         self.labels: dict[str, str] = {}
         self.schedule: tuple[str, ...] = ()
         self.busy = False
+        self.source: Callable[[], Source | None] | None = None  # a pass prepared elsewhere (training)
+        self.training_view: TrainingView | None = None
+        self.locked = ""  # why passes cannot start now ("" when they can)
         self._token = 0
         self._want: Callable[[], bool] | None = None
         self._queued = 0  # steps asked for and not yet taken
@@ -92,12 +100,17 @@ class RunController(QObject):
     # --- the pass ---------------------------------------------------------------------------------
 
     def run_pass(self) -> None:
-        """Start a fresh pass of the current graph (the old one is dropped)."""
+        """Start a fresh pass of the current graph (the old one is dropped): the lesson's, or
+        the one :attr:`source` prepares."""
+        if self._refused():
+            return
         try:
-            project = self.project()
+            source = self.source() if self.source is not None else None
+            project = self.project() if source is None else None
         except Exception as exc:  # noqa: BLE001 - a document that cannot be copied: say so
             self.message.emit(f"Cannot run: {exc}", 8000)
             return
+        self.training_view = None
         self._token += 1
         self.timeline = None
         self.cursor = -1
@@ -105,13 +118,46 @@ class RunController(QObject):
         self.note = ""
         self._set_busy(True)
         self._last_arrival = time.perf_counter()
-        self.worker.start(Job(self._token, project, self.one_example, dict(self.overrides)))
+        self.worker.start(Job(self._token, project, self.one_example, dict(self.overrides), source))
         self.changed.emit()
         self.problems_changed.emit()
+
+    def _refused(self) -> bool:
+        if self.locked:
+            self.message.emit(self.locked, 5000)
+        return bool(self.locked)
+
+    def lock(self, reason: str) -> None:
+        """Refuse new passes with ``reason`` (empty: allow them again)."""
+        if reason != self.locked:
+            self.locked = reason
+            self.changed.emit()
+
+    def show_training(self, view: TrainingView | None) -> None:
+        """Show a training step's gradients on the canvas (None: stop showing them). Replaces
+        the pass shown, if any."""
+        if view is not None and self.timeline is not None:
+            self.pause()
+            self._want = None
+            self._queued = 0
+            if self.busy:
+                self._token += 1
+                self.worker.stop()
+                self._set_busy(False)
+                self.progress.emit(0, 0)
+            self.timeline = None
+            self.cursor = -1
+            self.stale = False
+            self.problems_changed.emit()
+        if view is not self.training_view:
+            self.training_view = view
+            self.changed.emit()
 
     def _ensure(self, then: Callable[[], bool]) -> None:
         """Do ``then`` now if it can be done, else when the frames it needs arrive; start a
         pass first when there is none (or the graph changed since)."""
+        if self._refused():
+            return
         if self.timeline is None and not self.busy or self.stale:
             self.run_pass()
         if then():
@@ -216,6 +262,9 @@ class RunController(QObject):
 
     def invalidate(self) -> None:
         """The graph changed: what is shown is from before the edit."""
+        if self.training_view is not None:
+            self.training_view = None
+            self.changed.emit()
         self.pause()
         self._want = None
         self._queued = 0
@@ -321,6 +370,8 @@ class RunController(QObject):
     def step(self) -> None:
         """One node of the shown level: forward in topological order, then backward in reverse.
         Steps asked for before their frames arrive are queued, not lost."""
+        if self._refused():
+            return
         self._queued += 1
         if self.stale or self.timeline is None and not self.busy:
             self._queued = 1
@@ -370,7 +421,7 @@ class RunController(QObject):
         return max(30, int(1000 / self.speed))
 
     def play(self) -> None:
-        if self.playing:
+        if self.playing or self._refused():
             return
         if self.timeline is not None and self.timeline.finished and not self.stale and \
                 self.timeline.next_visible(self.level, self.cursor) is None:
@@ -411,6 +462,8 @@ class RunController(QObject):
         backward); a breakpoint in either phase."""
         if node_id is None:
             self.message.emit("Select a node first: Run to Here plays the pass until that node runs.", 5000)
+            return
+        if self._refused():
             return
         self.pause()
         self._breakpoint = (self.level, node_id)

@@ -182,3 +182,6 @@ class RunControls:
         has = c.timeline is not None and not c.stale
         self.act_step_back.setEnabled(has and c.cursor >= 0)
         self.act_reset.setEnabled(c.timeline is not None)
+        # while a model trains, a pass would show weights that change under it: the run waits
+        for a in (self.act_forward, self.act_backward, self.act_step, self.act_play, self.act_run_to):
+            a.setEnabled(not c.locked)

@@ -12,6 +12,11 @@ scene. Items only render the state they are given:
 - widgets on the viewport: a legend of the colour scale, and a heads-up line saying where in the
   pass we are (and, in yellow, that the graph changed after the pass).
 
+While a model trains and no pass is shown, the controller's :class:`TrainingView` is drawn
+instead: each wire coloured by the gradient it carried back in the latest traced training step
+(its shape label stays), and under each learned node a sparkline of its recent weight-gradient
+norms.
+
 Only items whose state changed repaint.
 """
 
@@ -32,7 +37,7 @@ from editor.items.link import LinkItem, RunLabel, RunStyle
 from editor.items.node import NodeItem, RADIUS
 from editor.run import style
 from editor.run.controller import RunController
-from editor.run.timeline import Path, Timeline
+from editor.run.timeline import Path, Timeline, TrainingView
 from editor.theme import Theme
 
 STRIP_H = 12.0
@@ -64,6 +69,7 @@ class MarkState:
     sinks: tuple[SinkChip, ...] = ()
     fanout: tuple[tuple[str, int, int, str], ...] = ()  # (port, arrived, total, text)
     done: str = ""  # "forward" | "backward": the last phase that reached this node
+    spark: tuple[float, ...] = ()  # training: recent weight-gradient norms, oldest first
 
 
 class RunMark(QGraphicsItem):
@@ -117,7 +123,7 @@ class RunMark(QGraphicsItem):
     def _relayout(self) -> None:
         w, h = self.node.width, self.node.height
         r = QRectF(-HALO - 2, -HALO - 2, w + 2 * HALO + 4, h + 2 * HALO + 4)
-        if self.state.strip:
+        if self.state.strip or self.state.spark:
             r = r.united(QRectF(0, h + 2, max(w, STRIP_TEXT + 8), STRIP_H + 18))
         for chip in self.state.sinks:
             r = r.united(self._chip_rect(chip).adjusted(-2, -2, 2, 2))
@@ -133,7 +139,7 @@ class RunMark(QGraphicsItem):
         thing clicked and hovered."""
         path = QPainterPath()
         w, h = self.node.width, self.node.height
-        if self.state.strip:
+        if self.state.strip or self.state.spark:
             path.addRect(QRectF(0, h + 2, w, STRIP_H + (16 if self.state.strip_caption else 2)))
         for chip in self.state.sinks:
             path.addRect(self._chip_rect(chip))
@@ -164,6 +170,8 @@ class RunMark(QGraphicsItem):
             painter.drawRoundedRect(QRectF(6, h - 5, w - 12, 4), 2, 2)
         if s.strip:
             self._paint_strip(painter, theme)
+        elif s.spark:
+            self._paint_spark(painter, theme)
         for chip in s.sinks:
             self._paint_chip(painter, theme, chip)
         if s.fanout:
@@ -198,6 +206,52 @@ class RunMark(QGraphicsItem):
         room = max(w - 8, STRIP_TEXT)
         painter.drawText(QRectF(4, top + STRIP_H, room, 14), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
                          metrics("small").elidedText(s.strip_title, Qt.TextElideMode.ElideRight, room))
+
+    def _paint_spark(self, painter: QPainter, theme: Theme) -> None:
+        """Training: a sparkline under the card of the node's weight-gradient norm over the
+        recent steps (log scale between its own smallest and largest), in the colour of the
+        latest norm on the legend's scale, and the latest norm written beside it."""
+        s = self.state
+        w, h = self.node.width, self.node.height
+        top = h + 3
+        norms = [v for v in s.spark if v > 0 and math.isfinite(v)]
+        fm = metrics("small")
+        last = s.spark[-1]
+        text = f"‖∇w‖ {style.num(last, 2)}" if math.isfinite(last) else "‖∇w‖ NaN"
+        tw = fm.horizontalAdvance(text) + 6
+        right = w - 4 - (tw if w - 8 - tw > 30 else 0)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(theme.grid)
+        painter.drawRect(QRectF(4, top + STRIP_H - 0.5, right - 4, 1))
+        colour = style.norm_colour(last, theme) if math.isfinite(last) else style.problem_colour("nan", theme)
+        if len(norms) >= 2:
+            lo, hi = math.log10(min(norms)), math.log10(max(norms))
+            span = max(hi - lo, 0.5)  # a flat line stays flat, not noise blown up
+            mid = (hi + lo) / 2
+            n = len(s.spark)
+            path = QPainterPath()
+            started = False
+            for i, v in enumerate(s.spark):
+                if not (v > 0 and math.isfinite(v)):
+                    started = False
+                    continue
+                x = 4 + (right - 4) * (i / max(n - 1, 1))
+                y = top + STRIP_H / 2 - (STRIP_H - 2) * (math.log10(v) - mid) / span
+                if started:
+                    path.lineTo(x, y)
+                else:
+                    path.moveTo(x, y)
+                    started = True
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.setPen(QPen(colour, 1.6))
+            painter.drawPath(path)
+        painter.setFont(font("small"))
+        painter.setPen(theme.text_dim)
+        if right < w - 4:
+            painter.drawText(QRectF(right + 4, top, tw, STRIP_H), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, text)
+        if self.caption_room():
+            painter.drawText(QRectF(4, top + STRIP_H, max(w - 8, STRIP_TEXT), 14),
+                             Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, "weight gradient, recent steps")
 
     def _paint_chip(self, painter: QPainter, theme: Theme, chip: SinkChip) -> None:
         r = self._chip_rect(chip)
@@ -441,6 +495,9 @@ class RunOverlay(QObject):
         tl = c.timeline
         theme: Theme = scene.theme
         self._place_widgets()
+        if tl is None and c.training_view is not None:
+            self._show_training(c.training_view, theme)
+            return
         if tl is None or c.cursor < 0:
             self._link_cache.clear()
             for item in scene.links.values():
@@ -515,6 +572,53 @@ class RunOverlay(QObject):
         elif cursor != self._last_cursor:
             self._stop_pulses()
         self._last_cursor = cursor
+
+    def _show_training(self, view: TrainingView, theme: Theme) -> None:
+        """The latest training step's gradients: wires coloured as in a pass (their shape labels
+        stay), weight bars and gradient sparklines on the learned nodes. Top level only."""
+        scene = self.scene
+        self._stop_pulses()
+        self._link_cache.clear()
+        top = self.controller.level == ()
+        any_grad = False
+        for link, item in scene.links.items():
+            t = view.wires.get((link.dst, link.dst_port)) if top and item.isVisible() else None
+            if t is None:
+                item.set_run(None, None)
+                continue
+            any_grad = True
+            kind = style.kind_of(t)
+            if kind in ("nan", "inf"):
+                st = RunStyle(style.problem_colour(kind, theme), 3.5, dashed=True)
+            elif t.norm == 0:
+                st = RunStyle(theme.text_dim, 1.2, dashed=True)
+            elif kind == "vanishing":
+                st = RunStyle(style.problem_colour(kind, theme), style.MIN_WIDTH, dashed=True)
+            else:
+                # in steps of an eighth of a decade: a wire repaints when its gradient moves, not
+                # at every small wiggle
+                norm = 10 ** (round(8 * math.log10(t.norm)) / 8)
+                st = RunStyle(style.norm_colour(norm, theme), style.norm_width(norm))
+            item.set_run(None, st)
+        for nid, node in scene.nodes.items():
+            mark = self.marks.get(nid)
+            if mark is None or mark.parentItem() is not node:
+                mark = next((m for m in node.childItems() if isinstance(m, RunMark)), None) or RunMark(node)
+                self.marks[nid] = mark
+            if not top or not node.isVisible():
+                mark.set_state(MarkState())
+                continue
+            mark.set_state(MarkState(problems=view.problems.get(nid, ()), weight_grad=view.weight_norms.get(nid),
+                                     spark=view.sparks.get(nid, ())))
+        if self.legend.theme is not theme:
+            self.legend.theme = theme
+            self.legend.update()
+        self.legend.wanted = any_grad
+        if not any_grad:
+            self.legend.hide()
+        self._place_widgets()
+        self.hud.show_text(view.headline, theme)
+        self._last_cursor = -1
 
     def _link_state(self, tl: Timeline, level: Path, cursor: int, link: Any, stale: bool, theme: Theme,
                     grad_colour: QColor) -> tuple[RunLabel | None, RunStyle | None, bool]:

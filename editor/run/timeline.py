@@ -18,6 +18,7 @@ from typing import Iterable
 import numpy as np
 
 from engine.record import Frame
+from engine.runtime import TensorStats
 
 Path = tuple[str, ...]
 
@@ -204,3 +205,18 @@ class Timeline:
 
     def problems_until(self, cursor: int) -> list[Problem]:
         return [p for p in self.problems if p.frame <= cursor]
+
+
+@dataclass(frozen=True)
+class TrainingView:
+    """What the canvas shows while a model trains (no pass is shown): the gradients of the
+    latest traced training step, renewed a few times a second, and each learned node's recent
+    gradient norms. The Train panel makes it from the steps' trace events."""
+
+    step: int
+    loss: float
+    wires: dict[tuple[str, str], TensorStats]  # (node, input port) → the gradient its wire carries back
+    weight_norms: dict[str, float]  # node → ‖∂loss/∂w‖ over its weights
+    sparks: dict[str, tuple[float, ...]]  # node → its recent weight-gradient norms, oldest first
+    headline: str  # the heads-up line (HTML)
+    problems: dict[str, tuple[str, ...]] = field(default_factory=dict)  # node → nan, inf, vanishing, exploding

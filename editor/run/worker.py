@@ -20,14 +20,27 @@ FLUSH_SECONDS = 0.03  # frames are sent at most this often (and the first one at
 
 
 @dataclass(frozen=True)
+class Source:
+    """A pass prepared elsewhere instead of the lesson's (the next step of a paused training
+    run): its setup, the context it runs in (training mode) and the kernel backend it must use
+    to compute the same numbers as the step it shows."""
+
+    setup: feeds.PassSetup
+    context: Any = None
+    backend: str | None = None
+
+
+@dataclass(frozen=True)
 class Job:
     """What to run: a project (a copy: the worker never sees the live document), the data mode,
-    inputs typed by hand, and a number telling this job's signals from an older job's."""
+    inputs typed by hand, and a number telling this job's signals from an older job's; or a
+    prepared :class:`Source`."""
 
     token: int
     project: Any
     one_example: bool = False
     overrides: Mapping[str, np.ndarray] = field(default_factory=dict)
+    source: Source | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +114,9 @@ class PassWorker(QObject):
         t0 = time.perf_counter()
         self._compiled_at_start = record.compiled_kernels()
         try:
-            setup = feeds.prepare(job.project, one_example=job.one_example, overrides=job.overrides)
+            src = job.source
+            setup = src.setup if src is not None else feeds.prepare(job.project, one_example=job.one_example,
+                                                                     overrides=job.overrides)
             program = setup.runtime.program
             graph = setup.runtime.graph
             labels = {s.node: graph.nodes[s.node].name or s.type for s in program.steps}
@@ -110,11 +125,12 @@ class PassWorker(QObject):
                 return
             # The kernel backend `backprop-studio run` would pick for one pass of this graph, so
             # the window shows the same numbers as the command line, to the last digit.
-            plan = setup.ready()
-            recorder = record.Recorder(setup.runtime, setup.feeds, setup.loss, should_stop=stop.is_set)
+            backend = src.backend if src is not None and src.backend else setup.ready().backend
+            recorder = record.Recorder(setup.runtime, setup.feeds, setup.loss, should_stop=stop.is_set,
+                                       context=src.context if src is not None else None)
             batch: list[record.Frame] = []
             last = 0.0
-            with kernels.using(plan.backend):
+            with kernels.using(backend):
                 for frame in recorder.frames():
                     batch.append(frame)
                     now = time.perf_counter()

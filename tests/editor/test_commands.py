@@ -199,3 +199,24 @@ def test_paste_validates_the_clip_and_remaps_ties(doc_stack):
     with pytest.raises(FileFormatError, match="cycle"):
         commands.PasteCommand(doc, bad)
     assert stack.count() == n and a
+
+
+def test_a_macro_is_one_step_and_outlives_its_stack(doc_stack):
+    """MacroCommand runs its children in order and undoes them in reverse; the stack that held
+    it can go (Qt's own QUndoCommand(parent) children crashed PySide6 in ~QUndoCommand)."""
+    import gc
+
+    doc, stack = doc_stack
+    ids = two_layer(doc, stack)
+    size = doc.node(ids["l1"]).params["out_features"]
+    own = QUndoStack()
+    own.push(commands.MacroCommand("Set two sizes", [commands.SetParamsCommand(doc, ids["l1"], {"out_features": 7}),
+                                                     commands.SetParamsCommand(doc, ids["l1"], {"out_features": 9})]))
+    assert own.count() == 1 and own.text(0) == "Set two sizes" and doc.node(ids["l1"]).params["out_features"] == 9
+    own.undo()  # in reverse: back before both
+    assert doc.node(ids["l1"]).params["out_features"] == size
+    own.redo()
+    assert doc.node(ids["l1"]).params["out_features"] == 9
+    del own
+    gc.collect()
+    assert doc.node(ids["l1"]).params["out_features"] == 9

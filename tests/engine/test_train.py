@@ -286,7 +286,7 @@ def test_two_runs_with_one_seed_give_identical_weights(dtype: str) -> None:
     ra, rb = a.run(), b.run()
     assert all(np.array_equal(x, y) for x, y in zip(_all_weights(a), _all_weights(b)))
     assert all(w.dtype == np.dtype(dtype) for w in _all_weights(a))
-    assert a.history["loss"] == b.history["loss"] and ra.final_loss == rb.final_loss
+    assert np.array_equal(a.history["loss"], b.history["loss"]) and ra.final_loss == rb.final_loss
     c = Trainer.from_project(project, seed=1)
     c.run()
     assert not all(np.array_equal(x, y) for x, y in zip(_all_weights(a), _all_weights(c)))
@@ -321,7 +321,7 @@ def test_resumed_run_from_a_container_equals_an_uninterrupted_run(tmp_path: Path
     assert second.step_count == 12
     second.run(18)
     assert all(np.array_equal(x, y) for x, y in zip(_all_weights(whole), _all_weights(second)))
-    assert whole.history["loss"] == second.history["loss"]
+    assert np.array_equal(whole.history["loss"], second.history["loss"])
     fresh = Trainer.from_project(loaded, restart=True)
     assert fresh.step_count == 0
 

@@ -1,0 +1,262 @@
+"""Side-by-side: training in the window vs ``backprop-studio train``, and the window's memory over a
+long run (issue 9; not a test).
+
+    python benchmarks/bench_train.py [--lessons two_layer_net,convnet,language_model]
+                                     [--steps N] [--repeats 5] [--memory 10000] [--threads 1]
+
+**Time per step.** One process holds both contenders, built from the same lesson file, and runs
+them in turns (window, CLI, window, CLI, ...):
+
+- *window*: the editor's main window (offscreen) with the Train panel open and its loss plot
+  drawing; each run is the Train button's work: ``TrainController.start()`` of N steps on the
+  worker thread (syncs to the window a few times a second, traced steps for the canvas, the
+  evaluations along the run, the last evaluation), timed from the click until the controller
+  is idle again. The GUI thread waits in Qt's event loop, so its own work (plot, progress,
+  committing checkpoints to the document) is counted in the CPU time, as it should be;
+- *CLI*: what ``backprop-studio train`` does per run after loading: ``Trainer.step()`` N times
+  with the CLI's ``Progress.update`` after each, then one evaluation (the CLI's ``run`` also
+  evaluates before; the window already knows the loss it starts from, so that one is left out).
+
+Both trainers are built and warmed (kernels compiled, one run) before timing and both use the
+kernel backend ``Trainer.ready()`` picks, as the window and the CLI do. Medians of CPU time
+(``process_time``: both threads, steadier than wall time on a shared machine) and of wall time,
+per step, and window/CLI ratios. Goal: ≤ 1.10.
+
+**Memory.** The two-layer net trained ``--memory`` steps (default 10,000) in one run in the
+window with the plot open; the resident set size is sampled from ``/proc/self/statm`` a few
+times a second. It prints RSS at 10 % of the run and at the end, the growth over the second half
+per 1,000 steps, the history's bytes and the points the plot draws. Goal: flat.
+
+Threads pinned (re-executes itself with OPENBLAS/NUMBA/OMP_NUM_THREADS set); glibc malloc as
+users have it (no GLIBC_TUNABLES).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+
+def _threads() -> str:
+    for i, a in enumerate(sys.argv):
+        if a == "--threads" and i + 1 < len(sys.argv):
+            return sys.argv[i + 1]
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+    return "1"
+
+
+ENV = {k: _threads() for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
+if __name__ == "__main__" and (any(os.environ.get(k) != v for k, v in ENV.items()) or "GLIBC_TUNABLES" in os.environ
+                               or os.environ.get("QT_QPA_PLATFORM") != "offscreen"):
+    os.environ.update(ENV)
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    os.environ.pop("GLIBC_TUNABLES", None)
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import io  # noqa: E402
+import tempfile  # noqa: E402
+
+from PySide6.QtCore import QEventLoop, QSettings, QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+import presets  # noqa: E402
+from engine import cli, kernels, serialize  # noqa: E402
+from engine.train import Trainer  # noqa: E402
+
+#: steps per timed run: enough for a few seconds of training, so that the window's fixed costs
+#: (the last evaluation, the first sync) weigh what they weigh in a real run
+DEFAULT_STEPS = {"two_layer_net": 2000, "linear_regression": 2000, "convnet": 300, "language_model": 300,
+                 "seq2seq": 200, "rnn_vs_lstm": 300}
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class Window:
+    """The editor's main window with a lesson open and the Train panel showing."""
+
+    def __init__(self, lesson: str, tmp: str) -> None:
+        from editor.window import MainWindow
+
+        self.w = MainWindow(QSettings(os.path.join(tmp, f"{lesson}.ini"), QSettings.Format.IniFormat))
+        self.w.resize(1400, 900)
+        self.w.show()
+        if not self.w.files.load_path(presets.path(lesson), is_preset=True, remember=False):
+            raise SystemExit(f"cannot open {lesson}")
+        self.c = self.w.train.controller
+        self.w.train.show_panel()
+        self._wait()
+
+    def set_steps(self, steps: int) -> None:
+        from editor.train.settings import SetTrainingCommand
+
+        c = self.c
+        if c.training().get("steps") != steps:
+            self.w.undo_stack.push(SetTrainingCommand(c, {**c.training(), "steps": steps}, f"Set the steps to {steps}"))
+
+    def _wait(self, on_tick=None) -> None:  # noqa: ANN001
+        """Wait in Qt's event loop (not polling) until the controller is idle and the worker free."""
+        c = self.c
+        loop = QEventLoop()
+
+        def check() -> None:
+            if c.state in ("idle", "failed") and not c.worker.busy:
+                loop.quit()
+
+        timer = QTimer()
+        timer.setInterval(100)  # the worker's thread ends just after its last signal
+        timer.timeout.connect(check)
+        if on_tick is not None:
+            timer.timeout.connect(on_tick)
+        c.changed.connect(check)
+        timer.start()
+        check()
+        if c.state not in ("idle", "failed") or c.worker.busy:
+            loop.exec()
+        timer.stop()
+        c.changed.disconnect(check)
+        QApplication.processEvents()
+        if c.state == "failed":
+            raise SystemExit(f"training failed: {c.failure.message if c.failure else '?'}")
+
+    def run(self, on_tick=None) -> tuple[float, float, int]:  # noqa: ANN001
+        """One press of Train (the file's steps); (CPU seconds, wall seconds, steps taken)."""
+        at = self.c.step_count
+        draws = [0]
+
+        def drawn() -> None:
+            draws[0] += 1
+
+        self.c.history_changed.connect(drawn)
+        c0, w0, g0 = time.process_time(), time.perf_counter(), time.thread_time()
+        self.c.start()
+        self._wait(on_tick)
+        self.gui_cpu = time.thread_time() - g0  # the GUI thread's share of the CPU time
+        self.c.history_changed.disconnect(drawn)
+        self.draws_per_second = draws[0] / max(time.perf_counter() - w0, 1e-9)  # plot and progress redraws
+        return time.process_time() - c0, time.perf_counter() - w0, self.c.step_count - at
+
+    def close(self) -> None:
+        self.w.train.shutdown()
+        self.w.run.shutdown()
+        self.w.undo_stack.setClean()
+        self.w.close()
+        self.w.deleteLater()
+        QApplication.processEvents()
+
+
+class Cli:
+    """``backprop-studio train``'s trainer and loop for the same lesson."""
+
+    def __init__(self, lesson: str, steps: int) -> None:
+        project = serialize.load(presets.path(lesson))
+        self.trainer = Trainer.from_project(project, steps=steps)
+        self.backend = self.trainer.ready().backend
+        self.steps = steps
+
+    def run(self) -> tuple[float, float, int]:
+        t = self.trainer
+        out = cli.Output(False, io.StringIO(), io.StringIO())
+        c0, w0 = time.process_time(), time.perf_counter()
+        with kernels.using(self.backend):
+            progress = cli.Progress(out, self.steps, None, t.step_count)
+            for _ in range(self.steps):
+                progress.update(t.step())
+            t.evaluation()
+        return time.process_time() - c0, time.perf_counter() - w0, self.steps
+
+
+def time_lesson(lesson: str, steps: int, repeats: int, tmp: str) -> dict:
+    win = Window(lesson, tmp)
+    win.set_steps(steps)
+    ref = Cli(lesson, steps)
+    win.run()  # warm: builds the trainer, compiles kernels
+    ref.run()
+    if win.c.backend != ref.backend:
+        raise SystemExit(f"{lesson}: the window chose kernels {win.c.backend!r}, the CLI {ref.backend!r}")
+    app_cpu, app_wall, cli_cpu, cli_wall, ratios_cpu, ratios_wall, gui, draws = [], [], [], [], [], [], [], []
+    for i in range(repeats):
+        # alternate who goes first, so that a load change hits both alike
+        order = (win, ref) if i % 2 == 0 else (ref, win)
+        got = {}
+        for who in order:
+            cpu, wall, n = who.run()
+            got[who] = (cpu / n, wall / n)
+        app_cpu.append(got[win][0])
+        gui.append(win.gui_cpu / (got[win][0] * steps))
+        draws.append(win.draws_per_second)
+        app_wall.append(got[win][1])
+        cli_cpu.append(got[ref][0])
+        cli_wall.append(got[ref][1])
+        ratios_cpu.append(got[win][0] / got[ref][0])
+        ratios_wall.append(got[win][1] / got[ref][1])
+    win.close()
+    med = statistics.median
+    return {"lesson": lesson, "steps": steps, "backend": ref.backend, "app_cpu": med(app_cpu), "cli_cpu": med(cli_cpu),
+            "app_wall": med(app_wall), "cli_wall": med(cli_wall), "ratio_cpu": med(ratios_cpu),
+            "ratio_wall": med(ratios_wall), "ratios_cpu": ratios_cpu, "gui": med(gui),
+            "draws": med(draws)}
+
+
+def memory(steps: int, tmp: str) -> None:
+    win = Window("two_layer_net", tmp)
+    win.set_steps(steps)
+    samples: list[tuple[int, float]] = []
+
+    def tick() -> None:
+        samples.append((win.c.step_count, _rss_mib()))
+
+    start_rss = _rss_mib()
+    cpu, wall, n = win.run(tick)
+    tick()
+    plot = win.w.train.panel.plot
+    hist_bytes = sum(win.c.history[k].nbytes for k in win.c.history.keys())
+    tenth = next(((s, r) for s, r in samples if s >= steps // 10), samples[0])
+    half = [(s, r) for s, r in samples if s >= steps // 2]
+    slope = 0.0
+    if len(half) >= 2 and half[-1][0] > half[0][0]:
+        slope = (half[-1][1] - half[0][1]) / (half[-1][0] - half[0][0]) * 1000
+    print(f"\nmemory: two_layer_net, {n:,} steps in one run in the window, plot open ({wall:.1f} s wall, "
+          f"{len(samples)} samples)")
+    print(f"  RSS before {start_rss:.1f} MiB · at step {tenth[0]:,} {tenth[1]:.1f} MiB · at step {samples[-1][0]:,} "
+          f"{samples[-1][1]:.1f} MiB · peak {max(r for _, r in samples):.1f} MiB")
+    print(f"  second half: {slope:+.3f} MiB per 1,000 steps · history {hist_bytes / 1024:.0f} KiB "
+          f"({len(win.c.history):,} rows) · plot draws {plot.points:,} points")
+    win.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lessons", default="two_layer_net,convnet,language_model")
+    ap.add_argument("--steps", type=int, default=0, help="steps per timed run (default: per lesson)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--memory", type=int, default=10_000, help="steps of the memory run (0: skip)")
+    ap.add_argument("--threads", default="1")
+    args = ap.parse_args()
+    app = QApplication.instance() or QApplication([])  # noqa: F841
+    print(f"threads {ENV['NUMBA_NUM_THREADS']}, CPU time (process_time) and wall time per step, medians of "
+          f"{args.repeats} alternating runs")
+    print(f"{'lesson':<16} {'steps':>6} {'kernels':>8} {'window ms':>10} {'CLI ms':>8} {'ratio':>6}  "
+          f"{'wall: window':>12} {'CLI':>7} {'ratio':>6}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for lesson in [s.strip() for s in args.lessons.split(",") if s.strip()]:
+            r = time_lesson(lesson, args.steps or DEFAULT_STEPS.get(lesson, 100), args.repeats, tmp)
+            print(f"{lesson:<16} {r['steps']:>6} {r['backend']:>8} {1e3 * r['app_cpu']:>10.3f} {1e3 * r['cli_cpu']:>8.3f} "
+                  f"{r['ratio_cpu']:>6.3f}  {1e3 * r['app_wall']:>12.3f} {1e3 * r['cli_wall']:>7.3f} "
+                  f"{r['ratio_wall']:>6.3f}   (GUI thread {100 * r['gui']:.0f}% of the window's CPU, {r['draws']:.1f} redraws/s; CPU ratios {', '.join(f'{x:.3f}' for x in r['ratios_cpu'])})",
+                  flush=True)
+        print("goal: window/CLI ≤ 1.10 per step")
+        if args.memory:
+            memory(args.memory, tmp)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""The training curve: the loss at every step, the evaluations (loss and the lesson's metric on a
+second axis), the best evaluation and where a run failed. Drawn with pyqtgraph.
+
+However long the run, a curve never holds more than :data:`MAX_POINTS` points: the history is
+decimated per bucket of steps to its lowest and highest loss (:func:`decimate`), so a spike
+stays visible and memory and drawing time stay flat over 10,000 steps and more. With
+minibatches the raw loss is noisy: a smoothed curve (an exponential moving average) is drawn
+over it. The log scale is computed here (log10 of the loss, clipped at :data:`LOG_FLOOR`) with
+pyqtgraph's log axis for the ticks, so a loss of exactly 0 never reaches a log.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QFont
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from editor.theme import Theme
+from engine import metrics
+
+MAX_POINTS = 2000  # per curve, after decimation
+LOG_FLOOR = 1e-12
+SMOOTHING = 0.05  # the moving average's weight of a new step
+
+
+def decimate(x: np.ndarray, y: np.ndarray, limit: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``limit`` points drawn as ``(x, y)`` would be: each bucket of consecutive points
+    gives its lowest and its highest, in their order (the last, partial bucket as it is)."""
+    n = len(x)
+    if n <= limit:
+        return x, y
+    size = int(math.ceil(n / max(1, (limit - 2) // 2)))
+    m = (n // size) * size
+    xb, yb = x[:m].reshape(-1, size), y[:m].reshape(-1, size)
+    lo, hi = np.argmin(yb, axis=1), np.argmax(yb, axis=1)
+    first, second = np.minimum(lo, hi), np.maximum(lo, hi)
+    rows = np.arange(len(xb))
+    xs = np.stack([xb[rows, first], xb[rows, second]], axis=1).ravel()
+    ys = np.stack([yb[rows, first], yb[rows, second]], axis=1).ravel()
+    return np.concatenate([xs, x[m:]]), np.concatenate([ys, y[m:]])
+
+
+def smooth(y: np.ndarray, alpha: float = SMOOTHING) -> np.ndarray:
+    """An exponential moving average, started at the first value (no bias towards 0):
+    ``s[0] = y[0]``, ``s[t] = (1 − α)·s[t−1] + α·y[t]``.
+
+    Vectorised per block of :data:`_BLOCK` values (inside one, ``s[k] = β^k·(s₀ + α·Σ β^−j·y[j])``
+    with β = 1 − α stays well within float64) rather than scipy.signal's filter, whose import
+    would freeze the window for a second or two the first time a curve is drawn."""
+    y = np.asarray(y, dtype=np.float64)
+    if not len(y):
+        return y
+    beta = 1.0 - alpha
+    out = np.empty_like(y)
+    out[0] = y[0]
+    powers = beta ** np.arange(1, _BLOCK + 1)
+    previous = y[0]
+    for start in range(1, len(y), _BLOCK):
+        block = y[start:start + _BLOCK]
+        k = len(block)
+        out[start:start + k] = powers[:k] * (previous + alpha * np.cumsum(block / powers[:k]))
+        previous = out[start + k - 1]
+    return out
+
+
+_BLOCK = 256  # β^−256 ≈ 5·10⁵ for α = 0.05: no overflow, rounding ≈ 10⁻¹⁰ of the values
+
+
+class LossPlot(QWidget):
+    """See the module docstring. :meth:`set_data` redraws (the panel calls it a few times a
+    second at most)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 0, 0, 0)
+        self.widget = pg.PlotWidget(background=None)
+        self.widget.setObjectName("train_plot")
+        self.widget.setMenuEnabled(False)
+        self.widget.hideButtons()
+        self.widget.setMinimumHeight(120)
+        col.addWidget(self.widget)
+        self.plot: pg.PlotItem = self.widget.getPlotItem()
+        self.plot.showGrid(x=True, y=True, alpha=0.15)
+        self.plot.setLabel("bottom", "step")
+        self.plot.setLabel("left", "loss")
+        self.plot.showAxis("right")
+        self.metric_box = pg.ViewBox()
+        self.plot.scene().addItem(self.metric_box)
+        self.plot.getAxis("right").linkToView(self.metric_box)
+        self.metric_box.setXLink(self.plot)
+        self.plot.vb.sigResized.connect(self._fit_metric_box)
+        self.legend = self.plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
+        self.raw = self.plot.plot([], [], name="loss (each step)")
+        self.smoothed = self.plot.plot([], [], name="loss (smoothed)")
+        self.evals = self.plot.plot([], [], name="evaluation loss", symbol="o", symbolSize=5)
+        self.metric = pg.PlotDataItem([], [], symbol="s", symbolSize=5)
+        self.metric_box.addItem(self.metric)
+        self.legend.addItem(self.metric, "metric")
+        self.best = pg.InfiniteLine(angle=90, movable=False)
+        self.failed = pg.InfiniteLine(angle=90, movable=False)
+        for line in (self.best, self.failed):
+            line.hide()
+            self.plot.addItem(line)
+        self.log = False
+        self.theme: Theme | None = None
+        self.metric_kind: str | None = None
+        self._legend_names: dict[int, tuple[str, Any]] = {}  # the text and colour each legend entry shows
+        self.points = 0  # points drawn by the loss curves (a test reads it)
+
+    def _fit_metric_box(self) -> None:
+        self.metric_box.setGeometry(self.plot.vb.sceneBoundingRect())
+        self.metric_box.linkedViewChanged(self.plot.vb, self.metric_box.XAxis)
+
+    # --- looks ----------------------------------------------------------------------------------------
+
+    def set_theme(self, theme: Theme) -> None:
+        self.theme = theme
+        text = theme.text_dim
+        for name in ("left", "bottom", "right"):
+            axis = self.plot.getAxis(name)
+            axis.setPen(pg.mkPen(theme.grid))
+            axis.setTextPen(pg.mkPen(text))
+            axis.label.setDefaultTextColor(text)
+        loss = QColor("#6ea8fe") if theme.dark else QColor("#2f6fd0")
+        faint = QColor(loss)
+        faint.setAlpha(90)
+        metric = QColor("#f2a33a") if theme.dark else QColor("#d9480f")
+        self.raw.setPen(pg.mkPen(faint, width=1))
+        self.smoothed.setPen(pg.mkPen(loss, width=2))
+        self.evals.setPen(None)
+        self.evals.setSymbolBrush(pg.mkBrush(theme.text))
+        self.evals.setSymbolPen(pg.mkPen(theme.background))
+        self.metric.setPen(pg.mkPen(metric, width=1.5))
+        self.metric.setSymbolBrush(pg.mkBrush(metric))
+        self.metric.setSymbolPen(pg.mkPen(metric))
+        self.best.setPen(pg.mkPen(QColor("#2f9e44") if not theme.dark else QColor("#69db7c"), width=1.5,
+                                  style=Qt.PenStyle.DashLine))
+        self.failed.setPen(pg.mkPen(QColor("#e5484d"), width=1.5, style=Qt.PenStyle.DashLine))
+        for _sample, label in self.legend.items:
+            label.setText(label.text, color=text)
+        self._legend_names = {}
+        font = QFont()
+        font.setPointSizeF(max(7.5, font.pointSizeF() * 0.85))
+        for name in ("left", "bottom", "right"):
+            self.plot.getAxis(name).setStyle(tickFont=font)
+
+    def set_log(self, on: bool) -> None:
+        if on != self.log:
+            self.log = on
+            self.plot.getAxis("left").setLogMode(on)
+
+    # --- data -----------------------------------------------------------------------------------------
+
+    def _y(self, y: np.ndarray) -> np.ndarray:
+        return np.log10(np.maximum(y, LOG_FLOOR)) if self.log else y
+
+    def set_data(self, steps: np.ndarray, loss: np.ndarray, evaluations: Sequence[Any], metric_kind: str | None,
+                 best_step: int | None, failed_step: int | None, minibatch: bool) -> None:
+        x = np.asarray(steps, dtype=np.float64)
+        y = np.asarray(loss, dtype=np.float64)
+        if minibatch and len(y) > 1:
+            xs, ys = decimate(x, y)
+            self.raw.setData(xs, self._y(ys))
+            sx, sy = decimate(x, smooth(y))
+            self.smoothed.setData(sx, self._y(sy))
+            self.points = len(xs) + len(sx)
+        else:
+            self.raw.setData([], [])
+            xs, ys = decimate(x, y)
+            self.smoothed.setData(xs, self._y(ys))
+            self.points = len(xs)
+        self._legend_entry(self.raw, "loss (each batch)" if minibatch else None)
+        self._legend_entry(self.smoothed, "loss (smoothed)" if minibatch else "loss")
+        ev_x = np.array([e.step for e in evaluations], dtype=np.float64)
+        ev_y = np.array([e.loss for e in evaluations], dtype=np.float64)
+        finite = np.isfinite(ev_y)
+        self.evals.setData(ev_x[finite], self._y(ev_y[finite]))
+        self._legend_entry(self.evals, "evaluation loss" if len(ev_x) else None)
+        kind = metric_kind
+        self.metric_kind = kind
+        if kind:
+            m = np.array([e.metric if e.metric is not None else np.nan for e in evaluations], dtype=np.float64)
+            ok = np.isfinite(m)
+            if kind in ("accuracy", "exact_match"):
+                m = 100.0 * m
+            self.metric.setData(ev_x[ok], m[ok])
+            self.plot.getAxis("right").setLabel(metrics.label(kind) + (" (%)" if kind in ("accuracy", "exact_match") else ""))
+            self.plot.getAxis("right").show()
+            self._legend_entry(self.metric, metrics.label(kind) if ok.any() else None)
+            if kind in ("accuracy", "exact_match"):
+                self.metric_box.setYRange(0, 100, padding=0.05)
+            elif ok.any():
+                self.metric_box.enableAutoRange(axis=pg.ViewBox.YAxis)
+        else:
+            self.metric.setData([], [])
+            self.plot.getAxis("right").hide()
+            self._legend_entry(self.metric, None)
+        for line, at in ((self.best, best_step), (self.failed, failed_step)):
+            line.setVisible(at is not None)
+            if at is not None:
+                line.setValue(at)
+
+    def _legend_entry(self, item: Any, name: str | None) -> None:
+        present = [label for sample, label in self.legend.items if sample.item is item]
+        if name is None:
+            if present:
+                self.legend.removeItem(item)
+            return
+        colour = self.theme.text_dim if self.theme is not None else None
+        if not present:
+            self.legend.addItem(item, name)
+            present = [label for sample, label in self.legend.items if sample.item is item]
+        elif self._legend_names.get(id(item)) == (name, colour):
+            return  # (setting a label's text lays the legend out again: only when it changes)
+        self._legend_names[id(item)] = (name, colour)
+        for label in present:
+            label.setText(name, **({"color": colour} if colour is not None else {}))

@@ -1,0 +1,259 @@
+"""Training runs here, off the GUI thread: the engine's :class:`~engine.train.Trainer`, stepped
+in a loop that checks between two steps whether to pause or stop, and tells the window how it
+goes a few times a second (Qt signals, queued to the GUI thread, carrying numpy snapshots).
+
+What it sends costs the run little, however fast its steps are:
+
+- a :class:`Sync` at most every :data:`SYNC_SECONDS`: the history rows since the last one (the
+  plot draws them), a :class:`~engine.train.Checkpoint` of the state (references, no copies:
+  Save writes it, Roll Back returns to it) and the speed;
+- the trace events of one step now and then, for the canvas's gradient colours: a traced step
+  computes the same numbers, only reading them costs time, so they are taken at most every
+  :data:`SYNC_SECONDS` and within :data:`TRACE_SHARE` of the run's time;
+- an evaluation (the loss and the lesson's metric over the evaluation batches) at the start and
+  end of a run and about :data:`EVALUATIONS` times in between, fewer when that would take more
+  than :data:`EVAL_SHARE` of the run's time.
+
+The trainer is the engine's, on the kernel backend :meth:`Trainer.ready` picks for the file's
+number of steps: the same as ``backprop-studio train``, so the same losses, bit for bit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from engine import kernels
+from engine.errors import EngineError, NonFiniteError
+from engine.runtime import TraceEvent
+from engine.train import Checkpoint, Evaluation, Trainer
+
+SYNC_SECONDS = 0.25  # the window hears about the run at most this often
+TRACE_SHARE = 0.02  # at most this share of a run's time goes to tracing steps for the canvas
+EVAL_SHARE = 0.03  # ... and this share to evaluations during the run
+EVALUATIONS = 25  # evaluations a run aims at (the metric's curve)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One piece of work: ``steps`` training steps (0: only an evaluation), from a new trainer
+    built from ``project`` (a copy of the document's) or the worker's current one."""
+
+    token: int
+    project: Any = None  # None: continue with the trainer the worker has
+    steps: int = 0
+    evaluate_first: bool = False
+    evaluate_last: bool = True
+    trace_last: bool = False  # trace the last step (a single Step shows its gradients)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A trainer is ready (built, kernels chosen and compiled)."""
+
+    token: int
+    step: int  # the steps it has had (a trained file's count)
+    backend: str
+    batch: int
+    rows: int
+    metric: str | None  # the metric's kind, or None
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Sync:
+    """How the run goes: new history rows, a checkpoint of the state, maybe a traced step and an
+    evaluation."""
+
+    token: int
+    step: int
+    first: int  # the index of the first row in ``rows`` (rows from there on replace the window's)
+    rows: dict[str, Any]  # history rows (engine.train.HISTORY_KEYS) from ``first`` on
+    checkpoint: Checkpoint
+    events: tuple[TraceEvent, ...] = ()
+    traced_step: int = 0
+    evaluation: Evaluation | None = None
+    steps_per_second: float = 0.0
+
+
+@dataclass(frozen=True)
+class Ended:
+    """The job is over: ``reason`` is done, paused, stopped, failed (NaN/Inf: ``node``,
+    ``phase`` and ``step`` say where) or error (a message for the person)."""
+
+    token: int
+    reason: str
+    message: str = ""
+    node: str = ""
+    phase: str = ""
+    step: int = 0
+    intact: bool = True  # failed: False when the update spoilt the weights (the trainer went back to the last Sync)
+
+
+class TrainWorker(QObject):
+    """Runs one :class:`Job` at a time on a Python thread; the trainer stays with the worker
+    between jobs (a paused run resumes with it). The GUI may read :attr:`trainer` only while
+    no job runs (:attr:`busy` is False)."""
+
+    prepared = Signal(object)
+    synced = Signal(object)
+    ended = Signal(object)
+    status = Signal(str)  # compiling kernels, evaluating...: a line for the panel
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.trainer: Trainer | None = None
+        self.backend = ""
+        self._thread: threading.Thread | None = None
+        self._halt = ""  # "pause" | "stop": asked from the GUI thread, read between steps
+        self._lock = threading.Lock()
+        self._sent = 0  # history rows the window has
+        self._last: Checkpoint | None = None  # the state the window was last sent
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, job: Job) -> None:
+        if self.busy:
+            raise RuntimeError("the training worker is busy")
+        self._halt = ""
+        self._thread = threading.Thread(target=self._run, args=(job,), name=f"train-{job.token}", daemon=True)
+        self._thread.start()
+
+    def pause(self) -> None:
+        """Stop after the current step, keeping the run (it resumes from there)."""
+        with self._lock:
+            self._halt = self._halt or "pause"
+
+    def stop(self) -> None:
+        """Stop after the current step and end the run (a last evaluation, like the CLI's)."""
+        with self._lock:
+            self._halt = "stop"
+
+    def join(self, timeout: float = 2.0) -> bool:
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def drop(self) -> None:
+        """Forget the trainer (the graph or the settings changed); only while not busy."""
+        if not self.busy:
+            self.trainer = None
+
+    def _emit(self, signal: Any, *args: Any) -> bool:
+        try:
+            signal.emit(*args)
+            return True
+        except RuntimeError:  # the window closed meanwhile
+            return False
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def _run(self, job: Job) -> None:
+        trainer = self.trainer
+        try:
+            if job.project is not None or trainer is None:
+                self._emit(self.status, "Preparing the data and the model…")
+                trainer = Trainer.from_project(job.project)
+                plan = trainer.ready(self._compiling)
+                self.trainer, self.backend = trainer, plan.backend
+                if not self._emit(self.prepared, Prepared(job.token, trainer.step_count, plan.backend, trainer.dataset.batch,
+                                                          trainer.dataset.rows,
+                                                          trainer.metric.kind if trainer.metric is not None else None,
+                                                          tuple(trainer.notes))):
+                    return
+            with kernels.using(self.backend):
+                self._loop(job, trainer)
+        except NonFiniteError as exc:
+            self._fail(job, trainer, exc)
+        except EngineError as exc:
+            self._emit(self.ended, Ended(job.token, "error", str(exc)))
+        except Exception as exc:  # noqa: BLE001 - a block failing must not take the window down
+            self._emit(self.ended, Ended(job.token, "error", f"{type(exc).__name__}: {exc}"))
+
+    def _compiling(self, done: int, total: int, name: str) -> None:
+        if done < total:
+            self._emit(self.status, f"Compiling fast kernels for this model, once on this machine: {done + 1} of {total}…")
+
+    def _loop(self, job: Job, trainer: Trainer) -> None:
+        t_start = time.perf_counter()
+        evaluation = trainer.evaluation() if job.evaluate_first else None
+        eval_seconds = evaluation.seconds if evaluation is not None else 0.0
+        last_eval = time.perf_counter()
+        every = max(1, job.steps // EVALUATIONS)
+        next_eval = every
+        self._sent = sent = trainer.step_count
+        self._last = trainer.checkpoint()
+        self._emit(self.synced, Sync(job.token, trainer.step_count, sent, trainer.history.rows(sent), self._last,
+                                     evaluation=evaluation))
+        last_sync = time.perf_counter()
+        next_trace = 0.0  # trace the first step: the canvas shows gradients at once
+        trace_cost = 0.0
+        step_time = 0.0  # a running mean of an untraced step's seconds
+        events: tuple[TraceEvent, ...] = ()
+        traced_step = 0
+        done = 0
+        reason = "done"
+        while done < job.steps:
+            if self._halt:
+                reason = "stopped" if self._halt == "stop" else "paused"
+                break
+            now = time.perf_counter()
+            trace = now >= next_trace or (job.trace_last and done == job.steps - 1)
+            record = trainer.step(trace=trace)
+            done += 1
+            now = time.perf_counter()
+            if trace:
+                events, traced_step = record.events, record.step
+                # what tracing added to the step, spread so that it stays within TRACE_SHARE
+                trace_cost = max(0.0, record.seconds - step_time) if step_time else 0.0
+                next_trace = now + max(SYNC_SECONDS, trace_cost / TRACE_SHARE)
+            else:
+                step_time = record.seconds if not step_time else 0.9 * step_time + 0.1 * record.seconds
+            evaluation = None
+            if done >= next_eval and done < job.steps and now - last_eval >= eval_seconds / EVAL_SHARE:
+                next_eval = done + every
+                try:
+                    evaluation = trainer.evaluation()
+                    eval_seconds, last_eval = evaluation.seconds, time.perf_counter()
+                except NonFiniteError:
+                    # NOTE: an evaluation the command line does not make must not be what stops the
+                    # run: the next training step finds the NaN or Inf and names its node and step,
+                    # as `backprop-studio train` does (or it trains on, as the CLI would)
+                    last_eval = time.perf_counter()
+            if now - last_sync >= SYNC_SECONDS or evaluation is not None:
+                rate = done / max(now - t_start, 1e-9)
+                self._last = trainer.checkpoint()
+                if not self._emit(self.synced, Sync(job.token, trainer.step_count, sent, trainer.history.rows(sent),
+                                                    self._last, events, traced_step, evaluation, rate)):
+                    return
+                self._sent = sent = trainer.step_count
+                events, last_sync = (), now
+        if self._halt == "stop":
+            reason = "stopped"
+        final = trainer.evaluation() if job.evaluate_last and (reason != "paused" or done) else None
+        rate = done / max(time.perf_counter() - t_start, 1e-9)
+        self._emit(self.synced, Sync(job.token, trainer.step_count, sent, trainer.history.rows(sent), trainer.checkpoint(),
+                                     events, traced_step, final, rate))
+        self._sent = trainer.step_count
+        self._emit(self.ended, Ended(job.token, reason, step=trainer.step_count))
+
+    def _fail(self, job: Job, trainer: Trainer | None, exc: NonFiniteError) -> None:
+        intact = exc.phase != "update"
+        if trainer is not None:
+            if not intact and self._last is not None:
+                # the update spoilt the weights: back to the state the window was last sent
+                trainer.restore(self._last)
+            # the rows of the steps that went well (the failing step left none) and the state
+            # after the last of them
+            sent = min(self._sent, trainer.step_count)
+            self._emit(self.synced, Sync(job.token, trainer.step_count, sent, trainer.history.rows(sent),
+                                         trainer.checkpoint()))
+            self._sent = trainer.step_count
+        self._emit(self.ended, Ended(job.token, "failed", str(exc), exc.node, exc.phase, exc.step, intact))

@@ -1,0 +1,374 @@
+"""Training in the window (pytest-qt, offscreen, real clicks and keys): Train, Pause, Step, Stop;
+the loss falls and equals the command line's bit for bit; a paused run's next step walked through
+node by node in training mode; save, reopen and continue exactly; a diverging learning rate
+stopped at the right node and step and rolled back; the Try panel; the weights before and after;
+settings as undoable edits; ``screenshot --train --json``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, QSettings, Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
+
+import presets
+from editor import screenshot
+from editor.train.plot import MAX_POINTS, LossPlot, decimate, smooth
+from editor.train.settings import SetTrainingCommand
+from editor.window import MainWindow
+from engine import cli, kernels, serialize
+from engine.errors import NonFiniteError
+from engine.train import Evaluation, Trainer
+
+pytestmark = pytest.mark.qt_log_ignore("propagateSizeHints", "does not support raise", "grabbing the keyboard")
+
+TIMEOUT = 180_000  # ms: a cold Numba cache compiles kernels on a first run
+
+
+@pytest.fixture
+def win(qtbot, tmp_path):
+    w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(w)
+    w.resize(1400, 900)
+    w.show()
+    yield w
+    w.train.shutdown()
+    w.run.shutdown()
+    w.undo_stack.setClean()
+
+
+def load(w: MainWindow, name: str) -> None:
+    assert w.files.load_path(presets.path(name), is_preset=True, remember=False)
+    wait_idle(w)
+
+
+def wait_idle(w: MainWindow, timeout: int = TIMEOUT) -> None:
+    c = w.train.controller
+    deadline = time.perf_counter() + timeout / 1000
+    while c.state not in ("idle", "paused", "failed") or c.worker.busy:
+        assert time.perf_counter() < deadline, f"still {c.state}"
+        QApplication.processEvents()
+        time.sleep(0.002)
+    QApplication.processEvents()
+
+
+def click(w: MainWindow, name: str) -> None:
+    button = w.train.panel.findChild(object, f"train_{name}")
+    assert button is not None and button.isEnabled(), name
+    QTest.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def set_steps(w: MainWindow, steps: int) -> None:
+    spin = w.train.panel.steps
+    spin.setValue(steps)
+    assert w.train.controller.training()["steps"] == steps
+
+
+def type_into(qtbot, edit, text: str) -> None:
+    edit.setFocus()
+    edit.selectAll()
+    QTest.keyClicks(edit, text)
+    QTest.keyClick(edit, Qt.Key.Key_Return)
+
+
+def cli_history(tmp_path: Path, file: str, *args: str) -> dict:
+    out = tmp_path / "cli.bps"
+    assert cli.main(["train", file, "-o", str(out), *args]) in (cli.EXIT_OK, cli.EXIT_FAILED)
+    return serialize.load(out)
+
+
+# --- the buttons ----------------------------------------------------------------------------------
+
+
+def test_train_pause_step_resume_and_stop(qtbot, win, capsys):
+    load(win, "two_layer_net")
+    c = win.train.controller
+    set_steps(win, 100_000)
+    win.train.show_panel()
+    click(win, "start")
+    qtbot.waitUntil(lambda: c.state == "running" and c.step_count > 20, timeout=TIMEOUT)
+    assert win.run.locked and not win.run.controls.act_step.isEnabled() if hasattr(win.run, "controls") else win.run.locked
+    click(win, "pause")
+    qtbot.waitUntil(lambda: c.state == "paused", timeout=10_000)
+    at = c.step_count
+    assert not c.worker.busy and not win.run.locked
+    click(win, "step")
+    qtbot.waitUntil(lambda: c.state == "paused" and c.step_count == at + 1, timeout=10_000)
+    assert c.view is not None and c.view.step == at + 1  # the wires show the step just taken
+    assert win.train.panel.start_button.text() == "Resume"
+    click(win, "start")
+    qtbot.waitUntil(lambda: c.state == "running" and c.step_count > at + 10, timeout=10_000)
+    t0 = time.perf_counter()
+    click(win, "stop")
+    qtbot.waitUntil(lambda: c.state == "idle" and not c.worker.busy, timeout=5_000)
+    assert time.perf_counter() - t0 < 1.0, "Stop must return control within a second"
+    n = c.step_count
+    assert c.latest().step == n  # Stop evaluates, as the command line does at the end of a run
+    # the document holds the run: modified, and Save would write its weights and history
+    project = win.files.current_project()
+    assert win.modified and len(project.history["loss"]) == n and project.optimizer_state["adam/step"] == n
+    assert win.train.trained.text().startswith("● Trained · ")
+
+
+def test_the_loss_falls_and_equals_the_command_line_bit_for_bit(qtbot, win, tmp_path):
+    load(win, "two_layer_net")
+    c = win.train.controller
+    QTest.keyClick(win.view, Qt.Key.Key_T, Qt.KeyboardModifier.ControlModifier)  # Train (Ctrl+T)
+    qtbot.waitUntil(lambda: c.state == "idle" and c.step_count == 500, timeout=TIMEOUT)
+    first, last = c.evaluations[0], c.evaluations[-1]
+    assert first.step == 0 and last.step == 500 and last.loss < 0.1 * first.loss and last.metric == 1.0
+    assert len(c.evaluations) > 5  # the metric's curve has points along the run
+    reference = cli_history(tmp_path, str(presets.path("two_layer_net")))
+    assert np.array_equal(c.history["loss"], reference.history["loss"])
+    assert np.array_equal(c.history["grad_norm"], reference.history["grad_norm"])
+    mine = win.files.current_project().weights
+    assert all(np.array_equal(mine[n][k], reference.weights[n][k]) for n in reference.weights for k in reference.weights[n])
+    # the canvas keeps the gradient colours of the latest traced step, and the sparklines
+    overlay = win.run.installation.overlay
+    styled = [item for item in win.scene.links.values() if item.run_style is not None]
+    assert len(styled) >= len(win.scene.links) - 2
+    assert any(m.state.spark for m in overlay.marks.values())
+    assert "Trained" in overlay.hud.text()
+
+
+def test_a_paused_step_is_walked_through_in_training_mode(qtbot, win):
+    # the ConvNet lesson: BatchNorm and Dropout behave differently while training
+    load(win, "convnet")
+    c = win.train.controller
+    win.train.show_panel()
+    click(win, "step")
+    qtbot.waitUntil(lambda: c.state == "paused" and c.step_count == 1, timeout=TIMEOUT)
+    run = win.run
+    QTest.keyClick(win.view, Qt.Key.Key_F6)  # the whole backward pass of the next training step
+    qtbot.waitUntil(lambda: run.timeline is not None and run.timeline.finished and not run.busy, timeout=TIMEOUT)
+    assert "training step 2" in run.note and "training mode" in run.note
+    tl = run.timeline
+    backward = [f for f in tl.frames if f.phase == "backward" and f.depth == 0]
+    assert backward and any(f.event.weights for f in backward)
+    inside = [f for f in tl.frames if f.depth > 0 and f.event.type == "Dropout"]
+    assert inside, "the ConvNet's Dropout runs inside it, node by node"
+    recorded = tl.loss
+    # step back through the backward node by node with the run controls
+    before = run.cursor
+    QTest.keyClick(win.view, Qt.Key.Key_F10, Qt.KeyboardModifier.ShiftModifier)
+    assert run.cursor < before
+    click(win, "start")  # Resume: the step just walked through, for real
+    qtbot.waitUntil(lambda: c.step_count >= 2, timeout=TIMEOUT)
+    click(win, "pause")
+    wait_idle(win)
+    assert float(c.history["loss"][1]) == recorded  # the same numbers, to the last bit
+    # in evaluation mode the same batch gives another loss (no dropout, running statistics)
+    t = Trainer.from_project(serialize.load(presets.path("convnet")))
+    t.step()
+    feeds, _ = t.next_step()
+    with kernels.using(c.backend):
+        assert float(t.runtime.forward(feeds).values[t.loss_key]) != recorded
+
+
+def test_save_reopen_and_continue_exactly(qtbot, win, tmp_path):
+    load(win, "convnet")
+    c = win.train.controller
+    set_steps(win, 12)
+    win.train.show_panel()
+    click(win, "start")
+    qtbot.waitUntil(lambda: c.state == "idle" and c.step_count == 12, timeout=TIMEOUT)
+    path = tmp_path / "half.bps"
+    assert win.files.write(path) and not win.modified
+    assert win.files.load_path(path)
+    qtbot.waitUntil(lambda: c.state == "idle" and c.latest() is not None, timeout=TIMEOUT)
+    # reopened: the curve, the step count and the metric
+    assert c.step_count == 12 and c.latest().step == 12 and c.latest().metric is not None
+    assert "Trained · 12 steps · accuracy" in win.train.trained.text()
+    assert win.train.panel.plot.points > 0
+    click(win, "start")
+    qtbot.waitUntil(lambda: c.state == "idle" and c.step_count == 24, timeout=TIMEOUT)
+    # an uninterrupted run with the same settings, on the backend the Train panel chose
+    project = serialize.load(presets.path("convnet"))
+    project.training = dict(project.training, steps=12)
+    whole = Trainer.from_project(project)
+    with kernels.using(whole.ready().backend):
+        whole.run(24)
+    assert np.array_equal(c.history["loss"], whole.history["loss"])
+    mine = win.files.current_project().weights
+    ref = whole.weights
+    assert all(np.array_equal(mine[n][k], ref[n][k]) for n in ref for k in ref[n])
+
+
+def test_a_diverging_learning_rate_stops_at_the_right_node_and_step(qtbot, win):
+    load(win, "linear_regression")
+    c = win.train.controller
+    panel = win.train.panel
+    win.train.show_panel()
+    type_into(qtbot, panel.lr, "10")
+    assert c.training()["optimizer"]["lr"] == 10.0
+    click(win, "start")
+    qtbot.waitUntil(lambda: c.state in ("failed", "idle") and not c.worker.busy, timeout=TIMEOUT)
+    f = c.failure
+    assert c.state == "failed" and f is not None
+    # the engine, on its own, fails at the same step and node
+    project = serialize.load(presets.path("linear_regression"))
+    project.training = dict(project.training, optimizer={"type": "sgd", "lr": 10.0})
+    t = Trainer.from_project(project)
+    with kernels.using(t.ready().backend), pytest.raises(NonFiniteError) as info:
+        t.run()
+    assert (f.step, f.node, f.phase) == (info.value.step, info.value.node, info.value.phase)
+    assert f"Training stopped at step {f.step:,}" in panel.status.text() and f.node_label in panel.status.text()
+    assert panel.rollback_button.isVisible() and f.rollback is not None
+    nodes = dict(win.doc.graph.nodes)
+    click(win, "rollback")
+    assert c.state == "idle" and c.step_count == f.rollback.step
+    assert win.doc.graph.nodes.keys() == nodes.keys()  # nothing the user made is lost
+    win.undo_stack.undo()  # the learning rate edit is one undo step
+    assert c.training()["optimizer"] == {"type": "sgd", "lr": 0.1}
+
+
+def test_an_evaluation_that_overflows_mid_run_leaves_the_stop_to_the_training_step(qapp, monkeypatch):
+    # the window evaluates along a run when time allows; the CLI does not: an evaluation that
+    # meets NaN or Inf must not stop the run at another step or node than the CLI's train would
+    from editor.train import worker as worker_mod
+
+    t = Trainer.from_project(serialize.load(presets.path("two_layer_net")))
+    real, calls = t.evaluation, []
+
+    def evaluation() -> Evaluation:
+        calls.append(t.step_count)
+        if 0 < t.step_count < 40:
+            raise NonFiniteError("evaluating the loss: Inf", "node", "forward", t.step_count)
+        return real()
+
+    t.evaluation = evaluation  # type: ignore[method-assign]
+    monkeypatch.setattr(worker_mod, "EVAL_SHARE", 1.0)  # evaluate whenever one is due
+    w = worker_mod.TrainWorker()
+    w.trainer, w.backend = t, t.ready().backend
+    ended: list = []
+    w.ended.connect(ended.append)
+    with kernels.using(w.backend):
+        w._loop(worker_mod.Job(1, None, 50), t)  # on this thread: the signals arrive at once
+    assert any(0 < s < 40 for s in calls) and calls[-1] == 50
+    assert ended[-1].reason == "done" and t.step_count == 50
+
+
+def test_settings_are_undoable_edits(qtbot, win):
+    load(win, "convnet")
+    c = win.train.controller
+    panel = win.train.panel
+    win.train.show_panel()
+    assert not win.modified
+    panel.optimizer.setCurrentIndex(0)
+    panel.optimizer.activated.emit(0)  # SGD
+    assert c.training()["optimizer"] == {"type": "sgd", "lr": 0.01}
+    assert panel.momentum.isVisible() and not panel.beta1.isVisible()
+    type_into(qtbot, panel.momentum, "0.9")
+    QTest.mouseClick(panel.nesterov, Qt.MouseButton.LeftButton, pos=QPoint(8, panel.nesterov.height() // 2))
+    assert c.training()["optimizer"] == {"type": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": True}
+    type_into(qtbot, panel.momentum, "0")  # Nesterov needs momentum: refused with the engine's words
+    assert "Nesterov momentum needs a momentum above 0" in panel.status.text()
+    assert c.training()["optimizer"]["momentum"] == 0.9
+    panel.batch.setValue(8)
+    image = win.doc.graph.find("image")
+    assert image.params["shape"][0] == 8 and win.doc.graph.find("label").params["shape"][0] == 8
+    assert win.modified
+    while win.undo_stack.canUndo():
+        win.undo_stack.undo()
+    assert c.training() == serialize.load(presets.path("convnet")).training
+    assert win.doc.graph.find("image").params["shape"][0] == 32 and not win.modified
+
+
+def test_an_edit_stops_a_run_and_keeps_what_it_learned(qtbot, win):
+    load(win, "two_layer_net")
+    c = win.train.controller
+    set_steps(win, 100_000)
+    win.train.show_panel()
+    click(win, "start")
+    qtbot.waitUntil(lambda: c.state == "running" and c.step_count > 10, timeout=TIMEOUT)
+    w = win.doc.graph.find("w")
+    from editor import commands
+    win.undo_stack.push(commands.SetParamsCommand(win.doc, w.id, {"scale": 0.25}))
+    qtbot.waitUntil(lambda: c.state == "idle" and not c.worker.busy, timeout=5_000)
+    n = c.step_count
+    assert n > 10 and len(win.files.current_project().history["loss"]) == n
+
+
+def test_try_panel_generates_and_translates_after_training(qtbot, win):
+    for lesson, prompt, expected in (("language_model", "the quick brown", "fox"),
+                                     ("seq2seq", "la maison bleue", "the blue house")):
+        load(win, lesson)
+        c = win.train.controller
+        panel = win.train.try_panel
+        assert panel.available and not panel.trained
+        win.train.show_panel()
+        click(win, "start")
+        qtbot.waitUntil(lambda: c.state == "idle" and c.step_count > 0 and not c.worker.busy, timeout=TIMEOUT)
+        win.train.show_panel("try")
+        assert panel.trained
+        type_into(qtbot, panel.edit, prompt)
+        qtbot.waitUntil(lambda: panel.answer is not None and not panel.busy(), timeout=60_000)
+        words = panel.answer.words
+        assert " ".join(words).startswith(expected), words
+        assert all(0 < t.probability <= 1 for t in panel.answer.tokens)
+        assert expected.split()[0] in panel.result.text()
+        win.undo_stack.setClean()
+    # an unknown word is marked with the nearest words, and a click puts one in its place
+    panel.edit.setText("la masion bleue")
+    assert panel.unknown.isVisible() and not panel.button.isEnabled()
+    button = panel.findChild(object, "try_suggest_maison")
+    QTest.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert panel.edit.text() == "la maison bleue" and panel.button.isEnabled()
+
+
+def test_weights_before_and_after_training(qtbot, win):
+    load(win, "convnet")
+    c = win.train.controller
+    set_steps(win, 10)
+    win.train.show_panel()
+    click(win, "start")
+    qtbot.waitUntil(lambda: c.state == "idle" and c.step_count == 10, timeout=TIMEOUT)
+    win.scene.select_nodes([win.doc.graph.find("ConvNet").id])
+    panel = win.train.panel
+    panel.tabs.setCurrentIndex(1)
+    view = panel.weights
+    name = view.combo.currentText()
+    assert name.endswith("W") and view.before[name].ndim == 4  # the first filters
+    assert not np.array_equal(view.picture(0), view.picture(1))
+    assert "after 10 steps" in view.plots[1].getPlotItem().titleLabel.text
+
+
+def test_the_curve_stays_small_however_long_the_run(qapp):
+    x = np.arange(1, 100_001, dtype=np.float64)
+    y = 1 / x + 0.01 * np.sin(x)
+    y[50_000] = 7.0  # a spike survives decimation
+    xs, ys = decimate(x, y)
+    assert len(xs) <= MAX_POINTS and ys.max() == 7.0 and np.all(np.diff(xs) > 0)
+    # the smoothed curve is the plain moving average, s[t] = 0.95·s[t−1] + 0.05·y[t], over many blocks
+    noisy = np.random.default_rng(0).random(1000) * np.linspace(5, 0.01, 1000)
+    expected = [noisy[0]]
+    for v in noisy[1:]:
+        expected.append(0.95 * expected[-1] + 0.05 * v)
+    assert np.allclose(smooth(noisy), expected, rtol=1e-9, atol=0) and smooth(noisy[:1])[0] == noisy[0]
+    plot = LossPlot()
+    evals = [Evaluation(int(s), 1 / s, 0.5) for s in range(1, 100_001, 4000)]
+    plot.set_data(x, y, evals, "accuracy", 50_001, None, True)
+    assert plot.points <= 2 * MAX_POINTS
+    plot.set_log(True)
+    plot.set_data(x, np.zeros_like(y), evals, None, None, None, False)  # a loss of 0 on a log scale: no warning
+
+
+def test_screenshot_trains_in_the_panel_and_says_how_it_went(tmp_path, capsys):
+    out = tmp_path / "train.png"
+    code = screenshot.main("two_layer_net", str(out), 1280, 800, train_steps=200, as_json=True)
+    assert code == 0 and out.stat().st_size > 10_000
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["steps"] == 200 and info["loss_last"] < info["loss_first"]
+    assert info["metric"]["kind"] == "accuracy" and 0 <= info["metric"]["value"] <= 1
+    reference = serialize.load(presets.path("two_layer_net"))
+    reference.training = dict(reference.training, steps=200)
+    t = Trainer.from_project(reference)
+    with kernels.using(t.ready().backend):
+        t.run()
+    assert info["loss_last"] == float(t.history["loss"][-1]) and info["loss_first"] == float(t.history["loss"][0])
+    assert SetTrainingCommand  # (what the screenshot pushes to set the steps)
