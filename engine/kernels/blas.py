@@ -1,0 +1,177 @@
+"""Matrix products inside the kernels, through numpy's own BLAS.
+
+Numba's ``np.dot`` reaches BLAS through scipy's copy of OpenBLAS; numpy ships another (an
+ILP64 build, ``scipy_cblas_sgemm64_``), and at the sizes of a recurrent step or an attention head
+it takes about half the time of scipy's (16×64 @ 64×256 in float32: 8 µs against 16 µs,
+benchmarks/bench_general_kernels.py). :func:`gemm` calls numpy's ``cblas_?gemm`` directly, as an
+external function that Numba links by name (``BACKPROP_STUDIO_SGEMM``/``..._DGEMM``), so the
+kernels that use it stay cacheable: the cached machine code refers to the symbol, which
+:func:`bind` registers in every process before the first kernel is compiled or loaded.
+
+Where numpy's BLAS cannot be found (a numpy built against another BLAS), or with
+``BACKPROP_STUDIO_BLAS=scipy``, the same symbols point at small adapters (Numba ``cfunc``\\ s)
+that call scipy's Fortran ``?gemm``, which is what ``np.dot`` would have used: slower, same
+arithmetic contract.
+
+``gemm`` also needs no temporary and no slice-assignment, which keeps the kernels that use it
+cheap to compile (see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from engine.kernels import jit
+
+#: Link names of the two external functions (cblas, row-major, 64-bit integers).
+SGEMM = "backprop_studio_cblas_sgemm"
+DGEMM = "backprop_studio_cblas_dgemm"
+ENV_VAR = "BACKPROP_STUDIO_BLAS"
+
+ROW_MAJOR = 101
+NO_TRANS = 111
+TRANS = 112
+
+# Set by bind() (called by engine.kernels before the first Numba dispatcher of any module exists):
+# Numba reads these globals when it compiles gemm.
+_sgemm: Any = None
+_dgemm: Any = None
+_provider = ""
+_lock = threading.Lock()
+
+
+def provider() -> str:
+    """Where the kernels' matrix products go: ``"numpy"`` (numpy's OpenBLAS), ``"scipy"``
+    (scipy's BLAS, the fallback) or ``""`` before the first kernel ran."""
+    return _provider
+
+
+def _numpy_library() -> ctypes.CDLL | None:
+    """numpy's bundled OpenBLAS (wheels since numpy 2.0), already loaded by numpy itself."""
+    root = os.path.dirname(os.path.dirname(np.__file__))
+    patterns = [os.path.join(root, "numpy.libs", "libscipy_openblas64_*"),
+                os.path.join(os.path.dirname(np.__file__), ".dylibs", "libscipy_openblas64_*")]
+    for pattern in patterns:
+        for path in sorted(glob.glob(pattern)):
+            try:
+                lib = ctypes.CDLL(path)
+                lib.scipy_cblas_sgemm64_  # noqa: B018 - raises AttributeError when absent
+                lib.scipy_cblas_dgemm64_  # noqa: B018
+                return lib
+            except (OSError, AttributeError):
+                continue
+    return None
+
+
+def _signature(numba: Any, real: Any) -> Any:
+    t = numba.types
+    return t.void(t.int32, t.int32, t.int32, t.int64, t.int64, t.int64, real, t.voidptr, t.int64,
+                  t.voidptr, t.int64, real, t.voidptr, t.int64)
+
+
+def _scipy_adapters(numba: Any) -> tuple[int, int]:
+    """Addresses of cfuncs with the cblas signature that call scipy's Fortran ``sgemm``/``dgemm``.
+
+    Row-major C = op(A) op(B) is column-major Cᵀ = op(B)ᵀ op(A)ᵀ: the Fortran call takes B
+    first, with m and n swapped."""
+    import llvmlite.binding as llvm
+    from numba.extending import get_cython_function_address
+
+    t = numba.types
+    addresses = []
+    for letter, real, np_real in (("s", t.float32, np.float32), ("d", t.float64, np.float64)):
+        symbol = f"backprop_studio_f77_{letter}gemm"
+        llvm.add_symbol(symbol, get_cython_function_address("scipy.linalg.cython_blas", f"{letter}gemm"))
+        p = t.voidptr
+        f77 = t.ExternalFunction(symbol, t.void(p, p, p, p, p, p, p, p, p, p, p, p, p))
+        addresses.append(numba.cfunc(_signature(numba, real))(_adapter(f77, np_real)).address)
+    return addresses[0], addresses[1]
+
+
+def _adapter(f77: Any, np_real: Any) -> Any:
+    """The body of one adapter (a closure: Numba freezes ``f77`` and ``np_real`` into it)."""
+
+    def adapter(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):  # type: ignore[no-untyped-def]
+        chars = np.empty(2, np.uint8)
+        chars[0] = 84 if tb == TRANS else 78  # 'T' / 'N': Fortran's op on its first matrix (our B)
+        chars[1] = 84 if ta == TRANS else 78
+        ints = np.empty(6, np.int32)
+        ints[0] = n
+        ints[1] = m
+        ints[2] = k
+        ints[3] = ldb
+        ints[4] = lda
+        ints[5] = ldc
+        scalars = np.empty(2, np_real)
+        scalars[0] = alpha
+        scalars[1] = beta
+        f77(chars[0:].ctypes, chars[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[2:].ctypes,
+            scalars[0:].ctypes, b, ints[3:].ctypes, a, ints[4:].ctypes, scalars[1:].ctypes, c, ints[5:].ctypes)
+
+    return adapter
+
+
+def bind() -> str:
+    """Register the link names with LLVM and set the external functions :func:`gemm` calls;
+    once per process. Returns the provider."""
+    global _sgemm, _dgemm, _provider
+    with _lock:
+        if _provider:
+            return _provider
+        import llvmlite.binding as llvm
+        import numba
+
+        want = os.environ.get(ENV_VAR, "").strip().lower()
+        lib = None if want == "scipy" else _numpy_library()
+        if lib is not None:
+            s = ctypes.cast(lib.scipy_cblas_sgemm64_, ctypes.c_void_p).value
+            d = ctypes.cast(lib.scipy_cblas_dgemm64_, ctypes.c_void_p).value
+            provider = "numpy"
+        else:
+            s, d = _scipy_adapters(numba)
+            provider = "scipy"
+        llvm.add_symbol(SGEMM, s)
+        llvm.add_symbol(DGEMM, d)
+        _sgemm = numba.types.ExternalFunction(SGEMM, _signature(numba, numba.types.float32))
+        _dgemm = numba.types.ExternalFunction(DGEMM, _signature(numba, numba.types.float64))
+        _provider = provider
+        return provider
+
+
+@jit
+def _lead(a):
+    """The leading dimension BLAS wants for a 2-D array whose rows are contiguous."""
+    if a.shape[0] > 1:
+        return a.strides[0] // a.itemsize
+    return max(a.shape[1], 1)
+
+
+@jit
+def gemm(a, b, out, trans_a, trans_b, beta):
+    """``out = op(a) @ op(b) + beta·out`` with op = transpose where asked; 2-D arrays whose rows
+    are contiguous (C-contiguous arrays and row ranges of them), all of one dtype. ``beta`` 0
+    overwrites ``out`` (whatever it held, even NaN, as BLAS promises)."""
+    m = out.shape[0]
+    n = out.shape[1]
+    k = a.shape[0] if trans_a else a.shape[1]
+    if m == 0 or n == 0:
+        return
+    if k == 0:  # BLAS is not asked about empty products
+        for i in range(m):
+            for j in range(n):
+                out[i, j] = out[i, j] * beta if beta != 0 else 0
+        return
+    ta = TRANS if trans_a else NO_TRANS
+    tb = TRANS if trans_b else NO_TRANS
+    if a.itemsize == 4:
+        _sgemm(ROW_MAJOR, ta, tb, m, n, k, np.float32(1.0), a.ctypes, _lead(a), b.ctypes, _lead(b),
+               np.float32(beta), out.ctypes, _lead(out))
+    else:
+        _dgemm(ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes, _lead(a), b.ctypes, _lead(b),
+               np.float64(beta), out.ctypes, _lead(out))
