@@ -19,6 +19,8 @@ import math
 import numpy as np
 
 from engine.kernels import kernel
+from engine.kernels.blas import gemm
+from engine.kernels.vecmath import exp, minus_inf, one as _one
 
 
 def _causal_mask(lq: int, lk: int) -> np.ndarray:
@@ -50,44 +52,46 @@ def attention_core(q, k, v, scale, causal, keep, heads, a, o):
     n, lq, _ = q.shape
     lk = k.shape[1]
     masked = keep.size > 0  # an empty keep means no mask
+    one = _one(a)
+    zero = one - one
+    lowest = minus_inf(a)
     for i in range(n):
-        s = np.dot(q[i], k[i].T)
+        gemm(q[i], k[i], a[i], False, True, 0.0)  # raw scores q kᵀ, into a[i]
         b = i // heads
         for r in range(lq):
             # Keys after the query (causal) and padding keys are masked: probability exactly 0.
             stop = min(r + 1, lk) if causal else lk
-            m = s[r, 0]
-            total = 0.0
+            # NOTE: selects, not branches, in the loops over keys: they vectorise.
+            m = lowest
+            seen = 0
             if masked:
-                seen = False
                 for j in range(stop):
-                    if keep[b, j] and (not seen or s[r, j] > m):
-                        m = s[r, j]
-                        seen = True
-                for j in range(stop):
-                    if keep[b, j]:
-                        e = math.exp((s[r, j] - m) * scale)
-                        a[i, r, j] = e
-                        total += e
-                    else:
-                        a[i, r, j] = 0
-                if not seen:
-                    total = 1.0  # no key to look at: the row stays 0
+                    m = max(m, a[i, r, j] if keep[b, j] else lowest)
+                    seen += keep[b, j] != 0
             else:
-                # NOTE: the same loops without the per-key test, which costs about 10% (bench_general_kernels.py).
-                for j in range(1, stop):
-                    if s[r, j] > m:
-                        m = s[r, j]
                 for j in range(stop):
-                    e = math.exp((s[r, j] - m) * scale)
+                    m = max(m, a[i, r, j])
+                seen = stop
+            if seen == 0:  # no key to look at: the row stays 0 (a NaN or ±∞ score still shows)
+                m = zero
+            total = zero
+            if masked:
+                for j in range(stop):
+                    e = exp((a[i, r, j] - m) * scale)
+                    e = e if keep[b, j] else zero
                     a[i, r, j] = e
                     total += e
-            inv = 1.0 / total
+            else:
+                for j in range(stop):
+                    e = exp((a[i, r, j] - m) * scale)
+                    a[i, r, j] = e
+                    total += e
+            inv = one / total if seen else zero  # NaN in, NaN out
             for j in range(stop):
                 a[i, r, j] *= inv
             for j in range(stop, lk):
-                a[i, r, j] = 0
-        o[i] = np.dot(a[i], v[i])
+                a[i, r, j] = zero
+        gemm(a[i], v[i], o[i], False, False, 0.0)
 
 
 def attention_core_grad_np(q: np.ndarray, k: np.ndarray, v: np.ndarray, a: np.ndarray, go: np.ndarray, scale: float,
@@ -107,17 +111,18 @@ def attention_core_grad_np(q: np.ndarray, k: np.ndarray, v: np.ndarray, a: np.nd
 def attention_core_grad(q, k, v, a, go, scale, dq, dk, dv):
     n, lq, _ = q.shape
     lk = k.shape[1]
+    da = np.empty((lq, lk), q.dtype)
     for i in range(n):
-        da = np.dot(go[i], v[i].T)
-        dv[i] = np.dot(a[i].T, go[i])
+        gemm(go[i], v[i], da, False, True, 0.0)  # dA = go vᵀ
+        gemm(a[i], go[i], dv[i], True, False, 0.0)  # dv = Aᵀ go
         for r in range(lq):
-            d = 0.0
+            d = scale - scale
             for j in range(lk):
                 d += da[r, j] * a[i, r, j]
             for j in range(lk):
                 da[r, j] = a[i, r, j] * (da[r, j] - d) * scale
-        dq[i] = np.dot(da, k[i])
-        dk[i] = np.dot(da.T, q[i])
+        gemm(da, k[i], dq[i], False, False, 0.0)  # dq = dS k
+        gemm(da, q[i], dk[i], True, False, 0.0)  # dk = dSᵀ q
 
 
 # --- wrappers -------------------------------------------------------------------------------

@@ -158,9 +158,15 @@ def dropout_apply(x, keep, scale, out):
 # --- wrappers -------------------------------------------------------------------------------------
 
 
-def _c(x: np.ndarray, dtype: Any = None) -> np.ndarray:
-    """C-contiguous, 0-d stays 0-d."""
-    return np.asarray(x, dtype=dtype, order="C")
+def _shaped(a: np.ndarray, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``a`` broadcast to ``shape`` as a contiguous, writable array of ``dtype``.
+
+    NOTE: broadcast only when the shape differs: a broadcast view is read-only, which makes
+    :func:`contiguous` copy an array that needed nothing (a whole extra pass per backward)."""
+    a = np.asarray(a)
+    if a.shape != tuple(shape):
+        a = np.broadcast_to(a, shape)
+    return contiguous(a, dtype)
 
 
 FORWARD = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "gelu": gelu}
@@ -180,7 +186,7 @@ def activation(name: str, x: np.ndarray) -> np.ndarray:
 def activation_grad(name: str, x: np.ndarray, y: np.ndarray, g: np.ndarray) -> np.ndarray:
     """``g * f'(x)``, given the forward input ``x`` and output ``y``."""
     src = contiguous(y if GRAD_FROM_OUTPUT[name] else x)
-    g = contiguous(np.broadcast_to(g, src.shape), src.dtype)
+    g = _shaped(g, src.shape, src.dtype)
     out = np.empty_like(src)
     BACKWARD[name](src.reshape(-1), g.reshape(-1), out.reshape(-1))
     return out
@@ -188,7 +194,7 @@ def activation_grad(name: str, x: np.ndarray, y: np.ndarray, g: np.ndarray) -> n
 
 def power(x: np.ndarray, p: float) -> np.ndarray:
     """``x ** p`` elementwise (any shape, float32 or float64)."""
-    x = _c(x)
+    x = contiguous(x)
     out = np.empty_like(x)
     power_fwd(x.reshape(-1), x.dtype.type(p), out.reshape(-1))  # p in the data's type: float32 stays float32
     return out
@@ -196,8 +202,8 @@ def power(x: np.ndarray, p: float) -> np.ndarray:
 
 def power_grad(x: np.ndarray, p: float, g: np.ndarray) -> np.ndarray:
     """``g · p · x^(p−1)``, and 0 when p = 0 (torch's rule, also at x = 0)."""
-    x = _c(x)
-    g = _c(np.broadcast_to(g, x.shape), x.dtype)
+    x = contiguous(x)
+    g = _shaped(g, x.shape, x.dtype)
     out = np.empty_like(x)
     t = x.dtype.type
     power_bwd(x.reshape(-1), t(p), t(p - 1), g.reshape(-1), out.reshape(-1))
@@ -206,8 +212,8 @@ def power_grad(x: np.ndarray, p: float, g: np.ndarray) -> np.ndarray:
 
 def dropout(x: np.ndarray, keep: np.ndarray, scale: float) -> np.ndarray:
     """``x · scale`` where ``keep`` is true, 0 elsewhere (also the VJP, with x = the gradient)."""
-    x = _c(x)
-    keep = _c(np.broadcast_to(keep, x.shape), np.bool_)
+    x = contiguous(x)
+    keep = _shaped(keep, x.shape, np.bool_)
     out = np.empty_like(x)
     dropout_apply(x.reshape(-1), keep.reshape(-1), x.dtype.type(scale), out.reshape(-1))
     return out

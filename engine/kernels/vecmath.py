@@ -42,6 +42,14 @@ def one(x):
     return np.ones(1, x.dtype)[0]
 
 
+@jit
+def minus_inf(x):
+    """−∞ in ``x``'s dtype (a float literal would be float64 and drag float32 loops with it)."""
+    out = np.empty(1, x.dtype)
+    out[0] = -np.inf
+    return out[0]
+
+
 def exp(v: float) -> float:
     """``e ** v`` for a float scalar inside a kernel (this Python body is never used there).
 
