@@ -8,6 +8,14 @@ A pass runs in evaluation mode unless it is given a training :class:`~engine.blo
 (the trainer does that); each node receives the pass's context extended by its own id. Buffers
 (weights declared ``trainable=False``) get no gradient; the new values a training pass computes
 for them are collected by :meth:`Pass.buffer_updates`.
+
+A pass run all at once (:meth:`Pass.run_forward`, :meth:`Pass.run_backward`, and so
+:meth:`Runtime.forward` and :meth:`Runtime.forward_backward`, what training and ``run`` use)
+without a trace or the NaN/Inf check runs on the program's execution plan (:mod:`engine.plan`):
+the same blocks on the same arrays, with the bookkeeping done once per program and composite
+blocks inlined. A pass stepped node by node (:meth:`Pass.forward_steps`,
+:meth:`Pass.backward_steps`, the editor) runs as written here. Either way a pass's ``values``,
+``grads`` and ``weight_grads`` are arrays of its own: they stay valid after the next pass starts.
 """
 
 from __future__ import annotations
@@ -173,6 +181,7 @@ class Pass:
         self.weight_grads: Weights = {}
         self.forward_done = False
         self.backward_done = False
+        self._plan_state: Any = None  # what the execution plan's forward pass left for its backward pass
 
     # --- forward ---------------------------------------------------------------------------
 
@@ -185,6 +194,7 @@ class Pass:
         return w
 
     def forward_steps(self) -> Iterator[TraceEvent]:
+        self._plan_state = None
         dtype = self.runtime.dtype
         values = self.values
         trace = self.trace
@@ -220,9 +230,31 @@ class Pass:
         self.forward_done = True
 
     def run_forward(self) -> "Pass":
+        if not (self.trace or self.check) and self._plan_forward():
+            return self
         for _ in self.forward_steps():
             pass
         return self
+
+    def _plan_forward(self) -> bool:
+        """The forward pass on the execution plan; False (nothing kept) when it fails, so that
+        the plain pass runs again and reports the failure as it does."""
+        from engine.plan import plan_for
+
+        try:
+            plan_for(self.runtime).forward(self)
+        except Exception:  # noqa: BLE001 - the plain pass raises the real error
+            self._reset()
+            return False
+        return True
+
+    def _reset(self) -> None:
+        self.values.clear()
+        self.saved.clear()
+        self.grads.clear()
+        self.weight_grads.clear()
+        self.forward_done = self.backward_done = False
+        self._plan_state = None
 
     # --- backward ----------------------------------------------------------------------------
 
@@ -243,6 +275,12 @@ class Pass:
 
     def backward_steps(self) -> Iterator[TraceEvent]:
         """Reverse schedule over the nodes that a gradient reaches; call :meth:`seed` first."""
+        if self._plan_state is not None:
+            # The plan kept no per-node state for stepping: compute the forward pass again as
+            # written here (the same values), keeping the gradients seeded so far.
+            seeds = dict(self.grads)
+            self.run_forward_steps()
+            self.grads.update(seeds)
         index = 0
         trace = self.trace
         grads = self.grads
@@ -290,8 +328,23 @@ class Pass:
         self.backward_done = True
 
     def run_backward(self, loss: PortKey | None = None, grads: Mapping[PortKey, np.ndarray] | None = None) -> "Pass":
+        if self._plan_state is not None and not (self.trace or self.check) and not self.grads:
+            from engine.plan import plan_for
+
+            try:
+                plan_for(self.runtime).backward(self, loss, grads)
+                return self
+            except Exception:  # noqa: BLE001 - the plain pass raises the real error
+                self._reset()
+                self.run_forward_steps()
         self.seed(loss, grads)
         for _ in self.backward_steps():
+            pass
+        return self
+
+    def run_forward_steps(self) -> "Pass":
+        """The forward pass node by node, as written here (never on the execution plan)."""
+        for _ in self.forward_steps():
             pass
         return self
 

@@ -97,9 +97,10 @@ _swap_lock = threading.RLock()
 class LazyJit:
     """A function to be ``@njit``-ed on first use (see the module docstring)."""
 
-    def __init__(self, fn: Callable[..., Any], fastmath: frozenset[str] = FASTMATH) -> None:
+    def __init__(self, fn: Callable[..., Any], fastmath: frozenset[str] = FASTMATH, inline: bool = False) -> None:
         self.py_func = fn
         self.fastmath = fastmath
+        self.inline = inline
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
         self._dispatcher: Any = None
@@ -135,25 +136,30 @@ def _materialise(namespace: dict[str, Any]) -> None:
                 if home is not namespace and value._dispatcher is None:
                     _materialise(home)
                 if value._dispatcher is None:
-                    value._dispatcher = _njit(numba, value.fastmath)(value.py_func)
+                    value._dispatcher = _njit(numba, value.fastmath, value.inline)(value.py_func)
                 namespace[name] = value._dispatcher
         for value in list(namespace.values()):
             if isinstance(value, Kernel) and value._lazy._dispatcher is None:
                 value._lazy._dispatcher = _njit(numba, FASTMATH)(value._lazy.py_func)
 
 
-def _njit(numba: Any, fastmath: frozenset[str]) -> Callable[[Callable[..., Any]], Any]:
-    return numba.njit(cache=True, fastmath=set(fastmath), error_model=ERROR_MODEL, nogil=True)
+def _njit(numba: Any, fastmath: frozenset[str], inline: bool = False) -> Callable[[Callable[..., Any]], Any]:
+    return numba.njit(cache=True, fastmath=set(fastmath), error_model=ERROR_MODEL, nogil=True,
+                      inline="always" if inline else "never")
 
 
-def jit(fn: Callable[..., Any] | None = None, *, fastmath: frozenset[str] = FASTMATH) -> Any:
+def jit(fn: Callable[..., Any] | None = None, *, fastmath: frozenset[str] = FASTMATH, inline: bool = False) -> Any:
     """``@njit`` with the project's caching and fastmath settings, created on first use.
 
     ``@jit(fastmath=...)`` narrows the flags for a helper whose arithmetic must not be
-    reordered (its own instructions keep them when it is inlined into a kernel)."""
+    reordered (its own instructions keep them when it is inlined into a kernel).
+    ``@jit(inline=True)`` inlines a small helper into its callers before typing (Numba's
+    ``inline="always"``): no separate compilation per caller's argument types, which is what
+    made the first compile of every kernel slow (a helper called with arrays of three layouts
+    compiled three times, each a whole pipeline run of its own)."""
     if fn is None:
-        return lambda f: LazyJit(f, fastmath)
-    return LazyJit(fn, fastmath)
+        return lambda f: LazyJit(f, fastmath, inline)
+    return LazyJit(fn, fastmath, inline)
 
 
 def contiguous(a: Any, dtype: Any = None) -> np.ndarray:

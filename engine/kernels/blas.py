@@ -70,9 +70,12 @@ def _numpy_library() -> ctypes.CDLL | None:
 
 
 def _signature(numba: Any, real: Any) -> Any:
+    # NOTE: addresses as uintp (what ``array.ctypes.data`` is), which the 64-bit calling
+    # conventions pass exactly as pointers: the kernels then hand over plain integers, so the
+    # one function that calls BLAS compiles once, whatever the layout of the arrays.
     t = numba.types
-    return t.void(t.int32, t.int32, t.int32, t.int64, t.int64, t.int64, real, t.voidptr, t.int64,
-                  t.voidptr, t.int64, real, t.voidptr, t.int64)
+    return t.void(t.int32, t.int32, t.int32, t.int64, t.int64, t.int64, real, t.uintp, t.int64,
+                  t.uintp, t.int64, real, t.uintp, t.int64)
 
 
 def _scipy_adapters(numba: Any) -> tuple[int, int]:
@@ -88,7 +91,7 @@ def _scipy_adapters(numba: Any) -> tuple[int, int]:
     for letter, real, np_real in (("s", t.float32, np.float32), ("d", t.float64, np.float64)):
         symbol = f"backprop_studio_f77_{letter}gemm"
         llvm.add_symbol(symbol, get_cython_function_address("scipy.linalg.cython_blas", f"{letter}gemm"))
-        p = t.voidptr
+        p = t.uintp
         f77 = t.ExternalFunction(symbol, t.void(p, p, p, p, p, p, p, p, p, p, p, p, p))
         addresses.append(numba.cfunc(_signature(numba, real))(_adapter(f77, np_real)).address)
     return addresses[0], addresses[1]
@@ -111,8 +114,8 @@ def _adapter(f77: Any, np_real: Any) -> Any:
         scalars = np.empty(2, np_real)
         scalars[0] = alpha
         scalars[1] = beta
-        f77(chars[0:].ctypes, chars[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[2:].ctypes,
-            scalars[0:].ctypes, b, ints[3:].ctypes, a, ints[4:].ctypes, scalars[1:].ctypes, c, ints[5:].ctypes)
+        pc, pi, ps = chars.ctypes.data, ints.ctypes.data, scalars.ctypes.data
+        f77(pc, pc + 1, pi, pi + 4, pi + 8, ps, b, pi + 12, a, pi + 16, ps + scalars.itemsize, c, pi + 20)
 
     return adapter
 
@@ -145,33 +148,42 @@ def bind() -> str:
 
 
 @jit
-def _lead(a):
-    """The leading dimension BLAS wants for a 2-D array whose rows are contiguous."""
-    if a.shape[0] > 1:
-        return a.strides[0] // a.itemsize
-    return max(a.shape[1], 1)
-
-
-@jit
-def gemm(a, b, out, trans_a, trans_b, beta):
-    """``out = op(a) @ op(b) + beta·out`` with op = transpose where asked; 2-D arrays whose rows
-    are contiguous (C-contiguous arrays and row ranges of them), all of one dtype. ``beta`` 0
-    overwrites ``out`` (whatever it held, even NaN, as BLAS promises)."""
-    m = out.shape[0]
-    n = out.shape[1]
-    k = a.shape[0] if trans_a else a.shape[1]
-    if m == 0 or n == 0:
-        return
-    if k == 0:  # BLAS is not asked about empty products
-        for i in range(m):
-            for j in range(n):
-                out[i, j] = out[i, j] * beta if beta != 0 else 0
-        return
+def product(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc, itemsize):
+    """The BLAS call itself, on sizes, addresses and leading dimensions only (compiled once per
+    process): ``C (m×n) = op(A) op(B) + beta·C``, row-major, ``itemsize`` 4 or 8. Kernels that
+    address blocks of larger arrays in place (attention's heads) call it directly."""
     ta = TRANS if trans_a else NO_TRANS
     tb = TRANS if trans_b else NO_TRANS
-    if a.itemsize == 4:
-        _sgemm(ROW_MAJOR, ta, tb, m, n, k, np.float32(1.0), a.ctypes, _lead(a), b.ctypes, _lead(b),
-               np.float32(beta), out.ctypes, _lead(out))
+    if itemsize == 4:
+        _sgemm(ROW_MAJOR, ta, tb, m, n, k, np.float32(1.0), a, lda, b, ldb, np.float32(beta), c, ldc)
     else:
-        _dgemm(ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes, _lead(a), b.ctypes, _lead(b),
-               np.float64(beta), out.ctypes, _lead(out))
+        _dgemm(ROW_MAJOR, ta, tb, m, n, k, 1.0, a, lda, b, ldb, np.float64(beta), c, ldc)
+
+
+@jit(inline=True)
+def gemm(a, b, out, trans_a, trans_b, beta):
+    """``out = op(a) @ op(b) + beta·out`` with op = transpose where asked; 2-D arrays whose rows
+    are contiguous (C-contiguous arrays and row or column ranges of them), all of one dtype.
+    ``beta`` 0 overwrites ``out`` (whatever it held, even NaN, as BLAS promises); empty sizes
+    are BLAS's to handle (k = 0 gives beta·out).
+
+    Inlined into the kernel (it only reads shapes, strides and addresses); the call goes to
+    :func:`product`. The leading dimensions are the row strides, at least the row length (a
+    single row may have any stride)."""
+    product(trans_a, trans_b, out.shape[0], out.shape[1], a.shape[0] if trans_a else a.shape[1],
+             a.ctypes.data, max(a.strides[0] // a.itemsize, a.shape[1], 1),
+             b.ctypes.data, max(b.strides[0] // b.itemsize, b.shape[1], 1), beta,
+             out.ctypes.data, max(out.strides[0] // out.itemsize, out.shape[1], 1), out.itemsize)
+
+
+@jit(inline=True)
+def block(a, t):
+    """``(address, leading dimension)`` of the block ``a[:, t]`` of a 3-D array whose rows are
+    contiguous, for :func:`product`: a time step of a batch-major sequence, without a view."""
+    return a.ctypes.data + t * a.strides[1], a.strides[0] // a.itemsize
+
+
+@jit(inline=True)
+def matrix(a):
+    """``(address, leading dimension)`` of a 2-D array whose rows are contiguous, for :func:`product`."""
+    return a.ctypes.data, max(a.strides[0] // a.itemsize, a.shape[1], 1)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from engine.kernels import contiguous, jit, kernel
-from engine.kernels.blas import gemm
+from engine.kernels.blas import block, matrix, product
 from engine.kernels.vecmath import exp, one as _one
 
 #: SimpleRNN activations, by the integer code the kernels take.
@@ -87,11 +87,14 @@ def rnn_forward_np(h0, Wh, act, seq):
 @kernel(rnn_forward_np, twin_ns_per_element=PYTHON_LOOP_NS)
 def rnn_forward(h0, Wh, act, seq):
     B, L, H = seq.shape
+    wp, ldw = matrix(Wh)
     one = _one(seq)
     two = one + one
     zero = one - one
     for t in range(L):
-        gemm(h0 if t == 0 else seq[:, t - 1], Wh, seq[:, t], False, False, 1.0)
+        hp, ldh = matrix(h0) if t == 0 else block(seq, t - 1)
+        out, ldo = block(seq, t)
+        product(False, False, B, H, H, hp, ldh, wp, ldw, 1.0, out, ldo, seq.itemsize)
         for i in range(B):
             if act == 0:
                 for j in range(H):
@@ -118,6 +121,8 @@ def rnn_backward_np(seq, Wh, gseq, act, dh, dA, norms):
 @kernel(rnn_backward_np, twin_ns_per_element=PYTHON_LOOP_NS)
 def rnn_backward(seq, Wh, gseq, act, dh, dA, norms):
     B, L, H = seq.shape
+    wp, ldw = matrix(Wh)
+    hp, ldh = matrix(dh)
     one = _one(seq)
     zero = one - one
     for t in range(L - 1, -1, -1):
@@ -137,7 +142,8 @@ def rnn_backward(seq, Wh, gseq, act, dh, dA, norms):
                 for j in range(H):
                     dA[i, t, j] *= seq[i, t, j] * (one - seq[i, t, j])
         norms[t] = math.sqrt(s)
-        gemm(dA[:, t], Wh, dh, False, True, 0.0)
+        dp, ldd = block(dA, t)
+        product(False, True, B, H, H, dp, ldd, wp, ldw, 0.0, hp, ldh, dh.itemsize)
 
 
 # --- LSTM: gates i, f, g, o in column blocks of width h -----------------------------------------
@@ -161,6 +167,7 @@ def lstm_forward_np(h0, c0, Wh, gates, cs, seq):
 @kernel(lstm_forward_np, twin_ns_per_element=PYTHON_LOOP_NS)
 def lstm_forward(h0, c0, Wh, gates, cs, seq):
     B, L, H = seq.shape
+    wp, ldw = matrix(Wh)
     one = _one(seq)
     two = one + one
     # Every gate is σ(scale · z) with scale 2 on the g block, which then becomes 2σ(2z) − 1 = tanh(z).
@@ -169,7 +176,9 @@ def lstm_forward(h0, c0, Wh, gates, cs, seq):
         scale[j] = two
     c = np.empty(H, seq.dtype)
     for t in range(L):
-        gemm(h0 if t == 0 else seq[:, t - 1], Wh, gates[:, t], False, False, 1.0)
+        hp, ldh = matrix(h0) if t == 0 else block(seq, t - 1)
+        out, ldo = block(gates, t)
+        product(False, False, B, 4 * H, H, hp, ldh, wp, ldw, 1.0, out, ldo, seq.itemsize)
         for i in range(B):
             for j in range(4 * H):
                 gates[i, t, j] = one / (one + exp(-scale[j] * gates[i, t, j]))
@@ -207,6 +216,8 @@ def lstm_backward_np(c0, cs, gates, Wh, gseq, dh, dc, dZ, norms):
 def lstm_backward(c0, cs, gates, Wh, gseq, dh, dc, dZ, norms):
     B, L, H4 = gates.shape
     H = H4 // 4
+    wp, ldw = matrix(Wh)
+    hp, ldh = matrix(dh)
     one = _one(cs)
     two = one + one
     tc = np.empty(H, cs.dtype)
@@ -240,7 +251,8 @@ def lstm_backward(c0, cs, gates, Wh, gseq, dh, dc, dZ, norms):
             for j in range(H):
                 dc[i, j] *= gates[i, t, H + j]
         norms[t] = math.sqrt(s)
-        gemm(dZ[:, t], Wh, dh, False, True, 0.0)
+        dp, ldd = block(dZ, t)
+        product(False, True, B, H, 4 * H, dp, ldd, wp, ldw, 0.0, hp, ldh, dh.itemsize)
 
 
 # --- GRU (torch's formula): gates r, z, n in column blocks of width h ----------------------------
@@ -269,9 +281,12 @@ def gru_forward(h0, Wh, bh, gates, seq, hns):
     one = _one(seq)
     two = one + one
     hp = np.empty((B, 3 * H), seq.dtype)
+    wp, ldw = matrix(Wh)
+    hpp, ldhp = matrix(hp)
     h = np.empty(H, seq.dtype)
     for t in range(L):
-        gemm(h0 if t == 0 else seq[:, t - 1], Wh, hp, False, False, 0.0)
+        src, lds = matrix(h0) if t == 0 else block(seq, t - 1)
+        product(False, False, B, 3 * H, H, src, lds, wp, ldw, 0.0, hpp, ldhp, seq.itemsize)
         for i in range(B):
             for j in range(2 * H):  # r, z
                 gates[i, t, j] = one / (one + exp(-(gates[i, t, j] + (hp[i, j] + bh[j]))))
@@ -309,6 +324,8 @@ def gru_backward_np(h0, seq, gates, hns, Wh, gseq, dh, dX, dHp, norms):
 @kernel(gru_backward_np, twin_ns_per_element=PYTHON_LOOP_NS)
 def gru_backward(h0, seq, gates, hns, Wh, gseq, dh, dX, dHp, norms):
     B, L, H = seq.shape
+    wp, ldw = matrix(Wh)
+    hp, ldh = matrix(dh)
     one = _one(seq)
     v = np.empty(H, seq.dtype)
     hprev = np.empty(H, seq.dtype)
@@ -338,7 +355,8 @@ def gru_backward(h0, seq, gates, hns, Wh, gseq, dh, dX, dHp, norms):
             for j in range(H):
                 dh[i, j] = v[j] * gates[i, t, H + j]  # the direct path; the gates' path is added below
         norms[t] = math.sqrt(s)
-        gemm(dHp[:, t], Wh, dh, False, True, 1.0)
+        dp, ldd = block(dHp, t)
+        product(False, True, B, H, 3 * H, dp, ldd, wp, ldw, 1.0, hp, ldh, dh.itemsize)
 
 
 # --- wrappers: dtype and contiguity, one interface for every cell -------------------------------

@@ -36,13 +36,13 @@ _bound = False
 _float32_from_bits: Any = None
 
 
-@jit
+@jit(inline=True)
 def one(x):
     """1 in ``x``'s dtype (so float32 arithmetic stays float32)."""
     return np.ones(1, x.dtype)[0]
 
 
-@jit
+@jit(inline=True)
 def minus_inf(x):
     """−∞ in ``x``'s dtype (a float literal would be float64 and drag float32 loops with it)."""
     out = np.empty(1, x.dtype)
