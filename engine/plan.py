@@ -61,7 +61,7 @@ class _Step:
 
     __slots__ = ("kind", "label", "type", "block", "compute", "vjp", "uses_context", "path", "ins", "outs", "owner",
                  "names", "borrowed", "buffers", "top", "meta", "float_ins", "grad_outs", "has_backward", "edges",
-                 "enter")
+                 "enter", "weightless", "meta_saved", "routes")
 
     def __init__(self, kind: int, block: Block | None = None, label: str = "", type_: str = "",
                  path: tuple[str, ...] = ()) -> None:
@@ -87,6 +87,10 @@ class _Step:
         # ENTER: (outer slot, inner slot); EXIT: (inner slot,) per output; ALIAS: ((source, slot),)
         self.edges: tuple[tuple[int, ...], ...] = ()
         self.enter = -1  # EXIT: index of its ENTER
+        self.weightless = False  # no weights at all (most math blocks): an empty dict each time
+        self.meta_saved: dict[str, Any] = {}  # the four entries Block.forward adds to ``saved``
+        # per weight the block gets: (local name, owner node, owner's name, is a buffer)
+        self.routes: tuple[tuple[str, str, str, bool], ...] = ()
 
 
 class Plan:
@@ -163,6 +167,7 @@ class Plan:
                 s.borrowed = tuple((name, owner, route[f"{o}\0{n}"]) for name, (o, n) in step.shared.items())
             # Pass.backward_steps skips data leaves (no inputs, no weights): nothing to send back.
             s.has_backward = bool(step.sources or step.weight_shapes or step.shared)
+            s.weightless = not (step.weight_shapes or step.shared)
             self.steps.append(s)
         return outputs
 
@@ -200,24 +205,25 @@ class Plan:
         for node, slot in self.feeds:
             values[slot] = p.feeds[node]
         saved_all: list[Any] = [None] * len(self.steps)
-        self._forward(p.runtime, p.context, values, saved_all)
+        weights_all: list[Any] = [None] * len(self.steps)
+        self._forward(p.runtime, p.context, values, saved_all, weights_all)
         for key, slot in self.port_slot.items():
             p.values[key] = values[slot]
         for s, saved in zip(self.steps, saved_all):
             if s.top:
                 p.saved[s.top] = saved
         self._composite_saved(p, saved_all)
-        p._plan_state = (values, saved_all)
+        p._plan_state = (values, saved_all, weights_all)
         p.forward_done = True
 
     def backward(self, p: "Pass", loss: "PortKey | None" = None, grads: Mapping["PortKey", np.ndarray] | None = None) -> None:
         """The backward pass of ``p`` (after :meth:`forward`), seeded as :meth:`Pass.seed` takes it."""
-        values, saved_all = p._plan_state
+        values, saved_all, weights_all = p._plan_state
         p.seed(loss, grads)
         gslots: list[Any] = [None] * self.slots
         for key, g in p.grads.items():
             gslots[self.port_slot[key]] = g
-        self._backward(p.runtime, values, saved_all, gslots, p.weight_grads)
+        self._backward(values, saved_all, weights_all, gslots, p.weight_grads)
         p.grads.clear()
         for key, slot in self.port_slot.items():
             if gslots[slot] is not None:
@@ -234,11 +240,17 @@ class Plan:
             w[local] = all_weights[owner][name]
         return w
 
-    def _forward(self, runtime: "Runtime", context: Context, values: list[Any], saved_all: list[Any]) -> None:
+    def _forward(self, runtime: "Runtime", context: Context, values: list[Any], saved_all: list[Any],
+                 weights_all: list[Any]) -> None:
+        # NOTE: plain loops and locals, no comprehensions (each is a function call in Python
+        # 3.11): this loop is most of what a pass costs on small tensors.
         dtype = runtime.dtype
         all_weights = runtime.weights
         ready = self.ready
-        for i, s in enumerate(self.steps):
+        ndarray = np.ndarray
+        i = -1
+        for s in self.steps:
+            i += 1
             kind = s.kind
             if kind != BLOCK:
                 if kind == ENTER:
@@ -248,8 +260,13 @@ class Plan:
                     src, dst = s.edges[0]
                     values[dst] = values[src]
                 continue
-            inputs = {port: values[slot] for port, slot in s.ins}
-            weights = self._weights(s, all_weights)
+            inputs = {}
+            for port, slot in s.ins:
+                inputs[port] = values[slot]
+            # The same dict goes to compute and vjp (blocks never change it): the runtime's
+            # arrays, looked up once per pass.
+            weights = {} if s.weightless else self._weights(s, all_weights)
+            weights_all[i] = weights
             if s.uses_context:
                 ctx = Context(context.training, context.seed, context.step, (*context.path, *s.path))
                 outs, saved = s.compute(inputs, weights, ctx)  # type: ignore[misc]
@@ -258,12 +275,15 @@ class Plan:
             saved = dict(saved)
             if not ready:
                 s.meta = (_shapes_dtypes(inputs), _shapes_dtypes(outs))
-            (saved["_in_shapes"], saved["_in_dtypes"]), (saved["_out_shapes"], saved["_out_dtypes"]) = s.meta  # type: ignore[misc]
+                (ins, in_dtypes), (outs_shapes, out_dtypes) = s.meta
+                s.meta_saved = {"_in_shapes": ins, "_in_dtypes": in_dtypes, "_out_shapes": outs_shapes, "_out_dtypes": out_dtypes}
+            saved.update(s.meta_saved)
             for port, slot in s.outs:
                 value = outs[port]
-                if not isinstance(value, np.ndarray):
+                if value.__class__ is not ndarray:
                     value = np.asarray(value)
-                if value.dtype.kind == "f" and value.dtype != dtype:
+                vdt = value.dtype
+                if vdt is not dtype and vdt.kind == "f" and vdt != dtype:
                     value = value.astype(dtype)
                 values[slot] = value
             saved_all[i] = saved
@@ -284,6 +304,13 @@ class Plan:
                 s.float_ins = tuple((p.name, slots[p.name], in_shapes[p.name], in_dtypes[p.name])
                                     for p in s.block.input_ports()  # type: ignore[union-attr]
                                     if p.name in slots and in_dtypes[p.name].kind == "f")
+                own = dict(s.names) if s.names is not None else None
+                borrowed = {local: (owner, name) for local, owner, name in s.borrowed}
+                locals_ = list(own) if own is not None else None
+                s.routes = tuple(
+                    (local, *(borrowed[local] if local in borrowed else (s.owner, own[local] if own is not None else local)),
+                     local in s.buffers)
+                    for local in self._weight_names(s, locals_))
             elif s.kind == ENTER:
                 # (outer, inner, shape, dtype) of the composite's float inputs, in its ports' order
                 edges = []
@@ -295,9 +322,18 @@ class Plan:
             elif s.kind == EXIT:
                 s.grad_outs = tuple((slot, values[slot].shape, values[slot].dtype) for (slot,) in s.edges)  # type: ignore[assignment]
 
-    def _backward(self, runtime: "Runtime", values: list[Any], saved_all: list[Any], grads: list[Any],
+    def _weight_names(self, s: _Step, own: list[str] | None) -> list[str]:
+        """The local names of the weights a step's block gets, in the order of that dict."""
+        if s.weightless:
+            return []
+        if own is None:
+            names = list(self.program.step(s.top).weight_shapes)
+        else:
+            names = list(own)
+        return names + [local for local, _, _ in s.borrowed if local not in names]
+
+    def _backward(self, values: list[Any], saved_all: list[Any], weights_all: list[Any], grads: list[Any],
                   weight_grads: dict[str, dict[str, np.ndarray]]) -> None:
-        all_weights = runtime.weights
         i = len(self.steps) - 1
         while i >= 0:
             s = self.steps[i]
@@ -323,28 +359,31 @@ class Plan:
                     prev = grads[outer]
                     grads[outer] = g if prev is None else prev + g
             elif s.has_backward:
-                self._block_backward(s, i, all_weights, saved_all, grads, weight_grads)
+                self._block_backward(s, saved_all[i], weights_all[i], grads, weight_grads)
             i -= 1
 
-    def _block_backward(self, s: _Step, i: int, all_weights: Mapping[str, Mapping[str, np.ndarray]], saved_all: list[Any],
-                        grads: list[Any], weight_grads: dict[str, dict[str, np.ndarray]]) -> None:
+    @staticmethod
+    def _block_backward(s: _Step, saved: dict[str, Any], weights: dict[str, np.ndarray], grads: list[Any],
+                        weight_grads: dict[str, dict[str, np.ndarray]]) -> None:
         full = {}
         got = False
         for port, slot, differentiable, shape, dtype in s.grad_outs:
             g = grads[slot]
             if g is not None:
                 got = True
-            full[port] = g if (g is not None and differentiable) else np.zeros(shape, dtype)
+                full[port] = g if differentiable else np.zeros(shape, dtype)
+            else:
+                full[port] = np.zeros(shape, dtype)
         if not got:
             return
-        weights = self._weights(s, all_weights)
-        gin, gw = s.vjp(full, saved_all[i], weights)  # type: ignore[misc]
+        gin, gw = s.vjp(full, saved, weights)  # type: ignore[misc]
+        ndarray = np.ndarray
         for port, slot, shape, dtype in s.float_ins:
             g = gin.get(port)
             if g is None:
                 g = np.zeros(shape, dtype)
             else:
-                if not (isinstance(g, np.ndarray) and g.dtype == dtype):
+                if g.__class__ is not ndarray or g.dtype != dtype:
                     g = np.asarray(g, dtype)
                 if g.shape != shape:
                     g = unbroadcast(g, shape)
@@ -352,21 +391,18 @@ class Plan:
             grads[slot] = g if prev is None else prev + g
         # Weight gradients as Block.backward and Pass.backward_steps treat them: zeros for those
         # that got none, buffers left out, each added to its owner's (shared weights included).
-        own = dict(s.names) if s.names is not None else None
-        borrowed = {local: (owner, name) for local, owner, name in s.borrowed}
-        for local, w in weights.items():
-            if local in s.buffers:
+        for local, owner, name, buffer in s.routes:
+            if buffer:
                 continue
+            w = weights[local]
             g = gw.get(local)
             if g is None:
                 g = np.zeros_like(w)
-            elif not (isinstance(g, np.ndarray) and g.dtype == w.dtype and g.shape == w.shape):
+            elif g.__class__ is not ndarray or g.dtype != w.dtype or g.shape != w.shape:
                 g = np.asarray(g, w.dtype).reshape(w.shape)
-            if local in borrowed:
-                owner, name = borrowed[local]
-            else:
-                owner, name = s.owner, (own[local] if own is not None else local)
-            bucket = weight_grads.setdefault(owner, {})
+            bucket = weight_grads.get(owner)
+            if bucket is None:
+                bucket = weight_grads[owner] = {}
             bucket[name] = bucket[name] + g if name in bucket else g
 
     def _composite_saved(self, p: "Pass", saved_all: list[Any]) -> None:

@@ -370,6 +370,7 @@ class Runtime:
         self.graph = graph
         self.dtype = np.dtype(dtype)
         self.program = compile_graph(graph)
+        self._feed_ids: dict[str, Any] = {}  # feed keys (ids or names) -> node ids, per graph revision
         self.weights: Weights = init_weights(self.program, seed, self.dtype)
         if weights is not None:
             self.load_weights(weights)
@@ -383,6 +384,7 @@ class Runtime:
         runtime.graph = graph
         runtime.dtype = np.dtype(dtype)
         runtime.program = program if program is not None else compile_graph(graph)
+        runtime._feed_ids = {}
         runtime.weights = weights
         return runtime
 
@@ -405,8 +407,15 @@ class Runtime:
     def resolve_feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Map feeds keyed by Input node id or name onto node ids, checking shape and kind."""
         by_key: dict[str, np.ndarray] = {}
+        ids = self._feed_ids
+        if ids.get("") != self.graph.revision:  # names may change with the graph
+            ids.clear()
+            ids[""] = self.graph.revision
         for key, value in feeds.items():
-            by_key[self.graph.find(key).id] = value
+            nid = ids.get(key)
+            if nid is None:
+                nid = ids[key] = self.graph.find(key).id
+            by_key[nid] = value
         out: dict[str, np.ndarray] = {}
         for step in self.program.input_nodes:
             if step.node not in by_key:

@@ -10,7 +10,9 @@ weights ``a`` are (B·heads, Lq, Lk). The backward kernel writes dq, dk and dv i
 layouts (for self-attention the one (B, L, 3d) gradient of the fused projection).
 
 Causal masking hides key j from query i when j > i (−∞ above the diagonal), which is what
-``torch.triu(ones(Lq, Lk), 1)`` as an attention mask does. A key-padding mask ``keep`` (B, Lk)
+``torch.triu(ones(Lq, Lk), 1)`` as an attention mask does; the kernels take it as ``first``, the
+position of query 0 among the keys (0 for a whole sequence; −1 means not causal), so that the
+queries of new tokens can attend to cached keys (generation with a key/value cache). A key-padding mask ``keep`` (B, Lk)
 hides key j of sequence b from every query when ``keep[b, j]`` is 0 (torch's
 ``key_padding_mask`` is its negation). A query that sees no key at all (every key hidden) gets an
 attention row of zeros, so its output is 0 and no gradient flows through it (torch gives NaN).
@@ -27,8 +29,8 @@ from engine.kernels.blas import product
 from engine.kernels.vecmath import exp, minus_inf, one as _one
 
 
-def _causal_mask(lq: int, lk: int) -> np.ndarray:
-    return np.triu(np.ones((lq, lk), dtype=bool), 1)
+def _causal_mask(lq: int, lk: int, first: int = 0) -> np.ndarray:
+    return np.triu(np.ones((lq, lk), dtype=bool), 1 + first)
 
 
 def _heads_np(t: np.ndarray, off: int, heads: int, dh: int) -> np.ndarray:
@@ -43,7 +45,7 @@ def _merge_np(t: np.ndarray, heads: int) -> np.ndarray:
     return t.reshape(n // heads, heads, L, dh).transpose(0, 2, 1, 3).reshape(n // heads, L, heads * dh)
 
 
-def attention_core_np(q, qo, k, ko, v, vo, heads, scale, causal, keep, a, o):
+def attention_core_np(q, qo, k, ko, v, vo, heads, scale, first, keep, a, o):
     """Fills ``a`` (B·heads, Lq, Lk) with softmax(q kᵀ · scale [masked]) per head and ``o``
     (B, Lq, heads·dh) with a v. ``keep`` (B, Lk): key j of sequence b is hidden where
     ``keep[b, j]`` is 0; an empty ``keep`` (size 0) means no mask."""
@@ -54,8 +56,8 @@ def attention_core_np(q, qo, k, ko, v, vo, heads, scale, causal, keep, a, o):
     if not keep.size:  # no mask
         keep = np.ones((n // max(heads, 1), lk), np.bool_)
     hidden = np.broadcast_to(np.repeat(keep == 0, heads, axis=0)[:, None, :], s.shape)
-    if causal:
-        hidden = hidden | _causal_mask(lq, lk)
+    if first >= 0:
+        hidden = hidden | _causal_mask(lq, lk, first)
     s = np.where(hidden, -np.inf, s)
     seen = ~hidden.all(axis=-1, keepdims=True)  # rows with at least one key to look at
     s = s - np.where(seen, s.max(axis=-1, keepdims=True, initial=-np.inf), 0)
@@ -65,7 +67,7 @@ def attention_core_np(q, qo, k, ko, v, vo, heads, scale, causal, keep, a, o):
 
 
 @kernel(attention_core_np)
-def attention_core(q, qo, k, ko, v, vo, heads, scale, causal, keep, a, o):
+def attention_core(q, qo, k, ko, v, vo, heads, scale, first, keep, a, o):
     n, lq, lk = a.shape
     dh = o.shape[2] // heads
     masked = keep.size > 0  # an empty keep means no mask
@@ -87,7 +89,7 @@ def attention_core(q, qo, k, ko, v, vo, heads, scale, causal, keep, a, o):
         product(False, True, lq, lk, dh, qa, lq_, ka, lk_, 0.0, ai.ctypes.data, lk, isz)  # raw scores q kᵀ
         for r in range(lq):
             # Keys after the query (causal) and padding keys are masked: probability exactly 0.
-            stop = min(r + 1, lk) if causal else lk
+            stop = min(r + 1 + first, lk) if first >= 0 else lk
             row = ai[r]
             # NOTE: selects, not branches, in the loops over keys: they vectorise.
             m = lowest
@@ -182,11 +184,13 @@ def _scale(dh: int, dtype: np.dtype) -> np.generic:
 
 
 def attend(q: np.ndarray, qo: int, k: np.ndarray, ko: int, v: np.ndarray, vo: int, heads: int, width: int,
-           causal: bool, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+           causal: bool, keep: np.ndarray | None = None, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(a, o)``: attention of the ``heads`` heads of width ``width / heads`` found in the
     columns ``qo …`` of ``q`` (B, Lq, ·), ``ko …`` of ``k`` and ``vo …`` of ``v`` (B, Lk, ·);
     ``a`` (B·heads, Lq, Lk), ``o`` (B, Lq, width); scale 1/√dh. ``keep`` (B, Lk): nonzero where
-    a key may be attended to (None: all). Arrays must be C-contiguous in ``q``'s dtype."""
+    a key may be attended to (None: all). ``causal`` with ``first``: query i sees keys ≤ first + i
+    (the queries are the keys ``first`` … of the sequence). Arrays must be C-contiguous in
+    ``q``'s dtype."""
     dtype = q.dtype
     B, lq = q.shape[:2]
     lk = k.shape[1]
@@ -196,7 +200,7 @@ def attend(q: np.ndarray, qo: int, k: np.ndarray, ko: int, v: np.ndarray, vo: in
     o = np.empty((B, lq, width), dtype)
     # Empty sizes (no keys, zero-width heads) take the numpy twin, which handles them exactly.
     core = attention_core if B * lq * lk * dh else attention_core_np
-    core(q, int(qo), k, int(ko), v, int(vo), int(heads), _scale(dh, dtype), bool(causal), keep, a, o)
+    core(q, int(qo), k, int(ko), v, int(vo), int(heads), _scale(dh, dtype), int(first) if causal else -1, keep, a, o)
     return a, o
 
 
