@@ -216,13 +216,12 @@ def from_images(g, gt, gb):
 # --- MaxPool2d --------------------------------------------------------------------------------------
 
 
-def maxpool_forward_np(x, kh, kw, sh, sw, ph, pw, Ho, Wo):
-    """Returns ``(out, arg)``; ``arg`` is the flat index ``i·W + j`` of each window's maximum
-    within its (H, W) plane: the first one in row-major order on ties, a NaN if there is one.
-    Only the part of a window inside the image counts (padding is −∞)."""
+def maxpool_forward_np(x, kh, kw, sh, sw, ph, pw, out, arg):
+    """Fills ``out`` and ``arg`` (B, C, H', W'); ``arg`` is the flat index ``i·W + j`` of each
+    window's maximum within its (H, W) plane: the first one in row-major order on ties, the first
+    NaN if there is one. Only the part of a window inside the image counts (padding is −∞)."""
     B, C, H, W = x.shape
-    out = np.empty((B, C, Ho, Wo), x.dtype)
-    arg = np.empty((B, C, Ho, Wo), np.int64)
+    Ho, Wo = out.shape[2], out.shape[3]
     for oi in range(Ho):
         i0, i1 = max(oi * sh - ph, 0), min(oi * sh - ph + kh, H)
         for oj in range(Wo):
@@ -233,14 +232,12 @@ def maxpool_forward_np(x, kh, kw, sh, sw, ph, pw, Ho, Wo):
             k = np.where(isnan.any(axis=-1), isnan.argmax(axis=-1), np.argmax(flat, axis=-1))
             out[:, :, oi, oj] = np.take_along_axis(flat, k[..., None], axis=-1)[..., 0]
             arg[:, :, oi, oj] = (i0 + k // (j1 - j0)) * W + j0 + k % (j1 - j0)
-    return out, arg
 
 
 @kernel(maxpool_forward_np)
-def maxpool_forward(x, kh, kw, sh, sw, ph, pw, Ho, Wo):
+def maxpool_forward(x, kh, kw, sh, sw, ph, pw, out, arg):
     B, C, H, W = x.shape
-    out = np.empty((B, C, Ho, Wo), x.dtype)
-    arg = np.empty((B, C, Ho, Wo), np.int64)
+    Ho, Wo = out.shape[2], out.shape[3]
     # Taps in row-major order, each taken only when strictly greater (ties keep the first
     # maximum). NaN is left out of that comparison, which keeps it a plain select: a window
     # whose sum is NaN (it holds a NaN, or both infinities) is searched again for its first NaN.
@@ -278,7 +275,7 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw, Ho, Wo):
                                     break
                         out[n, c, oi, oj] = best
                         arg[n, c, oi, oj] = (i + k // 2) * W + j + k % 2
-        return out, arg
+        return
     for n in range(B):
         for c in range(C):
             for oi in range(Ho):
@@ -311,28 +308,24 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw, Ho, Wo):
                                 break
                     out[n, c, oi, oj] = best
                     arg[n, c, oi, oj] = where
-    return out, arg
 
 
-def maxpool_backward_np(arg, g, H, W):
+def maxpool_backward_np(arg, g, gx):
+    """Adds each window's gradient into ``gx`` (B, C, H·W, zeros on entry) at its arg-max."""
     B, C = g.shape[:2]
-    gx = np.zeros((B * C, H * W), g.dtype)
     rows = np.repeat(np.arange(B * C), arg[0, 0].size) if B * C else np.zeros(0, np.int64)
     # add.at, not fancy assignment: overlapping windows (stride < kernel) may pick the same pixel.
-    np.add.at(gx, (rows, arg.reshape(-1)), g.reshape(-1))
-    return gx.reshape(B, C, H, W)
+    np.add.at(gx.reshape(B * C, gx.shape[2]), (rows, arg.reshape(-1)), g.reshape(-1))
 
 
 @kernel(maxpool_backward_np)
-def maxpool_backward(arg, g, H, W):
+def maxpool_backward(arg, g, gx):
     B, C, Ho, Wo = g.shape
-    gx = np.zeros((B, C, H * W), g.dtype)
     for n in range(B):
         for c in range(C):
             for oi in range(Ho):
                 for oj in range(Wo):
                     gx[n, c, arg[n, c, oi, oj]] += g[n, c, oi, oj]
-    return gx.reshape(B, C, H, W)
 
 
 # --- wrappers -----------------------------------------------------------------------------------------
@@ -412,9 +405,14 @@ def maxpool2d(x: np.ndarray, kernel_size: int | Pair, stride: int | Pair, pad: i
     x = np.ascontiguousarray(x)
     (kh, kw), (sh, sw), (ph, pw) = _two(kernel_size), _two(stride), _two(pad)
     Ho, Wo = out_size(x.shape[2], kh, sh, ph, 1, ceil), out_size(x.shape[3], kw, sw, pw, 1, ceil)
-    return maxpool_forward(x, int(kh), int(kw), int(sh), int(sw), int(ph), int(pw), int(Ho), int(Wo))
+    out = np.empty((x.shape[0], x.shape[1], Ho, Wo), x.dtype)
+    arg = np.empty((x.shape[0], x.shape[1], Ho, Wo), np.int64)
+    maxpool_forward(x, int(kh), int(kw), int(sh), int(sw), int(ph), int(pw), out, arg)
+    return out, arg
 
 
 def maxpool2d_grad(arg: np.ndarray, g: np.ndarray, H: int, W: int) -> np.ndarray:
     g = np.ascontiguousarray(g)
-    return maxpool_backward(np.ascontiguousarray(arg, dtype=np.int64), g, int(H), int(W))
+    gx = np.zeros((g.shape[0], g.shape[1], int(H) * int(W)), g.dtype)
+    maxpool_backward(np.ascontiguousarray(arg, dtype=np.int64), g, gx)
+    return gx.reshape(g.shape[0], g.shape[1], int(H), int(W))

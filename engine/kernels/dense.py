@@ -24,18 +24,18 @@ import numpy as np
 from engine.kernels import contiguous, kernel
 from engine.kernels.blas import gemm
 
-# --- W stored (d_in, d_out): Linear, FeedForward -----------------------------------------------
+# ``transposed``: W stored (d_out, d_in) and used as Wᵀ (GenerateToken's E); one kernel either way.
 
 
-def linear_fwd_np(x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    np.matmul(x, w, out=out)
+def linear_fwd_np(x: np.ndarray, w: np.ndarray, b: np.ndarray, transposed: bool, out: np.ndarray) -> None:
+    np.matmul(x, w.T if transposed else w, out=out)
     if b.size:
         out += b
 
 
 @kernel(linear_fwd_np)
-def linear_fwd(x, w, b, out):
-    gemm(x, w, out, False, False, 0.0)
+def linear_fwd(x, w, b, transposed, out):
+    gemm(x, w, out, False, transposed, 0.0)
     if b.size:
         n, k = out.shape
         for r in range(n):
@@ -43,59 +43,28 @@ def linear_fwd(x, w, b, out):
                 out[r, j] += b[j]
 
 
-def linear_bwd_np(x: np.ndarray, w: np.ndarray, g: np.ndarray, dx: np.ndarray, dw: np.ndarray, db: np.ndarray) -> None:
-    np.matmul(g, w.T, out=dx)
-    np.matmul(x.T, g, out=dw)
+def linear_bwd_np(x: np.ndarray, w: np.ndarray, g: np.ndarray, transposed: bool, dx: np.ndarray, dw: np.ndarray,
+                  db: np.ndarray) -> None:
+    if transposed:
+        np.matmul(g, w, out=dx)
+        np.matmul(g.T, x, out=dw)
+    else:
+        np.matmul(g, w.T, out=dx)
+        np.matmul(x.T, g, out=dw)
     if db.size:
         g.sum(axis=0, out=db)
 
 
 @kernel(linear_bwd_np)
-def linear_bwd(x, w, g, dx, dw, db):
-    gemm(g, w, dx, False, True, 0.0)
-    gemm(x, g, dw, True, False, 0.0)
+def linear_bwd(x, w, g, transposed, dx, dw, db):
+    gemm(g, w, dx, False, not transposed, 0.0)
+    if transposed:
+        gemm(g, x, dw, True, False, 0.0)
+    else:
+        gemm(x, g, dw, True, False, 0.0)
     if db.size:
         n, k = g.shape
         # NOTE: serial on purpose: every row adds into the same db (no prange race).
-        for j in range(k):
-            db[j] = 0
-        for r in range(n):
-            for j in range(k):
-                db[j] += g[r, j]
-
-
-# --- W stored (d_out, d_in), used as Wᵀ: GenerateToken's E ----------------------------------
-
-
-def linear_t_fwd_np(x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    np.matmul(x, w.T, out=out)
-    if b.size:
-        out += b
-
-
-@kernel(linear_t_fwd_np)
-def linear_t_fwd(x, w, b, out):
-    gemm(x, w, out, False, True, 0.0)
-    if b.size:
-        n, k = out.shape
-        for r in range(n):
-            for j in range(k):
-                out[r, j] += b[j]
-
-
-def linear_t_bwd_np(x: np.ndarray, w: np.ndarray, g: np.ndarray, dx: np.ndarray, dw: np.ndarray, db: np.ndarray) -> None:
-    np.matmul(g, w, out=dx)
-    np.matmul(g.T, x, out=dw)
-    if db.size:
-        g.sum(axis=0, out=db)
-
-
-@kernel(linear_t_bwd_np)
-def linear_t_bwd(x, w, g, dx, dw, db):
-    gemm(g, w, dx, False, False, 0.0)
-    gemm(g, x, dw, True, False, 0.0)
-    if db.size:
-        n, k = g.shape
         for j in range(k):
             db[j] = 0
         for r in range(n):
@@ -121,7 +90,7 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, transposed: bo
     d_out = w.shape[0] if transposed else w.shape[1]
     out = np.empty((*x.shape[:-1], d_out), x.dtype)
     if out.size:
-        (linear_t_fwd if transposed else linear_fwd)(x.reshape(-1, d_in), w, b, out.reshape(-1, d_out))
+        linear_fwd(x.reshape(-1, d_in), w, b, bool(transposed), out.reshape(-1, d_out))
     elif b.size:
         out[...] = 0  # no rows: nothing to compute (BLAS is not asked about empty products)
     return out
@@ -142,7 +111,7 @@ def linear_grad(
     dw = np.empty_like(w)
     db = np.empty(d_out, x.dtype) if bias else _no_bias(x.dtype)
     if x.size and g.size:
-        (linear_t_bwd if transposed else linear_bwd)(x.reshape(-1, d_in), w, g.reshape(-1, d_out), dx.reshape(-1, d_in), dw, db)
+        linear_bwd(x.reshape(-1, d_in), w, g.reshape(-1, d_out), bool(transposed), dx.reshape(-1, d_in), dw, db)
     else:
         dx[...] = 0
         dw[...] = 0
