@@ -36,13 +36,12 @@ from engine.kernels.vecmath import exp, one as _one
 ACTIVATIONS = {"tanh": 0, "relu": 1, "sigmoid": 2}
 
 
-# Loops compute σ(v) = 1 / (1 + e^−v) and tanh(v) = 2σ(2v) − 1 inline with vecmath.exp, one
-# output array per loop and no call and no branch inside: the form LLVM vectorises (a helper
-# function per element, or a loop reading and writing rows of the same array, stays scalar:
-# measured 2–3× slower in benchmarks/bench_recurrent_conv.py). ``one`` is 1 in the array's dtype
-# so float32 stays float32: a Python float literal would promote every expression to float64.
-# Both forms saturate correctly (exp → inf gives 0, 1 and ±1); tanh's absolute error is at
-# rounding level.
+# Loops compute σ(v) = 1 / (1 + e^−v) and tanh(v) = 2σ(2v) − 1 with vecmath.exp (which vectorises;
+# libm's exp and tanh do not), in loops that write one array each and copy a row they would
+# otherwise read and write in the same loop (the previous step's c or h), so that LLVM vectorises
+# them (see benchmarks/bench_kernel_facts.py for what that is worth). ``one`` is 1 in the array's dtype so float32 stays float32: a Python
+# float literal would promote every expression to float64. Both forms saturate correctly
+# (exp → inf gives 0, 1 and ±1); tanh's absolute error is at rounding level.
 
 
 def _sigmoid_np(v: np.ndarray) -> np.ndarray:
