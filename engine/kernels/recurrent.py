@@ -148,13 +148,14 @@ def rnn_backward(seq, Wh, gseq, act, dh, dA, norms):
 # --- LSTM: gates i, f, g, o in column blocks of width h -----------------------------------------
 
 
-def lstm_forward_np(h0, c0, Wh, gates, cs, seq):
-    """``gates`` (B, L, 4h) holds x_t Wx + b on entry and the gate values i, f, g, o on return;
-    fills the cell states ``cs`` and the outputs ``seq`` (B, L, h)."""
+def lstm_forward_np(h0, c0, Wh, b, gates, cs, seq):
+    """``gates`` (B, L, 4h) holds x_t Wx on entry and the gate values i, f, g, o on return (the
+    bias b is added here, in the pass that reads the pre-activations anyway); fills the cell
+    states ``cs`` and the outputs ``seq`` (B, L, h)."""
     H = h0.shape[1]
     h, c = h0, c0
     for t in range(gates.shape[1]):
-        z = gates[:, t] + h @ Wh
+        z = gates[:, t] + h @ Wh + b
         i, f, o = _sigmoid_np(z[:, :H]), _sigmoid_np(z[:, H:2 * H]), _sigmoid_np(z[:, 3 * H:])
         g = np.tanh(z[:, 2 * H:3 * H])
         c = f * c + i * g
@@ -164,7 +165,7 @@ def lstm_forward_np(h0, c0, Wh, gates, cs, seq):
 
 
 @kernel(lstm_forward_np, twin_ns_per_element=PYTHON_LOOP_NS)
-def lstm_forward(h0, c0, Wh, gates, cs, seq):
+def lstm_forward(h0, c0, Wh, b, gates, cs, seq):
     B, L, H = seq.shape
     wp, ldw = matrix(Wh)
     one = _one(seq)
@@ -180,7 +181,7 @@ def lstm_forward(h0, c0, Wh, gates, cs, seq):
         product(False, False, B, 4 * H, H, hp, ldh, wp, ldw, 1.0, out, ldo, seq.itemsize)
         for i in range(B):
             for j in range(4 * H):
-                gates[i, t, j] = one / (one + exp(-scale[j] * gates[i, t, j]))
+                gates[i, t, j] = one / (one + exp(-scale[j] * (gates[i, t, j] + b[j])))
             for j in range(2 * H, 3 * H):
                 gates[i, t, j] = two * gates[i, t, j] - one
             if t == 0:
@@ -404,10 +405,10 @@ def run_forward(cell: str, activation: str, x: np.ndarray, h0: np.ndarray, c0: n
         rnn_forward(h0, W["Wh"], ACTIVATIONS[activation], seq)
     elif cell == "LSTM":
         c0 = _c(c0, dt)
-        gates = _project(x, W["Wx"], W["b"])
+        gates = _project(x, W["Wx"], None)
         cs = np.empty((B, L, H), dt)
         seq = np.empty((B, L, H), dt)
-        lstm_forward(h0, c0, W["Wh"], gates, cs, seq)
+        lstm_forward(h0, c0, W["Wh"], W["b"], gates, cs, seq)
         state.update(c0=c0, c_seq=cs, gates=gates)
     else:
         gates = _project(x, W["Wx"], W["bx"])
@@ -450,7 +451,18 @@ def run_backward(cell: str, activation: str, state: dict[str, np.ndarray], w: di
     dxf = dx_side.reshape(B * L, dx_side.shape[2])
     dhf = dh_side.reshape(B * L, dh_side.shape[2])
     gx = (dxf @ W["Wx"].T).reshape(B, L, D)
-    grads = {"Wx": x.reshape(B * L, D).T @ dxf, "Wh": _previous(h0, seq).T @ dhf}
+    if dx_side is dh_side:
+        # One product for both weight gradients: [x | h_{t−1}]ᵀ d, split by rows (no copies).
+        H = h0.shape[1]
+        both = np.empty((B, L, D + H), dt)
+        both[:, :, :D] = x
+        if L:
+            both[:, 0, D:] = h0
+            both[:, 1:, D:] = seq[:, :-1]
+        gw = both.reshape(B * L, D + H).T @ dxf
+        grads = {"Wx": gw[:D], "Wh": gw[D:]}
+    else:
+        grads = {"Wx": x.reshape(B * L, D).T @ dxf, "Wh": _previous(h0, seq).T @ dhf}
     if cell == "GRU":
         grads.update(bx=dxf.sum(axis=0), bh=dhf.sum(axis=0))
     else:
