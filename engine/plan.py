@@ -105,6 +105,17 @@ class Plan:
         self.composites: list[str] = []  # top-level composite nodes (for buffer updates)
         self._flatten(program, {}, "", None, ())
         self.ready = False  # per-step metadata (shapes, dtypes) is taken from the first pass
+        # Straight-line Python for both passes, written once the first pass gave the metadata
+        # (see _generate): the same statements the loops run, with every index a constant.
+        self._fwd_code: Any = None
+        self._bwd_code: Any = None
+        keys = list(self.port_slot)
+        slots = [self.port_slot[k] for k in keys]
+        # (keys, a function picking their values out of the slots), for Pass.values
+        self._ports = (keys, (lambda vals, slots=slots: [vals[i] for i in slots]))
+        self._top_steps = [(i, s.top) for i, s in enumerate(self.steps) if s.kind == BLOCK and s.top]
+        # the inner steps that may return new buffer values (blocks with buffers)
+        self._buffered = [i for i, s in enumerate(self.steps) if s.kind == BLOCK and not s.top and s.buffers]
 
     # --- building ---------------------------------------------------------------------------------
 
@@ -206,13 +217,17 @@ class Plan:
             values[slot] = p.feeds[node]
         saved_all: list[Any] = [None] * len(self.steps)
         weights_all: list[Any] = [None] * len(self.steps)
-        self._forward(p.runtime, p.context, values, saved_all, weights_all)
-        for key, slot in self.port_slot.items():
-            p.values[key] = values[slot]
-        for s, saved in zip(self.steps, saved_all):
-            if s.top:
-                p.saved[s.top] = saved
-        self._composite_saved(p, saved_all)
+        if self._fwd_code is not None:
+            self._fwd_code(values, saved_all, weights_all, p.runtime.weights, p.context, p.runtime.dtype)
+        else:
+            self._forward(p.runtime, p.context, values, saved_all, weights_all)
+            _generate(self)
+        keys, take = self._ports
+        p.values.update(zip(keys, take(values)))
+        for i, node in self._top_steps:
+            p.saved[node] = saved_all[i]
+        if self.composites:
+            self._composite_saved(p, saved_all)
         p._plan_state = (values, saved_all, weights_all)
         p.forward_done = True
 
@@ -223,7 +238,10 @@ class Plan:
         gslots: list[Any] = [None] * self.slots
         for key, g in p.grads.items():
             gslots[self.port_slot[key]] = g
-        self._backward(values, saved_all, weights_all, gslots, p.weight_grads)
+        if self._bwd_code is not None:
+            self._bwd_code(saved_all, weights_all, gslots, p.weight_grads)
+        else:
+            self._backward(values, saved_all, weights_all, gslots, p.weight_grads)
         p.grads.clear()
         for key, slot in self.port_slot.items():
             if gslots[slot] is not None:
@@ -321,6 +339,8 @@ class Plan:
                 s.float_ins = tuple(edges)  # type: ignore[assignment]
             elif s.kind == EXIT:
                 s.grad_outs = tuple((slot, values[slot].shape, values[slot].dtype) for (slot,) in s.edges)  # type: ignore[assignment]
+            elif s.kind == ALIAS:
+                s.has_backward = values[s.edges[0][1]].dtype.kind == "f"  # an ids value sends nothing back
 
     def _weight_names(self, s: _Step, own: list[str] | None) -> list[str]:
         """The local names of the weights a step's block gets, in the order of that dict."""
@@ -348,7 +368,7 @@ class Plan:
             elif kind == ALIAS:
                 src, dst = s.edges[0]
                 g = grads[dst]
-                if g is not None and values[dst].dtype.kind == "f":
+                if g is not None and s.has_backward:
                     prev = grads[src]
                     grads[src] = g if prev is None else prev + g
             elif kind == ENTER:
@@ -409,15 +429,162 @@ class Plan:
         """``saved`` of top-level composites: only what Pass.buffer_updates reads (their inner
         blocks' new buffer values, under the composite's names for them)."""
         updates: dict[str, dict[str, np.ndarray]] = {node: {} for node in self.composites}
-        for s, saved in zip(self.steps, saved_all):
-            if s.kind != BLOCK or s.top or not saved:
-                continue
-            ups = saved.get(BUFFER_UPDATES)
+        for i in self._buffered:
+            s, saved = self.steps[i], saved_all[i]
+            ups = saved.get(BUFFER_UPDATES) if saved else None
             if ups:
                 names = dict(s.names or ())
                 updates.setdefault(s.owner, {}).update({names[name]: value for name, value in ups.items()})
         for node in self.composites:
             p.saved[node] = {BUFFER_UPDATES: updates[node]} if updates[node] else {}
+
+
+class _Source:
+    """Python source being written: lines at an indentation, constants in a namespace."""
+
+    def __init__(self, namespace: dict[str, Any]) -> None:
+        self.lines: list[str] = []
+        self.depth = 1
+        self.ns = namespace
+
+    def __call__(self, line: str) -> None:
+        self.lines.append("    " * self.depth + line)
+
+    def const(self, name: str, value: Any) -> str:
+        self.ns[name] = value
+        return name
+
+
+def _generate(plan: "Plan") -> None:
+    """Write the forward and backward passes of ``plan`` as straight-line Python functions: per
+    step, the statements :meth:`Plan._forward` and :meth:`Plan._block_backward` run, with every
+    slot, name, shape and dtype written in as a constant (no loops over tuples, no lookups of
+    the step's attributes). A composite whose outputs got no gradient is skipped by an ``if``
+    around its inner steps, as EXIT/ENTER do in the loop."""
+    ns: dict[str, Any] = {"np": np, "ndarray": np.ndarray, "asarray": np.asarray, "zeros": np.zeros,
+                          "zeros_like": np.zeros_like, "unbroadcast": unbroadcast, "Context": Context, "EMPTY": _EMPTY}
+    f = _Source(ns)
+    for i, s in enumerate(plan.steps):
+        if s.kind == ENTER:
+            for outer, inner in s.edges:
+                f(f"values[{inner}] = values[{outer}]")
+        elif s.kind == ALIAS:
+            src, dst = s.edges[0]
+            f(f"values[{dst}] = values[{src}]")
+        elif s.kind == BLOCK:
+            f(f"# {s.label} ({s.type})")
+            f("ins = {" + ", ".join(f"{port!r}: values[{slot}]" for port, slot in s.ins) + "}")
+            if s.weightless:
+                f("w = {}")
+            else:
+                f(f"held = all_weights.get({s.owner!r}, EMPTY)")
+                if s.names is None:
+                    f("w = dict(held)")
+                else:
+                    f("w = {" + ", ".join(f"{local!r}: held[{name!r}]" for local, name in s.names) + "}")
+                for local, owner, name in s.borrowed:
+                    f(f"w[{local!r}] = all_weights[{owner!r}][{name!r}]")
+            c = f.const(f"compute{i}", s.compute)
+            if s.uses_context:
+                path = f.const(f"path{i}", s.path)
+                f(f"outs, sv = {c}(ins, w, Context(ctx.training, ctx.seed, ctx.step, (*ctx.path, *{path})))")
+            else:
+                f(f"outs, sv = {c}(ins, w)")
+            f("sv = dict(sv)")
+            f(f"sv.update({f.const(f'meta{i}', s.meta_saved)})")
+            for port, slot in s.outs:
+                f(f"v = outs[{port!r}]")
+                f("if v.__class__ is not ndarray:")
+                f("    v = asarray(v)")
+                f("vd = v.dtype")
+                f("if vd is not dtype and vd.kind == 'f' and vd != dtype:")
+                f("    v = v.astype(dtype)")
+                f(f"values[{slot}] = v")
+            f(f"saved_all[{i}] = sv")
+            f(f"weights_all[{i}] = w")
+    forward_src = "def forward(values, saved_all, weights_all, all_weights, ctx, dtype):\n" + "\n".join(f.lines or ["    pass"])
+
+    b = _Source(ns)
+    for i in range(len(plan.steps) - 1, -1, -1):
+        s = plan.steps[i]
+        if s.kind == EXIT:
+            cond = " or ".join(f"grads[{slot}] is not None" for slot, _, _ in s.grad_outs) or "False"  # type: ignore[misc]
+            b(f"if {cond}:  # {s.label} ({s.type})")
+            b.depth += 1
+            b("pass")
+            for k, (slot, shape, dtype) in enumerate(s.grad_outs):  # type: ignore[misc]
+                b(f"if grads[{slot}] is None:")
+                b(f"    grads[{slot}] = zeros({b.const(f'shape{i}_{k}', shape)}, {b.const(f'dtype{i}_{k}', dtype)})")
+        elif s.kind == ENTER:
+            for k, (outer, inner, shape, dtype) in enumerate(s.float_ins):  # type: ignore[misc]
+                b(f"g = grads[{inner}]")
+                b("if g is None:")
+                b(f"    g = zeros({b.const(f'eshape{i}_{k}', shape)}, {b.const(f'edtype{i}_{k}', dtype)})")
+                b(f"prev = grads[{outer}]")
+                b(f"grads[{outer}] = g if prev is None else prev + g")
+            b.depth -= 1
+        elif s.kind == ALIAS and s.has_backward:
+            src, dst = s.edges[0]
+            b(f"g = grads[{dst}]")
+            b("if g is not None:")
+            b(f"    prev = grads[{src}]")
+            b(f"    grads[{src}] = g if prev is None else prev + g")
+        elif s.kind == BLOCK and s.has_backward:
+            b(f"# {s.label} ({s.type})")
+            outs = s.grad_outs
+            if len(outs) == 1:
+                port, slot, differentiable, shape, dtype = outs[0]
+                b(f"g = grads[{slot}]")
+                b("if g is not None:")
+                b.depth += 1
+                if differentiable:
+                    b(f"full = {{{port!r}: g}}")
+                else:
+                    b(f"full = {{{port!r}: zeros({b.const(f'oshape{i}_0', shape)}, {b.const(f'odtype{i}_0', dtype)})}}")
+            else:
+                b("if " + (" or ".join(f"grads[{slot}] is not None" for _, slot, _, _, _ in outs) or "False") + ":")
+                b.depth += 1
+                b("full = {}")
+                for k, (port, slot, differentiable, shape, dtype) in enumerate(outs):
+                    sh, dt = b.const(f"oshape{i}_{k}", shape), b.const(f"odtype{i}_{k}", dtype)
+                    if differentiable:
+                        b(f"g = grads[{slot}]")
+                        b(f"full[{port!r}] = g if g is not None else zeros({sh}, {dt})")
+                    else:
+                        b(f"full[{port!r}] = zeros({sh}, {dt})")
+            b(f"w = weights_all[{i}]")
+            b(f"gin, gw = {b.const(f'vjp{i}', s.vjp)}(full, saved_all[{i}], w)")
+            for k, (port, slot, shape, dtype) in enumerate(s.float_ins):
+                sh, dt = b.const(f"ishape{i}_{k}", shape), b.const(f"idtype{i}_{k}", dtype)
+                b(f"g = gin.get({port!r})")
+                b("if g is None:")
+                b(f"    g = zeros({sh}, {dt})")
+                b("else:")
+                b(f"    if g.__class__ is not ndarray or g.dtype != {dt}:")
+                b(f"        g = asarray(g, {dt})")
+                b(f"    if g.shape != {sh}:")
+                b(f"        g = unbroadcast(g, {sh})")
+                b(f"prev = grads[{slot}]")
+                b(f"grads[{slot}] = g if prev is None else prev + g")
+            for local, owner, name, buffer in s.routes:
+                if buffer:
+                    continue
+                b(f"wv = w[{local!r}]")
+                b(f"g = gw.get({local!r})")
+                b("if g is None:")
+                b("    g = zeros_like(wv)")
+                b("elif g.__class__ is not ndarray or g.dtype != wv.dtype or g.shape != wv.shape:")
+                b("    g = asarray(g, wv.dtype).reshape(wv.shape)")
+                b(f"bucket = weight_grads.get({owner!r})")
+                b("if bucket is None:")
+                b(f"    bucket = weight_grads[{owner!r}] = {{}}")
+                b(f"bucket[{name!r}] = bucket[{name!r}] + g if {name!r} in bucket else g")
+            b.depth -= 1
+    backward_src = "def backward(saved_all, weights_all, grads, weight_grads):\n" + "\n".join(b.lines or ["    pass"])
+    code = compile(forward_src + "\n\n" + backward_src + "\n", f"<execution plan of {len(plan.steps)} steps>", "exec")
+    exec(code, ns)  # noqa: S102 - source written above from the plan's own constants
+    plan._fwd_code = ns["forward"]
+    plan._bwd_code = ns["backward"]
 
 
 def _shapes_dtypes(arrays: Mapping[str, Any]) -> tuple[dict[str, tuple[int, ...]], dict[str, np.dtype]]:
