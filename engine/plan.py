@@ -51,6 +51,11 @@ _EMPTY: Mapping[str, np.ndarray] = {}
 
 BLOCK, ALIAS, ENTER, EXIT = range(4)
 
+#: Passes run by the plan's loops before it writes its code: compiling the code costs about what
+#: a few passes cost (~0.1 s for the 24-layer BERT lesson), which a command running one pass
+#: should not pay; training runs thousands.
+GENERATE_AFTER = 3
+
 
 class _Step:
     """One entry of the flat schedule: a block (``kind`` BLOCK), or the bookkeeping a composite
@@ -109,6 +114,7 @@ class Plan:
         # (see _generate): the same statements the loops run, with every index a constant.
         self._fwd_code: Any = None
         self._bwd_code: Any = None
+        self._passes = 0
         keys = list(self.port_slot)
         slots = [self.port_slot[k] for k in keys]
         # (keys, a function picking their values out of the slots), for Pass.values
@@ -221,7 +227,9 @@ class Plan:
             self._fwd_code(values, saved_all, weights_all, p.runtime.weights, p.context, p.runtime.dtype)
         else:
             self._forward(p.runtime, p.context, values, saved_all, weights_all)
-            _generate(self)
+            self._passes += 1
+            if self._passes >= GENERATE_AFTER:
+                _generate(self)
         keys, take = self._ports
         p.values.update(zip(keys, take(values)))
         for i, node in self._top_steps:

@@ -14,7 +14,7 @@ from engine.blocks import Context
 from engine.data import bind
 from engine.errors import RuntimeFailure
 from engine.graph import Graph
-from engine.plan import plan_for
+from engine.plan import GENERATE_AFTER, plan_for
 from engine.runtime import Pass, Runtime
 
 
@@ -62,7 +62,7 @@ def test_plan_equals_the_plain_pass_on_every_lesson(name: str, training: bool) -
     feeds = bind(project.data, graph).first_feeds()
     context = Context(training=True, seed=5, step=2) if training else None
     key = runtime.loss_port(loss)
-    for _ in range(3):  # the first run takes the plan's metadata and writes its code, the next ones run that code
+    for _ in range(GENERATE_AFTER + 1):  # the loops, then the code the plan writes (engine.plan._generate)
         fast = runtime.forward_backward(feeds, loss, context=context)
         assert fast._plan_state is not None  # the plan ran it
         _same(fast, _stepped(runtime, feeds, key, context=context))
@@ -100,7 +100,7 @@ def test_plan_inlines_composites_exactly(name: str, i: int, dtype) -> None:
         if value.dtype.kind == "f" and port != "attn":
             seeds[(node.id, port)] = rng.standard_normal(value.shape).astype(dtype)
     context = example.context(seed=7)
-    for _ in range(2):  # the first pass runs the plan's loops, later ones the code it writes (engine.plan._generate)
+    for _ in range(GENERATE_AFTER + 1):  # the loops, then the code the plan writes (engine.plan._generate)
         fast = runtime.start(feeds, context=context).run_forward()
         fast.run_backward(grads=seeds)
         assert fast._plan_state is not None
@@ -122,7 +122,7 @@ def test_a_composite_input_used_twice_sums_in_the_plain_pass_order() -> None:
     g.connect(add.id, "out", loss.id, "a")
     runtime = Runtime(g, seed=0, dtype=np.float32)
     feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)}
-    for _ in range(2):
+    for _ in range(GENERATE_AFTER + 1):
         fast = runtime.forward_backward(feeds, "loss")
         _same(fast, _stepped(runtime, feeds, runtime.loss_port("loss")))
 
