@@ -2,19 +2,24 @@
 
 Numba's ``np.dot`` reaches BLAS through scipy's copy of OpenBLAS; numpy ships another (an
 ILP64 build, ``scipy_cblas_sgemm64_``), and at the sizes of a recurrent step or an attention head
-it takes about half the time of scipy's (16×64 @ 64×256 in float32: 8 µs against 16 µs,
-benchmarks/bench_general_kernels.py). :func:`gemm` calls numpy's ``cblas_?gemm`` directly, as an
-external function that Numba links by name (``BACKPROP_STUDIO_SGEMM``/``..._DGEMM``), so the
-kernels that use it stay cacheable: the cached machine code refers to the symbol, which
-:func:`bind` registers in every process before the first kernel is compiled or loaded.
+it takes about half the time of scipy's (benchmarks/bench_kernel_facts.py prints both).
+:func:`product` calls numpy's ``cblas_?gemm`` directly, as an external function that Numba links
+by name (:data:`SGEMM`, :data:`DGEMM`), so the kernels that use it stay cacheable: the cached
+machine code refers to the symbol, which :func:`bind` registers in every process before the
+first kernel is compiled or loaded.
+
+:func:`product` takes sizes, addresses and leading dimensions only, so it compiles once per
+process whatever the layout of the arrays; :func:`gemm` (arrays whose rows are contiguous),
+:func:`matrix` and :func:`block` (a time step of a batch-major sequence) are inlined helpers
+that work those out.
 
 Where numpy's BLAS cannot be found (a numpy built against another BLAS), or with
 ``BACKPROP_STUDIO_BLAS=scipy``, the same symbols point at small adapters (Numba ``cfunc``\\ s)
 that call scipy's Fortran ``?gemm``, which is what ``np.dot`` would have used: slower, same
 arithmetic contract.
 
-``gemm`` also needs no temporary and no slice-assignment, which keeps the kernels that use it
-cheap to compile (see benchmarks/README.md).
+The products write straight into the destination: no temporary and no slice-assignment, which
+keeps the kernels that use them cheap to compile (see benchmarks/README.md).
 """
 
 from __future__ import annotations
