@@ -89,13 +89,18 @@ def _screenshot(args: list[str]) -> int:
     parser.add_argument("--open", dest="inside", metavar="NODE[/NODE…]",
                         help="open these composites first, one level each (e.g. BERT/block1)")
     parser.add_argument("--show-all", action="store_true", help="open every compact stack of the shown level")
+    parser.add_argument("--step", metavar="PHASE:N", help="run the pass and show it after N nodes of a phase: "
+                        "forward:3, backward:end")
+    parser.add_argument("--select", metavar="NODE", help="select this node (its numbers show in the panels)")
     parser.add_argument("--json", action="store_true",
-                        help='print one JSON line about the picture: {"zoom": …, "min_text_px": …, …}')
+                        help='print one JSON line about the picture: {"zoom": …, "min_text_px": …, …} and, with '
+                             '--step, {"loss": …, "events": …, "phase": …, "step": …}')
     ns = parser.parse_args(args)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from editor.screenshot import main as screenshot
 
-    return screenshot(ns.file, ns.out, ns.width, ns.height, inside=ns.inside, show_all=ns.show_all, as_json=ns.json)
+    return screenshot(ns.file, ns.out, ns.width, ns.height, select=ns.select, inside=ns.inside, show_all=ns.show_all,
+                      step=ns.step, as_json=ns.json)
 
 
 if __name__ == "__main__":

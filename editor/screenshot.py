@@ -103,10 +103,11 @@ def lesson_views(window, lesson: str, depth: int = 2):  # noqa: ANN001, ANN201
 
 def main(file: str, out: str, width: int = 1400, height: int = 900, theme: str | None = None,
          select: str | None = None, inside: str | None = None, show_all: bool = False,
-         as_json: bool = False) -> int:
+         step: str | None = None, as_json: bool = False) -> int:
     """Render the editor with ``file`` (a graph, a .bps project or a preset name) to ``out``;
     ``select`` names a node to select first (the inspector then shows it); ``inside`` opens
-    composites first (see :func:`open_path`)."""
+    composites first (see :func:`open_path`); ``step`` (``forward:3``, ``backward:end``) runs
+    the pass and shows that point of it (at the opened level)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QSettings
 
@@ -135,6 +136,16 @@ def main(file: str, out: str, width: int = 1400, height: int = 900, theme: str |
                 window.scene.select_nodes([window.level.doc.graph.find(select).id])
         except Exception as exc:  # noqa: BLE001 - a wrong name must not cost the picture
             print(f"backprop-studio screenshot: {exc}", file=sys.stderr)
+        run_info: dict[str, Any] = {}
+        if step or as_json:
+            from editor.run import scripted
+            try:
+                run_info = scripted.go_to(window.run, step) if step else scripted.summary(window.run)
+            except scripted.StepError as exc:
+                print(f"backprop-studio screenshot: {exc}", file=sys.stderr)
+                window.undo_stack.setClean()
+                window.close()
+                return 1
         try:
             report = render(window, out, width, height)
         except OSError as exc:
@@ -145,8 +156,8 @@ def main(file: str, out: str, width: int = 1400, height: int = 900, theme: str |
             window.close()
             window.deleteLater()
     if as_json:
-        print(json.dumps({"out": str(out), **report, "view": " > ".join(level.title for level in window.levels)},
-                         ensure_ascii=False))
+        print(json.dumps({"out": str(out), **report, "view": " > ".join(level.title for level in window.levels),
+                          **run_info}, ensure_ascii=False))
     else:
         print(out)
     return 0

@@ -19,7 +19,7 @@ from PySide6.QtGui import (QAction, QActionGroup, QCloseEvent, QGuiApplication, 
 from PySide6.QtWidgets import (QApplication, QDockWidget, QHBoxLayout, QLabel, QMainWindow, QMenu, QSizePolicy,
                                QToolButton, QUndoView, QVBoxLayout, QWidget)
 
-from editor import commands, theme as themes, toolbar
+from editor import commands, run as run_feature, theme as themes, toolbar
 from editor.clipboard import Clipboard
 from editor.files import Files
 from editor.document import Document
@@ -46,6 +46,7 @@ class Level:
     title: str
     doc: Document
     scene: GraphScene
+    node_id: str = ""  # the node opened to get here (empty for the root)
 
 
 def openable(node: Any) -> bool:
@@ -57,6 +58,8 @@ def openable(node: Any) -> bool:
 
 class MainWindow(QMainWindow):
     document_loaded = Signal(str)
+    scene_changed = Signal()  # another level (scene) is shown
+    theme_changed = Signal()
 
     def __init__(self, settings: QSettings | None = None) -> None:
         super().__init__()
@@ -110,11 +113,13 @@ class MainWindow(QMainWindow):
         self.files.message.connect(lambda text, msec: self.statusBar().showMessage(text, msec))
         self.clipboard = Clipboard(self)
 
+        self.node_menu_hooks: list[Any] = []  # (menu, node id) -> None: features add to a node's context menu
         self._make_actions()
         self._wire()
         self._attach_scene(root_scene)
         self._update_crumbs()
         self._update_title()
+        self.run = run_feature.install(self)
         self.setAcceptDrops(True)
         self.resize(1400, 900)
         geometry = self.settings.value("window/geometry")
@@ -285,6 +290,7 @@ class MainWindow(QMainWindow):
         self.palette.setEnabled(editable)
         self._update_status()
         self.minimap.rebuild()
+        self.scene_changed.emit()
 
     def _detach_scene(self, scene: GraphScene) -> None:
         for sig, slot in ((scene.selectionChanged, self._on_selection), (scene.node_activated, self.open_inside),
@@ -359,7 +365,7 @@ class MainWindow(QMainWindow):
         scene = GraphScene(inner_doc, None, self.theme, compact_stacks=True, parent=self)
         # Inner graphs come with the engine's rough columns: the view lays them out for its size.
         self._detach_scene(self.scene)
-        self.levels.append(Level(title, inner_doc, scene))
+        self.levels.append(Level(title, inner_doc, scene, node_id))
         self._attach_scene(scene)
         self._update_crumbs()
         self.view.show_graph()
@@ -592,6 +598,8 @@ class MainWindow(QMainWindow):
             menu.addSeparator()
             for a in (self.act_rename, self.act_duplicate, self.act_copy, self.act_cut, self.act_delete):
                 menu.addAction(a)
+            for hook in self.node_menu_hooks:
+                hook(menu, node.node_id)
         else:
             insert = menu.addAction("Insert Block…", lambda: self._show_search(scene_pos))
             insert.setEnabled(editable)
@@ -626,6 +634,7 @@ class MainWindow(QMainWindow):
         self.view.resetCachedContent()
         self.view.viewport().update()
         self.minimap.update()
+        self.theme_changed.emit()
 
     def _on_system_scheme(self, *_: Any) -> None:
         if self.theme_choice == "system":
@@ -664,6 +673,7 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window/state", self.saveState())
         self.files.drop_recovery()
         self.autosave_timer.stop()
+        self.run.shutdown()
         event.accept()
 
     def dragEnterEvent(self, event: Any) -> None:

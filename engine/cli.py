@@ -1,5 +1,5 @@
-"""The headless command line: ``run``, ``train``, ``generate``, ``gradcheck``, ``info``, ``list-presets`` and
-``start-time``. Never imports Qt; ``backprop-studio`` (editor/main.py) hands every subcommand
+"""The headless command line: ``run``, ``train``, ``generate``, ``gradcheck``, ``info``, ``export``,
+``list-presets`` and ``start-time``. Never imports Qt; ``backprop-studio`` (editor/main.py) hands every subcommand
 here, and ``python -m engine.cli ...`` works too::
 
     backprop-studio run presets/two_layer_net.json --json
@@ -7,11 +7,13 @@ here, and ``python -m engine.cli ...`` works too::
     backprop-studio gradcheck presets/two_layer_net.json
     backprop-studio info two_layer_net            # a preset name works in place of a path
     backprop-studio generate language_model --prompt "the quick brown"     # prints: fox
+    backprop-studio export two_layer_net --to torch -o model.py            # + model.safetensors
     backprop-studio warmup                        # compile every kernel now, once, with progress
 
 Output is human-readable by default. With ``--json`` every line on stdout is one JSON object
 with an ``"event"`` key: ``trace`` and ``result`` (run); ``start``, ``step`` and ``result``
-(train); ``generate`` (generate); ``check`` and ``result`` (gradcheck); ``info``; ``preset``; ``version``; and ``error``.
+(train); ``generate`` (generate); ``check`` and ``result`` (gradcheck); ``info``; ``export``; ``preset``; ``version``;
+and ``error``.
 Numbers that are NaN or Inf are written as null. ``train`` draws a progress bar on stderr when
 stderr is a terminal and prints plain progress lines otherwise.
 
@@ -37,13 +39,22 @@ Exit codes that scripts can trust:
 - 0: done (and, for ``train``, the file's target was met; for ``gradcheck``, every error was
   within the tolerance);
 - 1: it ran but failed: NaN or Inf, a block failing, a training target not met, a gradient check
-  above the tolerance;
+  above the tolerance, a node that cannot be exported;
 - 2: bad usage or an unusable file (damaged, from a newer version, a graph that does not
-  compile, data that do not fit it);
-- 130: interrupted (Ctrl-C).
+  compile, data that do not fit it, a graph that needs more memory than the limit), or an
+  optional dependency (the ``export`` extra) missing;
+- 3: an internal error: a bug in Backprop Studio (please report it);
+- 130: interrupted (Ctrl-C). ``train -o`` finishes the step it is on and saves the run first;
+  a second Ctrl-C stops at once.
 
 Expected errors (:class:`~engine.errors.EngineError`) print one line on stderr (and an ``error``
-event with ``--json``), never a traceback.
+event with ``--json``), never a traceback. Anything else is a bug: it prints one line naming the
+command and the file and asking for a bug report; ``--debug`` (anywhere on the command line, or
+``BACKPROP_STUDIO_DEBUG=1``) adds the traceback.
+
+``train -o`` never loses a finished run: when the file cannot be written, it says why and saves
+what it can (everything, else the weights and history, else the weights) next to it under a new
+name, or in the current, home or temporary folder, and exits 1.
 """
 
 from __future__ import annotations
@@ -54,11 +65,14 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Iterable, Mapping, TextIO
 
@@ -66,15 +80,19 @@ import numpy as np
 
 import engine
 from engine import data as data_mod
-from engine.errors import EngineError, FileFormatError, GraphError
+from engine import feeds as feeds_mod
+from engine import memory
+from engine.archive import reason, size_text
+from engine.errors import EngineError, FileFormatError, GraphError, RuntimeFailure
 from engine.optim import OptimizerError
 from engine.runtime import Pass, Runtime, TensorStats, TraceEvent
-from engine.serialize import Project, load, save
-from engine.train import StepRecord, Trainer, TrainingConfig, TrainingError
+from engine.serialize import Project, Rescued, load, save_rescue
+from engine.train import StepRecord, Trainer, TrainingConfig
 
 PROG = "backprop-studio"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-COMMANDS = ("run", "train", "generate", "gradcheck", "info", "list-presets", "start-time", "warmup")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+DEBUG_ENV = "BACKPROP_STUDIO_DEBUG"
+COMMANDS = ("run", "train", "generate", "gradcheck", "info", "export", "list-presets", "start-time", "warmup")
 GRADCHECK_TOLERANCE = 1e-5
 GRADCHECK_SAMPLE = 24  # weights checked by default in bigger models (each check runs the model up to 12 times)
 START_TIME_LIMIT = 3.0  # seconds: a cached start of `run` must stay below this
@@ -177,18 +195,7 @@ def _config(project: Project, args: argparse.Namespace) -> TrainingConfig:
 
 
 def _loss_key(runtime: Runtime, config: TrainingConfig, required: bool) -> tuple[str, str] | None:
-    if not config.loss:
-        if required:
-            raise TrainingError("the file names no loss: set training.loss to the name of the node whose output is the loss")
-        return None
-    try:
-        key = runtime.loss_port(config.loss)
-    except GraphError as exc:
-        raise TrainingError(f"training.loss is {config.loss!r}, but {exc}") from None
-    step = runtime.program.step(key[0])
-    if step.out_shapes.get(key[1]) != ():
-        raise TrainingError(f"training.loss is {step.label}, whose output has shape {step.out_shapes.get(key[1])}; the loss must be a single number")
-    return key
+    return feeds_mod.loss_key(runtime, config, required)
 
 
 # --- run ------------------------------------------------------------------------------------------
@@ -227,9 +234,7 @@ def _prepare_kernels(runtime: Runtime, out: Output, feeds: Mapping[str, np.ndarr
     progress line on a terminal. Returns the backend."""
     from engine import kernels, warmup
 
-    plan = warmup.plan(runtime, passes, feeds, loss)
-    if plan.backend == "numba":
-        warmup.compile_kernels(plan.pending, KernelProgress(out))
+    plan = warmup.ready(runtime, passes, feeds, loss, KernelProgress(out))
     kernels.select(plan.backend)
     return plan.backend
 
@@ -258,12 +263,11 @@ def _sinks(runtime: Runtime) -> list[tuple[str, str]]:
 
 def cmd_run(args: argparse.Namespace, out: Output) -> int:
     path, project = _load(args.file)
-    config = _config(project, args)
-    dataset = data_mod.bind(project.data, project.graph)
-    runtime = Runtime(project.graph, weights=project.weights, seed=config.seed, dtype=config.dtype)
-    loss_key = _loss_key(runtime, config, required=False)
-    feeds = dataset.first_feeds()
-    backend = _prepare_kernels(runtime, out, feeds, loss_key, passes=1)
+    # The editor's Run controls start from the same setup (and the same kernel backend), so
+    # both show the same loss.
+    setup = feeds_mod.lesson_pass(project, seed=getattr(args, "seed", None), dtype=getattr(args, "dtype", None))
+    runtime, loss_key, feeds = setup.runtime, setup.loss, setup.feeds
+    backend = _prepare_kernels(runtime, out, feeds, loss_key, passes=1)  # = setup.ready(): the editor's choice too
     t0 = time.perf_counter()
     p: Pass = runtime.start(feeds, trace=args.trace)
     for ev in p.forward_steps():
@@ -294,10 +298,10 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
         f"{_name(runtime, n)}/{w}": _stats_json(TensorStats.of(g)) for n, ws in grads.items() for w, g in ws.items()
     }
     out.event("result", file=str(path), name=project.name, loss=loss, outputs=outputs, gradients=gradients,
-              batch=dataset.batch, rows=dataset.rows, dtype=str(runtime.dtype), seconds=seconds, kernels=backend)
+              batch=setup.batch, rows=setup.rows, dtype=str(runtime.dtype), seconds=seconds, kernels=backend)
     out.line(f"{path}: {project.name}" if project.name else str(path))
     if loss_key is not None:
-        out.line(f"loss = {_fmt(loss)}  (node {runtime.program.step(loss_key[0]).label}, batch of {dataset.batch}, {runtime.dtype})")  # type: ignore[arg-type]
+        out.line(f"loss = {_fmt(loss)}  (node {runtime.program.step(loss_key[0]).label}, batch of {setup.batch}, {runtime.dtype})")  # type: ignore[arg-type]
     for key, entry in outputs.items():
         if loss_key is not None and key == _name(runtime, loss_key[0]):
             continue
@@ -352,9 +356,57 @@ class Progress:
             self.out.stderr.flush()
 
 
+class _StopOnInterrupt:
+    """While a run that will be saved trains: the first Ctrl-C lets the current step finish so
+    that the run can be saved; a second one stops at once (KeyboardInterrupt)."""
+
+    def __init__(self, out: Output) -> None:
+        self.out = out
+        self.hit = False
+        self._old: Any = None
+
+    def __enter__(self) -> "_StopOnInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+        self.out.note(f"\n{PROG}: interrupted: finishing this step to save the run (Ctrl-C again stops at once)")
+
+    def __call__(self) -> bool:
+        return self.hit
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _save_run(trainer: Trainer, project: Project, output: str, out: Output) -> Rescued:
+    """Save a finished run at ``output``; when that fails, say why and save what can be saved
+    somewhere else (see :func:`engine.serialize.save_rescue`): the run is never lost."""
+    versions = [
+        ("the weights, optimiser state and history", lambda: trainer.to_project(project)),
+        ("the weights and history (without the optimiser state)",
+         lambda: dataclasses.replace(project, weights=trainer.weights, optimizer_state=None, history=trainer.history_arrays())),
+        ("the weights only", lambda: dataclasses.replace(project, weights=trainer.weights, optimizer_state=None, history=None)),
+    ]
+    try:
+        rescued = save_rescue(output, versions)
+    except FileFormatError as exc:
+        raise RuntimeFailure(f"the trained run could not be saved anywhere ({exc})") from None
+    if not rescued.as_asked:
+        for problem in rescued.problems:
+            out.note(f"{PROG}: {problem}")
+        out.note(f"{PROG}: the run is not lost: saved {rescued.what} to {rescued.path}")
+    return rescued
+
+
 def cmd_train(args: argparse.Namespace, out: Output) -> int:
     path, project = _load(args.file)
-    if args.output and Path(args.output).suffix.lower() not in (".bps", ".json"):
+    if args.output and Path(args.output).suffix.lower() != ".bps":
         raise UsageError(f"-o {args.output}: trained weights are saved in a .bps container")
     trainer = Trainer.from_project(project, restart=args.restart, steps=args.steps, seed=args.seed, dtype=args.dtype, lr=args.lr)
     for note in trainer.notes:
@@ -370,17 +422,26 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
              f"(lr {_fmt(trainer.optimizer.lr)}), batches of {trainer.dataset.batch} of {trainer.dataset.rows} rows, "
              f"seed {cfg.seed}, {cfg.dtype}")
     progress = Progress(out, steps, args.every, trainer.step_count)
+    stop = _StopOnInterrupt(out)
     try:
-        result = trainer.run(steps, on_step=progress.update)
+        if args.output:
+            with stop:
+                result = trainer.run(steps, on_step=progress.update, should_stop=stop)
+        else:
+            result = trainer.run(steps, on_step=progress.update)
     finally:
         progress.close()
-    if args.output:
-        save(trainer.to_project(project), args.output)
-    out.event("result", **{k: v for k, v in result.to_json().items() if k != "event"}, saved=args.output)
+    saved = _save_run(trainer, project, args.output, out) if args.output else None
+    out.event("result", **{k: v for k, v in result.to_json().items() if k != "event"},
+              saved=str(saved.path) if saved else None, saved_as_asked=saved.as_asked if saved else None)
     out.line(f"loss {_fmt(result.initial_loss)} → {_fmt(result.final_loss)} (fell {100 * result.drop:.1f}%) "
              f"in {result.steps} steps, {result.seconds:.2f} s")
-    if args.output:
-        out.line(f"saved weights, optimiser state and history to {args.output}")
+    if saved is not None:
+        out.line(f"saved {saved.what} to {saved.path}")
+    if stop.hit:
+        out.note(f"{PROG}: interrupted after {result.steps} of {steps} steps" + (f"; saved to {saved.path}" if saved else ""))
+        return EXIT_INTERRUPTED
+    code = EXIT_FAILED if saved is not None and not saved.as_asked else EXIT_OK
     if result.target:
         loss = f"the output of {result.target['node']}" if "node" in result.target else "loss"
         what = (f"{loss} falls by ≥ {100 * result.target['value']:g}%" if result.target["metric"] == "loss_drop"
@@ -391,14 +452,14 @@ def cmd_train(args: argparse.Namespace, out: Output) -> int:
         if not result.target_met:
             out.note(f"{PROG}: training did not meet its target ({what})")
             return EXIT_FAILED
-    return EXIT_OK
+    return code
 
 
 # --- gradcheck ------------------------------------------------------------------------------------
 
 
 def cmd_gradcheck(args: argparse.Namespace, out: Output) -> int:
-    from engine.gradcheck import check_graph, learned_weights
+    from engine.gradcheck import FAILED, KINK, check_graph, learned_weights
 
     path, project = _load(args.file)
     config = TrainingConfig.from_dict(project.training).with_overrides(seed=args.seed, dtype="float64")
@@ -419,21 +480,25 @@ def cmd_gradcheck(args: argparse.Namespace, out: Output) -> int:
         # seeded sample by default so the command answers in seconds, and say so.
         picked = np.random.default_rng(config.seed).choice(len(every), size=args.sample, replace=False)
         only = {every[i] for i in sorted(picked)}
-    checks = check_graph(runtime, feeds, loss_key, seed=config.seed, only=only)
+    checks = check_graph(runtime, feeds, loss_key, seed=config.seed, only=only, tolerance=args.tolerance)
     worst = max((c.error for c in checks), default=0.0)
-    ok = all(c.error <= args.tolerance for c in checks)
+    status = {c.what: c.status(args.tolerance) for c in checks}
+    ok = all(s != FAILED for s in status.values())
+    kinks = sum(s == KINK for s in status.values())
     out.line(f"gradient check of {path} in float64 (central differences, tolerance {args.tolerance:g}):")
     if only is not None:
         out.line(f"  checking {len(only)} of {len(every)} weights, picked at random with seed {config.seed} (--all checks every one)")
     for c in checks:
-        good = c.error <= args.tolerance
-        out.event("check", what=c.what, error=c.error, gradient_norm=c.analytic_norm, ok=good)
-        out.line(f"  {c.what:32s} relative error {c.error:.2e}  {'ok' if good else 'TOO LARGE'}")
+        out.event("check", what=c.what, error=c.error, gradient_norm=c.analytic_norm, ok=status[c.what] != FAILED,
+                  status=status[c.what], kinks=len(c.kinks), error_elsewhere=c.error_elsewhere, detail=c.explain(args.tolerance))
+        out.line(f"  {c.what:32s} {c.explain(args.tolerance)}")
     if not checks:
         out.line("  (the graph has no weights to check)")
     out.event("result", file=str(path), ok=ok, max_error=worst, tolerance=args.tolerance, checks=len(checks),
-              weights=len(every), loss=loss)
-    out.line(f"{'ok' if ok else 'FAILED'}: largest relative error {worst:.2e} over {len(checks)} weights")
+              weights=len(every), loss=loss, not_differentiable=kinks)
+    note = (f" ({kinks} of them sit at a kink, where the function is not differentiable and the gradient is a "
+            f"one-sided slope)") if kinks else ""
+    out.line(f"{'ok' if ok else 'FAILED'}: largest relative error {worst:.2e} over {len(checks)} weights{note}")
     return EXIT_OK if ok else EXIT_FAILED
 
 
@@ -509,8 +574,8 @@ def _train_for_generation(project: Project, path: Path, args: argparse.Namespace
              + ("" if result.target_met is not False else " (the file's training target was NOT met; the output may be poor)"))
     trained = trainer.to_project(project)
     if args.output:
-        save(trained, args.output)
-        out.note(f"saved the trained weights to {args.output}")
+        saved = _save_run(trainer, project, args.output, out)
+        out.note(f"saved {saved.what} to {saved.path}")
     return trained
 
 
@@ -602,22 +667,37 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
     except FileFormatError as exc:
         data_info = {"problem": str(exc)}
     count = graph.parameter_count()
+    est = memory.estimate(graph, TrainingConfig.from_dict(project.training).dtype)
+    limit = memory.limit()
+    over = limit.nbytes is not None and est.needed > limit.nbytes
+    per_node = {n.node: n for n in est.nodes}
+    for entry in nodes:
+        m = per_node.get(entry["id"])
+        entry["memory"] = {"weights_bytes": m.weights, "activations_bytes": m.activations} if m else None
     out.event("info", file=str(path), name=project.name, description=project.description, nodes=nodes,
               links=len(graph.links), parameters=count, data=data_info, training=project.training,
               trained_steps=int(len(project.history["loss"])) if project.history and "loss" in project.history else 0,
-              has_weights=project.weights is not None)
+              has_weights=project.weights is not None,
+              memory={**est.to_json(), "limit_bytes": limit.nbytes, "limit": limit.source, "over_limit": over})
     out.line(f"{path}: {project.name}" if project.name else str(path))
     if project.description:
         for para in textwrap.wrap(project.description, 96):
             out.line(f"  {para}")
     out.line()
     out.line(f"{len(graph.nodes)} nodes, {len(graph.links)} links, {count} learned parameters")
+    out.line(f"memory: about {size_text(est.needed)} for a forward and backward pass in {est.dtype} (weights "
+             f"{size_text(est.weights)}, values {size_text(est.activations)}, and a gradient for each)"
+             + ("" if est.complete else "; nodes whose shapes are not known are not counted"))
+    if limit.nbytes is not None:
+        out.line(f"  limit {size_text(limit.nbytes)} ({limit.source})"
+                 + (": OVER THE LIMIT, so `run` and `train` refuse this graph" if over else ""))
     for n in nodes:
         params = ", ".join(f"{k}={json.dumps(_clean(v), ensure_ascii=False)}" for k, v in n["params"].items())
         if len(params) > 60:
             params = params[:57] + "..."
         outs = ", ".join(f"{p} {_shape(s)}" for p, s in n["outputs"].items())
-        ws = ", ".join(f"{k} {_shape(s)}" for k, s in n["weights"].items())
+        shown = list(n["weights"].items())
+        ws = ", ".join(f"{k} {_shape(s)}" for k, s in shown[:4]) + (f", … ({len(shown)} in all)" if len(shown) > 4 else "")
         line = f"  {n['name'] or n['id'][:8]:14s} {n['type']:12s} {outs:18s}"
         if ws:
             line += f" weights {ws}"
@@ -642,6 +722,37 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
     if project.history and "loss" in project.history and len(project.history["loss"]):
         h = project.history["loss"]
         out.line(f"trained for {len(h)} steps; last loss {_fmt(float(h[-1]))}")
+    return EXIT_OK
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace, out: Output) -> int:
+    """Write the graph as a PyTorch module (.py + .safetensors) or an ONNX model (engine.export)."""
+    from engine.export import SUFFIXES, MissingExtraError, export
+
+    targets = {suffix: target for target, suffix in SUFFIXES.items()}
+    to = args.to or (targets.get(Path(args.output).suffix.lower()) if args.output else None)
+    if to is None:
+        given = f"-o {args.output} is neither a .py nor an .onnx file; " if args.output else ""
+        raise UsageError(f"{given}say what to export to: --to torch (a .py module and its .safetensors weights) or --to onnx")
+    want = SUFFIXES[to]
+    if args.output and Path(args.output).suffix.lower() != want:
+        raise UsageError(f"-o {args.output}: --to {to} writes a {want} file")
+    path, project = _load(args.file)
+    target = args.output or path.stem + want
+    try:
+        result = export(project, to, target, outputs=args.returns, seed=args.seed, dtype=args.dtype,
+                        check=not args.no_check, origin=str(path))
+    except MissingExtraError as exc:
+        raise UsageError(str(exc)) from None
+    out.event("export", file=str(path), to=to, written=[str(p) for p in result.paths], notes=list(result.notes),
+              max_difference=result.max_difference)
+    for p in result.paths:
+        out.line(f"wrote {p}")
+    for note in result.notes:
+        out.line(f"  {note}")
     return EXIT_OK
 
 
@@ -761,9 +872,11 @@ def _positive_int(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Backprop Studio: build neural networks from blocks and watch backpropagation. "
                      "Without a command it opens the editor; these commands work without a display.",
-                     epilog="exit codes: 0 ok; 1 ran but failed (NaN/Inf, target not met, gradient check failed); "
-                     "2 bad usage or unusable file; 130 interrupted")
+                     epilog="exit codes: 0 ok; 1 ran but failed (NaN/Inf, target not met, gradient check failed, "
+                     "the run saved elsewhere than asked); 2 bad usage or unusable file; 3 internal error (a bug); "
+                     "130 interrupted")
     parser.add_argument("--version", "-V", action="store_true", help="print the version and how long the kernels take to start")
+    parser.add_argument("--debug", action="store_true", help=f"with any command: show the traceback of an error (or set {DEBUG_ENV}=1)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -814,6 +927,17 @@ def _parser() -> argparse.ArgumentParser:
     common(p, seed=False)
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("export", help="write the graph as a PyTorch module (.py + .safetensors) or an ONNX model (inference)")
+    common(p)
+    p.add_argument("--to", choices=("torch", "onnx"), help="default: from the suffix of -o (.py or .onnx)")
+    p.add_argument("-o", "--output", help="the .py (its weights go to a .safetensors beside it) or .onnx file; "
+                   "default: the file's name in the current directory")
+    p.add_argument("--returns", action="append", metavar="NODE", help="return this node's value instead of the "
+                   "graph's Output nodes (repeat for several); the loss is returned too when its inputs are given")
+    p.add_argument("--dtype", choices=("float32", "float64"), help="default: the file's")
+    p.add_argument("--no-check", action="store_true", help="do not run the result once against the app's forward pass")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("list-presets", help="the lessons that come with Backprop Studio")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_list_presets)
@@ -835,10 +959,20 @@ def _exit_code(exc: EngineError) -> int:
     return EXIT_FAILED
 
 
+def _subject(args: argparse.Namespace | None, argv: list[str]) -> str:
+    """`run` on presets/bert.json: what was being done, for a message about a bug."""
+    command = getattr(args, "command", None) or next((a for a in argv if a in COMMANDS), None)
+    file = getattr(args, "file", None)
+    return (f"`{command}`" if command else "the command") + (f" on {file}" if file else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]  # global: every subcommand takes it
     out = Output("--json" in argv)
+    args: argparse.Namespace | None = None
     try:
         try:
             args = _parser().parse_args(argv)
@@ -860,6 +994,8 @@ def main(argv: list[str] | None = None) -> int:
             return int(contextvars.copy_context().run(args.func, args, out))
     except EngineError as exc:
         out.error(str(exc), type(exc).__name__)
+        if debug:
+            traceback.print_exc(file=out.stderr)
         return _exit_code(exc)
     except KeyboardInterrupt:
         out.error("interrupted", "KeyboardInterrupt")
@@ -869,6 +1005,19 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+    except MemoryError:
+        out.error(f"{_subject(args, argv)} ran out of memory; make the model or the data smaller, or lower "
+                  f"{memory.LIMIT_ENV} so that such graphs are refused before they start", "MemoryError")
+        if debug:
+            traceback.print_exc(file=out.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 -- a bug: one line, and the traceback only on request
+        out.error(f"{_subject(args, argv)} failed with an unexpected {type(exc).__name__} ({reason(exc)}). This is a "
+                  f"bug in Backprop Studio: please report it, with the file if you can share it"
+                  + ("" if debug else " (run again with --debug for the traceback)"), "InternalError")
+        if debug:
+            traceback.print_exc(file=out.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -8,8 +8,21 @@ is looking and the CLI can print it as one line.
 from __future__ import annotations
 
 
+#: characters: a message longer than this is cut (a node name of a megabyte, read from a file,
+#: must not make a megabyte-long message where the user is looking)
+MAX_MESSAGE = 1500
+
+
 class EngineError(Exception):
-    """Base class of every error the engine raises on purpose."""
+    """Base class of every error the engine raises on purpose. Its message is one line of at
+    most :data:`MAX_MESSAGE` characters, whatever names and values it quotes."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        if isinstance(message, str):
+            message = message.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+            if len(message) > MAX_MESSAGE:
+                message = message[: MAX_MESSAGE - 1] + "…"
+        super().__init__(message, *args)
 
 
 class GraphError(EngineError):
@@ -46,6 +59,11 @@ class CycleError(GraphError):
 
 class ShapeError(GraphError):
     """Shapes that do not fit; the message names the port, the dimension, expected and got."""
+
+
+class MemoryLimitError(GraphError):
+    """A graph that would need more memory than the limit (see :mod:`engine.memory`); the
+    message names the node that needs the most and the numbers."""
 
 
 class RuntimeFailure(EngineError):

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
 from engine import blocks
-from engine.blocks import Block, Kind, Port
+from engine.blocks import Block, Kind, ParamType, Port
 if TYPE_CHECKING:
     import networkx as nx
 
 from engine.errors import (
     CycleError,
     GraphError,
+    ParamError,
     PortError,
     PortKindError,
     PortOccupiedError,
@@ -34,6 +35,12 @@ from engine.errors import (
 )
 
 Shape = tuple[int, ...]
+MAX_LABEL = 60  # characters of a name that messages quote
+
+
+def short(text: str, limit: int = MAX_LABEL) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis: names and values in messages."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,9 @@ class Node:
 
     @property
     def label(self) -> str:
-        return f"'{self.name}'" if self.name else f"{self.type} {self.id[:8]}"
+        """How messages name the node: its name in quotes (shortened past
+        :data:`MAX_LABEL` characters, so a huge name cannot make a huge message)."""
+        return f"'{short(self.name)}'" if self.name else f"{short(self.type)} {self.id[:8]}"
 
     def about(self, message: str) -> str:
         """``message`` (a block's, which starts with its type) said of this node, naming the
@@ -88,6 +97,42 @@ class Node:
 
     def output_kind(self, port: str) -> Kind:
         return Kind.ANY if self.block is None else self.block.output_kind(port)
+
+
+def sharing_problem(owner: Node | None, owner_id: str, weight: str) -> str | None:
+    """Why ``owner`` cannot lend its weight ``weight`` to another node (None: it can)."""
+    if owner is None:
+        return f"names node {owner_id!r}, which is not in this graph"
+    if owner.block is None:
+        return f"names {owner.label}, a placeholder for the unknown block {owner.type!r}"
+    if weight not in {w.name for w in owner.block.weights}:
+        return f"names {owner.label} ({owner.type}), which has no weight '{weight}' to share"
+    if weight in owner.block.shared_weights():
+        return (f"names {owner.label} ({owner.type}), which borrows its '{weight}' from another node itself; "
+                f"name the node that owns it")
+    return None
+
+
+def check_references(node_id: str, block: Block, lookup: Mapping[str, Node], *, strict: bool) -> None:
+    """Check the params that name another node (``tie_to``); raise ParamError naming the param.
+
+    Never acceptable: a node naming itself, or a node whose type has no such weight. With
+    ``strict`` (an edit the user is making now) also: a node that is not in the graph, a
+    placeholder, or one that borrows the weight itself. Without it (loading a file, pasting
+    nodes in any order) those are left to shape inference, which shows them on the node: later
+    edits elsewhere can make them so, and a file must still open."""
+    for local, (owner_id, weight) in block.shared_weights().items():
+        param = next((p.name for p in block.params if p.type is ParamType.NODE and block.p.get(p.name) == owner_id), local)
+        where = f"{block.type_id}: parameter '{param}'"
+        if owner_id == node_id:
+            raise ParamError(f"{where} names this node itself; it must name another node whose '{weight}' this one shares")
+        owner = lookup.get(owner_id)
+        problem = sharing_problem(owner, owner_id, weight)
+        if problem is None:
+            continue
+        type_wrong = owner is not None and owner.block is not None and weight not in {w.name for w in owner.block.weights}
+        if strict or type_wrong:
+            raise ParamError(f"{where} {problem}")
 
 
 @dataclass(frozen=True)
@@ -257,6 +302,8 @@ class Graph:
             if not allow_unknown:
                 raise
             block = None
+        if block is not None:
+            check_references(node_id, block, self.nodes, strict=False)
         node = Node(node_id, type_id, params, name if name is not None else self.unique_name(type_id),
                     (float(position[0]), float(position[1])), block)
         self.nodes[node_id] = node
@@ -272,15 +319,25 @@ class Graph:
         self._touch()
         return removed
 
-    def set_params(self, node_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """Change params (validated as a whole); returns the previous values of those changed.
-        Links to ports that no longer exist are not removed here: the node reports it."""
+    def check_params(self, node_id: str, changes: Mapping[str, Any]) -> Block:
+        """The block :meth:`set_params` would make, or the ParamError / GraphError it would
+        raise, without changing anything: every param's type and range, the block's own
+        cross-checks, and params naming another node (see :func:`check_references`)."""
         node = self.node(node_id)
         if node.block is None:
             raise GraphError(f"{node.label} is a placeholder for unknown block {node.type!r}; its params cannot be edited")
         new = dict(node.params)
         new.update(changes)
         block = blocks.create(node.type, **new)
+        check_references(node_id, block, self.nodes, strict=True)
+        return block
+
+    def set_params(self, node_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change params (validated as a whole by :meth:`check_params`); returns the previous
+        values of those changed. Links to ports that no longer exist are not removed here: the
+        node reports it."""
+        node = self.node(node_id)
+        block = self.check_params(node_id, changes)
         old = {k: node.params.get(k) for k in changes}
         node.params = dict(block.p)
         node.block = block
@@ -435,11 +492,12 @@ class Graph:
 
     def _check_shared(self, node: Node, owner: str, wname: str, want: Shape | None = None,
                       shapes: Mapping[tuple[str, str], Shape] | None = None) -> None:
-        if owner not in self.nodes:
-            raise ShapeError(f"shares weight '{wname}' with node {owner!r}, which is not in this graph")
+        if owner == node.id:
+            raise ShapeError(f"shares weight '{wname}' with itself; name another node that owns a '{wname}'")
+        problem = sharing_problem(self.nodes.get(owner), owner, wname)
+        if problem is not None:
+            raise ShapeError(f"shares weight '{wname}', but its tie {problem}")
         other = self.nodes[owner]
-        if other.block is None or wname not in {w.name for w in other.block.weights}:
-            raise ShapeError(f"shares weight '{wname}' with {other.label}, which has no weight '{wname}'")
         if want is None:
             return
         # The owner's input shapes where already inferred (it need not come first in the order).

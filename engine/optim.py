@@ -76,6 +76,10 @@ class Optimizer:
     """Base class: holds hyper-parameters and a per-weight state; see the module docstring."""
 
     type_id = ""
+    #: the per-weight state it keeps (``<type>/<slot>/<node>/<weight>`` in a saved file), and
+    #: which of those can never be negative: what a loaded file is checked against
+    slots: tuple[str, ...] = ()
+    nonnegative: tuple[str, ...] = ()
 
     def __init__(self, lr: float) -> None:
         self.lr = _check_number(self.type_id, "lr", lr)
@@ -133,6 +137,7 @@ class SGD(Optimizer):
     step) and ``g ← b``, or with Nesterov momentum ``g ← g + μb``; then ``p ← p − lr·g``."""
 
     type_id = "sgd"
+    slots = ("momentum_buffer",)
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False) -> None:
         super().__init__(lr)
@@ -177,6 +182,8 @@ class Adam(Optimizer):
     ``p ← p − (lr/(1−β₁ᵗ)) · m / (√v/√(1−β₂ᵗ) + ε)``."""
 
     type_id = "adam"
+    slots = ("exp_avg", "exp_avg_sq")
+    nonnegative = ("exp_avg_sq",)
     decoupled = False  # AdamW: decay the weight itself instead of adding λp to the gradient
 
     def __init__(self, lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,

@@ -32,6 +32,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from engine import memory
 from engine.blocks import BUFFER_UPDATES, EVAL, Context
 from engine.compile import Program, Step, compile_graph
 from engine.errors import NonFiniteError, RuntimeFailure
@@ -371,6 +372,7 @@ class Runtime:
         self.dtype = np.dtype(dtype)
         self.program = compile_graph(graph)
         self._feed_ids: dict[str, Any] = {}  # feed keys (ids or names) -> node ids, per graph revision
+        memory.check(graph, self.dtype)  # before the first allocation: a clear refusal, not a MemoryError
         self.weights: Weights = init_weights(self.program, seed, self.dtype)
         if weights is not None:
             self.load_weights(weights)

@@ -44,21 +44,22 @@ import io
 import json
 import math
 import os
+import stat
 import tempfile
+import time
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from engine import blocks
+from engine import archive, blocks
 from engine import data as data_mod
 from engine import train as train_mod
 from engine.blocks import Block, Kind
 from engine.errors import FileFormatError, GraphError, UnknownBlockError
-from engine.graph import Graph, Link
+from engine.graph import Graph, Link, Node, check_references, short
 
 FORMAT = "backprop-studio.graph"
 VERSION = 1
@@ -66,8 +67,14 @@ VERSION = 1
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 MAX_JSON_BYTES = 64 * 2**20
+MAX_JSON_ITEMS = 4_000_000  # values and keys: bounds the memory parsing takes (see _check_json_text)
+MAX_JSON_DEPTH = 64
 MAX_CONTAINER_BYTES = 512 * 2**20
 MAX_ID_LENGTH = 200
+MAX_NODES = 20_000  # the editor stays usable with thousands of nodes; more is not a lesson
+MAX_LINKS = 100_000
+MAX_HISTORY = train_mod.MAX_STEPS  # steps a history.npz may record (and an optimiser step count may reach)
+_NPZ_ENTRY_BYTES = 1024  # zip headers (the name twice) and the .npy header of one array, at most
 JSON_WIDTH = 120  # objects and lists whose one-line form fits in this many columns stay on one line
 
 GRAPH_MEMBER = "graph.json"
@@ -129,17 +136,14 @@ class Document:
     training: dict[str, Any]
 
 
-def _size(nbytes: float) -> str:
-    """``64 MiB``, ``65.5 MiB``, ``12 KiB``: sizes in messages."""
-    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
-        if nbytes >= scale:
-            value = nbytes / scale
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
-    return f"{int(nbytes)} bytes"
+_size = archive.size_text
+
+
+MAX_MESSAGE = 1000  # characters: whatever a file holds, its error message stays one readable line
 
 
 def _fail(message: str) -> FileFormatError:
-    return FileFormatError(message)
+    return FileFormatError(short(" ".join(message.split()), MAX_MESSAGE))
 
 
 def _kind_name(value: Any) -> str:
@@ -170,6 +174,8 @@ def _parse_node(i: int, raw: Any) -> NodeRecord:
     if len(node_id) > MAX_ID_LENGTH or "/" in node_id or any(ord(c) < 32 for c in node_id):
         raise _fail(f"{where}.id {node_id[:40]!r} is not a valid node id (at most {MAX_ID_LENGTH} characters, no '/')")
     type_id = _text(f"{where}.type", raw["type"], allow_empty=False)
+    if len(type_id) > MAX_ID_LENGTH:
+        raise _fail(f"{where}.type is {len(type_id):,} characters long; block types are short names such as 'Linear'")
     name = _text(f"{where}.name", raw["name"]) if "name" in raw else None
     params = raw.get("params", {})
     if not isinstance(params, dict):
@@ -189,6 +195,8 @@ def _parse_end(where: str, value: Any) -> tuple[str, str]:
         or not all(isinstance(v, str) and v for v in value)
     ):
         raise _fail(f"{where} must be [node id, port name], got {json.dumps(value, ensure_ascii=False)[:60]}")
+    if len(value[1]) > MAX_ID_LENGTH:
+        raise _fail(f"{where} names a port of {len(value[1]):,} characters; port names are short")
     return value[0], value[1]
 
 
@@ -209,6 +217,10 @@ def _parse_graph_part(obj: Mapping[str, Any]) -> tuple[tuple[NodeRecord, ...], t
     links = obj.get("links", [])
     if not isinstance(links, list):
         raise _fail(f"'links' must be a list, got {_kind_name(links)}")
+    if len(obj["nodes"]) > MAX_NODES:
+        raise _fail(f"it has {len(obj['nodes']):,} nodes; a graph may have at most {MAX_NODES:,}")
+    if len(links) > MAX_LINKS:
+        raise _fail(f"it has {len(links):,} links; a graph may have at most {MAX_LINKS:,}")
     return (tuple(_parse_node(i, n) for i, n in enumerate(obj["nodes"])),
             tuple(_parse_link(i, l) for i, l in enumerate(links)))
 
@@ -237,14 +249,21 @@ def parse_document(obj: Any) -> Document:
     name = _text("'name'", obj.get("name", ""))
     description = _text("'description'", obj.get("description", ""))
     nodes, links = _parse_graph_part(obj)
-    return Document(name, description, nodes, links, data_mod.normalize(obj.get("data")), train_mod.normalize(obj.get("training")))
+    sections = {}
+    for key, normalize in (("data", data_mod.normalize), ("training", train_mod.normalize)):
+        try:
+            sections[key] = normalize(obj.get(key))
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+            # a value of a type the section's checks did not expect: still the file's problem
+            raise _fail(f"its {key!r} section cannot be used ({type(exc).__name__}: {archive.reason(exc)})") from None
+    return Document(name, description, nodes, links, sections["data"], sections["training"])
 
 
 # --- validation ---------------------------------------------------------------------------------
 
 
 def _record_label(rec: NodeRecord) -> str:
-    return f"node {rec.name!r} ({rec.type})" if rec.name else f"node {rec.type} {rec.id[:8]}"
+    return f"node {short(rec.name)!r} ({short(rec.type)})" if rec.name else f"node {short(rec.type)} {rec.id[:8]}"
 
 
 def validate(nodes: Iterable[NodeRecord], links: Iterable[LinkRecord]) -> dict[str, Block | None]:
@@ -266,6 +285,14 @@ def validate(nodes: Iterable[NodeRecord], links: Iterable[LinkRecord]) -> dict[s
             raise _fail(f"{_record_label(rec)}: {exc}") from None
         except (TypeError, ValueError, OverflowError) as exc:
             raise _fail(f"{_record_label(rec)} has params that cannot be used ({exc})") from None
+    lookup = {rec.id: Node(rec.id, rec.type, rec.params, rec.name or "", block=made[rec.id]) for rec in nodes}
+    for rec in nodes:
+        block = made[rec.id]
+        if block is not None:
+            try:
+                check_references(rec.id, block, lookup, strict=False)
+            except GraphError as exc:
+                raise _fail(f"{_record_label(rec)}: {exc}") from None
     taken: dict[tuple[str, str], LinkRecord] = {}
     successors: dict[str, list[str]] = {node_id: [] for node_id in by_id}
     for link in links:
@@ -327,12 +354,26 @@ def _find_cycle(successors: Mapping[str, list[str]]) -> list[str]:
 
 def _build(nodes: tuple[NodeRecord, ...], links: tuple[LinkRecord, ...], made: Mapping[str, Block | None]) -> Graph:
     graph = Graph()
+    # Names for nodes the file leaves unnamed, "Add", "Add 2", ...: worked out here in one pass
+    # (Graph.unique_name looks at every node, once per node: quadratic in a big file).
+    taken = {rec.name for rec in nodes if rec.name is not None}
+    next_free: dict[str, int] = {}
+    ports_in: dict[str, list[str]] = {}
+    ports_out: dict[str, list[str]] = {}
+    for l in links:
+        ports_in.setdefault(l.dst, []).append(l.dst_port)
+        ports_out.setdefault(l.src, []).append(l.src_port)
     for rec in nodes:
-        node = graph.add_node(rec.type, rec.params, node_id=rec.id, name=rec.name, position=rec.position, allow_unknown=True)
+        name = rec.name
+        if name is None:
+            name, i = rec.type, next_free.get(rec.type, 2)
+            while name in taken:
+                name, i = f"{rec.type} {i}", i + 1
+            next_free[rec.type] = i
+            taken.add(name)
+        node = graph.add_node(rec.type, rec.params, node_id=rec.id, name=name, position=rec.position, allow_unknown=True)
         if made[rec.id] is None:
-            ins = tuple(dict.fromkeys(l.dst_port for l in links if l.dst == rec.id))
-            outs = tuple(dict.fromkeys(l.src_port for l in links if l.src == rec.id))
-            node.placeholder_ports = (ins, outs)
+            node.placeholder_ports = (tuple(dict.fromkeys(ports_in.get(rec.id, ()))), tuple(dict.fromkeys(ports_out.get(rec.id, ()))))
     for l in links:
         graph.add_link(Link(l.src, l.src_port, l.dst, l.dst_port))
     return graph
@@ -354,16 +395,59 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _check_json_text(text: str) -> None:
+    """Bounds checked before parsing: the size, and an upper bound on how many values the
+    parser would make. Every value after the first in its container follows a comma, every
+    object value a colon, every first value an opening bracket; counting those four characters
+    (a C-speed scan, and an over-count when strings hold them) bounds the Python objects, and so
+    the memory, that parsing can take: about 100 bytes per counted item at worst."""
+    if len(text) > MAX_JSON_BYTES:
+        raise _fail(f"it is too large ({_size(len(text))}; graph files are limited to {_size(MAX_JSON_BYTES)})")
+    items = text.count(",") + text.count(":") + text.count("[") + text.count("{")
+    if items > MAX_JSON_ITEMS:
+        raise _fail(f"it holds too many values (up to {items:,}; graph files are limited to {MAX_JSON_ITEMS:,})")
+
+
+def _check_depth(obj: Any) -> None:
+    """Refuse nesting deeper than :data:`MAX_JSON_DEPTH` before any recursive code sees it
+    (iteratively: the check itself cannot run out of stack)."""
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise _fail(f"it is nested too deeply (more than {MAX_JSON_DEPTH} levels of lists and objects)")
+        if isinstance(value, (dict, list)):
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((v, depth + 1) for v in children if isinstance(v, (dict, list)))
+
+
 def _parse_json(text: str) -> Any:
+    _check_json_text(text)
     try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+        obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
         end = len(text.rstrip())
         if exc.msg.startswith("Unterminated string") or exc.pos >= end:
             raise _fail("it is incomplete: the JSON text ends too early (was the file cut off while saving or copying?)") from None
         raise _fail(f"it is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     except RecursionError:
-        raise _fail("it is not a Backprop Studio graph (the JSON is nested too deeply)") from None
+        # json's C parser stops at the interpreter's recursion limit, long before memory runs out
+        raise _fail(f"it is nested too deeply (more than {MAX_JSON_DEPTH} levels of lists and objects)") from None
+    except ValueError as exc:  # a number with thousands of digits (Python's int conversion limit)
+        raise _fail(f"it is not valid JSON ({archive.reason(exc).split(';')[0]})") from None
+    _check_depth(obj)
+    return obj
+
+
+def parse_json(text: str, *, source: str = "") -> Any:
+    """JSON text → Python values, within the bounds every graph file gets: size
+    (:data:`MAX_JSON_BYTES`), values (:data:`MAX_JSON_ITEMS`), nesting (:data:`MAX_JSON_DEPTH`),
+    no NaN/Infinity, no key twice in one object. For any JSON a person hands over (a file, the
+    clipboard); raises :class:`FileFormatError`, whose message starts with ``source``."""
+    try:
+        return _parse_json(text)
+    except FileFormatError as exc:
+        raise _with_source(exc, source) from None
 
 
 def _decode(raw: bytes) -> str:
@@ -453,12 +537,11 @@ def dumps(project: Project) -> str:
 
 def _with_source(exc: FileFormatError, source: str) -> FileFormatError:
     message = f"{source}: {exc}" if source else str(exc)
+    message = short(" ".join(message.split()), MAX_MESSAGE + len(source) + 2)  # one line, never a megabyte
     return type(exc)(message) if type(exc) in (FileFormatError, data_mod.DataError, train_mod.TrainingError) else FileFormatError(message)
 
 
 def _loads(text: str) -> Project:
-    if len(text) > MAX_JSON_BYTES:
-        raise _fail(f"it is too large ({_size(len(text))}; graph files are limited to {_size(MAX_JSON_BYTES)})")
     doc = parse_document(_parse_json(text))
     graph = _build(doc.nodes, doc.links, validate(doc.nodes, doc.links))
     return Project(graph, doc.name, doc.description, doc.data, doc.training)
@@ -497,56 +580,10 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def _read_npy(f: Any, size: int, where: str) -> np.ndarray:
-    fmt = np.lib.format
-    try:
-        version = fmt.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = fmt.read_array_header_2_0(f)
-        else:
-            raise _fail(f"{where} uses .npy format version {version[0]}.{version[1]}, which this version cannot read")
-    except ValueError as exc:
-        raise _fail(f"{where} is damaged ({exc})") from None
-    if dtype.hasobject:
-        raise _fail(f"{where} holds Python objects (pickled data); Backprop Studio never loads pickled data")
-    if dtype.kind not in "biuf" or dtype.fields is not None:
-        raise _fail(f"{where} has dtype {dtype}, not numbers")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    nbytes = count * dtype.itemsize
-    if nbytes > size:
-        raise _fail(f"{where} is truncated (its header promises {nbytes} bytes of data; the member has {size} in all)")
-    raw = f.read(nbytes)
-    if len(raw) != nbytes:
-        raise _fail(f"{where} is truncated")
-    arr = np.frombuffer(raw, dtype=dtype, count=count)
-    return arr.reshape(shape, order="F" if fortran else "C").copy()
-
-
 def read_npz(raw: bytes, member: str, budget: int) -> dict[str, np.ndarray]:
-    """Arrays of an ``.npz`` held in memory, with size checks before every read."""
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(raw))
-        infos = zf.infolist()
-    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
-        raise _fail(f"{member} is damaged ({exc})") from None
-    total = sum(i.file_size for i in infos)
-    if total > budget:
-        raise _fail(f"{member} unpacks to {_size(total)}, more than the {_size(budget)} limit")
-    out: dict[str, np.ndarray] = {}
-    for info in infos:
-        if not info.filename.endswith(".npy"):
-            raise _fail(f"{member} has a member {info.filename!r} that is not an array (.npy)")
-        key = info.filename[:-4]
-        if key in out:
-            raise _fail(f"{member} has {key!r} twice")
-        try:
-            with zf.open(info) as f:
-                out[key] = _read_npy(f, info.file_size, f"{member} entry {key!r}")
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-            raise _fail(f"{member} entry {key!r} is damaged ({exc})") from None
-    return out
+    """Arrays of an ``.npz`` held in memory, every size checked before it is read (see
+    :mod:`engine.archive`); ``budget`` bounds the arrays' bytes together."""
+    return archive.read_npz(raw, member, budget)
 
 
 # --- containers -----------------------------------------------------------------------------------
@@ -557,7 +594,8 @@ def _flatten(weights: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.nd
 
 
 def container_bytes(project: Project) -> bytes:
-    """The ``.bps`` container of ``project`` as bytes."""
+    """The ``.bps`` container of ``project`` as bytes. Refuses (FileFormatError) to make a
+    container that :func:`load` would refuse as too large."""
     members = {GRAPH_MEMBER: dumps(project).encode("utf-8")}
     if project.weights is not None:
         members["weights.npz"] = npz_bytes(_flatten(project.weights))
@@ -565,11 +603,50 @@ def container_bytes(project: Project) -> bytes:
         members["optimizer.npz"] = npz_bytes(project.optimizer_state)
     if project.history is not None:
         members["history.npz"] = npz_bytes(project.history)
+    total = sum(len(m) for m in members.values())
+    if total > MAX_CONTAINER_BYTES:
+        parts = ", ".join(f"{k} {_size(len(v))}" for k, v in members.items())
+        raise _fail(f"the project is too large to save: {_size(total)} ({parts}); containers are limited to "
+                    f"{_size(MAX_CONTAINER_BYTES)}")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compresslevel=6) as zf:
         for name in sorted(members):
             zf.writestr(_zip_info(name, zipfile.ZIP_DEFLATED), members[name])
     return buf.getvalue()
+
+
+def _node_label(graph: Graph, node_id: str) -> str:
+    node = graph.nodes[node_id]
+    return f"node {short(node.name)!r} ({short(node.type)})" if node.name else f"node {short(node.type)} {node_id[:8]}"
+
+
+def _member_limits(graph: Graph) -> dict[str, int]:
+    """The most ``weights.npz`` and ``optimizer.npz`` can hold for this graph: every weight at
+    its inferred shape in float64, plus headers. Empty (no bound beyond the container's) when
+    some weights cannot be sized: a placeholder node, or shapes that do not infer."""
+    report = graph.infer()
+    total, entries = 0, 0
+    for nid, node in graph.nodes.items():
+        if node.block is None:
+            return {}
+        if not node.block.weights and not node.block.composite:
+            continue
+        if nid in report.errors or graph.input_shapes(nid, report) is None:
+            return {}
+        for shape in graph.weight_shapes(nid, report).values():
+            total += math.prod(shape) * 8
+            entries += 1
+    weights = total + entries * _NPZ_ENTRY_BYTES + 1024
+    return {"weights.npz": weights, "optimizer.npz": 2 * weights + 1024}
+
+
+def _check_floats(where: str, arr: np.ndarray, *, nonnegative: bool = False) -> None:
+    if arr.dtype.kind != "f":
+        raise _fail(f"{where} has dtype {arr.dtype}; it holds real numbers")
+    if not np.isfinite(arr).all():
+        raise _fail(f"{where} holds NaN or Inf; a saved run only ever holds finite numbers")
+    if nonnegative and (arr < 0).any():
+        raise _fail(f"{where} holds negative numbers; it must be ≥ 0")
 
 
 def _check_weights(graph: Graph, flat: Mapping[str, np.ndarray]) -> Weights:
@@ -583,7 +660,7 @@ def _check_weights(graph: Graph, flat: Mapping[str, np.ndarray]) -> Weights:
         if node_id not in graph.nodes:
             raise _fail(f"weights.npz has weights for node {node_id!r}, which is not in the graph")
         node = graph.nodes[node_id]
-        label = f"node {node.name!r} ({node.type})" if node.name else f"node {node.type} {node_id[:8]}"
+        label = _node_label(graph, node_id)
         if arr.dtype.kind != "f":
             raise _fail(f"weights.npz: {label} weight {name!r} has dtype {arr.dtype}; weights are real numbers")
         if node.block is not None:
@@ -595,36 +672,63 @@ def _check_weights(graph: Graph, flat: Mapping[str, np.ndarray]) -> Weights:
                     raise _fail(f"weights.npz: {label} weight {name!r} has shape {tuple(arr.shape)}, but the graph needs {tuple(expected[name])}")
             elif not node.block.weights and not node.block.composite:
                 raise _fail(f"weights.npz has weight {name!r} for {label}, which has no weights")
+        _check_floats(f"weights.npz: {label} weight {name!r}", arr)
         weights.setdefault(node_id, {})[name] = arr
     return weights
 
 
-def _check_optimizer(graph: Graph, weights: Weights | None, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _check_optimizer(graph: Graph, weights: Weights | None, state: Mapping[str, np.ndarray],
+                     history_steps: int | None) -> dict[str, np.ndarray]:
+    """Every entry against the optimiser's declared state and the graph's weights: names, dtype,
+    shape, finite values, signs, and a step count no larger than the steps trained."""
     from engine import optim
 
     kinds = {k.partition("/")[0] for k in state}
     if len(kinds) > 1 or not kinds <= set(optim.OPTIMIZERS):
         raise _fail(f"optimizer.npz holds state of {', '.join(sorted(kinds))}; expected one of {', '.join(optim.OPTIMIZERS)}")
-    for key, arr in state.items():
-        type_id, _, rest = key.partition("/")
+    if not kinds:
+        return {}
+    type_id = next(iter(kinds))
+    cls = optim.OPTIMIZERS[type_id]
+    if f"{type_id}/step" not in state:
+        raise _fail("optimizer.npz has no step count")
+    report = graph.infer()
+    for key in sorted(state):
+        arr = state[key]
+        rest = key.partition("/")[2]
         if rest == "step":
             if arr.shape != () or arr.dtype.kind not in "iu":
                 raise _fail(f"optimizer.npz: {key!r} must be a single whole number")
+            top, what = (history_steps, "the steps recorded in history.npz") if history_steps is not None else (MAX_HISTORY, "the most steps a file records")
+            if not 0 <= int(arr) <= top:
+                raise _fail(f"optimizer.npz: the step count {int(arr):,} is out of range (0 to {top:,}, {what})")
             continue
         slot, _, wkey = rest.partition("/")
         node_id, _, name = wkey.partition("/")
+        if slot not in cls.slots:
+            raise _fail(f"optimizer.npz entry {key!r}: {type_id} keeps no {slot!r} (its state: step, {', '.join(cls.slots)})")
         if not name:
             raise _fail(f"optimizer.npz entry {key!r} is not named {type_id}/<slot>/<node id>/<weight name>")
         if node_id not in graph.nodes:
             raise _fail(f"optimizer.npz has state for node {node_id!r}, which is not in the graph")
-        if weights is not None and name in weights.get(node_id, {}) and weights[node_id][name].shape != arr.shape:
-            raise _fail(f"optimizer.npz: {key!r} has shape {arr.shape}, but the weight has shape {weights[node_id][name].shape}")
-    if kinds and f"{kinds.pop()}/step" not in state:
-        raise _fail("optimizer.npz has no step count")
+        label = _node_label(graph, node_id)
+        expected = graph.weight_shapes(node_id, report) if graph.nodes[node_id].block is not None else {}
+        want = None
+        if expected:
+            if name not in expected:
+                raise _fail(f"optimizer.npz: {label} has no weight {name!r} (its weights: {', '.join(expected)})")
+            want = tuple(expected[name])
+        elif weights is not None and name in weights.get(node_id, {}):
+            want = tuple(weights[node_id][name].shape)
+        if want is not None and tuple(arr.shape) != want:
+            raise _fail(f"optimizer.npz: {key!r} has shape {tuple(arr.shape)}, but the weight has shape {want}")
+        _check_floats(f"optimizer.npz: {key!r}", arr, nonnegative=slot in cls.nonnegative)
     return dict(state)
 
 
 def _check_history(history: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One entry per training step: ``step`` counts 1, 2, 3, …; losses, gradient norms and
+    times are finite (norms and times ≥ 0)."""
     lengths = set()
     for key, arr in history.items():
         if arr.ndim != 1:
@@ -632,50 +736,57 @@ def _check_history(history: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         lengths.add(arr.shape[0])
     if len(lengths) > 1:
         raise _fail("history.npz columns have different lengths")
+    columns = train_mod.HISTORY_KEYS
+    missing, unknown = sorted(set(columns) - set(history)), sorted(set(history) - set(columns))
+    if missing or unknown:
+        what = f"has no {missing[0]!r} column" if missing else f"has an unknown column {unknown[0]!r}"
+        raise _fail(f"history.npz {what} (its columns: {', '.join(columns)})")
+    n = lengths.pop()
+    if n > MAX_HISTORY:
+        raise _fail(f"history.npz records {n:,} steps, more than the {MAX_HISTORY:,} a file can hold")
+    step = history["step"]
+    if step.dtype.kind not in "iu" or not np.array_equal(step, np.arange(1, n + 1)):
+        raise _fail("history.npz: 'step' must count 1, 2, 3, … (one entry per training step)")
+    for key in columns:
+        if key != "step":
+            _check_floats(f"history.npz: {key!r}", history[key], nonnegative=key != "loss")
     return dict(history)
 
 
 def _load_container(path: Path, size: int) -> Project:
     if size > MAX_CONTAINER_BYTES:
         raise _fail(f"it is too large ({_size(size)}; containers are limited to {_size(MAX_CONTAINER_BYTES)})")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-            names = [i.filename for i in infos]
-            if len(set(names)) != len(names):
-                raise _fail("it is damaged (a member appears twice in the zip)")
-            unknown = sorted(set(names) - {GRAPH_MEMBER, *NPZ_MEMBERS})
-            if unknown:
-                raise _fail(f"it has an unexpected member {unknown[0]!r} (a container holds {GRAPH_MEMBER}, {', '.join(NPZ_MEMBERS)})")
-            if GRAPH_MEMBER not in names:
-                raise _fail(f"it has no {GRAPH_MEMBER}: it is not a Backprop Studio container")
-            total = sum(i.file_size for i in infos)
-            if total > MAX_CONTAINER_BYTES:
-                raise _fail(f"it unpacks to {_size(total)}, more than the {_size(MAX_CONTAINER_BYTES)} limit (a zip bomb?)")
-            by_name = {i.filename: i for i in infos}
-            if by_name[GRAPH_MEMBER].file_size > MAX_JSON_BYTES:
-                raise _fail(f"its {GRAPH_MEMBER} is too large ({_size(by_name[GRAPH_MEMBER].file_size)}; the limit is {_size(MAX_JSON_BYTES)})")
-            raw = {}
-            for name in names:
-                try:
-                    raw[name] = zf.read(name)
-                except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-                    raise _fail(f"it is damaged: member {name!r} cannot be read ({exc})") from None
-    except zipfile.BadZipFile as exc:
-        raise _fail(f"it is damaged: not a readable zip container ({exc})") from None
-    except (EOFError, ValueError, OSError) as exc:
-        raise _fail(f"it is damaged: not a readable zip container ({exc})") from None
-    try:
-        project = _loads(_decode(raw[GRAPH_MEMBER]))
-    except FileFormatError as exc:
-        raise type(exc)(f"{GRAPH_MEMBER}: {exc}") from None
-    budget = MAX_CONTAINER_BYTES
-    if "weights.npz" in raw:
-        project.weights = _check_weights(project.graph, read_npz(raw["weights.npz"], "weights.npz", budget))
-    if "optimizer.npz" in raw:
-        project.optimizer_state = _check_optimizer(project.graph, project.weights, read_npz(raw["optimizer.npz"], "optimizer.npz", budget))
-    if "history.npz" in raw:
-        project.history = _check_history(read_npz(raw["history.npz"], "history.npz", budget))
+    with archive.open_zip(str(path), "it is damaged: not a readable zip container") as zf:
+        infos = archive.check_members(zf, "it", size, MAX_CONTAINER_BYTES, {GRAPH_MEMBER: MAX_JSON_BYTES})
+        names = [i.filename for i in infos]
+        unknown = sorted(set(names) - {GRAPH_MEMBER, *NPZ_MEMBERS})
+        if unknown:
+            raise _fail(f"it has an unexpected member {unknown[0][:60]!r} (a container holds {GRAPH_MEMBER}, {', '.join(NPZ_MEMBERS)})")
+        if GRAPH_MEMBER not in names:
+            raise _fail(f"it has no {GRAPH_MEMBER}: it is not a Backprop Studio container")
+        by_name = {i.filename: i for i in infos}
+
+        def read(name: str) -> bytes:
+            return archive.read_member(zf, by_name[name], f"it is damaged: member {name!r} cannot be read")
+
+        text = read(GRAPH_MEMBER)
+        try:
+            project = _loads(_decode(text))
+        except FileFormatError as exc:
+            raise type(exc)(f"{GRAPH_MEMBER}: {exc}") from None
+        # Now that the graph is known, so is the most each member can honestly hold.
+        archive.check_members(zf, "it", size, MAX_CONTAINER_BYTES, _member_limits(project.graph))
+        arrays: dict[str, dict[str, np.ndarray]] = {}
+        for name in NPZ_MEMBERS:
+            if name in by_name:
+                arrays[name] = read_npz(read(name), name, MAX_CONTAINER_BYTES)  # the raw bytes are dropped at once
+    if "weights.npz" in arrays:
+        project.weights = _check_weights(project.graph, arrays.pop("weights.npz"))
+    if "history.npz" in arrays:
+        project.history = _check_history(arrays.pop("history.npz"))
+    if "optimizer.npz" in arrays:
+        steps = len(project.history["step"]) if project.history is not None else None
+        project.optimizer_state = _check_optimizer(project.graph, project.weights, arrays.pop("optimizer.npz"), steps)
     return project
 
 
@@ -685,9 +796,12 @@ def load(path: str | os.PathLike[str]) -> Project:
     Raises :class:`FileFormatError` with a message that starts with the file name."""
     p = Path(path)
     try:
-        size = p.stat().st_size
-        if p.is_dir():
+        st = p.stat()
+        if stat.S_ISDIR(st.st_mode):
             raise _fail("it is a folder, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise _fail("it is not a regular file (a device, a pipe or a socket)")
+        size = st.st_size
         with p.open("rb") as f:
             head = f.read(4)
             if head in _ZIP_MAGIC:
@@ -714,15 +828,73 @@ def load(path: str | os.PathLike[str]) -> Project:
 
 # --- saving ---------------------------------------------------------------------------------------
 
+#: A save writes ``.<name>.<pid>.<random>.tmp`` next to the target, then renames it over the
+#: target. A save killed before the rename leaves that file behind; the next save of the same
+#: target removes it once no live process owns it (or it is a day old: pids get reused).
+STALE_TEMP_SECONDS = 24 * 3600
 
-def _atomic_write(path: Path, payload: bytes) -> None:
-    directory = path.parent if str(path.parent) else Path(".")
-    mode = 0o644
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows (another thread may
+    be creating files at the same moment)."""
     try:
-        mode = path.stat().st_mode & 0o777  # keep the permissions of the file being replaced
-    except OSError:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
         pass
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists, owned by someone else
+    return True
+
+
+def _remove_stale_temps(directory: Path, name: str) -> None:
+    """Remove what killed saves of ``name`` left in ``directory`` (see :data:`STALE_TEMP_SECONDS`)."""
+    prefix = f".{name}."
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
+            continue
+        parts = entry.name[len(prefix):-len(".tmp")].split(".")
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+            if len(parts) == 2 and parts[0].isdigit():  # ours: .<name>.<pid>.<random>.tmp
+                pid = int(parts[0])
+                stale = age > STALE_TEMP_SECONDS or (pid != os.getpid() and not _alive(pid))
+            else:  # .<name>.<random>.tmp, written before saves named their process
+                stale = len(parts) == 1 and age > 3600
+            if stale:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
+def _atomic_write(path: Path, payload: bytes, *, private: bool = False) -> None:
+    directory = path.parent if str(path.parent) else Path(".")
+    _remove_stale_temps(directory, path.name)
+    if private:
+        mode = 0o600
+    else:
+        try:
+            mode = path.stat().st_mode & 0o777  # keep the permissions of the file being replaced
+        except OSError:
+            mode = 0o666 & ~_umask()  # a new file gets what the user's umask allows
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
@@ -746,27 +918,90 @@ def _atomic_write(path: Path, payload: bytes) -> None:
         pass
 
 
-def save(project: Project, path: str | os.PathLike[str]) -> None:
-    """Save atomically: ``.json`` writes the graph file only; ``.bps`` the container with
-    weights, optimiser state and history."""
-    p = Path(path)
+def _payload(project: Project, p: Path) -> bytes:
     suffix = p.suffix.lower()
+    if suffix == ".json":
+        payload = dumps(project).encode("utf-8")
+        _check_json_text(payload.decode("utf-8"))  # never write what load would refuse
+        return payload
+    if suffix == ".bps":
+        return container_bytes(project)
+    raise _fail(f"cannot save as {suffix or 'a file without a suffix'!r}: use .json (the graph only) or .bps (the graph with weights, optimiser state and history)")
+
+
+def save(project: Project, path: str | os.PathLike[str], *, private: bool = False) -> None:
+    """Save atomically: ``.json`` writes the graph file only; ``.bps`` the container with
+    weights, optimiser state and history.
+
+    A new file gets the permissions the umask allows, a replaced file keeps its own;
+    ``private`` makes it readable by its owner only (0600), as a recovery file holding someone's
+    unsaved work should be. Temporary files left by an earlier save that was killed are removed
+    (see :data:`STALE_TEMP_SECONDS`)."""
+    p = Path(path)
     try:
-        if suffix == ".json":
-            payload = dumps(project).encode("utf-8")
-        elif suffix == ".bps":
-            payload = container_bytes(project)
-        else:
-            raise _fail(f"cannot save as {suffix or 'a file without a suffix'!r}: use .json (the graph only) or .bps (the graph with weights, optimiser state and history)")
-        _atomic_write(p, payload)
+        _atomic_write(p, _payload(project, p), private=private)
     except FileFormatError as exc:
         raise _with_source(exc, str(p)) from None
     except OSError as exc:
         raise FileFormatError(f"{p}: cannot be saved ({exc.strerror or exc})") from None
 
 
+@dataclass(frozen=True)
+class Rescued:
+    """Where :func:`save_rescue` saved, what, and why the attempts before failed."""
+
+    path: Path
+    what: str
+    problems: tuple[str, ...]
+
+    @property
+    def as_asked(self) -> bool:
+        return not self.problems
+
+
+def rescue_places(path: Path) -> list[Path]:
+    """Where to save when ``path`` cannot be written: a new name next to it, then the current
+    folder, the home folder and the temporary folder."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = f"{path.stem}.rescued-{stamp}{path.suffix}"
+    places = [path, path.with_name(name), Path.cwd() / name, Path.home() / name, Path(tempfile.gettempdir()) / name]
+    seen: set[str] = set()
+    unique = []
+    for place in places:
+        key = os.path.abspath(place)
+        if key not in seen:
+            seen.add(key)
+            unique.append(place)
+    return unique
+
+
+def save_rescue(path: str | os.PathLike[str], versions: Iterable[tuple[str, Callable[[], Project]]]) -> Rescued:
+    """Save work that must not be lost (a finished training run): the first of ``versions``
+    (a description and a function making the project: everything first, then less) that can be
+    made, written first at ``path``, then where :func:`rescue_places` says. Returns where and
+    what was saved, with the reasons earlier attempts failed; raises FileFormatError listing
+    them when nothing at all could be saved."""
+    p = Path(path)
+    problems: list[str] = []
+    places = rescue_places(p)
+    for what, make in versions:
+        try:
+            payload = _payload(make(), p)
+        except Exception as exc:  # noqa: BLE001 -- whatever went wrong, try saving less
+            problems.append(f"{what} could not be written out ({archive.reason(exc)})")
+            continue
+        for place in places:
+            try:
+                _atomic_write(place, payload)
+                return Rescued(place, what, tuple(problems))
+            except OSError as exc:
+                problems.append(f"{place}: cannot be saved ({exc.strerror or archive.reason(exc)})")
+    raise FileFormatError(f"{p}: nothing could be saved: " + "; ".join(problems))
+
+
 __all__ = [
     "FORMAT", "VERSION", "MIGRATIONS", "MAX_JSON_BYTES", "MAX_CONTAINER_BYTES", "Project", "Document", "NodeRecord",
     "LinkRecord", "parse_document", "validate", "graph_to_dict", "graph_from_dict", "document_dict", "dumps",
-    "loads", "load", "save", "container_bytes", "npz_bytes", "read_npz",
+    "loads", "load", "save", "save_rescue", "Rescued", "rescue_places", "parse_json", "container_bytes", "npz_bytes",
+    "read_npz",
 ]

@@ -220,6 +220,18 @@ def plan(runtime: "Runtime", passes: int, feeds: Mapping[str, np.ndarray] | None
     return Plan("numba", pending(needs), twin, f"{passes} passes of ~{twin * 1e3:.0f} ms: worth the kernels")
 
 
+def ready(runtime: "Runtime", passes: int, feeds: Mapping[str, np.ndarray] | None = None,
+          loss: "PortKey | None" = None, progress: Progress | None = None) -> Plan:
+    """:func:`plan` the workload and, when it picks the Numba kernels, compile what they still
+    need (reporting ``progress``). Run the workload under ``kernels.using(plan.backend)`` (or
+    ``kernels.select``): the CLI and the editor both come through here, so the same workload
+    runs on the same backend in both and gives the same numbers."""
+    chosen = plan(runtime, passes, feeds, loss)
+    if chosen.backend == "numba":
+        compile_kernels(chosen.pending, progress)
+    return chosen
+
+
 def _maybe_missing(dtype: Any) -> bool:
     """Cheap first look: False when every registered kernel already has a signature in this
     dtype (in memory or on disk), so the dry run can be skipped altogether."""

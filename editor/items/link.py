@@ -1,5 +1,6 @@
 """Wires: a smooth curve from an output port to an input port, coloured by what it carries, with
-texts written on it (the tensor's shape, and whatever else a feature wants to show).
+texts written on it (the tensor's shape, and whatever else a feature wants to show; while a pass
+is shown, :meth:`LinkItem.set_run` writes its value and gradient and colours the wire).
 
 A wire is a cubic between its ends unless :mod:`editor.items.placement` routes it around the
 cards in its way (then it runs along a lane, with rounded corners). Texts on a wire are
@@ -10,6 +11,7 @@ when the full text does not fit, and hides it when none does (the wire's tooltip
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from PySide6.QtCore import QPointF, QRectF, Qt
@@ -22,6 +24,55 @@ from engine.graph import Link
 
 CORNER = 12.0  # radius of a routed wire's corners
 RIGHT, LEFT = QPointF(1.0, 0.0), QPointF(-1.0, 0.0)
+RUN_SLOT = "run"  # the slot of a pass's numbers (see LinkItem.set_run)
+
+
+@dataclass(frozen=True)
+class RunLabel:
+    """What a wire says while a pass is shown: its forward value, its gradient beneath (in
+    ``grad_colour``), an optional dimmed note (the local derivative), and shorter forms for a
+    crowded canvas; ``stale`` greys it all (the graph changed after the pass), ``bad`` marks
+    NaN/Inf. An empty ``value``: not reached yet (the wire shows nothing)."""
+
+    value: str
+    grad: str = ""
+    note: str = ""
+    grad_colour: QColor | None = None
+    stale: bool = False
+    bad: bool = False
+    value_short: str = ""
+    grad_short: str = ""
+    value_tiny: str = ""
+    grad_tiny: str = ""
+
+    def lines(self) -> list[str]:
+        return [t for t in (self.value, self.grad, self.note) if t]
+
+    def variants(self) -> list[str]:
+        """The texts to try, longest first: everything; value and gradient; their shorter forms;
+        tiny ones; the gradient alone (after the backward pass it is the news)."""
+        def join(*lines: str) -> str:
+            return "\n".join(t for t in lines if t)
+        out = [join(*self.lines()), join(self.value, self.grad),
+               join(self.value_short or self.value, self.grad_short or self.grad),
+               join(self.value_tiny, self.grad_tiny)]
+        if self.grad_tiny:
+            out.append(self.grad_tiny)
+        unique: list[str] = []
+        for t in out:
+            if t and t not in unique:
+                unique.append(t)
+        return unique
+
+
+@dataclass(frozen=True)
+class RunStyle:
+    """How a wire is drawn while a pass is shown: colour and width (the gradient norm on a log
+    scale), dashed for a problem (NaN/Inf, a vanishing gradient) or no gradient at all."""
+
+    colour: QColor
+    width: float
+    dashed: bool = False
 
 
 def wire_path(p1: QPointF, p2: QPointF, d1: QPointF = RIGHT, d2: QPointF = LEFT) -> QPainterPath:
@@ -104,24 +155,33 @@ class WireLabel(QGraphicsItem):
         self.where = 0.5
         self.priority = 0
         self.colour: QColor | None = None
+        # per line (None: the theme's label text), for every variant or per variant (a dict)
+        self.text_colours: Sequence[QColor | None] | dict[str, Sequence[QColor | None]] = ()
         self.chosen = -1  # index of the variant shown; -1: not placed (hidden)
         self.setZValue(0.5)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+        # Text is the dearest thing to draw: repaint from a cached pixmap unless the text changed
+        # (a running pass animates pulses and halos over texts many times a second).
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.setVisible(False)
 
     @property
     def text(self) -> str:
         return self.variants[self.chosen] if 0 <= self.chosen < len(self.variants) else ""
 
-    def configure(self, variants: Sequence[str], where: float, priority: int, colour: QColor | None) -> None:
+    def configure(self, variants: Sequence[str], where: float, priority: int, colour: QColor | None,
+                  text_colours: Sequence[QColor | None] | dict[str, Sequence[QColor | None]] = ()) -> None:
         self.variants = tuple(v for v in variants if v)
         self.where, self.priority, self.colour = where, priority, colour
+        self.text_colours = dict(text_colours) if isinstance(text_colours, dict) else tuple(text_colours)
         self.update()
 
     @staticmethod
     def size_of(text: str) -> tuple[float, float]:
+        """Width and height of a text; a text may have several lines ("\n")."""
         fm = metrics("label")
-        return fm.horizontalAdvance(text) + 10.0, fm.height() + 4.0
+        lines = text.split("\n")
+        return max(fm.horizontalAdvance(t) for t in lines) + 10.0, fm.height() * len(lines) + 4.0
 
     def rect_for(self, text: str) -> QRectF:
         w, h = self.size_of(text)
@@ -160,9 +220,20 @@ class WireLabel(QGraphicsItem):
         painter.setPen(QPen(colour, 1.0))
         painter.setBrush(theme.label_bg)
         painter.drawRoundedRect(rect, 5, 5)
-        painter.setPen(theme.label_text)
         painter.setFont(font("label"))
-        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
+        lines = text.split("\n")
+        colours = self.text_colours.get(text, ()) if isinstance(self.text_colours, dict) else self.text_colours
+        if len(lines) == 1 and not colours:
+            painter.setPen(theme.label_text)
+            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
+            return
+        fm = metrics("label")
+        y = rect.top() + 2
+        for k, line in enumerate(lines):
+            pen = colours[k] if k < len(colours) else None
+            painter.setPen(pen or theme.label_text)
+            painter.drawText(QRectF(rect.left(), y, rect.width(), fm.height()), Qt.AlignmentFlag.AlignCenter, line)
+            y += fm.height()
 
 
 #: Kept for code that names the shape label's class.
@@ -191,24 +262,73 @@ class LinkItem(_WireBase):
         self.setAcceptHoverEvents(True)
         self.hover = False
         self.labels: dict[str, WireLabel] = {}
+        self.run_label: RunLabel | None = None
+        self.run_style: RunStyle | None = None
+        self._shape_variants: tuple[str, ...] | None = None  # the shape's texts, hidden while a pass shows numbers
         self.ends: tuple[QPointF, QPointF, QPointF, QPointF] | None = None  # p1, d1, p2, d2
         self.bus_ends = (False, False)  # which ends attach along a bus edge (drawn as dots)
 
     # --- texts on the wire ----------------------------------------------------------------------------
 
     def set_label(self, slot: str, variants: str | Sequence[str], *, where: float = 0.5, priority: int = 0,
-                  colour: QColor | None = None) -> WireLabel:
+                  colour: QColor | None = None,
+                  text_colours: Sequence[QColor | None] | dict[str, Sequence[QColor | None]] = ()) -> WireLabel:
         """Show a text on this wire in ``slot`` (replacing that slot's text). ``variants`` is the
-        text, or several, longest first: the placer shows the first that fits, or none."""
+        text, or several, longest first: the placer shows the first that fits, or none. A text
+        may have several lines; ``text_colours`` colours them one by one."""
         label = self.labels.get(slot)
         if label is None:
             label = WireLabel(self, slot)
             self.labels[slot] = label
             if self.scene() is not None:
                 self.scene().addItem(label)
-        label.configure([variants] if isinstance(variants, str) else list(variants), where, priority, colour)
+        label.configure([variants] if isinstance(variants, str) else list(variants), where, priority, colour,
+                        text_colours)
         self._request_placement()
         return label
+
+    # --- a pass shown on the wire --------------------------------------------------------------------
+
+    def set_run(self, label: RunLabel | None, style: RunStyle | None) -> None:
+        """What a pass shows on this wire: its numbers (in place of the shape, which comes back
+        with ``label`` None) and how the wire is drawn (``style`` None: as usual). Only a change
+        repaints or asks for placement."""
+        if style != self.run_style:
+            self.run_style = style
+            self.update()
+        if label == self.run_label:
+            return
+        self.run_label = label
+        shape = self.labels.get("shape")
+        if label is None:
+            self.clear_label(RUN_SLOT)
+            if shape is not None and self._shape_variants is not None:
+                shape.configure(self._shape_variants, shape.where, shape.priority, shape.colour)
+                self._request_placement()
+            self._shape_variants = None
+            self.setToolTip(f"{self.link.src_port} → {self.link.dst_port}" + (f"  shape {self.label}" if self.label else ""))
+            return
+        if shape is not None and self._shape_variants is None:
+            self._shape_variants = shape.variants  # the run's numbers say it (and more) meanwhile
+            shape.configure((), shape.where, shape.priority, shape.colour)
+        if not label.value:
+            self.clear_label(RUN_SLOT)
+            return
+        dim = QColor(128, 128, 128)
+        first = dim if label.stale else (QColor("#e5484d") if label.bad else None)
+        grad = dim if label.stale else label.grad_colour
+        variants = label.variants()
+        # each line in its colour: the gradient's lines (∇ …) in the gradient colour
+        colours = {v: tuple(grad if line.startswith("∇") else (dim if line.startswith("∂") else first)
+                            for line in v.split("\n")) for v in variants}
+        self.set_label(RUN_SLOT, variants, priority=1, colour=self.run_style.colour if self.run_style else None,
+                       text_colours=colours)
+        tip = [f"{self.link.src_port} → {self.link.dst_port}", f"value {label.value}"]
+        if label.grad:
+            tip.append(f"gradient {label.grad.removeprefix('∇ ')}")
+        if label.note:
+            tip.append(label.note)
+        self.setToolTip("<br>".join(tip))
 
     def clear_label(self, slot: str) -> None:
         label = self.labels.pop(slot, None)
@@ -232,7 +352,11 @@ class LinkItem(_WireBase):
         self.label, self.kind, self.known = label, kind, known
         if label:
             short = compact_shape(label)
-            self.set_label("shape", [label, short] if short != label else [label])
+            variants = [label, short] if short != label else [label]
+            if self._shape_variants is not None:  # a pass's numbers stand in for it: update what comes back
+                self._shape_variants = tuple(variants)
+                variants = []
+            self.set_label("shape", variants)
         else:
             self.clear_label("shape")
         self.setToolTip(f"{self.link.src_port} → {self.link.dst_port}" + (f"  shape {label}" if label else ""))
@@ -291,12 +415,16 @@ class LinkItem(_WireBase):
         lod = option.levelOfDetailFromTransform(painter.worldTransform())
         selected = bool(option.state & QStyle.StateFlag.State_Selected)
         colour = theme.kind(self.kind) if self.known else theme.link
+        width = 3.2 if (selected or self.hover) else 2.2
+        dashed = not self.known
+        run = self.run_style
+        if run is not None:  # a pass: the gradient's norm on a log scale (editor.run)
+            colour, width, dashed = run.colour, run.width + (1.0 if self.hover else 0.0), run.dashed
         if selected:
             colour = theme.selected
         if lod >= 0.35:
             painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        width = 3.2 if (selected or self.hover) else 2.2
-        painter.setPen(self._pen(colour, width, dashed=not self.known))
+        painter.setPen(self._pen(colour, width, dashed=dashed))
         painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.drawPath(self.path)
         if self.ends is not None and any(self.bus_ends):

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 Shape = tuple[int, ...]
 Arrays = dict[str, np.ndarray]
+#: whole-number params without a declared range stay within ±INT_LIMIT
+INT_LIMIT = 2**31 - 1
 
 #: The key of ``saved`` under which a training-mode ``compute`` returns new values of its buffers.
 BUFFER_UPDATES = "_buffer_updates"
@@ -169,7 +171,7 @@ class Param:
                 else:
                     raise ParamError(f"{where} must be a whole number, got {value!r}")
             value = int(value)
-            self._check_range(where, value)
+            self._check_int(where, value)
             return value
         if t is ParamType.FLOAT:
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
@@ -198,7 +200,7 @@ class Param:
             if t is ParamType.SHAPE and any(v <= 0 for v in value):
                 raise ParamError(f"{where} must contain sizes ≥ 1, got {list(value)}")
             for v in value:
-                self._check_range(where, v)
+                self._check_int(where, v)
             return value
         if t is ParamType.TENSOR:
             try:
@@ -209,6 +211,20 @@ class Param:
                 raise ParamError(f"{where} must contain finite numbers only")
             return arr.tolist()
         raise AssertionError(t)
+
+    def _check_int(self, where: str, value: int) -> None:
+        """A declared range, else :data:`INT_LIMIT` either way: every whole-number param then
+        fits the kernels' int64 and the editor's 32-bit spin boxes."""
+        low = self.minimum if self.minimum is not None else -INT_LIMIT
+        high = self.maximum if self.maximum is not None else INT_LIMIT
+
+        def text(v: float) -> str:
+            return f"{int(v):,}" if abs(v) < 1e15 else f"{v:.3g}"
+
+        if value < low:
+            raise ParamError(f"{where} must be ≥ {text(low)}, got {text(value)}")
+        if value > high:
+            raise ParamError(f"{where} must be ≤ {text(high)}, got {text(value)}")
 
     def _check_range(self, where: str, value: float) -> None:
         if self.minimum is not None and value < self.minimum:

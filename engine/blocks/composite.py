@@ -36,7 +36,9 @@ def _dim(name: str = "dim", default: int = 32) -> Param:
 
 _HEADS = Param("heads", ParamType.INT, 4, "attention heads; must divide dim", minimum=1)
 _HIDDEN = Param("hidden", ParamType.INT, None, "width of each FeedForward's hidden layer (empty: 4·dim)", minimum=1, nullable=True)
-_LAYERS = Param("layers", ParamType.INT, 2, "how many blocks are stacked", minimum=1)
+#: stacks deeper than this take seconds just to build (GPT-3 has 96 layers, BERT-large 24)
+MAX_LAYERS = 64
+_LAYERS = Param("layers", ParamType.INT, 2, "how many blocks are stacked", minimum=1, maximum=MAX_LAYERS)
 _MAX_LEN = Param("max_len", ParamType.INT, 512, "longest sequence accepted (rows of the learned position table)", minimum=1)
 _DROPOUT = Param("dropout", ParamType.FLOAT, 0.0, "while training, Dropout with this p on each sublayer's output "
                  "before its AddNorm (0: none)", minimum=0.0, maximum=1.0)
@@ -240,7 +242,7 @@ class BERT(CompositeBlock):
         Param("vocab", ParamType.INT, 1000, "number of distinct tokens", minimum=1),
         _dim(default=64),
         _HEADS,
-        Param("layers", ParamType.INT, 24, "how many Transformer blocks are stacked (24, as taught)", minimum=1),
+        Param("layers", ParamType.INT, 24, "how many Transformer blocks are stacked (24, as taught)", minimum=1, maximum=MAX_LAYERS),
         _HIDDEN,
         _MAX_LEN,
         _DROPOUT,
@@ -298,7 +300,7 @@ class ConvNet(CompositeBlock):
     inputs = (Port("x", doc="images (B, C, H, W)"),)
     outputs = (Port("out", doc="class scores (B, classes)"),)
     params = (
-        Param("stages", ParamType.INT, 2, "how many conv → ReLU → pool stages", minimum=1),
+        Param("stages", ParamType.INT, 2, "how many conv → ReLU → pool stages (each halves the image)", minimum=1, maximum=16),
         Param("channels", ParamType.INTS, (8, 16), "filters in each stage (one number per stage)", minimum=1),
         Param("classes", ParamType.INT, 10, "number of classes to score", minimum=1),
         Param("kernel", ParamType.INT, 3, "filter size K of every convolution (odd keeps the size)", minimum=1),

@@ -280,7 +280,7 @@ class SequenceRNN(Block):
         """The network unrolled over a short sequence, x (1, 4, hidden): see :meth:`build`."""
         return self.build({"x": (1, EXPAND_LENGTH, self.p["hidden"])})
 
-    def build(self, in_shapes: Mapping[str, Shape]) -> "Graph":
+    def build(self, in_shapes: Mapping[str, Shape], *, max_steps: int = MAX_DRAWN_STEPS) -> "Graph":
         """The network unrolled through time, for these input shapes: the same cell at every step.
 
         ``x → TimeStep x_t → RNNCell cell_t`` for t = 1 … L, chained through h (and c), where
@@ -290,12 +290,13 @@ class SequenceRNN(Block):
         wired, else a zero Constant.
 
         Only what fits a picture is drawn, and the Output names say what is left out: the first
-        :data:`MAX_DRAWN_STEPS` steps of a longer sequence, and the forward direction of a
-        bidirectional network (its ``_rev`` cell reads the same sequence backwards)."""
+        :data:`MAX_DRAWN_STEPS` steps of a longer sequence (``max_steps`` draws more: the
+        editor's step-through replays every step), and the forward direction of a bidirectional
+        network (its ``_rev`` cell reads the same sequence backwards)."""
         x = self.require(in_shapes, "x", 3, "(batch, length, features)")
         self.infer_shapes(in_shapes)
         h, length = self.p["hidden"], x[1]
-        steps = min(length, MAX_DRAWN_STEPS)
+        steps = min(length, max(1, max_steps))
         g = GraphBuilder()
         g.input("x", x)
         state: dict[str, Source] = {}

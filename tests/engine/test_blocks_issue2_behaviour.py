@@ -114,12 +114,16 @@ def test_tied_dim_mismatch_is_a_shape_error_naming_both_nodes():
     assert graph.infer().ok
 
 
-def test_tie_to_a_missing_node_or_a_node_without_e_is_a_shape_error():
+def test_tie_to_a_missing_node_or_a_node_without_e_is_refused_and_a_lost_owner_is_a_shape_error():
     graph, ids = tied_lm()
-    graph.set_params(ids["generate"], {"tie_to": "nope"})
+    with pytest.raises(ParamError, match="not in this graph"):
+        graph.set_params(ids["generate"], {"tie_to": "nope"})
+    with pytest.raises(ParamError, match="has no weight 'E'"):
+        graph.set_params(ids["generate"], {"tie_to": graph.find("collapse").id})
+    other = graph.add_node("EmbedToken", {"vocab": VOCAB, "dim": DIM}, name="other")
+    graph.set_params(ids["generate"], {"tie_to": other.id})
+    graph.remove_node(other.id)  # the owner goes: the tie now points nowhere
     assert "not in this graph" in graph.infer().errors[ids["generate"]]
-    graph.set_params(ids["generate"], {"tie_to": graph.find("collapse").id})
-    assert "has no weight 'E'" in graph.infer().errors[ids["generate"]]
 
 
 def test_tied_generate_token_declares_its_borrowed_weight():

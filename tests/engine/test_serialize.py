@@ -325,15 +325,23 @@ def test_oversized_files_are_refused_before_reading(tmp_path: Path) -> None:
 
 def test_zip_bomb_is_refused_from_the_declared_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ids = _ids(_doc())
-    path = tmp_path / "bomb.bps"
     graph = serialize.dumps(_linear_project()).encode()
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+    bomb = tmp_path / "bomb.bps"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("graph.json", graph)
         zf.writestr("weights.npz", _npz(**{f"{ids['w']}/value": np.zeros(2**21)}))  # 16 MiB of zeros
-    assert path.stat().st_size < 100_000
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(FileFormatError, match=r"bomb.bps: its member 'weights.npz' would unpack from 16.\d KiB to 16.0 MiB, "
+                                              r"more than 200 times its packed size \(a zip bomb\?\)"):
+        serialize.load(bomb)
+    # Within the ratio (four values at random deflate about 20 times), the declared total is refused.
+    big = tmp_path / "big.bps"
+    with zipfile.ZipFile(big, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("graph.json", graph)
+        zf.writestr("weights.npz", _npz(**{f"{ids['w']}/value": np.random.default_rng(0).integers(0, 4, 2**18).astype(float)}))
     monkeypatch.setattr(serialize, "MAX_CONTAINER_BYTES", 2**20)
-    with pytest.raises(FileFormatError, match=r"bomb.bps: it unpacks to 16.0 MiB, more than the 1 MiB limit \(a zip bomb\?\)"):
-        serialize.load(path)
+    with pytest.raises(FileFormatError, match=r"big.bps: it unpacks to 2.0 MiB, more than the 1 MiB limit \(a zip bomb\?\)"):
+        serialize.load(big)
 
 
 def _container(tmp_path: Path, members: dict[str, bytes], name: str = "c.bps") -> Path:
