@@ -114,6 +114,7 @@ class Plan:
         # (see _generate): the same statements the loops run, with every index a constant.
         self._fwd_code: Any = None
         self._bwd_code: Any = None
+        self.source = ""  # the text of that code, once written
         self._passes = 0
         keys = list(self.port_slot)
         slots = [self.port_slot[k] for k in keys]
@@ -448,7 +449,11 @@ class Plan:
 
 
 class _Source:
-    """Python source being written: lines at an indentation, constants in a namespace."""
+    """Python source being written, safe by construction: the text holds only what this module
+    writes (statements, its own identifiers) and whole numbers it computed (slot and step
+    indices). Everything else (port, node and weight names, shapes, dtypes, blocks' methods:
+    anything a project file can influence) is a constant in the namespace the code runs in,
+    named ``k0``, ``k1``, …; no string from the program ever enters the text."""
 
     def __init__(self, namespace: dict[str, Any]) -> None:
         self.lines: list[str] = []
@@ -458,113 +463,127 @@ class _Source:
     def __call__(self, line: str) -> None:
         self.lines.append("    " * self.depth + line)
 
-    def const(self, name: str, value: Any) -> str:
+    def k(self, value: Any) -> str:
+        """The name of a new constant holding ``value``."""
+        name = f"k{len(self.ns)}"
+        assert name not in self.ns
         self.ns[name] = value
         return name
+
+    @staticmethod
+    def n(value: int) -> str:
+        """A whole number this module computed (a slot or step index), as text."""
+        if type(value) is not int:  # not a bool, a numpy integer, a str: never written in
+            raise TypeError(f"not an index: {value!r}")
+        return str(value)
 
 
 def _generate(plan: "Plan") -> None:
     """Write the forward and backward passes of ``plan`` as straight-line Python functions: per
     step, the statements :meth:`Plan._forward` and :meth:`Plan._block_backward` run, with every
-    slot, name, shape and dtype written in as a constant (no loops over tuples, no lookups of
+    slot a number and every name, shape and dtype a constant (no loops over tuples, no lookups of
     the step's attributes). A composite whose outputs got no gradient is skipped by an ``if``
-    around its inner steps, as EXIT/ENTER do in the loop."""
-    ns: dict[str, Any] = {"np": np, "ndarray": np.ndarray, "asarray": np.asarray, "zeros": np.zeros,
+    around its inner steps, as EXIT/ENTER do in the loop.
+
+    Project files come from strangers: see :class:`_Source` for why nothing in them can reach
+    the text that is compiled (tests/engine/test_plan.py loads a graph whose names and params
+    are Python code and checks the code written is the same as for plain names)."""
+    ns: dict[str, Any] = {"ndarray": np.ndarray, "asarray": np.asarray, "zeros": np.zeros,
                           "zeros_like": np.zeros_like, "unbroadcast": unbroadcast, "Context": Context, "EMPTY": _EMPTY}
     f = _Source(ns)
+    n, k = f.n, f.k
     for i, s in enumerate(plan.steps):
         if s.kind == ENTER:
             for outer, inner in s.edges:
-                f(f"values[{inner}] = values[{outer}]")
+                f(f"values[{n(inner)}] = values[{n(outer)}]")
         elif s.kind == ALIAS:
             src, dst = s.edges[0]
-            f(f"values[{dst}] = values[{src}]")
+            f(f"values[{n(dst)}] = values[{n(src)}]")
         elif s.kind == BLOCK:
-            f(f"# {s.label} ({s.type})")
-            f("ins = {" + ", ".join(f"{port!r}: values[{slot}]" for port, slot in s.ins) + "}")
+            f(f"# step {n(i)}")
+            f("ins = {" + ", ".join(f"{k(port)}: values[{n(slot)}]" for port, slot in s.ins) + "}")
             if s.weightless:
                 f("w = {}")
             else:
-                f(f"held = all_weights.get({s.owner!r}, EMPTY)")
+                f(f"held = all_weights.get({k(s.owner)}, EMPTY)")
                 if s.names is None:
                     f("w = dict(held)")
                 else:
-                    f("w = {" + ", ".join(f"{local!r}: held[{name!r}]" for local, name in s.names) + "}")
+                    f("w = {" + ", ".join(f"{k(local)}: held[{k(name)}]" for local, name in s.names) + "}")
                 for local, owner, name in s.borrowed:
-                    f(f"w[{local!r}] = all_weights[{owner!r}][{name!r}]")
-            c = f.const(f"compute{i}", s.compute)
+                    f(f"w[{k(local)}] = all_weights[{k(owner)}][{k(name)}]")
+            c = k(s.compute)
             if s.uses_context:
-                path = f.const(f"path{i}", s.path)
-                f(f"outs, sv = {c}(ins, w, Context(ctx.training, ctx.seed, ctx.step, (*ctx.path, *{path})))")
+                f(f"outs, sv = {c}(ins, w, Context(ctx.training, ctx.seed, ctx.step, (*ctx.path, *{k(s.path)})))")
             else:
                 f(f"outs, sv = {c}(ins, w)")
             f("sv = dict(sv)")
-            f(f"sv.update({f.const(f'meta{i}', s.meta_saved)})")
+            f(f"sv.update({k(s.meta_saved)})")
             for port, slot in s.outs:
-                f(f"v = outs[{port!r}]")
+                f(f"v = outs[{k(port)}]")
                 f("if v.__class__ is not ndarray:")
                 f("    v = asarray(v)")
                 f("vd = v.dtype")
                 f("if vd is not dtype and vd.kind == 'f' and vd != dtype:")
                 f("    v = v.astype(dtype)")
-                f(f"values[{slot}] = v")
-            f(f"saved_all[{i}] = sv")
-            f(f"weights_all[{i}] = w")
+                f(f"values[{n(slot)}] = v")
+            f(f"saved_all[{n(i)}] = sv")
+            f(f"weights_all[{n(i)}] = w")
     forward_src = "def forward(values, saved_all, weights_all, all_weights, ctx, dtype):\n" + "\n".join(f.lines or ["    pass"])
 
     b = _Source(ns)
     for i in range(len(plan.steps) - 1, -1, -1):
         s = plan.steps[i]
         if s.kind == EXIT:
-            cond = " or ".join(f"grads[{slot}] is not None" for slot, _, _ in s.grad_outs) or "False"  # type: ignore[misc]
-            b(f"if {cond}:  # {s.label} ({s.type})")
+            cond = " or ".join(f"grads[{n(slot)}] is not None" for slot, _, _ in s.grad_outs) or "False"  # type: ignore[misc]
+            b(f"if {cond}:  # composite, steps {n(s.enter)} to {n(i)}")
             b.depth += 1
             b("pass")
-            for k, (slot, shape, dtype) in enumerate(s.grad_outs):  # type: ignore[misc]
-                b(f"if grads[{slot}] is None:")
-                b(f"    grads[{slot}] = zeros({b.const(f'shape{i}_{k}', shape)}, {b.const(f'dtype{i}_{k}', dtype)})")
+            for slot, shape, dtype in s.grad_outs:  # type: ignore[misc]
+                b(f"if grads[{n(slot)}] is None:")
+                b(f"    grads[{n(slot)}] = zeros({k(shape)}, {k(dtype)})")
         elif s.kind == ENTER:
-            for k, (outer, inner, shape, dtype) in enumerate(s.float_ins):  # type: ignore[misc]
-                b(f"g = grads[{inner}]")
+            for outer, inner, shape, dtype in s.float_ins:  # type: ignore[misc]
+                b(f"g = grads[{n(inner)}]")
                 b("if g is None:")
-                b(f"    g = zeros({b.const(f'eshape{i}_{k}', shape)}, {b.const(f'edtype{i}_{k}', dtype)})")
-                b(f"prev = grads[{outer}]")
-                b(f"grads[{outer}] = g if prev is None else prev + g")
+                b(f"    g = zeros({k(shape)}, {k(dtype)})")
+                b(f"prev = grads[{n(outer)}]")
+                b(f"grads[{n(outer)}] = g if prev is None else prev + g")
             b.depth -= 1
         elif s.kind == ALIAS and s.has_backward:
             src, dst = s.edges[0]
-            b(f"g = grads[{dst}]")
+            b(f"g = grads[{n(dst)}]")
             b("if g is not None:")
-            b(f"    prev = grads[{src}]")
-            b(f"    grads[{src}] = g if prev is None else prev + g")
+            b(f"    prev = grads[{n(src)}]")
+            b(f"    grads[{n(src)}] = g if prev is None else prev + g")
         elif s.kind == BLOCK and s.has_backward:
-            b(f"# {s.label} ({s.type})")
+            b(f"# step {n(i)}")
             outs = s.grad_outs
             if len(outs) == 1:
                 port, slot, differentiable, shape, dtype = outs[0]
-                b(f"g = grads[{slot}]")
+                b(f"g = grads[{n(slot)}]")
                 b("if g is not None:")
                 b.depth += 1
                 if differentiable:
-                    b(f"full = {{{port!r}: g}}")
+                    b(f"full = {{{k(port)}: g}}")
                 else:
-                    b(f"full = {{{port!r}: zeros({b.const(f'oshape{i}_0', shape)}, {b.const(f'odtype{i}_0', dtype)})}}")
+                    b(f"full = {{{k(port)}: zeros({k(shape)}, {k(dtype)})}}")
             else:
-                b("if " + (" or ".join(f"grads[{slot}] is not None" for _, slot, _, _, _ in outs) or "False") + ":")
+                b("if " + (" or ".join(f"grads[{n(slot)}] is not None" for _, slot, _, _, _ in outs) or "False") + ":")
                 b.depth += 1
                 b("full = {}")
-                for k, (port, slot, differentiable, shape, dtype) in enumerate(outs):
-                    sh, dt = b.const(f"oshape{i}_{k}", shape), b.const(f"odtype{i}_{k}", dtype)
+                for port, slot, differentiable, shape, dtype in outs:
+                    p, sh, dt = k(port), k(shape), k(dtype)
                     if differentiable:
-                        b(f"g = grads[{slot}]")
-                        b(f"full[{port!r}] = g if g is not None else zeros({sh}, {dt})")
+                        b(f"g = grads[{n(slot)}]")
+                        b(f"full[{p}] = g if g is not None else zeros({sh}, {dt})")
                     else:
-                        b(f"full[{port!r}] = zeros({sh}, {dt})")
-            b(f"w = weights_all[{i}]")
-            b(f"gin, gw = {b.const(f'vjp{i}', s.vjp)}(full, saved_all[{i}], w)")
-            for k, (port, slot, shape, dtype) in enumerate(s.float_ins):
-                sh, dt = b.const(f"ishape{i}_{k}", shape), b.const(f"idtype{i}_{k}", dtype)
-                b(f"g = gin.get({port!r})")
+                        b(f"full[{p}] = zeros({sh}, {dt})")
+            b(f"w = weights_all[{n(i)}]")
+            b(f"gin, gw = {k(s.vjp)}(full, saved_all[{n(i)}], w)")
+            for port, slot, shape, dtype in s.float_ins:
+                sh, dt = k(shape), k(dtype)
+                b(f"g = gin.get({k(port)})")
                 b("if g is None:")
                 b(f"    g = zeros({sh}, {dt})")
                 b("else:")
@@ -572,25 +591,27 @@ def _generate(plan: "Plan") -> None:
                 b(f"        g = asarray(g, {dt})")
                 b(f"    if g.shape != {sh}:")
                 b(f"        g = unbroadcast(g, {sh})")
-                b(f"prev = grads[{slot}]")
-                b(f"grads[{slot}] = g if prev is None else prev + g")
+                b(f"prev = grads[{n(slot)}]")
+                b(f"grads[{n(slot)}] = g if prev is None else prev + g")
             for local, owner, name, buffer in s.routes:
                 if buffer:
                     continue
-                b(f"wv = w[{local!r}]")
-                b(f"g = gw.get({local!r})")
+                lo, ow, nm = k(local), k(owner), k(name)
+                b(f"wv = w[{lo}]")
+                b(f"g = gw.get({lo})")
                 b("if g is None:")
                 b("    g = zeros_like(wv)")
                 b("elif g.__class__ is not ndarray or g.dtype != wv.dtype or g.shape != wv.shape:")
                 b("    g = asarray(g, wv.dtype).reshape(wv.shape)")
-                b(f"bucket = weight_grads.get({owner!r})")
+                b(f"bucket = weight_grads.get({ow})")
                 b("if bucket is None:")
-                b(f"    bucket = weight_grads[{owner!r}] = {{}}")
-                b(f"bucket[{name!r}] = bucket[{name!r}] + g if {name!r} in bucket else g")
+                b(f"    bucket = weight_grads[{ow}] = {{}}")
+                b(f"bucket[{nm}] = bucket[{nm}] + g if {nm} in bucket else g")
             b.depth -= 1
     backward_src = "def backward(saved_all, weights_all, grads, weight_grads):\n" + "\n".join(b.lines or ["    pass"])
-    code = compile(forward_src + "\n\n" + backward_src + "\n", f"<execution plan of {len(plan.steps)} steps>", "exec")
-    exec(code, ns)  # noqa: S102 - source written above from the plan's own constants
+    plan.source = forward_src + "\n\n" + backward_src + "\n"
+    code = compile(plan.source, "<execution plan>", "exec")
+    exec(code, ns)  # noqa: S102 - text written above from this module's statements and indices only (see _Source)
     plan._fwd_code = ns["forward"]
     plan._bwd_code = ns["backward"]
 

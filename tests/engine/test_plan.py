@@ -158,3 +158,121 @@ def test_the_plan_is_built_once_per_program_and_dtype() -> None:
     assert plan_for(r32) is not plan_for(r64)
     # the 24-layer BERT lesson flattens into its primitive blocks: no composite left
     assert all(type(s.block).__name__ not in ("BERT", "TransformerBlock") for s in plan_for(r32).steps if s.kind == 0)
+
+
+# --- the code the plan writes (engine.plan._generate) holds nothing from the file -------------
+
+#: Python that, run anywhere, would leave a trace (a module named "pwned"); no '/' (not allowed
+#: in node ids) and no space (vocabulary words are split on spaces)
+_PAYLOAD = "__import__('sys').modules.__setitem__('pwned',1)"
+_HOSTILE = [
+    "'" + ");" + _PAYLOAD + "#",
+    '"' + "]);" + _PAYLOAD + "#",
+    "\\'+" + _PAYLOAD + "+'",
+    "}};{" + _PAYLOAD + "}#",
+    "{" + _PAYLOAD + "!r}",
+]
+
+
+def _tie(doc: dict) -> None:
+    """Tie a GenerateToken to the EmbedToken (a NODE param: a node id in the file)."""
+    for n in doc["nodes"]:
+        if n["type"] == "GenerateToken":
+            n["params"]["tie_to"] = next(m["id"] for m in doc["nodes"] if m["type"] == "EmbedToken")
+
+
+def _hostile(doc: dict, i: int) -> dict:
+    """``doc`` (a lesson's JSON) with every node id and name replaced by Python code (names also
+    with newlines), shared weights tied by those ids, one vocabulary word replaced by code."""
+    _tie(doc)
+    ids = {n["id"]: f"{_HOSTILE[k % len(_HOSTILE)]}{k}" for k, n in enumerate(doc["nodes"])}
+    names = {n.get("name"): f"\n{_HOSTILE[(k + i) % len(_HOSTILE)]}\n# {k}\n" for k, n in enumerate(doc["nodes"])}
+    for n in doc["nodes"]:
+        n["id"], n["name"] = ids[n["id"]], names[n.get("name")]
+        if n["params"].get("tie_to"):
+            n["params"]["tie_to"] = ids[n["params"]["tie_to"]]
+    for link in doc["links"]:
+        link["from"][0], link["to"][0] = ids[link["from"][0]], ids[link["to"][0]]
+    data = {}
+    for key, spec in doc.get("data", {}).items():
+        spec = dict(spec)
+        if "same_as" in spec:
+            spec["same_as"] = names[spec["same_as"]]
+        if "vocab" in spec:
+            word = _PAYLOAD.replace("pwned", "pwned2")
+            spec["vocab"] = [word if w == "mat" else w for w in spec["vocab"]]
+            spec["sentences"] = [s.replace("mat", word) for s in spec["sentences"]]
+        data[names[key]] = spec
+    doc["data"] = data
+    doc["training"] = {**doc["training"], "loss": names[doc["training"]["loss"]]}
+    return doc
+
+
+@pytest.mark.parametrize("name", ["two_layer_net", "language_model", "bert"])
+def test_the_written_code_holds_no_name_or_param_from_the_file(name: str) -> None:
+    import io
+    import json
+    import sys
+    import tokenize
+
+    text = presets.path(name).read_text(encoding="utf-8")
+    sources = []
+    for hostile in (False, True):
+        doc = json.loads(text)
+        doc = _hostile(doc, 1) if hostile else doc
+        _tie(doc)
+        project = serialize.loads(json.dumps(doc))
+        graph = project.graph
+        runtime = Runtime(graph, seed=3, dtype=np.float32)
+        feeds = bind(project.data, graph).first_feeds()
+        key = runtime.loss_port(project.training["loss"])
+        for _ in range(GENERATE_AFTER + 1):
+            fast = runtime.forward_backward(feeds, project.training["loss"])
+        plan = plan_for(runtime)
+        assert plan._fwd_code is not None and fast._plan_state is not None  # the written code ran this pass
+        _same(fast, _stepped(runtime, feeds, key))
+        sources.append(plan.source)
+    assert "pwned" not in sys.modules and "pwned2" not in sys.modules
+    # The text is the same whatever the nodes are called: nothing of the file is in it ...
+    assert sources[0] == sources[1]
+    assert "import" not in sources[1] and "pwned" not in sources[1]
+    # ... and its only string literal is the module's own dtype kind 'f'.
+    strings = {t.string for t in tokenize.generate_tokens(io.StringIO(sources[1]).readline) if t.type == tokenize.STRING}
+    assert strings == {"'f'"}
+
+
+def test_the_written_code_refuses_anything_but_an_index() -> None:
+    from engine.plan import _Source
+
+    assert _Source.n(12) == "12"
+    for value in ("1]; import os #", np.int64(3), True, 1.5):
+        with pytest.raises(TypeError):
+            _Source.n(value)  # type: ignore[arg-type]
+
+
+def test_an_edited_graph_gets_a_new_plan_and_new_code() -> None:
+    project = serialize.load(presets.path("two_layer_net"))
+    graph = project.graph
+    loss = project.training["loss"]
+    feeds = bind(project.data, graph).first_feeds()
+    runtime = Runtime(graph, seed=0)
+    for _ in range(GENERATE_AFTER + 1):
+        runtime.forward_backward(feeds, loss)
+    old = plan_for(runtime)
+    assert old._fwd_code is not None
+    # Insert a ReLU after the sigmoid: the program, its plan and its code change with the revision.
+    sigmoid = next(n for n in graph.nodes.values() if n.type == "Sigmoid")
+    out = next(link for link in graph.links if link.src == sigmoid.id)
+    relu = graph.add_node("ReLU", {}, name="relu")
+    graph.disconnect(out)
+    graph.connect(sigmoid.id, "out", relu.id, "a")
+    graph.connect(relu.id, "out", out.dst, out.dst_port)
+    runtime = Runtime(graph, seed=0)
+    for _ in range(GENERATE_AFTER + 1):
+        fast = runtime.forward_backward(feeds, loss)
+        _same(fast, _stepped(runtime, feeds, runtime.loss_port(loss)))
+    new = plan_for(runtime)
+    assert new is not old and new._fwd_code is not None and new.source != old.source
+    # One program per graph (the newest revision), one plan per dtype: nothing piles up.
+    assert graph._cache["program"][1] is runtime.program
+    assert list(runtime.program.plans) == [runtime.dtype.str]
