@@ -48,7 +48,7 @@ def run(where: Path, script: str, args: list[str]) -> str:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # the staged directory decides which engine runs
     done = subprocess.run([sys.executable, str(where / "benchmarks" / script), *args], cwd=where, env=env,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     return done.stdout + (f"\n(stderr)\n{done.stderr[-2000:]}" if done.returncode else "")
 
 
@@ -80,7 +80,8 @@ def main() -> None:
     if args.compile:
         print("\n=== bench_kernel_cache.py --base", flush=True)
         done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_kernel_cache.py"), "--base", str(base)],
-                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                              check=False)
         print(done.stdout + (done.stderr[-2000:] if done.returncode else ""))
 
 

@@ -57,7 +57,8 @@ def main() -> None:
         code = Runtime(graph, seed=0, dtype=np.float32)
         loops = Runtime(graph.copy(), seed=0, dtype=np.float32)
         plan_for(loops)._passes = -(10**9)  # never reaches GENERATE_AFTER: stays on its loops
-        fns = {"code": lambda: code.forward_backward(feeds, loss), "loops": lambda: loops.forward_backward(feeds, loss)}
+        fns = {name: (lambda r=r, feeds=feeds, loss=loss: r.forward_backward(feeds, loss))
+               for name, r in (("code", code), ("loops", loops))}
         for _ in range(5):
             for f in fns.values():
                 f()
