@@ -12,15 +12,21 @@ Prints medians of interleaved runs and the ratio shipped / before (1.00 = no cos
 from __future__ import annotations
 
 import math
+import os
 import statistics
+import sys
 import time
 from typing import Callable
 
-import numpy as np
+for _k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):  # one thread unless told otherwise
+    os.environ.setdefault(_k, "1")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine.kernels import attention as ka
-from engine.kernels import conv as kc
-from engine.kernels import jit
+import numpy as np  # noqa: E402
+
+from engine.kernels import attention as ka  # noqa: E402
+from engine.kernels import conv as kc  # noqa: E402
+from engine.kernels import jit  # noqa: E402
 
 # --- the kernels as they were before (square kernels, one group; no mask) --------------------------
 
@@ -162,15 +168,15 @@ def bench_conv(dtype: type) -> None:
     W = (rng.standard_normal((Co, C, K, K)) * 0.1).astype(dtype)
     b = rng.standard_normal(Co).astype(dtype)
     g = rng.standard_normal((B, Co, H, H)).astype(dtype)
-    assert np.allclose(kc.conv2d_forward.fast(x, W, b, 1, 1, 1, 1, 1, 1, 1), conv2d_forward_square(x, W, b, 1, 1), atol=1e-4)
+    assert np.allclose(kc.conv2d(x, W, b, 1, 1)[0], conv2d_forward_square(x, W, b, 1, 1), atol=1e-4)
     name = np.dtype(dtype).name
     report(f"Conv2d forward B={B} C={C} {H}x{H} K={K} pad 1 C_out={Co} {name}", race({
         "before (square only)": lambda: conv2d_forward_square(x, W, b, 1, 1),
-        "shipped (rect, dilation, groups)": lambda: kc.conv2d_forward.fast(x, W, b, 1, 1, 1, 1, 1, 1, 1),
+        "shipped (batched im2col; rect, dilation, groups)": lambda: kc.conv2d(x, W, b, 1, 1),
     }), "before (square only)")
     report(f"Conv2d backward (dx, dW, db) {name}", race({
         "before (square only)": lambda: conv2d_backward_square(x, W, g, 1, 1),
-        "shipped (rect, dilation, groups)": lambda: kc.conv2d_backward.fast(x, W, g, 1, 1, 1, 1, 1, 1, 1),
+        "shipped (batched im2col; rect, dilation, groups)": lambda: kc.conv2d_grad(x, W, g, 1, 1),
     }), "before (square only)")
 
 
@@ -181,13 +187,12 @@ def bench_attention(dtype: type, causal: bool) -> None:
     q, k, v = (rng.standard_normal((n, length, dh)).astype(dtype) for _ in range(3))
     scale = np.dtype(dtype).type(1 / math.sqrt(dh))
     a, o = np.empty((n, length, length), dtype), np.empty((n, length, dh), dtype)
-    no_mask = np.zeros((0, 0), np.bool_)
     keep_pad = np.ones((batch, length), np.bool_)
     keep_pad[::2, length // 2:] = False  # half the batch padded to half its length
     report(f"attention core forward batch {batch}, heads {heads}, length {length}, dh {dh}, causal={causal} {np.dtype(dtype).name}", race({
         "before (no mask)": lambda: attention_core_unmasked(q, k, v, scale, causal, a, o),
-        "shipped, no mask": lambda: ka.attention_core.fast(q, k, v, scale, causal, no_mask, heads, a, o),
-        "shipped, padding mask": lambda: ka.attention_core.fast(q, k, v, scale, causal, keep_pad, heads, a, o),
+        "shipped, no mask": lambda: ka.forward(q, k, v, causal, None, heads),
+        "shipped, padding mask": lambda: ka.forward(q, k, v, causal, keep_pad, heads),
     }), "before (no mask)")
 
 

@@ -4,22 +4,28 @@
     GLIBC_TUNABLES=glibc.malloc.mmap_threshold=16777216:glibc.malloc.trim_threshold=67108864 \\
     python benchmarks/bench_recurrent_conv.py
 
-Prints medians and ratios of: Conv2d im2col+BLAS (the shipped kernel) vs direct loops (the
-alternative that lost), vs the numpy twin and torch; SequenceRNN forward+backward per cell vs the
-numpy twins and torch. Runs alternate so machine noise hits every contender alike.
+Prints medians and ratios of: Conv2d batched im2col+BLAS (the shipped kernels) vs direct loops
+(the alternative that lost), vs the numpy twins and torch; SequenceRNN forward+backward per cell
+vs the numpy twins and torch. Runs alternate so machine noise hits every contender alike.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 import time
 from typing import Callable
 
-import numpy as np
+for _k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):  # one thread unless told otherwise
+    os.environ.setdefault(_k, "1")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine import blocks, kernels
-from engine.kernels import conv as ck
-from engine.kernels import jit
+import numpy as np  # noqa: E402
+
+from engine import blocks, kernels  # noqa: E402
+from engine.kernels import conv as ck  # noqa: E402
+from engine.kernels import jit  # noqa: E402
 
 try:  # torch is an optional reference only
     import torch
@@ -102,7 +108,12 @@ def report(title: str, med: dict[str, float], base: str) -> None:
         print(f"  {k:32s} {v * 1e3:9.3f} ms   {v / med[base]:6.2f}× {base}")
 
 
-GEOMETRY = (1, 1, 0, 0, 1, 1, 1)  # the shipped kernels' (sh, sw, ph, pw, dh, dw, groups): stride 1, no padding
+def shipped(backend: str, fn: Callable[..., object], *args: object) -> Callable[[], object]:
+    """The shipped wrapper (engine.kernels.conv) on the Numba kernels or on the numpy twins."""
+    def run() -> object:
+        with kernels.using(backend):
+            return fn(*args)
+    return run
 
 
 def bench_conv(dtype: type = np.float32) -> None:
@@ -112,16 +123,16 @@ def bench_conv(dtype: type = np.float32) -> None:
     W = (rng.standard_normal((Co, C, K, K)) * 0.1).astype(dtype)
     b = rng.standard_normal(Co).astype(dtype)
     g = rng.standard_normal((B, Co, H - K + 1, H - K + 1)).astype(dtype)
-    assert np.allclose(ck.conv2d_forward.fast(x, W, b, *GEOMETRY), conv2d_direct(x, W, b, 1, 0), atol=1e-3)
+    assert np.allclose(ck.conv2d(x, W, b, 1, 0)[0], conv2d_direct(x, W, b, 1, 0), atol=1e-3)
     fwd = {
-        "im2col+BLAS (shipped)": lambda: ck.conv2d_forward.fast(x, W, b, *GEOMETRY),
+        "im2col+BLAS (shipped)": shipped("numba", ck.conv2d, x, W, b, 1, 0),
         "direct loops": lambda: conv2d_direct(x, W, b, 1, 0),
-        "numpy twin": lambda: ck.conv2d_forward.twin(x, W, b, *GEOMETRY),
+        "numpy twins": shipped("numpy", ck.conv2d, x, W, b, 1, 0),
     }
     bwd = {
-        "im2col+BLAS (shipped)": lambda: ck.conv2d_backward.fast(x, W, g, *GEOMETRY),
+        "im2col+BLAS (shipped)": shipped("numba", ck.conv2d_grad, x, W, g, 1, 0),
         "direct loops": lambda: conv2d_direct_backward(x, W, g, 1, 0),
-        "numpy twin": lambda: ck.conv2d_backward.twin(x, W, g, *GEOMETRY),
+        "numpy twins": shipped("numpy", ck.conv2d_grad, x, W, g, 1, 0),
     }
     if torch is not None:
         tx, tw, tb = torch.from_numpy(x).requires_grad_(), torch.from_numpy(W).requires_grad_(), torch.from_numpy(b).requires_grad_()

@@ -3,7 +3,7 @@ port's shape known. Compiled once per graph revision and reused."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from engine.blocks import Block
@@ -33,6 +33,8 @@ class Program:
     revision: int
     steps: tuple[Step, ...]
     index: Mapping[str, int]  # node id -> position in ``steps``
+    #: execution plans of this program per dtype (engine.plan), built on first use
+    plans: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
     def step(self, node_id: str) -> Step:
         return self.steps[self.index[node_id]]

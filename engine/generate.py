@@ -15,10 +15,20 @@ The model can be given as
 - a ``(block, weights)`` pair for a block used on its own, weights keyed ``{"embed/E": array, …}``.
 
 When a graph holds several candidates, ``node`` (an id or a name) says which one to use.
-Each step runs the whole prefix again (no key/value cache): simple and exact, and fast enough
-for the short sequences of the lessons. Token choice: ``temperature`` 0 takes the highest score
-(the first on ties); above 0, a token is drawn from softmax(logits / temperature) with a
-generator seeded by ``seed``, so the same call gives the same tokens.
+Token choice: ``temperature`` 0 takes the highest score (the first on ties); above 0, a token is
+drawn from softmax(logits / temperature) with a generator seeded by ``seed``, so the same call
+gives the same tokens.
+
+Language models keep a cache between tokens (:class:`_Cache`): each new token runs through the
+model alone, attending to the keys and values its causal attention layers kept from the earlier
+positions (a key/value cache), a recurrent layer starting from the state it reached, a
+FeedForwardSequenceModel seeing the vectors of its window; everything else in these models works
+position by position. So the cost of a token does not grow with the prefix (the attention itself
+reads one key and value per earlier position). It computes what running the whole prefix again
+computes, up to rounding in the last bits of the matrix products (tested: the same tokens as
+recomputing). A model with a part that is not one of these (a padding mask, a non-causal
+attention, a bidirectional RNN, a block that mixes positions) runs the whole prefix at each step
+instead, as does a transformer once the prefix outgrows its ``max_len`` (the window then slides).
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ import numpy as np
 
 from engine import blocks
 from engine.blocks import Block
-from engine.errors import GraphError, RuntimeFailure
+from engine.errors import GraphError, RuntimeFailure, ShapeError
 from engine.graph import Graph
 from engine.runtime import Runtime
 
@@ -72,6 +82,25 @@ class _BlockModel:
         outs, _ = self.block.forward(dict(feeds), self.weights)
         return np.asarray(outs["out"])
 
+    def runtime_for(self, shape: tuple[int, ...]) -> Runtime:
+        """The block's inner graph as a runtime for token ids of this shape."""
+        from engine.blocks._composite import CompositeBlock
+
+        assert isinstance(self.block, CompositeBlock)
+        inner = self.block.inner({"x": shape})
+        dtype = next((np.asarray(w).dtype for w in self.weights.values()), np.dtype(np.float64))
+        weights = {node: {name: np.asarray(w, dtype) for name, w in ws.items()}
+                   for node, ws in self.block.split_weights(inner, self.weights).items()}
+        return Runtime.bound(inner.graph, weights, dtype=dtype, program=inner.program)
+
+    @property
+    def input(self) -> str:
+        return "x"
+
+    @property
+    def logits(self) -> tuple[str, str]:
+        return ("out", "out")
+
 
 class _GraphLM:
     """A language model built from primitives: the part of ``graph`` that leads from one
@@ -103,17 +132,21 @@ class _GraphLM:
         self.temperature = gen.params.get("temperature") if gen.type == "GenerateToken" else None
         self._compiled: OrderedDict[tuple[int, ...], Runtime] = OrderedDict()
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
-        ids = np.asarray(feeds["x"])
-        runtime = self._compiled.get(ids.shape)
+    def runtime_for(self, shape: tuple[int, ...]) -> Runtime:
+        """The model compiled for token ids of this shape (memoised)."""
+        runtime = self._compiled.get(shape)
         if runtime is None:
             g = self.graph.copy()
-            g.set_params(self.input, {"shape": ids.shape})
+            g.set_params(self.input, {"shape": shape})
             runtime = Runtime.bound(g, {n: dict(w) for n, w in self.weights.items() if n in g.nodes}, dtype=self.dtype)
-            self._compiled[ids.shape] = runtime
+            self._compiled[shape] = runtime
             if len(self._compiled) > 64:
                 self._compiled.popitem(last=False)
-        return runtime.forward({self.input: ids}).values[self.logits]
+        return runtime
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        ids = np.asarray(feeds["x"])
+        return self.runtime_for(ids.shape).forward({self.input: ids}).values[self.logits]
 
 
 def _resolve(model: Model, node: str | None, types: tuple[str, ...], allow_graph_lm: bool) -> "_BlockModel | _GraphLM":
@@ -182,6 +215,182 @@ def _last_logits(lm: "_BlockModel | _GraphLM", tokens: list[int], limit: int | N
     return logits.reshape(-1, logits.shape[-1])[-1]
 
 
+# --- the cache between tokens -----------------------------------------------------------------------
+
+#: Blocks that work on each position on its own: a new position needs only its own rows.
+_POSITIONWISE = frozenset({
+    "AddNorm", "LayerNorm", "FeedForward", "Linear", "GenerateToken", "Dropout", "Output",
+    "ReLU", "GELU", "Tanh", "Sigmoid", "Square", "Exp", "Log", "Scale", "Softmax", "LogSoftmax",
+})
+
+
+class _NoCache(Exception):
+    """The model has a part the cache cannot run one position at a time."""
+
+
+class _Cache:
+    """Runs a language model one new position at a time (see the module docstring).
+
+    Built on the model's execution plan (engine.plan): its flat schedule of blocks, composites
+    inlined. For each step it keeps what later positions need: the attention's keys and values
+    (the rows of its fused projection), a recurrent layer's last state, the last vectors a
+    windowed FeedForwardSequenceModel sees."""
+
+    def __init__(self, runtime: Runtime, input_node: str, logits: tuple[str, str]) -> None:
+        from engine.plan import BLOCK, ENTER, EXIT, ALIAS, plan_for
+
+        self.runtime = runtime
+        self.plan = plan_for(runtime)
+        self.kinds = (BLOCK, ENTER, EXIT, ALIAS)
+        feeds = dict(self.plan.feeds)
+        if set(feeds) != {input_node}:
+            raise _NoCache("the model has inputs other than the token ids")
+        self.input_slot = feeds[input_node]
+        self.logits_slot = self.plan.port_slot[logits]
+        self.state: dict[int, Any] = {}
+        self.seen: list[int] = []
+        used = {slot for s in self.plan.steps for _, slot in s.ins}
+        for s in self.plan.steps:
+            if s.kind == BLOCK:
+                self._check(s)
+                if s.type == "Attention" and any(port == "attn" and slot in used for port, slot in s.outs):
+                    raise _NoCache(f"{s.label}: its attention weights feed another block")
+
+    @classmethod
+    def make(cls, lm: "_BlockModel | _GraphLM") -> "_Cache | None":
+        """A cache for ``lm``, or None when the model has a part it cannot run incrementally."""
+        if isinstance(lm, _BlockModel) and lm.block.type_id not in _LM_TYPES:
+            return None
+        try:
+            return cls(lm.runtime_for((1, 1)), lm.input, lm.logits)
+        except (_NoCache, GraphError, ShapeError, KeyError):
+            return None
+
+    @staticmethod
+    def _check(s: Any) -> None:
+        t = s.type
+        p = s.block.p if hasattr(s.block, "p") else {}
+        ports = {port for port, _ in s.ins}
+        if t in _POSITIONWISE or t in ("EmbedToken", "Input"):
+            return
+        if t == "Attention" and p["causal"] and ports == {"x"}:
+            return
+        if t == "Collapse" and p["mode"] == "last":
+            return
+        if t == "SequenceRNN" and not p["bidirectional"] and ports == {"x"}:
+            return
+        if t == "FeedForwardSequenceModel":
+            return
+        raise _NoCache(f"{s.label} ({t}) cannot run one position at a time")
+
+    def logits(self, tokens: list[int]) -> np.ndarray:
+        """Scores (vocab,) for the token after ``tokens``, which must extend what it has seen."""
+        if tokens[:len(self.seen)] != self.seen or len(tokens) == len(self.seen):
+            self.state.clear()
+            self.seen = []
+        new = tokens[len(self.seen):]
+        first = len(self.seen)
+        values = self._run(np.asarray([new], dtype=np.int64), first)
+        self.seen = list(tokens)
+        out = values[self.logits_slot]
+        return out.reshape(-1, out.shape[-1])[-1]
+
+    def _run(self, ids: np.ndarray, first: int) -> list[Any]:
+        """The new positions ``first …`` through every step; returns the slots' new rows."""
+        from engine.blocks import EVAL
+        from engine.kernels import attention as kattention
+        from engine.kernels import dense as kdense
+
+        BLOCK, ENTER, _, ALIAS = self.kinds
+        rt = self.runtime
+        values: list[Any] = [None] * self.plan.slots
+        values[self.input_slot] = ids
+        n = ids.shape[1]
+        for i, s in enumerate(self.plan.steps):
+            if s.kind == ENTER:
+                for outer, inner in s.edges:
+                    values[inner] = values[outer]
+                continue
+            if s.kind == ALIAS:
+                src, dst = s.edges[0]
+                values[dst] = values[src]
+                continue
+            if s.kind != BLOCK:
+                continue
+            inputs = {port: values[slot] for port, slot in s.ins}
+            weights = self.plan._weights(s, rt.weights)
+            t = s.type
+            if t == "EmbedToken":
+                out = self._embed(s.block, inputs["ids"], weights, first)
+                outs = {"out": out}
+            elif t == "Attention":
+                x = inputs["x"]
+                B, _, d = x.shape
+                bias = s.block.p["bias"]
+                zeros = np.zeros(d, x.dtype)
+                wqkv = np.concatenate((weights["Wq"], weights["Wk"], weights["Wv"]), axis=1)
+                qkv = kdense.linear(x.reshape(B * n, d), wqkv, np.concatenate((weights["bq"], zeros, weights["bv"])) if bias else None)
+                qkv = qkv.reshape(B, n, 3 * d)
+                keys = self._keep(i, qkv, first)
+                _, o = kattention.attend(qkv, 0, keys, d, keys, 2 * d, s.block.p["heads"], d, True, None, first=first)
+                outs = {"out": kdense.linear(o.reshape(B * n, d), weights["Wo"], weights["bo"] if bias else None).reshape(B, n, d)}
+            elif t == "Collapse":
+                outs = {"out": inputs["x"][:, -1].copy()}
+            elif t == "SequenceRNN":
+                start = self.state.get(i, {})
+                outs, _ = s.block.forward({**inputs, **start}, weights)
+                self.state[i] = {"h0": outs["last"], **({"c0": outs["last_c"]} if "last_c" in outs else {})}
+            elif t == "FeedForwardSequenceModel":
+                window = s.block.p["window"]
+                past = self.state.get(i)
+                x = inputs["x"] if past is None else np.concatenate((past, inputs["x"]), axis=1)
+                self.state[i] = x[:, -(window - 1):] if window > 1 else x[:, :0]
+                out, _ = s.block.forward({"x": x}, weights)
+                outs = {"out": out["out"][:, -n:]}
+            else:  # position-wise
+                outs, _ = s.block.forward(inputs, weights, EVAL)
+            for port, slot in s.outs:
+                if port not in outs:  # the attention weights: for display, used by no later step here
+                    continue
+                value = np.asarray(outs[port])
+                if value.dtype.kind == "f" and value.dtype != rt.dtype:
+                    value = value.astype(rt.dtype)
+                values[slot] = value
+        return values
+
+    def _keep(self, i: int, rows: np.ndarray, first: int) -> np.ndarray:
+        """Append the new positions' ``rows`` (1, n, w) to step ``i``'s cache (a buffer that
+        doubles when full, so appending costs no copy of the past); returns every position so far."""
+        n = rows.shape[1]
+        buf = self.state.get(i)
+        if buf is None or buf.shape[1] < first + n:
+            grown = np.empty((rows.shape[0], max(16, 2 * (first + n)), rows.shape[2]), rows.dtype)
+            if buf is not None:
+                grown[:, :first] = buf[:, :first]
+            buf = self.state[i] = grown
+        buf[:, first:first + n] = rows
+        return buf[:, :first + n]
+
+    @staticmethod
+    def _embed(block: Block, ids: np.ndarray, weights: Mapping[str, np.ndarray], first: int) -> np.ndarray:
+        """EmbedToken for positions ``first …``: the table's rows plus those positions' rows."""
+        from engine.blocks.embed import sinusoidal_positions
+        from engine.kernels import embed as kembed
+
+        table = weights["E"]
+        n = ids.shape[1]
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= table.shape[0]):
+            raise RuntimeFailure(f"a token id is outside the vocabulary 0…{table.shape[0] - 1}")
+        position = block.p["position"]
+        if position == "learned":
+            pos = weights["P"][first:first + n]
+        elif position == "sinusoidal":
+            pos = sinusoidal_positions(first + n, table.shape[1], table.dtype)[first:]
+        else:
+            pos = None
+        return kembed.embed(ids, table, pos)
+
+
 def generate(
     model: Model,
     prompt: Sequence[int],
@@ -193,6 +402,7 @@ def generate(
     seed: int = 0,
     node: str | None = None,
     on_token: Callable[[int, np.ndarray], None] | None = None,
+    cached: bool = True,
 ) -> list[int]:
     """Continue ``prompt`` (token ids) with a language model; returns the new ids only.
 
@@ -207,6 +417,8 @@ def generate(
     - ``node``: which node to use when the graph has several language models.
     - ``on_token``: called with each chosen id and the scores it was chosen from (the end
       token included), e.g. to show each token's probability.
+    - ``cached``: keep the model's keys, values and states between tokens (see the module
+      docstring); False runs the whole prefix again for every token.
 
     Prefixes longer than a transformer's ``max_len`` are cut to their last ``max_len`` tokens.
 
@@ -221,9 +433,13 @@ def generate(
     rng = np.random.default_rng(seed)
     tokens = ([bos] if bos is not None else []) + [int(t) for t in prompt]
     limit = _context_limit(lm)
+    cache = _Cache.make(lm) if (cached and max_new_tokens and tokens) else None
     new: list[int] = []
     for _ in range(max_new_tokens):
-        logits = _last_logits(lm, tokens, limit)
+        if cache is not None and (limit is None or len(tokens) <= limit):
+            logits = cache.logits(tokens)
+        else:
+            logits = _last_logits(lm, tokens, limit)  # the window slides: every position moves
         token = pick_token(logits, temperature, rng)
         if on_token is not None:
             on_token(token, logits)

@@ -8,6 +8,14 @@ A pass runs in evaluation mode unless it is given a training :class:`~engine.blo
 (the trainer does that); each node receives the pass's context extended by its own id. Buffers
 (weights declared ``trainable=False``) get no gradient; the new values a training pass computes
 for them are collected by :meth:`Pass.buffer_updates`.
+
+A pass run all at once (:meth:`Pass.run_forward`, :meth:`Pass.run_backward`, and so
+:meth:`Runtime.forward` and :meth:`Runtime.forward_backward`, what training and ``run`` use)
+without a trace or the NaN/Inf check runs on the program's execution plan (:mod:`engine.plan`):
+the same blocks on the same arrays, with the bookkeeping done once per program and composite
+blocks inlined. A pass stepped node by node (:meth:`Pass.forward_steps`,
+:meth:`Pass.backward_steps`, the editor) runs as written here. Either way a pass's ``values``,
+``grads`` and ``weight_grads`` are arrays of its own: they stay valid after the next pass starts.
 """
 
 from __future__ import annotations
@@ -174,6 +182,7 @@ class Pass:
         self.weight_grads: Weights = {}
         self.forward_done = False
         self.backward_done = False
+        self._plan_state: Any = None  # what the execution plan's forward pass left for its backward pass
 
     # --- forward ---------------------------------------------------------------------------
 
@@ -186,6 +195,7 @@ class Pass:
         return w
 
     def forward_steps(self) -> Iterator[TraceEvent]:
+        self._plan_state = None
         dtype = self.runtime.dtype
         values = self.values
         trace = self.trace
@@ -221,9 +231,31 @@ class Pass:
         self.forward_done = True
 
     def run_forward(self) -> "Pass":
+        if not (self.trace or self.check) and self._plan_forward():
+            return self
         for _ in self.forward_steps():
             pass
         return self
+
+    def _plan_forward(self) -> bool:
+        """The forward pass on the execution plan; False (nothing kept) when it fails, so that
+        the plain pass runs again and reports the failure as it does."""
+        from engine.plan import plan_for
+
+        try:
+            plan_for(self.runtime).forward(self)
+        except Exception:  # noqa: BLE001 - the plain pass raises the real error
+            self._reset()
+            return False
+        return True
+
+    def _reset(self) -> None:
+        self.values.clear()
+        self.saved.clear()
+        self.grads.clear()
+        self.weight_grads.clear()
+        self.forward_done = self.backward_done = False
+        self._plan_state = None
 
     # --- backward ----------------------------------------------------------------------------
 
@@ -244,6 +276,12 @@ class Pass:
 
     def backward_steps(self) -> Iterator[TraceEvent]:
         """Reverse schedule over the nodes that a gradient reaches; call :meth:`seed` first."""
+        if self._plan_state is not None:
+            # The plan kept no per-node state for stepping: compute the forward pass again as
+            # written here (the same values), keeping the gradients seeded so far.
+            seeds = dict(self.grads)
+            self.run_forward_steps()
+            self.grads.update(seeds)
         index = 0
         trace = self.trace
         grads = self.grads
@@ -291,8 +329,23 @@ class Pass:
         self.backward_done = True
 
     def run_backward(self, loss: PortKey | None = None, grads: Mapping[PortKey, np.ndarray] | None = None) -> "Pass":
+        if self._plan_state is not None and not (self.trace or self.check) and not self.grads:
+            from engine.plan import plan_for
+
+            try:
+                plan_for(self.runtime).backward(self, loss, grads)
+                return self
+            except Exception:  # noqa: BLE001 - the plain pass raises the real error
+                self._reset()
+                self.run_forward_steps()
         self.seed(loss, grads)
         for _ in self.backward_steps():
+            pass
+        return self
+
+    def run_forward_steps(self) -> "Pass":
+        """The forward pass node by node, as written here (never on the execution plan)."""
+        for _ in self.forward_steps():
             pass
         return self
 
@@ -318,6 +371,7 @@ class Runtime:
         self.graph = graph
         self.dtype = np.dtype(dtype)
         self.program = compile_graph(graph)
+        self._feed_ids: dict[str, Any] = {}  # feed keys (ids or names) -> node ids, per graph revision
         memory.check(graph, self.dtype)  # before the first allocation: a clear refusal, not a MemoryError
         self.weights: Weights = init_weights(self.program, seed, self.dtype)
         if weights is not None:
@@ -332,6 +386,7 @@ class Runtime:
         runtime.graph = graph
         runtime.dtype = np.dtype(dtype)
         runtime.program = program if program is not None else compile_graph(graph)
+        runtime._feed_ids = {}
         runtime.weights = weights
         return runtime
 
@@ -354,8 +409,15 @@ class Runtime:
     def resolve_feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Map feeds keyed by Input node id or name onto node ids, checking shape and kind."""
         by_key: dict[str, np.ndarray] = {}
+        ids = self._feed_ids
+        if ids.get("") != self.graph.revision:  # names may change with the graph
+            ids.clear()
+            ids[""] = self.graph.revision
         for key, value in feeds.items():
-            by_key[self.graph.find(key).id] = value
+            nid = ids.get(key)
+            if nid is None:
+                nid = ids[key] = self.graph.find(key).id
+            by_key[nid] = value
         out: dict[str, np.ndarray] = {}
         for step in self.program.input_nodes:
             if step.node not in by_key:

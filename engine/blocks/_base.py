@@ -559,16 +559,12 @@ def broadcast_shapes(block: Block, shapes: Mapping[str, Shape]) -> Shape:
 
 
 def unbroadcast(g: np.ndarray, shape: Shape) -> np.ndarray:
-    """Sum ``g`` back down to ``shape`` (the inverse of numpy broadcasting)."""
+    """Sum ``g`` back down to ``shape`` (the inverse of numpy broadcasting), in one reduction."""
     shape = tuple(shape)
     if g.shape == shape:
         return g
     extra = g.ndim - len(shape)
     if extra < 0:
         raise ValueError(f"gradient of shape {g.shape} cannot reduce to {shape}")
-    if extra:
-        g = g.sum(axis=tuple(range(extra)))
-    axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
-    if axes:
-        g = g.sum(axis=axes, keepdims=True)
-    return g.reshape(shape)
+    axes = tuple(range(extra)) + tuple(i + extra for i, s in enumerate(shape) if s == 1 and g.shape[i + extra] != 1)
+    return g.sum(axis=axes).reshape(shape)

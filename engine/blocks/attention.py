@@ -22,18 +22,7 @@ from engine.blocks._base import (
     shape_str,
 )
 from engine.kernels import attention as kattention
-
-
-def _split_heads(t: np.ndarray, batch: int, length: int, heads: int) -> np.ndarray:
-    """(B·L, d) → contiguous head-major (B·H, L, dh): head h owns columns h·dh … (h+1)·dh."""
-    dh = t.shape[-1] // heads
-    return np.ascontiguousarray(t.reshape(batch, length, heads, dh).transpose(0, 2, 1, 3)).reshape(batch * heads, length, dh)
-
-
-def _merge_heads(t: np.ndarray, batch: int, heads: int) -> np.ndarray:
-    """(B·H, L, dh) → (B·L, d), the inverse of :func:`_split_heads` (concat over heads)."""
-    _, length, dh = t.shape
-    return np.ascontiguousarray(t.reshape(batch, heads, length, dh).transpose(0, 2, 1, 3)).reshape(batch * length, heads * dh)
+from engine.kernels import dense as kdense
 
 
 @register
@@ -133,71 +122,66 @@ class Attention(Block):
         self.infer_shapes({k: np.shape(v) for k, v in inputs.items()})
         cross = "context" in inputs
         batch, lq, d = x.shape
-        heads = self.p["heads"]
+        heads, bias = self.p["heads"], self.p["bias"]
+        dt = x.dtype
         x2 = x.reshape(batch * lq, d)
+        # NOTE: bk is left out on purpose. It adds the same number q·bk to every score of a
+        # query's row, and softmax ignores a constant shift, so the result is exactly the same
+        # and its gradient is exactly zero (torch's matches it up to rounding).
+        zeros = np.zeros(d, dt)
         if cross:
-            c = inputs["context"].astype(x.dtype, copy=False)
-            lk = c.shape[1]
-            c2 = c.reshape(batch * lk, d)
-            q = x2 @ weights["Wq"]
-            k = c2 @ weights["Wk"]
-            v = c2 @ weights["Wv"]
+            context = np.ascontiguousarray(inputs["context"], dtype=dt)
+            lk = context.shape[1]
+            c2 = context.reshape(batch * lk, d)
+            wkv = np.concatenate((weights["Wk"], weights["Wv"]), axis=1)
+            q = kdense.linear(x2, weights["Wq"], weights["bq"] if bias else None).reshape(batch, lq, d)
+            kv = kdense.linear(c2, wkv, np.concatenate((zeros, weights["bv"])) if bias else None).reshape(batch, lk, 2 * d)
+            layout = (q, 0, kv, 0, kv, d)
         else:
-            # One GEMM for the three projections is faster than three small ones.
+            # One product for the three projections, read in place by the attention kernel.
             lk, c2 = lq, x2
-            qkv = x2 @ np.concatenate((weights["Wq"], weights["Wk"], weights["Wv"]), axis=1)
-            q, k, v = qkv[:, :d], qkv[:, d:2 * d], qkv[:, 2 * d:]
-        if self.p["bias"]:
-            # NOTE: bk is left out on purpose. It adds the same number q·bk to every score of a
-            # query's row, and softmax ignores a constant shift, so the result is exactly the
-            # same and its gradient is exactly zero (torch's matches it up to rounding).
-            q = q + weights["bq"]
-            v = v + weights["bv"]
-        qh = _split_heads(q, batch, lq, heads)
-        kh = _split_heads(k, batch, lk, heads)
-        vh = _split_heads(v, batch, lk, heads)
+            wkv = np.concatenate((weights["Wq"], weights["Wk"], weights["Wv"]), axis=1)
+            qkv = kdense.linear(x2, wkv, np.concatenate((weights["bq"], zeros, weights["bv"])) if bias else None)
+            qkv = qkv.reshape(batch, lq, 3 * d)
+            layout = (qkv, 0, qkv, d, qkv, 2 * d)
         keep = np.asarray(inputs["mask"]) != 0 if "mask" in inputs else None
-        a, o = kattention.forward(qh, kh, vh, self.p["causal"], keep, heads)
-        merged = _merge_heads(o, batch, heads)
-        out = merged @ weights["Wo"]
-        if self.p["bias"]:
-            out += weights["bo"]
+        a, o = kattention.attend(*layout, heads, d, self.p["causal"], keep)
+        merged = o.reshape(batch * lq, d)
+        out = kdense.linear(merged, weights["Wo"], weights["bo"] if bias else None)
         outs = {"out": out.reshape(batch, lq, d), "attn": a.reshape(batch, heads, lq, lk)}
-        saved = {"x2": x2, "c2": c2, "cross": cross, "qh": qh, "kh": kh, "vh": vh, "a": a, "merged": merged,
-                 "dims": (batch, lq, lk, d)}
+        saved = {"x2": x2, "c2": c2, "wkv": wkv, "layout": layout, "a": a, "merged": merged, "dims": (batch, lq, lk, d)}
         return outs, saved
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
         batch, lq, lk, d = saved["dims"]
-        heads = self.p["heads"]
-        x2, c2, merged = saved["x2"], saved["c2"], saved["merged"]
+        heads, bias = self.p["heads"], self.p["bias"]
+        x2, c2, merged, wkv = saved["x2"], saved["c2"], saved["merged"], saved["wkv"]
+        q, qo, k, ko, v, vo = saved["layout"]
         g = np.ascontiguousarray(gout["out"], dtype=merged.dtype).reshape(batch * lq, d)
-        gw: Arrays = {"Wo": merged.T @ g}
-        gmerged = g @ weights["Wo"].T
-        dqh, dkh, dvh = kattention.backward(saved["qh"], saved["kh"], saved["vh"], saved["a"],
-                                            _split_heads(gmerged, batch, lq, heads))
-        dq = _merge_heads(dqh, batch, heads)
-        dk = _merge_heads(dkh, batch, heads)
-        dv = _merge_heads(dvh, batch, heads)
+        gmerged, gwo, gbo = kdense.linear_grad(merged, weights["Wo"], g, bias=bias)
+        gw: Arrays = {"Wo": gwo}
         gin: Arrays = {}
-        if saved["cross"]:
-            gw["Wq"] = x2.T @ dq
-            gw["Wk"] = c2.T @ dk
-            gw["Wv"] = c2.T @ dv
-            gin["x"] = (dq @ weights["Wq"].T).reshape(batch, lq, d)
-            gin["context"] = (dk @ weights["Wk"].T + dv @ weights["Wv"].T).reshape(batch, lk, d)
+        if k is q:  # self-attention: one gradient for the fused projection
+            dqkv = np.empty_like(q)
+            kattention.attend_grad(q, qo, k, ko, v, vo, heads, saved["a"], gmerged.reshape(batch, lq, d), dqkv, dqkv, dqkv)
+            gx, gwqkv, gbqkv = kdense.linear_grad(x2, wkv, dqkv.reshape(batch * lq, 3 * d), bias=bias)
+            gin["x"] = gx.reshape(batch, lq, d)
+            gw["Wq"], gw["Wk"], gw["Wv"] = (np.ascontiguousarray(gwqkv[:, i * d:(i + 1) * d]) for i in range(3))
+            gb = {"bq": gbqkv[:d], "bv": gbqkv[2 * d:]} if bias else {}
         else:
-            # Self-attention: x feeds all three projections; fuse them into single GEMMs.
-            dqkv = np.concatenate((dq, dk, dv), axis=1)
-            gwqkv = x2.T @ dqkv
-            gw["Wq"], gw["Wk"], gw["Wv"] = gwqkv[:, :d], gwqkv[:, d:2 * d], gwqkv[:, 2 * d:]
-            wqkv = np.concatenate((weights["Wq"], weights["Wk"], weights["Wv"]), axis=1)
-            gin["x"] = (dqkv @ wqkv.T).reshape(batch, lq, d)
-        if self.p["bias"]:
-            gw["bq"] = dq.sum(axis=0)
-            gw["bk"] = np.zeros(d, dk.dtype)  # see compute: bk cannot change the output
-            gw["bv"] = dv.sum(axis=0)
-            gw["bo"] = g.sum(axis=0)
+            dq = np.empty_like(q)
+            dkv = np.empty_like(k)
+            kattention.attend_grad(q, qo, k, ko, v, vo, heads, saved["a"], gmerged.reshape(batch, lq, d), dq, dkv, dkv)
+            gx, gw["Wq"], gbq = kdense.linear_grad(x2, weights["Wq"], dq.reshape(batch * lq, d), bias=bias)
+            gc, gwkv, gbkv = kdense.linear_grad(c2, wkv, dkv.reshape(batch * lk, 2 * d), bias=bias)
+            gin["x"] = gx.reshape(batch, lq, d)
+            gin["context"] = gc.reshape(batch, lk, d)
+            gw["Wk"], gw["Wv"] = (np.ascontiguousarray(gwkv[:, i * d:(i + 1) * d]) for i in range(2))
+            gb = {"bq": gbq, "bv": gbkv[d:]} if bias else {}
+        if bias:
+            gw.update(gb)
+            gw["bk"] = np.zeros(d, merged.dtype)  # see compute: bk cannot change the output
+            gw["bo"] = gbo
         return gin, gw
 
 

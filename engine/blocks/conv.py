@@ -155,11 +155,11 @@ class Conv2d(Block):
                 f"input 'x' dimension 1 (channels) should be {c_in}, the filters' C_in, got {x.shape[1]} "
                 f"(shape {shape_str(x.shape)}); the weights were made for {c_in} channels"
             )
-        out = kern.conv2d(x, W, weights.get("b"), *self._geometry())
-        return {"out": out}, {"x": x}
+        out, columns = kern.conv2d(x, W, weights.get("b"), *self._geometry())
+        return {"out": out}, {"x": x, "columns": columns}
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
-        gx, gW, gb = kern.conv2d_grad(saved["x"], weights["W"], gout["out"], *self._geometry())
+        gx, gW, gb = kern.conv2d_grad(saved["x"], weights["W"], gout["out"], *self._geometry(), columns=saved["columns"])
         gw: Arrays = {"W": gW}
         if "b" in weights:
             gw["b"] = gb

@@ -218,22 +218,21 @@ class SequenceRNN(Block):
         dtype = x.dtype
         B = x.shape[0]
         cell, act = self.p["cell"], self.p["activation"]
-        x_tm = np.ascontiguousarray(np.swapaxes(x, 0, 1))  # (L, B, d_in): x_tm[t] is contiguous
         h0s = self._initial(inputs.get("h0"), B, dtype)
         c0s = self._initial(inputs.get("c0"), B, dtype) if self.is_lstm else [None] * len(self.directions)
         seqs, lasts, last_cs, states = [], [], [], []
         for i, sfx in enumerate(self.directions):
             w = {k: weights[k + sfx] for k in kern.CELL_WEIGHTS[cell]}
             # The backward direction is the same cell run over the time-reversed sequence.
-            xs = x_tm if not sfx else np.ascontiguousarray(x_tm[::-1])
+            xs = x if not sfx else np.ascontiguousarray(x[:, ::-1])
             seq, state = kern.run_forward(cell, act, xs, h0s[i], c0s[i], w)
             states.append(state)
-            lasts.append(seq[-1])
+            lasts.append(seq[:, -1])
             if self.is_lstm:
-                last_cs.append(state["c_seq"][-1])
-            seqs.append(seq if not sfx else seq[::-1])
+                last_cs.append(state["c_seq"][:, -1])
+            seqs.append(seq if not sfx else seq[:, ::-1])
         outs = {
-            "seq": np.ascontiguousarray(np.swapaxes(np.concatenate(seqs, axis=-1), 0, 1)),
+            "seq": seqs[0] if len(seqs) == 1 else np.concatenate(seqs, axis=-1),
             "last": np.concatenate(lasts, axis=-1),
         }
         if self.is_lstm:
@@ -244,7 +243,7 @@ class SequenceRNN(Block):
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
         cell, act, h = self.p["cell"], self.p["activation"], self.p["hidden"]
         dtype = saved["states"][0]["x"].dtype
-        gseq_tm = np.swapaxes(np.asarray(gout["seq"], dtype), 0, 1)  # (L, B, width)
+        gseq = np.asarray(gout["seq"], dtype)  # (B, L, width)
         glast = np.asarray(gout["last"], dtype)
         glast_c = np.asarray(gout["last_c"], dtype) if self.is_lstm else None
         gx = None
@@ -252,21 +251,21 @@ class SequenceRNN(Block):
         gw: Arrays = {}
         for i, sfx in enumerate(self.directions):
             cols = slice(i * h, (i + 1) * h)
-            gs = gseq_tm[:, :, cols]
+            gs = gseq if len(self.directions) == 1 else gseq[:, :, cols]
             if sfx:
-                gs = gs[::-1]
+                gs = gs[:, ::-1]
             dx, dh0, dc0, dw, norms = kern.run_backward(
                 cell, act, saved["states"][i], {k: weights[k + sfx] for k in kern.CELL_WEIGHTS[cell]},
                 gs, glast[:, cols], None if glast_c is None else glast_c[:, cols],
             )
             if sfx:
-                dx, norms = dx[::-1], norms[::-1]
+                dx, norms = dx[:, ::-1], norms[::-1]
             gx = dx if gx is None else gx + dx
             sq_norms = norms ** 2 if sq_norms is None else sq_norms + norms ** 2
             gh0s.append(dh0)
             gc0s.append(dc0)
             gw.update({k + sfx: v for k, v in dw.items()})
-        gin: Arrays = {"x": np.ascontiguousarray(np.swapaxes(gx, 0, 1))}
+        gin: Arrays = {"x": np.ascontiguousarray(gx)}
         in_shapes = saved["_in_shapes"]
         for port, grads in (("h0", gh0s), ("c0", gc0s)):
             if port in in_shapes and port in {p.name for p in self.input_ports()}:
@@ -468,21 +467,22 @@ class RNNCell(Block):
         B, h = x.shape[0], self.p["hidden"]
         start = {port: np.broadcast_to(np.asarray(inputs[port], x.dtype), (B, h)) for port in self.states}
         # One step is the whole-sequence kernel over a sequence of length 1: no third copy of the maths.
-        seq, state = kern.run_forward(self.p["cell"], self.p["activation"], x[None], start["h"], start.get("c"), w)
-        outs = {"h": seq[0]}
+        seq, state = kern.run_forward(self.p["cell"], self.p["activation"], x[:, None], start["h"], start.get("c"), w)
+        outs = {"h": seq[:, 0]}
         if self.is_lstm:
-            outs["c"] = state["c_seq"][0]
+            outs["c"] = state["c_seq"][:, 0]
         return outs, {"state": state}
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
         state = saved["state"]
         gh = gout["h"]
-        gseq = np.zeros((1, *gh.shape), state["x"].dtype)  # the step's output arrives as "last"
+        B, _, d_in = state["x"].shape
+        gseq = np.zeros((B, 1, gh.shape[1]), state["x"].dtype)  # the step's output arrives as "last"
         dx, dh, dc, dw, _ = kern.run_backward(
-            self.p["cell"], self.p["activation"], state, self._weights(state["x"].shape[1:], weights),
+            self.p["cell"], self.p["activation"], state, self._weights((B, d_in), weights),
             gseq, gh, gout.get("c"),
         )
-        gin = {"x": dx[0], "h": dh}
+        gin = {"x": dx[:, 0], "h": dh}
         if self.is_lstm:
             gin["c"] = dc
         return gin, dw

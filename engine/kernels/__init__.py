@@ -28,6 +28,11 @@ import numpy as np
 
 #: fastmath without ``nnan``/``ninf``: NaN and exploding gradients must reach the user.
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+#: numpy's error model: a float division by zero gives ±inf or NaN, as in the numpy twins,
+#: instead of a check and a ZeroDivisionError per division. NOTE: the check also stopped LLVM
+#: from vectorising every loop with a division in it (σ, tanh, softmax): 1.1 against 0.13 ns
+#: per element for ``1 / (1 + x)`` in float32 (measured, benchmarks/README.md).
+ERROR_MODEL = "numpy"
 
 BACKENDS = ("numba", "numpy")
 ENV_VAR = "BACKPROP_STUDIO_KERNELS"
@@ -86,15 +91,16 @@ def recording() -> Iterator["list[tuple[Kernel, tuple[Any, ...]]]"]:
         _recorder.reset(token)
 
 
-_swap_lock = threading.Lock()
+_swap_lock = threading.RLock()
 
 
 class LazyJit:
     """A function to be ``@njit``-ed on first use (see the module docstring)."""
 
-    def __init__(self, fn: Callable[..., Any], fastmath: frozenset[str] = FASTMATH) -> None:
+    def __init__(self, fn: Callable[..., Any], fastmath: frozenset[str] = FASTMATH, inline: bool = False) -> None:
         self.py_func = fn
         self.fastmath = fastmath
+        self.inline = inline
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
         self._dispatcher: Any = None
@@ -112,28 +118,48 @@ class LazyJit:
 
 def _materialise(namespace: dict[str, Any]) -> None:
     """Give every :class:`LazyJit` of a module its dispatcher and put the dispatchers in the
-    module's namespace, where Numba looks up the helpers a kernel calls when it compiles it."""
+    module's namespace, where Numba looks up the helpers a kernel calls when it compiles it.
+    A helper imported from another module (``blas.gemm``) has its home module materialised
+    too, since Numba compiles it against that module's namespace."""
     import numba
 
+    from engine.kernels import blas, vecmath
+
     with _swap_lock:
+        # What the kernels call that only exists once Numba does: the link names of their BLAS
+        # calls and the vectorisable exp, registered before any kernel compiles or loads.
+        blas.bind()
+        vecmath.bind()
         for name, value in list(namespace.items()):
             if isinstance(value, LazyJit):
+                home = value.py_func.__globals__
+                if home is not namespace and value._dispatcher is None:
+                    _materialise(home)
                 if value._dispatcher is None:
-                    value._dispatcher = numba.njit(cache=True, fastmath=set(value.fastmath), nogil=True)(value.py_func)
+                    value._dispatcher = _njit(numba, value.fastmath, value.inline)(value.py_func)
                 namespace[name] = value._dispatcher
         for value in list(namespace.values()):
             if isinstance(value, Kernel) and value._lazy._dispatcher is None:
-                value._lazy._dispatcher = numba.njit(cache=True, fastmath=set(FASTMATH), nogil=True)(value._lazy.py_func)
+                value._lazy._dispatcher = _njit(numba, FASTMATH)(value._lazy.py_func)
 
 
-def jit(fn: Callable[..., Any] | None = None, *, fastmath: frozenset[str] = FASTMATH) -> Any:
+def _njit(numba: Any, fastmath: frozenset[str], inline: bool = False) -> Callable[[Callable[..., Any]], Any]:
+    return numba.njit(cache=True, fastmath=set(fastmath), error_model=ERROR_MODEL, nogil=True,
+                      inline="always" if inline else "never")
+
+
+def jit(fn: Callable[..., Any] | None = None, *, fastmath: frozenset[str] = FASTMATH, inline: bool = False) -> Any:
     """``@njit`` with the project's caching and fastmath settings, created on first use.
 
     ``@jit(fastmath=...)`` narrows the flags for a helper whose arithmetic must not be
-    reordered (its own instructions keep them when it is inlined into a kernel)."""
+    reordered (its own instructions keep them when it is inlined into a kernel).
+    ``@jit(inline=True)`` inlines a small helper into its callers before typing (Numba's
+    ``inline="always"``): no separate compilation per caller's argument types, which is what
+    made the first compile of every kernel slow (a helper called with arrays of three layouts
+    compiled three times, each a whole pipeline run of its own)."""
     if fn is None:
-        return lambda f: LazyJit(f, fastmath)
-    return LazyJit(fn, fastmath)
+        return lambda f: LazyJit(f, fastmath, inline)
+    return LazyJit(fn, fastmath, inline)
 
 
 def contiguous(a: Any, dtype: Any = None) -> np.ndarray:

@@ -1,14 +1,15 @@
 """Fused affine-map kernels: ``out = x W + b`` forward, and ``(dx, dW, db)`` backward in one call.
 
 Kernels work on 2-D row-major arrays (rows = every leading position flattened); the wrappers
-reshape ``(..., d_in)`` to ``(n, d_in)`` and back. The matrix products go to BLAS through
-``np.dot(a, b, out)`` inside Numba (which needs scipy), written straight into the destination:
-no temporary and no copy. The bias add and its reduction are fused loops, so no temporary
-``(n, d_out)`` array is made for them either.
+reshape ``(..., d_in)`` to ``(n, d_in)`` and back. The matrix products go to numpy's BLAS
+through :func:`engine.kernels.blas.gemm`, written straight into the destination: no temporary
+and no copy (and at small sizes about twice as fast as Numba's ``np.dot``, which reaches scipy's
+BLAS). The bias add and its reduction are fused loops, so no temporary ``(n, d_out)`` array is
+made for them either.
 
 NOTE: no ``out[:, :] = array`` and no ``.sum(axis=...)`` in these kernels: each costs Numba
 seconds to compile the first time a process meets it (measured in
-benchmarks/bench_kernel_cache.py), and the three-argument ``np.dot`` needs neither.
+benchmarks/bench_kernel_cache.py).
 
 ``transposed=True`` means the weight is stored ``(d_out, d_in)`` and used as ``Wᵀ``: the layout
 of an embedding table scored by GenerateToken (``logits = x Eᵀ + b``), so a tied ``E`` is used
@@ -21,19 +22,20 @@ from __future__ import annotations
 import numpy as np
 
 from engine.kernels import contiguous, kernel
+from engine.kernels.blas import gemm
 
-# --- W stored (d_in, d_out): Linear, FeedForward -----------------------------------------------
+# ``transposed``: W stored (d_out, d_in) and used as Wᵀ (GenerateToken's E); one kernel either way.
 
 
-def linear_fwd_np(x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    np.matmul(x, w, out=out)
+def linear_fwd_np(x: np.ndarray, w: np.ndarray, b: np.ndarray, transposed: bool, out: np.ndarray) -> None:
+    np.matmul(x, w.T if transposed else w, out=out)
     if b.size:
         out += b
 
 
 @kernel(linear_fwd_np)
-def linear_fwd(x, w, b, out):
-    np.dot(x, w, out)
+def linear_fwd(x, w, b, transposed, out):
+    gemm(x, w, out, False, transposed, 0.0)
     if b.size:
         n, k = out.shape
         for r in range(n):
@@ -41,59 +43,28 @@ def linear_fwd(x, w, b, out):
                 out[r, j] += b[j]
 
 
-def linear_bwd_np(x: np.ndarray, w: np.ndarray, g: np.ndarray, dx: np.ndarray, dw: np.ndarray, db: np.ndarray) -> None:
-    np.matmul(g, w.T, out=dx)
-    np.matmul(x.T, g, out=dw)
+def linear_bwd_np(x: np.ndarray, w: np.ndarray, g: np.ndarray, transposed: bool, dx: np.ndarray, dw: np.ndarray,
+                  db: np.ndarray) -> None:
+    if transposed:
+        np.matmul(g, w, out=dx)
+        np.matmul(g.T, x, out=dw)
+    else:
+        np.matmul(g, w.T, out=dx)
+        np.matmul(x.T, g, out=dw)
     if db.size:
         g.sum(axis=0, out=db)
 
 
 @kernel(linear_bwd_np)
-def linear_bwd(x, w, g, dx, dw, db):
-    np.dot(g, w.T, dx)
-    np.dot(x.T, g, dw)
+def linear_bwd(x, w, g, transposed, dx, dw, db):
+    gemm(g, w, dx, False, not transposed, 0.0)
+    if transposed:
+        gemm(g, x, dw, True, False, 0.0)
+    else:
+        gemm(x, g, dw, True, False, 0.0)
     if db.size:
         n, k = g.shape
         # NOTE: serial on purpose: every row adds into the same db (no prange race).
-        for j in range(k):
-            db[j] = 0
-        for r in range(n):
-            for j in range(k):
-                db[j] += g[r, j]
-
-
-# --- W stored (d_out, d_in), used as Wᵀ: GenerateToken's E ----------------------------------
-
-
-def linear_t_fwd_np(x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    np.matmul(x, w.T, out=out)
-    if b.size:
-        out += b
-
-
-@kernel(linear_t_fwd_np)
-def linear_t_fwd(x, w, b, out):
-    np.dot(x, w.T, out)
-    if b.size:
-        n, k = out.shape
-        for r in range(n):
-            for j in range(k):
-                out[r, j] += b[j]
-
-
-def linear_t_bwd_np(x: np.ndarray, w: np.ndarray, g: np.ndarray, dx: np.ndarray, dw: np.ndarray, db: np.ndarray) -> None:
-    np.matmul(g, w, out=dx)
-    np.matmul(g.T, x, out=dw)
-    if db.size:
-        g.sum(axis=0, out=db)
-
-
-@kernel(linear_t_bwd_np)
-def linear_t_bwd(x, w, g, dx, dw, db):
-    np.dot(g, w, dx)
-    np.dot(g.T, x, dw)
-    if db.size:
-        n, k = g.shape
         for j in range(k):
             db[j] = 0
         for r in range(n):
@@ -119,7 +90,7 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, transposed: bo
     d_out = w.shape[0] if transposed else w.shape[1]
     out = np.empty((*x.shape[:-1], d_out), x.dtype)
     if out.size:
-        (linear_t_fwd if transposed else linear_fwd)(x.reshape(-1, d_in), w, b, out.reshape(-1, d_out))
+        linear_fwd(x.reshape(-1, d_in), w, b, bool(transposed), out.reshape(-1, d_out))
     elif b.size:
         out[...] = 0  # no rows: nothing to compute (BLAS is not asked about empty products)
     return out
@@ -140,7 +111,7 @@ def linear_grad(
     dw = np.empty_like(w)
     db = np.empty(d_out, x.dtype) if bias else _no_bias(x.dtype)
     if x.size and g.size:
-        (linear_t_bwd if transposed else linear_bwd)(x.reshape(-1, d_in), w, g.reshape(-1, d_out), dx.reshape(-1, d_in), dw, db)
+        linear_bwd(x.reshape(-1, d_in), w, g.reshape(-1, d_out), bool(transposed), dx.reshape(-1, d_in), dw, db)
     else:
         dx[...] = 0
         dw[...] = 0

@@ -1,5 +1,5 @@
-"""Fused elementwise kernels: the activations (forward, and backward as one pass ``g * f'(x)``),
-the power ``a^p`` and the dropout mask.
+"""Fused elementwise kernels: the activations (forward, and backward as one pass ``g * f'(x)``,
+one kernel each for all activations), the power ``a^p`` and the dropout mask.
 
 Kernels work on flat contiguous arrays; the wrappers (:func:`activation`, :func:`power`, ...)
 reshape, and keep a 0-d array 0-d (``np.ascontiguousarray`` would turn it into shape (1,)).
@@ -13,102 +13,99 @@ from typing import Any
 import numpy as np
 
 from engine.kernels import contiguous, kernel
+from engine.kernels.vecmath import exp, one as _one
 
 _SQRT_HALF = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
 
 
-def sigmoid_np(x: np.ndarray, out: np.ndarray) -> None:
-    # tanh form: exact and overflow-free for large |x|.
-    out[:] = 0.5 * (1.0 + np.tanh(0.5 * x))
+#: The activations, by the code the kernels take (one kernel for all: one compile per dtype).
+CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "gelu": 3}
+#: Whether the backward kernel wants the forward *output* (True) or the *input* (False).
+GRAD_FROM_OUTPUT = {"sigmoid": True, "tanh": True, "relu": True, "gelu": False}
 
 
-@kernel(sigmoid_np)
-def sigmoid(x, out):
-    for i in range(x.size):
-        v = x[i]
-        if v >= 0:
-            out[i] = 1.0 / (1.0 + math.exp(-v))
+def activation_np(code: int, x: np.ndarray, out: np.ndarray) -> None:
+    if code == 0:  # tanh form: exact and overflow-free for large |x|
+        out[:] = 0.5 * (1.0 + np.tanh(0.5 * x))
+    elif code == 1:
+        out[:] = np.tanh(x)
+    elif code == 2:
+        out[:] = np.maximum(x, 0)
+    else:
+        from scipy import special  # NOTE: here, not at the top: scipy.special costs ~0.3 s to import
+
+        out[:] = x * 0.5 * (1.0 + special.erf(x * _SQRT_HALF))
+
+
+@kernel(activation_np)
+def activation_fwd(code, x, out):
+    one = _one(x)
+    zero = one - one
+    two = one + one
+    n = x.size
+    if code == 0:
+        # σ(v) = 1 / (1 + e^−v) for v ≥ 0, e^v / (1 + e^v) below: no overflow; a select, so it vectorises
+        for i in range(n):
+            v = x[i]
+            e = exp(-abs(v))
+            s = one / (one + e)
+            out[i] = s if v >= zero else e * s
+    elif code == 1:
+        if x.itemsize == 4:
+            # tanh(v) = 2σ(2v) − 1 through the vectorised exp (libm's tanhf costs ~35 ns);
+            # absolute error at float32 rounding. Float64 keeps libm's tanh.
+            for i in range(n):
+                v = x[i]
+                e = exp(-two * abs(v))
+                t = (one - e) / (one + e)
+                out[i] = t if v >= zero else -t
         else:
-            e = math.exp(v)
-            out[i] = e / (1.0 + e)
+            for i in range(n):
+                out[i] = math.tanh(x[i])
+    elif code == 2:
+        for i in range(n):
+            v = x[i]
+            out[i] = v if (v > zero or v != v) else zero  # a NaN stays visible, as np.maximum keeps it
+    else:
+        for i in range(n):
+            out[i] = x[i] * 0.5 * (1.0 + math.erf(x[i] * _SQRT_HALF))
 
 
-def sigmoid_grad_np(y: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
-    out[:] = g * y * (1 - y)
+def activation_grad_np(code: int, src: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
+    """``g · f'``, from the forward output (σ, tanh, ReLU) or input (GELU) ``src``."""
+    if code == 0:
+        out[:] = g * src * (1 - src)
+    elif code == 1:
+        out[:] = g * (1 - src * src)
+    elif code == 2:
+        out[:] = np.where(src > 0, g, 0)
+    else:
+        from scipy import special
+
+        cdf = 0.5 * (1.0 + special.erf(src * _SQRT_HALF))
+        out[:] = g * (cdf + src * _INV_SQRT_2PI * np.exp(-0.5 * src * src))
 
 
-@kernel(sigmoid_grad_np)
-def sigmoid_grad(y, g, out):
-    for i in range(y.size):
-        out[i] = g[i] * y[i] * (1 - y[i])
-
-
-def tanh_np(x: np.ndarray, out: np.ndarray) -> None:
-    out[:] = np.tanh(x)
-
-
-@kernel(tanh_np)
-def tanh(x, out):
-    for i in range(x.size):
-        out[i] = math.tanh(x[i])
-
-
-def tanh_grad_np(y: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
-    out[:] = g * (1 - y * y)
-
-
-@kernel(tanh_grad_np)
-def tanh_grad(y, g, out):
-    for i in range(y.size):
-        out[i] = g[i] * (1 - y[i] * y[i])
-
-
-def relu_np(x: np.ndarray, out: np.ndarray) -> None:
-    out[:] = np.maximum(x, 0)
-
-
-@kernel(relu_np)
-def relu(x, out):
-    for i in range(x.size):
-        out[i] = x[i] if x[i] > 0 else 0
-
-
-def relu_grad_np(y: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
-    out[:] = np.where(y > 0, g, 0)
-
-
-@kernel(relu_grad_np)
-def relu_grad(y, g, out):
-    for i in range(y.size):
-        out[i] = g[i] if y[i] > 0 else 0
-
-
-def gelu_np(x: np.ndarray, out: np.ndarray) -> None:
-    from scipy import special  # NOTE: here, not at the top: scipy.special costs ~0.3 s to import
-
-    out[:] = x * 0.5 * (1.0 + special.erf(x * _SQRT_HALF))
-
-
-@kernel(gelu_np)
-def gelu(x, out):
-    for i in range(x.size):
-        out[i] = x[i] * 0.5 * (1.0 + math.erf(x[i] * _SQRT_HALF))
-
-
-def gelu_grad_np(x: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
-    from scipy import special
-
-    cdf = 0.5 * (1.0 + special.erf(x * _SQRT_HALF))
-    out[:] = g * (cdf + x * _INV_SQRT_2PI * np.exp(-0.5 * x * x))
-
-
-@kernel(gelu_grad_np)
-def gelu_grad(x, g, out):
-    for i in range(x.size):
-        v = x[i]
-        cdf = 0.5 * (1.0 + math.erf(v * _SQRT_HALF))
-        out[i] = g[i] * (cdf + v * _INV_SQRT_2PI * math.exp(-0.5 * v * v))
+@kernel(activation_grad_np)
+def activation_bwd(code, src, g, out):
+    one = _one(src)
+    zero = one - one
+    n = src.size
+    if code == 0:
+        for i in range(n):
+            out[i] = g[i] * src[i] * (one - src[i])
+    elif code == 1:
+        for i in range(n):
+            out[i] = g[i] * (one - src[i] * src[i])
+    elif code == 2:
+        for i in range(n):
+            out[i] = g[i] if src[i] > zero else zero
+    else:
+        for i in range(n):
+            v = src[i]
+            cdf = 0.5 * (1.0 + math.erf(v * _SQRT_HALF))
+            out[i] = g[i] * (cdf + v * _INV_SQRT_2PI * math.exp(-0.5 * v * v))
 
 
 # --- power ------------------------------------------------------------------------------------
@@ -158,37 +155,37 @@ def dropout_apply(x, keep, scale, out):
 # --- wrappers -------------------------------------------------------------------------------------
 
 
-def _c(x: np.ndarray, dtype: Any = None) -> np.ndarray:
-    """C-contiguous, 0-d stays 0-d."""
-    return np.asarray(x, dtype=dtype, order="C")
+def _shaped(a: np.ndarray, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``a`` broadcast to ``shape`` as a contiguous, writable array of ``dtype``.
 
-
-FORWARD = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "gelu": gelu}
-BACKWARD = {"sigmoid": sigmoid_grad, "tanh": tanh_grad, "relu": relu_grad, "gelu": gelu_grad}
-#: Whether the backward kernel wants the forward *output* (True) or the *input* (False).
-GRAD_FROM_OUTPUT = {"sigmoid": True, "tanh": True, "relu": True, "gelu": False}
+    NOTE: broadcast only when the shape differs: a broadcast view is read-only, which makes
+    :func:`contiguous` copy an array that needed nothing (a whole extra pass per backward)."""
+    a = np.asarray(a)
+    if a.shape != tuple(shape):
+        a = np.broadcast_to(a, shape)
+    return contiguous(a, dtype)
 
 
 def activation(name: str, x: np.ndarray) -> np.ndarray:
     """``f(x)`` for a named activation, any shape (0-d too), float32 or float64."""
     x = contiguous(x)
     out = np.empty_like(x)
-    FORWARD[name](x.reshape(-1), out.reshape(-1))
+    activation_fwd(CODES[name], x.reshape(-1), out.reshape(-1))
     return out
 
 
 def activation_grad(name: str, x: np.ndarray, y: np.ndarray, g: np.ndarray) -> np.ndarray:
     """``g * f'(x)``, given the forward input ``x`` and output ``y``."""
     src = contiguous(y if GRAD_FROM_OUTPUT[name] else x)
-    g = contiguous(np.broadcast_to(g, src.shape), src.dtype)
+    g = _shaped(g, src.shape, src.dtype)
     out = np.empty_like(src)
-    BACKWARD[name](src.reshape(-1), g.reshape(-1), out.reshape(-1))
+    activation_bwd(CODES[name], src.reshape(-1), g.reshape(-1), out.reshape(-1))
     return out
 
 
 def power(x: np.ndarray, p: float) -> np.ndarray:
     """``x ** p`` elementwise (any shape, float32 or float64)."""
-    x = _c(x)
+    x = contiguous(x)
     out = np.empty_like(x)
     power_fwd(x.reshape(-1), x.dtype.type(p), out.reshape(-1))  # p in the data's type: float32 stays float32
     return out
@@ -196,8 +193,8 @@ def power(x: np.ndarray, p: float) -> np.ndarray:
 
 def power_grad(x: np.ndarray, p: float, g: np.ndarray) -> np.ndarray:
     """``g · p · x^(p−1)``, and 0 when p = 0 (torch's rule, also at x = 0)."""
-    x = _c(x)
-    g = _c(np.broadcast_to(g, x.shape), x.dtype)
+    x = contiguous(x)
+    g = _shaped(g, x.shape, x.dtype)
     out = np.empty_like(x)
     t = x.dtype.type
     power_bwd(x.reshape(-1), t(p), t(p - 1), g.reshape(-1), out.reshape(-1))
@@ -206,8 +203,8 @@ def power_grad(x: np.ndarray, p: float, g: np.ndarray) -> np.ndarray:
 
 def dropout(x: np.ndarray, keep: np.ndarray, scale: float) -> np.ndarray:
     """``x · scale`` where ``keep`` is true, 0 elsewhere (also the VJP, with x = the gradient)."""
-    x = _c(x)
-    keep = _c(np.broadcast_to(keep, x.shape), np.bool_)
+    x = contiguous(x)
+    keep = _shaped(keep, x.shape, np.bool_)
     out = np.empty_like(x)
     dropout_apply(x.reshape(-1), keep.reshape(-1), x.dtype.type(scale), out.reshape(-1))
     return out

@@ -50,10 +50,14 @@ def embed_bwd_np(ids: np.ndarray, g: np.ndarray, dtable: np.ndarray, dpos: np.nd
 def embed_bwd(ids, g, dtable, dpos):
     nb, nl = ids.shape
     d = g.shape[2]
-    dtable[:, :] = 0
+    # NOTE: loops, not ``dtable[:, :] = 0``: a slice-assignment costs seconds of first compile.
+    for v in range(dtable.shape[0]):
+        for j in range(d):
+            dtable[v, j] = 0
     use_pos = dpos.shape[0] > 0
-    if use_pos:
-        dpos[:, :] = 0
+    for l in range(dpos.shape[0]):
+        for j in range(d):
+            dpos[l, j] = 0
     # NOTE: serial: two positions holding the same token add into the same row of dtable.
     for b in range(nb):
         for l in range(nl):

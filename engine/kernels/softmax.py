@@ -1,6 +1,8 @@
 """Softmax and log-softmax over the last axis, their VJPs, and fused softmax + cross-entropy.
 
-Kernels work on 2-D (rows, classes) contiguous arrays; the wrappers reshape.
+Kernels work on 2-D (rows, classes) contiguous arrays; the wrappers reshape. The exps go through
+:func:`engine.kernels.vecmath.exp` written inline in the loops, which vectorises; row sums
+accumulate in float64.
 """
 
 from __future__ import annotations
@@ -10,80 +12,69 @@ import math
 import numpy as np
 
 from engine.kernels import kernel
+from engine.kernels.vecmath import exp, one as _one
 
 
-def softmax_rows_np(x: np.ndarray, out: np.ndarray) -> None:
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    out[:] = e / e.sum(axis=1, keepdims=True)
+# ``log`` selects log-softmax: one kernel for both (and one for both VJPs), one compile per dtype.
 
 
-@kernel(softmax_rows_np)
-def softmax_rows(x, out):
-    n, k = x.shape
-    for r in range(n):
-        m = x[r, 0]
-        for j in range(1, k):
-            if x[r, j] > m:
-                m = x[r, j]
-        s = 0.0
-        for j in range(k):
-            e = math.exp(x[r, j] - m)
-            out[r, j] = e
-            s += e
-        inv = 1.0 / s
-        for j in range(k):
-            out[r, j] *= inv
-
-
-def softmax_rows_grad_np(y: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
-    out[:] = y * (g - (g * y).sum(axis=1, keepdims=True))
-
-
-@kernel(softmax_rows_grad_np)
-def softmax_rows_grad(y, g, out):
-    n, k = y.shape
-    for r in range(n):
-        d = 0.0
-        for j in range(k):
-            d += g[r, j] * y[r, j]
-        for j in range(k):
-            out[r, j] = y[r, j] * (g[r, j] - d)
-
-
-def log_softmax_rows_np(x: np.ndarray, out: np.ndarray) -> None:
+def rows_np(log: bool, x: np.ndarray, out: np.ndarray) -> None:
     shifted = x - x.max(axis=1, keepdims=True)
-    out[:] = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    if log:
+        out[:] = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    else:
+        e = np.exp(shifted)
+        out[:] = e / e.sum(axis=1, keepdims=True)
 
 
-@kernel(log_softmax_rows_np)
-def log_softmax_rows(x, out):
+@kernel(rows_np)
+def rows_fwd(log, x, out):
     n, k = x.shape
+    one = _one(x)
     for r in range(n):
         m = x[r, 0]
         for j in range(1, k):
-            if x[r, j] > m:
-                m = x[r, j]
+            m = max(m, x[r, j])
         s = 0.0
-        for j in range(k):
-            s += math.exp(x[r, j] - m)
-        logz = math.log(s)
-        for j in range(k):
-            out[r, j] = (x[r, j] - m) - logz
+        if log:
+            for j in range(k):
+                s += exp(x[r, j] - m)
+            logz = math.log(s)
+            for j in range(k):
+                out[r, j] = (x[r, j] - m) - logz
+        else:
+            for j in range(k):
+                e = exp(x[r, j] - m)
+                out[r, j] = e
+                s += e
+            inv = one / s
+            for j in range(k):
+                out[r, j] *= inv
 
 
-def log_softmax_rows_grad_np(y: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
-    out[:] = g - np.exp(y) * g.sum(axis=1, keepdims=True)
+def rows_grad_np(log: bool, y: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
+    """softmax: ``y ⊙ (g − Σ g⊙y)``; log-softmax: ``g − e^y Σ g``, given the forward output ``y``."""
+    if log:
+        out[:] = g - np.exp(y) * g.sum(axis=1, keepdims=True)
+    else:
+        out[:] = y * (g - (g * y).sum(axis=1, keepdims=True))
 
 
-@kernel(log_softmax_rows_grad_np)
-def log_softmax_rows_grad(y, g, out):
+@kernel(rows_grad_np)
+def rows_bwd(log, y, g, out):
     n, k = y.shape
     for r in range(n):
         d = 0.0
-        for j in range(k):
-            d += g[r, j]
-        for j in range(k):
-            out[r, j] = g[r, j] - math.exp(y[r, j]) * d
+        if log:
+            for j in range(k):
+                d += g[r, j]
+            for j in range(k):
+                out[r, j] = g[r, j] - exp(y[r, j]) * d
+        else:
+            for j in range(k):
+                d += g[r, j] * y[r, j]
+            for j in range(k):
+                out[r, j] = y[r, j] * (g[r, j] - d)
 
 
 def cross_entropy_rows_np(x: np.ndarray, target: np.ndarray, ignore: int, weight: np.ndarray, smoothing: float,
@@ -91,7 +82,7 @@ def cross_entropy_rows_np(x: np.ndarray, target: np.ndarray, ignore: int, weight
     """Fills ``prob`` with softmax(x); returns the summed loss over non-ignored rows and the sum of
     their target weights (the mean's denominator). Row loss: ``(1 − ε) w[t] (−log p_t) +
     (ε/C) Σ_c w[c] (−log p_c)``, torch's label smoothing with class weights."""
-    softmax_rows_np(x, prob)
+    rows_np(False, x, prob)
     keep = target != ignore
     if not keep.any():
         return 0.0, 0.0
@@ -109,19 +100,19 @@ def cross_entropy_rows_np(x: np.ndarray, target: np.ndarray, ignore: int, weight
 @kernel(cross_entropy_rows_np)
 def cross_entropy_rows(x, target, ignore, weight, smoothing, prob):
     n, k = x.shape
+    one = _one(x)
     total = 0.0
     den = 0.0
     for r in range(n):
         m = x[r, 0]
         for j in range(1, k):
-            if x[r, j] > m:
-                m = x[r, j]
+            m = max(m, x[r, j])
         s = 0.0
         for j in range(k):
-            e = math.exp(x[r, j] - m)
+            e = exp(x[r, j] - m)
             prob[r, j] = e
             s += e
-        inv = 1.0 / s
+        inv = one / s
         for j in range(k):
             prob[r, j] *= inv
         t = target[r]
@@ -147,7 +138,7 @@ def softmax(x: np.ndarray) -> np.ndarray:
     out = np.empty_like(x)
     if x.size:
         k = _rows(x)
-        softmax_rows(x.reshape(-1, k), out.reshape(-1, k))
+        rows_fwd(False, x.reshape(-1, k), out.reshape(-1, k))
     return out
 
 
@@ -157,7 +148,7 @@ def softmax_grad(y: np.ndarray, g: np.ndarray) -> np.ndarray:
     out = np.empty_like(y)
     if y.size:
         k = _rows(y)
-        softmax_rows_grad(y.reshape(-1, k), g.reshape(-1, k), out.reshape(-1, k))
+        rows_bwd(False, y.reshape(-1, k), g.reshape(-1, k), out.reshape(-1, k))
     return out
 
 
@@ -167,7 +158,7 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     out = np.empty_like(x)
     if x.size:
         k = _rows(x)
-        log_softmax_rows(x.reshape(-1, k), out.reshape(-1, k))
+        rows_fwd(True, x.reshape(-1, k), out.reshape(-1, k))
     return out
 
 
@@ -178,7 +169,7 @@ def log_softmax_grad(y: np.ndarray, g: np.ndarray) -> np.ndarray:
     out = np.empty_like(y)
     if y.size:
         k = _rows(y)
-        log_softmax_rows_grad(y.reshape(-1, k), g.reshape(-1, k), out.reshape(-1, k))
+        rows_bwd(True, y.reshape(-1, k), g.reshape(-1, k), out.reshape(-1, k))
     return out
 
 

@@ -211,3 +211,69 @@ def test_a_tiny_translator_learns_three_phrases():
         opt.step(runtime.weights, runtime.forward_backward(feeds, "loss").weight_gradients())
     for s, t in pairs:
         assert translate(runtime, s, bos=0, eos=1, max_len=6) == t
+
+
+# --- the cache between tokens (keys and values, recurrent states, windows) -------------------------------
+
+
+@pytest.mark.parametrize("model,per_position", [("transformer", False), ("transformer", True), ("rnn", False), ("lstm", True),
+                                                ("gru", False), ("feedforward", True)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cached_generation_gives_the_tokens_of_recomputing_the_prefix(model, per_position, seed):
+    from engine.generate import _BlockModel, _Cache
+
+    block = blocks.create("LanguageModel", vocab=20, dim=16, model=model, layers=2, heads=2, hidden=24, max_len=40,
+                          window=3, per_position=per_position)
+    rng = np.random.default_rng(seed)
+    w = {k: np.asarray(v, np.float32) for k, v in block.init_weights({"x": (1, 5)}, rng).items()}
+    assert _Cache.make(_BlockModel(block, w)) is not None  # these models run one position at a time
+    prompt = [int(t) for t in rng.integers(0, 20, 5)]
+    cached = generate((block, w), prompt, max_new_tokens=30)
+    assert cached == generate((block, w), prompt, max_new_tokens=30, cached=False)
+    # and the scores agree to float32 rounding, position after position
+    cache = _Cache.make(_BlockModel(block, w))
+    tokens = prompt + cached
+    for n in range(len(prompt), len(tokens)):
+        want = block.forward({"x": np.asarray([tokens[:n]])}, w)[0]["out"].reshape(-1, 20)[-1]
+        np.testing.assert_allclose(cache.logits(tokens[:n]), want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_cache_follows_a_sliding_window_past_max_len_by_recomputing():
+    block, w = _lm(max_len=6)
+    assert generate((block, w), [1, 2, 3], max_new_tokens=12) == generate((block, w), [1, 2, 3], max_new_tokens=12, cached=False)
+
+
+def test_models_that_mix_positions_are_recomputed_and_still_generate():
+    from engine.generate import _BlockModel, _Cache
+
+    padded, w = _lm(pad_id=0)  # a padding mask: not one position at a time
+    assert _Cache.make(_BlockModel(padded, w)) is None
+    assert generate((padded, w), [1, 2], max_new_tokens=5) == _greedy_by_hand(padded, w, [1, 2], 5)
+    graph = Graph()
+    x = graph.add_node("Input", {"shape": (1, 4), "dtype": "ids"}, name="tokens")
+    emb = graph.add_node("EmbedToken", {"vocab": 7, "dim": 8, "position": "sinusoidal"}, name="embed")
+    tb = graph.add_node("TransformerBlock", {"dim": 8, "heads": 2, "causal": False}, name="tb")  # sees the future
+    gen = graph.add_node("GenerateToken", {"vocab": 7}, name="gen")
+    graph.connect(x.id, "out", emb.id, "ids")
+    graph.connect(emb.id, "out", tb.id, "x")
+    graph.connect(tb.id, "out", gen.id, "x")
+    runtime = Runtime(graph, seed=2)
+    assert generate(runtime, [1, 2], max_new_tokens=5) == generate(runtime, [1, 2], max_new_tokens=5, cached=False)
+
+
+def test_a_hand_built_causal_transformer_uses_the_cache():
+    from engine.generate import _Cache, _resolve
+
+    graph = Graph()
+    x = graph.add_node("Input", {"shape": (1, 4), "dtype": "ids"}, name="tokens")
+    emb = graph.add_node("EmbedToken", {"vocab": 9, "dim": 8, "position": "sinusoidal"}, name="embed")
+    tb1 = graph.add_node("TransformerBlock", {"dim": 8, "heads": 2, "causal": True}, name="tb1")
+    tb2 = graph.add_node("TransformerBlock", {"dim": 8, "heads": 4, "causal": True, "activation": "gelu"}, name="tb2")
+    gen = graph.add_node("GenerateToken", {"vocab": 9, "tie_to": emb.id}, name="gen")
+    graph.connect(x.id, "out", emb.id, "ids")
+    graph.connect(emb.id, "out", tb1.id, "x")
+    graph.connect(tb1.id, "out", tb2.id, "x")
+    graph.connect(tb2.id, "out", gen.id, "x")
+    runtime = Runtime(graph, seed=5)
+    assert _Cache.make(_resolve(runtime, None, ("LanguageModel",), allow_graph_lm=True)) is not None
+    assert generate(runtime, [1, 2, 3], max_new_tokens=20) == generate(runtime, [1, 2, 3], max_new_tokens=20, cached=False)
