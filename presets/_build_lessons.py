@@ -228,7 +228,7 @@ def rnn_vs_lstm() -> Project:
         "$c_t = f⊙c_(t−1) + i⊙g$ is carried forward by a forget gate f, read the same sequences side by "
         "side; training minimises the sum of their losses.",
         ["Press **Backward** (F6) and read the two losses on the wires into *total loss*.",
-         "Click *SimpleRNN*, then Ctrl+click *LSTM*: the **Values** panel draws ‖∂loss/∂h_t‖ over the "
+         "Click *SimpleRNN*, then Ctrl+click *LSTM*: the **Values** panel draws $‖∂loss/∂h_t‖$ over the "
          f"{length} steps for both.",
          "Press **Train** (Ctrl+T): 1500 steps of Adam, a few minutes. The curve is the total loss, the "
          "accuracy the LSTM's.",
