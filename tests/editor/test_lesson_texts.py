@@ -34,7 +34,7 @@ MATH = re.compile(r"\$[^$\n]+\$")
 
 def _parts(description: str) -> tuple[str, dict[str, str], str]:
     """(the idea, {section title: its text}, the terminal line or "")."""
-    chunks = re.split(r"^#### (.+)$", description, flags=re.M)
+    chunks = re.split(r"^#### (.+)$", description, flags=re.MULTILINE)
     about, rest = chunks[0].strip(), chunks[1:]
     sections = {title.strip(): body.strip() for title, body in zip(rest[::2], rest[1::2])}
     terminal = ""
