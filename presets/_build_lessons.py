@@ -6,6 +6,11 @@ is how they were made, so that a change to a lesson is a change here plus a re-r
     python -m presets._build_lessons seq2seq    # one
 
 Node ids are UUID5s of ``preset/<lesson>/<node name>``, so re-running gives the same files.
+
+Every lesson's text has the form :func:`lesson_text` writes (the idea, **What to do** in the
+window, **What to look for**, an optional command); the lecture's three lessons
+(linear_regression, hinge_loss, two_layer_net) are JSON written by hand in the same form.
+tests/editor/test_lesson_texts.py checks that form and that every control a text names exists.
 """
 
 from __future__ import annotations
@@ -21,6 +26,18 @@ from engine.serialize import Project
 
 HERE = Path(__file__).resolve().parent
 STEP = 190.0  # horizontal distance between columns of nodes
+
+
+def lesson_text(about: str, do: list[str], look: list[str], terminal: str = "") -> str:
+    """A lesson's description in the Markdown the lesson panel shows: what it is about, a
+    numbered **What to do** the student follows in the window (controls in bold, exactly as the
+    window labels them, keys in brackets; node names in italics), **What to look for**, and an
+    optional command for the terminal (never the only way). ``$…$`` keeps a formula whole."""
+    parts = [about, "#### What to do", "\n".join(f"{i}. {step}" for i, step in enumerate(do, 1)),
+             "#### What to look for", "\n".join(f"- {item}" for item in look)]
+    if terminal:
+        parts.append(f"*From the terminal (optional):* {terminal}")
+    return "\n\n".join(parts)
 
 
 class _Builder:
@@ -78,23 +95,24 @@ def language_model() -> Project:
     b.link(col, gen, "x")
     b.link(gen, loss, "logits", "logits")
     b.link(nxt, loss, "target")
-    description = (
-        "A language model, built exactly as the taught formula reads: next-word scores = "
-        "GenerateToken(Collapse(SequenceModel(EmbedToken(x)))). The input x is a window of the last "
-        f"{LM_CONTEXT} words (ids from the vocabulary stored with the data; <bos> marks the start of a "
-        "sentence and <pad> fills a window that reaches before it; the padding mask marks those <pad>s so "
-        "that attention ignores them, as if the window were simply shorter). EmbedToken turns each id into a vector "
-        "of 32 numbers and adds a learned vector for its position; the SequenceModel, a causal "
-        "TransformerBlock, lets every position look at the positions before it (attention) and then "
-        "transforms each vector (FeedForward), with AddNorm around both; Collapse keeps the vector of the "
-        "last position, which has seen the whole window; GenerateToken scores every word y of the "
-        "vocabulary by x·E[y] + b. CrossEntropy compares the scores with the word that really came next. "
-        f"The data are {len(LM_SENTENCES)} short sentences, cut into {rows} (window, next word) examples. "
-        "Train it, then ask it to continue a prompt: `backprop-studio generate language_model --prompt "
-        "\"the quick brown\"` prints \"fox jumps over the lazy dog\" (the .json holds no weights, so the "
-        "command trains first; `backprop-studio train language_model -o lm.bps` then `backprop-studio "
-        "generate lm.bps --prompt ...` trains once). Note that \"quick brown\" is followed by fox after "
-        "\"the\" but by dog after \"a\": the model must use the whole window, not just the last word."
+    description = lesson_text(
+        "A language model, built as the lecture's formula reads: the last "
+        f"{LM_CONTEXT} words x → EmbedToken → SequenceModel (a causal TransformerBlock) → Collapse (the "
+        "last position) → GenerateToken, which scores every word y by $x·E[y] + b$. CrossEntropy "
+        f"compares the scores with the word that came next, in {rows} windows cut from "
+        f"{len(LM_SENTENCES)} sentences.",
+        ["Press **Train** (Ctrl+T) and watch the loss and the perplexity.",
+         "Open the **Try Panel** (Train menu), type \"the quick brown\" and press **Generate**; then try "
+         "\"a quick brown\", and a word it has never seen.",
+         "Double-click *SequenceModel*, press **Forward** (F5) and click *attn*: the **Values** panel "
+         "shows each head's attention weights. **Back to Outer Graph** (Alt+Left) returns."],
+        ["The perplexity falls from about 20 (a blind guess) to about 1.2.",
+         "\"the quick brown\" goes on \"fox jumps over the lazy dog\", \"a quick brown\" \"dog runs to "
+         "the fox\": the model reads the whole window.",
+         "The bar under each word is its probability; an unknown word is marked, with the nearest known "
+         "words to pick.",
+         "Attention is causal: each word looks only at itself and the words before it, never at <pad>."],
+        "`backprop-studio generate language_model --prompt \"the quick brown\"`",
     )
     return Project(
         graph=b.graph, name="Language model: the quick brown …", description=description,
@@ -145,21 +163,22 @@ def seq2seq() -> Project:
     b.link(tgt, model, "tgt")
     b.link(model, loss, "logits")
     b.link(nxt, loss, "target")
-    description = (
-        "Translation with an encoder–decoder (SequenceToSequence, transformer). The encoder reads the "
-        "French source (EmbedToken with learned positions, then a TransformerBlock in which every word "
-        "attends to every other word). The decoder reads the English target shifted right, <bos> first "
-        "(\"target so far\"), through a TransformerDecoderBlock: causal self-attention over the words "
-        "produced so far, then cross-attention to the encoder's vectors (where the word order is sorted "
-        "out: \"maison bleue\" becomes \"blue house\"), then a FeedForward. GenerateToken scores the next "
-        "target word at every position, and CrossEntropy compares the scores with the real next words "
-        "(\"next target word\", which ends with <eos>; <pad> fills the short sentences and is ignored, "
-        "ignore_index 0). The translator's pad_id is that same <pad>: inside, a PaddingMask marks the filler of "
-        "the short sources (\"le chat\" is read as \"le chat <pad>\") and of the targets, and no attention looks "
-        "at it, so a short sentence means the same whether or not the batch holds longer ones. To translate, the decoder starts from <bos> and appends its best word until it "
-        "says <eos>: `backprop-studio generate seq2seq --prompt \"la maison bleue\"` prints \"the blue "
-        f"house\". The data are {rows} French/English pairs with a vocabulary of {len(vocab)} words (both "
-        "languages share it). Try \"la voiture blanche\", which is not in the data."
+    description = lesson_text(
+        "Translation with an encoder–decoder (SequenceToSequence). The encoder reads the French sentence, "
+        "each word attending to every other; the decoder writes the English one word at a time, attending "
+        "to what it has written and, by cross-attention, to the encoder: there \"maison bleue\" becomes "
+        f"\"blue house\". The data are {rows} pairs, {len(vocab)} words.",
+        ["Press **Train** (Ctrl+T) and watch the loss and the exact match.",
+         "Open the **Try Panel** (Train menu), type \"la maison bleue\" and press **Translate**; then try "
+         "\"la voiture blanche\", which is not among the pairs.",
+         "Double-click *translator* to see the encoder *enc1*, the decoder *dec1* and the padding masks. "
+         "**Back to Outer Graph** (Alt+Left) returns."],
+        ["The exact match (whole sentences right) reaches 100 %.",
+         "\"the blue house\", and \"the white car\" for the pair it never saw: the adjective moves in "
+         "front of the noun.",
+         "The decoder starts from <bos> and stops when it says <eos> (⏎ end).",
+         "<pad> fills the short sentences; the masks hide it from every attention."],
+        "`backprop-studio generate seq2seq --prompt \"la maison bleue\"`",
     )
     return Project(
         graph=b.graph, name="Sequence to sequence: la maison bleue → the blue house", description=description,
@@ -203,23 +222,24 @@ def rnn_vs_lstm() -> Project:
     b.link(losses[0], total, "a")
     b.link(losses[1], total, "b")
     length = RECALL["length"]
-    description = (
-        f"Long memory: each sequence has {length} tokens, each one of {RECALL['symbols']} symbols, and the task is to say, "
-        "after reading all of it, which symbol came FIRST (the later ones are random and do not matter, but they "
-        "look just like the first). Two recurrent networks read the same sequences side by side, each with its "
-        "own embedding, a SequenceRNN with 32 state numbers whose last state is scored by a Linear layer, and its "
-        "own CrossEntropy: on top a SimpleRNN, h_t = tanh(x_t Wx + h_(t−1) Wh + b); below an LSTM, whose cell "
-        "state c_t = f⊙c_(t−1) + i⊙g is carried forward by a forget gate f and written only when the input gate "
-        "i opens, rather than squeezed through tanh together with every new input. The trainer minimises the sum "
-        "of the two losses (\"total loss\"), which trains each network on its own loss, because they share no "
-        "weights; the target judges the LSTM's loss alone: it must fall by 90%. Train it (Adam, 1500 steps of 32 "
-        "sequences) and compare the two losses: the LSTM learns to recall the first token (its loss falls from "
-        "ln 8 ≈ 2.08 to almost 0), while the SimpleRNN's hardly moves. Step through backpropagation and "
-        "look at each SequenceRNN's time_grad_norms, ‖∂loss/∂h_t‖ for t = 1 … L: for the SimpleRNN it shrinks by "
-        "a factor at every step back in time (each step multiplies by Whᵀ and by tanh's slope), so the first "
-        "token, the only one that matters, gets almost no gradient: the vanishing gradient. The LSTM's gradient "
-        "reaches back along its cell state. (Over 20 tokens instead of 40, Adam, which rescales even tiny "
-        "gradients, often does teach the SimpleRNN: the vanishing gradient is a matter of degree.)"
+    description = lesson_text(
+        f"Long memory: which of {RECALL['symbols']} symbols came FIRST in a sequence of {length}? A "
+        "SimpleRNN, $h_t = tanh(x_t Wx + h_(t−1) Wh + b)$, and an LSTM, whose cell state "
+        "$c_t = f⊙c_(t−1) + i⊙g$ is carried forward by a forget gate f, read the same sequences side by "
+        "side; training minimises the sum of their losses.",
+        ["Press **Backward** (F6) and read the two losses on the wires into *total loss*.",
+         "Click *SimpleRNN*, then Ctrl+click *LSTM*: the **Values** panel draws $‖∂loss/∂h_t‖$ over the "
+         f"{length} steps for both.",
+         "Press **Train** (Ctrl+T): 1500 steps of Adam, a few minutes. The curve is the total loss, the "
+         "accuracy the LSTM's.",
+         "Press **Backward** (F6) again and compare the two losses."],
+        ["Before training both losses are near ln 8 ≈ 2.08, a guess among 8.",
+         "The SimpleRNN's gradient shrinks at every step back in time (times Whᵀ and tanh's slope): the "
+         "first token, the only one that matters, gets almost none. The LSTM's reaches back along its "
+         "cell state.",
+         "After training the LSTM's loss is close to 0 (accuracy near 100 %); the SimpleRNN's stays far "
+         "above."],
+        "`backprop-studio train rnn_vs_lstm`",
     )
     spec = {"kind": "synthetic", "name": "recall", "rows": RECALL_ROWS, "seed": 0, "params": dict(RECALL)}
     return Project(
@@ -248,25 +268,24 @@ def convnet() -> Project:
     b.link(img, net, "x")
     b.link(net, loss, "logits")
     b.link(label, loss, "target")
-    description = (
-        f"A convolutional network tells horizontal bars from vertical ones. Each example is a {size}×{size} "
-        "grey image (one channel) of noise with one bright bar, 3 to 8 pixels long, somewhere in it; the label "
-        "is 0 for a horizontal bar and 1 for a vertical one. The ConvNet block (open it to see the inside) runs "
-        "two stages of Conv2d → ReLU → MaxPool2d: a Conv2d slides 3×3 filters over the image (the same few "
-        "weights at every place, so a bar is found wherever it is), ReLU keeps the positive responses, "
-        "MaxPool2d keeps the strongest response in each 2×2 window (halving the height and width: 8 → 4 → 2). "
-        "The first stage has 4 filters, the second 8; Flatten then turns the 8×2×2 responses into one vector "
-        "and a FeedForward scores the two classes, which CrossEntropy compares with the label. Train it (Adam, "
-        f"batches of {BARS_BATCH} of {BARS_ROWS} images) and the loss falls by more than 90%. In backpropagation, "
-        "watch MaxPool2d send each gradient to the one pixel that won its window, and look at the first "
-        "Conv2d's weights before and after training: what do the filters respond to? Two options of the ConvNet "
-        "are on here. batchnorm puts a BatchNorm between each Conv2d and its ReLU: while training it rescales every "
-        "channel to mean 0 and variance 1 over the batch (then by a learned γ and β) and keeps running averages "
-        "of those statistics, which take the batch's place in evaluation, so that an image's score does not depend "
-        "on the others in its batch. "
-        f"dropout {CONVNET_DROPOUT} switches off a random fifth of the 32 flattened features at every training "
-        "step (never in evaluation), so that no single feature can be relied on. Both act only while training; "
-        "switch them off in the inspector and train again to compare."
+    description = lesson_text(
+        f"A convolutional network tells horizontal bars from vertical ones in {size}×{size} noisy images. "
+        "Inside *ConvNet*, two stages of Conv2d → BatchNorm → ReLU → MaxPool2d: a Conv2d slides 3×3 filters "
+        "over the image (the same weights everywhere), a MaxPool2d keeps the strongest response of each "
+        f"2×2 window (8 → 4 → 2). Flatten, dropout {CONVNET_DROPOUT} and a FeedForward score the two classes.",
+        ["Double-click *ConvNet* and press **Backward** (F6).",
+         "Click the wire from *relu1* to *pool1*, then its **Gradient** tab and **Heatmap**.",
+         "Click *conv1*: the **Values** panel shows its 4 filters and their gradients.",
+         "Press **Train** (Ctrl+T); with *conv1* selected, the **Weights** tab shows its filters before "
+         "and after.",
+         "**Back to Outer Graph** (Alt+Left), click *ConvNet*, turn off batchnorm and set dropout to 0 in "
+         "the **Inspector**, and **Train** (Ctrl+T) again."],
+        ["MaxPool2d sends each gradient to the pixel that won its window: in each 2×2 square at most one "
+         "pixel gets one.",
+         "The loss falls by more than 90 % and the accuracy reaches 100 %. What do the trained filters "
+         "respond to?",
+         "BatchNorm (rescaling each channel over the batch) and dropout act only while training."],
+        "`backprop-studio train convnet`",
     )
     spec = {"kind": "synthetic", "name": "bars", "rows": BARS_ROWS, "seed": 0, "params": dict(BARS)}
     return Project(
@@ -299,19 +318,20 @@ def bert() -> Project:
     b.link(lin, loss, "logits")
     b.link(label, loss, "target")
     n = BERT_DATA["length"]
-    description = (
-        "BERT as in the lecture: BERT(x) = TransformerBlock²⁴(EmbedToken(x)), 24 Transformer blocks stacked on "
-        "an embedding with learned positions, here narrow (vectors of 32 numbers, 4 attention heads, FeedForward "
-        "width 64) so that it trains on a laptop. Open the BERT node to see the stack and open any block to see "
-        "Attention → AddNorm → FeedForward → AddNorm. Every block sees the whole sequence in both directions "
-        "(no causal mask): BERT encodes, it does not generate. The task is simple on purpose: each sequence has "
-        f"{n} tokens, the first one of {BERT_DATA['symbols']} symbols and the rest random distractors, and the "
-        "network must say which symbol came first. Collapse averages the 8 output vectors into one, so "
-        "the answer has to be found by attention and positions (the average alone forgets where a token was); "
-        "a Linear layer scores the 4 symbols and CrossEntropy compares them with the label. Train it (Adam) and "
-        "the loss falls by more than 90%. The AddNorm after every sublayer is what lets a signal and its gradient "
-        "pass through 48 sublayers: step through backpropagation and compare the gradient norms of block1 and "
-        "block24."
+    description = lesson_text(
+        "BERT as in the lecture: $BERT(x) = TransformerBlock²⁴(EmbedToken(x))$, 24 Transformer blocks on "
+        "an embedding, narrow here (32 numbers per token, 4 heads) to train on a laptop. It must say which "
+        f"of {BERT_DATA['symbols']} symbols came first in {n} tokens, seeing the whole sequence both ways: "
+        "BERT encodes, it does not generate.",
+        ["Double-click *BERT*: the embedding, then the 24 blocks drawn as one stack (*block1* … *block24*).",
+         "Press **Backward** (F6) and read the bars under the stack: the gradient's norm at each block.",
+         "Double-click the stack to show every block, then *block1* to see Attention → AddNorm → "
+         "FeedForward → AddNorm. **Back to Outer Graph** (Alt+Left) returns.",
+         "Press **Train** (Ctrl+T): 100 steps of Adam, about half a minute."],
+        ["The gradient does not fade through 48 sublayers: at block1 it is no smaller than at block24, "
+         "because every AddNorm carries the signal and its gradient around its sublayer.",
+         "The loss falls by more than 90 %; the accuracy climbs from about 25 % (a guess among 4) to 100 %."],
+        "`backprop-studio train bert`",
     )
     spec = {"kind": "synthetic", "name": "recall", "rows": BERT_ROWS, "seed": 0, "params": dict(BERT_DATA)}
     return Project(

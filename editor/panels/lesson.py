@@ -3,7 +3,8 @@
 Lesson descriptions are Markdown (CommonMark with GitHub's tables and lists, read by Qt's own
 parser, so no extra dependency): **bold**, `code`, lists of steps, and formulas written in
 Unicode (``loss = (Σ_j w_j σ(v_j·φ(x)) − y)²``). Formulas stay intact: ``$…$`` spans are kept
-out of Markdown's hands (set in the serif italic of maths and never broken inside), the rest
+out of Markdown's hands (set in the serif italic of maths, ``v_j`` and ``h_(t−1)`` as subscripts,
+broken only after an ``=`` and only when a side is wider than the panel), the rest
 wraps at word boundaries, and a word longer than the panel breaks rather than being cut off.
 """
 
@@ -16,6 +17,9 @@ from PySide6.QtGui import QDesktopServices, QTextCursor, QTextDocument, QTextOpt
 from PySide6.QtWidgets import QFrame, QTextBrowser, QWidget
 
 HINT = "Select a node to see and edit its parameters. Drag blocks from the palette, or press Tab on the canvas."
+#: under a lesson: selecting a node replaces this text, so say how to get it back
+LESSON_HINT = "Clicking a node shows its parameters here; click an empty spot of the canvas to read this lesson again."
+INDENT = 18  # px per list level: Qt's 40 takes a sixth of a narrow panel
 _MATH = re.compile(r"(?<![\\$])\$(?!\s)([^$\n]+?)(?<!\s)\$(?!\d)")
 
 
@@ -26,10 +30,11 @@ def lesson_markdown(title: str, description: str) -> str:
         parts.append(f"### {title}")
     if description:
         parts.append(_protect_math(_escape_angles(description)))
-    parts.append(f"*{HINT}*")
+    parts.append(f"*{LESSON_HINT if description else HINT}*")
     return "\n\n".join(parts)
 
 
+_SUB = re.compile(r"_(?:\(([^()]*)\)|([A-Za-z0-9]+))")
 _CODE = re.compile(r"(`+)(.+?)\1", re.S)
 
 
@@ -44,10 +49,17 @@ def _escape_angles(text: str) -> str:
     return "".join(out)
 
 
+def _subscript(m: re.Match[str]) -> str:
+    return f"<sub>{m.group(1) if m.group(1) is not None else m.group(2)}</sub>"
+
+
 def _protect_math(text: str) -> str:
     """``$…$`` → an inline HTML span Markdown leaves alone (no emphasis from ``_`` or ``*``)."""
     def span(m: re.Match[str]) -> str:
-        body = m.group(1).replace(" ", "\u00a0")  # already escaped  # a short formula never breaks
+        # a formula breaks only after its relation sign, as TeX does (and anywhere only when one
+        # side is wider than the panel); its other spaces are non-breaking
+        body = m.group(1).replace(" ", "\u00a0").replace("\u00a0=\u00a0", "\u00a0= ")
+        body = _SUB.sub(_subscript, body)  # v_j, h_(t−1)
         return f'<span style="font-family: serif; font-style: italic">{body}</span>'
     return _MATH.sub(span, text)
 
@@ -63,6 +75,7 @@ class LessonView(QTextBrowser):
         self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.document().setDocumentMargin(10)
+        self.document().setIndentWidth(INDENT)
         self._lesson = ("", "")
         self.set_lesson("", "")
 
