@@ -25,6 +25,7 @@ from editor.files import Files
 from editor.document import Document
 from editor.items import NodeItem
 from editor.panels.inspector import Inspector
+from editor.panels.lesson import LessonView
 from editor.panels.minimap import Minimap
 from editor.panels.palette import Palette
 from editor.panels.search import BlockSearch
@@ -95,6 +96,12 @@ class MainWindow(QMainWindow):
         self.palette = Palette()
         self.inspector = Inspector()
         self.palette_dock = self._dock("Blocks", self.palette, Qt.DockWidgetArea.LeftDockWidgetArea)
+        # The open lesson's text, a tab beside the palette: it stays in sight while the student
+        # follows its steps (selecting nodes, running, training), and gets the column's height.
+        self.lesson = LessonView()
+        self.lesson_dock = self._dock("Lesson", self.lesson, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.tabifyDockWidget(self.palette_dock, self.lesson_dock)
+        self.palette_dock.raise_()
         self.inspector_dock = self._dock("Inspector", self.inspector, Qt.DockWidgetArea.RightDockWidgetArea)
         self.history = QUndoView(self.undo_stack)
         self.history.setEmptyLabel("Opened")
@@ -235,6 +242,7 @@ class MainWindow(QMainWindow):
             group.addAction(a)
             tm.addAction(a)
         m.addSeparator()
+        m.addAction(self.lesson_dock.toggleViewAction())
         m.addAction(self.palette_dock.toggleViewAction())
         m.addAction(self.inspector_dock.toggleViewAction())
         m.addAction(self.history_dock.toggleViewAction())
@@ -704,7 +712,13 @@ class MainWindow(QMainWindow):
         self._reset_levels()
         self.undo_stack.clear()
         self.doc.set_graph(project.graph if project is not None else Graph())
-        self.inspector.set_lesson(short(getattr(project, "name", "") or "", 200), getattr(project, "description", ""))
+        description = getattr(project, "description", "") or ""
+        self.lesson.set_lesson(short(getattr(project, "name", "") or "", 200), description)
+        if description:  # a lesson (or any file with a text): its text in front, where it is read
+            self.lesson_dock.show()
+            self.lesson_dock.raise_()
+        else:
+            self.palette_dock.raise_()
         self.undo_stack.setClean()
         # A lesson that cannot be read whole in this window is laid out for it (until the first edit).
         self.levels[0].scene.adapt_layout = bool(self.files.is_preset)

@@ -169,7 +169,7 @@ class Inspector(QWidget):
         self._merge_key = ""
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        # No node selected: the lesson's text (rich text that scrolls on its own).
+        # No node selected: how to start (the lesson's own text is in the Lesson panel).
         self.empty = LessonView()
         outer.addWidget(self.empty)
         scroll = QScrollArea()
@@ -235,10 +235,6 @@ class Inspector(QWidget):
         self.scroll.hide()
 
     # --- target ----------------------------------------------------------------------------------
-
-    def set_lesson(self, title: str, description: str) -> None:
-        """What shows while no node is selected: the open lesson's text, then how to start."""
-        self.empty.set_lesson(title, description)
 
     def set_document(self, doc: Document | None, stack: QUndoStack | None) -> None:
         if self.doc is not None:

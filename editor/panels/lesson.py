@@ -1,4 +1,4 @@
-"""The open lesson's text, shown in the inspector while no node is selected.
+"""The open lesson's text, in the Lesson panel (a tab beside the palette).
 
 Lesson descriptions are Markdown (CommonMark with GitHub's tables and lists, read by Qt's own
 parser, so no extra dependency): **bold**, `code`, lists of steps, and formulas written in
@@ -17,8 +17,8 @@ from PySide6.QtGui import QDesktopServices, QTextCursor, QTextDocument, QTextOpt
 from PySide6.QtWidgets import QFrame, QTextBrowser, QWidget
 
 HINT = "Select a node to see and edit its parameters. Drag blocks from the palette, or press Tab on the canvas."
-#: under a lesson: selecting a node replaces this text, so say how to get it back
-LESSON_HINT = "Clicking a node shows its parameters here; click an empty spot of the canvas to read this lesson again."
+#: under a lesson: where the things it talks about are shown
+LESSON_HINT = "Click a node to see its parameters in the Inspector and its numbers in Values; the Blocks tab beside this one holds every block."
 INDENT = 18  # px per list level: Qt's 40 takes a sixth of a narrow panel
 _MATH = re.compile(r"(?<![\\$])\$(?!\s)([^$\n]+?)(?<!\s)\$(?!\d)")
 

@@ -570,17 +570,32 @@ def test_inspector_nullable_int_means_auto(win):
     assert win.doc.node(nid).params["hidden"] == 12 and spin.value() == 12
 
 
-def test_the_lesson_text_shows_while_nothing_is_selected(win):
+def _front_tab(win, title):
+    """The title of the tab in front, among the dock tabs that include ``title``."""
+    from PySide6.QtWidgets import QTabBar
+
+    for bar in win.findChildren(QTabBar):
+        if title in [bar.tabText(i) for i in range(bar.count())]:
+            return bar.tabText(bar.currentIndex())
+    return None
+
+
+def test_the_lesson_text_stays_in_sight_while_nodes_are_selected(win, qtbot):
     import presets
 
     assert win.files.load_path(presets.path("two_layer_net"), is_preset=True)
     project = serialize.load(presets.path("two_layer_net"))
-    text = win.inspector.empty.toPlainText()
+    text = win.lesson.toPlainText()
     assert project.name in text and "XOR" in project.description and "XOR" in text
-    assert win.inspector.empty.isVisibleTo(win.inspector)
+    qtbot.waitUntil(lambda: _front_tab(win, "Lesson") == "Lesson")  # in front of the palette's tab
+    assert win.lesson.isVisible()
     node = next(iter(win.doc.graph.nodes))
-    win.inspector.set_node(node)
-    assert not win.inspector.empty.isVisibleTo(win.inspector)
+    win.scene.nodes[node].setSelected(True)
+    QApplication.processEvents()
+    assert win.inspector.section.isVisibleTo(win.inspector) and win.lesson.isVisible()
+    win.files.new_document()  # no text: the palette comes to the front
+    qtbot.waitUntil(lambda: _front_tab(win, "Lesson") == "Blocks")
+    assert "XOR" not in win.lesson.toPlainText()
 
 
 @pytest.mark.parametrize("cell", ["SimpleRNN", "LSTM", "GRU"])
