@@ -67,7 +67,6 @@ def _scratch_settings():
 def first_frame(path: Path, size: tuple[int, int]) -> tuple[float, float, float, int, float]:
     """(load s, scene build s, first frame s, nodes, window s): from the file to pixels on the
     viewport, and separately the cost of building the window itself (palette, docks, menus)."""
-    from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
     from editor.window import MainWindow
@@ -97,7 +96,6 @@ def first_frame(path: Path, size: tuple[int, int]) -> tuple[float, float, float,
 
 
 def expanded_fps(path: Path, size: tuple[int, int], frames: int) -> dict[str, float]:
-    from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
     from editor import commands
