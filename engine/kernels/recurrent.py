@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.kernels import contiguous, jit, kernel
+from engine.kernels import contiguous, kernel
 from engine.kernels.blas import block, matrix, product
 from engine.kernels.vecmath import exp, one as _one
 
