@@ -307,6 +307,7 @@ class LinkItem(_WireBase):
         self.route_memo: tuple[tuple, Any] | None = None  # (ends key, placement.Route): see GraphScene.arrange
         self.bus_ends = (False, False)  # which ends attach along a bus edge (drawn as dots)
         self.shown_report: object | None = None  # the shape report its label shows (the scene's)
+        self.setToolTip(f"{link.src_port} → {link.dst_port}")  # until a shape is known (set_shape_label)
 
     # --- texts on the wire ----------------------------------------------------------------------------
 

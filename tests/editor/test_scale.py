@@ -183,6 +183,55 @@ def test_an_edit_leaves_the_wires_and_texts_a_fresh_arrangement_would(qtbot):
     check("back to the start")
 
 
+def _shown_texts(scene: GraphScene) -> dict:
+    """What every card and wire says about shapes: status, port tooltips, wire label."""
+    out: dict = {}
+    for nid, item in scene.nodes.items():
+        out[nid] = (item.error, item.incomplete, tuple((n, p.toolTip()) for n, p in sorted(item.inputs.items())),
+                    tuple((n, p.toolTip()) for n, p in sorted(item.outputs.items())))
+    for link, item in scene.links.items():
+        out[link] = (item.label, item.kind, item.known, item.toolTip())
+    return out
+
+
+def test_undo_and_redo_leave_the_shape_texts_a_fresh_scene_shows(qtbot):
+    """Cards and wires that already show the current shape report are not re-read: after every
+    step, what they say is what a scene built from scratch on the same graph says."""
+    doc = Document(chain(60, row=12, skip=4))
+    stack = QUndoStack()
+    scene = GraphScene(doc, stack)
+    ids = list(doc.graph.nodes)
+
+    def check(what: str) -> None:
+        fresh = GraphScene(doc, None)
+        try:
+            assert _shown_texts(scene) == _shown_texts(fresh), what
+        finally:
+            doc.disconnect(fresh)
+
+    check("opened")
+    stack.push(commands.RemoveItemsCommand(doc, ids))
+    check("everything deleted")
+    stack.undo()
+    check("undo: the very report comes back")
+    stack.push(commands.RemoveItemsCommand(doc, ids[10:12]))  # what follows is not connected any more
+    check("a gap in the chain")
+    stack.push(commands.SetParamsCommand(doc, ids[0], {"shape": (4, 64)}))
+    check("every shape changed")
+    stack.undo()
+    check("undo the shapes")
+    stack.undo()
+    check("undo the gap")
+    stack.redo()
+    stack.redo()
+    stack.push(commands.RemoveItemsCommand(doc, ids[20:]))
+    stack.undo()
+    check("a delete undone after other edits")
+    stack.undo()
+    stack.undo()
+    check("back to the start")
+
+
 def test_texts_that_crowd_each_other_move_as_a_fresh_placement_would(qtbot):
     """One output feeding a column of cards: the wires' texts compete for the same room, so where
     one goes decides where the next can; edits reshuffle them."""
