@@ -356,7 +356,12 @@ class GraphScene(QGraphicsScene):
         """Re-read the shape report: wire labels, error badges, incomplete inputs."""
         report = self.doc.report()
         g = self.doc.graph
+        # A card or wire that already shows this very report is left as it is: what it shows
+        # depends on nothing else (an undone delete brings back the report its items showed).
         for nid, item in self.nodes.items():
+            if item.shown_report is report:
+                continue
+            item.shown_report = report
             item.set_status(report.errors.get(nid, ""), nid in report.incomplete)
             for name, port in item.outputs.items():
                 shape = report.shapes.get((nid, name))
@@ -368,6 +373,9 @@ class GraphScene(QGraphicsScene):
                 optional = ", optional" if port.optional else ""
                 port.set_tip(f"input <b>{name}</b> ({port.kind.value}{optional})<br>{state}")
         for link, item in self.links.items():
+            if item.shown_report is report:
+                continue
+            item.shown_report = report
             shape = report.shapes.get((link.src, link.src_port))
             kind = report.kinds.get((link.src, link.src_port), Kind.FLOAT)
             item.set_shape_label(shape_str(shape) if shape is not None else "", kind, shape is not None)

@@ -141,6 +141,16 @@ class Removed:
 
     nodes: tuple[tuple[int, Node], ...]  # (index in the node order before the removal, node), ascending
     links: tuple[tuple[int, Link], ...]  # (index in Graph.links before the removal, link), ascending
+    # The graph's revision just after the removal, and what it had derived before it (shape
+    # report, order, ...): a restore straight after the removal (no edit in between) brings back
+    # the very graph those were derived from, so it reuses them instead of deriving them again.
+    revision: int = -1
+    derived: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+# Cache entries that depend only on the graph's content (never on positions or run state), so
+# an exact restore may reuse them; ``memory:*`` are the memory estimates (engine.memory).
+_RESTORABLE = frozenset({"into", "order", "infer", "parameters"})
 
 
 _T = TypeVar("_T")
@@ -349,13 +359,15 @@ class Graph:
             raise GraphError("that link does not exist")
         removed_links = tuple((i, l) for i, l in enumerate(self.links) if l in drop or l.src in gone or l.dst in gone)
         removed_nodes = tuple((i, n) for i, (nid, n) in enumerate(self.nodes.items()) if nid in gone)
+        derived = {k: v for k, (rev, v) in self._cache.items()
+                   if rev == self.revision and (k in _RESTORABLE or k.startswith("memory:"))}
         if removed_links:
             taken = {l for _, l in removed_links}
             self.links = [l for l in self.links if l not in taken]
         if removed_nodes:
             self.nodes = {k: v for k, v in self.nodes.items() if k not in gone}
         self._touch()
-        return Removed(removed_nodes, removed_links)
+        return Removed(removed_nodes, removed_links, self.revision, derived)
 
     def restore(self, removed: Removed) -> None:
         """Undo :meth:`remove`: the same nodes and links, back at the same places (node order
@@ -365,8 +377,12 @@ class Graph:
             raise GraphError(f"a node with id {clash[0]!r} already exists")
         pairs = _merge(self.nodes.items(), [(i, (n.id, n)) for i, n in removed.nodes])
         self.nodes = dict(pairs)
+        exact = removed.revision == self.revision  # nothing changed since the removal
         self.links = _merge(self.links, removed.links)
         self._touch()
+        if exact:
+            for key, value in removed.derived.items():
+                self._cache[key] = (self.revision, value)
 
     def remove_node(self, node_id: str) -> list[Link]:
         """Remove a node and its links; returns the removed links (for undo)."""
@@ -625,6 +641,9 @@ class Graph:
 
     def parameter_count(self) -> int:
         """How many learned numbers the graph holds (buffers such as running statistics excluded)."""
+        cached = self._cache.get("parameters")
+        if cached and cached[0] == self.revision:
+            return cached[1]
         report = self.infer()
         total = 0
         for nid, node in self.nodes.items():
@@ -632,4 +651,5 @@ class Graph:
             if shapes:  # so the block exists and its input shapes are known
                 buffers = node.block.buffer_names(self.input_shapes(nid, report) or {})  # type: ignore[union-attr]
                 total += sum(math.prod(shape) for name, shape in shapes.items() if name not in buffers)
+        self._cache["parameters"] = (self.revision, total)
         return total

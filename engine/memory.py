@@ -122,6 +122,10 @@ def estimate(graph: Graph, dtype: Any = np.float32) -> MemoryEstimate:
     """The memory ``graph`` needs in float type ``dtype`` (see the module docstring). Computes
     no numbers and allocates nothing; uses the graph's cached shape inference."""
     dtype = np.dtype(dtype)
+    key = f"memory:{dtype.str}"
+    cached = graph._cache.get(key)  # once per revision, like the shape report it is made from
+    if cached and cached[0] == graph.revision:
+        return cached[1]
     report = graph.infer()
     nodes = []
     complete = True
@@ -154,7 +158,9 @@ def estimate(graph: Graph, dtype: Any = np.float32) -> MemoryEstimate:
                 if big is not None and (biggest is None or big.nbytes > biggest.nbytes):
                     biggest = big
         nodes.append(NodeMemory(nid, node.label, node.type, weights, activations, biggest))
-    return MemoryEstimate(dtype, tuple(nodes), complete)
+    result = MemoryEstimate(dtype, tuple(nodes), complete)
+    graph._cache[key] = (graph.revision, result)
+    return result
 
 
 def parse_size(text: str) -> int:

@@ -306,6 +306,8 @@ class LinkItem(_WireBase):
         self.ends: tuple[QPointF, QPointF, QPointF, QPointF] | None = None  # p1, d1, p2, d2
         self.route_memo: tuple[tuple, Any] | None = None  # (ends key, placement.Route): see GraphScene.arrange
         self.bus_ends = (False, False)  # which ends attach along a bus edge (drawn as dots)
+        self.shown_report: object | None = None  # the shape report its label shows (the scene's)
+        self.setToolTip(f"{link.src_port} → {link.dst_port}")  # until a shape is known (set_shape_label)
 
     # --- texts on the wire ----------------------------------------------------------------------------
 

@@ -169,6 +169,7 @@ class NodeItem(QGraphicsItem):
         """Rebuild ports and texts from the node (after add, params change, rename)."""
         self.prepareGeometryChange()
         self._node = node
+        self.shown_report: object | None = None  # the shape report its ports show (the scene's)
         g = self.g
         self.title = self.title_override or short(node.name) or node.type  # a huge name: a card, not a wall
         self.placeholder = node.is_placeholder

@@ -244,3 +244,35 @@ def test_remove_and_restore_many_nodes_in_one_pass_put_everything_back_in_place(
         g.restore(removed)  # they are back already
     with pytest.raises(GraphError):
         g.remove(["no such node"])
+
+
+def test_a_restore_straight_after_a_remove_reuses_what_was_derived_before_and_only_then():
+    from engine import memory
+
+    def build() -> tuple[Graph, list[str]]:
+        g = Graph()
+        ids = [g.add_node("Input", {"shape": (2, 3)}, name="x").id]
+        for k in range(4):
+            ids.append(g.add_node("Linear", {"out_features": 5 + k}, name=f"l{k}").id)
+            g.connect(ids[-2], "out", ids[-1], g.node(ids[-1]).input_ports()[0].name)
+        return g, ids
+
+    g, ids = build()
+    report, order = g.infer(), g.topological_order()
+    params, est = g.parameter_count(), memory.estimate(g)
+    removed = g.remove(ids[2:])
+    assert g.infer() is not report and g.parameter_count() < params
+    g.restore(removed)
+    # the very graph those were derived from: they come back as they were, not derived again
+    assert g.infer() is report and g.topological_order() is order
+    assert g.parameter_count() == params and memory.estimate(g) is est
+
+    # an edit between the remove and the restore: everything is derived again, and right
+    g, ids = build()
+    report = g.infer()
+    removed = g.remove(ids[3:])
+    g.set_params(ids[1], {"out_features": 7})
+    g.restore(removed)
+    fresh = g.infer()
+    assert fresh is not report and fresh.shapes[(ids[1], "out")] == (2, 7)
+    assert fresh.shapes[(ids[-1], "out")] == report.shapes[(ids[-1], "out")]
