@@ -82,6 +82,23 @@ def _plot(height: int = PLOT_HEIGHT) -> pg.PlotWidget:
     return w
 
 
+def image_plot(title: str, height: int | None = PLOT_HEIGHT) -> tuple[pg.PlotWidget, pg.ImageItem]:
+    """A titled plot holding one image (row-major, the diverging colour map, square pixels, rows
+    downwards, no axes): filters, weights. ``height`` None: as tall as the layout gives it."""
+    plot = _plot(height) if height is not None else pg.PlotWidget(background=None)
+    plot.setMenuEnabled(False)
+    plot.hideButtons()
+    plot.setTitle(title, size="9pt")
+    plot.invertY(True)
+    plot.setAspectLocked(True)
+    plot.hideAxis("left")
+    plot.hideAxis("bottom")
+    image = pg.ImageItem(axisOrder="row-major")
+    image.setColorMap(pg.colormap.get(DIVERGING))
+    plot.addItem(image)
+    return plot, image
+
+
 def _matrix(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     return a.reshape(1, 1) if a.ndim == 0 else (a.reshape(1, -1) if a.ndim == 1 else a)
@@ -379,15 +396,7 @@ class FiltersView(QWidget):
         self.plots: list[pg.PlotWidget] = []
         self.images: list[pg.ImageItem] = []
         for title in ("filters W", "∂loss/∂W"):
-            plot = _plot(200)
-            plot.setTitle(title, size="9pt")
-            plot.invertY(True)
-            plot.setAspectLocked(True)
-            plot.hideAxis("left")
-            plot.hideAxis("bottom")
-            image = pg.ImageItem(axisOrder="row-major")
-            image.setColorMap(pg.colormap.get(DIVERGING))
-            plot.addItem(image)
+            plot, image = image_plot(title, 200)
             row.addWidget(plot)
             self.plots.append(plot)
             self.images.append(image)

@@ -13,7 +13,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from editor.panels.tensorview import DIVERGING, FiltersView
+from editor.panels.tensorview import FiltersView, image_plot
 
 MAX_SIDE = 256  # a larger matrix shows its first rows and columns
 
@@ -63,17 +63,7 @@ class WeightsView(QWidget):
         self.plots: list[pg.PlotWidget] = []
         self.images: list[pg.ImageItem] = []
         for title in ("before training", "now"):
-            plot = pg.PlotWidget(background=None)
-            plot.setMenuEnabled(False)
-            plot.hideButtons()
-            plot.setTitle(title, size="9pt")
-            plot.invertY(True)
-            plot.setAspectLocked(True)
-            plot.hideAxis("left")
-            plot.hideAxis("bottom")
-            image = pg.ImageItem(axisOrder="row-major")
-            image.setColorMap(pg.colormap.get(DIVERGING))
-            plot.addItem(image)
+            plot, image = image_plot(title, None)
             row.addWidget(plot)
             self.plots.append(plot)
             self.images.append(image)
