@@ -66,6 +66,7 @@ def openable(node: Any) -> bool:
 class MainWindow(QMainWindow):
     document_loaded = Signal(str)
     scene_changed = Signal()  # another level (scene) is shown
+    selection_changed = Signal()  # the selection of the shown scene changed (features follow it here)
     theme_changed = Signal()
 
     def __init__(self, settings: QSettings | None = None) -> None:
@@ -418,6 +419,7 @@ class MainWindow(QMainWindow):
         except RuntimeError:  # the scene is being destroyed with the window
             return
         self.inspector.set_node(ids[0] if len(ids) == 1 else None)
+        self.selection_changed.emit()
 
     def _update_status(self) -> None:
         doc = self.level.doc

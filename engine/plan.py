@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from engine.blocks import BUFFER_UPDATES, Block, Context
-from engine.blocks._base import unbroadcast
+from engine.blocks._base import shapes_and_dtypes, unbroadcast
 from engine.blocks._composite import CompositeBlock
 
 if TYPE_CHECKING:
@@ -301,7 +301,7 @@ class Plan:
                 outs, saved = s.compute(inputs, weights)  # type: ignore[misc]
             saved = dict(saved)
             if not ready:
-                s.meta = (_shapes_dtypes(inputs), _shapes_dtypes(outs))
+                s.meta = (shapes_and_dtypes(inputs), shapes_and_dtypes(outs))
                 (ins, in_dtypes), (outs_shapes, out_dtypes) = s.meta
                 s.meta_saved = {"_in_shapes": ins, "_in_dtypes": in_dtypes, "_out_shapes": outs_shapes, "_out_dtypes": out_dtypes}
             saved.update(s.meta_saved)
@@ -614,17 +614,6 @@ def _generate(plan: "Plan") -> None:
     exec(code, ns)  # noqa: S102 - text written above from this module's statements and indices only (see _Source)
     plan._fwd_code = ns["forward"]
     plan._bwd_code = ns["backward"]
-
-
-def _shapes_dtypes(arrays: Mapping[str, Any]) -> tuple[dict[str, tuple[int, ...]], dict[str, np.dtype]]:
-    shapes: dict[str, tuple[int, ...]] = {}
-    dtypes: dict[str, np.dtype] = {}
-    for k, v in arrays.items():
-        if not isinstance(v, np.ndarray):
-            v = np.asarray(v)
-        shapes[k] = v.shape
-        dtypes[k] = v.dtype
-    return shapes, dtypes
 
 
 def plan_for(runtime: "Runtime") -> Plan:

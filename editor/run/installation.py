@@ -73,9 +73,9 @@ class Installation(QObject):
         self._root_doc = None
         self._watch_root(window.doc)
         window.scene_changed.connect(self._on_scene)
+        window.selection_changed.connect(self._on_selection)
         window.theme_changed.connect(c.changed.emit)  # colours of numbers, wires and marks
         window.node_menu_hooks.append(self._node_menu)
-        self._scene: Any = None
         self._on_scene()
         c.default_mode_for(window.doc.graph)
         c.changed.emit()
@@ -123,17 +123,8 @@ class Installation(QObject):
         return tuple(getattr(level, "node_id", "") for level in self.window.levels[1:])
 
     def _on_scene(self) -> None:
-        scene = self.window.scene
-        if self._scene is not None and self._scene is not scene:
-            try:
-                self._scene.selectionChanged.disconnect(self._on_selection)
-            except (RuntimeError, TypeError):
-                pass
-        if self._scene is not scene:
-            scene.selectionChanged.connect(self._on_selection)
-        self._scene = scene
         self.controller.set_level(self.level_path())
-        self.overlay.attach(scene)
+        self.overlay.attach(self.window.scene)
         self._on_selection()
 
     def _on_selection(self) -> None:

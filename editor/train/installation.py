@@ -80,9 +80,7 @@ class Installation(QObject):
         window.doc.graph_reset.connect(self._on_reset)
         window.doc.shapes_changed.connect(self._on_edit)
         window.theme_changed.connect(self._on_theme)
-        window.scene_changed.connect(self._on_scene)
-        self._scene: Any = None
-        self._on_scene()
+        window.selection_changed.connect(self._on_selection)
         self._on_theme()
         self._on_reset()
 
@@ -161,17 +159,6 @@ class Installation(QObject):
         self.show_panel()
         self.window.statusBar().showMessage(f"Training stopped at step {failure.step:,}: NaN or Inf at "
                                             f"{failure.node_label}", 10000)
-
-    def _on_scene(self) -> None:
-        scene = self.window.scene
-        if self._scene is not None and self._scene is not scene:
-            try:
-                self._scene.selectionChanged.disconnect(self._on_selection)
-            except (RuntimeError, TypeError):
-                pass
-        if self._scene is not scene:
-            scene.selectionChanged.connect(self._on_selection)
-        self._scene = scene
 
     def _on_selection(self) -> None:
         if self.panel.tabs.currentIndex() == 1:

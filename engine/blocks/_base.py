@@ -432,8 +432,8 @@ class Block:
         saved = dict(saved)
         # NOTE: plain loops, not np.shape/np.asarray per entry: this runs once per node per pass,
         # and at lesson sizes the bookkeeping costs more than the arithmetic.
-        saved["_in_shapes"], saved["_in_dtypes"] = _shapes_and_dtypes(inputs)
-        saved["_out_shapes"], saved["_out_dtypes"] = _shapes_and_dtypes(outs)
+        saved["_in_shapes"], saved["_in_dtypes"] = shapes_and_dtypes(inputs)
+        saved["_out_shapes"], saved["_out_dtypes"] = shapes_and_dtypes(outs)
         return outs, saved
 
     def backward(self, gout: Mapping[str, np.ndarray], saved: dict[str, Any], weights: Mapping[str, np.ndarray]) -> tuple[Arrays, Arrays]:
@@ -522,7 +522,9 @@ class Block:
             )
 
 
-def _shapes_and_dtypes(arrays: Mapping[str, Any]) -> tuple[dict[str, Shape], dict[str, np.dtype]]:
+def shapes_and_dtypes(arrays: Mapping[str, Any]) -> tuple[dict[str, Shape], dict[str, np.dtype]]:
+    """The shape and dtype of every array (what a block's backward needs of its inputs and
+    outputs); also used by the execution plan (engine/plan.py)."""
     shapes: dict[str, Shape] = {}
     dtypes: dict[str, np.dtype] = {}
     for k, v in arrays.items():
