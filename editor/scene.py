@@ -11,7 +11,7 @@ from typing import Any, Iterable, Iterator
 
 import networkx as nx
 from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QUndoCommand, QUndoStack
+from PySide6.QtGui import QPainterPathStroker, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsScene, QGraphicsSceneMouseEvent
 
 from editor import commands
@@ -312,10 +312,28 @@ class GraphScene(QGraphicsScene):
         """Every visible card's rectangle, for routing wires and placing their texts (cached until
         a card moves, appears, hides or changes size)."""
         if self._grid is None:
-            self._grid = placement.Grid()
+            self._grid = grid = placement.Grid()
             for item in self.nodes.values():
                 if item.isVisible():
-                    self._grid.add(item.card_rect(), item)
+                    grid.add(item.card_rect(), item)
+            marks = self._run_marks()
+            # what a pass draws around the cards (strips, chips, badges: see editor.run.overlay)
+            # is in the way of wires and texts as the cards are
+            for mark in marks:
+                mark.follow_card()
+                for rect in mark.obstacles():
+                    grid.add(mark.mapRectToScene(rect), mark)
+            for mark in marks:  # a Σ chip in its longest form that covers nothing, or none
+                fit = []
+                for forms in mark.fanout_options():
+                    k = next((k for k, (r, _t) in enumerate(forms)
+                              if not grid.hits(mark.mapRectToScene(r).adjusted(-2, -2, 2, 2), ignore=(mark,))), len(forms))
+                    if k < len(forms):
+                        grid.add(mark.mapRectToScene(forms[k][0]), mark)
+                    fit.append(k)
+                if tuple(fit) != mark.fanout_fit:
+                    mark.fanout_fit = tuple(fit)
+                    mark.update()
         return self._grid
 
     def invalidate_cards(self) -> None:
@@ -344,9 +362,41 @@ class GraphScene(QGraphicsScene):
                     if item.isVisible():
                         self._update_link_path(item)
             labels = [label for item in self.links.values() for label in item.labels.values()]
-            placement.place_labels(labels, self.card_grid())
+            grid = self.card_grid()
+            placement.place_labels(labels, grid, fixed=self._place_captions(grid))
         finally:
             self._arranging = False
+
+    def _run_marks(self) -> list[Any]:
+        """What a pass draws on the visible cards (editor.run.overlay.RunMark, a child of its card)."""
+        return [m for item in self.nodes.values() if item.isVisible() for m in item.childItems() if hasattr(m, "obstacles")]
+
+    def _place_captions(self, grid: placement.Grid) -> list[tuple[QRectF, Any]]:
+        """Write each run mark's caption (a strip's or a sparkline's, under its card) where it
+        covers no card, strip, chip or badge, no other caption and no wire; else its mark's
+        tooltip has it. Returns the captions written: the wire texts keep off them."""
+        written: list[tuple[QRectF, Any]] = []
+        for mark in self._run_marks():
+            local = mark.caption_rect() if mark.scene() is self else None
+            rect = None if local is None else mark.mapRectToScene(local)
+            shown = rect is not None and not grid.hits(rect.adjusted(-2, -2, 2, 2), ignore=(mark,)) \
+                and not any(rect.intersects(r) for r, _m in written) and not self._wire_crosses(rect)
+            if shown:
+                written.append((rect, mark))
+            if shown != mark.caption_shown:
+                mark.caption_shown = shown
+                mark.update()
+        return written
+
+    def _wire_crosses(self, rect: QRectF) -> bool:
+        grown = rect.adjusted(-2, -2, 2, 2)
+        stroker = QPainterPathStroker()
+        stroker.setWidth(3.0)
+        for item in self.links.values():
+            if item.isVisible() and not item.path.isEmpty() and item.path.boundingRect().adjusted(-2, -2, 2, 2).intersects(grown):
+                if stroker.createStroke(item.path).intersects(grown):
+                    return True
+        return False
 
     def _visible(self, node_id: str) -> NodeItem | None:
         head = self._stack_of.get(node_id)

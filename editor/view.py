@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QKeyEvent, QMouseEvent, QPainter, QPen, QWheelEvent
 from PySide6.QtWidgets import QGraphicsView, QWidget
 
@@ -47,6 +47,30 @@ class GraphView(QGraphicsView):
         self._space = False
         self._auto_framed = False  # framed by show_graph and not touched since: frame again on resize
         self.minimap: Any = None
+        self._top_reserve = 0  # viewport pixels at the top a line over the canvas takes (the run's)
+        self._reframe = QTimer(self)
+        self._reframe.setSingleShot(True)
+        self._reframe.setInterval(0)
+        self._reframe.timeout.connect(self._frame_again)
+
+    def reserve_top(self, pixels: int) -> None:
+        """Keep the top ``pixels`` of the canvas (where a line is drawn over it: the pass's or the
+        training's headline) free of cards when framing the graph; framed as opened and not
+        touched since, frame it again now."""
+        pixels = max(0, int(pixels))
+        if pixels == self._top_reserve:
+            return
+        self._top_reserve = pixels
+        if self._auto_framed:
+            self._reframe.start()  # soon: not in the middle of whatever showed the line
+
+    def _frame_again(self) -> None:
+        if self._auto_framed and self.graph_scene() is not None:
+            self.show_graph()
+
+    def _reserved(self) -> int:
+        """The top reserve, at most a third of the canvas (a small window keeps its graph)."""
+        return min(self._top_reserve, self.viewport().height() // 3)
 
     def graph_scene(self) -> GraphScene:
         return self.scene()  # type: ignore[return-value]
@@ -105,7 +129,7 @@ class GraphView(QGraphicsView):
             self._auto_framed = True
             return
         rect = rect.adjusted(-FRAME, -FRAME, FRAME, FRAME)
-        fits = min(vp.width() / rect.width(), vp.height() / rect.height(), 1.0)
+        fits = min(vp.width() / rect.width(), (vp.height() - self._reserved()) / rect.height(), 1.0)
         if fits >= readable:
             self.fit()
         else:
@@ -119,7 +143,8 @@ class GraphView(QGraphicsView):
         self.resetTransform()
         self.scale(zoom, zoom)
         vp = self.viewport().rect()
-        w, h = vp.width() / zoom, vp.height() / zoom
+        reserve = self._reserved() / zoom
+        w, h = vp.width() / zoom, vp.height() / zoom - reserve
         sources = scene.source_cards()
         firsts = [r for r in sources if r.left() < rect.left() + w * 0.6] or sources
         cy = sum(r.center().y() for r in firsts) / len(firsts) if firsts else rect.center().y()
@@ -128,7 +153,12 @@ class GraphView(QGraphicsView):
         else:
             top = min(max(cy - h / 2, rect.top()), rect.bottom() - h)
         left = rect.left() if rect.width() > w else rect.center().x() - w / 2
-        self.centerOn(QPointF(left + w / 2, top + h / 2))
+        if rect.height() > h:  # a card cut by the top edge (or under the line there) starts the view
+            cut = [r.top() for item in scene.nodes.values() if item.isVisible() for r in [item.card_rect()]
+                   if r.top() < top + 2 < r.bottom() and r.right() > left and r.left() < left + w]
+            if cut:
+                top = min(cut) - 12
+        self.centerOn(QPointF(left + w / 2, top + h / 2 - reserve / 2))
         self.zoom_changed.emit(self.zoom())
         self.view_changed.emit()
 
@@ -164,11 +194,12 @@ class GraphView(QGraphicsView):
             return
         rect = rect.adjusted(-FRAME, -FRAME, FRAME, FRAME)
         vp = self.viewport().rect()
-        factor = min(vp.width() / rect.width(), vp.height() / rect.height(), 1.0)
+        reserve = self._reserved()
+        factor = min(vp.width() / rect.width(), (vp.height() - reserve) / rect.height(), 1.0)
         self.resetTransform()
         factor = min(MAX_ZOOM, max(MIN_ZOOM, factor))
         self.scale(factor, factor)
-        self.centerOn(rect.center())
+        self.centerOn(rect.center() - QPointF(0, reserve / 2 / factor))
         self.zoom_changed.emit(self.zoom())
         self.view_changed.emit()
 

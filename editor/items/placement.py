@@ -272,13 +272,16 @@ class Spot:
     placed_contents: tuple
 
 
-def place_labels(labels: Sequence[Any], cards: Grid) -> None:
+def place_labels(labels: Sequence[Any], cards: Grid, fixed: Sequence[tuple[QRectF, Any]] = ()) -> None:
     """Position every label (see :class:`editor.items.link.WireLabel`) on its wire, or hide it.
 
     A label whose inputs (texts, preferred spot, wire), cards nearby and texts placed before it
     nearby are what they were last time keeps its spot without searching again (``label.spot``
-    remembers it)."""
+    remembers it). ``fixed`` are other texts already written, (rectangle, owner): the labels
+    keep off them as off each other."""
     placed = Grid(cell=120.0)
+    for rect, owner in fixed:
+        placed.add(rect.adjusted(-LABEL_GAP, -LABEL_GAP, LABEL_GAP, LABEL_GAP), owner)
     order = sorted(labels, key=lambda lb: (-lb.priority, lb.link_item.length()))
     for label in order:
         link = label.link_item

@@ -25,6 +25,7 @@ class Minimap(QWidget):
     def __init__(self, view: GraphView) -> None:
         super().__init__(view.viewport())
         self.view = view
+        view.minimap = self  # the canvas's other corner widgets (the run's legend) keep off it
         self.enabled_by_user = True
         self.corner = "bottom-right"  # where the user put it (tried first)
         self.resize(*SIZE)
@@ -67,6 +68,11 @@ class Minimap(QWidget):
             return False
         area = self.view.mapToScene(QRectF(spot).adjusted(-2, -2, 2, 2).toRect()).boundingRect()
         return scene.card_grid().hits(area)  # a spatial index: cheap every frame
+
+    def settle(self) -> None:
+        """Take the corner it would take for the view as it is now (other corner widgets ask
+        first, to keep off it)."""
+        self._on_view_changed()
 
     def _on_view_changed(self) -> None:
         if self._moving is not None:

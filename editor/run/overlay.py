@@ -85,14 +85,21 @@ class RunMark(QGraphicsItem):
         # Redrawn only when its state changes, not each time a pulse or a label passes by.
         self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self._bounds = QRectF()
+        self.caption_shown = False  # set by the scene when it places the wire texts
+        self.fanout_fit: tuple[int, ...] = ()  # per Σ chip, the form shown (see fanout_options)
         self._relayout()
 
     def set_state(self, state: MarkState) -> None:
         if state == self.state:
             return
         self.prepareGeometryChange()
+        before = self.placement_key()
         self.state = state
         self._relayout()
+        if self.placement_key() != before:
+            scene = self.scene()
+            if scene is not None and hasattr(scene, "invalidate_cards"):
+                scene.invalidate_cards()  # wires and their texts keep clear of what it draws
         tip = state.problem_tip
         if state.strip:
             rows = "".join(f"<tr><td>{n}</td><td align=right>&nbsp;{style.num(v, 3)}</td></tr>" for n, v in state.strip)
@@ -101,13 +108,47 @@ class RunMark(QGraphicsItem):
         self.update()
 
     def caption_room(self) -> bool:
-        """Whether the strip's caption has room under the card (no other card there now: cards
-        move when the view lays the graph out again, so this is asked when painting)."""
-        scene = self.scene()
-        if not self.state.strip_caption or scene is None or not hasattr(scene, "card_grid"):
-            return self.state.strip_caption
-        below = QRectF(0, self.node.height + 2, max(self.node.width, STRIP_TEXT + 8), STRIP_H + 18)
-        return not scene.card_grid().hits(self.node.mapRectToScene(below), ignore=(self.node,))
+        """Whether the strip's (or sparkline's) caption is written: the scene decides, when it
+        places the wire texts, that it covers no card, no other caption or badge and no wire
+        text (:meth:`editor.scene.GraphScene.card_grid`); else the tooltip has it."""
+        return self.caption_shown
+
+    def caption_text(self) -> str:
+        s = self.state
+        if s.strip:
+            return s.strip_title if s.strip_caption else ""
+        return "weight gradient, recent steps" if s.spark else ""
+
+    def caption_rect(self) -> QRectF | None:
+        """Where the caption goes (the node's coordinates): under the strip, as wide as its text
+        (in steps of 24 px, so a new number rarely moves anything), at most ``STRIP_TEXT``."""
+        text = self.caption_text()
+        if not text:
+            return None
+        room = max(self.node.width - 8, STRIP_TEXT)
+        width = min(room, 24.0 * math.ceil((metrics("small").horizontalAdvance(text) + 4) / 24.0))
+        return QRectF(4, self.node.height + 3 + STRIP_H, width, 14)
+
+    def obstacles(self) -> list[QRectF]:
+        """What this mark draws outside its card that must stay clear of wires, wire texts and
+        other marks (the node's coordinates), its caption aside (:meth:`caption_rect`): the
+        strip or sparkline, the value chips and the problem badges. (The Σ chips have forms to
+        choose from: :meth:`fanout_options`.)"""
+        s = self.state
+        w, h = self.node.width, self.node.height
+        out = []
+        if s.strip or s.spark:
+            out.append(QRectF(0, h + 2, w, STRIP_H + 1))
+        out += [self._chip_rect(chip) for chip in s.sinks]
+        out += [r for r, _kind, _text in self._badge_rects()]
+        return out
+
+    def placement_key(self) -> tuple:
+        """Changes exactly when :meth:`obstacles` or :meth:`caption_rect` do."""
+        def key(r: QRectF | None) -> tuple:
+            return () if r is None else (round(r.x()), round(r.y()), round(r.width()), round(r.height()))
+        return (key(self.caption_rect()), tuple(key(r) for r in self.obstacles()),
+                tuple(tuple(key(r) for r, _label in forms) for forms in self.fanout_options()), self.node.width, self.node.height)
 
     def _chip_rect(self, chip: SinkChip) -> QRectF:
         """Under the node, at its right edge (inside the view's fit margin): an output that feeds
@@ -120,15 +161,26 @@ class RunMark(QGraphicsItem):
         top = self.node.height + 6 + (STRIP_H + 4 + (14 if self.state.strip_caption else 0) if self.state.strip else 0) + k * (h + 4)
         return QRectF(self.node.width - w, top, w, h)
 
+    def follow_card(self) -> None:
+        """The card changed size (the scene tells when it takes the cards' rectangles again)."""
+        if self._size != (self.node.width, self.node.height):
+            self.prepareGeometryChange()
+            self._relayout()
+            self.update()
+
     def _relayout(self) -> None:
         w, h = self.node.width, self.node.height
+        self._size = (w, h)
         r = QRectF(-HALO - 2, -HALO - 2, w + 2 * HALO + 4, h + 2 * HALO + 4)
         if self.state.strip or self.state.spark:
             r = r.united(QRectF(0, h + 2, max(w, STRIP_TEXT + 8), STRIP_H + 18))
         for chip in self.state.sinks:
             r = r.united(self._chip_rect(chip).adjusted(-2, -2, 2, 2))
-        if self.state.fanout:
-            r = r.united(QRectF(w, -30, 120, h + 30))
+        for rect in self.obstacles() + [forms[0][0] for forms in self.fanout_options()]:
+            r = r.united(rect.adjusted(-2, -2, 2, 2))
+        caption = self.caption_rect()
+        if caption is not None:
+            r = r.united(caption)
         self._bounds = r
 
     def boundingRect(self) -> QRectF:
@@ -143,8 +195,8 @@ class RunMark(QGraphicsItem):
             path.addRect(QRectF(0, h + 2, w, STRIP_H + (16 if self.state.strip_caption else 2)))
         for chip in self.state.sinks:
             path.addRect(self._chip_rect(chip))
-        if self.state.problems:
-            path.addRect(QRectF(w - 120, -HALO - 16, 124, 22))
+        for r, _kind, _text in self._badge_rects():
+            path.addRect(r)
         return path
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
@@ -199,13 +251,16 @@ class RunMark(QGraphicsItem):
             bh = 2 + (STRIP_H - 2) * frac
             painter.setBrush(c)
             painter.drawRect(QRectF(4 + i * cell, top + STRIP_H - bh, max(cell - (1 if cell > 4 else 0), 1), bh))
-        if not self.caption_room():
-            return  # a card right below: the caption is in the tooltip
+        self._paint_caption(painter, theme)
+
+    def _paint_caption(self, painter: QPainter, theme: Theme) -> None:
+        r = self.caption_rect()
+        if r is None or not self.caption_room():
+            return  # no room: the caption is in the tooltip
         painter.setFont(font("small"))
         painter.setPen(theme.text_dim)
-        room = max(w - 8, STRIP_TEXT)
-        painter.drawText(QRectF(4, top + STRIP_H, room, 14), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                         metrics("small").elidedText(s.strip_title, Qt.TextElideMode.ElideRight, room))
+        painter.drawText(r, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                         metrics("small").elidedText(self.caption_text(), Qt.TextElideMode.ElideRight, int(r.width())))
 
     def _paint_spark(self, painter: QPainter, theme: Theme) -> None:
         """Training: a sparkline under the card of the node's weight-gradient norm over the
@@ -249,9 +304,7 @@ class RunMark(QGraphicsItem):
         painter.setPen(theme.text_dim)
         if right < w - 4:
             painter.drawText(QRectF(right + 4, top, tw, STRIP_H), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, text)
-        if self.caption_room():
-            painter.drawText(QRectF(4, top + STRIP_H, max(w - 8, STRIP_TEXT), 14),
-                             Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, "weight gradient, recent steps")
+        self._paint_caption(painter, theme)
 
     def _paint_chip(self, painter: QPainter, theme: Theme, chip: SinkChip) -> None:
         r = self._chip_rect(chip)
@@ -268,16 +321,34 @@ class RunMark(QGraphicsItem):
             painter.drawText(QRectF(r.left(), y, r.width(), fm.height()), Qt.AlignmentFlag.AlignCenter, text)
             y += fm.height()
 
-    def _paint_fanout(self, painter: QPainter, theme: Theme) -> None:
+    def fanout_options(self) -> list[list[tuple[QRectF, str]]]:
+        """For each Σ chip (beside an output port where a fan-out's gradients arrive and sum),
+        its forms, longest first: with the sum, then the count alone. The scene keeps the first
+        that covers nothing (:attr:`fanout_fit`). Widths in steps of 16 px, so a new number
+        rarely moves anything."""
         fm = metrics("small")
-        painter.setFont(font("small"))
+        out = []
         for port, arrived, total, text in self.state.fanout:
             p = self.node.outputs.get(port)
             if p is None:
                 continue
-            label = f"Σ {arrived}/{total}" + (f"  {text}" if text else "")
-            tw = fm.horizontalAdvance(label) + 10
-            r = QRectF(self.node.width + 8, p.y() - 22, tw, fm.height() + 4)
+            forms = []
+            for label in dict.fromkeys((f"Σ {arrived}/{total}" + (f"  {text}" if text else ""), f"Σ {arrived}/{total}")):
+                tw = 16.0 * math.ceil((fm.horizontalAdvance(label) + 10) / 16.0)
+                forms.append((QRectF(self.node.width + 8, p.y() - 22, tw, fm.height() + 4), label))
+            out.append(forms)
+        return out
+
+    def _fanout_rects(self) -> list[tuple[QRectF, str]]:
+        """The Σ chips drawn: the form the scene chose for each (none: no room; the Values panel
+        of the node has the sum)."""
+        fit = self.fanout_fit
+        return [forms[fit[i] if i < len(fit) else 0] for i, forms in enumerate(self.fanout_options())
+                if (fit[i] if i < len(fit) else 0) < len(forms)]
+
+    def _paint_fanout(self, painter: QPainter, theme: Theme) -> None:
+        painter.setFont(font("small"))
+        for (r, label), (_port, arrived, total, _text) in zip(self._fanout_rects(), self.state.fanout):
             done = arrived == total
             c = QColor(self.grad_colour)
             painter.setPen(QPen(c, 1.2))
@@ -288,21 +359,27 @@ class RunMark(QGraphicsItem):
             painter.setPen(theme.text if not self.state.stale else theme.text_dim)
             painter.drawText(r, Qt.AlignmentFlag.AlignCenter, label)
 
-    def _paint_problems(self, painter: QPainter, theme: Theme) -> None:
+    def _badge_rects(self) -> list[tuple[QRectF, str, str]]:
+        """The problem badges, right to left from the card's top-right corner, above it."""
         glyphs = {"nan": "NaN", "inf": "Inf", "vanishing": "≈0", "exploding": "≫1e3"}
-        x = self.node.width + 2
-        painter.setFont(font("badge"))
         fm = metrics("badge")
+        x = self.node.width + 2
+        out = []
         for kind in self.state.problems:
             text = glyphs.get(kind, "!")
             tw = fm.horizontalAdvance(text) + 10
-            r = QRectF(x - tw, -HALO - 14, tw, 18)
+            out.append((QRectF(x - tw, -HALO - 14, tw, 18), kind, text))
+            x -= tw + 4
+        return out
+
+    def _paint_problems(self, painter: QPainter, theme: Theme) -> None:
+        painter.setFont(font("badge"))
+        for r, kind, text in self._badge_rects():
             c = theme.text_dim if self.state.stale else style.problem_colour(kind, theme)
             painter.setPen(QPen(QColor("#ffffff"), 1.5))
             painter.setBrush(c)
             painter.drawRoundedRect(r, 6, 6)
             painter.drawText(r, Qt.AlignmentFlag.AlignCenter, text)
-            x -= tw + 4
 
 
 class Pulse(QGraphicsItem):
@@ -507,6 +584,7 @@ class RunOverlay(QObject):
             self.legend.wanted = False
             self.legend.hide()
             self._hud(tl, theme)
+            self._place_widgets()
             self._stop_pulses()
             self._last_cursor = c.cursor
             return
@@ -547,7 +625,7 @@ class RunOverlay(QObject):
                 continue
             present.add(nid)
             mark = self.marks.get(nid)
-            if mark is None or mark.parentItem() is not node:
+            if mark is None or mark.node is not node:
                 mark = next((m for m in node.childItems() if isinstance(m, RunMark)), None) or RunMark(node)
                 self.marks[nid] = mark
             mark.grad_colour = grad_colour
@@ -555,7 +633,7 @@ class RunOverlay(QObject):
         for nid in list(self.marks):
             if nid not in present:
                 mark = self.marks.pop(nid)
-                if mark.scene() is not None and nid in scene.nodes:
+                if scene.nodes.get(nid) is mark.node:  # (else its card is gone, and the mark with it)
                     mark.set_state(MarkState())
         if self.legend.theme is not theme:
             self.legend.theme = theme
@@ -563,8 +641,8 @@ class RunOverlay(QObject):
         self.legend.wanted = any_grad
         if not any_grad:
             self.legend.hide()
-        self._place_widgets()
         self._hud(tl, theme)
+        self._place_widgets()
         # a pulse for a single step forward
         if not stale and cursor != self._last_cursor and running is not None and \
                 tl.previous_visible(level, cursor) == self._last_cursor and tl.frames[cursor].path[:-1] == level:
@@ -602,7 +680,7 @@ class RunOverlay(QObject):
             item.set_run(None, st)
         for nid, node in scene.nodes.items():
             mark = self.marks.get(nid)
-            if mark is None or mark.parentItem() is not node:
+            if mark is None or mark.node is not node:
                 mark = next((m for m in node.childItems() if isinstance(m, RunMark)), None) or RunMark(node)
                 self.marks[nid] = mark
             if not top or not node.isVisible():
@@ -616,8 +694,8 @@ class RunOverlay(QObject):
         self.legend.wanted = any_grad
         if not any_grad:
             self.legend.hide()
-        self._place_widgets()
         self.hud.show_text(view.headline, theme)
+        self._place_widgets()
         self._last_cursor = -1
 
     def _link_state(self, tl: Timeline, level: Path, cursor: int, link: Any, stale: bool, theme: Theme,
@@ -823,6 +901,8 @@ class RunOverlay(QObject):
 
     def _place_widgets(self) -> None:
         self.hud.move(12, 10)
+        # the headline is drawn over the canvas: the view frames the graph below it
+        self.view.reserve_top(self.hud.geometry().bottom() + 8 if not self.hud.isHidden() else 0)
         if self.legend.wanted:
             # the first corner where it covers no card (nor the minimap), as the minimap does
             spot = self._legend_spot()
@@ -835,6 +915,8 @@ class RunOverlay(QObject):
         w, h, m = self.legend.width(), self.legend.height(), 12
         hud = self.hud.geometry() if self.hud.isVisible() else QRect()
         minimap = getattr(self.view, "minimap", None)
+        if minimap is not None:
+            minimap.settle()  # it takes its corner for this view first (it, too, follows the view)
         taken = minimap.geometry() if minimap is not None and minimap.isVisible() else QRect()
         scene = self.view.graph_scene()
         for x, y in ((m, vp.height() - h - m), (vp.width() - w - m, vp.height() - h - m),

@@ -294,3 +294,121 @@ def test_auto_layout_folds_an_edited_graph_to_the_view_in_one_undo_step(window):
     window.undo_stack.undo()
     assert window.doc.dump() == before
     window.undo_stack.setClean()
+
+
+# --- what a pass or a training run draws on the canvas -------------------------------------------------
+
+
+class _Recorder:
+    """Stands in for the QPainter a run mark paints with: paints into an image through a real
+    painter and records, in the mark's coordinates, every text's own rectangle and every chip or
+    badge box drawn outside its card. (Independent of how the mark says it lays itself out.)"""
+
+    def __init__(self, painter, card: QRectF) -> None:  # noqa: ANN001
+        self.painter, self.card = painter, card
+        self.texts: list[tuple[str, QRectF]] = []
+        self.boxes: list[QRectF] = []
+
+    def drawText(self, rect, flags, text, *rest):  # noqa: ANN001, ANN201, N802
+        rect = QRectF(rect)
+        if text:
+            self.texts.append((text, self.painter.boundingRect(rect, int(flags), text)))
+        return self.painter.drawText(rect, flags, text, *rest)
+
+    def drawRoundedRect(self, rect, *rest):  # noqa: ANN001, ANN201, N802
+        rect = QRectF(rect)
+        if not rect.intersects(self.card):  # not the halo round the card nor the bar in it
+            self.boxes.append(rect)
+        return self.painter.drawRoundedRect(rect, *rest)
+
+    def __getattr__(self, name):  # noqa: ANN001, ANN204
+        return getattr(self.painter, name)
+
+
+def _overlay_texts(w: MainWindow) -> list[tuple[str, QRectF]]:
+    """Every text of the pass (or the training) on the canvas, in scene coordinates: the wire
+    texts and, for each card, what its run mark draws (captions, value chips, Σ chips, badges)."""
+    from PySide6.QtGui import QImage, QPainter
+    from PySide6.QtWidgets import QStyleOptionGraphicsItem
+
+    from editor.run.overlay import RunMark
+
+    out = [(f"wire text {label.text!r}", label.scene_rect()) for item in w.scene.links.values() if item.isVisible()
+           for label in item.labels.values() if label.isVisible() and label.text]
+    image = QImage(1, 1, QImage.Format.Format_ARGB32)
+    for nid, node in w.scene.nodes.items():
+        if not node.isVisible():
+            continue
+        name = w.level.doc.node(nid).name
+        for mark in [m for m in node.childItems() if isinstance(m, RunMark)]:
+            painter = QPainter(image)
+            rec = _Recorder(painter, QRectF(0, 0, node.width, node.height))
+            mark.paint(rec, QStyleOptionGraphicsItem())
+            painter.end()
+            bounds = mark.boundingRect()
+            for box in rec.boxes:
+                assert bounds.contains(box), (name, "drawn outside its mark's bounds: cut off on screen", box)
+                out.append((f"box of {name}", mark.mapRectToScene(box)))
+            for text, rect in rec.texts:
+                if any(box.contains(rect.center()) for box in rec.boxes):
+                    continue  # the text of one of those boxes
+                assert bounds.adjusted(-1, -1, 1, 1).contains(rect), (name, text, "cut off on screen")
+                out.append((f"{text!r} under {name}", mark.mapRectToScene(rect)))
+    return out
+
+
+def _check_overlay(w: MainWindow, view: str) -> int:
+    """No text of the pass covers another or a card; the headline over the canvas covers no card."""
+    for _ in range(3):  # what the last step's signals bring (the headline, then the framing below it)
+        QApplication.processEvents()
+    w.scene.arrange()
+    texts = _overlay_texts(w)
+    cards = _card_rects(w)
+    for i, (a_name, a) in enumerate(texts):
+        for b_name, b in texts[i + 1:]:
+            assert not a.intersects(b), (view, a_name, b_name)
+        for nid, card in cards:
+            assert not a.intersects(card), (view, a_name, "covers", w.level.doc.node(nid).name)
+    hud = w.run.installation.overlay.hud
+    if hud.isVisible():
+        over = w.view.mapToScene(hud.geometry().adjusted(-2, -2, 2, 2)).boundingRect()
+        for nid, card in cards:
+            assert not over.intersects(card), (view, "the headline hides", w.level.doc.node(nid).name)
+    return len(texts)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["1600x1000", "1280x800"])
+def test_the_numbers_of_a_pass_never_cover_each_other_a_card_or_the_headline(window, size):
+    """Forward about half-way and backward to the end, on every lesson and inside each of its
+    composites (and their stacks opened): every text the pass draws has room of its own."""
+    from editor.run import scripted
+
+    window.resize(*size)
+    seen = 0
+    for lesson in presets.names():
+        for step in ("forward", "backward:end"):
+            views = _views(window, lesson)
+            next(views)
+            if step == "forward":  # about half-way through the forward pass
+                step = f"forward:{max(1, scripted.go_to(window.run, 'forward:1')['events'] // 4)}"
+            scripted.go_to(window.run, step)
+            _settle(window)
+            seen += _check_overlay(window, f"{lesson} {step}")
+            for view in views:  # inside the composites, the same pass
+                seen += _check_overlay(window, f"{view} {step}")
+    assert seen > 100
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["1600x1000", "1280x800"])
+def test_a_trained_lessons_sparklines_and_headline_cover_nothing(window, size):
+    from editor import screenshot
+
+    window.resize(*size)
+    assert window.files.load_path(presets.path("two_layer_net"), is_preset=True, remember=False)
+    _settle(window)
+    screenshot.train(window, 40)
+    _settle(window)
+    marks = [m for node in window.scene.nodes.values() for m in node.childItems() if hasattr(m, "state")]
+    assert any(getattr(m.state, "spark", ()) for m in marks), "sparklines drawn"
+    assert _check_overlay(window, "two_layer_net trained") > 5
+    window.undo_stack.setClean()
