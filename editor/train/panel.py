@@ -366,7 +366,8 @@ class TrainPanel(QWidget):
             spin.blockSignals(True)
             spin.setValue(value)
             spin.blockSignals(False)
-        self._sync_batch()
+        if not running:  # (it binds the data to count its rows: not at every sync of a run, when it is disabled)
+            self._sync_batch()
         state = c.state
         paused = state == "paused"
         self.start_button.setText("Resume" if paused else "Train")

@@ -78,6 +78,24 @@ def smooth(y: np.ndarray, alpha: float = SMOOTHING) -> np.ndarray:
 _BLOCK = 256  # β^−256 ≈ 5·10⁵ for α = 0.05: no overflow, rounding ≈ 10⁻¹⁰ of the values
 
 
+def _hold_y(vb: pg.ViewBox, ys: Sequence[np.ndarray], refit: bool) -> None:
+    """Set ``vb``'s y range to hold the finite values of ``ys`` only when one leaves it (or
+    ``refit``): it then grows by a margin, geometrically, so that a falling loss moves the axis
+    a few times a run rather than at each redraw."""
+    values = [v[np.isfinite(v)] for v in ys if len(v)]
+    values = [v for v in values if len(v)]
+    if not values:
+        return
+    lo, hi = min(float(v.min()) for v in values), max(float(v.max()) for v in values)
+    vy0, vy1 = vb.viewRange()[1]
+    if refit or lo < vy0 or hi > vy1:
+        span = max(hi - lo, abs(hi) * 1e-3, 1e-9)
+        if not refit:
+            span = max(span, 2 * (vy1 - vy0))
+        vb.setYRange(lo - (Y_MARGIN * span if lo < vy0 or refit else 0), hi + (Y_MARGIN * span if hi > vy1 or refit else 0),
+                     padding=0.02)
+
+
 class LossPlot(QWidget):
     """See the module docstring. :meth:`set_data` redraws (the panel calls it a few times a
     second at most)."""
@@ -120,6 +138,9 @@ class LossPlot(QWidget):
         self._legend_names: dict[int, tuple[str, Any]] = {}  # the text and colour each legend entry shows
         self.points = 0  # points drawn by the loss curves (a test reads it)
         self._metric_label = ""
+        self._evals_key: tuple[Any, ...] | None = None  # what the evaluation points were drawn from
+        self._ev_ys = np.zeros(0)
+        self._metric_values = np.zeros(0)  # a metric drawn on its own (auto) scale, not a percentage
         for name in ("left", "bottom", "right"):
             # an axis repaints (ticks, labels, grid: tens of ms) only when its range or looks change
             self.plot.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
@@ -156,6 +177,7 @@ class LossPlot(QWidget):
         for _sample, label in self.legend.items:
             label.setText(label.text, color=text)
         self._legend_names = {}
+        self._evals_key = None
         font = QFont()
         font.setPointSizeF(max(7.5, font.pointSizeF() * 0.85))
         for name in ("left", "bottom", "right"):
@@ -195,10 +217,24 @@ class LossPlot(QWidget):
             self.points = len(xs)
         self._legend_entry(self.raw, "loss (each batch)" if minibatch else None)
         self._legend_entry(self.smoothed, "loss (smoothed)" if minibatch else "loss")
+        # the evaluations change a few times a run: their points (and the metric's axis, which
+        # repaints when its auto range is recomputed) are set again only then
+        key = (self.log, metric_kind, len(evaluations),
+               *((evaluations[0].step, evaluations[-1].step, evaluations[-1].loss, evaluations[-1].metric) if evaluations else ()))
+        if key != self._evals_key:
+            self._evals_key = key
+            self._set_evaluations(evaluations, metric_kind)
+        for line, at in ((self.best, best_step), (self.failed, failed_step)):
+            line.setVisible(at is not None)
+            if at is not None and line.value() != at:
+                line.setValue(at)
+        self._fit_view(xs, (ys, sy if minibatch and len(y) > 1 else ys, self._ev_ys), x_end)
+
+    def _set_evaluations(self, evaluations: Sequence[Any], metric_kind: str | None) -> None:
         ev_x = np.array([e.step for e in evaluations], dtype=np.float64)
         ev_y = np.array([e.loss for e in evaluations], dtype=np.float64)
         finite = np.isfinite(ev_y)
-        ev_ys = self._y(ev_y[finite])
+        self._ev_ys = ev_ys = self._y(ev_y[finite])
         self.evals.setData(ev_x[finite], ev_ys)
         self._legend_entry(self.evals, "evaluation loss" if len(ev_x) else None)
         kind = metric_kind
@@ -218,43 +254,38 @@ class LossPlot(QWidget):
             if kind in ("accuracy", "exact_match"):
                 if self.metric_box.state["autoRange"][1] is not False or self.metric_box.viewRange()[1] != [-5.0, 105.0]:
                     self.metric_box.setYRange(0, 100, padding=0.05)
-            elif ok.any() and self.metric_box.state["autoRange"][1] is False:
-                self.metric_box.enableAutoRange(axis=pg.ViewBox.YAxis)
+            self._metric_values = m[ok] if kind not in ("accuracy", "exact_match") else np.zeros(0)
         else:
+            self._metric_values = np.zeros(0)
             if self.metric.xData is not None and len(self.metric.xData):
                 self.metric.setData([], [])
             self.plot.getAxis("right").hide()
             self._legend_entry(self.metric, None)
-        for line, at in ((self.best, best_step), (self.failed, failed_step)):
-            line.setVisible(at is not None)
-            if at is not None and line.value() != at:
-                line.setValue(at)
-        self._fit_view(xs, (ys, sy if minibatch and len(y) > 1 else ys, ev_ys), x_end)
 
     def _fit_view(self, x: np.ndarray, ys: tuple[np.ndarray, ...], x_end: float | None) -> None:
         """While running (``x_end`` given), keep the view's ranges unless the data leaves them;
-        otherwise let pyqtgraph fit the view to the data."""
-        vb = self.plot.vb
+        otherwise let pyqtgraph fit the view to the data (the metric's y too, unless it is a
+        percentage: 0–100 %)."""
+        vb, metric = self.plot.vb, self.metric_box
         if x_end is None or not len(x):
             if not all(vb.state["autoRange"]):
                 vb.enableAutoRange()
+            if len(self._metric_values) and metric.state["autoRange"][1] is False:
+                metric.enableAutoRange(axis=pg.ViewBox.YAxis)
             return
-        values = [v[np.isfinite(v)] for v in ys if len(v)]
-        values = [v for v in values if len(v)]
-        if not values:
-            return
-        lo, hi = min(float(v.min()) for v in values), max(float(v.max()) for v in values)
-        x0, x1 = float(x[0]), max(float(x_end), float(x[-1]))
-        (vx0, vx1), (vy0, vy1) = vb.viewRange()
         auto = any(vb.state["autoRange"])
         if auto:
             vb.disableAutoRange()
+        x0, x1 = float(x[0]), max(float(x_end), float(x[-1]))
+        vx0, vx1 = vb.viewRange()[0]
         if auto or x0 < vx0 or x1 > vx1 or x1 - x0 < 0.5 * (vx1 - vx0):
             vb.setXRange(x0, x1, padding=0.02)
-        if auto or lo < vy0 or hi > vy1:
-            span = max(hi - lo, abs(hi) * 1e-3, 1e-9)
-            vb.setYRange(lo - (Y_MARGIN * span if lo < vy0 or auto else 0), hi + (Y_MARGIN * span if hi > vy1 or auto else 0),
-                         padding=0.02)
+        _hold_y(vb, ys, auto)
+        if len(self._metric_values):
+            auto = metric.state["autoRange"][1] is not False
+            if auto:
+                metric.disableAutoRange(axis=pg.ViewBox.YAxis)
+            _hold_y(metric, (self._metric_values,), auto)
 
     def _legend_entry(self, item: Any, name: str | None) -> None:
         present = [label for sample, label in self.legend.items if sample.item is item]

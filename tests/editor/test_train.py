@@ -390,6 +390,16 @@ def test_the_view_stays_put_while_running_covers_all_data_and_fits_it_after(qapp
     fresh.set_data(np.arange(1, 3001, dtype=np.float64), spiked, evals, "accuracy", None, None, True)
     fresh.plot.vb.updateAutoRange()
     assert all(vb.state["autoRange"]) and after == fresh.plot.vb.viewRange() and after[1][1] >= 9.0
+    # a metric on its own scale (perplexity) is held the same way while running, fitted after
+    box = plot.metric_box
+    ppl = [Evaluation(s, 1.0, 50.0 / s) for s in (1, 10, 100)]
+    plot.set_data(np.arange(1, 101, dtype=np.float64), y[:100], ppl[:2], "perplexity", None, None, True, x_end=3000)
+    m0, m1 = box.viewRange()[1]
+    assert box.state["autoRange"][1] is False and m0 <= 5.0 and m1 >= 50.0
+    plot.set_data(np.arange(1, 101, dtype=np.float64), y[:100], ppl, "perplexity", None, None, True, x_end=3000)
+    assert box.viewRange()[1] == [m0, m1]  # 0.5 is inside: the metric's axis is not redrawn
+    plot.set_data(np.arange(1, 101, dtype=np.float64), y[:100], ppl, "perplexity", None, None, True)
+    assert box.state["autoRange"][1] is not False
 
 
 def test_screenshot_trains_in_the_panel_and_says_how_it_went(tmp_path, capsys):
