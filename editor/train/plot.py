@@ -251,9 +251,9 @@ class LossPlot(QWidget):
                 self.plot.getAxis("right").setLabel(label)
             self.plot.getAxis("right").show()
             self._legend_entry(self.metric, metrics.label(kind) if ok.any() else None)
-            if kind in ("accuracy", "exact_match"):
-                if self.metric_box.state["autoRange"][1] is not False or self.metric_box.viewRange()[1] != [-5.0, 105.0]:
-                    self.metric_box.setYRange(0, 100, padding=0.05)
+            if kind in ("accuracy", "exact_match") and (self.metric_box.state["autoRange"][1] is not False
+                                                         or self.metric_box.viewRange()[1] != [-5.0, 105.0]):
+                self.metric_box.setYRange(0, 100, padding=0.05)
             self._metric_values = m[ok] if kind not in ("accuracy", "exact_match") else np.zeros(0)
         else:
             self._metric_values = np.zeros(0)
