@@ -33,7 +33,7 @@ from engine.errors import EngineError, NonFiniteError
 from engine.runtime import TraceEvent
 from engine.train import Checkpoint, Evaluation, Trainer
 
-SYNC_SECONDS = 0.2  # the window hears about the run at most this often (it draws every second sync or so)
+SYNC_SECONDS = 0.25  # the window hears about the run at most this often
 TRACE_SECONDS = 0.4  # a step is traced for the canvas at most this often
 TRACE_SHARE = 0.02  # at most this share of a run's time goes to tracing steps for the canvas
 EVAL_SHARE = 0.03  # ... and this share to evaluations during the run
