@@ -22,6 +22,12 @@ kernel backend ``Trainer.ready()`` picks, as the window and the CLI do. Medians 
 (``process_time``: both threads, steadier than wall time on a shared machine) and of wall time,
 per step, and window/CLI ratios. Goal: ≤ 1.10.
 
+**One redraw.** In the same window after the runs, the GUI thread's CPU time (``thread_time``)
+of one plot redraw as a run makes them: ``LossPlot.set_data`` of the history so far (grown by
+1 % each time) and the repaint it causes. *held*: during a run (the view's ranges stay put while
+the data fits them, the axes' pictures are cached); *fitted*: the view fitted to the data at each
+redraw, as every redraw did before issue 9's second round (the axes repaint ticks and grid).
+
 **Memory.** The two-layer net trained ``--memory`` steps (default 10,000) in one run in the
 window with the plot open; the resident set size is sampled from ``/proc/self/statm`` a few
 times a second. It prints RSS at 10 % of the run and at the end, the growth over the second half
@@ -198,12 +204,36 @@ def time_lesson(lesson: str, steps: int, repeats: int, tmp: str) -> dict:
         cli_wall.append(got[ref][1])
         ratios_cpu.append(got[win][0] / got[ref][0])
         ratios_wall.append(got[win][1] / got[ref][1])
+    held, fitted = redraw_ms(win)
     win.close()
     med = statistics.median
     return {"lesson": lesson, "steps": steps, "backend": ref.backend, "app_cpu": med(app_cpu), "cli_cpu": med(cli_cpu),
             "app_wall": med(app_wall), "cli_wall": med(cli_wall), "ratio_cpu": med(ratios_cpu),
             "ratio_wall": med(ratios_wall), "ratios_cpu": ratios_cpu, "gui": med(gui),
-            "draws": med(draws)}
+            "draws": med(draws), "held": held, "fitted": fitted}
+
+
+def redraw_ms(win: Window, repeats: int = 40) -> tuple[float, float]:
+    """Median GUI-thread CPU ms of one plot redraw (set_data + repaint): the view held as during a
+    run, and fitted to the data at each redraw (see the module docstring)."""
+    panel, c = win.w.train.panel, win.c
+    plot = panel.plot
+    h = c.history
+    n = len(h)
+    minibatch = c.batch_rows is not None and c.batch_rows[0] < c.batch_rows[1]
+    out = []
+    for x_end in (float(n), None):
+        times = []
+        for i in range(repeats):
+            k = max(2, n * (i + 60) // (repeats + 60))  # the history so far, 1 % more at each redraw
+            t0 = time.thread_time()
+            plot.set_data(h["step"][:k], h["loss"][:k], c.evaluations, c.metric_kind, None, None, minibatch,
+                          x_end=x_end)
+            plot.widget.viewport().repaint()
+            times.append(time.thread_time() - t0)
+        out.append(1e3 * statistics.median(times))
+    panel.draw_plot()
+    return out[0], out[1]
 
 
 def memory(steps: int, tmp: str) -> None:
@@ -251,7 +281,8 @@ def main() -> None:
             r = time_lesson(lesson, args.steps or DEFAULT_STEPS.get(lesson, 100), args.repeats, tmp)
             print(f"{lesson:<16} {r['steps']:>6} {r['backend']:>8} {1e3 * r['app_cpu']:>10.3f} {1e3 * r['cli_cpu']:>8.3f} "
                   f"{r['ratio_cpu']:>6.3f}  {1e3 * r['app_wall']:>12.3f} {1e3 * r['cli_wall']:>7.3f} "
-                  f"{r['ratio_wall']:>6.3f}   (GUI thread {100 * r['gui']:.0f}% of the window's CPU, {r['draws']:.1f} redraws/s; CPU ratios {', '.join(f'{x:.3f}' for x in r['ratios_cpu'])})",
+                  f"{r['ratio_wall']:>6.3f}   (GUI thread {100 * r['gui']:.0f}% of the window's CPU, {r['draws']:.1f} redraws/s; CPU ratios {', '.join(f'{x:.3f}' for x in r['ratios_cpu'])}; "
+                  f"one redraw {r['held']:.1f} ms of the GUI thread, {r['fitted']:.1f} ms with the view fitted each time)",
                   flush=True)
         print("goal: window/CLI ≤ 1.10 per step")
         if args.memory:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 from PySide6.QtCore import QByteArray, QRect, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QGuiApplication, QIcon, QIconEngine, QPainter, QPalette, QPixmap
@@ -59,6 +60,7 @@ class _TintedSvg(QIconEngine):
         self.name = name
         self.svg = svg
         self.tinted = tinted
+        self._pixmaps: dict[tuple[Any, ...], QPixmap] = {}  # rendered, per size, mode, colour and scale
 
     def _renderer(self, mode: QIcon.Mode) -> QSvgRenderer:
         data = self.svg
@@ -76,6 +78,12 @@ class _TintedSvg(QIconEngine):
         return self.scaledPixmap(size, mode, state, 1.0)
 
     def scaledPixmap(self, size: QSize, mode: QIcon.Mode, state: QIcon.State, scale: float) -> QPixmap:  # noqa: N802
+        # (a toolbar's buttons ask again at every enable or disable, e.g. when training starts
+        # and stops: rendering the SVG once per look is enough)
+        key = (size.width(), size.height(), mode, _colour(mode).rgba() if self.tinted else 0, scale)
+        cached = self._pixmaps.get(key)
+        if cached is not None:
+            return cached
         pixmap = QPixmap(QSize(max(1, round(size.width() * scale)), max(1, round(size.height() * scale))))
         pixmap.fill(Qt.GlobalColor.transparent)
         painter = QPainter(pixmap)
@@ -83,6 +91,8 @@ class _TintedSvg(QIconEngine):
         self.paint(painter, QRect(0, 0, pixmap.width(), pixmap.height()), mode, state)
         painter.end()
         pixmap.setDevicePixelRatio(scale)
+        if len(self._pixmaps) < 32:
+            self._pixmaps[key] = pixmap
         return pixmap
 
     def actualSize(self, size: QSize, mode: QIcon.Mode, state: QIcon.State) -> QSize:  # noqa: N802

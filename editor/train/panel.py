@@ -366,7 +366,8 @@ class TrainPanel(QWidget):
             spin.blockSignals(True)
             spin.setValue(value)
             spin.blockSignals(False)
-        self._sync_batch()
+        if not running:  # (it binds the data to count its rows: not at every sync of a run, when it is disabled)
+            self._sync_batch()
         state = c.state
         paused = state == "paused"
         self.start_button.setText("Resume" if paused else "Train")
@@ -463,7 +464,8 @@ class TrainPanel(QWidget):
         minibatch = c.batch_rows is not None and c.batch_rows[0] < c.batch_rows[1]
         failed = c.failure.step if c.failure is not None and c.state == "failed" else None
         best = c.best[0].step if c.best is not None else None
-        self.plot.set_data(h["step"], h["loss"], c.evaluations, c.metric_kind, best, failed, minibatch)
+        self.plot.set_data(h["step"], h["loss"], c.evaluations, c.metric_kind, best, failed, minibatch,
+                           x_end=c.run_end if c.running else None)
         self._summary()
         if self.tabs.currentIndex() == 1:
             self.show_weights()

@@ -7,6 +7,12 @@ stays visible and memory and drawing time stay flat over 10,000 steps and more. 
 minibatches the raw loss is noisy: a smoothed curve (an exponential moving average) is drawn
 over it. The log scale is computed here (log10 of the loss, clipped at :data:`LOG_FLOOR`) with
 pyqtgraph's log axis for the ticks, so a loss of exactly 0 never reaches a log.
+
+Redrawing during a run is kept cheap (issue 9: the GUI thread's time is taken from training):
+the view's ranges stay put while the data stays inside them (x runs to the run's planned last
+step, y grows by a margin only when a point leaves it), so a redraw repaints the curves but not
+the axes and their grid (each axis keeps its painting in a cached pixmap, redrawn only when its
+range changes); after a run the view fits the data exactly, as pyqtgraph's auto range does.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGraphicsItem, QVBoxLayout, QWidget
 
 from editor.theme import Theme
 from engine import metrics
@@ -26,6 +32,7 @@ from engine import metrics
 MAX_POINTS = 2000  # per curve, after decimation
 LOG_FLOOR = 1e-12
 SMOOTHING = 0.05  # the moving average's weight of a new step
+Y_MARGIN = 0.25  # while running, a y range that data leaves grows by this share of the data's span
 
 
 def decimate(x: np.ndarray, y: np.ndarray, limit: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -71,6 +78,24 @@ def smooth(y: np.ndarray, alpha: float = SMOOTHING) -> np.ndarray:
 _BLOCK = 256  # β^−256 ≈ 5·10⁵ for α = 0.05: no overflow, rounding ≈ 10⁻¹⁰ of the values
 
 
+def _hold_y(vb: pg.ViewBox, ys: Sequence[np.ndarray], refit: bool) -> None:
+    """Set ``vb``'s y range to hold the finite values of ``ys`` only when one leaves it (or
+    ``refit``): it then grows by a margin, geometrically, so that a falling loss moves the axis
+    a few times a run rather than at each redraw."""
+    values = [v[np.isfinite(v)] for v in ys if len(v)]
+    values = [v for v in values if len(v)]
+    if not values:
+        return
+    lo, hi = min(float(v.min()) for v in values), max(float(v.max()) for v in values)
+    vy0, vy1 = vb.viewRange()[1]
+    if refit or lo < vy0 or hi > vy1:
+        span = max(hi - lo, abs(hi) * 1e-3, 1e-9)
+        if not refit:
+            span = max(span, 2 * (vy1 - vy0))
+        vb.setYRange(lo - (Y_MARGIN * span if lo < vy0 or refit else 0), hi + (Y_MARGIN * span if hi > vy1 or refit else 0),
+                     padding=0.02)
+
+
 class LossPlot(QWidget):
     """See the module docstring. :meth:`set_data` redraws (the panel calls it a few times a
     second at most)."""
@@ -112,6 +137,13 @@ class LossPlot(QWidget):
         self.metric_kind: str | None = None
         self._legend_names: dict[int, tuple[str, Any]] = {}  # the text and colour each legend entry shows
         self.points = 0  # points drawn by the loss curves (a test reads it)
+        self._metric_label = ""
+        self._evals_key: tuple[Any, ...] | None = None  # what the evaluation points were drawn from
+        self._ev_ys = np.zeros(0)
+        self._metric_values = np.zeros(0)  # a metric drawn on its own (auto) scale, not a percentage
+        for name in ("left", "bottom", "right"):
+            # an axis repaints (ticks, labels, grid: tens of ms) only when its range or looks change
+            self.plot.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     def _fit_metric_box(self) -> None:
         self.metric_box.setGeometry(self.plot.vb.sceneBoundingRect())
@@ -145,6 +177,7 @@ class LossPlot(QWidget):
         for _sample, label in self.legend.items:
             label.setText(label.text, color=text)
         self._legend_names = {}
+        self._evals_key = None
         font = QFont()
         font.setPointSizeF(max(7.5, font.pointSizeF() * 0.85))
         for name in ("left", "bottom", "right"):
@@ -154,6 +187,7 @@ class LossPlot(QWidget):
         if on != self.log:
             self.log = on
             self.plot.getAxis("left").setLogMode(on)
+            self.plot.vb.enableAutoRange()  # (the next drawing fits the view to the new scale)
 
     # --- data -----------------------------------------------------------------------------------------
 
@@ -161,26 +195,47 @@ class LossPlot(QWidget):
         return np.log10(np.maximum(y, LOG_FLOOR)) if self.log else y
 
     def set_data(self, steps: np.ndarray, loss: np.ndarray, evaluations: Sequence[Any], metric_kind: str | None,
-                 best_step: int | None, failed_step: int | None, minibatch: bool) -> None:
+                 best_step: int | None, failed_step: int | None, minibatch: bool, x_end: float | None = None) -> None:
+        """Draw the history. ``x_end``: the planned last step of a running run (the view's x range
+        reaches it and stays put while the data fits); None fits the view to the data."""
         x = np.asarray(steps, dtype=np.float64)
         y = np.asarray(loss, dtype=np.float64)
         if minibatch and len(y) > 1:
             xs, ys = decimate(x, y)
-            self.raw.setData(xs, self._y(ys))
+            ys = self._y(ys)
+            self.raw.setData(xs, ys, skipFiniteCheck=True)
             sx, sy = decimate(x, smooth(y))
-            self.smoothed.setData(sx, self._y(sy))
+            sy = self._y(sy)
+            self.smoothed.setData(sx, sy, skipFiniteCheck=True)
             self.points = len(xs) + len(sx)
         else:
-            self.raw.setData([], [])
+            if len(self.raw.xData if self.raw.xData is not None else ()):
+                self.raw.setData([], [])
             xs, ys = decimate(x, y)
-            self.smoothed.setData(xs, self._y(ys))
+            ys = self._y(ys)
+            self.smoothed.setData(xs, ys, skipFiniteCheck=True)
             self.points = len(xs)
         self._legend_entry(self.raw, "loss (each batch)" if minibatch else None)
         self._legend_entry(self.smoothed, "loss (smoothed)" if minibatch else "loss")
+        # the evaluations change a few times a run: their points (and the metric's axis, which
+        # repaints when its auto range is recomputed) are set again only then
+        key = (self.log, metric_kind, len(evaluations),
+               *((evaluations[0].step, evaluations[-1].step, evaluations[-1].loss, evaluations[-1].metric) if evaluations else ()))
+        if key != self._evals_key:
+            self._evals_key = key
+            self._set_evaluations(evaluations, metric_kind)
+        for line, at in ((self.best, best_step), (self.failed, failed_step)):
+            line.setVisible(at is not None)
+            if at is not None and line.value() != at:
+                line.setValue(at)
+        self._fit_view(xs, (ys, sy if minibatch and len(y) > 1 else ys, self._ev_ys), x_end)
+
+    def _set_evaluations(self, evaluations: Sequence[Any], metric_kind: str | None) -> None:
         ev_x = np.array([e.step for e in evaluations], dtype=np.float64)
         ev_y = np.array([e.loss for e in evaluations], dtype=np.float64)
         finite = np.isfinite(ev_y)
-        self.evals.setData(ev_x[finite], self._y(ev_y[finite]))
+        self._ev_ys = ev_ys = self._y(ev_y[finite])
+        self.evals.setData(ev_x[finite], ev_ys)
         self._legend_entry(self.evals, "evaluation loss" if len(ev_x) else None)
         kind = metric_kind
         self.metric_kind = kind
@@ -190,21 +245,47 @@ class LossPlot(QWidget):
             if kind in ("accuracy", "exact_match"):
                 m = 100.0 * m
             self.metric.setData(ev_x[ok], m[ok])
-            self.plot.getAxis("right").setLabel(metrics.label(kind) + (" (%)" if kind in ("accuracy", "exact_match") else ""))
+            label = metrics.label(kind) + (" (%)" if kind in ("accuracy", "exact_match") else "")
+            if label != self._metric_label:  # (setting a label lays the axis out again)
+                self._metric_label = label
+                self.plot.getAxis("right").setLabel(label)
             self.plot.getAxis("right").show()
             self._legend_entry(self.metric, metrics.label(kind) if ok.any() else None)
-            if kind in ("accuracy", "exact_match"):
+            if kind in ("accuracy", "exact_match") and (self.metric_box.state["autoRange"][1] is not False
+                                                         or self.metric_box.viewRange()[1] != [-5.0, 105.0]):
                 self.metric_box.setYRange(0, 100, padding=0.05)
-            elif ok.any():
-                self.metric_box.enableAutoRange(axis=pg.ViewBox.YAxis)
+            self._metric_values = m[ok] if kind not in ("accuracy", "exact_match") else np.zeros(0)
         else:
-            self.metric.setData([], [])
+            self._metric_values = np.zeros(0)
+            if self.metric.xData is not None and len(self.metric.xData):
+                self.metric.setData([], [])
             self.plot.getAxis("right").hide()
             self._legend_entry(self.metric, None)
-        for line, at in ((self.best, best_step), (self.failed, failed_step)):
-            line.setVisible(at is not None)
-            if at is not None:
-                line.setValue(at)
+
+    def _fit_view(self, x: np.ndarray, ys: tuple[np.ndarray, ...], x_end: float | None) -> None:
+        """While running (``x_end`` given), keep the view's ranges unless the data leaves them;
+        otherwise let pyqtgraph fit the view to the data (the metric's y too, unless it is a
+        percentage: 0–100 %)."""
+        vb, metric = self.plot.vb, self.metric_box
+        if x_end is None or not len(x):
+            if not all(vb.state["autoRange"]):
+                vb.enableAutoRange()
+            if len(self._metric_values) and metric.state["autoRange"][1] is False:
+                metric.enableAutoRange(axis=pg.ViewBox.YAxis)
+            return
+        auto = any(vb.state["autoRange"])
+        if auto:
+            vb.disableAutoRange()
+        x0, x1 = float(x[0]), max(float(x_end), float(x[-1]))
+        vx0, vx1 = vb.viewRange()[0]
+        if auto or x0 < vx0 or x1 > vx1 or x1 - x0 < 0.5 * (vx1 - vx0):
+            vb.setXRange(x0, x1, padding=0.02)
+        _hold_y(vb, ys, auto)
+        if len(self._metric_values):
+            auto = metric.state["autoRange"][1] is not False
+            if auto:
+                metric.disableAutoRange(axis=pg.ViewBox.YAxis)
+            _hold_y(metric, (self._metric_values,), auto)
 
     def _legend_entry(self, item: Any, name: str | None) -> None:
         present = [label for sample, label in self.legend.items if sample.item is item]

@@ -9,7 +9,8 @@ What it sends costs the run little, however fast its steps are:
   Save writes it, Roll Back returns to it) and the speed;
 - the trace events of one step now and then, for the canvas's gradient colours: a traced step
   computes the same numbers, only reading them costs time, so they are taken at most every
-  :data:`SYNC_SECONDS` and within :data:`TRACE_SHARE` of the run's time;
+  :data:`TRACE_SECONDS` (about as often as the window draws) and within :data:`TRACE_SHARE` of
+  the run's time;
 - an evaluation (the loss and the lesson's metric over the evaluation batches) at the start and
   end of a run and about :data:`EVALUATIONS` times in between, fewer when that would take more
   than :data:`EVAL_SHARE` of the run's time.
@@ -33,6 +34,7 @@ from engine.runtime import TraceEvent
 from engine.train import Checkpoint, Evaluation, Trainer
 
 SYNC_SECONDS = 0.25  # the window hears about the run at most this often
+TRACE_SECONDS = 0.4  # a step is traced for the canvas at most this often
 TRACE_SHARE = 0.02  # at most this share of a run's time goes to tracing steps for the canvas
 EVAL_SHARE = 0.03  # ... and this share to evaluations during the run
 EVALUATIONS = 25  # evaluations a run aims at (the metric's curve)
@@ -213,7 +215,7 @@ class TrainWorker(QObject):
                 events, traced_step = record.events, record.step
                 # what tracing added to the step, spread so that it stays within TRACE_SHARE
                 trace_cost = max(0.0, record.seconds - step_time) if step_time else 0.0
-                next_trace = now + max(SYNC_SECONDS, trace_cost / TRACE_SHARE)
+                next_trace = now + max(TRACE_SECONDS, trace_cost / TRACE_SHARE)
             else:
                 step_time = record.seconds if not step_time else 0.9 * step_time + 0.1 * record.seconds
             evaluation = None

@@ -358,6 +358,50 @@ def test_the_curve_stays_small_however_long_the_run(qapp):
     plot.set_data(x, np.zeros_like(y), evals, None, None, None, False)  # a loss of 0 on a log scale: no warning
 
 
+def test_the_view_stays_put_while_running_covers_all_data_and_fits_it_after(qapp):
+    plot = LossPlot()
+    plot.resize(400, 300)
+    vb = plot.plot.vb
+    rng = np.random.default_rng(0)
+    y = 2.0 / np.arange(1, 3001) + 0.05 * rng.random(3000)
+    evals = [Evaluation(s, float(y[s - 1]), 0.5) for s in (1, 1000, 2000)]
+
+    def draw(n: int, x_end: float | None, loss: np.ndarray = y) -> tuple[list[float], list[float]]:
+        plot.set_data(np.arange(1, n + 1, dtype=np.float64), loss[:n], [e for e in evals if e.step <= n], "accuracy",
+                      None, None, True, x_end=x_end)
+        vb.updateAutoRange()  # (pyqtgraph fits auto ranges just before painting)
+        return vb.viewRange()
+
+    (x0, x1), (y0, y1) = draw(100, 3000)
+    assert x0 <= 1 and x1 >= 3000 and y0 <= y[:100].min() and y1 >= y[:100].max()
+    assert draw(2000, 3000) == [[x0, x1], [y0, y1]]  # the data fits: nothing moves, the axes are not redrawn
+    spiked = y.copy()
+    spiked[2500] = 9.0  # a point leaves the view: it grows to hold it
+    (_, _), (_, top) = draw(2600, 3000, spiked)
+    assert top >= 9.0
+    plot.set_log(True)  # a new scale mid-run: the view fits it
+    (_, _), (ly0, ly1) = draw(2600, 3000, spiked)
+    assert ly0 <= np.log10(spiked[:2600].min()) and np.log10(9.0) <= ly1 < 3  # (not the linear 9)
+    plot.set_log(False)
+    # the run ends: the view fits the data as pyqtgraph's auto range does
+    after = draw(3000, None, spiked)
+    fresh = LossPlot()  # (drawn once, after the run, as before issue 9)
+    fresh.resize(400, 300)
+    fresh.set_data(np.arange(1, 3001, dtype=np.float64), spiked, evals, "accuracy", None, None, True)
+    fresh.plot.vb.updateAutoRange()
+    assert all(vb.state["autoRange"]) and after == fresh.plot.vb.viewRange() and after[1][1] >= 9.0
+    # a metric on its own scale (perplexity) is held the same way while running, fitted after
+    box = plot.metric_box
+    ppl = [Evaluation(s, 1.0, 50.0 / s) for s in (1, 10, 100)]
+    plot.set_data(np.arange(1, 101, dtype=np.float64), y[:100], ppl[:2], "perplexity", None, None, True, x_end=3000)
+    m0, m1 = box.viewRange()[1]
+    assert box.state["autoRange"][1] is False and m0 <= 5.0 and m1 >= 50.0
+    plot.set_data(np.arange(1, 101, dtype=np.float64), y[:100], ppl, "perplexity", None, None, True, x_end=3000)
+    assert box.viewRange()[1] == [m0, m1]  # 0.5 is inside: the metric's axis is not redrawn
+    plot.set_data(np.arange(1, 101, dtype=np.float64), y[:100], ppl, "perplexity", None, None, True)
+    assert box.state["autoRange"][1] is not False
+
+
 def test_screenshot_trains_in_the_panel_and_says_how_it_went(tmp_path, capsys):
     out = tmp_path / "train.png"
     code = screenshot.main("two_layer_net", str(out), 1280, 800, train_steps=200, as_json=True)
