@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import shiboken6
 from PySide6.QtCore import QElapsedTimer, QObject, QPoint, QPointF, QRect, QRectF, Qt, QTimer
 from PySide6.QtGui import QColor, QLinearGradient, QPainter, QPainterPath, QPalette, QPen
 from PySide6.QtWidgets import QGraphicsItem, QLabel, QStyleOptionGraphicsItem, QWidget
@@ -72,12 +73,17 @@ class MarkState:
     spark: tuple[float, ...] = ()  # training: recent weight-gradient norms, oldest first
 
 
+def _alive(item: QGraphicsItem) -> bool:
+    """Whether the C++ item behind ``item`` still exists (a card deleted with its scene takes
+    its mark with it)."""
+    return shiboken6.isValid(item)
+
+
 class RunMark(QGraphicsItem):
     """Run state drawn around one node (a child of its NodeItem, so it moves with it)."""
 
     def __init__(self, node: NodeItem) -> None:
         super().__init__(node)
-        self.node = node
         self.state = MarkState()
         self.grad_colour = QColor("#c2185b")
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
@@ -88,6 +94,13 @@ class RunMark(QGraphicsItem):
         self.caption_shown = False  # set by the scene when it places the wire texts
         self.fanout_fit: tuple[int, ...] = ()  # per Σ chip, the form shown (see fanout_options)
         self._relayout()
+
+    @property
+    def node(self) -> NodeItem:
+        # The card is the parent item, never an attribute: a Python reference from the mark to
+        # its card let the mark's own deallocation free a removed card, and with it the mark
+        # being deallocated (a segfault when a reopened lesson replaced its cards mid-run).
+        return self.parentItem()  # type: ignore[return-value]
 
     def set_state(self, state: MarkState) -> None:
         if state == self.state:
@@ -624,16 +637,13 @@ class RunOverlay(QObject):
             if not node.isVisible():
                 continue
             present.add(nid)
-            mark = self.marks.get(nid)
-            if mark is None or mark.node is not node:
-                mark = next((m for m in node.childItems() if isinstance(m, RunMark)), None) or RunMark(node)
-                self.marks[nid] = mark
+            mark = self._mark(nid, node)
             mark.grad_colour = grad_colour
             mark.set_state(self._node_state(tl, level, cursor, nid, running, stale, consumers))
         for nid in list(self.marks):
             if nid not in present:
                 mark = self.marks.pop(nid)
-                if scene.nodes.get(nid) is mark.node:  # (else its card is gone, and the mark with it)
+                if _alive(mark) and scene.nodes.get(nid) is mark.node:  # (else its card is gone, and the mark with it)
                     mark.set_state(MarkState())
         if self.legend.theme is not theme:
             self.legend.theme = theme
@@ -650,6 +660,15 @@ class RunOverlay(QObject):
         elif cursor != self._last_cursor:
             self._stop_pulses()
         self._last_cursor = cursor
+
+    def _mark(self, nid: str, node: NodeItem) -> "RunMark":
+        """The mark of card ``node``: the one kept, unless the card was replaced (a reopened or
+        rebuilt scene), then the card's own or a new one."""
+        mark = self.marks.get(nid)
+        if mark is None or not _alive(mark) or mark.node is not node:
+            mark = next((m for m in node.childItems() if isinstance(m, RunMark)), None) or RunMark(node)
+            self.marks[nid] = mark
+        return mark
 
     def _show_training(self, view: TrainingView, theme: Theme) -> None:
         """The latest training step's gradients: wires coloured as in a pass (their shape labels
@@ -679,10 +698,7 @@ class RunOverlay(QObject):
                 st = RunStyle(style.norm_colour(norm, theme), style.norm_width(norm))
             item.set_run(None, st)
         for nid, node in scene.nodes.items():
-            mark = self.marks.get(nid)
-            if mark is None or mark.node is not node:
-                mark = next((m for m in node.childItems() if isinstance(m, RunMark)), None) or RunMark(node)
-                self.marks[nid] = mark
+            mark = self._mark(nid, node)
             if not top or not node.isVisible():
                 mark.set_state(MarkState())
                 continue

@@ -603,3 +603,27 @@ def test_closing_the_window_while_a_pass_runs_stops_it(qtbot, win, slow_nodes):
     win.undo_stack.setClean()
     assert win.close()
     assert win.run.worker.join(1.0) and time.perf_counter() - t0 < 1.5
+
+
+def test_reopening_a_lesson_while_its_pass_is_shown_replaces_the_marks_safely(qtbot, win):
+    """A mark never holds its card in Python (the card is its parent item): before, a reopened
+    lesson's old cards were freed by their marks' deallocation, a segfault at a random moment."""
+    import gc
+
+    from editor.run.overlay import RunMark
+
+    load(win, "two_layer_net")
+    key(qtbot, win, Qt.Key.Key_F6)
+    qtbot.waitUntil(lambda: win.run.frame() is not None and win.run.frame().phase == "backward", timeout=PASS_TIMEOUT)
+    marks = [m for n in win.scene.nodes.values() for m in n.childItems() if isinstance(m, RunMark)]
+    assert marks and all("node" not in vars(m) for m in marks)
+    assert all(m.node is m.parentItem() for m in marks)
+    for _ in range(3):  # the cards are replaced while the old marks are still kept
+        load(win, "two_layer_net")
+        key(qtbot, win, Qt.Key.Key_F6)
+        qtbot.waitUntil(lambda: win.run.frame() is not None and win.run.frame().phase == "backward",
+                        timeout=PASS_TIMEOUT)
+        gc.collect()
+        QApplication.processEvents()
+    overlay = win.run.installation.overlay
+    assert all(m.node is win.scene.nodes[nid] for nid, m in overlay.marks.items())
