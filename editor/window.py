@@ -100,9 +100,9 @@ class MainWindow(QMainWindow):
         col.addWidget(self.view, 1)
         self.setCentralWidget(central)
 
-        self.palette = Palette()
+        self.block_palette = Palette()
         self.inspector = Inspector()
-        self.palette_dock = self._dock("Blocks", self.palette, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.palette_dock = self._dock("Blocks", self.block_palette, Qt.DockWidgetArea.LeftDockWidgetArea)
         # The open lesson's text, a tab beside the palette: it stays in sight while the student
         # follows its steps (selecting nodes, running, training), and gets the column's height.
         self.lesson = LessonView()
@@ -270,7 +270,7 @@ class MainWindow(QMainWindow):
         self.undo_stack.cleanChanged.connect(self._on_stack_changed)
         self.undo_stack.indexChanged.connect(self._on_stack_changed)
         self.undo_stack.indexChanged.connect(self._on_first_edit)
-        self.palette.activated.connect(lambda t, p: self.insert_block(t, p, None))
+        self.block_palette.activated.connect(lambda t, p: self.insert_block(t, p, None))
         self.search.chosen.connect(self._on_search_chosen)
         self.view.block_dropped.connect(lambda t, p, pos: self.insert_block(t, p, pos))
         self.view.files_dropped.connect(self.files.open_dropped)
@@ -307,7 +307,7 @@ class MainWindow(QMainWindow):
         for a in (self.act_cut, self.act_paste, self.act_duplicate, self.act_delete, self.act_rename,
                   self.act_layout, self.act_expand):
             a.setEnabled(editable)
-        self.palette.setEnabled(editable)
+        self.block_palette.setEnabled(editable)
         self._update_status()
         self.minimap.rebuild()
         self.scene_changed.emit()

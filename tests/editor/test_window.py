@@ -72,9 +72,9 @@ def _drop_block(view, type_id, params, at: QPoint) -> None:
 
 
 def test_drop_a_palette_entry_onto_the_canvas(win):
-    entry = win.palette.find("LSTM")
+    entry = win.block_palette.find("LSTM")
     assert entry is not None
-    mime = win.palette.tree.mimeData([entry])
+    mime = win.block_palette.tree.mimeData([entry])
     at = QPoint(400, 300)
     _send_drop(win.view, mime, at)
     nodes = list(win.doc.graph.nodes.values())
@@ -89,13 +89,13 @@ def test_drop_a_palette_entry_onto_the_canvas(win):
 
 
 def test_palette_search_and_tooltip(win):
-    win.palette.search.setText("lnorm")
-    labels = [i.text(0) for i in win.palette.visible_entries()]
+    win.block_palette.search.setText("lnorm")
+    labels = [i.text(0) for i in win.block_palette.visible_entries()]
     assert "LayerNorm" in labels and "Add" not in labels
-    tip = win.palette.find("LayerNorm").toolTip(0)
+    tip = win.block_palette.find("LayerNorm").toolTip(0)
     assert "gamma" in tip and "x" in tip  # formula / ports / weights from the spec
-    win.palette.search.clear()
-    assert len(win.palette.visible_entries()) == len(win.palette.entries())
+    win.block_palette.search.clear()
+    assert len(win.block_palette.visible_entries()) == len(win.block_palette.entries())
 
 
 def test_tab_opens_search_and_enter_inserts_at_cursor(win, qtbot):
@@ -612,3 +612,13 @@ def test_double_click_opens_a_sequence_rnn_unrolled_through_time(win, cell):
     assert len(cells) >= 2 and all(c.params["cell"] == cell for c in cells)
     assert sum(1 for c in cells if not c.params["tie_to"]) == 1, "one cell owns the weights, the rest share them"
     assert inner.infer().ok
+
+
+def test_the_window_keeps_qt_palette_and_its_blocks_panel_apart(win):
+    """``MainWindow.palette`` is Qt's colour palette (features read it); the Blocks panel is
+    ``block_palette``."""
+    from PySide6.QtGui import QPalette
+
+    from editor.panels.palette import Palette
+
+    assert isinstance(win.palette(), QPalette) and isinstance(win.block_palette, Palette)
