@@ -645,12 +645,7 @@ class RunOverlay(QObject):
                 mark = self.marks.pop(nid)
                 if _alive(mark) and scene.nodes.get(nid) is mark.node:  # (else its card is gone, and the mark with it)
                     mark.set_state(MarkState())
-        if self.legend.theme is not theme:
-            self.legend.theme = theme
-            self.legend.update()
-        self.legend.wanted = any_grad
-        if not any_grad:
-            self.legend.hide()
+        self._show_legend(any_grad, theme)
         self._hud(tl, theme)
         self._place_widgets()
         # a pulse for a single step forward
@@ -660,6 +655,15 @@ class RunOverlay(QObject):
         elif cursor != self._last_cursor:
             self._stop_pulses()
         self._last_cursor = cursor
+
+    def _show_legend(self, wanted: bool, theme: Theme) -> None:
+        """The gradient legend, in the theme's colours, when some wire carries a gradient."""
+        if self.legend.theme is not theme:
+            self.legend.theme = theme
+            self.legend.update()
+        self.legend.wanted = wanted
+        if not wanted:
+            self.legend.hide()
 
     def _mark(self, nid: str, node: NodeItem) -> "RunMark":
         """The mark of card ``node``: the one kept, unless the card was replaced (a reopened or
@@ -704,12 +708,7 @@ class RunOverlay(QObject):
                 continue
             mark.set_state(MarkState(problems=view.problems.get(nid, ()), weight_grad=view.weight_norms.get(nid),
                                      spark=view.sparks.get(nid, ())))
-        if self.legend.theme is not theme:
-            self.legend.theme = theme
-            self.legend.update()
-        self.legend.wanted = any_grad
-        if not any_grad:
-            self.legend.hide()
+        self._show_legend(any_grad, theme)
         self.hud.show_text(view.headline, theme)
         self._place_widgets()
         self._last_cursor = -1
