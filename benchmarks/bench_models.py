@@ -17,27 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from typing import Callable
 
+from _pinned import pin  # noqa: E402
 
-def _threads() -> str:
-    for i, a in enumerate(sys.argv):
-        if a == "--threads" and i + 1 < len(sys.argv):
-            return sys.argv[i + 1]
-        if a.startswith("--threads="):
-            return a.split("=", 1)[1]
-    return "1"
-
-
-ENV = {k: _threads() for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
-if __name__ == "__main__" and (any(os.environ.get(k) != v for k, v in ENV.items()) or "GLIBC_TUNABLES" in os.environ):
-    os.environ.update(ENV)
-    os.environ.pop("GLIBC_TUNABLES", None)
-    os.execv(sys.executable, [sys.executable, *sys.argv])
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+THREADS = pin(__name__)
 
 import numpy as np  # noqa: E402
 
@@ -47,7 +32,7 @@ from engine.runtime import Runtime  # noqa: E402
 try:
     import torch
 
-    torch.set_num_threads(int(ENV["NUMBA_NUM_THREADS"]))
+    torch.set_num_threads(THREADS)
 except ImportError:  # pragma: no cover
     torch = None
 
@@ -127,7 +112,7 @@ def convnet_case(B: int, channels: tuple[int, ...], classes: int = 10, hidden: i
 
 
 #: CPU time with one thread (steady on a shared machine); wall time with several (CPU time would add them up).
-CLOCK = time.process_time if ENV["NUMBA_NUM_THREADS"] == "1" else time.perf_counter
+CLOCK = time.process_time if THREADS == 1 else time.perf_counter
 
 
 def timed(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 3) -> dict[str, float]:

@@ -42,28 +42,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
+from _pinned import pin  # noqa: E402
 
-def _threads() -> str:
-    for i, a in enumerate(sys.argv):
-        if a == "--threads" and i + 1 < len(sys.argv):
-            return sys.argv[i + 1]
-        if a.startswith("--threads="):
-            return a.split("=", 1)[1]
-    return "1"
-
-
-ENV = {k: _threads() for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
-if __name__ == "__main__" and (any(os.environ.get(k) != v for k, v in ENV.items()) or "GLIBC_TUNABLES" in os.environ
-                               or os.environ.get("QT_QPA_PLATFORM") != "offscreen"):
-    os.environ.update(ENV)
-    os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    os.environ.pop("GLIBC_TUNABLES", None)
-    os.execv(sys.executable, [sys.executable, *sys.argv])
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+THREADS = pin(__name__, {"QT_QPA_PLATFORM": "offscreen"})
 
 import io  # noqa: E402
 import tempfile  # noqa: E402
@@ -272,7 +255,7 @@ def main() -> None:
     ap.add_argument("--threads", default="1")
     args = ap.parse_args()
     app = QApplication.instance() or QApplication([])  # noqa: F841
-    print(f"threads {ENV['NUMBA_NUM_THREADS']}, CPU time (process_time) and wall time per step, medians of "
+    print(f"threads {THREADS}, CPU time (process_time) and wall time per step, medians of "
           f"{args.repeats} alternating runs")
     print(f"{'lesson':<16} {'steps':>6} {'kernels':>8} {'window ms':>10} {'CLI ms':>8} {'ratio':>6}  "
           f"{'wall: window':>12} {'CLI':>7} {'ratio':>6}")
