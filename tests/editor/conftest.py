@@ -28,3 +28,24 @@ def _no_modal_dialogs(monkeypatch):
     monkeypatch.setattr(Prompts, "export_options", lambda self, dialog: None)
     monkeypatch.setattr(Prompts, "info", lambda self, title, text: None)
     yield
+
+
+@pytest.fixture
+def shown_window(qtbot, tmp_path):
+    """A main window shown at 1400×900 and active (keys reach its shortcuts), with settings of
+    its own; passes and training runs are stopped and the document left clean at the end."""
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from editor.window import MainWindow
+
+    w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(w)
+    w.resize(1400, 900)
+    w.show()
+    w.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is w)
+    yield w
+    w.train.shutdown()
+    w.run.shutdown()
+    w.undo_stack.setClean()

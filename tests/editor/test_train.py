@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPoint, QSettings, Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
@@ -31,15 +31,8 @@ TIMEOUT = 180_000  # ms: a cold Numba cache compiles kernels on a first run
 
 
 @pytest.fixture
-def win(qtbot, tmp_path):
-    w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(w)
-    w.resize(1400, 900)
-    w.show()
-    yield w
-    w.train.shutdown()
-    w.run.shutdown()
-    w.undo_stack.setClean()
+def win(shown_window):
+    return shown_window
 
 
 def load(w: MainWindow, name: str) -> None:
