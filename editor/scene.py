@@ -43,6 +43,24 @@ class _Wiring:
         self.hover: PortItem | None = None
 
 
+class _Picture:
+    """The picture (cards, wires, routes, texts) just before a removal of many items, kept so
+    that the undo bringing exactly those items back need not arrange anything: the picture it
+    makes is this one, which was arranged.
+
+    It holds while nothing else changes: ``epoch`` is the scene's arrange epoch it belongs to
+    (every change that asks for an arrangement moves the epoch on), and an arrangement of what
+    the removal left must change nothing that is drawn (else the items left were placed for the
+    smaller picture). ``phase``: "removing" (inside the removal's batch), "removed", "restoring"
+    (inside the batch that brings items back)."""
+
+    def __init__(self, nodes: tuple[str, ...], links: tuple[Link, ...]) -> None:
+        self.nodes = nodes  # the scene's cards and wires before the removal, in its order
+        self.links = links
+        self.phase = "removing"
+        self.epoch = -1
+
+
 class GraphScene(QGraphicsScene):
     """A QGraphicsScene projecting one document. ``undo_stack`` is None for read-only views."""
 
@@ -87,6 +105,11 @@ class GraphScene(QGraphicsScene):
         self._reroute = False
         self._arranging = False
         self._taken: list[placement.Lane] = []
+        # Every change that asks for an arrangement moves the epoch on; ``_arranged_epoch`` is the
+        # epoch the last arrangement left (equal: the picture is arranged for what it shows).
+        self._epoch = 0
+        self._arranged_epoch = -1
+        self._before_removal: _Picture | None = None
         # How many wires were routed from scratch, and how many arrange passes ran (the costs an
         # edit of a big graph must keep small; tests count them).
         self.routes_planned = 0
@@ -108,7 +131,7 @@ class GraphScene(QGraphicsScene):
         doc.graph_reset.connect(self.rebuild)
         # Deleting a thousand selected nodes must not tell the panels a thousand times.
         doc.batch_started.connect(self._begin_selection_batch)
-        doc.batch_finished.connect(self._end_selection_batch)
+        doc.batch_finished.connect(self._on_batch_finished)
         self._selection_depth = 0
         self._selection_before: frozenset[QGraphicsItem] = frozenset()
         self._signals_were_blocked = False
@@ -124,6 +147,7 @@ class GraphScene(QGraphicsScene):
         """Drop every item and build them again from the document."""
         self.cancel_wiring()
         self._adapted = False
+        self._before_removal = None
         with self.selection_batch():
             for item in list(self.nodes.values()) + list(self.links.values()):
                 self.removeItem(item)
@@ -174,6 +198,7 @@ class GraphScene(QGraphicsScene):
     def _add_link_item(self, link: Link) -> LinkItem:
         item = self._retired_links.pop(link, None)
         reused = item is not None
+        back = self._coming_back(reused and item.isVisible())
         if item is None:
             item = LinkItem(link)
         else:
@@ -184,7 +209,9 @@ class GraphScene(QGraphicsScene):
         self._links_of.setdefault(link.src, set()).add(link)
         self._links_of.setdefault(link.dst, set()).add(link)
         self.addItem(item)
-        if reused and self.doc.in_batch:
+        if back:
+            pass  # with its path and texts, as it was in the picture it comes back to
+        elif reused and self.doc.in_batch:
             self.schedule_arrange(reroute=True)  # it comes back with its path; the batch's arrange checks it
         else:
             self._update_link_path(item)
@@ -192,10 +219,16 @@ class GraphScene(QGraphicsScene):
         return item
 
     def _on_node_added(self, node_id: str) -> None:
+        retired = self._retired_nodes.get(node_id)
+        back = self._coming_back(retired is not None and retired.node is self.doc.node(node_id))
         self._add_node_item(node_id)
-        self.invalidate_cards()
+        if back:
+            self._grid = None  # the picture it comes back to was arranged with it
+        else:
+            self.invalidate_cards()
 
     def _on_node_removed(self, node_id: str) -> None:
+        self._removing()
         item = self.nodes.pop(node_id, None)
         self._links_of.pop(node_id, None)
         if item is not None:
@@ -207,6 +240,7 @@ class GraphScene(QGraphicsScene):
         self._add_link_item(link)
 
     def _on_link_removed(self, link: Link) -> None:
+        self._removing()
         item = self.links.pop(link, None)
         for nid in (link.src, link.dst):
             self._links_of.get(nid, set()).discard(link)
@@ -214,6 +248,59 @@ class GraphScene(QGraphicsScene):
             self.removeItem(item)
             self._retire(self._retired_links, link, item)
         self._set_port_connected(link, False)
+
+    # --- an undone removal brings its picture back -------------------------------------------------
+
+    def _removing(self) -> None:
+        """An item is about to go. The first of a batch keeps the picture as it is, when it is
+        arranged (the undo bringing the same items back may show it again as it was)."""
+        point = self._before_removal
+        if point is not None and point.phase == "removing":
+            return
+        self._forget_removal()
+        if self.doc.in_batch and not self.read_only and self._epoch == self._arranged_epoch:
+            self._before_removal = _Picture(tuple(self.nodes), tuple(self.links))
+
+    def _coming_back(self, as_it_went: bool) -> bool:
+        """An item is about to be added: True when it is one that went in the last removal, as
+        it went, with nothing else changed since (see :class:`_Picture`)."""
+        point = self._before_removal
+        if point is None:
+            return False
+        if point.phase == "removed" and as_it_went and self.doc.in_batch and self._epoch == point.epoch:
+            point.phase = "restoring"
+        if point.phase == "restoring" and as_it_went:
+            return True
+        self._forget_removal()
+        return False
+
+    def _picture_changed(self) -> None:
+        """An arrangement moved a wire, a text or a caption: the picture before the last removal
+        is not what an undo would bring back any more."""
+        if self._before_removal is not None and self._before_removal.phase != "removing":
+            self._forget_removal()
+
+    def _forget_removal(self) -> None:
+        point, self._before_removal = self._before_removal, None
+        if point is not None and point.phase == "restoring":
+            self.invalidate_cards()  # what came back so far skipped it: arrange everything
+
+    def _on_batch_finished(self) -> None:
+        point = self._before_removal
+        if point is not None and point.phase == "removing":
+            point.phase, point.epoch = "removed", self._epoch
+        elif point is not None and point.phase == "restoring":
+            self._before_removal = None
+            if self._epoch == point.epoch and tuple(self.nodes) == point.nodes and tuple(self.links) == point.links:
+                # Exactly the cards and wires of the picture before the removal are back, where
+                # they were, and nothing else changed: that picture was arranged. (What the
+                # removal scheduled is for the smaller picture, gone now.)
+                self._arrange_timer.stop()
+                self._reroute = False
+                self._arranged_epoch = self._epoch
+            else:
+                self.invalidate_cards()
+        self._end_selection_batch()
 
     def _retire(self, shelf: dict, key: Any, item: QGraphicsItem) -> None:
         """Keep a removed item for an undo that brings it back (bounded: an undo stack of huge
@@ -296,9 +383,10 @@ class GraphScene(QGraphicsScene):
                 item.route_memo = memo
                 self.routes_planned += 1
             self._taken.extend(memo[1].lanes)
-            item.set_ends(p1, p2, d1, d2, memo[1].via)
-        else:
-            item.set_ends(p1, p2, d1, d2, None)
+            if item.set_ends(p1, p2, d1, d2, memo[1].via):
+                self._picture_changed()
+        elif item.set_ends(p1, p2, d1, d2, None):
+            self._picture_changed()
         item.bus_ends = (bool(d1.y()), bool(d2.y()))
         if not self._arranging:
             if self._press_positions:
@@ -334,6 +422,7 @@ class GraphScene(QGraphicsScene):
                 if tuple(fit) != mark.fanout_fit:
                     mark.fanout_fit = tuple(fit)
                     mark.update()
+                    self._picture_changed()
         return self._grid
 
     def invalidate_cards(self) -> None:
@@ -345,6 +434,7 @@ class GraphScene(QGraphicsScene):
         """Place the wire texts again soon (many changes in one event-loop turn cost one pass);
         with ``reroute``, route every wire again first."""
         self._reroute = self._reroute or reroute
+        self._epoch += 1
         if not self._arrange_timer.isActive():
             self._arrange_timer.start()
 
@@ -354,6 +444,7 @@ class GraphScene(QGraphicsScene):
         reroute, self._reroute = reroute or self._reroute, False
         self.arrangements += 1
         self._arranging = True
+        epoch = self._epoch
         try:
             if reroute:
                 self._grid = None
@@ -363,9 +454,12 @@ class GraphScene(QGraphicsScene):
                         self._update_link_path(item)
             labels = [label for item in self.links.values() for label in item.labels.values()]
             grid = self.card_grid()
-            placement.place_labels(labels, grid, fixed=self._place_captions(grid))
+            if placement.place_labels(labels, grid, fixed=self._place_captions(grid)):
+                self._picture_changed()
         finally:
             self._arranging = False
+        if self._epoch == epoch:  # (else something it did asked for another one)
+            self._arranged_epoch = epoch
 
     def _run_marks(self) -> list[Any]:
         """What a pass draws on the visible cards (editor.run.overlay.RunMark, a child of its card)."""
@@ -386,6 +480,7 @@ class GraphScene(QGraphicsScene):
             if shown != mark.caption_shown:
                 mark.caption_shown = shown
                 mark.update()
+                self._picture_changed()
         return written
 
     def _wire_crosses(self, rect: QRectF) -> bool:

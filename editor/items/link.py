@@ -130,17 +130,19 @@ class _WireBase(QGraphicsItem):
         self._length: float | None = None
 
     def set_ends(self, p1: QPointF, p2: QPointF, d1: QPointF = RIGHT, d2: QPointF = LEFT,
-                 via: Sequence[QPointF] | None = None) -> None:
+                 via: Sequence[QPointF] | None = None) -> bool:
+        """Draw the wire between these ends (through ``via``); True when that changed it."""
         geometry = (p1.x(), p1.y(), p2.x(), p2.y(), d1.x(), d1.y(), d2.x(), d2.y(),
                     tuple((q.x(), q.y()) for q in via or ()))
         if geometry == self.geometry:
-            return  # the same wire: nothing to rebuild or repaint
+            return False  # the same wire: nothing to rebuild or repaint
         self.geometry = geometry
         self.prepareGeometryChange()
         self.route = list(via) if via else None
         self.path = polyline_path([p1, *via, p2]) if via else wire_path(p1, p2, d1, d2)
         self._bounds = self.path.boundingRect().adjusted(-6, -6, 6, 6)
         self._length = None
+        return True
 
     def length(self) -> float:
         if self._length is None:
@@ -214,11 +216,12 @@ class WireLabel(QGraphicsItem):
         w, h = self.size_of(text)
         return QRectF(-w / 2, -h / 2, w, h)
 
-    def show_variant(self, index: int, at: QPointF | None) -> None:
-        """Show variant ``index`` centred at ``at``, or hide (index -1)."""
+    def show_variant(self, index: int, at: QPointF | None) -> bool:
+        """Show variant ``index`` centred at ``at``, or hide (index -1); True when that changed
+        what is shown."""
         visible = index >= 0 and self.link_item.isVisible()
         if index == self.chosen and visible == self.isVisible() and (at is None or at == self.pos()):
-            return  # as it is: no repaint
+            return False  # as it is: no repaint
         if index != self.chosen:
             self.prepareGeometryChange()
             self.chosen = index
@@ -226,6 +229,7 @@ class WireLabel(QGraphicsItem):
             self.setPos(at)
         self.setVisible(visible)
         self.update()
+        return True
 
     def scene_rect(self) -> QRectF:
         return self.rect_for(self.text).translated(self.pos()) if self.text else QRectF()
@@ -404,9 +408,9 @@ class LinkItem(_WireBase):
         self.update()
 
     def set_ends(self, p1: QPointF, p2: QPointF, d1: QPointF = RIGHT, d2: QPointF = LEFT,
-                 via: Sequence[QPointF] | None = None) -> None:
+                 via: Sequence[QPointF] | None = None) -> bool:
         self.ends = (p1, d1, p2, d2)
-        super().set_ends(p1, p2, d1, d2, via)
+        return super().set_ends(p1, p2, d1, d2, via)
 
     def follow_labels(self) -> None:
         """Keep the shown texts on the wire while it moves (no collision check: that waits for
