@@ -54,9 +54,11 @@ class _Picture:
     smaller picture). ``phase``: "removing" (inside the removal's batch), "removed", "restoring"
     (inside the batch that brings items back)."""
 
-    def __init__(self, nodes: tuple[str, ...], links: tuple[Link, ...]) -> None:
+    def __init__(self, nodes: tuple[str, ...], links: tuple[Link, ...], grid: placement.Grid | None,
+                 bounds: QRectF) -> None:
         self.nodes = nodes  # the scene's cards and wires before the removal, in its order
         self.links = links
+        self.grid, self.bounds = grid, bounds  # the cards' grid then (None: not built)
         self.phase = "removing"
         self.epoch = -1
 
@@ -96,6 +98,7 @@ class GraphScene(QGraphicsScene):
         self._wiring: _Wiring | None = None
         self._press_positions: dict[str, QPointF] = {}
         self._grid: placement.Grid | None = None
+        self._grid_bounds = QRectF()  # the visible cards' bounds, when the grid is built
         # The view's size (pixels), told by the view; layouts fit it.
         self.view_size: tuple[float, float] | None = None
         # Lay the graph out for the view when it is framed: read-only views always; a lesson just
@@ -259,7 +262,7 @@ class GraphScene(QGraphicsScene):
             return
         self._forget_removal()
         if self.doc.in_batch and not self.read_only and self._epoch == self._arranged_epoch:
-            self._before_removal = _Picture(tuple(self.nodes), tuple(self.links))
+            self._before_removal = _Picture(tuple(self.nodes), tuple(self.links), self._grid, self._grid_bounds)
 
     def _coming_back(self, as_it_went: bool) -> bool:
         """An item is about to be added: True when it is one that went in the last removal, as
@@ -298,6 +301,7 @@ class GraphScene(QGraphicsScene):
                 self._arrange_timer.stop()
                 self._reroute = False
                 self._arranged_epoch = self._epoch
+                self._grid, self._grid_bounds = point.grid, point.bounds
             else:
                 self.invalidate_cards()
         self._end_selection_batch()
@@ -401,9 +405,13 @@ class GraphScene(QGraphicsScene):
         a card moves, appears, hides or changes size)."""
         if self._grid is None:
             self._grid = grid = placement.Grid()
+            bounds = QRectF()
             for item in self.nodes.values():
                 if item.isVisible():
-                    grid.add(item.card_rect(), item)
+                    rect = item.card_rect()
+                    grid.add(rect, item)
+                    bounds = bounds.united(rect)
+            self._grid_bounds = bounds
             marks = self._run_marks()
             # what a pass draws around the cards (strips, chips, badges: see editor.run.overlay)
             # is in the way of wires and texts as the cards are
@@ -746,6 +754,9 @@ class GraphScene(QGraphicsScene):
             self.selectionChanged.emit()
 
     def items_bounding_rect(self) -> QRectF:
+        """The visible cards' rectangle (see :meth:`NodeItem.card_rect`)."""
+        if self._grid is not None:
+            return QRectF(self._grid_bounds)  # worked out with the grid
         rect = QRectF()
         for item in self.nodes.values():
             if item.isVisible():

@@ -437,7 +437,7 @@ class LinkItem(_WireBase):
             if new is not None:
                 for label in self.labels.values():
                     new.addItem(label)
-        return super().itemChange(change, value)
+        return value  # what QGraphicsItem.itemChange returns (see NodeItem.itemChange)
 
     def shape(self) -> QPainterPath:
         stroker = QPainterPathStroker()

@@ -48,6 +48,9 @@ def geometry() -> Geometry:
     return _GEOMETRY[key]
 
 
+_PORT_BOUNDS = QRectF(-PORT_R - 5, -PORT_R - 5, 2 * PORT_R + 10, 2 * PORT_R + 10)
+
+
 class PortItem(QGraphicsItem):
     """A port dot. Holds (node id, port name, direction); the scene does the wiring."""
 
@@ -74,8 +77,7 @@ class PortItem(QGraphicsItem):
             self.setToolTip(text)
 
     def boundingRect(self) -> QRectF:
-        r = PORT_R + 5
-        return QRectF(-r, -r, 2 * r, 2 * r)
+        return _PORT_BOUNDS  # (Qt copies it)
 
     def shape(self) -> QPainterPath:
         path = QPainterPath()
@@ -321,7 +323,9 @@ class NodeItem(QGraphicsItem):
                 scene.node_item_moved(self)
         elif change == _SELECTED_CHANGED:
             self._raise_for_note()
-        return super().itemChange(change, value)
+        # NOTE: QGraphicsItem.itemChange returns ``value``: not calling it halves what Qt's call
+        # costs (it runs for every change of every card: thousands per undo of a big delete)
+        return value
 
     def hoverEnterEvent(self, event: Any) -> None:
         self.hover = True
