@@ -181,6 +181,7 @@ class WireLabel(QGraphicsItem):
         self.text_colours: Sequence[QColor | None] | dict[str, Sequence[QColor | None]] = ()
         self.chosen = -1  # index of the variant shown; -1: not placed (hidden)
         self.spot: Any = None  # where the placer put it and why (placement.Spot)
+        self._bounds: tuple[int, QRectF] | None = None  # (fonts, boundingRect) until prepareGeometryChange
         self.setZValue(0.5)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
         # Text is the dearest thing to draw: repaint from a cached pixmap unless the text changed
@@ -234,8 +235,17 @@ class WireLabel(QGraphicsItem):
     def scene_rect(self) -> QRectF:
         return self.rect_for(self.text).translated(self.pos()) if self.text else QRectF()
 
+    def prepareGeometryChange(self) -> None:
+        self._bounds = None
+        super().prepareGeometryChange()
+
     def boundingRect(self) -> QRectF:
-        return self.rect_for(self.text).adjusted(-1, -1, 1, 1) if self.text else QRectF()
+        # Kept (see NodeItem.boundingRect), for the canvas fonts it was measured with.
+        fonts = self.size_key()
+        if self._bounds is None or self._bounds[0] != fonts:
+            text = self.text
+            self._bounds = (fonts, self.rect_for(text).adjusted(-1, -1, 1, 1) if text else QRectF())
+        return self._bounds[1]
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
         text = self.text
