@@ -181,7 +181,7 @@ class WireLabel(QGraphicsItem):
         self.text_colours: Sequence[QColor | None] | dict[str, Sequence[QColor | None]] = ()
         self.chosen = -1  # index of the variant shown; -1: not placed (hidden)
         self.spot: Any = None  # where the placer put it and why (placement.Spot)
-        self._bounds: tuple[int, QRectF] | None = None  # (fonts, boundingRect) until prepareGeometryChange
+        self._bounds: tuple[tuple, QRectF] | None = None  # (what it depends on, boundingRect)
         self.setZValue(0.5)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
         # Text is the dearest thing to draw: repaint from a cached pixmap unless the text changed
@@ -235,17 +235,14 @@ class WireLabel(QGraphicsItem):
     def scene_rect(self) -> QRectF:
         return self.rect_for(self.text).translated(self.pos()) if self.text else QRectF()
 
-    def prepareGeometryChange(self) -> None:
-        self._bounds = None
-        super().prepareGeometryChange()
-
     def boundingRect(self) -> QRectF:
-        # Kept (see NodeItem.boundingRect), for the canvas fonts it was measured with.
-        fonts = self.size_key()
-        if self._bounds is None or self._bounds[0] != fonts:
+        # Kept while its text and the fonts stay (see NodeItem.boundingRect).
+        key = (self.chosen, self.variants, self.size_key())
+        kept = self._bounds
+        if kept is None or kept[0] != key:
             text = self.text
-            self._bounds = (fonts, self.rect_for(text).adjusted(-1, -1, 1, 1) if text else QRectF())
-        return self._bounds[1]
+            kept = self._bounds = (key, self.rect_for(text).adjusted(-1, -1, 1, 1) if text else QRectF())
+        return kept[1]
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
         text = self.text

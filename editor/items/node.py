@@ -155,7 +155,7 @@ class NodeItem(QGraphicsItem):
         self.placeholder = False
         self.bus = ""  # "", "top" (outputs attach along the top edge) or "bottom" (inputs along the bottom)
         self.g = geometry()
-        self._bounds: QRectF | None = None  # boundingRect, until prepareGeometryChange
+        self._bounds: tuple[tuple, QRectF] | None = None  # (what it depends on, boundingRect)
         self.width = MIN_WIDTH
         self.height = self.g.header
         self._node = node
@@ -299,19 +299,17 @@ class NodeItem(QGraphicsItem):
     def note_shown(self) -> bool:
         return bool(self.error) and (self.hover or self.isSelected())
 
-    def prepareGeometryChange(self) -> None:
-        self._bounds = None
-        super().prepareGeometryChange()
-
     def boundingRect(self) -> QRectF:
-        # Kept: Qt asks for it for every card at every repaint and after every change (with
-        # thousands of cards, building it anew each time showed in every edit's cost).
-        rect = self._bounds
-        if rect is None:
-            rect = QRectF(-PORT_R - 6, -12, self.width + 2 * PORT_R + 12, self.height + 16 + 8 * (self.stack_count > 1))
-            if self.error:
-                rect = rect.united(self._badge_rect().adjusted(-2, -2, 2, 2))
-            self._bounds = rect
+        # Kept while what it depends on stays: Qt asks for it for every card at every repaint and
+        # after every change (with thousands of cards, building it each time showed in every edit).
+        key = (self.width, self.height, self.stack_count, self.error, id(metrics("small")) if self.error else 0)
+        kept = self._bounds
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        rect = QRectF(-PORT_R - 6, -12, self.width + 2 * PORT_R + 12, self.height + 16 + 8 * (self.stack_count > 1))
+        if self.error:
+            rect = rect.united(self._badge_rect().adjusted(-2, -2, 2, 2))
+        self._bounds = (key, rect)
         return rect
 
     def card_rect(self) -> QRectF:
