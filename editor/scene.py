@@ -294,7 +294,7 @@ class GraphScene(QGraphicsScene):
             point.phase, point.epoch = "removed", self._epoch
         elif point is not None and point.phase == "restoring":
             self._before_removal = None
-            if self._epoch == point.epoch and tuple(self.nodes) == point.nodes and tuple(self.links) == point.links:
+            if self._epoch == point.epoch and self._in_order_of(point):
                 # Exactly the cards and wires of the picture before the removal are back, where
                 # they were, and nothing else changed: that picture was arranged. (What the
                 # removal scheduled is for the smaller picture, gone now.)
@@ -305,6 +305,21 @@ class GraphScene(QGraphicsScene):
             else:
                 self.invalidate_cards()
         self._end_selection_batch()
+
+    def _in_order_of(self, point: _Picture) -> bool:
+        """True when the scene holds exactly the cards and wires of ``point``; then they are
+        put in its order (what came back went to the end), which routing and placing follow."""
+        for mine, then in ((self.nodes, point.nodes), (self.links, point.links)):
+            if len(mine) != len(then):
+                return False
+            if tuple(mine) == then:
+                continue
+            if not all(key in mine for key in then):
+                return False
+            ordered = [(key, mine[key]) for key in then]
+            mine.clear()
+            mine.update(ordered)
+        return True
 
     def _retire(self, shelf: dict, key: Any, item: QGraphicsItem) -> None:
         """Keep a removed item for an undo that brings it back (bounded: an undo stack of huge

@@ -399,6 +399,64 @@ def test_undoing_a_delete_that_moved_other_wires_arranges_them_again(qtbot):
     assert _picture(scene) == _from_scratch(scene)
 
 
+def test_undoing_the_delete_of_a_card_in_a_wires_way_routes_the_wire_around_it_again(qtbot):
+    """A card that no wire touches stands between the two ends of a wire: deleting it changes
+    no shape and no other card, only that wire's route (straight now). The undo brings back
+    exactly what went, with nothing else changed in between, yet the picture before the delete
+    is not the one the delete left: the wire must go around the card again."""
+    g = Graph()
+    x = g.add_node("Input", {"shape": (4, 8)}, name="x", position=(0.0, 0.0))
+    y = g.add_node("ReLU", {}, name="y", position=(900.0, 0.0))
+    blocker = g.add_node("Input", {"shape": (4, 8)}, name="in the way", position=(450.0, -10.0))
+    wire = Link(x.id, "out", y.id, "a")
+    g.add_link(wire)
+    doc = Document(g)
+    stack = QUndoStack()
+    scene = GraphScene(doc, stack)
+    _settled(scene)
+    assert link_route(scene, wire), "it goes around the card"
+    before = _shown(scene)
+    stack.push(commands.RemoveItemsCommand(doc, [blocker.id]))
+    _settled(scene)
+    assert not link_route(scene, wire), "straight, now that nothing is in its way"
+    stack.undo()
+    _settled(scene)
+    assert link_route(scene, wire)
+    assert _shown(scene) == before
+    assert _picture(scene) == _from_scratch(scene)
+
+
+def test_undoing_the_delete_of_cards_nothing_else_depended_on_arranges_nothing(qtbot):
+    """Cards (and the wire between them) far from the rest go and come back: the picture before
+    the delete is the one the undo brings back, in the same order (routing follows it)."""
+    g = Graph()
+    prev = g.add_node("Input", {"shape": (4, 8)}, name="x", position=(0.0, 0.0))
+    far: list = []
+    for i in range(1, 30):
+        if i == 15:  # the far cards in the middle of the order
+            far = [g.add_node("Input", {"shape": (2, 3)}, name="far", position=(0.0, 3000.0)),
+                   g.add_node("ReLU", {}, name="far too", position=(300.0, 3000.0))]
+            g.add_link(Link(far[0].id, "out", far[1].id, "a"))
+        node = g.add_node("Tanh", {}, name=f"n{i}", position=(220.0 * (i % 10), 170.0 * (i // 10)))
+        g.add_link(Link(prev.id, "out", node.id, "a"))
+        prev = node
+    doc = Document(g)
+    stack = QUndoStack()
+    scene = GraphScene(doc, stack)
+    _settled(scene)
+    order = (list(scene.nodes), list(scene.links))
+    before = _picture(scene)
+    stack.push(commands.RemoveItemsCommand(doc, [f.id for f in far]))
+    _settled(scene)
+    arrangements, routes = scene.arrangements, scene.routes_planned
+    stack.undo()
+    _settled(scene)
+    assert scene.arrangements == arrangements and scene.routes_planned == routes
+    assert (list(scene.nodes), list(scene.links)) == order
+    assert order[0].index(far[0].id) == 15
+    assert _picture(scene) == before == _from_scratch(scene)
+
+
 def link_route(scene: GraphScene, link: Link):  # noqa: ANN201
     return scene.links[link].route
 
