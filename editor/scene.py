@@ -113,6 +113,7 @@ class GraphScene(QGraphicsScene):
         self._epoch = 0
         self._arranged_epoch = -1
         self._before_removal: _Picture | None = None
+        self._unplugged: set[tuple[str, str]] = set()  # inputs whose wire went in this batch
         # How many wires were routed from scratch, and how many arrange passes ran (the costs an
         # edit of a big graph must keep small; tests count them).
         self.routes_planned = 0
@@ -190,7 +191,7 @@ class GraphScene(QGraphicsScene):
             # selected if it was when it went.
             item.hover = False
         if place:
-            item.setPos(self.to_scene(self.doc.node(node_id).position))
+            item.setPos(self.to_scene(node.position))
         if self.read_only:
             item.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsMovable, self.doc.read_only)
         self.nodes[node_id] = item
@@ -289,6 +290,7 @@ class GraphScene(QGraphicsScene):
             self.invalidate_cards()  # what came back so far skipped it: arrange everything
 
     def _on_batch_finished(self) -> None:
+        self._unplug_ports()
         point = self._before_removal
         if point is not None and point.phase == "removing":
             point.phase, point.epoch = "removed", self._epoch
@@ -331,10 +333,27 @@ class GraphScene(QGraphicsScene):
         shelf[key] = item
 
     def _set_port_connected(self, link: Link, connected: bool) -> None:
+        key = (link.dst, link.dst_port)
+        if not connected and self.doc.in_batch:
+            # at the batch's end, if its card is still there (a delete takes the cards with
+            # their wires: their ports stay as they are, for the undo)
+            self._unplugged.add(key)
+            return
+        self._unplugged.discard(key)
         node = self.nodes.get(link.dst)
-        if node is not None and link.dst_port in node.inputs:
-            node.inputs[link.dst_port].connected = connected
-            node.inputs[link.dst_port].update()
+        port = node.inputs.get(link.dst_port) if node is not None else None
+        if port is not None and port.connected != connected:
+            port.connected = connected
+            port.update()
+
+    def _unplug_ports(self) -> None:
+        unplugged, self._unplugged = self._unplugged, set()
+        for dst, name in unplugged:
+            node = self.nodes.get(dst)
+            port = node.inputs.get(name) if node is not None else None
+            if port is not None and port.connected:
+                port.connected = False
+                port.update()
 
     def _on_node_changed(self, node_id: str) -> None:
         self._refresh_item(node_id)
