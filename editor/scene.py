@@ -10,6 +10,7 @@ import html
 from typing import Any, Iterable, Iterator
 
 import networkx as nx
+import shiboken6
 from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QPainterPathStroker, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsScene, QGraphicsSceneMouseEvent
@@ -97,6 +98,7 @@ class GraphScene(QGraphicsScene):
         self._opened_stacks: set[str] = set()
         self._wiring: _Wiring | None = None
         self._press_positions: dict[str, QPointF] = {}
+        self._dragged: dict[str, QPointF] = {}  # where a drag has taken each card so far
         self._grid: placement.Grid | None = None
         self._grid_bounds = QRectF()  # the visible cards' bounds, when the grid is built
         # The view's size (pixels), told by the view; layouts fit it.
@@ -136,6 +138,8 @@ class GraphScene(QGraphicsScene):
         # Deleting a thousand selected nodes must not tell the panels a thousand times.
         doc.batch_started.connect(self._begin_selection_batch)
         doc.batch_finished.connect(self._on_batch_finished)
+        self._selected: frozenset[QGraphicsItem] = frozenset()  # as the items last showed it
+        self.selectionChanged.connect(self._show_selection)
         self._selection_depth = 0
         self._selection_before: frozenset[QGraphicsItem] = frozenset()
         self._signals_were_blocked = False
@@ -153,8 +157,10 @@ class GraphScene(QGraphicsScene):
         self._adapted = False
         self._before_removal = None
         with self.selection_batch():
-            for item in list(self.nodes.values()) + list(self.links.values()):
+            for item in self.nodes.values():
                 self.removeItem(item)
+            for item in self.links.values():
+                item.remove_from(self)
         self.nodes.clear()
         self.links.clear()
         self._links_of.clear()
@@ -191,7 +197,7 @@ class GraphScene(QGraphicsScene):
             # selected if it was when it went.
             item.hover = False
         if place:
-            item.setPos(self.to_scene(node.position))
+            self._move_item(item, self.to_scene(node.position))
         if self.read_only:
             item.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsMovable, self.doc.read_only)
         self.nodes[node_id] = item
@@ -212,7 +218,7 @@ class GraphScene(QGraphicsScene):
         self.links[link] = item
         self._links_of.setdefault(link.src, set()).add(link)
         self._links_of.setdefault(link.dst, set()).add(link)
-        self.addItem(item)
+        item.add_to(self)
         if back:
             pass  # with its path and texts, as it was in the picture it comes back to
         elif reused and self.doc.in_batch:
@@ -249,7 +255,7 @@ class GraphScene(QGraphicsScene):
         for nid in (link.src, link.dst):
             self._links_of.get(nid, set()).discard(link)
         if item is not None:
-            self.removeItem(item)
+            item.remove_from(self)
             self._retire(self._retired_links, link, item)
         self._set_port_connected(link, False)
 
@@ -377,11 +383,24 @@ class GraphScene(QGraphicsScene):
         if item is not None:
             target = self.to_scene(self.doc.node(node_id).position)
             if self.to_doc(item.pos()) != self.to_doc(target):
-                item.setPos(target)
+                self._move_item(item, target)
+
+    def _move_item(self, item: NodeItem, to: QPointF) -> None:
+        if item.pos() != to:
+            item.setPos(to)
+            self.node_item_moved(item)
+
+    def _follow_drag(self) -> None:
+        """Qt moved the dragged cards: their wires follow."""
+        for nid in self._press_positions:
+            item = self.nodes.get(nid)
+            if item is not None and self._dragged.get(nid) != item.pos():
+                self._dragged[nid] = item.pos()
+                self.node_item_moved(item)
 
     def node_item_moved(self, item: NodeItem) -> None:
-        """Called by a NodeItem when it moves: its wires follow (and, once the move is over, every
-        wire is routed again: the card may now stand in another wire's way)."""
+        """A card moved: its wires follow (and, once the move is over, every wire is routed
+        again: the card may now stand in another wire's way)."""
         self._grid = None
         if not self._press_positions:
             self.schedule_arrange(reroute=True)
@@ -394,7 +413,7 @@ class GraphScene(QGraphicsScene):
             for member in self.stacks[item.node_id][1:]:
                 m = self.nodes.get(member)
                 if m is not None:
-                    m.setPos(item.pos())
+                    self._move_item(m, item.pos())
 
     def _update_link_path(self, item: LinkItem) -> None:
         link = item.link
@@ -626,7 +645,7 @@ class GraphScene(QGraphicsScene):
             self._refresh_item(head)
             for m in chain[1:]:
                 self.nodes[m].setVisible(False)
-                self.nodes[m].setPos(self.nodes[head].pos())
+                self._move_item(self.nodes[m], self.nodes[head].pos())
         for link, item in self.links.items():
             hidden = self._stack_of.get(link.src) is not None and \
                 self._stack_of.get(link.src) == self._stack_of.get(link.dst)
@@ -787,6 +806,15 @@ class GraphScene(QGraphicsScene):
         if frozenset(self.selectedItems()) != before and not self._signals_were_blocked:
             self.selectionChanged.emit()
 
+    def _show_selection(self) -> None:
+        """Tell the items whose selection changed (a card raises its error note, a wire frames
+        its texts in the selection colour)."""
+        now = frozenset(self.selectedItems())
+        for item in now.symmetric_difference(self._selected):
+            if isinstance(item, (NodeItem, LinkItem)) and shiboken6.isValid(item):
+                item.selection_shown()
+        self._selected = now
+
     def items_bounding_rect(self) -> QRectF:
         """The visible cards' rectangle (see :meth:`NodeItem.card_rect`)."""
         if self._grid is not None:
@@ -848,6 +876,7 @@ class GraphScene(QGraphicsScene):
         if event.button() == Qt.MouseButton.LeftButton:
             self._press_positions = {item.node_id: item.pos() for item in self.selectedItems()
                                      if isinstance(item, NodeItem)}
+            self._dragged = dict(self._press_positions)
 
     def mouseMoveEvent(self, event: QGraphicsSceneMouseEvent) -> None:
         if self._wiring is not None:
@@ -855,6 +884,8 @@ class GraphScene(QGraphicsScene):
             event.accept()
             return
         super().mouseMoveEvent(event)
+        if self._press_positions:
+            self._follow_drag()
 
     def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:
         if self._wiring is not None and event.button() == Qt.MouseButton.LeftButton:

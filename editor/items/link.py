@@ -27,12 +27,6 @@ CORNER = 12.0  # radius of a routed wire's corners
 RIGHT, LEFT = QPointF(1.0, 0.0), QPointF(-1.0, 0.0)
 RUN_SLOT = "run"  # the slot of a pass's numbers (see LinkItem.set_run)
 
-# Item changes compared in itemChange (called for every change of every item: looked up once).
-_VISIBLE_CHANGED = QGraphicsItem.GraphicsItemChange.ItemVisibleHasChanged
-_SELECTED_CHANGED = QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged
-_SCENE_CHANGING = QGraphicsItem.GraphicsItemChange.ItemSceneChange
-_SCENE_CHANGED = QGraphicsItem.GraphicsItemChange.ItemSceneHasChanged
-
 
 @dataclass(frozen=True)
 class RunLabel:
@@ -306,7 +300,6 @@ class LinkItem(_WireBase):
         self.link = link
         self.known = False  # shape known (upstream works)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
-        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
         self.setZValue(0)
         self.setAcceptHoverEvents(True)
         self.hover = False
@@ -426,25 +419,39 @@ class LinkItem(_WireBase):
             if label.chosen >= 0 and not self.path.isEmpty():
                 label.setPos(self.path.pointAtPercent(min(0.9, max(0.1, label.where))))
 
-    def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:
-        if change == _VISIBLE_CHANGED:
-            for label in self.labels.values():
-                label.setVisible(bool(value) and label.chosen >= 0)
-        elif change == _SELECTED_CHANGED:
-            for label in self.labels.values():
-                label.update()
-        elif change == _SCENE_CHANGING:
-            old = self.scene()
-            if old is not None:
-                for label in self.labels.values():
-                    if label.scene() is old:
-                        old.removeItem(label)
-        elif change == _SCENE_CHANGED:
-            new: QGraphicsScene | None = value
-            if new is not None:
-                for label in self.labels.values():
-                    new.addItem(label)
-        return value  # what QGraphicsItem.itemChange returns (see NodeItem.itemChange)
+    # NOTE: no itemChange: Qt would call it from C++ for every change of every wire (four times
+    # for each wire a delete or its undo takes away or brings back). Its texts go into and out of
+    # the scene with it (:meth:`add_to`, :meth:`remove_from`), show and hide with it
+    # (:meth:`setVisible`), and repaint when it is selected or not (the scene tells them).
+
+    def add_to(self, scene: QGraphicsScene) -> None:
+        """Put the wire and its texts into ``scene``."""
+        scene.addItem(self)
+        for label in self.labels.values():
+            scene.addItem(label)
+
+    def remove_from(self, scene: QGraphicsScene) -> None:
+        """Take the wire and its texts out of ``scene``."""
+        for label in self.labels.values():
+            if label.scene() is scene:
+                scene.removeItem(label)
+        scene.removeItem(self)
+
+    def setVisible(self, visible: bool) -> None:
+        super().setVisible(visible)
+        for label in self.labels.values():
+            label.setVisible(bool(visible) and label.chosen >= 0)
+
+    def show(self) -> None:
+        self.setVisible(True)
+
+    def hide(self) -> None:
+        self.setVisible(False)
+
+    def selection_shown(self) -> None:
+        """Its selection changed: its texts are framed in the selection colour, or not."""
+        for label in self.labels.values():
+            label.update()
 
     def shape(self) -> QPainterPath:
         stroker = QPainterPathStroker()

@@ -16,9 +16,6 @@ from engine import blocks
 from engine.blocks import Kind, ParamType
 from engine.graph import Node, short
 
-# Item changes compared in itemChange (called for every change of every item: looked up once).
-_POSITION_CHANGED = QGraphicsItem.GraphicsItemChange.ItemPositionHasChanged
-_SELECTED_CHANGED = QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged
 
 
 PORT_R = 5.0
@@ -135,7 +132,6 @@ class NodeItem(QGraphicsItem):
         self.node_id = node.id
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsMovable)
-        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
         # Repaint from a cached pixmap while panning; HiDPI-safe because it is device-space.
         self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.setAcceptHoverEvents(True)
@@ -324,16 +320,15 @@ class NodeItem(QGraphicsItem):
         path.addRoundedRect(QRectF(0, 0, self.width, self.height), RADIUS, RADIUS)
         return path
 
-    def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:
-        if change == _POSITION_CHANGED:
-            scene = self.scene()
-            if scene is not None:
-                scene.node_item_moved(self)
-        elif change == _SELECTED_CHANGED:
+    # NOTE: no itemChange: Qt would call it from C++ for every change of every card (four times
+    # for each card a delete or its undo takes away or brings back). The scene moves cards and
+    # follows a drag (its wires follow: GraphScene.node_item_moved), and tells a card when its
+    # selection changed (selection_shown).
+
+    def selection_shown(self) -> None:
+        """Its selection changed: the error note shows under it, or not."""
+        if self.error:
             self._raise_for_note()
-        # NOTE: QGraphicsItem.itemChange returns ``value``: not calling it halves what Qt's call
-        # costs (it runs for every change of every card: thousands per undo of a big delete)
-        return value
 
     def hoverEnterEvent(self, event: Any) -> None:
         self.hover = True
