@@ -9,13 +9,12 @@ from typing import Any
 
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen, QTextOption
-from PySide6.QtWidgets import QGraphicsItem, QStyle, QStyleOptionGraphicsItem, QWidget
+from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsItem, QStyle, QStyleOptionGraphicsItem, QWidget
 
 from editor.items.fonts import font, metrics
 from engine import blocks
 from engine.blocks import Kind, ParamType
 from engine.graph import Node, short
-
 
 
 PORT_R = 5.0
@@ -48,11 +47,15 @@ def geometry() -> Geometry:
 _PORT_BOUNDS = QRectF(-PORT_R - 5, -PORT_R - 5, 2 * PORT_R + 10, 2 * PORT_R + 10)
 
 
-class PortItem(QGraphicsItem):
-    """A port dot. Holds (node id, port name, direction); the scene does the wiring."""
+class PortItem(QGraphicsEllipseItem):
+    """A port dot. Holds (node id, port name, direction); the scene does the wiring.
+
+    An ellipse item only for its bounding rectangle, which Qt then reads in C++ (a Python
+    ``boundingRect`` is called for every port of every card at every repaint)."""
 
     def __init__(self, parent: "NodeItem", name: str, is_output: bool, kind: Kind, optional: bool) -> None:
-        super().__init__(parent)
+        super().__init__(_PORT_BOUNDS, parent)
+        self.setPen(Qt.PenStyle.NoPen)
         self.node_id = parent.node_id
         self.name = name
         self.is_output = is_output
@@ -72,9 +75,6 @@ class PortItem(QGraphicsItem):
         if text != self._tip:
             self._tip = text
             self.setToolTip(text)
-
-    def boundingRect(self) -> QRectF:
-        return _PORT_BOUNDS  # (Qt copies it)
 
     def shape(self) -> QPainterPath:
         path = QPainterPath()
