@@ -148,6 +148,9 @@ def main() -> int:
         print(f"  {name:10s}" + "".join(f"{med[name][s]:12.3f}" for s in STEPS))
     if "base" in med:
         print(f"  {'base/this':10s}" + "".join(f"{med['base'][s] / max(med['this'][s], 1e-9):11.1f}×" for s in STEPS))
+    print("  spread (fastest–slowest run):")
+    for name, rs in runs.items():
+        print(f"  {name:10s}" + "".join(f"{min(r[s] for r in rs):6.2f}–{max(r[s] for r in rs):.2f}".rjust(12) for s in STEPS))
     print("  of which the garbage collector (median):")
     for name, rs in runs.items():
         print(f"  {name:10s}" + "".join(f"{statistics.median(r.get(s + ' gc', 0.0) for r in rs):12.3f}" for s in STEPS))

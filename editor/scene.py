@@ -10,6 +10,7 @@ import html
 from typing import Any, Iterable, Iterator
 
 import networkx as nx
+import shiboken6
 from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QPainterPathStroker, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsScene, QGraphicsSceneMouseEvent
@@ -41,6 +42,26 @@ class _Wiring:
         self.forward = anchor.is_output  # True: looking for an input
         self.checked: dict[tuple[str, str], str] = {}  # full check results: "" ok, else message
         self.hover: PortItem | None = None
+
+
+class _Picture:
+    """The picture (cards, wires, routes, texts) just before a removal of many items, kept so
+    that the undo bringing exactly those items back need not arrange anything: the picture it
+    makes is this one, which was arranged.
+
+    It holds while nothing else changes: ``epoch`` is the scene's arrange epoch it belongs to
+    (every change that asks for an arrangement moves the epoch on), and an arrangement of what
+    the removal left must change nothing that is drawn (else the items left were placed for the
+    smaller picture). ``phase``: "removing" (inside the removal's batch), "removed", "restoring"
+    (inside the batch that brings items back)."""
+
+    def __init__(self, nodes: tuple[str, ...], links: tuple[Link, ...], grid: placement.Grid | None,
+                 bounds: QRectF) -> None:
+        self.nodes = nodes  # the scene's cards and wires before the removal, in its order
+        self.links = links
+        self.grid, self.bounds = grid, bounds  # the cards' grid then (None: not built)
+        self.phase = "removing"
+        self.epoch = -1
 
 
 class GraphScene(QGraphicsScene):
@@ -77,7 +98,9 @@ class GraphScene(QGraphicsScene):
         self._opened_stacks: set[str] = set()
         self._wiring: _Wiring | None = None
         self._press_positions: dict[str, QPointF] = {}
+        self._dragged: dict[str, QPointF] = {}  # where a drag has taken each card so far
         self._grid: placement.Grid | None = None
+        self._grid_bounds = QRectF()  # the visible cards' bounds, when the grid is built
         # The view's size (pixels), told by the view; layouts fit it.
         self.view_size: tuple[float, float] | None = None
         # Lay the graph out for the view when it is framed: read-only views always; a lesson just
@@ -87,6 +110,12 @@ class GraphScene(QGraphicsScene):
         self._reroute = False
         self._arranging = False
         self._taken: list[placement.Lane] = []
+        # Every change that asks for an arrangement moves the epoch on; ``_arranged_epoch`` is the
+        # epoch the last arrangement left (equal: the picture is arranged for what it shows).
+        self._epoch = 0
+        self._arranged_epoch = -1
+        self._before_removal: _Picture | None = None
+        self._unplugged: set[tuple[str, str]] = set()  # inputs whose wire went in this batch
         # How many wires were routed from scratch, and how many arrange passes ran (the costs an
         # edit of a big graph must keep small; tests count them).
         self.routes_planned = 0
@@ -108,7 +137,9 @@ class GraphScene(QGraphicsScene):
         doc.graph_reset.connect(self.rebuild)
         # Deleting a thousand selected nodes must not tell the panels a thousand times.
         doc.batch_started.connect(self._begin_selection_batch)
-        doc.batch_finished.connect(self._end_selection_batch)
+        doc.batch_finished.connect(self._on_batch_finished)
+        self._selected: frozenset[QGraphicsItem] = frozenset()  # as the items last showed it
+        self.selectionChanged.connect(self._show_selection)
         self._selection_depth = 0
         self._selection_before: frozenset[QGraphicsItem] = frozenset()
         self._signals_were_blocked = False
@@ -124,9 +155,12 @@ class GraphScene(QGraphicsScene):
         """Drop every item and build them again from the document."""
         self.cancel_wiring()
         self._adapted = False
+        self._before_removal = None
         with self.selection_batch():
-            for item in list(self.nodes.values()) + list(self.links.values()):
+            for item in self.nodes.values():
                 self.removeItem(item)
+            for item in self.links.values():
+                item.remove_from(self)
         self.nodes.clear()
         self.links.clear()
         self._links_of.clear()
@@ -163,7 +197,7 @@ class GraphScene(QGraphicsScene):
             # selected if it was when it went.
             item.hover = False
         if place:
-            item.setPos(self.to_scene(self.doc.node(node_id).position))
+            self._move_item(item, self.to_scene(node.position))
         if self.read_only:
             item.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsMovable, self.doc.read_only)
         self.nodes[node_id] = item
@@ -174,6 +208,7 @@ class GraphScene(QGraphicsScene):
     def _add_link_item(self, link: Link) -> LinkItem:
         item = self._retired_links.pop(link, None)
         reused = item is not None
+        back = self._coming_back(reused and item.isVisible())
         if item is None:
             item = LinkItem(link)
         else:
@@ -183,8 +218,10 @@ class GraphScene(QGraphicsScene):
         self.links[link] = item
         self._links_of.setdefault(link.src, set()).add(link)
         self._links_of.setdefault(link.dst, set()).add(link)
-        self.addItem(item)
-        if reused and self.doc.in_batch:
+        item.add_to(self)
+        if back:
+            pass  # with its path and texts, as it was in the picture it comes back to
+        elif reused and self.doc.in_batch:
             self.schedule_arrange(reroute=True)  # it comes back with its path; the batch's arrange checks it
         else:
             self._update_link_path(item)
@@ -192,10 +229,16 @@ class GraphScene(QGraphicsScene):
         return item
 
     def _on_node_added(self, node_id: str) -> None:
+        retired = self._retired_nodes.get(node_id)
+        back = self._coming_back(retired is not None and retired.node is self.doc.node(node_id))
         self._add_node_item(node_id)
-        self.invalidate_cards()
+        if back:
+            self._grid = None  # the picture it comes back to was arranged with it
+        else:
+            self.invalidate_cards()
 
     def _on_node_removed(self, node_id: str) -> None:
+        self._removing()
         item = self.nodes.pop(node_id, None)
         self._links_of.pop(node_id, None)
         if item is not None:
@@ -207,13 +250,84 @@ class GraphScene(QGraphicsScene):
         self._add_link_item(link)
 
     def _on_link_removed(self, link: Link) -> None:
+        self._removing()
         item = self.links.pop(link, None)
         for nid in (link.src, link.dst):
             self._links_of.get(nid, set()).discard(link)
         if item is not None:
-            self.removeItem(item)
+            item.remove_from(self)
             self._retire(self._retired_links, link, item)
         self._set_port_connected(link, False)
+
+    # --- an undone removal brings its picture back -------------------------------------------------
+
+    def _removing(self) -> None:
+        """An item is about to go. The first of a batch keeps the picture as it is, when it is
+        arranged (the undo bringing the same items back may show it again as it was)."""
+        point = self._before_removal
+        if point is not None and point.phase == "removing":
+            return
+        self._forget_removal()
+        if self.doc.in_batch and not self.read_only and self._epoch == self._arranged_epoch:
+            self._before_removal = _Picture(tuple(self.nodes), tuple(self.links), self._grid, self._grid_bounds)
+
+    def _coming_back(self, as_it_went: bool) -> bool:
+        """An item is about to be added: True when it is one that went in the last removal, as
+        it went, with nothing else changed since (see :class:`_Picture`)."""
+        point = self._before_removal
+        if point is None:
+            return False
+        if point.phase == "removed" and as_it_went and self.doc.in_batch and self._epoch == point.epoch:
+            point.phase = "restoring"
+        if point.phase == "restoring" and as_it_went:
+            return True
+        self._forget_removal()
+        return False
+
+    def _picture_changed(self) -> None:
+        """An arrangement moved a wire, a text or a caption: the picture before the last removal
+        is not what an undo would bring back any more."""
+        if self._before_removal is not None and self._before_removal.phase != "removing":
+            self._forget_removal()
+
+    def _forget_removal(self) -> None:
+        point, self._before_removal = self._before_removal, None
+        if point is not None and point.phase == "restoring":
+            self.invalidate_cards()  # what came back so far skipped it: arrange everything
+
+    def _on_batch_finished(self) -> None:
+        self._unplug_ports()
+        point = self._before_removal
+        if point is not None and point.phase == "removing":
+            point.phase, point.epoch = "removed", self._epoch
+        elif point is not None and point.phase == "restoring":
+            self._before_removal = None
+            if self._epoch == point.epoch and self._in_order_of(point):
+                # Exactly the cards and wires of the picture before the removal are back, where
+                # they were, and nothing else changed: that picture was arranged. (What the
+                # removal scheduled is for the smaller picture, gone now.)
+                self._arrange_timer.stop()
+                self._reroute = False
+                self._arranged_epoch = self._epoch
+                self._grid, self._grid_bounds = point.grid, point.bounds
+            else:
+                self.invalidate_cards()
+        self._end_selection_batch()
+
+    def _in_order_of(self, point: _Picture) -> bool:
+        """True when the scene holds exactly the cards and wires of ``point``; then they are
+        put in its order (what came back went to the end), which routing and placing follow."""
+        for mine, then in ((self.nodes, point.nodes), (self.links, point.links)):
+            if len(mine) != len(then):
+                return False
+            if tuple(mine) == then:
+                continue
+            if not all(key in mine for key in then):
+                return False
+            ordered = [(key, mine[key]) for key in then]
+            mine.clear()
+            mine.update(ordered)
+        return True
 
     def _retire(self, shelf: dict, key: Any, item: QGraphicsItem) -> None:
         """Keep a removed item for an undo that brings it back (bounded: an undo stack of huge
@@ -225,10 +339,27 @@ class GraphScene(QGraphicsScene):
         shelf[key] = item
 
     def _set_port_connected(self, link: Link, connected: bool) -> None:
+        key = (link.dst, link.dst_port)
+        if not connected and self.doc.in_batch:
+            # at the batch's end, if its card is still there (a delete takes the cards with
+            # their wires: their ports stay as they are, for the undo)
+            self._unplugged.add(key)
+            return
+        self._unplugged.discard(key)
         node = self.nodes.get(link.dst)
-        if node is not None and link.dst_port in node.inputs:
-            node.inputs[link.dst_port].connected = connected
-            node.inputs[link.dst_port].update()
+        port = node.inputs.get(link.dst_port) if node is not None else None
+        if port is not None and port.connected != connected:
+            port.connected = connected
+            port.update()
+
+    def _unplug_ports(self) -> None:
+        unplugged, self._unplugged = self._unplugged, set()
+        for dst, name in unplugged:
+            node = self.nodes.get(dst)
+            port = node.inputs.get(name) if node is not None else None
+            if port is not None and port.connected:
+                port.connected = False
+                port.update()
 
     def _on_node_changed(self, node_id: str) -> None:
         self._refresh_item(node_id)
@@ -252,11 +383,24 @@ class GraphScene(QGraphicsScene):
         if item is not None:
             target = self.to_scene(self.doc.node(node_id).position)
             if self.to_doc(item.pos()) != self.to_doc(target):
-                item.setPos(target)
+                self._move_item(item, target)
+
+    def _move_item(self, item: NodeItem, to: QPointF) -> None:
+        if item.pos() != to:
+            item.setPos(to)
+            self.node_item_moved(item)
+
+    def _follow_drag(self) -> None:
+        """Qt moved the dragged cards: their wires follow."""
+        for nid in self._press_positions:
+            item = self.nodes.get(nid)
+            if item is not None and self._dragged.get(nid) != item.pos():
+                self._dragged[nid] = item.pos()
+                self.node_item_moved(item)
 
     def node_item_moved(self, item: NodeItem) -> None:
-        """Called by a NodeItem when it moves: its wires follow (and, once the move is over, every
-        wire is routed again: the card may now stand in another wire's way)."""
+        """A card moved: its wires follow (and, once the move is over, every wire is routed
+        again: the card may now stand in another wire's way)."""
         self._grid = None
         if not self._press_positions:
             self.schedule_arrange(reroute=True)
@@ -269,7 +413,7 @@ class GraphScene(QGraphicsScene):
             for member in self.stacks[item.node_id][1:]:
                 m = self.nodes.get(member)
                 if m is not None:
-                    m.setPos(item.pos())
+                    self._move_item(m, item.pos())
 
     def _update_link_path(self, item: LinkItem) -> None:
         link = item.link
@@ -296,9 +440,10 @@ class GraphScene(QGraphicsScene):
                 item.route_memo = memo
                 self.routes_planned += 1
             self._taken.extend(memo[1].lanes)
-            item.set_ends(p1, p2, d1, d2, memo[1].via)
-        else:
-            item.set_ends(p1, p2, d1, d2, None)
+            if item.set_ends(p1, p2, d1, d2, memo[1].via):
+                self._picture_changed()
+        elif item.set_ends(p1, p2, d1, d2, None):
+            self._picture_changed()
         item.bus_ends = (bool(d1.y()), bool(d2.y()))
         if not self._arranging:
             if self._press_positions:
@@ -313,9 +458,13 @@ class GraphScene(QGraphicsScene):
         a card moves, appears, hides or changes size)."""
         if self._grid is None:
             self._grid = grid = placement.Grid()
+            bounds = QRectF()
             for item in self.nodes.values():
                 if item.isVisible():
-                    grid.add(item.card_rect(), item)
+                    rect = item.card_rect()
+                    grid.add(rect, item)
+                    bounds = bounds.united(rect)
+            self._grid_bounds = bounds
             marks = self._run_marks()
             # what a pass draws around the cards (strips, chips, badges: see editor.run.overlay)
             # is in the way of wires and texts as the cards are
@@ -334,6 +483,7 @@ class GraphScene(QGraphicsScene):
                 if tuple(fit) != mark.fanout_fit:
                     mark.fanout_fit = tuple(fit)
                     mark.update()
+                    self._picture_changed()
         return self._grid
 
     def invalidate_cards(self) -> None:
@@ -345,6 +495,7 @@ class GraphScene(QGraphicsScene):
         """Place the wire texts again soon (many changes in one event-loop turn cost one pass);
         with ``reroute``, route every wire again first."""
         self._reroute = self._reroute or reroute
+        self._epoch += 1
         if not self._arrange_timer.isActive():
             self._arrange_timer.start()
 
@@ -354,6 +505,7 @@ class GraphScene(QGraphicsScene):
         reroute, self._reroute = reroute or self._reroute, False
         self.arrangements += 1
         self._arranging = True
+        epoch = self._epoch
         try:
             if reroute:
                 self._grid = None
@@ -363,9 +515,12 @@ class GraphScene(QGraphicsScene):
                         self._update_link_path(item)
             labels = [label for item in self.links.values() for label in item.labels.values()]
             grid = self.card_grid()
-            placement.place_labels(labels, grid, fixed=self._place_captions(grid))
+            if placement.place_labels(labels, grid, fixed=self._place_captions(grid)):
+                self._picture_changed()
         finally:
             self._arranging = False
+        if self._epoch == epoch:  # (else something it did asked for another one)
+            self._arranged_epoch = epoch
 
     def _run_marks(self) -> list[Any]:
         """What a pass draws on the visible cards (editor.run.overlay.RunMark, a child of its card)."""
@@ -386,6 +541,7 @@ class GraphScene(QGraphicsScene):
             if shown != mark.caption_shown:
                 mark.caption_shown = shown
                 mark.update()
+                self._picture_changed()
         return written
 
     def _wire_crosses(self, rect: QRectF) -> bool:
@@ -489,7 +645,7 @@ class GraphScene(QGraphicsScene):
             self._refresh_item(head)
             for m in chain[1:]:
                 self.nodes[m].setVisible(False)
-                self.nodes[m].setPos(self.nodes[head].pos())
+                self._move_item(self.nodes[m], self.nodes[head].pos())
         for link, item in self.links.items():
             hidden = self._stack_of.get(link.src) is not None and \
                 self._stack_of.get(link.src) == self._stack_of.get(link.dst)
@@ -650,7 +806,19 @@ class GraphScene(QGraphicsScene):
         if frozenset(self.selectedItems()) != before and not self._signals_were_blocked:
             self.selectionChanged.emit()
 
+    def _show_selection(self) -> None:
+        """Tell the items whose selection changed (a card raises its error note, a wire frames
+        its texts in the selection colour)."""
+        now = frozenset(self.selectedItems())
+        for item in now.symmetric_difference(self._selected):
+            if isinstance(item, (NodeItem, LinkItem)) and shiboken6.isValid(item):
+                item.selection_shown()
+        self._selected = now
+
     def items_bounding_rect(self) -> QRectF:
+        """The visible cards' rectangle (see :meth:`NodeItem.card_rect`)."""
+        if self._grid is not None:
+            return QRectF(self._grid_bounds)  # worked out with the grid
         rect = QRectF()
         for item in self.nodes.values():
             if item.isVisible():
@@ -708,6 +876,7 @@ class GraphScene(QGraphicsScene):
         if event.button() == Qt.MouseButton.LeftButton:
             self._press_positions = {item.node_id: item.pos() for item in self.selectedItems()
                                      if isinstance(item, NodeItem)}
+            self._dragged = dict(self._press_positions)
 
     def mouseMoveEvent(self, event: QGraphicsSceneMouseEvent) -> None:
         if self._wiring is not None:
@@ -715,6 +884,8 @@ class GraphScene(QGraphicsScene):
             event.accept()
             return
         super().mouseMoveEvent(event)
+        if self._press_positions:
+            self._follow_drag()
 
     def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:
         if self._wiring is not None and event.button() == Qt.MouseButton.LeftButton:

@@ -27,12 +27,6 @@ CORNER = 12.0  # radius of a routed wire's corners
 RIGHT, LEFT = QPointF(1.0, 0.0), QPointF(-1.0, 0.0)
 RUN_SLOT = "run"  # the slot of a pass's numbers (see LinkItem.set_run)
 
-# Item changes compared in itemChange (called for every change of every item: looked up once).
-_VISIBLE_CHANGED = QGraphicsItem.GraphicsItemChange.ItemVisibleHasChanged
-_SELECTED_CHANGED = QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged
-_SCENE_CHANGING = QGraphicsItem.GraphicsItemChange.ItemSceneChange
-_SCENE_CHANGED = QGraphicsItem.GraphicsItemChange.ItemSceneHasChanged
-
 
 @dataclass(frozen=True)
 class RunLabel:
@@ -130,17 +124,19 @@ class _WireBase(QGraphicsItem):
         self._length: float | None = None
 
     def set_ends(self, p1: QPointF, p2: QPointF, d1: QPointF = RIGHT, d2: QPointF = LEFT,
-                 via: Sequence[QPointF] | None = None) -> None:
+                 via: Sequence[QPointF] | None = None) -> bool:
+        """Draw the wire between these ends (through ``via``); True when that changed it."""
         geometry = (p1.x(), p1.y(), p2.x(), p2.y(), d1.x(), d1.y(), d2.x(), d2.y(),
                     tuple((q.x(), q.y()) for q in via or ()))
         if geometry == self.geometry:
-            return  # the same wire: nothing to rebuild or repaint
+            return False  # the same wire: nothing to rebuild or repaint
         self.geometry = geometry
         self.prepareGeometryChange()
         self.route = list(via) if via else None
         self.path = polyline_path([p1, *via, p2]) if via else wire_path(p1, p2, d1, d2)
         self._bounds = self.path.boundingRect().adjusted(-6, -6, 6, 6)
         self._length = None
+        return True
 
     def length(self) -> float:
         if self._length is None:
@@ -179,6 +175,7 @@ class WireLabel(QGraphicsItem):
         self.text_colours: Sequence[QColor | None] | dict[str, Sequence[QColor | None]] = ()
         self.chosen = -1  # index of the variant shown; -1: not placed (hidden)
         self.spot: Any = None  # where the placer put it and why (placement.Spot)
+        self._bounds: tuple[tuple, QRectF] | None = None  # (what it depends on, boundingRect)
         self.setZValue(0.5)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
         # Text is the dearest thing to draw: repaint from a cached pixmap unless the text changed
@@ -214,11 +211,12 @@ class WireLabel(QGraphicsItem):
         w, h = self.size_of(text)
         return QRectF(-w / 2, -h / 2, w, h)
 
-    def show_variant(self, index: int, at: QPointF | None) -> None:
-        """Show variant ``index`` centred at ``at``, or hide (index -1)."""
+    def show_variant(self, index: int, at: QPointF | None) -> bool:
+        """Show variant ``index`` centred at ``at``, or hide (index -1); True when that changed
+        what is shown."""
         visible = index >= 0 and self.link_item.isVisible()
         if index == self.chosen and visible == self.isVisible() and (at is None or at == self.pos()):
-            return  # as it is: no repaint
+            return False  # as it is: no repaint
         if index != self.chosen:
             self.prepareGeometryChange()
             self.chosen = index
@@ -226,12 +224,19 @@ class WireLabel(QGraphicsItem):
             self.setPos(at)
         self.setVisible(visible)
         self.update()
+        return True
 
     def scene_rect(self) -> QRectF:
         return self.rect_for(self.text).translated(self.pos()) if self.text else QRectF()
 
     def boundingRect(self) -> QRectF:
-        return self.rect_for(self.text).adjusted(-1, -1, 1, 1) if self.text else QRectF()
+        # Kept while its text and the fonts stay (see NodeItem.boundingRect).
+        key = (self.chosen, self.variants, self.size_key())
+        kept = self._bounds
+        if kept is None or kept[0] != key:
+            text = self.text
+            kept = self._bounds = (key, self.rect_for(text).adjusted(-1, -1, 1, 1) if text else QRectF())
+        return kept[1]
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
         text = self.text
@@ -295,7 +300,6 @@ class LinkItem(_WireBase):
         self.link = link
         self.known = False  # shape known (upstream works)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
-        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
         self.setZValue(0)
         self.setAcceptHoverEvents(True)
         self.hover = False
@@ -404,9 +408,9 @@ class LinkItem(_WireBase):
         self.update()
 
     def set_ends(self, p1: QPointF, p2: QPointF, d1: QPointF = RIGHT, d2: QPointF = LEFT,
-                 via: Sequence[QPointF] | None = None) -> None:
+                 via: Sequence[QPointF] | None = None) -> bool:
         self.ends = (p1, d1, p2, d2)
-        super().set_ends(p1, p2, d1, d2, via)
+        return super().set_ends(p1, p2, d1, d2, via)
 
     def follow_labels(self) -> None:
         """Keep the shown texts on the wire while it moves (no collision check: that waits for
@@ -415,25 +419,39 @@ class LinkItem(_WireBase):
             if label.chosen >= 0 and not self.path.isEmpty():
                 label.setPos(self.path.pointAtPercent(min(0.9, max(0.1, label.where))))
 
-    def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:
-        if change == _VISIBLE_CHANGED:
-            for label in self.labels.values():
-                label.setVisible(bool(value) and label.chosen >= 0)
-        elif change == _SELECTED_CHANGED:
-            for label in self.labels.values():
-                label.update()
-        elif change == _SCENE_CHANGING:
-            old = self.scene()
-            if old is not None:
-                for label in self.labels.values():
-                    if label.scene() is old:
-                        old.removeItem(label)
-        elif change == _SCENE_CHANGED:
-            new: QGraphicsScene | None = value
-            if new is not None:
-                for label in self.labels.values():
-                    new.addItem(label)
-        return super().itemChange(change, value)
+    # NOTE: no itemChange: Qt would call it from C++ for every change of every wire (four times
+    # for each wire a delete or its undo takes away or brings back). Its texts go into and out of
+    # the scene with it (:meth:`add_to`, :meth:`remove_from`), show and hide with it
+    # (:meth:`setVisible`), and repaint when it is selected or not (the scene tells them).
+
+    def add_to(self, scene: QGraphicsScene) -> None:
+        """Put the wire and its texts into ``scene``."""
+        scene.addItem(self)
+        for label in self.labels.values():
+            scene.addItem(label)
+
+    def remove_from(self, scene: QGraphicsScene) -> None:
+        """Take the wire and its texts out of ``scene``."""
+        for label in self.labels.values():
+            if label.scene() is scene:
+                scene.removeItem(label)
+        scene.removeItem(self)
+
+    def setVisible(self, visible: bool) -> None:
+        super().setVisible(visible)
+        for label in self.labels.values():
+            label.setVisible(bool(visible) and label.chosen >= 0)
+
+    def show(self) -> None:
+        self.setVisible(True)
+
+    def hide(self) -> None:
+        self.setVisible(False)
+
+    def selection_shown(self) -> None:
+        """Its selection changed: its texts are framed in the selection colour, or not."""
+        for label in self.labels.values():
+            label.update()
 
     def shape(self) -> QPainterPath:
         stroker = QPainterPathStroker()

@@ -9,16 +9,12 @@ from typing import Any
 
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen, QTextOption
-from PySide6.QtWidgets import QGraphicsItem, QStyle, QStyleOptionGraphicsItem, QWidget
+from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsItem, QStyle, QStyleOptionGraphicsItem, QWidget
 
 from editor.items.fonts import font, metrics
 from engine import blocks
 from engine.blocks import Kind, ParamType
 from engine.graph import Node, short
-
-# Item changes compared in itemChange (called for every change of every item: looked up once).
-_POSITION_CHANGED = QGraphicsItem.GraphicsItemChange.ItemPositionHasChanged
-_SELECTED_CHANGED = QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged
 
 
 PORT_R = 5.0
@@ -48,11 +44,18 @@ def geometry() -> Geometry:
     return _GEOMETRY[key]
 
 
-class PortItem(QGraphicsItem):
-    """A port dot. Holds (node id, port name, direction); the scene does the wiring."""
+_PORT_BOUNDS = QRectF(-PORT_R - 5, -PORT_R - 5, 2 * PORT_R + 10, 2 * PORT_R + 10)
+
+
+class PortItem(QGraphicsEllipseItem):
+    """A port dot. Holds (node id, port name, direction); the scene does the wiring.
+
+    An ellipse item only for its bounding rectangle, which Qt then reads in C++ (a Python
+    ``boundingRect`` is called for every port of every card at every repaint)."""
 
     def __init__(self, parent: "NodeItem", name: str, is_output: bool, kind: Kind, optional: bool) -> None:
-        super().__init__(parent)
+        super().__init__(_PORT_BOUNDS, parent)
+        self.setPen(Qt.PenStyle.NoPen)
         self.node_id = parent.node_id
         self.name = name
         self.is_output = is_output
@@ -72,10 +75,6 @@ class PortItem(QGraphicsItem):
         if text != self._tip:
             self._tip = text
             self.setToolTip(text)
-
-    def boundingRect(self) -> QRectF:
-        r = PORT_R + 5
-        return QRectF(-r, -r, 2 * r, 2 * r)
 
     def shape(self) -> QPainterPath:
         path = QPainterPath()
@@ -133,7 +132,6 @@ class NodeItem(QGraphicsItem):
         self.node_id = node.id
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsMovable)
-        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
         # Repaint from a cached pixmap while panning; HiDPI-safe because it is device-space.
         self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.setAcceptHoverEvents(True)
@@ -153,6 +151,7 @@ class NodeItem(QGraphicsItem):
         self.placeholder = False
         self.bus = ""  # "", "top" (outputs attach along the top edge) or "bottom" (inputs along the bottom)
         self.g = geometry()
+        self._bounds: tuple[tuple, QRectF] | None = None  # (what it depends on, boundingRect)
         self.width = MIN_WIDTH
         self.height = self.g.header
         self._node = node
@@ -297,9 +296,16 @@ class NodeItem(QGraphicsItem):
         return bool(self.error) and (self.hover or self.isSelected())
 
     def boundingRect(self) -> QRectF:
+        # Kept while what it depends on stays: Qt asks for it for every card at every repaint and
+        # after every change (with thousands of cards, building it each time showed in every edit).
+        key = (self.width, self.height, self.stack_count, self.error, id(metrics("small")) if self.error else 0)
+        kept = self._bounds
+        if kept is not None and kept[0] == key:
+            return kept[1]
         rect = QRectF(-PORT_R - 6, -12, self.width + 2 * PORT_R + 12, self.height + 16 + 8 * (self.stack_count > 1))
         if self.error:
             rect = rect.united(self._badge_rect().adjusted(-2, -2, 2, 2))
+        self._bounds = (key, rect)
         return rect
 
     def card_rect(self) -> QRectF:
@@ -314,14 +320,15 @@ class NodeItem(QGraphicsItem):
         path.addRoundedRect(QRectF(0, 0, self.width, self.height), RADIUS, RADIUS)
         return path
 
-    def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:
-        if change == _POSITION_CHANGED:
-            scene = self.scene()
-            if scene is not None:
-                scene.node_item_moved(self)
-        elif change == _SELECTED_CHANGED:
+    # NOTE: no itemChange: Qt would call it from C++ for every change of every card (four times
+    # for each card a delete or its undo takes away or brings back). The scene moves cards and
+    # follows a drag (its wires follow: GraphScene.node_item_moved), and tells a card when its
+    # selection changed (selection_shown).
+
+    def selection_shown(self) -> None:
+        """Its selection changed: the error note shows under it, or not."""
+        if self.error:
             self._raise_for_note()
-        return super().itemChange(change, value)
 
     def hoverEnterEvent(self, event: Any) -> None:
         self.hover = True

@@ -272,8 +272,9 @@ class Spot:
     placed_contents: tuple
 
 
-def place_labels(labels: Sequence[Any], cards: Grid, fixed: Sequence[tuple[QRectF, Any]] = ()) -> None:
-    """Position every label (see :class:`editor.items.link.WireLabel`) on its wire, or hide it.
+def place_labels(labels: Sequence[Any], cards: Grid, fixed: Sequence[tuple[QRectF, Any]] = ()) -> int:
+    """Position every label (see :class:`editor.items.link.WireLabel`) on its wire, or hide it;
+    returns how many labels this moved, showed, hid or changed the text of.
 
     A label whose inputs (texts, preferred spot, wire), cards nearby and texts placed before it
     nearby are what they were last time keeps its spot without searching again (``label.spot``
@@ -283,11 +284,12 @@ def place_labels(labels: Sequence[Any], cards: Grid, fixed: Sequence[tuple[QRect
     for rect, owner in fixed:
         placed.add(rect.adjusted(-LABEL_GAP, -LABEL_GAP, LABEL_GAP, LABEL_GAP), owner)
     order = sorted(labels, key=lambda lb: (-lb.priority, lb.link_item.length()))
+    changed = 0
     for label in order:
         link = label.link_item
         if not label.variants or not link.isVisible() or link.path.isEmpty():
             label.spot = None
-            label.show_variant(-1, None)
+            changed += label.show_variant(-1, None)
             continue
         key = (label.variants, label.where, link.geometry, label.size_key())
         memo: Spot | None = getattr(label, "spot", None)
@@ -299,11 +301,12 @@ def place_labels(labels: Sequence[Any], cards: Grid, fixed: Sequence[tuple[QRect
             memo = Spot(key, found, card_cells, cards.contents(card_cells), placed_cells, placed.contents(placed_cells))
             label.spot = memo
         if memo.found is None:
-            label.show_variant(-1, None)
+            changed += label.show_variant(-1, None)
             continue
         index, at, rect = memo.found
-        label.show_variant(index, at)
+        changed += label.show_variant(index, at)
         placed.add(rect.adjusted(-LABEL_GAP, -LABEL_GAP, LABEL_GAP, LABEL_GAP), label)
+    return changed
 
 
 def _find_spot(label: Any, path: Any, length: float, cards: Grid, placed: Grid) -> tuple[int, QPointF, QRectF] | None:

@@ -140,6 +140,12 @@ def _picture(scene: GraphScene) -> dict:
     return out
 
 
+def _shown(scene: GraphScene) -> dict:
+    """What :func:`_picture` holds, without where hidden texts would go (they are not drawn)."""
+    return {link: (geometry, tuple(t if t[4] else t[:2] for t in texts))
+            for link, (geometry, texts) in _picture(scene).items()}
+
+
 def _from_scratch(scene: GraphScene) -> dict:
     for item in scene.links.values():
         item.route_memo = None
@@ -318,3 +324,203 @@ def test_a_big_graph_shown_is_frozen_out_of_full_collections_and_released_by_the
     finally:
         gc.unfreeze()
         w.undo_stack.setClean()
+
+
+# --- an undone delete brings back the picture it took away ----------------------------------------
+
+def _settled(scene: GraphScene) -> None:
+    QApplication.processEvents()
+    QApplication.processEvents()
+
+
+def _fresh_grid(scene: GraphScene) -> dict:
+    """The cards' grid as a scene building it now would have it."""
+    kept = scene._grid
+    scene._grid = None
+    try:
+        return scene.card_grid().buckets
+    finally:
+        scene._grid = kept
+
+
+def test_undoing_a_delete_of_everything_shows_the_picture_before_it_without_arranging(qtbot):
+    doc = Document(chain(90, row=12, skip=4))
+    stack = QUndoStack()
+    scene = GraphScene(doc, stack)
+    _settled(scene)
+    before = _picture(scene)
+    bounds = scene.items_bounding_rect()
+    assert any(item.route for item in scene.links.values())
+    ids = list(doc.graph.nodes)
+
+    stack.push(commands.RemoveItemsCommand(doc, ids))
+    _settled(scene)
+    assert not scene.links and scene.items_bounding_rect().isEmpty()
+    arrangements, routes = scene.arrangements, scene.routes_planned
+    stack.undo()
+    _settled(scene)
+    assert scene.arrangements == arrangements, "the picture came back as it was: nothing to arrange"
+    assert scene.routes_planned == routes
+    assert _picture(scene) == before
+    assert scene.items_bounding_rect() == bounds
+    assert scene.card_grid().buckets == _fresh_grid(scene)
+    assert _picture(scene) == _from_scratch(scene), "and it is what a fresh arrangement gives"
+
+    # redo and undo again, this time before the delete's own arrangement ran (one event-loop turn)
+    arrangements = scene.arrangements
+    stack.redo()
+    stack.undo()
+    _settled(scene)
+    assert scene.arrangements == arrangements
+    assert _picture(scene) == _from_scratch(scene)
+
+
+def test_undoing_a_delete_that_moved_other_wires_arranges_them_again(qtbot):
+    """Deleting the cards a bypass wire ran around lets it run straight; the undo must route it
+    around them again (the picture before the delete is not the one the delete left)."""
+    doc = Document(chain(40, row=40, skip=4))  # one row: every 4th card takes a wire from 4 back
+    stack = QUndoStack()
+    scene = GraphScene(doc, stack)
+    _settled(scene)
+    ids = list(doc.graph.nodes)
+    bypass = next(link for link in doc.graph.links if link.dst == ids[12] and link.dst_port == "b")
+    assert link_route(scene, bypass), "the wire from 4 cards back runs around the cards between"
+    before = _shown(scene)
+
+    stack.push(commands.RemoveItemsCommand(doc, ids[9:12]))
+    _settled(scene)
+    assert not link_route(scene, bypass), "nothing in its way now"
+    arrangements = scene.arrangements
+    stack.undo()
+    _settled(scene)
+    assert scene.arrangements > arrangements
+    assert link_route(scene, bypass)
+    assert _shown(scene) == before
+    assert _picture(scene) == _from_scratch(scene)
+
+
+def test_undoing_the_delete_of_a_card_in_a_wires_way_routes_the_wire_around_it_again(qtbot):
+    """A card that no wire touches stands between the two ends of a wire: deleting it changes
+    no shape and no other card, only that wire's route (straight now). The undo brings back
+    exactly what went, with nothing else changed in between, yet the picture before the delete
+    is not the one the delete left: the wire must go around the card again."""
+    g = Graph()
+    x = g.add_node("Input", {"shape": (4, 8)}, name="x", position=(0.0, 0.0))
+    y = g.add_node("ReLU", {}, name="y", position=(900.0, 0.0))
+    blocker = g.add_node("Input", {"shape": (4, 8)}, name="in the way", position=(450.0, -10.0))
+    wire = Link(x.id, "out", y.id, "a")
+    g.add_link(wire)
+    doc = Document(g)
+    stack = QUndoStack()
+    scene = GraphScene(doc, stack)
+    _settled(scene)
+    assert link_route(scene, wire), "it goes around the card"
+    before = _shown(scene)
+    stack.push(commands.RemoveItemsCommand(doc, [blocker.id]))
+    _settled(scene)
+    assert not link_route(scene, wire), "straight, now that nothing is in its way"
+    stack.undo()
+    _settled(scene)
+    assert link_route(scene, wire)
+    assert _shown(scene) == before
+    assert _picture(scene) == _from_scratch(scene)
+
+
+def test_undoing_the_delete_of_cards_nothing_else_depended_on_arranges_nothing(qtbot):
+    """Cards (and the wire between them) far from the rest go and come back: the picture before
+    the delete is the one the undo brings back, in the same order (routing follows it)."""
+    g = Graph()
+    prev = g.add_node("Input", {"shape": (4, 8)}, name="x", position=(0.0, 0.0))
+    far: list = []
+    for i in range(1, 30):
+        if i == 15:  # the far cards in the middle of the order
+            far = [g.add_node("Input", {"shape": (2, 3)}, name="far", position=(0.0, 3000.0)),
+                   g.add_node("ReLU", {}, name="far too", position=(300.0, 3000.0))]
+            g.add_link(Link(far[0].id, "out", far[1].id, "a"))
+        node = g.add_node("Tanh", {}, name=f"n{i}", position=(220.0 * (i % 10), 170.0 * (i // 10)))
+        g.add_link(Link(prev.id, "out", node.id, "a"))
+        prev = node
+    doc = Document(g)
+    stack = QUndoStack()
+    scene = GraphScene(doc, stack)
+    _settled(scene)
+    order = (list(scene.nodes), list(scene.links))
+    before = _picture(scene)
+    stack.push(commands.RemoveItemsCommand(doc, [f.id for f in far]))
+    _settled(scene)
+    arrangements, routes = scene.arrangements, scene.routes_planned
+    stack.undo()
+    _settled(scene)
+    assert scene.arrangements == arrangements and scene.routes_planned == routes
+    assert (list(scene.nodes), list(scene.links)) == order
+    assert order[0].index(far[0].id) == 15
+    assert _picture(scene) == before == _from_scratch(scene)
+
+
+def link_route(scene: GraphScene, link: Link):  # noqa: ANN201
+    return scene.links[link].route
+
+
+@pytest.mark.parametrize("between", ["move undone", "shape changed and back", "renamed"])
+def test_an_edit_between_a_delete_and_its_undo_leaves_a_fresh_picture(qtbot, between):
+    doc = Document(chain(60, row=12, skip=4))
+    stack = QUndoStack()
+    scene = GraphScene(doc, stack)
+    _settled(scene)
+    ids = list(doc.graph.nodes)
+    stack.push(commands.RemoveItemsCommand(doc, ids[20:30]))
+    _settled(scene)
+    if between == "move undone":
+        x, y = doc.node(ids[2]).position
+        stack.push(commands.MoveNodesCommand(doc, {ids[2]: ((x, y), (x + 300.0, y + 140.0))}))
+        _settled(scene)
+        stack.undo()
+    elif between == "shape changed and back":
+        stack.push(commands.SetParamsCommand(doc, ids[0], {"shape": (4, 64)}))
+        _settled(scene)
+        stack.undo()
+    else:
+        doc.rename(ids[3], "a much, much longer name than before")  # (kept: not on the stack)
+        _settled(scene)
+    _settled(scene)
+    stack.undo()
+    _settled(scene)
+    assert len(scene.nodes) == 60
+    assert scene.items_bounding_rect() == _fresh_bounds(scene)
+    assert scene.card_grid().buckets == _fresh_grid(scene)
+    assert _picture(scene) == _from_scratch(scene), between
+
+
+def _fresh_bounds(scene: GraphScene):  # noqa: ANN202
+    rect = None
+    for item in scene.nodes.values():
+        rect = item.card_rect() if rect is None else rect.united(item.card_rect())
+    return rect
+
+
+def test_a_card_and_a_wire_text_measure_themselves_again_when_they_change(qtbot):
+    """Cards and wire texts keep their bounding rectangles (Qt asks for them all the time): a
+    change of name, status or text must give the new one."""
+    doc = Document(chain(3))
+    stack = QUndoStack()
+    scene = GraphScene(doc, stack)
+    ids = list(doc.graph.nodes)
+    card = scene.nodes[ids[1]]
+    narrow = card.boundingRect()
+    stack.push(commands.RenameCommand(doc, ids[1], "a card with a far longer name than it had"))
+    assert card.boundingRect().width() > narrow.width()
+    plain = card.boundingRect()
+    card.set_status("this block's input shapes do not work", False)
+    assert card.boundingRect().height() > plain.height(), "the error note under the card"
+    card.set_status("", False)
+    assert card.boundingRect() == plain
+
+    label = scene.links[next(iter(doc.graph.links))].label_item
+    scene.arrange()
+    short = label.boundingRect()
+    assert short.width() > 0 and label.text == "(4, 8)"
+    stack.push(commands.SetParamsCommand(doc, ids[0], {"shape": (4, 123456)}))
+    scene.arrange()
+    assert label.text.startswith("(4, 123456") or label.text.startswith("4×123456")
+    assert label.boundingRect().width() > short.width()
+    assert label.boundingRect() == label.rect_for(label.text).adjusted(-1, -1, 1, 1)
