@@ -164,8 +164,8 @@ def timed(fns: dict[str, Callable[[], None]], repeats: int,
 
 
 def fault_steps(ours: Callable[[], None], theirs: Callable[[], None], passes: int) -> None:
-    """Which steps of our pass page-fault, pass by pass (runs alternating with torch's, from a
-    fresh start): every step of the execution plan is timed for minor faults. The plan's code is
+    """Which steps of our pass page-fault, pass by pass: ``passes`` runs of ours alone, then as
+    many alternating with torch's: every step of the execution plan is timed for minor faults. The plan's code is
     written again with each block's compute/vjp wrapped (elementwise blocks included, so a few
     more small arrays are made than in the timed runs)."""
     from engine import plan as planmod
@@ -193,6 +193,13 @@ def fault_steps(ours: Callable[[], None], theirs: Callable[[], None], passes: in
             s.block.array_form = False  # this instance only: every block through compute/vjp
             s.block.output_weight = ""
     planmod._generate(plan)
+    alone = []
+    for k in range(passes):
+        now[0] = -1 - k  # ours alone: listed as passes -1, -2, ...
+        f0 = minflt()
+        ours()
+        alone.append(minflt() - f0)
+    print(f"  faults per pass of ours, {passes} passes alone first: {alone}")
     totals = []
     for k in range(passes):
         now[0] = k

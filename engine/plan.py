@@ -16,7 +16,15 @@ of that once:
   context path its Dropout would see, and which of its gradients to route where;
 - each step calls its block's ``compute`` and ``vjp`` directly, with what ``Block.forward`` and
   ``Block.backward`` would have added (the input and output shapes and dtypes, zero gradients
-  for outputs that got none, un-broadcasting, buffers left out) taken from the first pass.
+  for outputs that got none, un-broadcasting, buffers left out) taken from the first pass;
+- in the code the plan writes (after a few passes, see :func:`_generate`), an elementwise block
+  (``Block.array_form``: Add, Multiply, the activations, ...) is one call of its own
+  ``forward_arrays`` on the input slots and one of ``backward_arrays`` on the gradient, the
+  inputs and the output (no dicts, nothing saved: the slots hold what its backward reads), with
+  the un-broadcasting axes worked out once; a Parameter (``Block.output_weight``) is its weight,
+  and its gradient goes straight to that weight's. That is what a user's graph of primitive
+  blocks is made of: a node costs about what torch eager costs per op
+  (benchmarks/bench_node_overhead.py).
 
 The numbers are the same, bit for bit: the same block methods run on the same arrays in the
 same order, and gradients are summed in the same order. A plan never replaces a stepped pass: a
