@@ -1,11 +1,13 @@
 """Side-by-side timings: TransformerBlock and BERT forward+backward, ours vs torch eager (not a test).
 
-    python benchmarks/bench_transformer.py [--repeats 40] [--threads 1] [--only SUBSTRING]
+    python benchmarks/bench_transformer.py [--repeats 40] [--threads 1] [--only SUBSTRING] [--fault-steps N]
 
 One thread everywhere by default (OPENBLAS_NUM_THREADS=1, NUMBA_NUM_THREADS=1,
 torch.set_num_threads(1)); ``--threads 2`` gives both sides two. glibc's malloc is left as users
 have it (no GLIBC_TUNABLES: the script removes it and re-executes itself), and the minor page
-faults of each side per pass in steady state are printed: allocation churn shows there. Ours runs through the engine's runtime exactly as the editor
+faults of each side per pass are printed, over the first and the second half of the runs (the heap
+settling, then steady state): allocation churn shows there; ``--fault-steps N`` lists the steps
+that fault, pass by pass, instead of timing. Ours runs through the engine's runtime exactly as the editor
 and the CLI do (Input → block, seeded with an upstream gradient, every weight gradient and the
 input gradient computed); torch runs ``nn.TransformerEncoderLayer`` (post-norm, dropout 0) with
 the same weights, input gradient on and ``.grad`` reset each run. Runs alternate so machine
@@ -55,6 +57,7 @@ def _ours(type_id: str, params: dict, in_shape: tuple[int, ...], ids: bool, rng:
         p = runtime.start({"x": data}).run_forward()
         p.run_backward(grads={(node.id, "out"): g})
 
+    run.runtime = runtime  # type: ignore[attr-defined]  # for --fault-steps
     return runtime, node.id, data, g, run
 
 
@@ -137,21 +140,76 @@ def _check(runtime: Runtime, nid: str, x: np.ndarray, g: np.ndarray, torch_forwa
 CLOCK = time.process_time if THREADS == 1 else time.perf_counter
 
 
-def timed(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 3) -> tuple[dict[str, float], dict[str, float]]:
-    """Median seconds and mean minor page faults per call, runs alternating."""
+def timed(fns: dict[str, Callable[[], None]], repeats: int,
+          warmup: int = 3) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Median seconds, and mean minor page faults per call over the first and the second half of
+    the runs (the heap settles over the first passes: the two sides' arrays interleave in one
+    glibc heap, which grows to its high-water mark, every new page faulting once; the second
+    half is the steady state), runs alternating."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     samples: dict[str, list[float]] = {k: [] for k in fns}
-    faults: dict[str, int] = dict.fromkeys(fns, 0)
+    faults: dict[str, list[int]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0 = CLOCK()
             fn()
             samples[name].append(CLOCK() - t0)
-            faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-    return {k: statistics.median(v) for k, v in samples.items()}, {k: v / repeats for k, v in faults.items()}
+            faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    half = repeats // 2
+    return ({k: statistics.median(v) for k, v in samples.items()},
+            {k: (sum(v[:half]) / max(1, half), sum(v[half:]) / max(1, repeats - half)) for k, v in faults.items()})
+
+
+def fault_steps(ours: Callable[[], None], theirs: Callable[[], None], passes: int) -> None:
+    """Which steps of our pass page-fault, pass by pass: ``passes`` runs of ours alone, then as
+    many alternating with torch's: every step of the execution plan is timed for minor faults. The plan's code is
+    written again with each block's compute/vjp wrapped (elementwise blocks included, so a few
+    more small arrays are made than in the timed runs)."""
+    from engine import plan as planmod
+
+    def minflt() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+    plan = planmod.plan_for(ours.runtime)  # type: ignore[attr-defined]
+    log: list[tuple[int, str, int]] = []
+    now = [0]
+
+    def counted(fn: Callable, label: str) -> Callable:
+        def run(*args):
+            f0 = minflt()
+            out = fn(*args)
+            if minflt() - f0:
+                log.append((now[0], label, minflt() - f0))
+            return out
+        return run
+
+    for i, s in enumerate(plan.steps):
+        if s.kind == planmod.BLOCK:
+            name = f"{s.type} {'/'.join(s.path)}"
+            s.compute, s.vjp = counted(s.compute, f"forward  {name}"), counted(s.vjp, f"backward {name}")
+            s.block.array_form = False  # this instance only: every block through compute/vjp
+            s.block.output_weight = ""
+    planmod._generate(plan)
+    alone = []
+    for k in range(passes):
+        now[0] = -1 - k  # ours alone: listed as passes -1, -2, ...
+        f0 = minflt()
+        ours()
+        alone.append(minflt() - f0)
+    print(f"  faults per pass of ours, {passes} passes alone first: {alone}")
+    totals = []
+    for k in range(passes):
+        now[0] = k
+        f0 = minflt()
+        ours()
+        totals.append(minflt() - f0)
+        theirs()
+    print(f"  faults per pass of ours, {passes} passes alternating with torch's: {totals}")
+    for k, label, n in log:
+        print(f"    pass {k:3d}  {n:5d}  {label}")
 
 
 def main() -> None:
@@ -159,6 +217,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1, help="threads for BLAS, Numba and torch (default 1)")
     ap.add_argument("--only", default="", help="run only the cases whose label contains this")
+    ap.add_argument("--fault-steps", type=int, default=0, metavar="N",
+                    help="instead of timing: N passes per case, printing which steps page-fault in which pass")
     args = ap.parse_args()
     if torch is None:
         raise SystemExit("torch is not installed; it is the reference this benchmark compares with")
@@ -175,17 +235,23 @@ def main() -> None:
     cases = [c for c in cases if args.only in c[0]]
     print(f"forward+backward, float32, {args.threads} thread(s), median of {args.repeats} alternating runs; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; glibc malloc untuned")
-    print(f"{'case':36s} {'ours ms':>9s} {'torch ms':>9s} {'ratio':>7s} {'goal':>6s} {'faults/pass ours':>17s} {'torch':>7s}")
+    print("page faults per pass: mean over the first half of the runs (the heap settling) / over the second half "
+          "(steady state)")
+    print(f"{'case':36s} {'ours ms':>9s} {'torch ms':>9s} {'ratio':>7s} {'goal':>6s} {'faults/pass ours':>17s} {'torch':>11s}")
     worst = 0.0
     by_length: dict[int, float] = {}
     for label, make, goal in cases:
         ours, theirs = make()
+        if args.fault_steps:
+            print(label)
+            fault_steps(ours, theirs, args.fault_steps)
+            continue
         med, faults = timed({"ours": ours, "torch": theirs}, args.repeats)
         ratio = med["ours"] / med["torch"]
         worst = max(worst, ratio)
         verdict = "" if goal is None else f"{goal:6.2f} {'met' if ratio <= goal else 'NOT met'}"
         print(f"{label:36s} {med['ours'] * 1e3:9.3f} {med['torch'] * 1e3:9.3f} {ratio:7.2f} {verdict:12s} "
-              f"{faults['ours']:9.0f} {faults['torch']:7.0f}")
+              f"{faults['ours'][0]:9.1f} / {faults['ours'][1]:<5.1f} {faults['torch'][0]:5.1f} / {faults['torch'][1]:<5.1f}")
         if label.startswith("TransformerBlock  B8") and "d128" in label:
             by_length[int(label.split("L")[1].split()[0])] = med["ours"]
     if 64 in by_length and 256 in by_length:

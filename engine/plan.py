@@ -16,7 +16,15 @@ of that once:
   context path its Dropout would see, and which of its gradients to route where;
 - each step calls its block's ``compute`` and ``vjp`` directly, with what ``Block.forward`` and
   ``Block.backward`` would have added (the input and output shapes and dtypes, zero gradients
-  for outputs that got none, un-broadcasting, buffers left out) taken from the first pass.
+  for outputs that got none, un-broadcasting, buffers left out) taken from the first pass;
+- in the code the plan writes (after a few passes, see :func:`_generate`), an elementwise block
+  (``Block.array_form``: Add, Multiply, the activations, ...) is one call of its own
+  ``forward_arrays`` on the input slots and one of ``backward_arrays`` on the gradient, the
+  inputs and the output (no dicts, nothing saved: the slots hold what its backward reads), with
+  the un-broadcasting axes worked out once; a Parameter (``Block.output_weight``) is its weight,
+  and its gradient goes straight to that weight's. That is what a user's graph of primitive
+  blocks is made of: a node costs about what torch eager costs per op
+  (benchmarks/bench_node_overhead.py).
 
 The numbers are the same, bit for bit: the same block methods run on the same arrays in the
 same order, and gradients are summed in the same order. A plan never replaces a stepped pass: a
@@ -224,7 +232,8 @@ class Plan:
             values[slot] = p.feeds[node]
         saved_all: list[Any] = [None] * len(self.steps)
         weights_all: list[Any] = [None] * len(self.steps)
-        if self._fwd_code is not None:
+        written = self._fwd_code is not None  # the backward pass must run the same form as this
+        if written:
             self._fwd_code(values, saved_all, weights_all, p.runtime.weights, p.context, p.runtime.dtype)
         else:
             self._forward(p.runtime, p.context, values, saved_all, weights_all)
@@ -237,18 +246,18 @@ class Plan:
             p.saved[node] = saved_all[i]
         if self.composites:
             self._composite_saved(p, saved_all)
-        p._plan_state = (values, saved_all, weights_all)
+        p._plan_state = (values, saved_all, weights_all, written)
         p.forward_done = True
 
     def backward(self, p: "Pass", loss: "PortKey | None" = None, grads: Mapping["PortKey", np.ndarray] | None = None) -> None:
         """The backward pass of ``p`` (after :meth:`forward`), seeded as :meth:`Pass.seed` takes it."""
-        values, saved_all, weights_all = p._plan_state
+        values, saved_all, weights_all, written = p._plan_state
         p.seed(loss, grads)
         gslots: list[Any] = [None] * self.slots
         for key, g in p.grads.items():
             gslots[self.port_slot[key]] = g
-        if self._bwd_code is not None:
-            self._bwd_code(saved_all, weights_all, gslots, p.weight_grads)
+        if written:
+            self._bwd_code(values, saved_all, weights_all, gslots, p.weight_grads)
         else:
             self._backward(values, saved_all, weights_all, gslots, p.weight_grads)
         p.grads.clear()
@@ -478,6 +487,39 @@ class _Source:
         return str(value)
 
 
+def _array_step(s: _Step) -> bool:
+    """Whether the code may call ``s``'s block's :meth:`~engine.blocks.Block.forward_arrays` and
+    ``backward_arrays`` directly: an elementwise block with every input connected, one
+    differentiable output, no weights or context, and every input and the output of one float
+    dtype (the runtime's: then the output needs no cast)."""
+    block = s.block
+    if block is None or not block.array_form or s.uses_context or not s.weightless or s.buffers:
+        return False
+    (in_shapes, in_dtypes), (out_shapes, out_dtypes) = s.meta  # type: ignore[misc]
+    ports = [p.name for p in block.input_ports()]
+    if [port for port, _ in s.ins] != ports or [port for port, _ in s.outs] != ["out"]:
+        return False
+    dtype = out_dtypes["out"]
+    if dtype.kind != "f" or any(in_dtypes[port] != dtype for port in ports):
+        return False
+    return [port for port, *_ in s.float_ins] == ports and len(s.grad_outs) == 1 and s.grad_outs[0][2]
+
+
+def _weight_step(s: _Step) -> bool:
+    """Whether ``s`` is a block whose output is its one trainable weight (Parameter)."""
+    block = s.block
+    if block is None or not block.output_weight or s.uses_context or s.ins or s.borrowed:
+        return False
+    return (len(s.routes) == 1 and s.routes[0][0] == block.output_weight and not s.routes[0][3]
+            and [port for port, _ in s.outs] == ["out"] and len(s.grad_outs) == 1 and s.grad_outs[0][2])
+
+
+def _reduce_axes(g_shape: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The axes :func:`~engine.blocks._base.unbroadcast` sums ``g_shape`` over to reach ``shape``."""
+    extra = len(g_shape) - len(shape)
+    return tuple(range(extra)) + tuple(i + extra for i, s in enumerate(shape) if s == 1 and g_shape[i + extra] != 1)
+
+
 def _generate(plan: "Plan") -> None:
     """Write the forward and backward passes of ``plan`` as straight-line Python functions: per
     step, the statements :meth:`Plan._forward` and :meth:`Plan._block_backward` run, with every
@@ -489,10 +531,37 @@ def _generate(plan: "Plan") -> None:
     the text that is compiled (tests/engine/test_plan.py loads a graph whose names and params
     are Python code and checks the code written is the same as for plain names)."""
     ns: dict[str, Any] = {"ndarray": np.ndarray, "asarray": np.asarray, "zeros": np.zeros,
-                          "zeros_like": np.zeros_like, "unbroadcast": unbroadcast, "Context": Context, "EMPTY": _EMPTY}
+                          "zeros_like": np.zeros_like, "unbroadcast": unbroadcast, "Context": Context, "EMPTY": _EMPTY,
+                          "add_reduce": np.add.reduce}
     f = _Source(ns)
     n, k = f.n, f.k
+    # Elementwise blocks and Parameters are written as direct calls (see _array_step and
+    # _weight_step); they keep nothing in ``saved`` (their backward reads the slots).
+    direct: set[int] = set()
     for i, s in enumerate(plan.steps):
+        if s.kind == BLOCK and _array_step(s):
+            f(f"# step {n(i)}")
+            out_slot = s.outs[0][1]
+            f(f"v = {k(s.block.forward_arrays)}(" + ", ".join(f"values[{n(slot)}]" for _, slot in s.ins) + ")")  # type: ignore[union-attr]
+            if s.meta[1][0]["out"] == ():  # type: ignore[index]
+                f("if v.__class__ is not ndarray:")  # numpy returns a scalar for 0-d operands
+                f("    v = asarray(v)")
+            f(f"values[{n(out_slot)}] = v")
+            direct.add(i)
+            continue
+        if s.kind == BLOCK and _weight_step(s):
+            f(f"# step {n(i)}")
+            _, owner, name, _ = s.routes[0]
+            f(f"v = all_weights[{k(owner)}][{k(name)}]")
+            f(f"weights_all[{n(i)}] = v")
+            f("if v.__class__ is not ndarray:")
+            f("    v = asarray(v)")
+            f("vd = v.dtype")
+            f("if vd is not dtype and vd.kind == 'f' and vd != dtype:")
+            f("    v = v.astype(dtype)")
+            f(f"values[{n(s.outs[0][1])}] = v")
+            direct.add(i)
+            continue
         if s.kind == ENTER:
             for outer, inner in s.edges:
                 f(f"values[{n(inner)}] = values[{n(outer)}]")
@@ -556,6 +625,41 @@ def _generate(plan: "Plan") -> None:
             b("if g is not None:")
             b(f"    prev = grads[{n(src)}]")
             b(f"    grads[{n(src)}] = g if prev is None else prev + g")
+        elif i in direct and s.ins:
+            b(f"# step {n(i)}")
+            out_slot = s.outs[0][1]
+            out_shape = s.grad_outs[0][3]
+            b(f"g = grads[{n(out_slot)}]")
+            b("if g is not None:")
+            b.depth += 1
+            args = "".join(f", values[{n(slot)}]" for _, slot in s.ins)
+            b(f"gs = {k(s.block.backward_arrays)}(g{args}, values[{n(out_slot)}])")  # type: ignore[union-attr]
+            for j, (port, slot, shape, dtype) in enumerate(s.float_ins):
+                b(f"g = gs[{n(j)}]")
+                if shape == () or out_shape == ():  # numpy may return a scalar, or a 0-d g may be one
+                    b(f"if g.__class__ is not ndarray or g.dtype != {k(dtype)}:")
+                    b(f"    g = asarray(g, {k(dtype)})")
+                if shape != out_shape:
+                    axes = _reduce_axes(out_shape, shape)
+                    kept = tuple(d for a, d in enumerate(out_shape) if a not in axes)
+                    b(f"if g.shape != {k(shape)}:")
+                    b(f"    g = add_reduce(g, {k(axes)})" + ("" if kept == shape else f".reshape({k(shape)})"))
+                b(f"prev = grads[{n(slot)}]")
+                b(f"grads[{n(slot)}] = g if prev is None else prev + g")
+            b.depth -= 1
+        elif i in direct:
+            b(f"# step {n(i)}")
+            _, owner, name, _ = s.routes[0]
+            ow, nm = k(owner), k(name)
+            b(f"g = grads[{n(s.outs[0][1])}]")
+            b("if g is not None:")
+            b(f"    wv = weights_all[{n(i)}]")
+            b("    if g.__class__ is not ndarray or g.dtype != wv.dtype or g.shape != wv.shape:")
+            b("        g = asarray(g, wv.dtype).reshape(wv.shape)")
+            b(f"    bucket = weight_grads.get({ow})")
+            b("    if bucket is None:")
+            b(f"        bucket = weight_grads[{ow}] = {{}}")
+            b(f"    bucket[{nm}] = bucket[{nm}] + g if {nm} in bucket else g")
         elif s.kind == BLOCK and s.has_backward:
             b(f"# step {n(i)}")
             outs = s.grad_outs
@@ -608,12 +712,15 @@ def _generate(plan: "Plan") -> None:
                 b(f"    bucket = weight_grads[{ow}] = {{}}")
                 b(f"bucket[{nm}] = bucket[{nm}] + g if {nm} in bucket else g")
             b.depth -= 1
-    backward_src = "def backward(saved_all, weights_all, grads, weight_grads):\n" + "\n".join(b.lines or ["    pass"])
+    backward_src = "def backward(values, saved_all, weights_all, grads, weight_grads):\n" + "\n".join(b.lines or ["    pass"])
     plan.source = forward_src + "\n\n" + backward_src + "\n"
     code = compile(plan.source, "<execution plan>", "exec")
     exec(code, ns)  # noqa: S102 - text written above from this module's statements and indices only (see _Source)
     plan._fwd_code = ns["forward"]
     plan._bwd_code = ns["backward"]
+    # the steps written as direct calls keep no ``saved``: none for Pass.saved (only
+    # Pass.buffer_updates reads it, and they have no buffers)
+    plan._top_steps = [(i, node) for i, node in plan._top_steps if i not in direct]
 
 
 def plan_for(runtime: "Runtime") -> Plan:

@@ -372,6 +372,7 @@ class Runtime:
         self.dtype = np.dtype(dtype)
         self.program = compile_graph(graph)
         self._feed_ids: dict[str, Any] = {}  # feed keys (ids or names) -> node ids, per graph revision
+        self._inputs: Any = None  # (program, its Input steps): looked up once, not at every pass
         memory.check(graph, self.dtype)  # before the first allocation: a clear refusal, not a MemoryError
         self.weights: Weights = init_weights(self.program, seed, self.dtype)
         if weights is not None:
@@ -387,6 +388,7 @@ class Runtime:
         runtime.dtype = np.dtype(dtype)
         runtime.program = program if program is not None else compile_graph(graph)
         runtime._feed_ids = {}
+        runtime._inputs = None
         runtime.weights = weights
         return runtime
 
@@ -419,7 +421,10 @@ class Runtime:
                 nid = ids[key] = self.graph.find(key).id
             by_key[nid] = value
         out: dict[str, np.ndarray] = {}
-        for step in self.program.input_nodes:
+        inputs = self._inputs
+        if inputs is None or inputs[0] is not self.program:
+            inputs = self._inputs = (self.program, self.program.input_nodes)
+        for step in inputs[1]:
             if step.node not in by_key:
                 raise RuntimeFailure(f"no data for Input {step.label} (shape {step.out_shapes['out']})")
             value = np.asarray(by_key[step.node])

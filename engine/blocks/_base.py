@@ -329,6 +329,14 @@ class Block:
     examples: ClassVar[tuple[Example, ...]] = ()
     #: True when ``compute`` takes a :class:`Context` (it differs in training and evaluation).
     uses_context: ClassVar[bool] = False
+    #: True for an elementwise block whose whole maths is a function of its input arrays (in the
+    #: order of its ``inputs``): :meth:`forward_arrays` and :meth:`backward_arrays`, which its
+    #: ``compute`` and ``vjp`` call. The execution plan (engine.plan) calls them directly, without
+    #: the dicts of ``compute``/``vjp``: the same operations on the same arrays either way.
+    array_form: ClassVar[bool] = False
+    #: The name of the weight that is this block's one output ``out`` (Parameter), else "": the
+    #: execution plan reads it from the runtime's weights and sends its gradient straight there.
+    output_weight: ClassVar[str] = ""
 
     def __init__(self, **params: Any) -> None:
         known = {p.name: p for p in self.params}
@@ -418,6 +426,16 @@ class Block:
         raise NotImplementedError
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
+        raise NotImplementedError
+
+    def forward_arrays(self, *inputs: np.ndarray) -> np.ndarray:
+        """``out`` from the input arrays, in the order of ``inputs`` (blocks with ``array_form``)."""
+        raise NotImplementedError
+
+    def backward_arrays(self, g: np.ndarray, *arrays: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        """One gradient per input (in the order of ``inputs``, broadcast shape: the engine
+        un-broadcasts) from the output's gradient ``g``, the inputs and the output ``out``
+        (blocks with ``array_form``; ``vjp`` passes None for what it did not keep)."""
         raise NotImplementedError
 
     def forward(self, inputs: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray],

@@ -103,6 +103,7 @@ class Parameter(Block):
               applies_when=("init", ("values",))),
     )
     weights = (WeightSpec("value", "shape", "the learned tensor"),)
+    output_weight = "value"
     examples = (Example({"shape": (3,)}, {}), Example({"shape": (2, 2), "init": "values", "values": [[1, 2], [3, 4]]}, {}))
 
     def check_params(self) -> None:
@@ -171,11 +172,20 @@ class Add(_Binary):
     type_id = "Add"
     formula = "out = a + b;  ∂/∂a = 1, ∂/∂b = 1"
 
+    array_form = True
+
+    def forward_arrays(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        return a + b
+
+    def backward_arrays(self, g: np.ndarray, *arrays: Any) -> tuple[np.ndarray, ...]:
+        return g, g
+
     def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
-        return {"out": inputs["a"] + inputs["b"]}, {}
+        return {"out": self.forward_arrays(inputs["a"], inputs["b"])}, {}
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
-        return {"a": gout["out"], "b": gout["out"]}, {}
+        ga, gb = self.backward_arrays(gout["out"])
+        return {"a": ga, "b": gb}, {}
 
 
 @register
@@ -185,11 +195,20 @@ class Subtract(_Binary):
     type_id = "Subtract"
     formula = "out = a − b;  ∂/∂a = 1, ∂/∂b = −1"
 
+    array_form = True
+
+    def forward_arrays(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        return a - b
+
+    def backward_arrays(self, g: np.ndarray, *arrays: Any) -> tuple[np.ndarray, ...]:
+        return g, -g
+
     def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
-        return {"out": inputs["a"] - inputs["b"]}, {}
+        return {"out": self.forward_arrays(inputs["a"], inputs["b"])}, {}
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
-        return {"a": gout["out"], "b": -gout["out"]}, {}
+        ga, gb = self.backward_arrays(gout["out"])
+        return {"a": ga, "b": gb}, {}
 
 
 @register
@@ -199,12 +218,22 @@ class Multiply(_Binary):
     type_id = "Multiply"
     formula = "out = a ⊙ b;  ∂/∂a = b, ∂/∂b = a"
 
+    array_form = True
+
+    def forward_arrays(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        return a * b
+
+    def backward_arrays(self, g: np.ndarray, *arrays: Any) -> tuple[np.ndarray, ...]:
+        a, b, _ = arrays
+        return g * b, g * a
+
     def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
-        return {"out": inputs["a"] * inputs["b"]}, {"a": inputs["a"], "b": inputs["b"]}
+        a, b = inputs["a"], inputs["b"]
+        return {"out": self.forward_arrays(a, b)}, {"a": a, "b": b}
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
-        g = gout["out"]
-        return {"a": g * saved["b"], "b": g * saved["a"]}, {}
+        ga, gb = self.backward_arrays(gout["out"], saved["a"], saved["b"], None)
+        return {"a": ga, "b": gb}, {}
 
 
 @register
@@ -215,13 +244,22 @@ class Divide(_Binary):
     formula = "out = a / b;  ∂/∂a = 1/b, ∂/∂b = −a/b²"
     examples = tuple(Example(e.params, e.inputs, {"b": (0.5, 2.0)}) for e in _Binary.examples)
 
+    array_form = True
+
+    def forward_arrays(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        return a / b
+
+    def backward_arrays(self, g: np.ndarray, *arrays: Any) -> tuple[np.ndarray, ...]:
+        _, b, out = arrays
+        return g / b, -g * out / b
+
     def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
-        out = inputs["a"] / inputs["b"]
+        out = self.forward_arrays(inputs["a"], inputs["b"])
         return {"out": out}, {"b": inputs["b"], "out": out}
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
-        g, b = gout["out"], saved["b"]
-        return {"a": g / b, "b": -g * saved["out"] / b}, {}
+        ga, gb = self.backward_arrays(gout["out"], None, saved["b"], saved["out"])
+        return {"a": ga, "b": gb}, {}
 
 
 @register
@@ -326,14 +364,23 @@ class _Activation(_Unary):
     """An activation with a fused Numba kernel (engine.kernels.elementwise)."""
 
     kernel_name = ""
+    array_form = True
+
+    def forward_arrays(self, a: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        return elementwise.activation(self.kernel_name, a)
+
+    def backward_arrays(self, g: np.ndarray, *arrays: Any) -> tuple[np.ndarray, ...]:
+        a, out = arrays
+        return (elementwise.activation_grad(self.kernel_name, a, out, g),)
 
     def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
         a = inputs["a"]
-        out = elementwise.activation(self.kernel_name, a)
+        out = self.forward_arrays(a)
         return {"out": out}, {"a": a, "out": out}
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
-        return {"a": elementwise.activation_grad(self.kernel_name, saved["a"], saved["out"], gout["out"])}, {}
+        (ga,) = self.backward_arrays(gout["out"], saved["a"], saved["out"])
+        return {"a": ga}, {}
 
 
 @register
@@ -381,11 +428,20 @@ class Square(_Unary):
     type_id = "Square"
     formula = "a²;  ∂/∂a = 2a"
 
+    array_form = True
+
+    def forward_arrays(self, a: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        return a * a
+
+    def backward_arrays(self, g: np.ndarray, *arrays: Any) -> tuple[np.ndarray, ...]:
+        return (2 * arrays[0] * g,)
+
     def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
-        return {"out": inputs["a"] * inputs["a"]}, {"a": inputs["a"]}
+        return {"out": self.forward_arrays(inputs["a"])}, {"a": inputs["a"]}
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
-        return {"a": 2 * saved["a"] * gout["out"]}, {}
+        (ga,) = self.backward_arrays(gout["out"], saved["a"], None)
+        return {"a": ga}, {}
 
 
 @register
@@ -395,11 +451,20 @@ class Negate(_Unary):
     type_id = "Negate"
     formula = "−a;  ∂/∂a = −1"
 
+    array_form = True
+
+    def forward_arrays(self, a: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        return np.negative(a)
+
+    def backward_arrays(self, g: np.ndarray, *arrays: Any) -> tuple[np.ndarray, ...]:
+        return (np.negative(g),)
+
     def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
-        return {"out": np.negative(inputs["a"])}, {}
+        return {"out": self.forward_arrays(inputs["a"])}, {}
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
-        return {"a": np.negative(gout["out"])}, {}
+        (ga,) = self.backward_arrays(gout["out"])
+        return {"a": ga}, {}
 
 
 @register
@@ -421,12 +486,21 @@ class Pow(_Unary):
         Example({"exponent": 0.0}, {"a": (3,)}),
     )
 
+    array_form = True
+
+    def forward_arrays(self, a: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        return elementwise.power(a, self.p["exponent"])
+
+    def backward_arrays(self, g: np.ndarray, *arrays: Any) -> tuple[np.ndarray, ...]:
+        return (elementwise.power_grad(arrays[0], self.p["exponent"], g),)
+
     def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
         a = inputs["a"]
-        return {"out": elementwise.power(a, self.p["exponent"])}, {"a": a}
+        return {"out": self.forward_arrays(a)}, {"a": a}
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
-        return {"a": elementwise.power_grad(saved["a"], self.p["exponent"], gout["out"])}, {}
+        (ga,) = self.backward_arrays(gout["out"], saved["a"], None)
+        return {"a": ga}, {}
 
 
 @register
@@ -476,13 +550,20 @@ class Scale(_Unary):
     params = (Param("factor", ParamType.FLOAT, 1.0, "the multiplier"),)
     examples = (Example({"factor": -2.5}, {"a": (2, 3)}),)
 
+    array_form = True
+
+    def forward_arrays(self, a: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        return a * a.dtype.type(self.p["factor"])
+
+    def backward_arrays(self, g: np.ndarray, *arrays: Any) -> tuple[np.ndarray, ...]:
+        return (g * g.dtype.type(self.p["factor"]),)
+
     def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
-        a = inputs["a"]
-        return {"out": a * a.dtype.type(self.p["factor"])}, {}
+        return {"out": self.forward_arrays(inputs["a"])}, {}
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
-        g = gout["out"]
-        return {"a": g * g.dtype.type(self.p["factor"])}, {}
+        (ga,) = self.backward_arrays(gout["out"])
+        return {"a": ga}, {}
 
 
 @register

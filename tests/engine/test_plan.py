@@ -276,3 +276,132 @@ def test_an_edited_graph_gets_a_new_plan_and_new_code() -> None:
     # One program per graph (the newest revision), one plan per dtype: nothing piles up.
     assert graph._cache["program"][1] is runtime.program
     assert list(runtime.program.plans) == [runtime.dtype.str]
+
+
+# --- elementwise blocks and Parameters written as direct calls (Block.array_form) -------------
+
+
+def _elementwise_graph(shape=(4, 8)) -> tuple[Graph, str]:
+    """Every block with an array form, fed broadcast Parameters of shapes (), (8,), (4, 1) and
+    a fan-out (x ⊙ x, and the Tanh's output read by three blocks)."""
+    g = Graph()
+    x = g.add_node("Input", {"shape": shape}, name="x").id
+    params = {s: g.add_node("Parameter", {"shape": s, "init": "uniform", "scale": 0.9}, name=f"p{len(s)}{s}").id
+              for s in ((), shape[1:], (shape[0], 1))}
+
+    def op(kind, a, b=None, **p):
+        node = g.add_node(kind, p, name=f"{kind}{len(g.nodes)}").id
+        g.connect(a, "out", node, "a")
+        if b is not None:
+            g.connect(b, "out", node, "b")
+        return node
+
+    h = op("Multiply", x, x)
+    h = op("Add", h, params[()])
+    t = op("Tanh", h)
+    h = op("Subtract", t, params[shape[1:]])
+    h = op("Multiply", h, params[(shape[0], 1)])
+    h = op("Divide", h, op("Add", op("Square", t), params[()]))
+    h = op("Sigmoid", op("Add", h, t))
+    h = op("ReLU", op("Negate", h))
+    h = op("GELU", op("Scale", h, factor=-1.5))
+    h = op("Pow", op("Add", op("Square", h), params[shape[1:]]), exponent=1.5)
+    loss = op("Mean", h)
+    return g, loss
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_elementwise_blocks_written_as_direct_calls_equal_the_plain_pass(dtype, backend) -> None:
+    from engine import kernels
+
+    graph, loss = _elementwise_graph()
+    runtime = Runtime(graph, seed=1, dtype=dtype)
+    feeds = {"x": np.random.default_rng(2).standard_normal((4, 8)).astype(dtype)}
+    key = runtime.loss_port(loss)
+    with kernels.using(backend):
+        for _ in range(GENERATE_AFTER + 2):
+            fast = runtime.forward_backward(feeds, loss)
+            _same(fast, _stepped(runtime, feeds, key))
+    plan = plan_for(runtime)
+    direct = {s.top for s in plan.steps if s.kind == 0} - {node for _, node in plan._top_steps}
+    # every step but the Mean was written as a direct call of the block's array form
+    assert {graph.nodes[n].type for n in direct} == {"Parameter", "Multiply", "Add", "Tanh", "Subtract", "Divide",
+                                                     "Square", "Sigmoid", "Negate", "ReLU", "Scale", "GELU", "Pow"}
+    assert [graph.nodes[s.top].type for s in plan.steps if s.kind == 0 and s.top not in direct] == ["Mean"]
+    assert plan.source.count("forward_arrays") == 0  # methods are constants, never names in the text
+    # the gradients of the broadcast Parameters are summed back to their shapes
+    grads = fast.weight_gradients()
+    for node in graph.nodes.values():
+        if node.type == "Parameter":
+            assert grads[node.id]["value"].shape == runtime.weights[node.id]["value"].shape
+
+
+def test_array_forms_are_what_compute_and_vjp_compute() -> None:
+    # The plan calls forward_arrays/backward_arrays; the stepped pass calls compute/vjp: for
+    # every block declaring an array form, on its examples, the two give the same arrays.
+    rng = np.random.default_rng(0)
+    checked = 0
+    for name in blocks.names():
+        block0 = blocks.create(name)
+        if not block0.array_form:
+            continue
+        for example in blocks.spec(name).examples:
+            block = blocks.create(name, **example.params)
+            sample = example.sample(block, rng, np.float64)
+            ports = [p.name for p in block.input_ports()]
+            args = [sample[p] for p in ports]
+            outs, saved = block.forward(sample, {})
+            out = block.forward_arrays(*args)
+            np.testing.assert_array_equal(out, outs["out"])
+            g = rng.standard_normal(np.shape(out))
+            gin, _ = block.backward({"out": g}, saved, {})
+            from engine.blocks._base import unbroadcast
+
+            for port, ga in zip(ports, block.backward_arrays(g, *args, out)):
+                np.testing.assert_array_equal(unbroadcast(np.asarray(ga), np.shape(sample[port])), gin[port],
+                                              err_msg=f"{name} {port}")
+            checked += 1
+    assert checked >= 12
+
+
+def test_a_planned_pass_retains_nothing_and_faults_no_new_page_in_steady_state() -> None:
+    # Each pass allocates its arrays afresh (its results stay the caller's), and frees them with
+    # the pass: once the heap has settled, a pass touches no new page and keeps no memory.
+    import resource
+    import tracemalloc
+
+    g = Graph()
+    # arrays of 128 KiB and more: what glibc's untuned malloc would map and unmap at every pass
+    ids = g.add_node("Input", {"shape": (8, 32), "dtype": "ids"}, name="x")
+    bert = g.add_node("BERT", {"vocab": 50, "dim": 128, "heads": 4, "layers": 2, "max_len": 32}, name="bert")
+    g.connect(ids.id, "out", bert.id, "ids")
+    runtime = Runtime(g, seed=0, dtype=np.float32)
+    feeds = {"x": np.random.default_rng(0).integers(0, 50, size=(8, 32))}
+    seed = {(bert.id, "out"): np.ones((8, 32, 128), np.float32)}
+
+    def one() -> None:
+        p = runtime.start(feeds).run_forward()
+        p.run_backward(grads=seed)
+
+    for _ in range(10):
+        one()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        one()
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before == 0
+    tracemalloc.start()
+    try:
+        for _ in range(3):
+            one()
+        held = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        one()
+        per_pass = tracemalloc.get_traced_memory()[1] - held  # what one pass allocates at its peak
+        for _ in range(20):
+            one()
+        grown = tracemalloc.get_traced_memory()[0] - held
+    finally:
+        tracemalloc.stop()
+    assert per_pass > 100_000
+    assert grown < 2_000  # 20 passes kept nothing (a kept array would be ≥ 2 KB a pass)
