@@ -148,8 +148,8 @@ class TryPanel(QWidget):
         self.prompter: prompt_mod.Prompter | None = None
         self.answer: prompt_mod.Answer | None = None
         self.trained = False
-        self._token = 0
-        self._thread: threading.Thread | None = None
+        self._token = 0  # the latest question asked
+        self._answered = 0  # the latest question whose answer the panel shows
         self._signals = _Signals(self)
         self._signals.done.connect(self._on_done)
         col = QVBoxLayout(self)
@@ -311,6 +311,7 @@ class TryPanel(QWidget):
             return
         self._token += 1
         token = self._token
+        self.answer = None  # the last answer was to another question (or another lesson)
         temperature = self.temperature.value() if self.sample.isChecked() else 0.0
         seed, limit = self.seed.value(), self.max_words.value()
         self.result.setText("<i>Thinking…</i>")
@@ -332,15 +333,17 @@ class TryPanel(QWidget):
             except RuntimeError:
                 pass  # the window closed meanwhile
 
-        self._thread = threading.Thread(target=work, name="try", daemon=True)
-        self._thread.start()
+        threading.Thread(target=work, name="try", daemon=True).start()
 
     def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """Whether the latest question still waits for its answer to be shown (not only for its
+        thread: the answer arrives through a queued signal after the thread has ended)."""
+        return self._answered != self._token
 
     def _on_done(self, token: int, answer: Any) -> None:
         if token != self._token:
             return
+        self._answered = token
         self._check_words()
         if isinstance(answer, str):
             self.answer = None

@@ -314,6 +314,28 @@ def test_try_panel_generates_and_translates_after_training(qtbot, win):
     assert panel.edit.text() == "la maison bleue" and panel.button.isEnabled()
 
 
+
+def test_try_panel_is_busy_until_its_answer_is_shown(qtbot, win):
+    """The answer reaches the panel through a queued signal after the answering thread has ended:
+    until the panel has shown it, the panel is busy and holds no answer (an earlier answer, e.g. the
+    previous lesson's, never passes for this question's)."""
+    import threading
+    load(win, "language_model")
+    panel = win.train.try_panel
+    win.train.show_panel("try")
+    type_into(qtbot, panel.edit, "the quick brown")
+    qtbot.waitUntil(lambda: panel.answer is not None and not panel.busy(), timeout=60_000)
+    panel.edit.setText("the lazy")
+    panel.go()  # no event is processed from here until the thread has ended
+    assert panel.busy() and panel.answer is None
+    deadline = time.perf_counter() + 60
+    while any(t.name == "try" for t in threading.enumerate()):
+        assert time.perf_counter() < deadline
+        time.sleep(0.01)
+    assert panel.busy() and panel.answer is None  # answered, not yet shown
+    qtbot.waitUntil(lambda: not panel.busy(), timeout=5_000)
+    assert panel.answer is not None and panel.answer.text in panel.result.text()
+
 def test_weights_before_and_after_training(qtbot, win):
     load(win, "convnet")
     c = win.train.controller
