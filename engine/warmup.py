@@ -139,8 +139,9 @@ def compile_kernels(needs: Iterable[Need], progress: Progress | None = None, wor
     With many to compile, ``workers`` processes share the work (None: :func:`compile_workers`
     decides; 1: this process alone): this one compiles its share while the others compile
     theirs into the same disk cache, and this process loads theirs from the cache on first use.
-    Numba compiles in one thread per process, so on two cores this halves the wait (measured
-    in benchmarks/bench_kernel_cache.py)."""
+    Numba compiles in one thread per process, so on idle cores the wait becomes the longest
+    share instead of the sum of all (benchmarks/bench_kernel_cache.py prints each process's
+    CPU seconds and the wall time against one process)."""
     needs = list(needs)
     count = compile_workers(len(needs)) if workers is None else max(1, min(int(workers), len(needs)))
     if count > 1:
