@@ -1,13 +1,17 @@
 """First-ever compile vs cached start of every kernel, in fresh processes.
 
-    python benchmarks/bench_kernel_cache.py [--base DIR] [--dtypes float32 float64]
+    python benchmarks/bench_kernel_cache.py [--base DIR] [--dtypes float32 float64] [--warmups N]
 
 Runs every block example of the registry forward and backward in float32 and float64 (which
 touches every kernel signature the app uses) in a child process with an empty NUMBA_CACHE_DIR,
 then again with the cache it left behind. Prints wall and CPU seconds (CPU: user + system of
 the child, which other engineers' load disturbs much less than wall time), and the kernels that
-cost the most to compile (CPU seconds of their first call). ``--base DIR`` runs an older
-checkout the same way, interleaved, for a before/after comparison.
+cost the most to compile (CPU seconds of their first call). It also times what
+``backprop-studio warmup`` runs, ``engine.warmup.warm_everything()``, from another empty cache:
+there the compiling may be shared by worker processes (``engine.warmup.compile_workers``; CPU
+then counts every process), alternating with the same in one process and with the base, ``N``
+times each. ``--base DIR`` runs an older checkout the same way, interleaved,
+for a before/after comparison.
 
 Goal (issue 13): the first-ever compile of every kernel ≤ 25 s.
 """
@@ -18,6 +22,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,11 +66,52 @@ for name in blocks.names():
 print(json.dumps(costs))
 """
 
+# Prepended to CHILD by --split: CPU seconds in Numba's stages, by patching the functions that
+# run them (Numba's internals, for this measurement only; their nesting: lowering includes the
+# LLVM function passes run when a function's module is added, finalising includes LLVM's module
+# passes and machine code).
+SPLIT = r"""
+import atexit, json, time
+from llvmlite.binding import newpassmanagers
+from numba.core import codegen, lowering, typed_passes
 
-def timed(tree: Path, env: dict[str, str], dtypes: list[str]) -> tuple[float, float, dict[str, float]]:
+split = {"typing": 0.0, "lowering": 0.0, "finalising": 0.0, "LLVM passes": 0.0, "LLVM machine code": 0.0}
+
+
+def _timed(stage, fn):
+    def run(*args, **kwargs):
+        t0 = time.process_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            split[stage] += time.process_time() - t0
+    return run
+
+
+typed_passes.type_inference_stage = _timed("typing", typed_passes.type_inference_stage)
+lowering.Lower.lower = _timed("lowering", lowering.Lower.lower)
+codegen.CPUCodeLibrary.finalize = _timed("finalising", codegen.CPUCodeLibrary.finalize)
+newpassmanagers.ModulePassManager.run = _timed("LLVM passes", newpassmanagers.ModulePassManager.run)
+newpassmanagers.FunctionPassManager.run = _timed("LLVM passes", newpassmanagers.FunctionPassManager.run)
+codegen.JITCodeLibrary._finalize_specific = _timed("LLVM machine code", codegen.JITCodeLibrary._finalize_specific)
+atexit.register(lambda: print(json.dumps({"split": split, "cpu": time.process_time()})))
+"""
+
+WARMUP = r"""
+import json, resource
+from engine import warmup
+compiled = warmup.warm_everything()
+me, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"compiled": compiled, "self": me.ru_utime + me.ru_stime, "workers": workers.ru_utime + workers.ru_stime}))
+"""
+
+
+def timed(tree: Path, env: dict[str, str], dtypes: list[str], code: str = CHILD) -> tuple[float, float, dict[str, float]]:
+    """Wall and CPU seconds of ``code`` in a fresh process (CPU of it and every process it
+    waited for), and what it printed last (JSON)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, *dtypes], env={**env, "PYTHONPATH": str(tree)}, cwd=tree,
+    proc = subprocess.run([sys.executable, "-c", code, *dtypes], env={**env, "PYTHONPATH": str(tree)}, cwd=tree,
                           capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -77,11 +123,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base", type=Path, help="an older checkout to compare with")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    ap.add_argument("--split", action="store_true", help="only: where this tree's first-ever compile spends its CPU")
+    ap.add_argument("--warmups", type=int, default=1, help="alternating runs of the warmup command per contender")
     args = ap.parse_args()
     trees = {"this tree": ROOT}
     if args.base:
         trees["base"] = args.base.resolve()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; dtypes {' '.join(args.dtypes)}")
+    if args.split:
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, NUMBA_CACHE_DIR=cache, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                       PYTHONPATH=str(ROOT))
+            out = subprocess.run([sys.executable, "-c", SPLIT + CHILD, *args.dtypes], env=env, cwd=ROOT,
+                                 capture_output=True, text=True, check=True).stdout.strip().splitlines()
+        costs, got = json.loads(out[-2]), json.loads(out[-1])
+        total = got["cpu"]
+        print(f"first-ever compile of every kernel, this tree: {total:.1f} s CPU in the process, "
+              f"{sum(costs.values()):.1f} s in first calls ({len(costs)} signatures), of which (s CPU, % of the process):")
+        for stage, seconds in got["split"].items():
+            print(f"  {stage:18s} {seconds:5.1f}  {100 * seconds / total:3.0f} %")
+        print("  (lowering includes LLVM's function passes, finalising its module passes and machine code)")
+        return
     results = {}
     for name, tree in trees.items():
         with tempfile.TemporaryDirectory() as cache:
@@ -98,7 +160,32 @@ def main() -> None:
     if args.base:
         (a, _), (b, _) = results["this tree"], results["base"]
         print(f"ratio this tree / base, first-ever compile: {a[0] / b[0]:.2f} wall, {a[1] / b[1]:.2f} CPU")
-
+    # The warmup command, alternating: this tree as it chooses (worker processes), this tree in
+    # one process (BACKPROP_STUDIO_COMPILE_WORKERS=1), and the base.
+    contenders = {"this tree": (ROOT, {}), "this tree, one process": (ROOT, {"BACKPROP_STUDIO_COMPILE_WORKERS": "1"})}
+    if args.base:
+        contenders["base"] = (args.base.resolve(), {})
+    warm: dict[str, list[tuple[float, float, dict[str, float]]]] = {name: [] for name in contenders}
+    for _ in range(args.warmups):
+        for name, (tree, extra) in contenders.items():
+            with tempfile.TemporaryDirectory() as cache:
+                env = dict(os.environ, NUMBA_CACHE_DIR=cache, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **extra)
+                warm[name].append(timed(tree, env, [], WARMUP))
+    print(f"first-ever `warmup` (warm_everything, both dtypes), medians of {args.warmups} alternating runs, "
+          f"load average now {os.getloadavg()[0]:.2f}:")
+    for name, runs in warm.items():
+        wall = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(r[1] for r in runs)
+        me = statistics.median(r[2]["self"] for r in runs)
+        workers = statistics.median(r[2]["workers"] for r in runs)
+        print(f"  {name}: {runs[0][2]['compiled']} signatures, {wall:.1f} s wall, {cpu:.1f} s CPU in all processes "
+              f"(the calling process {me:.1f} s, its workers {workers:.1f} s; the longer of the two is the wall "
+              f"time on idle cores)   goal ≤ 25 s")
+    for name in warm:
+        if name != "this tree":
+            a, b = warm["this tree"], warm[name]
+            print(f"  ratio this tree / {name}: {statistics.median(r[0] for r in a) / statistics.median(r[0] for r in b):.2f} wall, "
+                  f"{statistics.median(r[1] for r in a) / statistics.median(r[1] for r in b):.2f} CPU")
 
 if __name__ == "__main__":
     main()

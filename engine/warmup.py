@@ -9,7 +9,9 @@ editor's status bar) instead of in the middle of the first forward pass:
   kernel call, which gives exactly the kernels and type signatures this graph uses, in this
   dtype, and nothing else;
 - :func:`pending` keeps those that are neither compiled in this process nor in the disk cache;
-- :func:`compile_kernels` compiles them one by one, calling ``progress(done, total, name)``.
+- :func:`compile_kernels` compiles them, calling ``progress(done, total, name)``; many of them
+  (``warmup``, a first run of a big graph) are shared between this process and worker processes
+  that compile into the same disk cache, one per core (:func:`compile_workers`).
 
 :func:`prepare` does all three for a runtime; :func:`warm_everything` does it for every block of
 the registry (the ``warmup`` command). :func:`plan` decides whether compiling pays at all: a
@@ -130,17 +132,186 @@ def pending(needs: Iterable[Need]) -> list[Need]:
     return out
 
 
-def compile_kernels(needs: Iterable[Need], progress: Progress | None = None) -> int:
+def compile_kernels(needs: Iterable[Need], progress: Progress | None = None, workers: int | None = None) -> int:
     """Compile (or load from the disk cache) each need, reporting before each one and at the
-    end. Returns how many there were."""
+    end. Returns how many there were.
+
+    With many to compile, ``workers`` processes share the work (None: :func:`compile_workers`
+    decides; 1: this process alone): this one compiles its share while the others compile
+    theirs into the same disk cache, and this process loads theirs from the cache on first use.
+    Numba compiles in one thread per process, so on idle cores the wait becomes the longest
+    share instead of the sum of all (benchmarks/bench_kernel_cache.py prints each process's
+    CPU seconds and the wall time against one process)."""
     needs = list(needs)
-    for i, need in enumerate(needs):
-        if progress is not None:
-            progress(i, len(needs), need.name)
-        need.kernel.fast.compile(need.signature)
+    count = compile_workers(len(needs)) if workers is None else max(1, min(int(workers), len(needs)))
+    if count > 1:
+        _compile_in_parallel(needs, count, progress)
+    else:
+        for i, need in enumerate(needs):
+            if progress is not None:
+                progress(i, len(needs), need.name)
+            need.kernel.fast.compile(need.signature)
     if progress is not None and needs:
         progress(len(needs), len(needs), "")
     return len(needs)
+
+
+#: Fewest kernel signatures worth a worker process: a fresh one spends ~1 s CPU importing Numba
+#: and scipy and compiles the helpers (``blas.product``) again, where one signature costs
+#: 0.1–2.5 s (bench_kernel_cache.py lists them).
+SIGNATURES_PER_WORKER = 8
+#: Most processes compiling at once (each holds ~250 MB while compiling).
+MAX_WORKERS = 4
+#: ``BACKPROP_STUDIO_COMPILE_WORKERS=1`` keeps every compile in the calling process.
+WORKERS_ENV_VAR = "BACKPROP_STUDIO_COMPILE_WORKERS"
+
+
+def compile_workers(signatures: int) -> int:
+    """How many processes compile ``signatures`` kernel signatures: one per core this process
+    may run on, at most :data:`MAX_WORKERS`, with at least :data:`SIGNATURES_PER_WORKER` each
+    (so a graph needing a few kernels compiles them here, as before). The environment variable
+    :data:`WORKERS_ENV_VAR` overrides the core count."""
+    wanted = os.environ.get(WORKERS_ENV_VAR, "").strip()
+    if wanted:
+        try:
+            cores = max(1, int(wanted))
+        except ValueError:
+            raise ValueError(f"{WORKERS_ENV_VAR} must be a whole number, got {wanted!r}") from None
+    else:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not on Linux
+            cores = os.cpu_count() or 1
+        cores = min(cores, MAX_WORKERS)
+    return max(1, min(cores, signatures // SIGNATURES_PER_WORKER))
+
+
+def _cost(need: Need) -> int:
+    """A deterministic stand-in for a signature's compile time: the size of its kernel's
+    bytecode plus a fixed part (bench_kernel_cache.py: about 0.1 s + 1 ms per byte of
+    bytecode: from 0.1 s for ``power`` to 2 s for ``lstm_backward``)."""
+    return 100 + len(need.kernel._lazy.py_func.__code__.co_code)
+
+
+def _shares(needs: list[Need], count: int) -> list[list[int]]:
+    """Split the needs' indices into ``count`` shares of about equal cost, every signature of a
+    kernel in the same share.
+
+    NOTE: one kernel, one process: Numba's cache index of a function is read, extended and
+    written back without a lock between processes, so two processes adding different
+    signatures of one function at once could pair an index entry with the other's machine
+    code. Helpers that kernels call without inlining them have one fixed signature
+    (``@jit(signature=...)``), so processes that compile one of them again write the same
+    entry with the same code."""
+    by_kernel: dict[int, list[int]] = {}
+    for i, need in enumerate(needs):
+        by_kernel.setdefault(id(need.kernel), []).append(i)
+    groups = sorted(by_kernel.values(), key=lambda g: (-sum(_cost(needs[i]) for i in g), g[0]))
+    shares: list[list[int]] = [[] for _ in range(count)]
+    loads = [0] * count
+    for group in groups:  # longest first, each to the least loaded share
+        k = loads.index(min(loads))
+        shares[k].extend(group)
+        loads[k] += sum(_cost(needs[i]) for i in group)
+    return [sorted(share) for share in shares if share]
+
+
+def _compile_in_parallel(needs: list[Need], count: int, progress: Progress | None) -> None:
+    """Compile the first share here and the others in worker processes (``python -m
+    engine.warmup``), reporting progress as compiles finish anywhere; whatever a worker did not
+    compile (it failed or was stopped) is compiled here at the end."""
+    import pickle
+    import queue
+    import subprocess
+    import sys
+    import threading
+
+    shares = _shares(needs, count)
+    mine, theirs = shares[0], shares[1:]
+    done: queue.Queue[int | None] = queue.Queue()  # indices into needs finished by a worker; None when a worker ends
+    procs = []
+
+    def read(proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        with proc.stdout:
+            for line in proc.stdout:
+                with contextlib.suppress(ValueError):
+                    done.put(int(line))
+        done.put(None)
+
+    finished = 0
+
+    def report(name: str) -> None:
+        if progress is not None:
+            progress(finished, len(needs), name)
+
+    try:
+        for share in theirs:
+            # NOTE: the signatures go to our own child through a pipe, pickled (Numba types
+            # pickle); nothing is read back but the indices of what it compiled.
+            payload = pickle.dumps([(i, _where(needs[i].kernel), needs[i].signature) for i in share])
+            proc = subprocess.Popen([sys.executable, "-m", "engine.warmup"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            assert proc.stdin is not None
+            proc.stdin.write(payload)
+            proc.stdin.close()
+            procs.append(proc)
+            threading.Thread(target=read, args=(proc,), daemon=True).start()
+        running = len(procs)
+
+        def drain(wait: bool) -> None:
+            """Report what the workers finished; with ``wait``, until every worker has ended."""
+            nonlocal finished, running
+            while running:
+                try:
+                    item = done.get(block=wait)
+                except queue.Empty:
+                    return
+                if item is None:
+                    running -= 1
+                else:
+                    finished += 1
+                    report(needs[item].name)
+
+        for i in mine:
+            drain(False)
+            report(needs[i].name)
+            needs[i].kernel.fast.compile(needs[i].signature)
+            finished += 1
+        drain(True)
+        for proc in procs:
+            proc.wait()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    # What the workers left undone (a worker that failed: its error shows here, where it is raised).
+    left = pending(needs[i] for share in theirs for i in share)
+    for need in left:
+        report(need.name)
+        need.kernel.fast.compile(need.signature)
+
+
+def _where(kernel: Kernel) -> tuple[str, str]:
+    """``(module, name)`` under which ``kernel`` can be imported again in a worker process."""
+    fn = kernel._lazy.py_func
+    return fn.__module__, fn.__name__
+
+
+def _worker() -> None:
+    """A compiling worker (``python -m engine.warmup``): reads pickled ``(index, (module, name),
+    signature)`` from stdin, compiles each, and prints each index when done."""
+    import importlib
+    import pickle
+    import sys
+
+    for index, (module, name), signature in pickle.loads(sys.stdin.buffer.read()):
+        kernel = getattr(importlib.import_module(module), name)
+        if not isinstance(kernel, Kernel):
+            raise TypeError(f"{module}.{name} is not a kernel")
+        kernel.fast.compile(signature)
+        print(index, flush=True)
 
 
 def prepare(runtime: "Runtime", feeds: Mapping[str, np.ndarray] | None = None, loss: "PortKey | None" = None,
@@ -270,3 +441,7 @@ def warm_everything(dtypes: Iterable[Any] = (np.float32, np.float64), progress: 
     """Compile every kernel signature the app uses that is not cached yet (``backprop-studio
     warmup``); returns how many were compiled."""
     return compile_kernels(pending(registry_needs(dtypes)), progress)
+
+
+if __name__ == "__main__":
+    _worker()

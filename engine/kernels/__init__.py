@@ -97,10 +97,12 @@ _swap_lock = threading.RLock()
 class LazyJit:
     """A function to be ``@njit``-ed on first use (see the module docstring)."""
 
-    def __init__(self, fn: Callable[..., Any], fastmath: frozenset[str] = FASTMATH, inline: bool = False) -> None:
+    def __init__(self, fn: Callable[..., Any], fastmath: frozenset[str] = FASTMATH, inline: bool = False,
+                 signature: str | None = None) -> None:
         self.py_func = fn
         self.fastmath = fastmath
         self.inline = inline
+        self.signature = signature
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
         self._dispatcher: Any = None
@@ -136,19 +138,22 @@ def _materialise(namespace: dict[str, Any]) -> None:
                 if home is not namespace and value._dispatcher is None:
                     _materialise(home)
                 if value._dispatcher is None:
-                    value._dispatcher = _njit(numba, value.fastmath, value.inline)(value.py_func)
+                    value._dispatcher = _njit(numba, value.fastmath, value.inline, value.signature)(value.py_func)
                 namespace[name] = value._dispatcher
         for value in list(namespace.values()):
             if isinstance(value, Kernel) and value._lazy._dispatcher is None:
                 value._lazy._dispatcher = _njit(numba, FASTMATH)(value._lazy.py_func)
 
 
-def _njit(numba: Any, fastmath: frozenset[str], inline: bool = False) -> Callable[[Callable[..., Any]], Any]:
-    return numba.njit(cache=True, fastmath=set(fastmath), error_model=ERROR_MODEL, nogil=True,
-                      inline="always" if inline else "never")
+def _njit(numba: Any, fastmath: frozenset[str], inline: bool = False,
+          signature: str | None = None) -> Callable[[Callable[..., Any]], Any]:
+    options = dict(cache=True, fastmath=set(fastmath), error_model=ERROR_MODEL, nogil=True,
+                   inline="always" if inline else "never")
+    return numba.njit(signature, **options) if signature else numba.njit(**options)
 
 
-def jit(fn: Callable[..., Any] | None = None, *, fastmath: frozenset[str] = FASTMATH, inline: bool = False) -> Any:
+def jit(fn: Callable[..., Any] | None = None, *, fastmath: frozenset[str] = FASTMATH, inline: bool = False,
+        signature: str | None = None) -> Any:
     """``@njit`` with the project's caching and fastmath settings, created on first use.
 
     ``@jit(fastmath=...)`` narrows the flags for a helper whose arithmetic must not be
@@ -156,10 +161,15 @@ def jit(fn: Callable[..., Any] | None = None, *, fastmath: frozenset[str] = FAST
     ``@jit(inline=True)`` inlines a small helper into its callers before typing (Numba's
     ``inline="always"``): no separate compilation per caller's argument types, which is what
     made the first compile of every kernel slow (a helper called with arrays of three layouts
-    compiled three times, each a whole pipeline run of its own)."""
+    compiled three times, each a whole pipeline run of its own).
+
+    ``@jit(signature="void(int64, ...)")`` compiles a helper for that one signature (when its
+    module is first used, or from the disk cache) and no other: callers' arguments are
+    converted to it, so a helper called with literal flags, int64 or uint64 addresses compiles
+    once instead of once per combination."""
     if fn is None:
-        return lambda f: LazyJit(f, fastmath, inline)
-    return LazyJit(fn, fastmath, inline)
+        return lambda f: LazyJit(f, fastmath, inline, signature)
+    return LazyJit(fn, fastmath, inline, signature)
 
 
 def contiguous(a: Any, dtype: Any = None) -> np.ndarray:

@@ -152,10 +152,17 @@ def bind() -> str:
         return provider
 
 
-@jit
+#: :func:`product`'s one signature: callers pass literal or run-time flags, and addresses that
+#: Numba types as uint64, int64 or (uint64 + int64) float64; each combination used to compile a
+#: specialisation of its own (8 in all, measured by benchmarks/bench_kernel_cache.py).
+PRODUCT_SIGNATURE = ("void(boolean, boolean, int64, int64, int64, uintp, int64, uintp, int64, float64, uintp, int64,"
+                     " int64)")
+
+
+@jit(signature=PRODUCT_SIGNATURE)
 def product(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc, itemsize):
-    """The BLAS call itself, on sizes, addresses and leading dimensions only (compiled once per
-    process): ``C (m×n) = op(A) op(B) + beta·C``, row-major, ``itemsize`` 4 or 8. Kernels that
+    """The BLAS call itself, on sizes, addresses and leading dimensions only (compiled once, for
+    :data:`PRODUCT_SIGNATURE`): ``C (m×n) = op(A) op(B) + beta·C``, row-major, ``itemsize`` 4 or 8. Kernels that
     address blocks of larger arrays in place (attention's heads) call it directly."""
     ta = TRANS if trans_a else NO_TRANS
     tb = TRANS if trans_b else NO_TRANS

@@ -62,7 +62,7 @@ def out_size(n: int, k: int, stride: int, pad: int, dilation: int = 1, ceil: boo
 COLUMN_BYTES = 16 << 20
 
 
-@jit
+@jit(signature="UniTuple(int64, 2)(int64, int64, int64, int64)")
 def _inside(n_out, stride, offset, size):
     """``(lo, hi)``: the outputs o in [0, n_out) whose tap ``o·stride + offset`` lies in [0, size)."""
     lo = 0

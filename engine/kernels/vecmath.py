@@ -38,16 +38,17 @@ _float32_from_bits: Any = None
 
 @jit(inline=True)
 def one(x):
-    """1 in ``x``'s dtype (so float32 arithmetic stays float32)."""
-    return np.ones(1, x.dtype)[0]
+    """1 in ``x``'s dtype (so float32 arithmetic stays float32).
+
+    NOTE: ``x.dtype.type(1)``, not ``np.ones(1, x.dtype)[0]``: no allocation, and less for Numba
+    to type and lower in every kernel that uses it."""
+    return x.dtype.type(1)
 
 
 @jit(inline=True)
 def minus_inf(x):
     """−∞ in ``x``'s dtype (a float literal would be float64 and drag float32 loops with it)."""
-    out = np.empty(1, x.dtype)
-    out[0] = -np.inf
-    return out[0]
+    return x.dtype.type(-np.inf)
 
 
 def exp(v: float) -> float:

@@ -68,6 +68,63 @@ def test_compile_kernels_reports_progress_in_order() -> None:
     assert calls == [(0, 2, "activation"), (1, 2, "activation_grad"), (2, 2, "")]
 
 
+def test_shares_keep_each_kernel_in_one_process_and_balance_the_work() -> None:
+    needs = warmup.registry_needs()
+    shares = warmup._shares(needs, 2)
+    assert sorted(i for share in shares for i in share) == list(range(len(needs)))
+    owner = {}
+    for k, share in enumerate(shares):
+        for i in share:
+            assert owner.setdefault(id(needs[i].kernel), k) == k  # never split between processes
+    loads = [sum(warmup._cost(needs[i]) for i in share) for share in shares]
+    assert max(loads) <= 1.2 * min(loads)
+    assert warmup._shares(needs, 2) == shares  # deterministic
+
+
+def test_compile_workers_follow_the_cores_and_the_amount_of_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(warmup.WORKERS_ENV_VAR, "3")
+    assert warmup.compile_workers(100) == 3
+    assert warmup.compile_workers(2 * warmup.SIGNATURES_PER_WORKER) == 2  # at least that many each
+    assert warmup.compile_workers(warmup.SIGNATURES_PER_WORKER - 1) == 1  # a small graph: here, as before
+    monkeypatch.setenv(warmup.WORKERS_ENV_VAR, "1")
+    assert warmup.compile_workers(100) == 1
+    monkeypatch.setenv(warmup.WORKERS_ENV_VAR, "many")
+    with pytest.raises(ValueError, match=warmup.WORKERS_ENV_VAR):
+        warmup.compile_workers(100)
+
+
+def test_a_worker_process_compiles_its_share_into_the_shared_cache(tmp_path) -> None:
+    # A fresh process with an empty cache: the worker's share must come back through the disk
+    # cache (compiled there, not here), and run exactly as the twin computes.
+    code = r"""
+import json, numpy as np
+from engine import kernels, warmup
+from engine.kernels import elementwise
+names = ("power", "power_grad", "to_images", "from_images", "dropout")
+needs = [n for n in warmup.registry_needs() if n.name in names]
+calls = []
+assert warmup.compile_kernels(needs, lambda *a: calls.append(a), workers=2) == len(needs)
+theirs = warmup._shares(needs, 2)[1]
+x = np.linspace(0.5, 2.0, 7, dtype=np.float32)
+print(json.dumps({
+    "n": len(needs), "calls": calls, "pending": len(warmup.pending(needs)), "theirs": len(theirs),
+    "compiled_here": sum(needs[i].signature in needs[i].kernel.fast.overloads for i in theirs),
+    "on_disk": sum(needs[i].signature in warmup._cached_signatures(needs[i].kernel) for i in theirs),
+    "power": elementwise.power(x, 3.0).tolist(),
+}))
+"""
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                    env=env).stdout.strip().splitlines()[-1])
+    n = out["n"]
+    assert n >= 8 and out["theirs"] >= 2 and out["pending"] == 0
+    assert out["compiled_here"] == 0 and out["on_disk"] == out["theirs"]
+    done = [c[0] for c in out["calls"]]
+    assert done == sorted(done) and out["calls"][-1] == [n, n, ""] and done[0] == 0
+    x = np.linspace(0.5, 2.0, 7, dtype=np.float32)
+    np.testing.assert_allclose(out["power"], x ** 3, rtol=1e-6)
+
+
 def test_prepare_does_nothing_on_the_numpy_twins() -> None:
     graph, _ = _sigmoid_graph()
     with kernels.using("numpy"):
