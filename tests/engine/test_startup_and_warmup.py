@@ -93,6 +93,17 @@ def test_compile_workers_follow_the_cores_and_the_amount_of_work(monkeypatch: py
         warmup.compile_workers(100)
 
 
+
+def test_compile_workers_count_only_idle_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(warmup.WORKERS_ENV_VAR, raising=False)
+    monkeypatch.setattr(warmup.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(warmup.os, "getloadavg", lambda: (0.2, 0.5, 0.5))
+    assert warmup.compile_workers(100) == 2  # an idle machine: both cores
+    monkeypatch.setattr(warmup.os, "getloadavg", lambda: (1.1, 0.5, 0.5))
+    assert warmup.compile_workers(100) == 1  # one core busy with something else: here alone
+    monkeypatch.setattr(warmup.os, "getloadavg", lambda: (7.0, 0.5, 0.5))
+    assert warmup.compile_workers(100) == 1
+
 def test_a_worker_process_compiles_its_share_into_the_shared_cache(tmp_path) -> None:
     # A fresh process with an empty cache: the worker's share must come back through the disk
     # cache (compiled there, not here), and run exactly as the twin computes.
