@@ -45,9 +45,9 @@ from engine.train import Checkpoint, Evaluation, History, TrainingConfig
 #: failed: NaN or Inf stopped it; evaluating: measuring a loaded file's loss and metric
 STATES = ("idle", "preparing", "running", "pausing", "paused", "stopping", "failed", "evaluating")
 SPARK_LENGTH = 48  # traced steps a node's sparkline remembers
-DRAW_SECONDS = 0.25  # a run's progress is drawn at most this often (at every sync of the worker) ...
-GUI_SHARE = 0.04  # ... and less often when drawing it took more than this share of the GUI thread's time,
-MAX_DRAW_SECONDS = 0.45  # ... but at least this often (a redraw of the plot repaints its curves only: ~10 ms)
+DRAW_SECONDS = 0.25  # a run's progress is drawn at most this often (at every sync of the worker: ~0.3 s) ...
+GUI_SHARE = 0.03  # ... and less often when drawing it took more than this share of the GUI thread's time,
+MAX_DRAW_SECONDS = 0.6  # ... but at least this often
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,8 @@ class TrainController(QObject):
     """See the module docstring. ``window`` is the main window (its files controller, undo
     stack and run controller)."""
 
-    changed = Signal()  # state, progress, settings: the panel redraws its controls
+    changed = Signal()  # state, settings: the panel redraws its controls
+    progressed = Signal()  # a run's progress (steps, speed, loss, metric): a few times a second while running
     history_changed = Signal()  # new rows or evaluations: the plot redraws (a few times a second)
     message = Signal(str, int)  # a status-bar line
     failed = Signal(object)  # a Failure: the panel offers to roll back
@@ -113,6 +114,7 @@ class TrainController(QObject):
         self._events: tuple[tuple[TraceEvent, ...], int] | None = None  # a traced step not yet shown
         self._next_draw = 0.0  # perf_counter: draw a sync again from then on
         self._draw_cpu = time.thread_time()  # the GUI thread's CPU time at the last drawing
+        self._held = False  # _set_state leaves the signals to the caller (it emits once, at the end)
 
     # --- what the panels read ----------------------------------------------------------------------
 
@@ -382,16 +384,16 @@ class TrainController(QObject):
         self.history.extend(sync.rows)
         if sync.steps_per_second:
             self.rate = sync.steps_per_second
-        ev = sync.evaluation
-        if ev is not None:
-            self._evaluated(ev, sync.checkpoint)
+        for ev, checkpoint in sync.evaluations:
+            self._evaluated(ev, checkpoint)
         if self.state != "evaluating":
             self._commit(sync.checkpoint)
         if sync.events:
             self._events = (sync.events, sync.traced_step)
-        # What the window draws for a sync (the plot, the progress, the canvas's gradient colours)
-        # costs GUI-thread time that a fast model's training would otherwise use: it is drawn only
-        # when the GUI thread's work since the last drawing stays within GUI_SHARE of the time.
+        # What the window draws for a sync (the plot, the progress, the canvas's gradient colours,
+        # all at once: one repaint) costs GUI-thread time that a fast model's training would
+        # otherwise use: it is drawn only when the GUI thread's work since the last drawing stays
+        # within GUI_SHARE of the time (the worker syncs a few times a second).
         now, cpu = time.perf_counter(), time.thread_time()
         if self.running and now < self._next_draw:
             return
@@ -400,7 +402,8 @@ class TrainController(QObject):
         self._draw_cpu = cpu
 
     def _draw(self) -> None:
-        """Show what the run has reached: the canvas (the latest traced step), the plot, the panel."""
+        """Show what the run has reached: the canvas (the latest traced step, or only the
+        headline's step and loss), the plot and the progress."""
         if self._events is not None:
             events, step = self._events
             self._events = None
@@ -409,7 +412,7 @@ class TrainController(QObject):
             self.view = dataclasses.replace(self.view, headline=self._headline(self.view))
             self.window.run.show_training(self.view)
         self.history_changed.emit()
-        self.changed.emit()
+        self.progressed.emit()
 
     def _evaluated(self, ev: Evaluation, checkpoint: Checkpoint) -> None:
         if self.evaluations and self.evaluations[-1].step >= ev.step:
@@ -431,6 +434,7 @@ class TrainController(QObject):
         if info.token != self._token:
             return
         pending, self._pending = self._pending, None
+        self._held = True  # one `changed` at the end, not one per change of state
         if info.reason == "failed":
             self._failed(info)
         elif info.reason == "error":
@@ -458,12 +462,14 @@ class TrainController(QObject):
             events, step = self._events
             self._events = None
             self._show_step(events, step)
+        elif self.view is not None and self.window.run.training_view is self.view:
+            self.view = dataclasses.replace(self.view, headline=self._headline(self.view))
+            self.window.run.show_training(self.view)
+        self._held = False
+        self._update_lock()
         self.history_changed.emit()
         if pending is not None:
             pending()
-        if self.view is not None and self.window.run.training_view is self.view:
-            self.view = dataclasses.replace(self.view, headline=self._headline(self.view))
-            self.window.run.show_training(self.view)
         self.changed.emit()
 
     def _failed(self, info: Ended) -> None:
@@ -489,8 +495,9 @@ class TrainController(QObject):
 
     def _set_state(self, state: str) -> None:
         self.state = state
-        self._update_lock()
-        self.changed.emit()
+        if not self._held:
+            self._update_lock()
+            self.changed.emit()
 
     def _update_lock(self) -> None:
         run = self.window.run
