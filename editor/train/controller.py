@@ -45,9 +45,9 @@ from engine.train import Checkpoint, Evaluation, History, TrainingConfig
 #: failed: NaN or Inf stopped it; evaluating: measuring a loaded file's loss and metric
 STATES = ("idle", "preparing", "running", "pausing", "paused", "stopping", "failed", "evaluating")
 SPARK_LENGTH = 48  # traced steps a node's sparkline remembers
-DRAW_SECONDS = 0.25  # a run's progress is drawn at most this often (at every sync of the worker: ~0.3 s) ...
+DRAW_SECONDS = 0.3  # a run's progress is drawn at most this often (at every sync of the worker: 0.35 s) ...
 GUI_SHARE = 0.03  # ... and less often when drawing it took more than this share of the GUI thread's time,
-MAX_DRAW_SECONDS = 0.6  # ... but at least this often
+MAX_DRAW_SECONDS = 0.5  # ... but at least this often
 
 
 @dataclass(frozen=True)
@@ -395,7 +395,9 @@ class TrainController(QObject):
         # otherwise use: it is drawn only when the GUI thread's work since the last drawing stays
         # within GUI_SHARE of the time (the worker syncs a few times a second).
         now, cpu = time.perf_counter(), time.thread_time()
-        if self.running and now < self._next_draw:
+        if self.running and (now < self._next_draw or sync.where):
+            # (the first sync of a run has nothing new to draw; after the last one, the end of
+            # the run draws everything once)
             return
         self._draw()
         self._next_draw = now + min(MAX_DRAW_SECONDS, max(DRAW_SECONDS, (cpu - self._draw_cpu) / GUI_SHARE))

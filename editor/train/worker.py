@@ -36,10 +36,10 @@ from engine.errors import EngineError, NonFiniteError
 from engine.runtime import TraceEvent
 from engine.train import Checkpoint, Evaluation, Trainer
 
-SYNC_SECONDS = 0.3  # the window hears about the run at most this often (and draws it each time)
-TRACE_SECONDS = 0.3  # a step is traced for the canvas at most this often (the one before a sync)
-TRACE_SHARE = 0.02  # at most this share of a run's time goes to tracing steps for the canvas
-EVAL_SHARE = 0.03  # ... and this share to evaluations during the run
+SYNC_SECONDS = 0.35  # the window hears about the run at most this often (and draws it each time)
+TRACE_SECONDS = 0.35  # a step is traced for the canvas at most this often (the one before a sync)
+TRACE_SHARE = 0.01  # at most this share of a run's time goes to tracing steps for the canvas
+EVAL_SHARE = 0.015  # ... and this share to evaluations during the run
 EVALUATIONS = 25  # evaluations a run aims at (the metric's curve)
 
 
@@ -83,6 +83,7 @@ class Sync:
     traced_step: int = 0
     evaluations: tuple[tuple[Evaluation, Checkpoint], ...] = ()  # made since the last sync, oldest first
     steps_per_second: float = 0.0
+    where: str = ""  # "first": the run starts (nothing new to draw); "last": :class:`Ended` follows at once
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ class TrainWorker(QObject):
         self._sent = sent = trainer.step_count
         self._last = trainer.checkpoint()
         self._emit(self.synced, Sync(job.token, trainer.step_count, sent, trainer.history.rows(sent), self._last,
-                                     evaluations=tuple(evaluated)))
+                                     evaluations=tuple(evaluated), where="first"))
         evaluated = []
         last_sync = time.perf_counter()
         next_trace = 0.0  # trace the first step: the canvas shows gradients at once
@@ -259,7 +260,7 @@ class TrainWorker(QObject):
             evaluated.append((trainer.evaluation(), trainer.checkpoint()))
         rate = done / max(time.perf_counter() - t_start, 1e-9)
         self._emit(self.synced, Sync(job.token, trainer.step_count, sent, trainer.history.rows(sent), trainer.checkpoint(),
-                                     events, traced_step, tuple(evaluated), rate))
+                                     events, traced_step, tuple(evaluated), rate, where="last"))
         self._sent = trainer.step_count
         self._emit(self.ended, Ended(job.token, reason, step=trainer.step_count))
 
