@@ -690,7 +690,8 @@ class RunOverlay(QObject):
         shown = (view.wires, view.weight_norms, view.sparks, view.problems, theme.name, top, len(scene.links),
                  len(scene.nodes))
         last = self._training_shown
-        if last is not None and all(a is b if isinstance(a, dict) else a == b for a, b in zip(last, shown)):
+        if last is not None and all(a is b if isinstance(a, dict) else a == b for a, b in zip(last, shown)) and \
+                all(_alive(m) and scene.nodes.get(nid) is m.node for nid, m in self.marks.items()):  # (the same cards)
             self.hud.show_text(view.headline, theme)
             self._place_training_widgets()
             return

@@ -11,8 +11,8 @@ times a second whatever the run does. Between two syncs the loop is the command 
   of the state (references, no copies: Save writes it, Roll Back returns to it) and the speed;
 - the trace events of the step just before it, for the canvas's gradient colours: only a step
   whose gradients the window will show is traced (a traced step computes the same numbers, only
-  reading them costs time), at most every :data:`TRACE_SECONDS` and within :data:`TRACE_SHARE` of
-  the run's time;
+  reading them costs time), within :data:`TRACE_SHARE` of the run's time (a slow traced step is
+  not repeated at every sync);
 - the evaluations made since the last sync (the loss and the lesson's metric over the evaluation
   batches, each with the checkpoint of its step), at the start and end of a run and about
   :data:`EVALUATIONS` times in between, fewer when that would take more than :data:`EVAL_SHARE` of
@@ -37,7 +37,6 @@ from engine.runtime import TraceEvent
 from engine.train import Checkpoint, Evaluation, Trainer
 
 SYNC_SECONDS = 0.35  # the window hears about the run at most this often (and draws it each time)
-TRACE_SECONDS = 0.35  # a step is traced for the canvas at most this often (the one before a sync)
 TRACE_SHARE = 0.01  # at most this share of a run's time goes to tracing steps for the canvas
 EVAL_SHARE = 0.015  # ... and this share to evaluations during the run
 EVALUATIONS = 25  # evaluations a run aims at (the metric's curve)
@@ -218,19 +217,22 @@ class TrainWorker(QObject):
             now = time.perf_counter()
             # the step before a sync is traced (its gradients are the ones the window shows), the
             # first one too, so that the canvas shows gradients at once; a single Step's last one
-            trace = (now >= next_trace and (not done or now + step_time - last_sync >= SYNC_SECONDS)) or \
-                (job.trace_last and done == job.steps - 1)
+            ahead = now + step_time  # when this step will end
+            due = ahead - last_sync >= SYNC_SECONDS  # a sync follows this step
+            trace = (ahead >= next_trace and (due or not done)) or (job.trace_last and done == job.steps - 1)
             if not trace:
-                record = step()
+                step()
                 done += 1
-                step_time = record.seconds if not step_time else 0.9 * step_time + 0.1 * record.seconds
+                took = time.perf_counter() - now
+                step_time = took if not step_time else 0.9 * step_time + 0.1 * took
             else:
                 record = step(trace=True)
                 done += 1
                 events, traced_step = record.events, record.step
                 # what tracing added to the step, spread so that it stays within TRACE_SHARE
-                trace_cost = max(0.0, record.seconds - step_time) if step_time else 0.0
-                next_trace = time.perf_counter() + max(TRACE_SECONDS, trace_cost / TRACE_SHARE)
+                after = time.perf_counter()
+                trace_cost = max(0.0, after - now - step_time) if step_time else 0.0
+                next_trace = after + trace_cost / TRACE_SHARE
             if done >= next_eval and done < job.steps:
                 now = time.perf_counter()
                 if now - last_eval >= eval_seconds / EVAL_SHARE:
@@ -246,7 +248,10 @@ class TrainWorker(QObject):
                         pass
                     last_eval = time.perf_counter()
             now = time.perf_counter()
-            if now - last_sync >= SYNC_SECONDS:
+            # a sync shows a traced step: when one is due after an untraced step (it ended later than
+            # foreseen) and a trace is allowed, the next step is traced and the sync follows it
+            late = now - last_sync >= SYNC_SECONDS
+            if due and trace or late and (trace or now + step_time < next_trace):
                 rate = done / max(now - t_start, 1e-9)
                 self._last = trainer.checkpoint()
                 if not self._emit(self.synced, Sync(job.token, trainer.step_count, sent, trainer.history.rows(sent),
