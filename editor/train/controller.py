@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -45,9 +44,6 @@ from engine.train import Checkpoint, Evaluation, History, TrainingConfig
 #: failed: NaN or Inf stopped it; evaluating: measuring a loaded file's loss and metric
 STATES = ("idle", "preparing", "running", "pausing", "paused", "stopping", "failed", "evaluating")
 SPARK_LENGTH = 48  # traced steps a node's sparkline remembers
-DRAW_SECONDS = 0.3  # a run's progress is drawn at most this often (at every sync of the worker: 0.35 s) ...
-GUI_SHARE = 0.03  # ... and less often when drawing it took more than this share of the GUI thread's time,
-MAX_DRAW_SECONDS = 0.5  # ... but at least this often
 
 
 @dataclass(frozen=True)
@@ -112,8 +108,6 @@ class TrainController(QObject):
         self._initial: tuple[Any, dict[str, dict[str, Any]]] | None = None
         self._single = False  # the job is one Step (it ends paused)
         self._events: tuple[tuple[TraceEvent, ...], int] | None = None  # a traced step not yet shown
-        self._next_draw = 0.0  # perf_counter: draw a sync again from then on
-        self._draw_cpu = time.thread_time()  # the GUI thread's CPU time at the last drawing
         self._held = False  # _set_state leaves the signals to the caller (it emits once, at the end)
 
     # --- what the panels read ----------------------------------------------------------------------
@@ -391,17 +385,13 @@ class TrainController(QObject):
         if sync.events:
             self._events = (sync.events, sync.traced_step)
         # What the window draws for a sync (the plot, the progress, the canvas's gradient colours,
-        # all at once: one repaint) costs GUI-thread time that a fast model's training would
-        # otherwise use: it is drawn only when the GUI thread's work since the last drawing stays
-        # within GUI_SHARE of the time (the worker syncs a few times a second).
-        now, cpu = time.perf_counter(), time.thread_time()
-        if self.running and (now < self._next_draw or sync.where):
-            # (the first sync of a run has nothing new to draw; after the last one, the end of
-            # the run draws everything once)
+        # all at once: one repaint, 10–20 ms of the GUI thread) costs time that a fast model's
+        # training would otherwise use: the worker syncs every SYNC_SECONDS (2.5 times a second),
+        # and each sync of a run is drawn, except the first (nothing new yet) and the last (the
+        # end of the run draws everything once).
+        if self.running and sync.where:
             return
         self._draw()
-        self._next_draw = now + min(MAX_DRAW_SECONDS, max(DRAW_SECONDS, (cpu - self._draw_cpu) / GUI_SHARE))
-        self._draw_cpu = cpu
 
     def _draw(self) -> None:
         """Show what the run has reached: the canvas (the latest traced step, or only the

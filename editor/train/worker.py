@@ -36,7 +36,7 @@ from engine.errors import EngineError, NonFiniteError
 from engine.runtime import TraceEvent
 from engine.train import Checkpoint, Evaluation, Trainer
 
-SYNC_SECONDS = 0.35  # the window hears about the run at most this often (and draws it each time)
+SYNC_SECONDS = 0.4  # the window hears about the run at most this often (and draws it each time)
 TRACE_SHARE = 0.01  # at most this share of a run's time goes to tracing steps for the canvas
 EVAL_SHARE = 0.015  # ... and this share to evaluations during the run
 EVALUATIONS = 25  # evaluations a run aims at (the metric's curve)
