@@ -76,8 +76,8 @@ class Installation(QObject):
                                 "optimiser state and the loss history)")
         window.statusBar().addPermanentWidget(self.trained)
 
+        # (not at each drawing of a run: a new text lays the status bar and the window out again)
         c.changed.connect(self._on_changed)
-        c.progressed.connect(self._show_trained)
         c.message.connect(lambda text, msec: window.statusBar().showMessage(text, msec))
         c.failed.connect(self._on_failed)
         window.doc.graph_reset.connect(self._on_reset)

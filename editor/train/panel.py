@@ -411,13 +411,16 @@ class TrainPanel(QWidget):
             self.best_button.setToolTip(f"Go back to the best evaluation of this session: step {ev.step:,}, {what}")
 
     def sync_progress(self) -> None:
-        """The progress bar and the summary line (a few times a second while training)."""
+        """The progress bar, and the summary line when no run goes. While training (a few times a
+        second) the bar also says the loss: a new text on the bar repaints it, a new text on the
+        summary line lays the panel and the window out again."""
         c = self.controller
         n = c.step_count
+        running = c.running
         total = max(c.run_end - c.run_start, 0)
         done = min(max(n - c.run_start, 0), total)
         speed = ""
-        if c.running and c.rate > 0 and total:
+        if running and c.rate > 0 and total:
             left = (total - done) / c.rate
             speed = f" · {c.rate:,.0f} steps/s · {_duration(left)} left"
         elif c.rate > 0 and total:
@@ -429,9 +432,11 @@ class TrainPanel(QWidget):
         bar.setUpdatesEnabled(False)
         bar.setRange(0, max(total, 1))
         bar.setValue(done if total else 0)
-        bar.setFormat(f"step {n:,}" + (f" · {done:,} / {total:,} this run" if total else "") + speed)
+        loss = f" · loss {float(c.history['loss'][-1]):.4g}" if running and n else ""
+        bar.setFormat(f"step {n:,}{loss}" + (f" · {done:,} / {total:,} this run" if total else "") + speed)
         bar.setUpdatesEnabled(True)
-        self._summary()
+        if not running:
+            self._summary()
 
     def _sync_batch(self) -> None:
         c = self.controller
@@ -483,7 +488,8 @@ class TrainPanel(QWidget):
         best = c.best[0].step if c.best is not None else None
         self.plot.set_data(h["step"], h["loss"], c.evaluations, c.metric_kind, best, failed, minibatch,
                            x_end=c.run_end if c.running else None)
-        self._summary()
+        if not c.running:
+            self._summary()
         if self.tabs.currentIndex() == 1:
             self.show_weights()
 
