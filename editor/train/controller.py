@@ -427,37 +427,39 @@ class TrainController(QObject):
             return
         pending, self._pending = self._pending, None
         self._held = True  # one `changed` at the end, not one per change of state
-        if info.reason == "failed":
-            self._failed(info)
-        elif info.reason == "error":
-            self.worker.drop()
-            self._key = ""
-            self._fail_plainly(f"Cannot train: {info.message}")
-        elif self.state == "evaluating":
-            self._set_state("idle")
-        elif info.reason == "paused" or info.reason == "done" and self._single:
-            self._set_state("paused")
-            self.message.emit(f"Paused at step {self.step_count:,}. Step (F10) walks through the next training step node "
-                              "by node; Train resumes.", 6000)
-        else:
-            self.run_end = self.step_count if info.reason == "stopped" else self.run_end
-            self._set_state("idle")
-            what = "Stopped" if info.reason == "stopped" else "Trained"
-            ev = self.latest()
-            how = ""
-            if ev is not None and ev.step == self.step_count:
-                how = f": loss {ev.loss:.4g}" + (f", {metrics.label(self.metric_kind)} "
-                                                  f"{metrics.format_value(self.metric_kind, ev.metric)}"
-                                                  if self.metric_kind and ev.metric is not None else "")
-            self.message.emit(f"{what} at step {self.step_count:,}{how}.", 8000)
-        if self._events is not None:
-            events, step = self._events
-            self._events = None
-            self._show_step(events, step)
-        elif self.view is not None and self.window.run.training_view is self.view:
-            self.view = dataclasses.replace(self.view, headline=self._headline(self.view))
-            self.window.run.show_training(self.view)
-        self._held = False
+        try:
+            if info.reason == "failed":
+                self._failed(info)
+            elif info.reason == "error":
+                self.worker.drop()
+                self._key = ""
+                self._fail_plainly(f"Cannot train: {info.message}")
+            elif self.state == "evaluating":
+                self._set_state("idle")
+            elif info.reason == "paused" or info.reason == "done" and self._single:
+                self._set_state("paused")
+                self.message.emit(f"Paused at step {self.step_count:,}. Step (F10) walks through the next training step node "
+                                  "by node; Train resumes.", 6000)
+            else:
+                self.run_end = self.step_count if info.reason == "stopped" else self.run_end
+                self._set_state("idle")
+                what = "Stopped" if info.reason == "stopped" else "Trained"
+                ev = self.latest()
+                how = ""
+                if ev is not None and ev.step == self.step_count:
+                    how = f": loss {ev.loss:.4g}" + (f", {metrics.label(self.metric_kind)} "
+                                                      f"{metrics.format_value(self.metric_kind, ev.metric)}"
+                                                      if self.metric_kind and ev.metric is not None else "")
+                self.message.emit(f"{what} at step {self.step_count:,}{how}.", 8000)
+            if self._events is not None:
+                events, step = self._events
+                self._events = None
+                self._show_step(events, step)
+            elif self.view is not None and self.window.run.training_view is self.view:
+                self.view = dataclasses.replace(self.view, headline=self._headline(self.view))
+                self.window.run.show_training(self.view)
+        finally:
+            self._held = False
         self._update_lock()
         self.history_changed.emit()
         if pending is not None:
