@@ -2,10 +2,19 @@
 long run (issue 9; not a test).
 
     python benchmarks/bench_train.py [--lessons two_layer_net,convnet,language_model]
-                                     [--steps N] [--repeats 5] [--memory 10000] [--threads 1]
+                                     [--steps N] [--repeats 7] [--long 6] [--long-repeats 3]
+                                     [--memory 10000] [--threads 1] [--base DIR [--rounds 2]]
 
 **Time per step.** One process holds both contenders, built from the same lesson file, and runs
-them in turns (window, CLI, window, CLI, ...):
+them in turns (window, CLI, CLI, window, ...), for two lengths of run:
+
+- *file's steps*: a press of Train as the lesson comes (its file's number of steps; ``--steps``
+  sets another): a short run (two_layer_net: 500 steps, ~0.3 s), where what a press costs once
+  (starting, the first and last drawing, the last evaluation) weighs most;
+- *long*: a run of about ``--long`` seconds (steps from the CLI's speed), the steady state.
+
+Each contender does the same steps from the same file and settings, on its own trainer (both
+continue from their own last run):
 
 - *window*: the editor's main window (offscreen) with the Train panel open and its loss plot
   drawing; each run is the Train button's work: ``TrainController.start()`` of N steps on the
@@ -20,7 +29,11 @@ them in turns (window, CLI, window, CLI, ...):
 Both trainers are built and warmed (kernels compiled, one run) before timing and both use the
 kernel backend ``Trainer.ready()`` picks, as the window and the CLI do. Medians of CPU time
 (``process_time``: both threads, steadier than wall time on a shared machine) and of wall time,
-per step, and window/CLI ratios. Goal: ≤ 1.10.
+per step, and window/CLI ratios (the median of the runs' ratios, and their spread). Goal: ≤ 1.10.
+
+**Before and after.** ``--base DIR`` (a worktree of another revision, e.g. main's) runs this
+script on DIR's code and on this tree's in turns, each in a process of its own (``--rounds``
+rounds, the order alternating), and prints both sides' ratios next to each other.
 
 **One redraw.** In the same window after the runs, the GUI thread's CPU time (``thread_time``)
 of one plot redraw as a run makes them: ``LossPlot.set_data`` of the history so far (grown by
@@ -48,7 +61,16 @@ from _pinned import pin  # noqa: E402
 
 THREADS = pin(__name__, {"QT_QPA_PLATFORM": "offscreen"})
 
+import sys  # noqa: E402
+
+if "--code" in sys.argv:  # run another tree's engine and editor (see --base)
+    sys.path.insert(0, os.path.abspath(sys.argv[sys.argv.index("--code") + 1]))
+
+CACHE_BACKGROUND = "--cache-background" in sys.argv
+
 import io  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 
 from PySide6.QtCore import QEventLoop, QSettings, QTimer  # noqa: E402
@@ -58,10 +80,6 @@ import presets  # noqa: E402
 from engine import cli, kernels, serialize  # noqa: E402
 from engine.train import Trainer  # noqa: E402
 
-#: steps per timed run: enough for a few seconds of training, so that the window's fixed costs
-#: (the last evaluation, the first sync) weigh what they weigh in a real run
-DEFAULT_STEPS = {"two_layer_net": 2000, "linear_regression": 2000, "convnet": 300, "language_model": 300,
-                 "seq2seq": 200, "rnn_vs_lstm": 300}
 
 
 def _rss_mib() -> float:
@@ -82,6 +100,11 @@ class Window:
             raise SystemExit(f"cannot open {lesson}")
         self.c = self.w.train.controller
         self.w.train.show_panel()
+        if CACHE_BACKGROUND:
+            # an experiment (--cache-background): the canvas keeps its dotted background in a
+            # pixmap instead of drawing its dots at each repaint (editor/view.py does not, yet)
+            from PySide6.QtWidgets import QGraphicsView
+            self.w.view.setCacheMode(QGraphicsView.CacheModeFlag.CacheBackground)
         self._wait()
 
     def set_steps(self, steps: int) -> None:
@@ -163,14 +186,22 @@ class Cli:
         return time.process_time() - c0, time.perf_counter() - w0, self.steps
 
 
-def time_lesson(lesson: str, steps: int, repeats: int, tmp: str) -> dict:
-    win = Window(lesson, tmp)
+def _warm(win: Window, lesson: str, steps: int) -> Cli:
+    """Both contenders set to ``steps`` a run and warmed: a trainer built for that length (its
+    kernels chosen by :meth:`Trainer.ready` for it, as a press of Train and the CLI do) and
+    compiled, and one run each."""
     win.set_steps(steps)
     ref = Cli(lesson, steps)
-    win.run()  # warm: builds the trainer, compiles kernels
+    win.run()
     ref.run()
     if win.c.backend != ref.backend:
         raise SystemExit(f"{lesson}: the window chose kernels {win.c.backend!r}, the CLI {ref.backend!r}")
+    return ref
+
+
+def _pairs(win: Window, ref: Cli, repeats: int) -> dict:
+    """``repeats`` runs of each, alternating who goes first; medians per step and the ratios."""
+    steps = ref.steps
     app_cpu, app_wall, cli_cpu, cli_wall, ratios_cpu, ratios_wall, gui, draws = [], [], [], [], [], [], [], []
     for i in range(repeats):
         # alternate who goes first, so that a load change hits both alike
@@ -178,6 +209,8 @@ def time_lesson(lesson: str, steps: int, repeats: int, tmp: str) -> dict:
         got = {}
         for who in order:
             cpu, wall, n = who.run()
+            if n != steps:
+                raise SystemExit(f"the window trained {n} steps, not {steps}")
             got[who] = (cpu / n, wall / n)
         app_cpu.append(got[win][0])
         gui.append(win.gui_cpu / (got[win][0] * steps))
@@ -187,13 +220,22 @@ def time_lesson(lesson: str, steps: int, repeats: int, tmp: str) -> dict:
         cli_wall.append(got[ref][1])
         ratios_cpu.append(got[win][0] / got[ref][0])
         ratios_wall.append(got[win][1] / got[ref][1])
-    held, fitted = redraw_ms(win)
-    win.close()
     med = statistics.median
-    return {"lesson": lesson, "steps": steps, "backend": ref.backend, "app_cpu": med(app_cpu), "cli_cpu": med(cli_cpu),
+    return {"steps": steps, "backend": ref.backend, "app_cpu": med(app_cpu), "cli_cpu": med(cli_cpu),
             "app_wall": med(app_wall), "cli_wall": med(cli_wall), "ratio_cpu": med(ratios_cpu),
-            "ratio_wall": med(ratios_wall), "ratios_cpu": ratios_cpu, "gui": med(gui),
-            "draws": med(draws), "held": held, "fitted": fitted}
+            "ratio_wall": med(ratios_wall), "ratios_cpu": ratios_cpu, "gui": med(gui), "draws": med(draws)}
+
+
+def time_lesson(lesson: str, steps: int, repeats: int, long_seconds: float, long_repeats: int, tmp: str) -> dict:
+    win = Window(lesson, tmp)
+    ref = _warm(win, lesson, steps or win.c.config().steps)  # the file's steps by default
+    out = {"lesson": lesson, "runs": [_pairs(win, ref, repeats)]}
+    if long_seconds > 0:
+        long = max(ref.steps, int(round(long_seconds / out["runs"][0]["cli_wall"], -2)))
+        out["runs"].append(_pairs(win, _warm(win, lesson, long), long_repeats))
+    out["held"], out["fitted"] = redraw_ms(win)
+    win.close()
+    return out
 
 
 def redraw_ms(win: Window, repeats: int = 40) -> tuple[float, float]:
@@ -246,27 +288,87 @@ def memory(steps: int, tmp: str) -> None:
     win.close()
 
 
+def _row(lesson: str, r: dict, what: str) -> str:
+    spread = f"{min(r['ratios_cpu']):.2f}–{max(r['ratios_cpu']):.2f}"
+    return (f"{lesson:<15} {what:<6} {r['steps']:>6} {r['backend']:>7} {1e3 * r['app_cpu']:>9.3f} {1e3 * r['cli_cpu']:>8.3f} "
+            f"{r['ratio_cpu']:>6.3f} {spread:>10}  {r['ratio_wall']:>6.3f}  {100 * r['gui']:>4.1f}% {r['draws']:>5.1f}")
+
+
+HEADER = (f"{'lesson':<15} {'run':<6} {'steps':>6} {'kernels':>7} {'window ms':>9} {'CLI ms':>8} {'ratio':>6} "
+          f"{'spread':>10}  {'wall':>6}  {'GUI':>5} {'draws/s':>5}")
+
+
+def compare(args: argparse.Namespace) -> None:
+    """--base: this script on DIR's code and on this tree's, in turns, one process each."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trees = {"before": os.path.abspath(args.base), "after": here}
+    got: dict[str, dict[str, list]] = {k: {} for k in trees}
+    for lesson in [s.strip() for s in args.lessons.split(",") if s.strip()]:
+        for r in range(args.rounds):
+            for side in (("before", "after") if r % 2 == 0 else ("after", "before")):
+                cmd = [sys.executable, os.path.abspath(__file__), "--code", trees[side], "--json", "--memory", "0",
+                       "--lessons", lesson, "--repeats", str(args.repeats), "--long", str(args.long),
+                       "--long-repeats", str(args.long_repeats), "--threads", args.threads,
+                       *(["--cache-background"] if args.cache_background else []),
+                       *(["--steps", str(args.steps)] if args.steps else [])]
+                env = {**os.environ, "PYTHONPATH": trees[side]}
+                res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                line = next((ln for ln in res.stdout.splitlines() if ln.startswith("{")), None)
+                if line is None:
+                    raise SystemExit(f"{side} ({trees[side]}) failed:\n{res.stdout}\n{res.stderr}")
+                got[side].setdefault(lesson, []).append(json.loads(line))
+        for i, what in enumerate(("file's", "long") if args.long > 0 else ("file's",)):
+            cells = []
+            for side in trees:
+                ratios = [x for rr in got[side][lesson] for x in rr["runs"][i]["ratios_cpu"]]
+                cells.append(f"{side} {statistics.median(ratios):.3f} ({min(ratios):.2f}–{max(ratios):.2f}, "
+                             f"{len(ratios)} runs, GUI {100 * statistics.median(rr['runs'][i]['gui'] for rr in got[side][lesson]):.1f}%)")
+            steps = got["after"][lesson][0]["runs"][i]["steps"]
+            print(f"{lesson:<15} {what:<6} {steps:>6} steps: " + " · ".join(cells), flush=True)
+    print("window/CLI CPU time per step, median of all runs' ratios (spread); goal ≤ 1.10")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lessons", default="two_layer_net,convnet,language_model")
-    ap.add_argument("--steps", type=int, default=0, help="steps per timed run (default: per lesson)")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=0, help="steps of the short runs (default: the lesson file's)")
+    ap.add_argument("--repeats", type=int, default=7, help="runs of each contender, short runs")
+    ap.add_argument("--long", type=float, default=6.0, help="seconds of the long runs (0: none)")
+    ap.add_argument("--long-repeats", type=int, default=3, help="runs of each contender, long runs")
     ap.add_argument("--memory", type=int, default=10_000, help="steps of the memory run (0: skip)")
     ap.add_argument("--threads", default="1")
+    ap.add_argument("--base", help="a tree of another revision: compare its window/CLI ratios with this tree's")
+    ap.add_argument("--rounds", type=int, default=2, help="with --base: processes per side and lesson")
+    ap.add_argument("--cache-background", action="store_true",
+                    help="an experiment: the canvas caches its background (a change to editor/view.py, not made)")
+    ap.add_argument("--code", help=argparse.SUPPRESS)
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.base:
+        print(f"threads {THREADS}; before: {os.path.abspath(args.base)}, after: this tree; each side runs this "
+              f"script in turns ({args.rounds} processes each, {args.repeats} short and {args.long_repeats} long "
+              "alternating runs of window and CLI per process)", flush=True)
+        compare(args)
+        return
     app = QApplication.instance() or QApplication([])  # noqa: F841
-    print(f"threads {THREADS}, CPU time (process_time) and wall time per step, medians of "
-          f"{args.repeats} alternating runs")
-    print(f"{'lesson':<16} {'steps':>6} {'kernels':>8} {'window ms':>10} {'CLI ms':>8} {'ratio':>6}  "
-          f"{'wall: window':>12} {'CLI':>7} {'ratio':>6}")
+    lessons = [s.strip() for s in args.lessons.split(",") if s.strip()]
+    if args.json:
+        with tempfile.TemporaryDirectory() as tmp:
+            for lesson in lessons:
+                r = time_lesson(lesson, args.steps, args.repeats, args.long, args.long_repeats, tmp)
+                print(json.dumps(r), flush=True)
+        return
+    print(f"threads {THREADS}, CPU time (process_time) per step, medians of {args.repeats} (file's steps) and "
+          f"{args.long_repeats} (long: ~{args.long:g} s) alternating runs; ratio: window/CLI, the median of the runs' "
+          "ratios and their spread; wall: the same for wall time; GUI: the GUI thread's share of the window's CPU")
+    print(HEADER)
     with tempfile.TemporaryDirectory() as tmp:
-        for lesson in [s.strip() for s in args.lessons.split(",") if s.strip()]:
-            r = time_lesson(lesson, args.steps or DEFAULT_STEPS.get(lesson, 100), args.repeats, tmp)
-            print(f"{lesson:<16} {r['steps']:>6} {r['backend']:>8} {1e3 * r['app_cpu']:>10.3f} {1e3 * r['cli_cpu']:>8.3f} "
-                  f"{r['ratio_cpu']:>6.3f}  {1e3 * r['app_wall']:>12.3f} {1e3 * r['cli_wall']:>7.3f} "
-                  f"{r['ratio_wall']:>6.3f}   (GUI thread {100 * r['gui']:.0f}% of the window's CPU, {r['draws']:.1f} redraws/s; CPU ratios {', '.join(f'{x:.3f}' for x in r['ratios_cpu'])}; "
-                  f"one redraw {r['held']:.1f} ms of the GUI thread, {r['fitted']:.1f} ms with the view fitted each time)",
-                  flush=True)
+        for lesson in lessons:
+            r = time_lesson(lesson, args.steps, args.repeats, args.long, args.long_repeats, tmp)
+            for run, what in zip(r["runs"], ("file's", "long")):
+                print(_row(lesson, run, what), flush=True)
+            print(f"{'':<15} one redraw {r['held']:.1f} ms of the GUI thread, {r['fitted']:.1f} ms with the view "
+                  "fitted each time", flush=True)
         print("goal: window/CLI ≤ 1.10 per step")
         if args.memory:
             memory(args.memory, tmp)

@@ -539,6 +539,8 @@ class RunOverlay(QObject):
         self._plans: dict[Any, Any] = {}
         self._problems_here: dict[str, list[Any]] = {}
         self._hud_state: Any = None
+        self._training_shown: tuple[Any, ...] | None = None  # what _show_training last drew on the items
+        self._placed: tuple[Any, ...] | None = None  # the headline's and the legend's looks when last placed
         self._clock = QElapsedTimer()
         self._timer = QTimer(self)
         self._timer.setInterval(16)
@@ -574,6 +576,7 @@ class RunOverlay(QObject):
         except RuntimeError:  # the scene is already gone (closing the window)
             pass
         self.marks.clear()
+        self._training_shown = None
 
     # --- state → items ------------------------------------------------------------------------------
 
@@ -584,10 +587,11 @@ class RunOverlay(QObject):
         c = self.controller
         tl = c.timeline
         theme: Theme = scene.theme
-        self._place_widgets()
         if tl is None and c.training_view is not None:
             self._show_training(c.training_view, theme)
             return
+        self._training_shown = None
+        self._place_widgets()
         if tl is None or c.cursor < 0:
             self._link_cache.clear()
             for item in scene.links.values():
@@ -681,6 +685,17 @@ class RunOverlay(QObject):
         self._stop_pulses()
         self._link_cache.clear()
         top = self.controller.level == ()
+        # A view that differs from the one drawn only by its headline (the step and the loss of a
+        # run, renewed a few times a second between two traced steps) changes the headline only.
+        shown = (view.wires, view.weight_norms, view.sparks, view.problems, theme.name, top, len(scene.links),
+                 len(scene.nodes))
+        last = self._training_shown
+        if last is not None and all(a is b if isinstance(a, dict) else a == b for a, b in zip(last, shown)) and \
+                all(_alive(m) and scene.nodes.get(nid) is m.node for nid, m in self.marks.items()):  # (the same cards)
+            self.hud.show_text(view.headline, theme)
+            self._place_training_widgets()
+            return
+        self._training_shown = shown
         any_grad = False
         for link, item in scene.links.items():
             t = view.wires.get((link.dst, link.dst_port)) if top and item.isVisible() else None
@@ -710,8 +725,16 @@ class RunOverlay(QObject):
                                      spark=view.sparks.get(nid, ())))
         self._show_legend(any_grad, theme)
         self.hud.show_text(view.headline, theme)
-        self._place_widgets()
+        self._place_training_widgets()
         self._last_cursor = -1
+
+    def _place_training_widgets(self) -> None:
+        """Place the headline and the legend again only when one of them changed size or
+        visibility (a run renews them a few times a second; the view's moves place them anyway)."""
+        placed = (self.hud.geometry(), self.hud.isHidden(), self.legend.wanted, self.legend.isHidden())
+        if placed != self._placed:
+            self._place_widgets()
+            self._placed = (self.hud.geometry(), self.hud.isHidden(), self.legend.wanted, self.legend.isHidden())
 
     def _link_state(self, tl: Timeline, level: Path, cursor: int, link: Any, stale: bool, theme: Theme,
                     grad_colour: QColor) -> tuple[RunLabel | None, RunStyle | None, bool]:
@@ -915,6 +938,7 @@ class RunOverlay(QObject):
     # --- viewport widgets --------------------------------------------------------------------------------
 
     def _place_widgets(self) -> None:
+        self._placed = None
         self.hud.move(12, 10)
         # the headline is drawn over the canvas: the view frames the graph below it
         self.view.reserve_top(self.hud.geometry().bottom() + 8 if not self.hud.isHidden() else 0)

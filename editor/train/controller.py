@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -45,9 +44,6 @@ from engine.train import Checkpoint, Evaluation, History, TrainingConfig
 #: failed: NaN or Inf stopped it; evaluating: measuring a loaded file's loss and metric
 STATES = ("idle", "preparing", "running", "pausing", "paused", "stopping", "failed", "evaluating")
 SPARK_LENGTH = 48  # traced steps a node's sparkline remembers
-DRAW_SECONDS = 0.25  # a run's progress is drawn at most this often (at every sync of the worker) ...
-GUI_SHARE = 0.04  # ... and less often when drawing it took more than this share of the GUI thread's time,
-MAX_DRAW_SECONDS = 0.45  # ... but at least this often (a redraw of the plot repaints its curves only: ~10 ms)
 
 
 @dataclass(frozen=True)
@@ -75,7 +71,8 @@ class TrainController(QObject):
     """See the module docstring. ``window`` is the main window (its files controller, undo
     stack and run controller)."""
 
-    changed = Signal()  # state, progress, settings: the panel redraws its controls
+    changed = Signal()  # state, settings: the panel redraws its controls
+    progressed = Signal()  # a run's progress (steps, speed, loss, metric): a few times a second while running
     history_changed = Signal()  # new rows or evaluations: the plot redraws (a few times a second)
     message = Signal(str, int)  # a status-bar line
     failed = Signal(object)  # a Failure: the panel offers to roll back
@@ -111,8 +108,7 @@ class TrainController(QObject):
         self._initial: tuple[Any, dict[str, dict[str, Any]]] | None = None
         self._single = False  # the job is one Step (it ends paused)
         self._events: tuple[tuple[TraceEvent, ...], int] | None = None  # a traced step not yet shown
-        self._next_draw = 0.0  # perf_counter: draw a sync again from then on
-        self._draw_cpu = time.thread_time()  # the GUI thread's CPU time at the last drawing
+        self._held = False  # _set_state leaves the signals to the caller (it emits once, at the end)
 
     # --- what the panels read ----------------------------------------------------------------------
 
@@ -382,25 +378,24 @@ class TrainController(QObject):
         self.history.extend(sync.rows)
         if sync.steps_per_second:
             self.rate = sync.steps_per_second
-        ev = sync.evaluation
-        if ev is not None:
-            self._evaluated(ev, sync.checkpoint)
+        for ev, checkpoint in sync.evaluations:
+            self._evaluated(ev, checkpoint)
         if self.state != "evaluating":
             self._commit(sync.checkpoint)
         if sync.events:
             self._events = (sync.events, sync.traced_step)
-        # What the window draws for a sync (the plot, the progress, the canvas's gradient colours)
-        # costs GUI-thread time that a fast model's training would otherwise use: it is drawn only
-        # when the GUI thread's work since the last drawing stays within GUI_SHARE of the time.
-        now, cpu = time.perf_counter(), time.thread_time()
-        if self.running and now < self._next_draw:
+        # What the window draws for a sync (the plot, the progress, the canvas's gradient colours,
+        # all at once: one repaint, 10–20 ms of the GUI thread) costs time that a fast model's
+        # training would otherwise use: the worker syncs every SYNC_SECONDS (2.5 times a second),
+        # and each sync of a run is drawn, except the first (nothing new yet) and the last (the
+        # end of the run draws everything once).
+        if self.running and sync.where:
             return
         self._draw()
-        self._next_draw = now + min(MAX_DRAW_SECONDS, max(DRAW_SECONDS, (cpu - self._draw_cpu) / GUI_SHARE))
-        self._draw_cpu = cpu
 
     def _draw(self) -> None:
-        """Show what the run has reached: the canvas (the latest traced step), the plot, the panel."""
+        """Show what the run has reached: the canvas (the latest traced step, or only the
+        headline's step and loss), the plot and the progress."""
         if self._events is not None:
             events, step = self._events
             self._events = None
@@ -409,7 +404,7 @@ class TrainController(QObject):
             self.view = dataclasses.replace(self.view, headline=self._headline(self.view))
             self.window.run.show_training(self.view)
         self.history_changed.emit()
-        self.changed.emit()
+        self.progressed.emit()
 
     def _evaluated(self, ev: Evaluation, checkpoint: Checkpoint) -> None:
         if self.evaluations and self.evaluations[-1].step >= ev.step:
@@ -431,39 +426,44 @@ class TrainController(QObject):
         if info.token != self._token:
             return
         pending, self._pending = self._pending, None
-        if info.reason == "failed":
-            self._failed(info)
-        elif info.reason == "error":
-            self.worker.drop()
-            self._key = ""
-            self._fail_plainly(f"Cannot train: {info.message}")
-        elif self.state == "evaluating":
-            self._set_state("idle")
-        elif info.reason == "paused" or info.reason == "done" and self._single:
-            self._set_state("paused")
-            self.message.emit(f"Paused at step {self.step_count:,}. Step (F10) walks through the next training step node "
-                              "by node; Train resumes.", 6000)
-        else:
-            self.run_end = self.step_count if info.reason == "stopped" else self.run_end
-            self._set_state("idle")
-            what = "Stopped" if info.reason == "stopped" else "Trained"
-            ev = self.latest()
-            how = ""
-            if ev is not None and ev.step == self.step_count:
-                how = f": loss {ev.loss:.4g}" + (f", {metrics.label(self.metric_kind)} "
-                                                  f"{metrics.format_value(self.metric_kind, ev.metric)}"
-                                                  if self.metric_kind and ev.metric is not None else "")
-            self.message.emit(f"{what} at step {self.step_count:,}{how}.", 8000)
-        if self._events is not None:
-            events, step = self._events
-            self._events = None
-            self._show_step(events, step)
+        self._held = True  # one `changed` at the end, not one per change of state
+        try:
+            if info.reason == "failed":
+                self._failed(info)
+            elif info.reason == "error":
+                self.worker.drop()
+                self._key = ""
+                self._fail_plainly(f"Cannot train: {info.message}")
+            elif self.state == "evaluating":
+                self._set_state("idle")
+            elif info.reason == "paused" or info.reason == "done" and self._single:
+                self._set_state("paused")
+                self.message.emit(f"Paused at step {self.step_count:,}. Step (F10) walks through the next training step node "
+                                  "by node; Train resumes.", 6000)
+            else:
+                self.run_end = self.step_count if info.reason == "stopped" else self.run_end
+                self._set_state("idle")
+                what = "Stopped" if info.reason == "stopped" else "Trained"
+                ev = self.latest()
+                how = ""
+                if ev is not None and ev.step == self.step_count:
+                    how = f": loss {ev.loss:.4g}" + (f", {metrics.label(self.metric_kind)} "
+                                                      f"{metrics.format_value(self.metric_kind, ev.metric)}"
+                                                      if self.metric_kind and ev.metric is not None else "")
+                self.message.emit(f"{what} at step {self.step_count:,}{how}.", 8000)
+            if self._events is not None:
+                events, step = self._events
+                self._events = None
+                self._show_step(events, step)
+            elif self.view is not None and self.window.run.training_view is self.view:
+                self.view = dataclasses.replace(self.view, headline=self._headline(self.view))
+                self.window.run.show_training(self.view)
+        finally:
+            self._held = False
+        self._update_lock()
         self.history_changed.emit()
         if pending is not None:
             pending()
-        if self.view is not None and self.window.run.training_view is self.view:
-            self.view = dataclasses.replace(self.view, headline=self._headline(self.view))
-            self.window.run.show_training(self.view)
         self.changed.emit()
 
     def _failed(self, info: Ended) -> None:
@@ -489,8 +489,9 @@ class TrainController(QObject):
 
     def _set_state(self, state: str) -> None:
         self.state = state
-        self._update_lock()
-        self.changed.emit()
+        if not self._held:
+            self._update_lock()
+            self.changed.emit()
 
     def _update_lock(self) -> None:
         run = self.window.run

@@ -72,8 +72,11 @@ class Installation(QObject):
         self.trained = QLabel()
         self.trained.setObjectName("train_trained")
         self.trained.setContentsMargins(8, 0, 8, 0)
+        self.trained.setToolTip("Whether the model's weights are trained (Save keeps them in a .bps file, with the "
+                                "optimiser state and the loss history)")
         window.statusBar().addPermanentWidget(self.trained)
 
+        # (not at each drawing of a run: a new text lays the status bar and the window out again)
         c.changed.connect(self._on_changed)
         c.message.connect(lambda text, msec: window.statusBar().showMessage(text, msec))
         c.failed.connect(self._on_failed)
@@ -144,16 +147,19 @@ class Installation(QObject):
     def _on_changed(self) -> None:
         c = self.controller
         running = c.running
-        self.act_train.setIcon(icon("pause" if running else "train"))
+        if running != getattr(self, "_shows_pause", None):  # (an icon is drawn again at each setIcon)
+            self._shows_pause = running
+            self.act_train.setIcon(icon("pause" if running else "train"))
         self.act_train.setText("&Pause Training" if running else ("&Resume Training" if c.state == "paused" else "&Train"))
         self.act_train.setToolTip(("Pause training" if running else "Train the model (show the Train panel)") + " (Ctrl+T)")
         self.act_stop.setEnabled(running or c.state in ("paused", "failed"))
         self.act_step.setEnabled(not running)
-        text = c.trained_text()
-        self.trained.setText(("● " if c.step_count else "○ ") + text)
-        self.trained.setToolTip("Whether the model's weights are trained (Save keeps them in a .bps file, with the "
-                                "optimiser state and the loss history)")
+        self._show_trained()
         self.try_panel.set_trained(c.step_count > 0)
+
+    def _show_trained(self) -> None:
+        c = self.controller
+        self.trained.setText(("● " if c.step_count else "○ ") + c.trained_text())
 
     def _on_failed(self, failure: Failure) -> None:
         self.show_panel()

@@ -261,6 +261,7 @@ class TrainPanel(QWidget):
         self._redraw.setInterval(REDRAW_MS)
         self._redraw.timeout.connect(self.draw_plot)
         c.changed.connect(self.sync)
+        c.progressed.connect(self.sync_progress)
         c.history_changed.connect(self._schedule)
         self.error = ""
         self.sync()
@@ -375,19 +376,8 @@ class TrainPanel(QWidget):
         self.pause_button.setEnabled(state in ("running", "preparing"))
         self.stop_button.setEnabled(state in ("running", "preparing", "pausing", "paused", "failed"))
         self.step_button.setEnabled(has and state in ("idle", "paused", "failed"))
-        # progress
         n = c.step_count
-        total = max(c.run_end - c.run_start, 0)
-        done = min(max(n - c.run_start, 0), total)
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done if total else 0)
-        speed = ""
-        if running and c.rate > 0 and total:
-            left = (total - done) / c.rate
-            speed = f" · {c.rate:,.0f} steps/s · {_duration(left)} left"
-        elif c.rate > 0 and total:
-            speed = f" · {c.rate:,.0f} steps/s"
-        self.progress.setFormat(f"step {n:,}" + (f" · {done:,} / {total:,} this run" if total else "") + speed)
+        self.sync_progress()
         # status
         lines = []
         if self.error:
@@ -419,7 +409,34 @@ class TrainPanel(QWidget):
             what = metrics.format_value(c.metric_kind, ev.metric) if c.metric_kind and ev.metric is not None else f"loss {ev.loss:.4g}"
             self.best_button.setText(f"Best: step {ev.step:,}")
             self.best_button.setToolTip(f"Go back to the best evaluation of this session: step {ev.step:,}, {what}")
-        self._summary()
+
+    def sync_progress(self) -> None:
+        """The progress bar, and the summary line when no run goes. While training (a few times a
+        second) the bar also says the loss: a new text on the bar repaints it, a new text on the
+        summary line lays the panel and the window out again."""
+        c = self.controller
+        n = c.step_count
+        running = c.running
+        total = max(c.run_end - c.run_start, 0)
+        done = min(max(n - c.run_start, 0), total)
+        speed = ""
+        if running and c.rate > 0 and total:
+            left = (total - done) / c.rate
+            speed = f" · {c.rate:,.0f} steps/s · {_duration(left)} left"
+        elif c.rate > 0 and total:
+            speed = f" · {c.rate:,.0f} steps/s"
+        bar = self.progress
+        # NOTE: QProgressBar.setValue repaints at once (a repaint of its own, outside the window's
+        # next one, and again for the new text): with updates off it only marks the bar for the
+        # window's next repaint, which draws it with the plot and the canvas.
+        bar.setUpdatesEnabled(False)
+        bar.setRange(0, max(total, 1))
+        bar.setValue(done if total else 0)
+        loss = f" · loss {float(c.history['loss'][-1]):.4g}" if running and n else ""
+        bar.setFormat(f"step {n:,}{loss}" + (f" · {done:,} / {total:,} this run" if total else "") + speed)
+        bar.setUpdatesEnabled(True)
+        if not running:
+            self._summary()
 
     def _sync_batch(self) -> None:
         c = self.controller
@@ -455,7 +472,12 @@ class TrainPanel(QWidget):
         self.summary.setText(" · ".join(parts))
 
     def _schedule(self) -> None:
-        if not self._redraw.isActive():
+        if self.controller.running:
+            # the controller draws a run a few times a second: the curve at once, in the same
+            # repaint as the progress and the canvas
+            self._redraw.stop()
+            self.draw_plot()
+        elif not self._redraw.isActive():
             self._redraw.start()
 
     def draw_plot(self) -> None:
@@ -466,7 +488,8 @@ class TrainPanel(QWidget):
         best = c.best[0].step if c.best is not None else None
         self.plot.set_data(h["step"], h["loss"], c.evaluations, c.metric_kind, best, failed, minibatch,
                            x_end=c.run_end if c.running else None)
-        self._summary()
+        if not c.running:
+            self._summary()
         if self.tabs.currentIndex() == 1:
             self.show_weights()
 

@@ -144,6 +144,11 @@ class LossPlot(QWidget):
         for name in ("left", "bottom", "right"):
             # an axis repaints (ticks, labels, grid: tens of ms) only when its range or looks change
             self.plot.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        # ... and so do the evaluations' points and line (a few per run) and the legend, which
+        # the curve's repaints a few times a second cover: drawn again from their pixmaps
+        cached = [self.evals.scatter, self.evals.curve, self.metric.scatter, self.metric.curve, self.legend]
+        for item in cached:
+            item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     def _fit_metric_box(self) -> None:
         self.metric_box.setGeometry(self.plot.vb.sceneBoundingRect())

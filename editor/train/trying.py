@@ -229,10 +229,13 @@ class TryPanel(QWidget):
         edit)."""
         try:
             project = self.project()
-            self.prompter = prompt_mod.Prompter(project)
+        except (EngineError, KeyError, ValueError):
+            project = None
+        try:
+            self.prompter = prompt_mod.Prompter(project) if project is not None else None
         except (EngineError, KeyError, ValueError):
             self.prompter = None
-            project = None
+        # (also without a model to try: set_trained refreshes only when this changes)
         self.trained = bool(project is not None and project.weights)
         p = self.prompter
         if p is None:

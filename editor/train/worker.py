@@ -2,18 +2,21 @@
 in a loop that checks between two steps whether to pause or stop, and tells the window how it
 goes a few times a second (Qt signals, queued to the GUI thread, carrying numpy snapshots).
 
-What it sends costs the run little, however fast its steps are:
+What it sends costs the run little, however fast its steps are: one :class:`Sync` at most every
+:data:`SYNC_SECONDS` (and at the end), and nothing in between, so that the window wakes up a few
+times a second whatever the run does. Between two syncs the loop is the command line's
+(``Trainer.step()``, one after the other). A sync carries:
 
-- a :class:`Sync` at most every :data:`SYNC_SECONDS`: the history rows since the last one (the
-  plot draws them), a :class:`~engine.train.Checkpoint` of the state (references, no copies:
-  Save writes it, Roll Back returns to it) and the speed;
-- the trace events of one step now and then, for the canvas's gradient colours: a traced step
-  computes the same numbers, only reading them costs time, so they are taken at most every
-  :data:`TRACE_SECONDS` (about as often as the window draws) and within :data:`TRACE_SHARE` of
-  the run's time;
-- an evaluation (the loss and the lesson's metric over the evaluation batches) at the start and
-  end of a run and about :data:`EVALUATIONS` times in between, fewer when that would take more
-  than :data:`EVAL_SHARE` of the run's time.
+- the history rows since the last one (the plot draws them), a :class:`~engine.train.Checkpoint`
+  of the state (references, no copies: Save writes it, Roll Back returns to it) and the speed;
+- the trace events of the step just before it, for the canvas's gradient colours: only a step
+  whose gradients the window will show is traced (a traced step computes the same numbers, only
+  reading them costs time), within :data:`TRACE_SHARE` of the run's time (a slow traced step is
+  not repeated at every sync);
+- the evaluations made since the last sync (the loss and the lesson's metric over the evaluation
+  batches, each with the checkpoint of its step), at the start and end of a run and about
+  :data:`EVALUATIONS` times in between, fewer when that would take more than :data:`EVAL_SHARE` of
+  the run's time. An evaluation waits for the next sync: it does not wake the window itself.
 
 The trainer is the engine's, on the kernel backend :meth:`Trainer.ready` picks for the file's
 number of steps: the same as ``backprop-studio train``, so the same losses, bit for bit.
@@ -33,10 +36,9 @@ from engine.errors import EngineError, NonFiniteError
 from engine.runtime import TraceEvent
 from engine.train import Checkpoint, Evaluation, Trainer
 
-SYNC_SECONDS = 0.25  # the window hears about the run at most this often
-TRACE_SECONDS = 0.4  # a step is traced for the canvas at most this often
-TRACE_SHARE = 0.02  # at most this share of a run's time goes to tracing steps for the canvas
-EVAL_SHARE = 0.03  # ... and this share to evaluations during the run
+SYNC_SECONDS = 0.4  # the window hears about the run at most this often (and draws it each time)
+TRACE_SHARE = 0.01  # at most this share of a run's time goes to tracing steps for the canvas
+EVAL_SHARE = 0.015  # ... and this share to evaluations during the run
 EVALUATIONS = 25  # evaluations a run aims at (the metric's curve)
 
 
@@ -68,8 +70,8 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Sync:
-    """How the run goes: new history rows, a checkpoint of the state, maybe a traced step and an
-    evaluation."""
+    """How the run goes: new history rows, a checkpoint of the state, maybe a traced step and the
+    evaluations since the last sync."""
 
     token: int
     step: int
@@ -78,8 +80,9 @@ class Sync:
     checkpoint: Checkpoint
     events: tuple[TraceEvent, ...] = ()
     traced_step: int = 0
-    evaluation: Evaluation | None = None
+    evaluations: tuple[tuple[Evaluation, Checkpoint], ...] = ()  # made since the last sync, oldest first
     steps_per_second: float = 0.0
+    where: str = ""  # "first": the run starts (nothing new to draw); "last": :class:`Ended` follows at once
 
 
 @dataclass(frozen=True)
@@ -185,64 +188,84 @@ class TrainWorker(QObject):
 
     def _loop(self, job: Job, trainer: Trainer) -> None:
         t_start = time.perf_counter()
-        evaluation = trainer.evaluation() if job.evaluate_first else None
-        eval_seconds = evaluation.seconds if evaluation is not None else 0.0
+        evaluated: list[tuple[Evaluation, Checkpoint]] = []
+        eval_seconds = 0.0
+        if job.evaluate_first:
+            first = trainer.evaluation()
+            evaluated.append((first, trainer.checkpoint()))
+            eval_seconds = first.seconds
         last_eval = time.perf_counter()
         every = max(1, job.steps // EVALUATIONS)
         next_eval = every
         self._sent = sent = trainer.step_count
         self._last = trainer.checkpoint()
         self._emit(self.synced, Sync(job.token, trainer.step_count, sent, trainer.history.rows(sent), self._last,
-                                     evaluation=evaluation))
+                                     evaluations=tuple(evaluated), where="first"))
+        evaluated = []
         last_sync = time.perf_counter()
         next_trace = 0.0  # trace the first step: the canvas shows gradients at once
-        trace_cost = 0.0
         step_time = 0.0  # a running mean of an untraced step's seconds
         events: tuple[TraceEvent, ...] = ()
         traced_step = 0
         done = 0
         reason = "done"
+        step = trainer.step
         while done < job.steps:
             if self._halt:
                 reason = "stopped" if self._halt == "stop" else "paused"
                 break
             now = time.perf_counter()
-            trace = now >= next_trace or (job.trace_last and done == job.steps - 1)
-            record = trainer.step(trace=trace)
-            done += 1
-            now = time.perf_counter()
-            if trace:
+            # the step before a sync is traced (its gradients are the ones the window shows), the
+            # first one too, so that the canvas shows gradients at once; a single Step's last one
+            ahead = now + step_time  # when this step will end
+            due = ahead - last_sync >= SYNC_SECONDS  # a sync follows this step
+            trace = (ahead >= next_trace and (due or not done)) or (job.trace_last and done == job.steps - 1)
+            if not trace:
+                step()
+                done += 1
+                took = time.perf_counter() - now
+                step_time = took if not step_time else 0.9 * step_time + 0.1 * took
+            else:
+                record = step(trace=True)
+                done += 1
                 events, traced_step = record.events, record.step
                 # what tracing added to the step, spread so that it stays within TRACE_SHARE
-                trace_cost = max(0.0, record.seconds - step_time) if step_time else 0.0
-                next_trace = now + max(TRACE_SECONDS, trace_cost / TRACE_SHARE)
-            else:
-                step_time = record.seconds if not step_time else 0.9 * step_time + 0.1 * record.seconds
-            evaluation = None
-            if done >= next_eval and done < job.steps and now - last_eval >= eval_seconds / EVAL_SHARE:
-                next_eval = done + every
-                try:
-                    evaluation = trainer.evaluation()
-                    eval_seconds, last_eval = evaluation.seconds, time.perf_counter()
-                except NonFiniteError:
-                    # NOTE: an evaluation the command line does not make must not be what stops the
-                    # run: the next training step finds the NaN or Inf and names its node and step,
-                    # as `backprop-studio train` does (or it trains on, as the CLI would)
+                after = time.perf_counter()
+                trace_cost = max(0.0, after - now - step_time) if step_time else 0.0
+                next_trace = after + trace_cost / TRACE_SHARE
+            if done >= next_eval and done < job.steps:
+                now = time.perf_counter()
+                if now - last_eval >= eval_seconds / EVAL_SHARE:
+                    next_eval = done + every
+                    try:
+                        ev = trainer.evaluation()
+                        evaluated.append((ev, trainer.checkpoint()))
+                        eval_seconds = ev.seconds
+                    except NonFiniteError:
+                        # NOTE: an evaluation the command line does not make must not be what stops the
+                        # run: the next training step finds the NaN or Inf and names its node and step,
+                        # as `backprop-studio train` does (or it trains on, as the CLI would)
+                        pass
                     last_eval = time.perf_counter()
-            if now - last_sync >= SYNC_SECONDS or evaluation is not None:
+            now = time.perf_counter()
+            # a sync shows a traced step: when one is due after an untraced step (it ended later than
+            # foreseen) and a trace is allowed, the next step is traced and the sync follows it
+            late = now - last_sync >= SYNC_SECONDS
+            if due and trace or late and (trace or now + step_time < next_trace):
                 rate = done / max(now - t_start, 1e-9)
                 self._last = trainer.checkpoint()
                 if not self._emit(self.synced, Sync(job.token, trainer.step_count, sent, trainer.history.rows(sent),
-                                                    self._last, events, traced_step, evaluation, rate)):
+                                                    self._last, events, traced_step, tuple(evaluated), rate)):
                     return
                 self._sent = sent = trainer.step_count
-                events, last_sync = (), now
+                events, evaluated, last_sync = (), [], now
         if self._halt == "stop":
             reason = "stopped"
-        final = trainer.evaluation() if job.evaluate_last and (reason != "paused" or done) else None
+        if job.evaluate_last and (reason != "paused" or done):
+            evaluated.append((trainer.evaluation(), trainer.checkpoint()))
         rate = done / max(time.perf_counter() - t_start, 1e-9)
         self._emit(self.synced, Sync(job.token, trainer.step_count, sent, trainer.history.rows(sent), trainer.checkpoint(),
-                                     events, traced_step, final, rate))
+                                     events, traced_step, tuple(evaluated), rate, where="last"))
         self._sent = trainer.step_count
         self._emit(self.ended, Ended(job.token, reason, step=trainer.step_count))
 

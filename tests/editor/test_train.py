@@ -246,6 +246,81 @@ def test_an_evaluation_that_overflows_mid_run_leaves_the_stop_to_the_training_st
     assert ended[-1].reason == "done" and t.step_count == 50
 
 
+class _Clock:
+    """A perf_counter for the worker's loop that moves ``step`` seconds per training step (the
+    loop reads it a few times a step: it advances when the trainer's step count does)."""
+
+    def __init__(self, trainer: Trainer, step: float) -> None:
+        self.trainer, self.step, self.base = trainer, step, trainer.step_count
+
+    def perf_counter(self) -> float:
+        return (self.trainer.step_count - self.base) * self.step
+
+
+def test_the_worker_wakes_the_window_a_few_times_a_second_with_what_it_shows(qapp, monkeypatch):
+    # the window hears about a run only at its syncs (one every SYNC_SECONDS): an evaluation rides
+    # on the next sync (with the checkpoint of its own step) instead of waking the window, and the
+    # one step traced for the canvas between two syncs is the step just before the sync
+    from editor.train import worker as worker_mod
+
+    t = Trainer.from_project(serialize.load(presets.path("two_layer_net")))
+    monkeypatch.setattr(worker_mod, "time", _Clock(t, 0.01))  # 100 steps a second: 6 s for 600 steps
+    monkeypatch.setattr(worker_mod, "EVAL_SHARE", 1.0)  # evaluate whenever one is due (every 24 steps)
+    w = worker_mod.TrainWorker()
+    w.trainer, w.backend = t, t.ready().backend
+    syncs: list = []
+    w.synced.connect(syncs.append)
+    traced: list[int] = []
+    step = t.step
+
+    def counting(*, trace: bool = False):  # noqa: ANN202
+        record = step(trace=trace)
+        if trace:
+            traced.append(record.step)
+        return record
+
+    t.step = counting  # type: ignore[method-assign]
+    with kernels.using(w.backend):
+        w._loop(worker_mod.Job(1, None, 600), t)
+    assert [s.where for s in syncs[:1] + syncs[-1:]] == ["first", "last"]
+    middle = syncs[1:-1]
+    seconds = 600 * 0.01
+    assert seconds / worker_mod.SYNC_SECONDS - 2 <= len(middle) <= seconds / worker_mod.SYNC_SECONDS + 1
+    gaps = np.diff([s.step for s in middle]) * 0.01
+    # no sync in between, whatever an evaluation does (a step traced for a sync ends ± one step early)
+    assert gaps.min() >= worker_mod.SYNC_SECONDS - 0.01 - 1e-9
+    evaluations = [ev for s in syncs for ev, _ in s.evaluations]
+    assert len(evaluations) >= worker_mod.EVALUATIONS - 1  # all of them arrived, inside the syncs
+    assert all(cp.step == ev.step for s in syncs for ev, cp in s.evaluations)
+    assert evaluations[-1].step == 600 and [e.step for e in evaluations] == sorted(e.step for e in evaluations)
+    # one traced step per sync (and the first step, shown at once): the one just before it
+    assert traced[0] == 1 and all(s.traced_step == s.step and s.events for s in middle)
+    assert len(traced) <= len(middle) + 2
+
+
+def test_a_run_redraws_progress_and_canvas_not_the_whole_panel(qtbot, win):
+    # while a run goes, the window redraws what it shows a few times a second (the progress, the
+    # plot, the canvas's gradients): the panel's controls, the toolbar and the Try panel are
+    # synced again only when the state changes (start, end)
+    load(win, "two_layer_net")
+    c = win.train.controller
+    win.train.show_panel()
+    set_steps(win, 3000)
+    counts = {"changed": 0, "progressed": 0, "history": 0, "canvas": 0}
+    c.changed.connect(lambda: counts.__setitem__("changed", counts["changed"] + 1))
+    c.progressed.connect(lambda: counts.__setitem__("progressed", counts["progressed"] + 1))
+    c.history_changed.connect(lambda: counts.__setitem__("history", counts["history"] + 1))
+    win.run.changed.connect(lambda: counts.__setitem__("canvas", counts["canvas"] + 1))
+    click(win, "start")
+    t0 = time.perf_counter()
+    qtbot.waitUntil(lambda: c.state == "idle" and not c.worker.busy, timeout=TIMEOUT)
+    seconds = time.perf_counter() - t0
+    assert c.step_count == 3000 and c.view is not None and c.view.sparks
+    assert counts["changed"] <= 4  # running (preparing, running), idle
+    assert counts["progressed"] >= 1 and counts["progressed"] <= seconds / 0.3 + 2  # a few times a second
+    assert counts["history"] <= counts["progressed"] + 2 and counts["canvas"] <= counts["progressed"] + 4
+
+
 def test_settings_are_undoable_edits(qtbot, win):
     load(win, "convnet")
     c = win.train.controller
