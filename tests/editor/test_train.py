@@ -390,6 +390,18 @@ def test_try_panel_generates_and_translates_after_training(qtbot, win):
 
 
 
+
+def test_the_wires_show_the_gradients_of_the_step_a_run_ended_on(qtbot, win):
+    """A short run (shorter than one sync) still ends with the wires coloured by its last step's
+    gradients, not by its first one's, and the headline names that step."""
+    load(win, "two_layer_net")
+    c = win.train.controller
+    set_steps(win, 40)
+    win.train.show_panel()
+    click(win, "start")
+    qtbot.waitUntil(lambda: c.state == "idle" and c.step_count == 40 and not c.worker.busy, timeout=TIMEOUT)
+    assert "gradients of step 40" in win.run.installation.overlay.hud.text()
+
 def test_try_panel_is_busy_until_its_answer_is_shown(qtbot, win):
     """The answer reaches the panel through a queued signal after the answering thread has ended:
     until the panel has shown it, the panel is busy and holds no answer (an earlier answer, e.g. the
