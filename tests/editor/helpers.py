@@ -6,6 +6,21 @@ from PySide6.QtGui import QUndoStack
 
 from editor import commands
 from editor.document import Document
+from editor.scene import GraphScene
+from editor.view import GraphView
+
+
+def shown_canvas(qtbot, width: int = 1300, height: int = 700) -> tuple[Document, QUndoStack, GraphScene, GraphView]:
+    """An empty document on a scene in a shown view of this size (a canvas without the window)."""
+    doc, stack = Document(), QUndoStack()
+    scene = GraphScene(doc, stack)
+    view = GraphView()
+    view.setScene(scene)
+    view.resize(width, height)
+    qtbot.addWidget(view)
+    view.show()
+    qtbot.waitUntil(view.isVisible)
+    return doc, stack, scene, view
 
 
 def two_layer(doc: Document, stack: QUndoStack) -> dict[str, str]:

@@ -8,30 +8,19 @@ from __future__ import annotations
 
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
-from PySide6.QtGui import QUndoStack
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
 from editor import commands
-from editor.document import Document
 from editor.items import LinkItem, NodeItem, PortItem
 from editor.items.link import WireLabel
-from editor.scene import GraphScene
 from editor.view import GraphView
-from tests.editor.helpers import two_layer
+from tests.editor.helpers import shown_canvas, two_layer
 
 
 @pytest.fixture
 def canvas(qtbot):
-    doc = Document()
-    stack = QUndoStack()
-    scene = GraphScene(doc, stack)
-    view = GraphView()
-    view.setScene(scene)
-    view.resize(1300, 700)
-    qtbot.addWidget(view)
-    view.show()
-    qtbot.waitUntil(view.isVisible)
+    doc, stack, scene, view = shown_canvas(qtbot)
     ids = two_layer(doc, stack)
     view.fit()
     scene.arrange()

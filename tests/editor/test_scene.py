@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
-from PySide6.QtGui import QUndoStack
 from PySide6.QtTest import QTest
 
 from editor import commands
-from editor.document import Document
-from editor.scene import GraphScene
 from editor.view import GraphView
-from tests.editor.helpers import two_layer
+from tests.editor.helpers import shown_canvas, two_layer
 
 
 @pytest.fixture
 def canvas(qtbot):
-    doc = Document()
-    stack = QUndoStack()
-    scene = GraphScene(doc, stack)
-    view = GraphView()
-    view.setScene(scene)
-    view.resize(1300, 700)
-    qtbot.addWidget(view)
-    view.show()
-    qtbot.waitUntil(view.isVisible)
-    return doc, stack, scene, view
+    return shown_canvas(qtbot)
 
 
 def _vp(view: GraphView, scene_pos: QPointF) -> QPoint:

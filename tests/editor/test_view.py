@@ -16,21 +16,14 @@ from editor.layout import layered_positions
 from editor.scene import GraphScene
 from editor.view import GraphView
 from editor.window import MainWindow
-from tests.editor.helpers import two_layer
+from tests.editor.helpers import shown_canvas, two_layer
 
 pytestmark = pytest.mark.qt_log_ignore("propagateSizeHints")
 
 
 @pytest.fixture
 def canvas(qtbot):
-    doc, stack = Document(), QUndoStack()
-    scene = GraphScene(doc, stack)
-    view = GraphView()
-    view.setScene(scene)
-    view.resize(900, 600)
-    qtbot.addWidget(view)
-    view.show()
-    qtbot.waitUntil(view.isVisible)
+    doc, stack, scene, view = shown_canvas(qtbot, 900, 600)
     ids = two_layer(doc, stack)
     return doc, stack, scene, view, ids
 
