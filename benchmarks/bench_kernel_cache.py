@@ -162,7 +162,11 @@ def main() -> None:
         print(f"ratio this tree / base, first-ever compile: {a[0] / b[0]:.2f} wall, {a[1] / b[1]:.2f} CPU")
     # The warmup command, alternating: this tree as it chooses (worker processes), this tree in
     # one process (BACKPROP_STUDIO_COMPILE_WORKERS=1), and the base.
-    contenders = {"this tree": (ROOT, {}), "this tree, one process": (ROOT, {"BACKPROP_STUDIO_COMPILE_WORKERS": "1"})}
+    # NOTE: "this tree" gets one process per core, as an idle machine chooses (warmup.idle_cores):
+    # left to choose, it would read the load average this script's own previous compiles raised.
+    cores = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    contenders = {"this tree": (ROOT, {"BACKPROP_STUDIO_COMPILE_WORKERS": cores}),
+                  "this tree, one process": (ROOT, {"BACKPROP_STUDIO_COMPILE_WORKERS": "1"})}
     if args.base:
         contenders["base"] = (args.base.resolve(), {})
     warm: dict[str, list[tuple[float, float, dict[str, float]]]] = {name: [] for name in contenders}
