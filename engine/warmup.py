@@ -160,6 +160,10 @@ def compile_kernels(needs: Iterable[Need], progress: Progress | None = None, wor
 #: and scipy and compiles the helpers (``blas.product``) again, where one signature costs
 #: 0.1–2.5 s (bench_kernel_cache.py lists them).
 SIGNATURES_PER_WORKER = 8
+#: What the calling process does before it compiles that a worker does not, in :func:`_cost`'s
+#: units (ms): finding the signatures on the numpy twins and reporting progress (bench_kernel_cache.py
+#: on an idle machine: the calling process 25.1 s CPU against its worker's 21.7 s with equal shares).
+CALLER_SET_UP = 1500
 #: Most processes compiling at once (each holds ~250 MB while compiling).
 MAX_WORKERS = 4
 #: ``BACKPROP_STUDIO_COMPILE_WORKERS=1`` keeps every compile in the calling process.
@@ -220,7 +224,7 @@ def _shares(needs: list[Need], count: int) -> list[list[int]]:
         by_kernel.setdefault(id(need.kernel), []).append(i)
     groups = sorted(by_kernel.values(), key=lambda g: (-sum(_cost(needs[i]) for i in g), g[0]))
     shares: list[list[int]] = [[] for _ in range(count)]
-    loads = [0] * count
+    loads = [CALLER_SET_UP] + [0] * (count - 1)  # the first share is the calling process's
     for group in groups:  # longest first, each to the least loaded share
         k = loads.index(min(loads))
         shares[k].extend(group)

@@ -77,7 +77,8 @@ def test_shares_keep_each_kernel_in_one_process_and_balance_the_work() -> None:
         for i in share:
             assert owner.setdefault(id(needs[i].kernel), k) == k  # never split between processes
     loads = [sum(warmup._cost(needs[i]) for i in share) for share in shares]
-    assert max(loads) <= 1.2 * min(loads)
+    loads[0] += warmup.CALLER_SET_UP  # the calling process's share, lighter by what it does first
+    assert loads[0] > warmup.CALLER_SET_UP and max(loads) <= 1.2 * min(loads)
     assert warmup._shares(needs, 2) == shares  # deterministic
 
 
@@ -91,7 +92,6 @@ def test_compile_workers_follow_the_cores_and_the_amount_of_work(monkeypatch: py
     monkeypatch.setenv(warmup.WORKERS_ENV_VAR, "many")
     with pytest.raises(ValueError, match=warmup.WORKERS_ENV_VAR):
         warmup.compile_workers(100)
-
 
 
 def test_compile_workers_count_only_idle_cores(monkeypatch: pytest.MonkeyPatch) -> None:
