@@ -346,20 +346,20 @@ class GraphScene(QGraphicsScene):
             self._unplugged.add(key)
             return
         self._unplugged.discard(key)
-        node = self.nodes.get(link.dst)
-        port = node.inputs.get(link.dst_port) if node is not None else None
-        if port is not None and port.connected != connected:
-            port.connected = connected
-            port.update()
+        self._show_plugged(key, connected)
 
     def _unplug_ports(self) -> None:
         unplugged, self._unplugged = self._unplugged, set()
-        for dst, name in unplugged:
-            node = self.nodes.get(dst)
-            port = node.inputs.get(name) if node is not None else None
-            if port is not None and port.connected:
-                port.connected = False
-                port.update()
+        for key in unplugged:
+            self._show_plugged(key, False)
+
+    def _show_plugged(self, key: tuple[str, str], connected: bool) -> None:
+        """The input port ``(node, port)`` drawn as having a wire or not (when its card is here)."""
+        node = self.nodes.get(key[0])
+        port = node.inputs.get(key[1]) if node is not None else None
+        if port is not None and port.connected != connected:
+            port.connected = connected
+            port.update()
 
     def _on_node_changed(self, node_id: str) -> None:
         self._refresh_item(node_id)

@@ -336,7 +336,7 @@ class TrainController(QObject):
             self.run_end = self.step_count + steps
         self._token += 1
         self._start_job(Job(self._token, project, steps, evaluate_first=not resume and not single and not self.evaluations_at_now(),
-                            evaluate_last=not single, trace_last=True), "preparing" if fresh else "running")
+                            evaluate_last=not single), "preparing" if fresh else "running")
 
     def evaluations_at_now(self) -> bool:
         return bool(self.evaluations) and self.evaluations[-1].step == self.step_count

@@ -52,7 +52,6 @@ class Job:
     steps: int = 0
     evaluate_first: bool = False
     evaluate_last: bool = True
-    trace_last: bool = False  # trace the last step (the wires show the gradients of the step the run ended on)
 
 
 @dataclass(frozen=True)
@@ -219,7 +218,7 @@ class TrainWorker(QObject):
             # first one too, so that the canvas shows gradients at once, and the run's last one
             ahead = now + step_time  # when this step will end
             due = ahead - last_sync >= SYNC_SECONDS  # a sync follows this step
-            trace = (ahead >= next_trace and (due or not done)) or (job.trace_last and done == job.steps - 1)
+            trace = (ahead >= next_trace and (due or not done)) or done == job.steps - 1
             if not trace:
                 step()
                 done += 1
