@@ -63,6 +63,25 @@ def openable(node: Any) -> bool:
     return blocks.spec(node.type).composite or type(node.block).expand is not Block.expand
 
 
+#: The GUI thread's garbage collector (see :func:`collect_garbage_in_gui_thread`).
+_collector: Any = None
+
+
+def collect_garbage_in_gui_thread() -> None:
+    """From now on Python's cyclic garbage collector runs only in this (the GUI) thread, on a
+    timer, never in the pass, training, Try or export threads.
+
+    NOTE: a collection in a worker thread that frees a closed window's widgets deletes QObjects
+    there; Qt then holds its connection mutex while PySide waits for the GIL, and the GUI thread,
+    holding the GIL, deletes another widget and waits for that mutex: a deadlock (found with gdb on
+    a test run that hung; pyqtgraph's GarbageCollector exists for this)."""
+    global _collector
+    if _collector is None:
+        from pyqtgraph.util.garbage_collector import GarbageCollector
+
+        _collector = GarbageCollector(interval=0.1)
+
+
 class MainWindow(QMainWindow):
     document_loaded = Signal(str)
     scene_changed = Signal()  # another level (scene) is shown
@@ -71,6 +90,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: QSettings | None = None) -> None:
         super().__init__()
+        collect_garbage_in_gui_thread()
         self.settings = settings or QSettings()
         self.prompts = Prompts(self)
         self.undo_stack = QUndoStack(self)
