@@ -11,7 +11,11 @@ cost the most to compile (CPU seconds of their first call). It also times what
 there the compiling may be shared by worker processes (``engine.warmup.compile_workers``; CPU
 then counts every process), alternating with the same in one process and with the base, ``N``
 times each. ``--base DIR`` runs an older checkout the same way, interleaved,
-for a before/after comparison.
+for a before/after comparison; a checkout from before the warmup command (the code issue 13
+measured, 0646395: ``git -C /work/main worktree add --detach /tmp/issue13 0646395``) runs
+every block example in one process instead, as its first use did, so that the ratio of the
+warmup's wall time to it can be set against the issue's (25 s of its 80 s: 0.31) on a
+machine whose speed moves by half from hour to hour.
 
 Goal (issue 13): the first-ever compile of every kernel ≤ 25 s.
 """
@@ -167,14 +171,24 @@ def main() -> None:
     cores = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     contenders = {"this tree": (ROOT, {"BACKPROP_STUDIO_COMPILE_WORKERS": cores}),
                   "this tree, one process": (ROOT, {"BACKPROP_STUDIO_COMPILE_WORKERS": "1"})}
+    codes = {}
     if args.base:
-        contenders["base"] = (args.base.resolve(), {})
+        base = args.base.resolve()
+        if "def warm_everything" in (base / "engine" / "warmup.py").read_text() if (base / "engine" / "warmup.py").exists() else "":
+            contenders["base"] = (base, {})
+        else:  # a revision from before the warmup command (e.g. the one issue 13 measured): what it ran first
+            contenders["base, every block example"] = (base, {})
+            codes["base, every block example"] = (CHILD, args.dtypes)
     warm: dict[str, list[tuple[float, float, dict[str, float]]]] = {name: [] for name in contenders}
     for _ in range(args.warmups):
         for name, (tree, extra) in contenders.items():
             with tempfile.TemporaryDirectory() as cache:
                 env = dict(os.environ, NUMBA_CACHE_DIR=cache, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **extra)
-                warm[name].append(timed(tree, env, [], WARMUP))
+                code, argv = codes.get(name, (WARMUP, []))
+                wall, cpu, got = timed(tree, env, argv, code)
+                if code is CHILD:  # the same keys as a warmup's report
+                    got = {"compiled": len(got), "self": cpu, "workers": 0.0}
+                warm[name].append((wall, cpu, got))
     print(f"first-ever `warmup` (warm_everything, both dtypes), medians of {args.warmups} alternating runs, "
           f"load average now {os.getloadavg()[0]:.2f}:")
     for name, runs in warm.items():
