@@ -1,6 +1,6 @@
 """First-ever compile vs cached start of every kernel, in fresh processes.
 
-    python benchmarks/bench_kernel_cache.py [--base DIR] [--dtypes float32 float64] [--warmups N]
+    python benchmarks/bench_kernel_cache.py [--base DIR] [--dtypes float32 float64] [--warmups N] [--warmup-only]
 
 Runs every block example of the registry forward and backward in float32 and float64 (which
 touches every kernel signature the app uses) in a child process with an empty NUMBA_CACHE_DIR,
@@ -104,7 +104,8 @@ atexit.register(lambda: print(json.dumps({"split": split, "cpu": time.process_ti
 WARMUP = r"""
 import json, resource
 from engine import warmup
-compiled = warmup.warm_everything()
+got = warmup.warm_everything()
+compiled = got[1] if isinstance(got, tuple) else got  # (needed, compiled); an older tree: compiled
 me, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"compiled": compiled, "self": me.ru_utime + me.ru_stime, "workers": workers.ru_utime + workers.ru_stime}))
 """
@@ -129,6 +130,7 @@ def main() -> None:
     ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     ap.add_argument("--split", action="store_true", help="only: where this tree's first-ever compile spends its CPU")
     ap.add_argument("--warmups", type=int, default=1, help="alternating runs of the warmup command per contender")
+    ap.add_argument("--warmup-only", action="store_true", help="only the warmup command's runs")
     args = ap.parse_args()
     trees = {"this tree": ROOT}
     if args.base:
@@ -149,7 +151,7 @@ def main() -> None:
         print("  (lowering includes LLVM's function passes, finalising its module passes and machine code)")
         return
     results = {}
-    for name, tree in trees.items():
+    for name, tree in ({} if args.warmup_only else trees).items():
         with tempfile.TemporaryDirectory() as cache:
             env = dict(os.environ, NUMBA_CACHE_DIR=cache, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
             first = timed(tree, env, args.dtypes)
@@ -161,7 +163,7 @@ def main() -> None:
               f"cached start {cached[0]:.1f} s wall, {cached[1]:.1f} s CPU   goal ≤ 25 s")
         top = sorted(costs.items(), key=lambda kv: -kv[1])[:8]
         print("  costliest first calls (CPU s): " + ", ".join(f"{k} {v:.2f}" for k, v in top))
-    if args.base:
+    if args.base and results:
         (a, _), (b, _) = results["this tree"], results["base"]
         print(f"ratio this tree / base, first-ever compile: {a[0] / b[0]:.2f} wall, {a[1] / b[1]:.2f} CPU")
     # The warmup command, alternating: this tree as it chooses (worker processes), this tree in

@@ -132,7 +132,8 @@ def pending(needs: Iterable[Need]) -> list[Need]:
     return out
 
 
-def compile_kernels(needs: Iterable[Need], progress: Progress | None = None, workers: int | None = None) -> int:
+def compile_kernels(needs: Iterable[Need], progress: Progress | None = None, workers: int | None = None,
+                    started: _Workers | None = None) -> int:
     """Compile (or load from the disk cache) each need, reporting before each one and at the
     end. Returns how many there were.
 
@@ -142,11 +143,15 @@ def compile_kernels(needs: Iterable[Need], progress: Progress | None = None, wor
     process loads their kernels from the cache on first use. Numba compiles in one thread per
     process, so on idle cores the wait becomes about the sum of all divided by the processes
     (benchmarks/bench_kernel_cache.py prints each process's CPU seconds and the wall time
-    against one process)."""
+    against one process). ``started``: worker processes started earlier (:func:`warm_everything`),
+    used instead when there is enough to compile."""
     needs = list(needs)
     count = compile_workers(len(needs)) if workers is None else max(1, min(int(workers), len(needs)))
-    if count > 1:
-        _compile_in_parallel(needs, count, progress)
+    if started is not None and started.procs and len(needs) >= 2 * SIGNATURES_PER_WORKER:
+        _compile_in_parallel(needs, started, progress)
+    elif count > 1:
+        with _Workers(count - 1) as pool:
+            _compile_in_parallel(needs, pool, progress)
     else:
         for i, need in enumerate(needs):
             if progress is not None:
@@ -226,10 +231,46 @@ def _compile_here(need: Need) -> None:
     need.kernel.fast.compile(need.signature)
 
 
-def _compile_in_parallel(needs: list[Need], count: int, progress: Progress | None) -> set[int]:
-    """Compile ``needs`` here and in ``count - 1`` worker processes (``python -m engine.warmup``)
-    that write into the same disk cache, reporting progress as compiles finish anywhere.
-    Returns the indices the workers compiled.
+class _Workers:
+    """Worker processes (``python -m engine.warmup``) that compile kernels into the shared disk
+    cache as they are handed them. Started as soon as it is known that much will compile, they
+    import Numba and the kernels while the caller is still finding the signatures; used by
+    :func:`_compile_in_parallel`, ended (killed if need be) when the ``with`` block ends."""
+
+    def __init__(self, count: int) -> None:
+        import subprocess
+        import sys
+
+        self.procs = [subprocess.Popen([sys.executable, "-m", "engine.warmup"], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for _ in range(count)]
+        self.used = False  # handed work (else there was too little to compile: they are stopped)
+
+    def __enter__(self) -> "_Workers":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import subprocess
+
+        for proc in self.procs:
+            if not self.used or exc[0] is not None:
+                proc.kill()  # handed nothing (too little to compile), or this process failed
+            assert proc.stdin is not None
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # a worker ends when its input does
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if not self.used:  # else its reader thread closes it at the end of the output
+                assert proc.stdout is not None
+                proc.stdout.close()
+
+
+def _compile_in_parallel(needs: list[Need], workers: _Workers, progress: Progress | None) -> set[int]:
+    """Compile ``needs`` here and in the ``workers``, which write into the same disk cache,
+    reporting progress as compiles finish anywhere. Returns the indices the workers compiled.
 
     The work is handed out as it goes, not split up front: each process, this one included,
     takes the next kernel's group (costliest first) when it has finished its last, so the
@@ -241,7 +282,6 @@ def _compile_in_parallel(needs: list[Need], count: int, progress: Progress | Non
     import pickle
     import queue
     import subprocess
-    import sys
     import threading
 
     todo = _groups(needs)
@@ -288,46 +328,34 @@ def _compile_in_parallel(needs: list[Need], count: int, progress: Progress | Non
         if progress is not None:
             progress(finished, len(needs), name)
 
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for _ in range(count - 1):
-            proc = subprocess.Popen([sys.executable, "-m", "engine.warmup"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            procs.append(proc)
-            if hand(proc):
-                threading.Thread(target=serve, args=(proc,), daemon=True).start()
+    workers.used = True
+    running = 0
+    for proc in workers.procs:
+        if proc.poll() is None and hand(proc):
+            threading.Thread(target=serve, args=(proc,), daemon=True).start()
+            running += 1
+
+    def drain(wait: bool) -> None:
+        """Report what the workers finished; with ``wait``, until every worker has ended."""
+        nonlocal finished, running
+        while running:
+            try:
+                item = done.get(block=wait)
+            except queue.Empty:
+                return
+            if item is None:
+                running -= 1
             else:
-                done.put(None)
-        running = len(procs)
-
-        def drain(wait: bool) -> None:
-            """Report what the workers finished; with ``wait``, until every worker has ended."""
-            nonlocal finished, running
-            while running:
-                try:
-                    item = done.get(block=wait)
-                except queue.Empty:
-                    return
-                if item is None:
-                    running -= 1
-                else:
-                    finished += 1
-                    report(needs[item].name)
-
-        while (group := take()) is not None:
-            for i in group:
-                drain(False)
-                report(needs[i].name)
-                _compile_here(needs[i])
                 finished += 1
-        drain(True)
-        for proc in procs:
-            proc.wait()
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+                report(needs[item].name)
+
+    while (group := take()) is not None:
+        for i in group:
+            drain(False)
+            report(needs[i].name)
+            _compile_here(needs[i])
+            finished += 1
+    drain(True)
     # What the workers left undone (a worker that failed: its error shows here, where it is raised).
     for need in pending(needs[i] for i in sorted(theirs)):
         report(need.name)
@@ -342,14 +370,19 @@ def _where(kernel: Kernel) -> tuple[str, str]:
 
 
 def _worker() -> None:
-    """A compiling worker (``python -m engine.warmup``): reads frames of pickled ``(index,
-    (module, name), signature)`` lists from stdin (a line with the frame's size, then the
-    frame), compiles each signature and prints its index, then prints ``next`` and waits for
+    """A compiling worker (``python -m engine.warmup``): imports Numba and every kernel's module
+    first (while its caller may still be finding the signatures), then reads frames of pickled
+    ``(index, (module, name), signature)`` lists from stdin (a line with the frame's size, then
+    the frame), compiles each signature and prints its index, then prints ``next`` and waits for
     the next frame, until stdin closes."""
     import importlib
     import pickle
     import sys
 
+    from engine import blocks  # noqa: F401 - imports every kernel module
+
+    for kernel in Kernel.registry:
+        kernel.fast  # noqa: B018 - Numba, scipy's BLAS and the dispatchers, before any work comes
     stdin = sys.stdin.buffer
     while size := stdin.readline().strip():
         for index, (module, name), signature in pickle.loads(stdin.read(int(size))):
@@ -484,10 +517,19 @@ def registry_needs(dtypes: Iterable[Any] = (np.float32, np.float64)) -> list[Nee
     return needs_from_calls(calls)
 
 
-def warm_everything(dtypes: Iterable[Any] = (np.float32, np.float64), progress: Progress | None = None) -> int:
+def warm_everything(dtypes: Iterable[Any] = (np.float32, np.float64),
+                   progress: Progress | None = None) -> tuple[int, int]:
     """Compile every kernel signature the app uses that is not cached yet (``backprop-studio
-    warmup``); returns how many were compiled."""
-    return compile_kernels(pending(registry_needs(dtypes)), progress)
+    warmup``); returns how many signatures the app uses and how many of them were compiled.
+
+    When something is missing from the cache, the worker processes start before the signatures
+    are found (a dry run of every block example, ~1.5 s), so that they are ready to compile when
+    the work is known."""
+    dtypes = list(dtypes)
+    count = compile_workers(len(Kernel.registry) * len(dtypes)) if any(_maybe_missing(d) for d in dtypes) else 1
+    with _Workers(count - 1) as started:
+        needs = registry_needs(dtypes)
+        return len(needs), compile_kernels(pending(needs), progress, started=started)
 
 
 if __name__ == "__main__":

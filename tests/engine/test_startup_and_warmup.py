@@ -146,6 +146,32 @@ print(json.dumps({
     np.testing.assert_allclose(out["power"], x ** 3, rtol=1e-6)
 
 
+def test_warm_everything_starts_its_workers_before_finding_the_signatures(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The workers import Numba while this process runs every block example on the twins; with
+    # nothing left to compile (this tree's cache holds it all) they are stopped, not waited for.
+    seen: list[str] = []
+    started: list[warmup._Workers] = []
+    real_init, real_needs = warmup._Workers.__init__, warmup.registry_needs
+
+    def init(self, count):
+        real_init(self, count)
+        started.append(self)
+        seen.append(f"workers {count}")
+
+    def needs(dtypes):
+        seen.append(f"needs, workers running: {sum(p.poll() is None for p in started[0].procs)}")
+        return real_needs(dtypes)
+
+    monkeypatch.setattr(warmup._Workers, "__init__", init)
+    monkeypatch.setattr(warmup, "registry_needs", needs)
+    monkeypatch.setattr(warmup, "_maybe_missing", lambda dtype: True)
+    monkeypatch.setenv(warmup.WORKERS_ENV_VAR, "2")
+    needed, compiled = warmup.warm_everything(["float64"])
+    assert seen == ["workers 1", "needs, workers running: 1"]
+    assert needed >= 20 and compiled == 0
+    assert [p.poll() is not None for p in started[0].procs] == [True]  # ended with the call
+
+
 def test_prepare_does_nothing_on_the_numpy_twins() -> None:
     graph, _ = _sigmoid_graph()
     with kernels.using("numpy"):
