@@ -334,6 +334,9 @@ def _compile_in_parallel(needs: list[Need], workers: _Workers, progress: Progres
         if proc.poll() is None and hand(proc):
             threading.Thread(target=serve, args=(proc,), daemon=True).start()
             running += 1
+        else:  # it ended before any work (or none is left for it): nobody reads its output
+            assert proc.stdout is not None
+            proc.stdout.close()
 
     def drain(wait: bool) -> None:
         """Report what the workers finished; with ``wait``, until every worker has ended."""

@@ -146,6 +146,47 @@ print(json.dumps({
     np.testing.assert_allclose(out["power"], x ** 3, rtol=1e-6)
 
 
+def test_what_a_failed_worker_leaves_is_compiled_here(tmp_path) -> None:
+    # Kernels a worker cannot import (defined in this script, its __main__) make it fail on its
+    # first group; the caller compiles that group itself at the end and reports every compile.
+    code = r"""
+import json, numpy as np
+from engine import kernels, warmup
+from engine.kernels import kernel
+
+def twin(x, out):
+    out[:] = x + 1
+
+@kernel(twin)
+def plus_one(x, out):
+    for i in range(x.shape[0]):
+        out[i] = x[i] + 1
+
+@kernel(twin)
+def plus_one_too(x, out):
+    for i in range(x.shape[0]):
+        out[i] = x[i] + np.float32(1)
+
+x = np.zeros(3, np.float32)
+with kernels.using("numpy"), kernels.recording() as calls:
+    for k in (plus_one, plus_one_too):
+        for dt in (np.float32, np.float64):
+            k(x.astype(dt), np.empty(3, dt))
+needs = warmup.needs_from_calls(calls)
+seen = []
+theirs = warmup._compile_in_parallel(needs, warmup._Workers(1), lambda *a: seen.append(a))
+print(json.dumps({"n": len(needs), "theirs": len(theirs), "seen": seen,
+                  "here": sum(n.signature in n.kernel.fast.overloads for n in needs)}))
+"""
+    script = tmp_path / "kernels_here.py"  # a file: Numba caches only what has one
+    script.write_text(code)
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    out = json.loads(subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
+                                    env=env).stdout.strip().splitlines()[-1])
+    assert out["n"] == 4 and out["theirs"] == 2 and out["here"] == 4  # the worker's group too
+    assert [s[0] for s in out["seen"]] == [0, 1, 2, 2]  # its two, then the failed worker's, here
+
+
 def test_warm_everything_starts_its_workers_before_finding_the_signatures(monkeypatch: pytest.MonkeyPatch) -> None:
     # The workers import Numba while this process runs every block example on the twins; with
     # nothing left to compile (this tree's cache holds it all) they are stopped, not waited for.
