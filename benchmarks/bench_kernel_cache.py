@@ -177,7 +177,7 @@ def main() -> None:
     if args.base:
         base = args.base.resolve()
         if "def warm_everything" in (base / "engine" / "warmup.py").read_text() if (base / "engine" / "warmup.py").exists() else "":
-            contenders["base"] = (base, {})
+            contenders["base"] = (base, {"BACKPROP_STUDIO_COMPILE_WORKERS": cores})  # its workers, like this tree's
         else:  # a revision from before the warmup command (e.g. the one issue 13 measured): what it ran first
             contenders["base, every block example"] = (base, {})
             codes["base, every block example"] = (CHILD, args.dtypes)
