@@ -1,6 +1,6 @@
 """First-ever compile vs cached start of every kernel, in fresh processes.
 
-    python benchmarks/bench_kernel_cache.py [--base DIR] [--dtypes float32 float64] [--warmups N]
+    python benchmarks/bench_kernel_cache.py [--base DIR] [--dtypes float32 float64] [--warmups N] [--warmup-only]
 
 Runs every block example of the registry forward and backward in float32 and float64 (which
 touches every kernel signature the app uses) in a child process with an empty NUMBA_CACHE_DIR,
@@ -11,7 +11,11 @@ cost the most to compile (CPU seconds of their first call). It also times what
 there the compiling may be shared by worker processes (``engine.warmup.compile_workers``; CPU
 then counts every process), alternating with the same in one process and with the base, ``N``
 times each. ``--base DIR`` runs an older checkout the same way, interleaved,
-for a before/after comparison.
+for a before/after comparison; a checkout from before the warmup command (the code issue 13
+measured, 0646395: ``git -C /work/main worktree add --detach /tmp/issue13 0646395``) runs
+every block example in one process instead, as its first use did, so that the ratio of the
+warmup's wall time to it can be set against the issue's (25 s of its 80 s: 0.31) on a
+machine whose speed moves by half from hour to hour.
 
 Goal (issue 13): the first-ever compile of every kernel ≤ 25 s.
 """
@@ -100,7 +104,8 @@ atexit.register(lambda: print(json.dumps({"split": split, "cpu": time.process_ti
 WARMUP = r"""
 import json, resource
 from engine import warmup
-compiled = warmup.warm_everything()
+got = warmup.warm_everything()
+compiled = got[1] if isinstance(got, tuple) else got  # (needed, compiled); an older tree: compiled
 me, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"compiled": compiled, "self": me.ru_utime + me.ru_stime, "workers": workers.ru_utime + workers.ru_stime}))
 """
@@ -125,6 +130,7 @@ def main() -> None:
     ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     ap.add_argument("--split", action="store_true", help="only: where this tree's first-ever compile spends its CPU")
     ap.add_argument("--warmups", type=int, default=1, help="alternating runs of the warmup command per contender")
+    ap.add_argument("--warmup-only", action="store_true", help="only the warmup command's runs")
     args = ap.parse_args()
     trees = {"this tree": ROOT}
     if args.base:
@@ -145,7 +151,7 @@ def main() -> None:
         print("  (lowering includes LLVM's function passes, finalising its module passes and machine code)")
         return
     results = {}
-    for name, tree in trees.items():
+    for name, tree in ({} if args.warmup_only else trees).items():
         with tempfile.TemporaryDirectory() as cache:
             env = dict(os.environ, NUMBA_CACHE_DIR=cache, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
             first = timed(tree, env, args.dtypes)
@@ -157,7 +163,7 @@ def main() -> None:
               f"cached start {cached[0]:.1f} s wall, {cached[1]:.1f} s CPU   goal ≤ 25 s")
         top = sorted(costs.items(), key=lambda kv: -kv[1])[:8]
         print("  costliest first calls (CPU s): " + ", ".join(f"{k} {v:.2f}" for k, v in top))
-    if args.base:
+    if args.base and results:
         (a, _), (b, _) = results["this tree"], results["base"]
         print(f"ratio this tree / base, first-ever compile: {a[0] / b[0]:.2f} wall, {a[1] / b[1]:.2f} CPU")
     # The warmup command, alternating: this tree as it chooses (worker processes), this tree in
@@ -167,14 +173,24 @@ def main() -> None:
     cores = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     contenders = {"this tree": (ROOT, {"BACKPROP_STUDIO_COMPILE_WORKERS": cores}),
                   "this tree, one process": (ROOT, {"BACKPROP_STUDIO_COMPILE_WORKERS": "1"})}
+    codes = {}
     if args.base:
-        contenders["base"] = (args.base.resolve(), {})
+        base = args.base.resolve()
+        if "def warm_everything" in (base / "engine" / "warmup.py").read_text() if (base / "engine" / "warmup.py").exists() else "":
+            contenders["base"] = (base, {"BACKPROP_STUDIO_COMPILE_WORKERS": cores})  # its workers, like this tree's
+        else:  # a revision from before the warmup command (e.g. the one issue 13 measured): what it ran first
+            contenders["base, every block example"] = (base, {})
+            codes["base, every block example"] = (CHILD, args.dtypes)
     warm: dict[str, list[tuple[float, float, dict[str, float]]]] = {name: [] for name in contenders}
     for _ in range(args.warmups):
         for name, (tree, extra) in contenders.items():
             with tempfile.TemporaryDirectory() as cache:
                 env = dict(os.environ, NUMBA_CACHE_DIR=cache, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **extra)
-                warm[name].append(timed(tree, env, [], WARMUP))
+                code, argv = codes.get(name, (WARMUP, []))
+                wall, cpu, got = timed(tree, env, argv, code)
+                if code is CHILD:  # the same keys as a warmup's report
+                    got = {"compiled": len(got), "self": cpu, "workers": 0.0}
+                warm[name].append((wall, cpu, got))
     print(f"first-ever `warmup` (warm_everything, both dtypes), medians of {args.warmups} alternating runs, "
           f"load average now {os.getloadavg()[0]:.2f}:")
     for name, runs in warm.items():

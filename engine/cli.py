@@ -802,14 +802,12 @@ def cmd_warmup(args: argparse.Namespace, out: Output) -> int:
 
     dtypes = (args.dtype,) if args.dtype else ("float32", "float64")
     t0 = time.perf_counter()
-    needs = warmup.registry_needs(dtypes)
-    todo = warmup.pending(needs)
-    compiled = warmup.compile_kernels(todo, KernelProgress(out, summary=False))
+    needed, compiled = warmup.warm_everything(dtypes, KernelProgress(out, summary=False))
     seconds = time.perf_counter() - t0
-    out.event("warmup", kernels=len(needs), compiled=compiled, cached=len(needs) - compiled, dtypes=list(dtypes),
+    out.event("warmup", kernels=needed, compiled=compiled, cached=needed - compiled, dtypes=list(dtypes),
               seconds=seconds)
-    out.line(f"{len(needs)} kernels ({', '.join(dtypes)}): {compiled} compiled in {seconds:.1f} s, "
-             f"{len(needs) - compiled} were already in the cache")
+    out.line(f"{needed} kernels ({', '.join(dtypes)}): {compiled} compiled in {seconds:.1f} s, "
+             f"{needed - compiled} were already in the cache")
     return EXIT_OK
 
 

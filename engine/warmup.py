@@ -132,25 +132,31 @@ def pending(needs: Iterable[Need]) -> list[Need]:
     return out
 
 
-def compile_kernels(needs: Iterable[Need], progress: Progress | None = None, workers: int | None = None) -> int:
+def compile_kernels(needs: Iterable[Need], progress: Progress | None = None, workers: int | None = None,
+                    started: _Workers | None = None) -> int:
     """Compile (or load from the disk cache) each need, reporting before each one and at the
     end. Returns how many there were.
 
     With many to compile, ``workers`` processes share the work (None: :func:`compile_workers`
-    decides; 1: this process alone): this one compiles its share while the others compile
-    theirs into the same disk cache, and this process loads theirs from the cache on first use.
-    Numba compiles in one thread per process, so on idle cores the wait becomes the longest
-    share instead of the sum of all (benchmarks/bench_kernel_cache.py prints each process's
-    CPU seconds and the wall time against one process)."""
+    decides; 1: this process alone), each taking the next kernel as it is free
+    (:func:`_compile_in_parallel`); the others compile into the same disk cache, and this
+    process loads their kernels from the cache on first use. Numba compiles in one thread per
+    process, so on idle cores the wait becomes about the sum of all divided by the processes
+    (benchmarks/bench_kernel_cache.py prints each process's CPU seconds and the wall time
+    against one process). ``started``: worker processes started earlier (:func:`warm_everything`),
+    used instead when there is enough to compile."""
     needs = list(needs)
     count = compile_workers(len(needs)) if workers is None else max(1, min(int(workers), len(needs)))
-    if count > 1:
-        _compile_in_parallel(needs, count, progress)
+    if started is not None and started.procs and len(needs) >= 2 * SIGNATURES_PER_WORKER:
+        _compile_in_parallel(needs, started, progress)
+    elif count > 1:
+        with _Workers(count - 1) as pool:
+            _compile_in_parallel(needs, pool, progress)
     else:
         for i, need in enumerate(needs):
             if progress is not None:
                 progress(i, len(needs), need.name)
-            need.kernel.fast.compile(need.signature)
+            _compile_here(need)
     if progress is not None and needs:
         progress(len(needs), len(needs), "")
     return len(needs)
@@ -160,10 +166,6 @@ def compile_kernels(needs: Iterable[Need], progress: Progress | None = None, wor
 #: and scipy and compiles the helpers (``blas.product``) again, where one signature costs
 #: 0.1–2.5 s (bench_kernel_cache.py lists them).
 SIGNATURES_PER_WORKER = 8
-#: What the calling process does before it compiles that a worker does not, in :func:`_cost`'s
-#: units (ms): finding the signatures on the numpy twins and reporting progress (bench_kernel_cache.py
-#: on an idle machine: the calling process 25.1 s CPU against its worker's 21.7 s with equal shares).
-CALLER_SET_UP = 1500
 #: Most processes compiling at once (each holds ~250 MB while compiling).
 MAX_WORKERS = 4
 #: ``BACKPROP_STUDIO_COMPILE_WORKERS=1`` keeps every compile in the calling process.
@@ -209,9 +211,9 @@ def _cost(need: Need) -> int:
     return 100 + len(need.kernel._lazy.py_func.__code__.co_code)
 
 
-def _shares(needs: list[Need], count: int) -> list[list[int]]:
-    """Split the needs' indices into ``count`` shares of about equal cost, every signature of a
-    kernel in the same share.
+def _groups(needs: list[Need]) -> list[list[int]]:
+    """The needs' indices grouped by kernel, the costliest group first (:func:`_cost`): the
+    units of work handed out to the processes that compile.
 
     NOTE: one kernel, one process: Numba's cache index of a function is read, extended and
     written back without a lock between processes, so two processes adding different
@@ -222,37 +224,102 @@ def _shares(needs: list[Need], count: int) -> list[list[int]]:
     by_kernel: dict[int, list[int]] = {}
     for i, need in enumerate(needs):
         by_kernel.setdefault(id(need.kernel), []).append(i)
-    groups = sorted(by_kernel.values(), key=lambda g: (-sum(_cost(needs[i]) for i in g), g[0]))
-    shares: list[list[int]] = [[] for _ in range(count)]
-    loads = [CALLER_SET_UP] + [0] * (count - 1)  # the first share is the calling process's
-    for group in groups:  # longest first, each to the least loaded share
-        k = loads.index(min(loads))
-        shares[k].extend(group)
-        loads[k] += sum(_cost(needs[i]) for i in group)
-    return [sorted(share) for share in shares if share]
+    return sorted(by_kernel.values(), key=lambda g: (-sum(_cost(needs[i]) for i in g), g[0]))
 
 
-def _compile_in_parallel(needs: list[Need], count: int, progress: Progress | None) -> None:
-    """Compile the first share here and the others in worker processes (``python -m
-    engine.warmup``), reporting progress as compiles finish anywhere; whatever a worker did not
-    compile (it failed or was stopped) is compiled here at the end."""
+def _compile_here(need: Need) -> None:
+    need.kernel.fast.compile(need.signature)
+
+
+class _Workers:
+    """Worker processes (``python -m engine.warmup``) that compile kernels into the shared disk
+    cache as they are handed them. Started as soon as it is known that much will compile, they
+    import Numba and the kernels while the caller is still finding the signatures; used by
+    :func:`_compile_in_parallel`, ended (killed if need be) when the ``with`` block ends."""
+
+    def __init__(self, count: int) -> None:
+        import subprocess
+        import sys
+
+        self.procs = [subprocess.Popen([sys.executable, "-m", "engine.warmup"], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for _ in range(count)]
+        self.used = False  # handed work (else there was too little to compile: they are stopped)
+
+    def __enter__(self) -> "_Workers":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import subprocess
+
+        for proc in self.procs:
+            if not self.used or exc[0] is not None:
+                proc.kill()  # handed nothing (too little to compile), or this process failed
+            assert proc.stdin is not None
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # a worker ends when its input does
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if not self.used:  # else its reader thread closes it at the end of the output
+                assert proc.stdout is not None
+                proc.stdout.close()
+
+
+def _compile_in_parallel(needs: list[Need], workers: _Workers, progress: Progress | None) -> set[int]:
+    """Compile ``needs`` here and in the ``workers``, which write into the same disk cache,
+    reporting progress as compiles finish anywhere. Returns the indices the workers compiled.
+
+    The work is handed out as it goes, not split up front: each process, this one included,
+    takes the next kernel's group (costliest first) when it has finished its last, so the
+    processes finish within about one kernel of each other whatever the cost of each kernel,
+    the time a worker takes to start, or another program's load on a core (with shares fixed
+    up front by an estimate, the caller and its worker ended 2.5–3.4 s apart on an idle
+    machine: benchmarks/bench_kernel_cache.py). Whatever a worker did not compile (it failed
+    or was stopped) is compiled here at the end."""
     import pickle
     import queue
     import subprocess
-    import sys
     import threading
 
-    shares = _shares(needs, count)
-    mine, theirs = shares[0], shares[1:]
-    done: queue.Queue[int | None] = queue.Queue()  # indices into needs finished by a worker; None when a worker ends
-    procs = []
+    todo = _groups(needs)
+    lock = threading.Lock()
+    done: queue.Queue[int | None] = queue.Queue()  # indices a worker compiled; None when a worker ends
+    theirs: set[int] = set()  # handed to a worker
 
-    def read(proc: subprocess.Popen[bytes]) -> None:
+    def take() -> list[int] | None:
+        with lock:
+            return todo.pop(0) if todo else None
+
+    def hand(proc: subprocess.Popen[bytes]) -> bool:
+        """Give ``proc`` the next group (True), or close its input when none is left (False)."""
+        assert proc.stdin is not None
+        group = take()
+        try:
+            if group is None:
+                proc.stdin.close()
+                return False
+            # NOTE: the signatures go to our own child through a pipe, pickled (Numba types
+            # pickle), one frame per group; nothing is read back but indices and "next".
+            theirs.update(group)
+            payload = pickle.dumps([(i, _where(needs[i].kernel), needs[i].signature) for i in group])
+            proc.stdin.write(b"%d\n" % len(payload) + payload)
+            proc.stdin.flush()
+            return True
+        except OSError:  # the worker has ended: its group is compiled here at the end
+            return False
+
+    def serve(proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
         with proc.stdout:
             for line in proc.stdout:
-                with contextlib.suppress(ValueError):
-                    done.put(int(line))
+                if line.strip() == b"next":
+                    hand(proc)
+                else:
+                    with contextlib.suppress(ValueError):
+                        done.put(int(line))
         done.put(None)
 
     finished = 0
@@ -261,52 +328,42 @@ def _compile_in_parallel(needs: list[Need], count: int, progress: Progress | Non
         if progress is not None:
             progress(finished, len(needs), name)
 
-    try:
-        for share in theirs:
-            # NOTE: the signatures go to our own child through a pipe, pickled (Numba types
-            # pickle); nothing is read back but the indices of what it compiled.
-            payload = pickle.dumps([(i, _where(needs[i].kernel), needs[i].signature) for i in share])
-            proc = subprocess.Popen([sys.executable, "-m", "engine.warmup"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            assert proc.stdin is not None
-            proc.stdin.write(payload)
-            proc.stdin.close()
-            procs.append(proc)
-            threading.Thread(target=read, args=(proc,), daemon=True).start()
-        running = len(procs)
+    workers.used = True
+    running = 0
+    for proc in workers.procs:
+        if proc.poll() is None and hand(proc):
+            threading.Thread(target=serve, args=(proc,), daemon=True).start()
+            running += 1
+        else:  # it ended before any work (or none is left for it): nobody reads its output
+            assert proc.stdout is not None
+            proc.stdout.close()
 
-        def drain(wait: bool) -> None:
-            """Report what the workers finished; with ``wait``, until every worker has ended."""
-            nonlocal finished, running
-            while running:
-                try:
-                    item = done.get(block=wait)
-                except queue.Empty:
-                    return
-                if item is None:
-                    running -= 1
-                else:
-                    finished += 1
-                    report(needs[item].name)
+    def drain(wait: bool) -> None:
+        """Report what the workers finished; with ``wait``, until every worker has ended."""
+        nonlocal finished, running
+        while running:
+            try:
+                item = done.get(block=wait)
+            except queue.Empty:
+                return
+            if item is None:
+                running -= 1
+            else:
+                finished += 1
+                report(needs[item].name)
 
-        for i in mine:
+    while (group := take()) is not None:
+        for i in group:
             drain(False)
             report(needs[i].name)
-            needs[i].kernel.fast.compile(needs[i].signature)
+            _compile_here(needs[i])
             finished += 1
-        drain(True)
-        for proc in procs:
-            proc.wait()
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    drain(True)
     # What the workers left undone (a worker that failed: its error shows here, where it is raised).
-    left = pending(needs[i] for share in theirs for i in share)
-    for need in left:
+    for need in pending(needs[i] for i in sorted(theirs)):
         report(need.name)
-        need.kernel.fast.compile(need.signature)
+        _compile_here(need)
+    return theirs
 
 
 def _where(kernel: Kernel) -> tuple[str, str]:
@@ -316,18 +373,28 @@ def _where(kernel: Kernel) -> tuple[str, str]:
 
 
 def _worker() -> None:
-    """A compiling worker (``python -m engine.warmup``): reads pickled ``(index, (module, name),
-    signature)`` from stdin, compiles each, and prints each index when done."""
+    """A compiling worker (``python -m engine.warmup``): imports Numba and every kernel's module
+    first (while its caller may still be finding the signatures), then reads frames of pickled
+    ``(index, (module, name), signature)`` lists from stdin (a line with the frame's size, then
+    the frame), compiles each signature and prints its index, then prints ``next`` and waits for
+    the next frame, until stdin closes."""
     import importlib
     import pickle
     import sys
 
-    for index, (module, name), signature in pickle.loads(sys.stdin.buffer.read()):
-        kernel = getattr(importlib.import_module(module), name)
-        if not isinstance(kernel, Kernel):
-            raise TypeError(f"{module}.{name} is not a kernel")
-        kernel.fast.compile(signature)
-        print(index, flush=True)
+    from engine import blocks  # noqa: F401 - imports every kernel module
+
+    for kernel in Kernel.registry:
+        kernel.fast  # noqa: B018 - Numba, scipy's BLAS and the dispatchers, before any work comes
+    stdin = sys.stdin.buffer
+    while size := stdin.readline().strip():
+        for index, (module, name), signature in pickle.loads(stdin.read(int(size))):
+            kernel = getattr(importlib.import_module(module), name)
+            if not isinstance(kernel, Kernel):
+                raise TypeError(f"{module}.{name} is not a kernel")
+            kernel.fast.compile(signature)
+            print(index, flush=True)
+        print("next", flush=True)
 
 
 def prepare(runtime: "Runtime", feeds: Mapping[str, np.ndarray] | None = None, loss: "PortKey | None" = None,
@@ -453,10 +520,19 @@ def registry_needs(dtypes: Iterable[Any] = (np.float32, np.float64)) -> list[Nee
     return needs_from_calls(calls)
 
 
-def warm_everything(dtypes: Iterable[Any] = (np.float32, np.float64), progress: Progress | None = None) -> int:
+def warm_everything(dtypes: Iterable[Any] = (np.float32, np.float64),
+                   progress: Progress | None = None) -> tuple[int, int]:
     """Compile every kernel signature the app uses that is not cached yet (``backprop-studio
-    warmup``); returns how many were compiled."""
-    return compile_kernels(pending(registry_needs(dtypes)), progress)
+    warmup``); returns how many signatures the app uses and how many of them were compiled.
+
+    When something is missing from the cache, the worker processes start before the signatures
+    are found (a dry run of every block example, ~1.5 s), so that they are ready to compile when
+    the work is known."""
+    dtypes = list(dtypes)
+    count = compile_workers(len(Kernel.registry) * len(dtypes)) if any(_maybe_missing(d) for d in dtypes) else 1
+    with _Workers(count - 1) as started:
+        needs = registry_needs(dtypes)
+        return len(needs), compile_kernels(pending(needs), progress, started=started)
 
 
 if __name__ == "__main__":
