@@ -518,3 +518,60 @@ def test_screenshot_trains_in_the_panel_and_says_how_it_went(tmp_path, capsys):
         t.run()
     assert info["loss_last"] == float(t.history["loss"][-1]) and info["loss_first"] == float(t.history["loss"][0])
     assert SetTrainingCommand  # (what the screenshot pushes to set the steps)
+
+
+def test_a_run_ends_drawn_in_one_repaint_of_the_plot(qtbot, win):
+    """What a press of Train costs the window once (issue 9's speed goal): its end draws the curve
+    at once, with the canvas and the progress (not in a repaint of its own 250 ms later), fitted
+    before the repaint (not by pyqtgraph as it begins, which painted the plot twice: once with the
+    old range, once with the new), and the toolbar's Train button shows the same two icons at
+    every press (not new ones, each rendered from its SVG again)."""
+    from PySide6.QtCore import QEvent, QObject
+
+    load(win, "two_layer_net")
+    c = win.train.controller
+    set_steps(win, 40)
+    win.train.show_panel()
+    click(win, "start")
+    wait_idle(win)
+    for _ in range(3):  # the last of the first run's drawings
+        qtbot.wait(100)
+    plot = win.train.panel.plot
+    act = win.train.act_train
+    icons = {act.icon().cacheKey()}
+
+    class Paints(QObject):
+        n = 0
+
+        def eventFilter(self, obj, event):  # noqa: N802
+            if event.type() == QEvent.Type.Paint:
+                Paints.n += 1
+            return False
+
+    counter = Paints()
+    plot.widget.viewport().installEventFilter(counter)
+    drawn_at_end: list[float] = []
+
+    def ended() -> None:
+        if c.state == "idle" and not drawn_at_end:
+            drawn_at_end.append(float(plot.smoothed.xData[-1]))
+            icons.add(act.icon().cacheKey())
+
+    c.changed.connect(ended)
+    x_before = plot.plot.vb.viewRange()[0]
+    running_icon = []
+    c.changed.connect(lambda: c.running and running_icon.append(act.icon().cacheKey()))
+    click(win, "start")
+    wait_idle(win)
+    for _ in range(3):  # anything the end of the run still has to draw
+        qtbot.wait(100)
+    c.changed.disconnect(ended)
+    assert c.step_count == 80
+    assert drawn_at_end == [80.0]  # the curve reached the last step when the run was over
+    assert plot.plot.vb.viewRange()[0] != x_before and plot.plot.vb.viewRange()[0][1] >= 80
+    assert Paints.n == 1, f"the plot was painted {Paints.n} times for the end of one run"
+    # the Train button: its Train icon again after the run, its Pause icon while it ran
+    assert len(icons) == 1 and running_icon and running_icon[0] not in icons
+    click(win, "start")
+    wait_idle(win)
+    assert act.icon().cacheKey() in icons

@@ -1,0 +1,164 @@
+"""Where a press of Train in the window spends CPU time that ``backprop-studio train`` does not
+(issue 9's speed goal; not a test).
+
+    python benchmarks/profile_train.py [--lessons two_layer_net,language_model] [--presses 10]
+                                       [--top 25] [--steps N] [--threads 1]
+
+For each lesson: the window of ``bench_train.py`` (offscreen, Train panel open), warmed by one
+press, then ``--presses`` presses of the file's steps, each timed by thread (``thread_time`` of
+the GUI thread and of the worker's thread), next to the CLI's loop on the same lesson (same
+steps, ``Trainer.step`` + ``Progress.update``, one evaluation). Then cProfile of the GUI thread
+and of the worker's thread over the same presses: the ``--top`` functions by own time and by
+cumulative time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import statistics
+import threading
+import time
+
+from _pinned import pin
+
+THREADS = pin(__name__, {"QT_QPA_PLATFORM": "offscreen"})
+
+from PySide6.QtCore import QEvent  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+import bench_train  # noqa: E402
+from editor.train import worker as worker_module  # noqa: E402
+
+
+class TimedApplication(QApplication):
+    """Counts the GUI thread's CPU time (``thread_time``) of each event it delivers, by receiver
+    (class, object name) and event type, exclusive of the events delivered inside it (a paint
+    inside an update request counts as a paint)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        super().__init__(argv)
+        self.on = False
+        self.spent: dict[tuple[str, str], list[float]] = {}
+        self._stack: list[float] = []  # the time of the events inside the current one
+
+    def notify(self, receiver, event):  # noqa: ANN001, ANN201, N802
+        if not self.on or threading.current_thread() is not threading.main_thread():
+            return super().notify(receiver, event)
+        t0 = time.thread_time()
+        self._stack.append(0.0)
+        try:
+            return super().notify(receiver, event)
+        finally:
+            inner = self._stack.pop()
+            took = time.thread_time() - t0
+            if self._stack:
+                self._stack[-1] += took
+            key = (_who(receiver), _event_name(event.type()))
+            got = self.spent.setdefault(key, [0.0, 0])
+            got[0] += took - inner
+            got[1] += 1
+
+
+def _who(receiver) -> str:  # noqa: ANN001
+    """A receiver's class and object name; a plain QWidget (a view's viewport) with its parent's."""
+    try:
+        name = receiver.objectName()
+        who = f"{type(receiver).__name__}{'#' + name if name else ''}"
+        parent = receiver.parent()
+        if type(receiver).__name__ == "QWidget" and parent is not None:
+            who += f" in {type(parent).__name__}"
+        return who
+    except (RuntimeError, AttributeError):  # deleted meanwhile
+        return type(receiver).__name__
+
+
+def _event_name(t: QEvent.Type) -> str:
+    try:
+        return QEvent.Type(t).name
+    except ValueError:
+        return str(int(t))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lessons", default="two_layer_net,language_model")
+    ap.add_argument("--presses", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=0, help="steps a press (default: the lesson file's)")
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--threads", default="1")
+    ap.add_argument("--no-profile", action="store_true", help="only the per-thread times")
+    args = ap.parse_args()
+    app = TimedApplication([])
+    import tempfile
+
+    worker_cpu: list[float] = []
+    profiling = {"on": False, "prof": None}
+    original = worker_module.TrainWorker._run
+
+    def timed_run(self, job):  # noqa: ANN001, ANN202
+        t0 = time.thread_time()
+        prof = profiling["prof"] if profiling["on"] else None
+        if prof is not None:
+            prof.enable()
+        try:
+            original(self, job)
+        finally:
+            if prof is not None:
+                prof.disable()
+            worker_cpu.append(time.thread_time() - t0)
+
+    worker_module.TrainWorker._run = timed_run
+    with tempfile.TemporaryDirectory() as tmp:
+        for lesson in [s.strip() for s in args.lessons.split(",") if s.strip()]:
+            win = bench_train.Window(lesson, tmp)
+            steps = args.steps or win.c.config().steps
+            ref = bench_train._warm(win, lesson, steps)
+            gui, work, cli, wall = [], [], [], []
+            for _ in range(args.presses):
+                worker_cpu.clear()
+                cpu, w, n = win.run()
+                gui.append(win.gui_cpu)
+                work.append(sum(worker_cpu))
+                wall.append(w)
+                c0 = time.thread_time()
+                ref.run()
+                cli.append(time.thread_time() - c0)
+            med = statistics.median
+            print(f"\n{lesson}: {steps} steps a press, medians of {args.presses} presses (ms per press)")
+            print(f"  CLI loop {1e3 * med(cli):8.1f}")
+            print(f"  worker   {1e3 * med(work):8.1f}  ({1e3 * (med(work) - med(cli)):+.1f} vs CLI)")
+            print(f"  GUI      {1e3 * med(gui):8.1f}  (spread {1e3 * min(gui):.1f}–{1e3 * max(gui):.1f})")
+            print(f"  wall     {1e3 * med(wall):8.1f}; draws/s {win.draws_per_second:.1f}")
+            app.spent.clear()
+            app.on = True
+            for _ in range(args.presses):
+                win.run()
+            app.on = False
+            total = sum(v[0] for v in app.spent.values())
+            print(f"  events delivered on the GUI thread, CPU ms per press (exclusive), {1e3 * total / args.presses:.1f} in all:")
+            for (who, what), (spent, n) in sorted(app.spent.items(), key=lambda kv: -kv[1][0])[:args.top]:
+                print(f"    {1e3 * spent / args.presses:7.2f}  {n / args.presses:6.1f}×  {who} {what}")
+            if args.no_profile:
+                win.close()
+                continue
+            gprof, wprof = cProfile.Profile(time.thread_time), cProfile.Profile(time.thread_time)
+            profiling.update(on=True, prof=wprof)
+            for _ in range(args.presses):
+                gprof.enable()
+                win.run()
+                gprof.disable()
+            profiling.update(on=False, prof=None)
+            for name, prof in (("GUI thread", gprof), ("worker thread", wprof)):
+                for key in ("tottime", "cumtime"):
+                    s = io.StringIO()
+                    pstats.Stats(prof, stream=s).sort_stats(key).print_stats(args.top)
+                    print(f"\n--- {lesson}: {name}, {args.presses} presses, by {key}")
+                    print("\n".join(s.getvalue().splitlines()[6:]))
+            win.close()
+
+
+if __name__ == "__main__":
+    main()
