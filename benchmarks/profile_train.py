@@ -3,6 +3,7 @@
 
     python benchmarks/profile_train.py [--lessons two_layer_net,language_model] [--presses 10]
                                        [--top 25] [--steps N] [--threads 1]
+    python benchmarks/profile_train.py --dots
 
 For each lesson: the window of ``bench_train.py`` (offscreen, Train panel open), warmed by one
 press, then ``--presses`` presses of the file's steps, each timed by thread (``thread_time`` of
@@ -10,6 +11,9 @@ the GUI thread and of the worker's thread), next to the CLI's loop on the same l
 steps, ``Trainer.step`` + ``Progress.update``, one evaluation). Then cProfile of the GUI thread
 and of the worker's thread over the same presses: the ``--top`` functions by own time and by
 cumulative time.
+
+``--dots``: the canvas's dot grid alone (drawn a few times a second while training): GUI-thread
+CPU time of one full repaint of it over a 1600x1000 canvas, as drawn now and as before.
 """
 
 from __future__ import annotations
@@ -82,6 +86,43 @@ def _event_name(t: QEvent.Type) -> str:
         return str(int(t))
 
 
+def dots(repeats: int = 30) -> None:
+    """GUI-thread CPU ms of drawing the canvas's background over a 1600x1000 view, as
+    ``GraphView.drawBackground`` draws it and as it was drawn before (a QPointF per dot: the
+    oracle of tests/editor/test_view.py)."""
+    from PySide6.QtGui import QImage, QPainter, QUndoStack
+
+    from editor.document import Document
+    from editor.scene import GraphScene
+    from editor.view import GraphView
+    from tests.editor.test_view import _dots_one_by_one
+
+    doc, stack = Document(), QUndoStack()
+    view = GraphView()
+    view.setScene(GraphScene(doc, stack))
+    view.resize(1600, 1000)
+    view.show()
+    for _ in range(5):
+        QApplication.processEvents()
+    image = QImage(view.viewport().size(), QImage.Format.Format_ARGB32_Premultiplied)
+    for zoom in (1.0, 0.6):
+        view.set_zoom(zoom)
+        rect = view.mapToScene(view.viewport().rect()).boundingRect()
+        for name, draw in (("one array of points", view.drawBackground),
+                           ("a QPointF per dot (before)", lambda p, r: _dots_one_by_one(view, p, r))):
+            times = []
+            for _ in range(repeats):
+                painter = QPainter(image)
+                painter.setRenderHints(view.renderHints())
+                painter.setWorldTransform(view.viewportTransform())
+                t0 = time.thread_time()
+                draw(painter, rect)
+                times.append(time.thread_time() - t0)
+                painter.end()
+            print(f"dot grid of a {view.viewport().width()}x{view.viewport().height()} canvas at zoom {zoom:g}: "
+                  f"{name}: {1e3 * statistics.median(times):.2f} ms (median of {repeats})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lessons", default="two_layer_net,language_model")
@@ -90,8 +131,13 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--threads", default="1")
     ap.add_argument("--no-profile", action="store_true", help="only the per-thread times")
+    ap.add_argument("--dots", action="store_true", help="only the canvas's dot grid: one full repaint of it, "
+                    "drawn as one array of points and as a QPointF per dot (as before)")
     args = ap.parse_args()
     app = TimedApplication([])
+    if args.dots:
+        dots()
+        return
     import tempfile
 
     worker_cpu: list[float] = []
