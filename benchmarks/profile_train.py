@@ -2,7 +2,7 @@
 (issue 9's speed goal; not a test).
 
     python benchmarks/profile_train.py [--lessons two_layer_net,language_model] [--presses 10]
-                                       [--top 25] [--steps N] [--threads 1]
+                                       [--top 25] [--steps N] [--threads 1] [--code DIR]
     python benchmarks/profile_train.py --dots
 
 For each lesson: the window of ``bench_train.py`` (offscreen, Train panel open), warmed by one
@@ -11,6 +11,8 @@ the GUI thread and of the worker's thread), next to the CLI's loop on the same l
 steps, ``Trainer.step`` + ``Progress.update``, one evaluation). Then cProfile of the GUI thread
 and of the worker's thread over the same presses: the ``--top`` functions by own time and by
 cumulative time.
+
+``--drawing``: the plot's drawing at the end of a run alone (fitted to the data, painted).
 
 ``--dots``: the canvas's dot grid alone (drawn a few times a second while training): GUI-thread
 CPU time of one full repaint of it over a 1600x1000 canvas, as drawn now and as before.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import statistics
 import threading
@@ -86,6 +89,40 @@ def _event_name(t: QEvent.Type) -> str:
         return str(int(t))
 
 
+def drawing(win: "bench_train.Window", repeats: int) -> None:
+    """GUI-thread CPU ms of the plot's drawing at the end of a run, as the window makes it: the
+    history so far (grown by 1 %% each time) fitted into the view, and the events processed until
+    the window has painted it (pyqtgraph may paint it again), and the plot's paints."""
+    from PySide6.QtCore import QEvent, QObject
+
+    class Paints(QObject):
+        n = 0
+
+        def eventFilter(self, obj, event):  # noqa: ANN001, ANN201, N802
+            if event.type() == QEvent.Type.Paint:
+                Paints.n += 1
+            return False
+
+    c, plot = win.c, win.w.train.panel.plot
+    counter = Paints()
+    plot.widget.viewport().installEventFilter(counter)
+    h = c.history
+    n = len(h)
+    minibatch = c.batch_rows is not None and c.batch_rows[0] < c.batch_rows[1]
+    times, paints = [], []
+    for i in range(repeats):
+        k = max(2, n * (i + 60) // (repeats + 60))
+        Paints.n = 0
+        t0 = time.thread_time()
+        plot.set_data(h["step"][:k], h["loss"][:k], c.evaluations, c.metric_kind, None, None, minibatch, x_end=None)
+        for _ in range(4):
+            QApplication.processEvents()
+        times.append(time.thread_time() - t0)
+        paints.append(Paints.n)
+    print(f"  the end of a run's plot drawing (fitted, painted): {1e3 * statistics.median(times):.1f} ms of the GUI "
+          f"thread (median of {repeats}), {statistics.median(paints):g} paints of the plot")
+
+
 def dots(repeats: int = 30) -> None:
     """GUI-thread CPU ms of drawing the canvas's background over a 1600x1000 view, as
     ``GraphView.drawBackground`` draws it and as it was drawn before (a QPointF per dot: the
@@ -130,7 +167,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=0, help="steps a press (default: the lesson file's)")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--threads", default="1")
+    ap.add_argument("--code", help="run another tree's engine and editor (e.g. main's worktree), as bench_train.py does")
     ap.add_argument("--no-profile", action="store_true", help="only the per-thread times")
+    ap.add_argument("--drawing", action="store_true", help="only the end of a run's drawing of the plot: fitted to "
+                    "the history so far (1 %% more each time), until the window has painted what it changed")
     ap.add_argument("--dots", action="store_true", help="only the canvas's dot grid: one full repaint of it, "
                     "drawn as one array of points and as a QPointF per dot (as before)")
     args = ap.parse_args()
@@ -157,11 +197,19 @@ def main() -> None:
             worker_cpu.append(time.thread_time() - t0)
 
     worker_module.TrainWorker._run = timed_run
+    import editor
+    print(f"code: {os.path.dirname(os.path.dirname(os.path.abspath(editor.__file__)))}")
     with tempfile.TemporaryDirectory() as tmp:
         for lesson in [s.strip() for s in args.lessons.split(",") if s.strip()]:
             win = bench_train.Window(lesson, tmp)
             steps = args.steps or win.c.config().steps
             ref = bench_train._warm(win, lesson, steps)
+            if args.drawing:
+                win.run()
+                print(f"\n{lesson}:")
+                drawing(win, 40)
+                win.close()
+                continue
             gui, work, cli, wall = [], [], [], []
             for _ in range(args.presses):
                 worker_cpu.clear()
@@ -187,6 +235,10 @@ def main() -> None:
             print(f"  events delivered on the GUI thread, CPU ms per press (exclusive), {1e3 * total / args.presses:.1f} in all:")
             for (who, what), (spent, n) in sorted(app.spent.items(), key=lambda kv: -kv[1][0])[:args.top]:
                 print(f"    {1e3 * spent / args.presses:7.2f}  {n / args.presses:6.1f}×  {who} {what}")
+            if args.drawing:
+                drawing(win, args.presses)
+                win.close()
+                continue
             if args.no_profile:
                 win.close()
                 continue
