@@ -12,6 +12,8 @@ steps, ``Trainer.step`` + ``Progress.update``, one evaluation). Then cProfile of
 and of the worker's thread over the same presses: the ``--top`` functions by own time and by
 cumulative time.
 
+``--pieces``: the worker's own pieces (a step, a traced step, a checkpoint, an evaluation).
+``--floor``: the GUI thread per press with the plot hidden and/or the canvas not painted.
 ``--drawing``: the plot's drawing at the end of a run alone (fitted to the data, painted).
 
 ``--dots``: the canvas's dot grid alone (drawn a few times a second while training): GUI-thread
@@ -87,6 +89,60 @@ def _event_name(t: QEvent.Type) -> str:
         return QEvent.Type(t).name
     except ValueError:
         return str(int(t))
+
+
+def pieces(lesson: str, repeats: int = 30) -> None:
+    """What the worker does beyond the CLI's steps, each piece's CPU ms (thread_time, medians): a
+    step, a traced step (the canvas's gradients: the first and last step of a press, and at most
+    1 %% of a run's time between), a checkpoint (each sync), an evaluation (the lesson's metric:
+    along a run, within 1.5 %% of its time)."""
+    import presets
+    from engine import kernels, serialize
+    from engine.train import Trainer
+
+    t = Trainer.from_project(serialize.load(presets.path(lesson)), steps=500)
+    backend = t.ready().backend
+    got: dict[str, list[float]] = {"step": [], "traced step": [], "checkpoint": [], "evaluation": []}
+    with kernels.using(backend):
+        for _ in range(10):
+            t.step()
+        for i in range(repeats):
+            for name, f in (("step", t.step), ("traced step", lambda: t.step(trace=True)), ("checkpoint", t.checkpoint),
+                            ("evaluation", t.evaluation)):
+                if name == "evaluation" and i >= 5:
+                    continue
+                t0 = time.thread_time()
+                f()
+                got[name].append(time.thread_time() - t0)
+    print(f"{lesson} ({backend}): " + ", ".join(f"{k} {1e3 * statistics.median(v):.3f} ms" for k, v in got.items()))
+
+
+def floor(win: "bench_train.Window", ref: "bench_train.Cli", presses: int) -> None:
+    """The GUI thread's CPU ms per press (medians) as the window is, with the plot hidden, with
+    the canvas not painted (updates off), and with both: what is left is the rest of the window
+    (the controller, the panel's controls, the toolbar, the status bar, layouts)."""
+    def measure(label: str) -> None:
+        gui, cli = [], []
+        for _ in range(presses):
+            win.run()
+            gui.append(win.gui_cpu)
+            c0 = time.process_time()
+            ref.run()
+            cli.append(time.process_time() - c0)
+        print(f"  {label:<28} GUI {1e3 * statistics.median(gui):6.1f} ms a press (the CLI's press "
+              f"{1e3 * statistics.median(cli):.0f} ms)", flush=True)
+
+    plot, view = win.w.train.panel.plot, win.w.view
+    measure("as it is")
+    plot.hide()
+    measure("plot hidden")
+    plot.show()
+    view.setUpdatesEnabled(False)
+    measure("canvas not painted")
+    plot.hide()
+    measure("neither")
+    plot.show()
+    view.setUpdatesEnabled(True)
 
 
 def drawing(win: "bench_train.Window", repeats: int) -> None:
@@ -171,12 +227,20 @@ def main() -> None:
     ap.add_argument("--no-profile", action="store_true", help="only the per-thread times")
     ap.add_argument("--drawing", action="store_true", help="only the end of a run's drawing of the plot: fitted to "
                     "the history so far (1 %% more each time), until the window has painted what it changed")
+    ap.add_argument("--pieces", action="store_true", help="only the worker's pieces: a step, a traced step, a "
+                    "checkpoint, an evaluation (CPU ms, no window)")
+    ap.add_argument("--floor", action="store_true", help="only the GUI thread's ms per press as the window is, with "
+                    "the plot hidden, the canvas not painted, and both")
     ap.add_argument("--dots", action="store_true", help="only the canvas's dot grid: one full repaint of it, "
                     "drawn as one array of points and as a QPointF per dot (as before)")
     args = ap.parse_args()
     app = TimedApplication([])
     if args.dots:
         dots()
+        return
+    if args.pieces:
+        for lesson in [s.strip() for s in args.lessons.split(",") if s.strip()]:
+            pieces(lesson)
         return
     import tempfile
 
@@ -204,6 +268,10 @@ def main() -> None:
             win = bench_train.Window(lesson, tmp)
             steps = args.steps or win.c.config().steps
             ref = bench_train._warm(win, lesson, steps)
+            if args.floor:
+                floor(win, ref, args.presses)
+                win.close()
+                continue
             if args.drawing:
                 win.run()
                 print(f"\n{lesson}:")
