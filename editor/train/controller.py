@@ -109,7 +109,6 @@ class TrainController(QObject):
         self._single = False  # the job is one Step (it ends paused)
         self._events: tuple[tuple[TraceEvent, ...], int] | None = None  # a traced step not yet shown
         self._held = False  # _set_state leaves the signals to the caller (it emits once, at the end)
-        self._ending = False  # a run's end is being shown (see `live`)
 
     # --- what the panels read ----------------------------------------------------------------------
 
@@ -120,11 +119,6 @@ class TrainController(QObject):
     @property
     def running(self) -> bool:
         return self.state in ("preparing", "running", "pausing", "stopping")
-
-    @property
-    def live(self) -> bool:
-        """A run goes, or its end is being shown: what it changes is drawn at once."""
-        return self.running or self._ending
 
     @property
     def step_count(self) -> int:
@@ -467,11 +461,7 @@ class TrainController(QObject):
         finally:
             self._held = False
         self._update_lock()
-        self._ending = True
-        try:
-            self.history_changed.emit()
-        finally:
-            self._ending = False
+        self.history_changed.emit()
         if pending is not None:
             pending()
         self.changed.emit()

@@ -472,11 +472,9 @@ class TrainPanel(QWidget):
         self.summary.setText(" · ".join(parts))
 
     def _schedule(self) -> None:
-        if self.controller.live:
-            # the controller draws a run a few times a second, and its end once: the curve at
-            # once, in the same repaint as the progress and the canvas (at its end too: a repaint
-            # of its own a moment later costs a few ms more, and a press of Train on a small
-            # model lasts a quarter of a second)
+        if self.controller.running:
+            # the controller draws a run a few times a second: the curve at once, in the same
+            # repaint as the progress and the canvas
             self._redraw.stop()
             self.draw_plot()
         elif not self._redraw.isActive():
