@@ -10,7 +10,9 @@ press, then ``--presses`` presses of the file's steps, each timed by thread (``t
 the GUI thread and of the worker's thread), next to the CLI's loop on the same lesson (same
 steps, ``Trainer.step`` + ``Progress.update``, one evaluation). Then cProfile of the GUI thread
 and of the worker's thread over the same presses: the ``--top`` functions by own time and by
-cumulative time.
+cumulative time. (Every event goes through the script's Python ``QApplication.notify``, also
+when not counting: its GUI-thread figures are a little higher than ``bench_train.py``'s, alike for
+every tree compared.)
 
 ``--pieces``: the worker's own pieces (a step, a traced step, a checkpoint, an evaluation).
 ``--floor``: the GUI thread per press with the plot hidden and/or the canvas not painted.
