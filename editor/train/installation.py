@@ -38,7 +38,8 @@ class Installation(QObject):
         self._sized = False
 
         K = QKeySequence
-        self.act_train = QAction(icon("train"), "&Train", window)
+        self._icons = {name: icon(name) for name in ("train", "pause")}
+        self.act_train = QAction(self._icons["train"], "&Train", window)
         self.act_train.setObjectName("train_toggle")
         self.act_train.setShortcut(K("Ctrl+T"))
         self.act_train.triggered.connect(lambda *_: self.toggle())
@@ -147,9 +148,11 @@ class Installation(QObject):
     def _on_changed(self) -> None:
         c = self.controller
         running = c.running
-        if running != getattr(self, "_shows_pause", None):  # (an icon is drawn again at each setIcon)
+        if running != getattr(self, "_shows_pause", None):
             self._shows_pause = running
-            self.act_train.setIcon(icon("pause" if running else "train"))
+            # NOTE: the same two icons every time: a new one is rendered from its SVG again (twice
+            # a press of Train, at its start and its end); these keep their pixmaps, per theme
+            self.act_train.setIcon(self._icons["pause" if running else "train"])
         self.act_train.setText("&Pause Training" if running else ("&Resume Training" if c.state == "paused" else "&Train"))
         self.act_train.setToolTip(("Pause training" if running else "Train the model (show the Train panel)") + " (Ctrl+T)")
         self.act_stop.setEnabled(running or c.state in ("paused", "failed"))

@@ -277,20 +277,28 @@ class LossPlot(QWidget):
                 vb.enableAutoRange()
             if len(self._metric_values) and metric.state["autoRange"][1] is False:
                 metric.enableAutoRange(axis=pg.ViewBox.YAxis)
-            return
-        auto = any(vb.state["autoRange"])
-        if auto:
-            vb.disableAutoRange()
-        x0, x1 = float(x[0]), max(float(x_end), float(x[-1]))
-        vx0, vx1 = vb.viewRange()[0]
-        if auto or x0 < vx0 or x1 > vx1 or x1 - x0 < 0.5 * (vx1 - vx0):
-            vb.setXRange(x0, x1, padding=0.02)
-        _hold_y(vb, ys, auto)
-        if len(self._metric_values):
-            auto = metric.state["autoRange"][1] is not False
+            vb.updateAutoRange()
+            metric.updateAutoRange()
+        else:
+            auto = any(vb.state["autoRange"])
             if auto:
-                metric.disableAutoRange(axis=pg.ViewBox.YAxis)
-            _hold_y(metric, (self._metric_values,), auto)
+                vb.disableAutoRange()
+            x0, x1 = float(x[0]), max(float(x_end), float(x[-1]))
+            vx0, vx1 = vb.viewRange()[0]
+            if auto or x0 < vx0 or x1 > vx1 or x1 - x0 < 0.5 * (vx1 - vx0):
+                vb.setXRange(x0, x1, padding=0.02)
+            _hold_y(vb, ys, auto)
+            if len(self._metric_values):
+                auto = metric.state["autoRange"][1] is not False
+                if auto:
+                    metric.disableAutoRange(axis=pg.ViewBox.YAxis)
+                _hold_y(metric, (self._metric_values,), auto)
+        # NOTE: the new ranges take effect now, not when the repaint begins (pyqtgraph's way: the
+        # fit and the view's transform are deferred to then): a view that changes in the middle of
+        # a repaint marks its points again, and the plot was painted twice for each new range,
+        # the first time in vain
+        for box in (vb, metric):
+            box.updateMatrix()
 
     def _legend_entry(self, item: Any, name: str | None) -> None:
         present = [label for sample, label in self.legend.items if sample.item is item]

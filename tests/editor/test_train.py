@@ -518,3 +518,53 @@ def test_screenshot_trains_in_the_panel_and_says_how_it_went(tmp_path, capsys):
         t.run()
     assert info["loss_last"] == float(t.history["loss"][-1]) and info["loss_first"] == float(t.history["loss"][0])
     assert SetTrainingCommand  # (what the screenshot pushes to set the steps)
+
+
+def test_a_run_ends_drawn_in_one_repaint_of_the_plot(qtbot, win):
+    """What a press of Train costs the window once (issue 9's speed goal): the curve fitted to a
+    finished run is painted once (its new range set before the repaint, not by pyqtgraph as the
+    repaint begins, which painted the plot twice: once with the old range, once with the new),
+    and the toolbar's Train button shows the same two icons at every press (not new ones, each
+    rendered from its SVG again)."""
+    from PySide6.QtCore import QEvent, QObject
+
+    from editor.train.panel import REDRAW_MS
+
+    load(win, "two_layer_net")
+    c = win.train.controller
+    set_steps(win, 40)
+    win.train.show_panel()
+    click(win, "start")
+    wait_idle(win)
+    qtbot.wait(REDRAW_MS + 200)  # the first run's last drawing
+    plot = win.train.panel.plot
+    act = win.train.act_train
+    icons = {act.icon().cacheKey()}
+
+    class Paints(QObject):
+        n = 0
+
+        def eventFilter(self, obj, event):  # noqa: N802
+            if event.type() == QEvent.Type.Paint:
+                Paints.n += 1
+            return False
+
+    counter = Paints()
+    plot.widget.viewport().installEventFilter(counter)
+    x_before = plot.plot.vb.viewRange()[0]
+    running_icon = []
+    c.changed.connect(lambda: running_icon.append(act.icon().cacheKey()) if c.running else None)
+    click(win, "start")
+    wait_idle(win)
+    icons.add(act.icon().cacheKey())
+    qtbot.waitUntil(lambda: plot.smoothed.xData is not None and plot.smoothed.xData[-1] == 80, timeout=5_000)
+    qtbot.wait(300)  # anything the end of the run still has to paint
+    assert c.step_count == 80
+    x_after = plot.plot.vb.viewRange()[0]
+    assert x_after != x_before and x_after[0] < 1 and 80 <= x_after[1] < 84  # fitted to the 80 steps
+    assert Paints.n == 1, f"the plot was painted {Paints.n} times for the end of one run"
+    # the Train button: its Train icon again after the run, its Pause icon while it ran
+    assert len(icons) == 1 and running_icon and running_icon[0] not in icons
+    click(win, "start")
+    wait_idle(win)
+    assert act.icon().cacheKey() in icons

@@ -300,3 +300,79 @@ def test_unrolled_rnn_draws_like_the_lecture():
             continue
         (x1, y1), (x2, y2) = centre(link.src), centre(link.dst)
         assert abs(x2 - x1) <= 2 * cell_w and abs(y2 - y1) <= 2 * cell_w, (g.nodes[link.src].name, g.nodes[link.dst].name)
+
+
+def _dots_one_by_one(view: GraphView, painter, rect) -> None:  # noqa: ANN001
+    """The dot grid as it was drawn before it became one array of points: a QPointF per dot
+    (the oracle of the test below)."""
+    import math
+
+    from PySide6.QtGui import QPen
+
+    theme = view.graph_scene().theme
+    painter.fillRect(rect, theme.background)
+    zoom = view.zoom()
+    step = 24.0
+    while step * zoom < 14:
+        step *= 4
+    left, top = math.floor(rect.left() / step) * step, math.floor(rect.top() / step) * step
+    xs, x = [], left
+    while x < rect.right():
+        xs.append(x)
+        x += step
+    points, y = [], top
+    while y < rect.bottom():
+        points.extend(QPointF(x, y) for x in xs)
+        y += step
+    pen = QPen(theme.grid, max(1.6 / zoom, 1.0) if zoom < 1 else 1.8)
+    pen.setCosmetic(zoom >= 1)
+    if zoom >= 1:
+        pen.setWidthF(1.8)
+    painter.setPen(pen)
+    painter.drawPoints(points)
+
+
+def _background(view: GraphView, draw) -> "QImage":  # noqa: ANN001, F821
+    """The viewport's background as ``draw`` paints it, through the view's transform."""
+    from PySide6.QtGui import QImage, QPainter
+
+    vp = view.viewport()
+    image = QImage(vp.width(), vp.height(), QImage.Format.Format_ARGB32_Premultiplied)
+    painter = QPainter(image)
+    painter.setRenderHints(view.renderHints())
+    painter.setWorldTransform(view.viewportTransform())
+    draw(painter, view.mapToScene(vp.rect()).boundingRect())
+    painter.end()
+    return image
+
+
+def test_the_dot_grid_is_drawn_as_before_and_stays_on_the_scene_grid(canvas):
+    # the canvas draws its dots as one array of points now: pixel for pixel what a QPointF per
+    # dot drew, at every zoom (the dots thin out below 14 px apart) and after panning and zooming
+    # with real events; and a dot sits where a scene grid point is on screen
+    doc, stack, scene, view, ids = canvas
+    vp = view.viewport()
+    view.reset_zoom()
+    for action in ("start", "pan", "zoom in", "zoom out far", "pan", "zoom in a little"):
+        if action == "pan":
+            QTest.mousePress(vp, Qt.MouseButton.MiddleButton, Qt.KeyboardModifier.NoModifier, QPoint(400, 300))
+            QTest.mouseMove(vp, QPoint(337, 259))
+            QTest.mouseRelease(vp, Qt.MouseButton.MiddleButton, Qt.KeyboardModifier.NoModifier, QPoint(337, 259))
+        elif action != "start":
+            _wheel(view, QPoint(123, 77), {"zoom in": 240, "zoom out far": -1400, "zoom in a little": 37}[action])
+        new = _background(view, view.drawBackground)
+        old = _background(view, lambda p, r: _dots_one_by_one(view, p, r))
+        assert new == old, f"the dots differ after {action} (zoom {view.zoom():.3f})"
+        # a grid point of the scene shows a dot, half a grid step away from it the background
+        theme = scene.theme
+        step = 24.0
+        while step * view.zoom() < 14:
+            step *= 4
+        corner = view.mapToScene(QPoint(0, 0))
+        for k in range(1, 4):
+            sx = (int(corner.x() / step) + k) * step
+            sy = (int(corner.y() / step) + k) * step
+            at = view.mapFromScene(QPointF(sx, sy))
+            between = view.mapFromScene(QPointF(sx + step / 2, sy + step / 2))
+            assert new.pixelColor(at) != theme.background, (action, k)
+            assert new.pixelColor(between) == theme.background, (action, k)
