@@ -30,6 +30,12 @@ from editor.theme import Theme
 from engine import metrics
 
 MAX_POINTS = 2000  # per curve, after decimation
+#: Most evaluation (and metric) markers drawn: 5 px symbols across a plot a few hundred pixels wide
+#: overlap beyond this many, and pyqtgraph looks up every marker's symbol in Python whenever the
+#: evaluations change, up to a few times a second while training (after a few presses of Train
+#: on the two-layer net, hundreds of markers: the plot's largest cost per drawing in
+#: benchmarks/profile_train.py). Decimated as the curves are, so the extremes stay.
+MAX_MARKERS = 120
 LOG_FLOOR = 1e-12
 SMOOTHING = 0.05  # the moving average's weight of a new step
 Y_MARGIN = 0.25  # while running, a y range that data leaves grows by this share of the data's span
@@ -240,7 +246,7 @@ class LossPlot(QWidget):
         ev_y = np.array([e.loss for e in evaluations], dtype=np.float64)
         finite = np.isfinite(ev_y)
         self._ev_ys = ev_ys = self._y(ev_y[finite])
-        self.evals.setData(ev_x[finite], ev_ys)
+        self.evals.setData(*decimate(ev_x[finite], ev_ys, MAX_MARKERS))  # (the lowest and highest of each stretch)
         self._legend_entry(self.evals, "evaluation loss" if len(ev_x) else None)
         kind = metric_kind
         self.metric_kind = kind
@@ -249,7 +255,7 @@ class LossPlot(QWidget):
             ok = np.isfinite(m)
             if kind in ("accuracy", "exact_match"):
                 m = 100.0 * m
-            self.metric.setData(ev_x[ok], m[ok])
+            self.metric.setData(*decimate(ev_x[ok], m[ok], MAX_MARKERS))
             label = metrics.label(kind) + (" (%)" if kind in ("accuracy", "exact_match") else "")
             if label != self._metric_label:  # (setting a label lays the axis out again)
                 self._metric_label = label

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QApplication
 
 import presets
 from editor import screenshot
-from editor.train.plot import MAX_POINTS, LossPlot, decimate, smooth
+from editor.train.plot import MAX_MARKERS, MAX_POINTS, LossPlot, decimate, smooth
 from editor.train.settings import SetTrainingCommand
 from editor.window import MainWindow
 from engine import cli, kernels, serialize
@@ -458,6 +458,26 @@ def test_the_curve_stays_small_however_long_the_run(qapp):
     assert plot.points <= 2 * MAX_POINTS
     plot.set_log(True)
     plot.set_data(x, np.zeros_like(y), evals, None, None, None, False)  # a loss of 0 on a log scale: no warning
+
+
+def test_evaluation_markers_stay_few_and_keep_the_extremes(qapp):
+    # Hundreds of evaluations (a few presses of Train): the markers drawn stay within
+    # MAX_MARKERS, in step order, with the lowest and highest loss and metric among them.
+    plot = LossPlot()
+    n = 5 * MAX_MARKERS
+    rng = np.random.default_rng(0)
+    losses, accs = rng.random(n) + 1.0, rng.random(n)
+    losses[123], accs[321] = 0.01, 1.0
+    evals = [Evaluation(10 * (i + 1), float(losses[i]), float(accs[i])) for i in range(n)]
+    steps = np.arange(1, 10 * n + 1, dtype=np.float64)
+    plot.set_data(steps, np.ones_like(steps), evals, "accuracy", None, None, False)
+    for item, values, extreme in ((plot.evals, losses, 0.01), (plot.metric, 100 * accs, 100.0)):
+        x, y = item.getData()
+        assert len(x) <= MAX_MARKERS and np.all(np.diff(x) > 0)
+        assert y.min() == values.min() and y.max() == values.max() and extreme in y
+    few = evals[:MAX_MARKERS // 2]
+    plot.set_data(steps, np.ones_like(steps), few, "accuracy", None, None, False)
+    assert len(plot.evals.getData()[0]) == len(few)  # fewer than the limit: every one
 
 
 def test_the_view_stays_put_while_running_covers_all_data_and_fits_it_after(qapp):
