@@ -342,12 +342,15 @@ class GraphView(QGraphicsView):
         xs = np.arange(math.floor(rect.left() / step) * step, rect.right(), step)
         ys = np.arange(math.floor(rect.top() / step) * step, rect.bottom(), step)
         points = arrayToQPolygonF(np.tile(xs, len(ys)), np.repeat(ys, len(xs)))
-        pen = QPen(theme.grid, max(1.6 / zoom, 1.0) if zoom < 1 else 1.8)
-        pen.setCosmetic(zoom >= 1)
-        if zoom >= 1:
-            pen.setWidthF(1.8)
-        painter.setPen(pen)
+        painter.setPen(self.grid_pen())
         painter.drawPoints(points)
+
+    def grid_pen(self) -> QPen:
+        """The pen of the background's dots at the current zoom."""
+        zoom = self.zoom()
+        pen = QPen(self.graph_scene().theme.grid, max(1.6 / zoom, 1.0) if zoom < 1 else 1.8)
+        pen.setCosmetic(zoom >= 1)
+        return pen
 
 
 def _palette_data(raw: bytes) -> tuple[str, dict] | None:

@@ -307,8 +307,6 @@ def _dots_one_by_one(view: GraphView, painter, rect) -> None:  # noqa: ANN001
     (the oracle of the test below)."""
     import math
 
-    from PySide6.QtGui import QPen
-
     theme = view.graph_scene().theme
     painter.fillRect(rect, theme.background)
     zoom = view.zoom()
@@ -324,11 +322,7 @@ def _dots_one_by_one(view: GraphView, painter, rect) -> None:  # noqa: ANN001
     while y < rect.bottom():
         points.extend(QPointF(x, y) for x in xs)
         y += step
-    pen = QPen(theme.grid, max(1.6 / zoom, 1.0) if zoom < 1 else 1.8)
-    pen.setCosmetic(zoom >= 1)
-    if zoom >= 1:
-        pen.setWidthF(1.8)
-    painter.setPen(pen)
+    painter.setPen(view.grid_pen())
     painter.drawPoints(points)
 
 
