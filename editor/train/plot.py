@@ -185,6 +185,11 @@ class LossPlot(QWidget):
         self.best.setPen(pg.mkPen(QColor("#2f9e44") if not theme.dark else QColor("#69db7c"), width=1.5,
                                   style=Qt.PenStyle.DashLine))
         self.failed.setPen(pg.mkPen(QColor("#e5484d"), width=1.5, style=Qt.PenStyle.DashLine))
+        # the legend on a background of its own: the curves, the axis and the best step's line
+        # pass behind it (its text was crossed by them)
+        behind = QColor(theme.background)
+        behind.setAlpha(215)
+        self.legend.setBrush(pg.mkBrush(behind))
         for _sample, label in self.legend.items:
             label.setText(label.text, color=text)
         self._legend_names = {}

@@ -480,6 +480,16 @@ def test_evaluation_markers_stay_few_and_keep_the_extremes(qapp):
     assert len(plot.evals.getData()[0]) == len(few)  # fewer than the limit: every one
 
 
+def test_the_legend_has_a_background_of_the_theme(qapp):
+    from editor.theme import DARK, LIGHT
+
+    plot = LossPlot()
+    for theme in (LIGHT, DARK):
+        plot.set_theme(theme)
+        colour = plot.legend.brush().color()
+        assert colour.rgb() == theme.background.rgb() and colour.alpha() >= 200
+
+
 def test_the_view_stays_put_while_running_covers_all_data_and_fits_it_after(qapp):
     plot = LossPlot()
     plot.resize(400, 300)
