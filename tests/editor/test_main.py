@@ -50,3 +50,15 @@ def test_headless_subcommand_does_not_import_qt():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "CLEAN", out.stdout + out.stderr
+
+
+def test_the_window_loads_pyqtgraph_only_for_its_plots():
+    # pyqtgraph costs a few tenths of a second to import: the canvas (its dot grid included)
+    # must not need it, so that opening a lesson does not wait for it.
+    code = (
+        "import sys\n"
+        "import editor.window, editor.view, editor.scene\n"
+        "print('PG' if 'pyqtgraph' in sys.modules else 'CLEAN')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "CLEAN", out.stdout + out.stderr
