@@ -33,8 +33,9 @@ MAX_POINTS = 2000  # per curve, after decimation
 #: Most evaluation (and metric) markers drawn: 5 px symbols across a plot a few hundred pixels wide
 #: overlap beyond this many, and pyqtgraph looks up every marker's symbol in Python whenever the
 #: evaluations change, up to a few times a second while training (after a few presses of Train
-#: on the two-layer net, hundreds of markers: the plot's largest cost per drawing in
-#: benchmarks/profile_train.py). Decimated as the curves are, so the extremes stay.
+#: on the two-layer net, hundreds of markers: the largest Python cost of a drawing under
+#: benchmarks/profile_train.py's cProfile, too small without it for bench_train.py to show).
+#: Decimated as the curves are, so the extremes stay, and the cost no longer grows with them.
 MAX_MARKERS = 120
 LOG_FLOOR = 1e-12
 SMOOTHING = 0.05  # the moving average's weight of a new step
