@@ -7,7 +7,9 @@ dimension, and the elementwise loops run along each row's contiguous last axis.
 
 The input projections do not depend on the recurrence, so they are done as one big
 (B·L, d_in) @ (d_in, k·h) product before the time loop (forward) or after it (backward, for the
-``Wx`` and ``Wh`` gradients, the bias gradients and ``dx``), the way cuDNN and torch do. Those
+``Wx`` and ``Wh`` gradients, the bias gradients and ``dx``), the way cuDNN and torch do (the
+LSTM's bias gradient is summed in its backward kernel instead, while each step's rows are in
+cache). Those
 big products are numpy's, in the wrappers (:func:`run_forward`, :func:`run_backward`), shared by
 both backends; the kernels hold only the time loop: ``h @ Wh`` per step (through
 :func:`engine.kernels.blas.gemm`, numpy's BLAS, written into the step's own rows) and the gates.
@@ -17,6 +19,11 @@ allocation, which keeps them cheap to compile (benchmarks/README.md).
 Each backward kernel also fills ``norms[t] = ‖dL/dh_t‖`` (Frobenius norm over the batch) of the
 *total* gradient reaching ``h_t``, from its own output and from every later step: the vanishing
 / exploding gradient picture the editor draws.
+
+The LSTM's forward kernel keeps tanh(c_t), which its backward kernel reads rather than computing
+it again, and the backward kernel takes Whᵀ contiguous (made once per pass), so that each step's
+``dZ_t @ Whᵀ`` is a plain product rather than a transposed one (~15 % faster at B16 h64,
+benchmarks/README.md, issue 13 fifth round).
 
 The numpy twins loop over time in Python; they are the oracles the kernels are tested against.
 """
@@ -452,8 +459,7 @@ def run_backward(cell: str, activation: str, state: dict[str, np.ndarray], w: di
         dc = np.array(glast_c, dtype=dt, order="C")
         d = np.empty_like(state["gates"])
         db = np.empty(d.shape[2], dt)
-        # Whᵀ once per pass: each step's (B, 4h) @ (4h, h) then runs as a plain product, ~15 %
-        # faster than the transposed one (benchmarks/README.md, issue 13 fifth round).
+        # Whᵀ once per pass: each step's (B, 4h) @ (4h, h) is then a plain product (module docstring).
         lstm_backward(state["c0"], state["c_seq"], state["tanh_c"], state["gates"], np.ascontiguousarray(W["Wh"].T),
                       gseq, dh, dc, d, db, norms)
         dx_side = dh_side = d
