@@ -30,10 +30,10 @@ import numpy as np  # noqa: E402
 from engine import blocks, kernels  # noqa: E402
 from engine.kernels import conv as ck  # noqa: E402
 from engine.kernels import jit  # noqa: E402
-from engine.kernels import recurrent as rk  # noqa: E402
-from engine.kernels.blas import block, matrix, product  # noqa: E402
-from engine.kernels.vecmath import exp  # noqa: E402
-from engine.kernels.vecmath import one as _one  # noqa: E402
+from engine.kernels import recurrent as rk
+from engine.kernels.blas import block, matrix, product
+from engine.kernels.vecmath import exp
+from engine.kernels.vecmath import one as _one
 
 try:  # torch is an optional reference only
     import torch
