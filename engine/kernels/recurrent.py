@@ -180,8 +180,14 @@ def lstm_forward(h0, c0, Wh, b, gates, cs, tcs, seq):
     one = _one(seq)
     two = one + one
     # Every gate is σ(scale · z) with scale 2 on the g block, which then becomes 2σ(2z) − 1 = tanh(z).
-    scale = np.ones(4 * H, seq.dtype)
-    for j in range(2 * H, 3 * H):
+    # One loop takes two gates per element, i with g and f with o: two independent exp chains
+    # per iteration. g's 2σ − 1 is folded into the loop that reads it for c, and tanh(c) into the
+    # one that writes h. Measured against the one-gate, one-array loops kept in
+    # benchmarks/bench_recurrent_conv.py (--only lstm-loops, issue 13 fifth round); the same
+    # fusion tried in the backward kernel's loops (four gates and the bias sum per element) made
+    # them slower, so they stay one array per loop.
+    scale = np.ones(2 * H, seq.dtype)
+    for j in range(H):
         scale[j] = two
     c = np.empty(H, seq.dtype)
     for t in range(L):
@@ -189,22 +195,25 @@ def lstm_forward(h0, c0, Wh, b, gates, cs, tcs, seq):
         out, ldo = block(gates, t)
         product(False, False, B, 4 * H, H, hp, ldh, wp, ldw, 1.0, out, ldo, seq.itemsize)
         for i in range(B):
-            for j in range(4 * H):
-                gates[i, t, j] = one / (one + exp(-scale[j] * (gates[i, t, j] + b[j])))
-            for j in range(2 * H, 3 * H):
-                gates[i, t, j] = two * gates[i, t, j] - one
+            for j in range(2 * H):
+                gates[i, t, j] = one / (one + exp(-(gates[i, t, j] + b[j])))
+                gates[i, t, 2 * H + j] = one / (one + exp(-scale[j] * (gates[i, t, 2 * H + j] + b[2 * H + j])))
             if t == 0:
                 for j in range(H):
-                    c[j] = gates[i, t, H + j] * c0[i, j] + gates[i, t, j] * gates[i, t, 2 * H + j]
+                    g = two * gates[i, t, 2 * H + j] - one
+                    gates[i, t, 2 * H + j] = g
+                    c[j] = gates[i, t, H + j] * c0[i, j] + gates[i, t, j] * g
             else:
                 for j in range(H):
-                    c[j] = gates[i, t, H + j] * cs[i, t - 1, j] + gates[i, t, j] * gates[i, t, 2 * H + j]
+                    g = two * gates[i, t, 2 * H + j] - one
+                    gates[i, t, 2 * H + j] = g
+                    c[j] = gates[i, t, H + j] * cs[i, t - 1, j] + gates[i, t, j] * g
             for j in range(H):
                 cs[i, t, j] = c[j]
             for j in range(H):
-                tcs[i, t, j] = two / (one + exp(-two * c[j])) - one
-            for j in range(H):
-                seq[i, t, j] = gates[i, t, 3 * H + j] * tcs[i, t, j]
+                tc = two / (one + exp(-two * c[j])) - one
+                tcs[i, t, j] = tc
+                seq[i, t, j] = gates[i, t, 3 * H + j] * tc
 
 
 def lstm_backward_np(c0, cs, tcs, gates, WhT, gseq, dh, dc, dZ, db, norms):
