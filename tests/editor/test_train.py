@@ -598,3 +598,40 @@ def test_a_run_ends_drawn_in_one_repaint_of_the_plot(qtbot, win):
     click(win, "start")
     wait_idle(win)
     assert act.icon().cacheKey() in icons
+
+
+def test_a_run_lays_out_nothing_in_the_window(qtbot, win):
+    """A run's start and end change the Train button (icon, text, tip), disable and enable the run
+    buttons and the panel's settings, and give the summary and the status bar new texts: all of
+    it repaints, none of it lays out the window again (QMainWindow's relayout makes an animation
+    per dock: a few ms of the GUI thread at each, twice or more a press of Train)."""
+    from PySide6.QtCore import QEvent, QObject
+
+    class Layouts(QObject):
+        n = 0
+
+        def eventFilter(self, obj, event):  # noqa: N802
+            if event.type() == QEvent.Type.LayoutRequest:
+                Layouts.n += 1
+            return False
+
+    load(win, "two_layer_net")
+    set_steps(win, 100)
+    win.train.show_panel()
+    for _ in range(2):  # (the first runs: the status bar's label grows to its widest)
+        click(win, "start")
+        wait_idle(win)
+        qtbot.wait(400)  # the curve's last drawing
+    counter = Layouts()
+    win.installEventFilter(counter)
+    button = win.toolbar.widgetForAction(win.train.act_train)
+    forward = win.toolbar.widgetForAction(win.run.installation.controls.act_forward)
+    c = win.train.controller
+    summary = win.train.panel.summary.text()
+    click(win, "start")
+    assert c.running and "Pause" in button.toolTip() and not forward.isEnabled()  # the buttons show the run
+    wait_idle(win)
+    qtbot.wait(400)
+    assert c.step_count == 300 and "Train" in button.toolTip() and forward.isEnabled()
+    assert win.train.panel.summary.text() != summary and "300" in win.train.trained.text()
+    assert Layouts.n == 0
