@@ -266,6 +266,8 @@ class TrainPanel(QWidget):
         c.progressed.connect(self.sync_progress)
         c.history_changed.connect(self._schedule)
         self.error = ""
+        self._batch_key: tuple[Any, str] | None = None  # what _sync_batch's count was made for
+        self._batched: tuple[list[str], int, int] = ([], 0, 0)
         self.sync()
         self.draw_plot()
 
@@ -447,11 +449,19 @@ class TrainPanel(QWidget):
         c = self.controller
         project = c.files.project
         self.batch.blockSignals(True)
-        try:
-            from editor.train.settings import batched_inputs
-            nodes, batch, rows = batched_inputs(project, c.window.doc.graph) if project is not None else ([], 0, 0)
-        except EngineError:
-            nodes, batch, rows = [], 0, 0
+        # (binding the data to count its rows costs more than the rest of the panel's sync, at
+        # each end of a run: kept while the data and the graph are the same)
+        from editor.train.controller import structure_key
+        graph = c.window.doc.graph
+        key = (project.data if project is not None else None, structure_key(graph))
+        if self._batch_key is None or self._batch_key[0] is not key[0] or self._batch_key[1] != key[1]:
+            try:
+                from editor.train.settings import batched_inputs
+                self._batched = batched_inputs(project, graph) if project is not None else ([], 0, 0)
+            except EngineError:
+                self._batched = ([], 0, 0)
+            self._batch_key = key
+        nodes, batch, rows = self._batched
         # (a spin box's new range, even the same one, lays out the panel and the window again:
         # only when it changes; a label's same text is nothing)
         low, high = (1, rows) if nodes else (0, 0)

@@ -345,6 +345,7 @@ def test_settings_are_undoable_edits(qtbot, win):
         win.undo_stack.undo()
     assert c.training() == serialize.load(presets.path("convnet")).training
     assert win.doc.graph.find("image").params["shape"][0] == 32 and not win.modified
+    assert panel.batch.value() == 32 and panel.batch.maximum() == int(panel.rows.text().split()[-1].replace(",", ""))
 
 
 def test_an_edit_stops_a_run_and_keeps_what_it_learned(qtbot, win):
@@ -635,3 +636,17 @@ def test_a_run_lays_out_nothing_in_the_window(qtbot, win):
     assert c.step_count == 300 and "Train" in button.toolTip() and forward.isEnabled()
     assert win.train.panel.summary.text() != summary and "300" in win.train.trained.text()
     assert Layouts.n == 0
+
+
+def test_locking_the_run_buttons_for_a_run_redraws_nothing_else(win):
+    """Training locks the run buttons at its start and unlocks them at its end: the buttons
+    follow, the canvas and the values panel (which show the same things) are not redrawn."""
+    load(win, "two_layer_net")
+    redraws = []
+    win.run.changed.connect(lambda: redraws.append(1))
+    forward = win.run.installation.controls.act_forward
+    assert forward.isEnabled()
+    win.run.lock("Training is running.")
+    assert not forward.isEnabled()
+    win.run.lock("")
+    assert forward.isEnabled() and not redraws
