@@ -650,3 +650,25 @@ def test_locking_the_run_buttons_for_a_run_redraws_nothing_else(win):
     assert not forward.isEnabled()
     win.run.lock("")
     assert forward.isEnabled() and not redraws
+
+
+def test_the_best_button_stays_during_a_run_disabled(qtbot, win):
+    """Best (go back to the best evaluation) does not come and go at each start and end of a
+    run (which laid the window out again): during a run it stays, disabled."""
+    load(win, "two_layer_net")
+    c, panel = win.train.controller, win.train.panel
+    set_steps(win, 50)
+    win.train.show_panel()
+    click(win, "start")
+    wait_idle(win)
+    c.best = c.first  # (the run's start as the best: a step before the model's)
+    panel.sync()
+    assert panel.best_button.isVisible() and panel.best_button.isEnabled()
+    assert panel.best_button.text() == f"Best: step {c.first[0].step:,}"
+    set_steps(win, 100_000)
+    click(win, "start")
+    qtbot.waitUntil(lambda: c.state == "running", timeout=TIMEOUT)
+    assert panel.best_button.isVisible() and not panel.best_button.isEnabled()
+    click(win, "stop")
+    wait_idle(win)
+    assert panel.best_button.isEnabled() or not panel.best_button.isVisible()
