@@ -305,9 +305,14 @@ def main() -> None:
                     "the plot hidden, the canvas not painted, and both")
     ap.add_argument("--worker-alone", action="store_true", help="only the worker's loop without the window (the GUI "
                     "thread waiting, or receiving its signals), next to the CLI's loop")
+    ap.add_argument("--switch-interval", type=float, default=0.0, help="sys.setswitchinterval for the run (an "
+                    "experiment: how long a thread holding the GIL keeps it while the other waits; default Python's 0.005 s)")
     ap.add_argument("--dots", action="store_true", help="only the canvas's dot grid: one full repaint of it, "
                     "drawn as one array of points and as a QPointF per dot (as before)")
     args = ap.parse_args()
+    if args.switch_interval:
+        import sys
+        sys.setswitchinterval(args.switch_interval)
     app = TimedApplication([])
     if args.dots:
         dots()
