@@ -26,6 +26,7 @@ MENU_ICONS = {
     "act_expand": "expand", "act_back": "back",
 }
 ICON_SIZE = 20
+QWIDGETSIZE_MAX = (1 << 24) - 1  # (Qt's: no maximum size)
 
 
 class ToolBar(QToolBar):
@@ -81,9 +82,6 @@ class ToolBar(QToolBar):
         if event.type() in (QEvent.Type.StyleChange, QEvent.Type.FontChange):
             QTimer.singleShot(0, self, self._pin_all)  # (once the buttons have their new style)
         return super().event(event)
-
-
-QWIDGETSIZE_MAX = (1 << 24) - 1
 
 
 def _tip(action: Any) -> None:
