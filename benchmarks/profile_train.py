@@ -14,6 +14,7 @@ cumulative time. (Every event goes through the script's Python ``QApplication.no
 when not counting: its GUI-thread figures are a little higher than ``bench_train.py``'s, alike for
 every tree compared.)
 
+``--worker-alone``: the worker's loop without the window (the GUI thread waiting or receiving).
 ``--pieces``: the worker's own pieces (a step, a traced step, a checkpoint, an evaluation).
 ``--floor``: the GUI thread per press with the plot hidden and/or the canvas not painted.
 ``--drawing``: the plot's drawing at the end of a run alone (fitted to the data, painted).
@@ -93,6 +94,16 @@ def _event_name(t: QEvent.Type) -> str:
         return str(int(t))
 
 
+def _switches() -> int:
+    """The calling thread's voluntary context switches so far (Linux; 0 elsewhere): each time it
+    waited, e.g. for the GIL held by the other thread."""
+    try:
+        with open("/proc/thread-self/status") as f:
+            return next(int(line.split(":")[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
 def pieces(lesson: str, repeats: int = 30) -> None:
     """What the worker does beyond the CLI's steps, each piece's CPU ms (thread_time, medians): a
     step, a traced step (the canvas's gradients: the first and last step of a press, and at most
@@ -117,6 +128,65 @@ def pieces(lesson: str, repeats: int = 30) -> None:
                 f()
                 got[name].append(time.thread_time() - t0)
     print(f"{lesson} ({backend}): " + ", ".join(f"{k} {1e3 * statistics.median(v):.3f} ms" for k, v in got.items()))
+
+
+def worker_alone(lesson: str, steps: int, presses: int, worker_cpu: list[float]) -> None:
+    """The worker's loop without the window, next to the CLI's loop (alternating, thread CPU ms a
+    press, medians): the worker on its thread as a press of Train runs it, while the GUI thread
+    (1) waits in ``join`` (its signals are sent to no one) or (2) receives them (a slot that only
+    keeps them) in its event loop. What the worker adds over the CLI there is its own (traced
+    steps, evaluations, checkpoints, history rows, signals); the rest of its excess in the window
+    comes from sharing the process with the GUI thread (the GIL, the caches)."""
+    import dataclasses
+
+    import presets
+    from PySide6.QtCore import QEventLoop
+    from engine import serialize
+
+    project = serialize.load(presets.path(lesson))
+    project = dataclasses.replace(project, training={**project.training, "steps": steps})
+    ref = bench_train.Cli(lesson, steps)
+    got: dict[str, list[float]] = {"worker, GUI thread waiting": [], "worker, GUI thread receiving": [], "CLI loop": []}
+    w = worker_module.TrainWorker()
+    kept: list[object] = []
+    token = 0
+
+    def press(receive: bool) -> float:
+        nonlocal token
+        token += 1
+        worker_cpu.clear()
+        job = worker_module.Job(token, project if w.trainer is None else None, steps, evaluate_last=True)
+        if receive:
+            loop = QEventLoop()
+            w.ended.connect(loop.quit)
+            w.start(job)
+            loop.exec()
+            w.ended.disconnect(loop.quit)
+        else:
+            w.start(job)
+        w.join(600)
+        QApplication.processEvents()
+        kept.clear()
+        return sum(worker_cpu)
+
+    w.synced.connect(kept.append)
+    press(True)  # (built, compiled)
+    ref.run()
+    for i in range(presses):
+        order = ("worker, GUI thread waiting", "worker, GUI thread receiving", "CLI loop")
+        for name in (order if i % 2 == 0 else order[::-1]):
+            if name == "CLI loop":
+                c0 = time.thread_time()
+                ref.run()
+                got[name].append(time.thread_time() - c0)
+            else:
+                got[name].append(press(name.endswith("receiving")))
+    cli_ms = 1e3 * statistics.median(got["CLI loop"])
+    print(f"\n{lesson}: {steps} steps a press, the worker without the window, medians of {presses} (thread CPU ms a press)")
+    for name, v in got.items():
+        ms = 1e3 * statistics.median(v)
+        ratios = sorted(a / b for a, b in zip(v, got["CLI loop"]))
+        print(f"  {name:<30} {ms:8.1f}  ({ms - cli_ms:+.1f} vs CLI; ratios {ratios[0]:.3f}–{ratios[-1]:.3f})")
 
 
 def floor(win: "bench_train.Window", ref: "bench_train.Cli", presses: int) -> None:
@@ -233,9 +303,16 @@ def main() -> None:
                     "checkpoint, an evaluation (CPU ms, no window)")
     ap.add_argument("--floor", action="store_true", help="only the GUI thread's ms per press as the window is, with "
                     "the plot hidden, the canvas not painted, and both")
+    ap.add_argument("--worker-alone", action="store_true", help="only the worker's loop without the window (the GUI "
+                    "thread waiting, or receiving its signals), next to the CLI's loop")
+    ap.add_argument("--switch-interval", type=float, default=0.0, help="sys.setswitchinterval for the run (an "
+                    "experiment: how long a thread holding the GIL keeps it while the other waits; default Python's 0.005 s)")
     ap.add_argument("--dots", action="store_true", help="only the canvas's dot grid: one full repaint of it, "
                     "drawn as one array of points and as a QPointF per dot (as before)")
     args = ap.parse_args()
+    if args.switch_interval:
+        import sys
+        sys.setswitchinterval(args.switch_interval)
     app = TimedApplication([])
     if args.dots:
         dots()
@@ -247,10 +324,12 @@ def main() -> None:
     import tempfile
 
     worker_cpu: list[float] = []
+    worker_switches: list[int] = []
     profiling = {"on": False, "prof": None}
     original = worker_module.TrainWorker._run
 
     def timed_run(self, job):  # noqa: ANN001, ANN202
+        s0 = _switches()
         t0 = time.thread_time()
         prof = profiling["prof"] if profiling["on"] else None
         if prof is not None:
@@ -261,8 +340,16 @@ def main() -> None:
             if prof is not None:
                 prof.disable()
             worker_cpu.append(time.thread_time() - t0)
+            worker_switches.append(_switches() - s0)
 
     worker_module.TrainWorker._run = timed_run
+    if args.worker_alone:
+        import presets
+        from engine import serialize
+        for lesson in [s.strip() for s in args.lessons.split(",") if s.strip()]:
+            steps = args.steps or serialize.load(presets.path(lesson)).training["steps"]
+            worker_alone(lesson, steps, args.presses, worker_cpu)
+        return
     import editor
     print(f"code: {os.path.dirname(os.path.dirname(os.path.abspath(editor.__file__)))}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -280,12 +367,14 @@ def main() -> None:
                 drawing(win, 40)
                 win.close()
                 continue
-            gui, work, cli, wall = [], [], [], []
+            gui, work, cli, wall, switches = [], [], [], [], []
             for _ in range(args.presses):
                 worker_cpu.clear()
+                worker_switches.clear()
                 cpu, w, n = win.run()
                 gui.append(win.gui_cpu)
                 work.append(sum(worker_cpu))
+                switches.append(sum(worker_switches) / max(w, 1e-9))
                 wall.append(w)
                 c0 = time.thread_time()
                 ref.run()
@@ -293,7 +382,8 @@ def main() -> None:
             med = statistics.median
             print(f"\n{lesson}: {steps} steps a press, medians of {args.presses} presses (ms per press)")
             print(f"  CLI loop {1e3 * med(cli):8.1f}")
-            print(f"  worker   {1e3 * med(work):8.1f}  ({1e3 * (med(work) - med(cli)):+.1f} vs CLI)")
+            print(f"  worker   {1e3 * med(work):8.1f}  ({1e3 * (med(work) - med(cli)):+.1f} vs CLI; "
+                  f"{med(switches):.0f} times a second it waited, for the GIL or else)")
             print(f"  GUI      {1e3 * med(gui):8.1f}  (spread {1e3 * min(gui):.1f}–{1e3 * max(gui):.1f})")
             print(f"  wall     {1e3 * med(wall):8.1f}; draws/s {win.draws_per_second:.1f}")
             app.spent.clear()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt
-from PySide6.QtWidgets import QToolBar, QToolButton
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer
+from PySide6.QtGui import QAction, QActionEvent
+from PySide6.QtWidgets import QToolBar, QToolButton, QWidget, QWidgetAction
 
 from editor.icons import app_icon, icon
 
@@ -25,6 +26,62 @@ MENU_ICONS = {
     "act_expand": "expand", "act_back": "back",
 }
 ICON_SIZE = 20
+QWIDGETSIZE_MAX = (1 << 24) - 1  # (Qt's: no maximum size)
+
+
+class ToolBar(QToolBar):
+    """A toolbar that lays itself out again only when its buttons can change size.
+
+    A ``QToolBar`` lays itself out again at each change of one of its actions (its icon, text,
+    tip, enabled state), and then the whole window: ``QMainWindow`` lays out its docks and
+    toolbars with an animation per dock. Training changes Train's icon, text and tip and
+    disables the run buttons at each start and end of a run (a few ms of the GUI thread each
+    time). Here an icon-only button has a fixed size (its size hint's: its icon's and its style's,
+    pinned again when they change), so a change of its action only repaints it (the button
+    follows its action itself); a change of an action's visibility still lays the bar out.
+    """
+
+    def __init__(self, title: str, parent: QWidget | None = None) -> None:
+        super().__init__(title, parent)
+        self._visible: dict[QAction, bool] = {}
+        self.iconSizeChanged.connect(lambda _size: self._pin_all())
+        self.toolButtonStyleChanged.connect(lambda _style: self._pin_all())
+
+    def _steady(self, action: QAction) -> bool:
+        return (self.toolButtonStyle() == Qt.ToolButtonStyle.ToolButtonIconOnly and not isinstance(action, QWidgetAction)
+                and isinstance(self.widgetForAction(action), QToolButton))
+
+    def _pin(self, action: QAction) -> None:
+        button = self.widgetForAction(action)
+        if not isinstance(button, QToolButton) or isinstance(action, QWidgetAction):
+            return
+        if self.toolButtonStyle() == Qt.ToolButtonStyle.ToolButtonIconOnly:
+            button.setFixedSize(button.sizeHint())
+        else:  # (its text may change its size: the bar lays out again, as QToolBar does)
+            button.setMinimumSize(0, 0)
+            button.setMaximumSize(QWIDGETSIZE_MAX, QWIDGETSIZE_MAX)
+
+    def _pin_all(self) -> None:
+        for action in self.actions():
+            self._pin(action)
+
+    def actionEvent(self, event: QActionEvent) -> None:  # noqa: N802
+        action = event.action()
+        kind = event.type()
+        if kind == QEvent.Type.ActionChanged and self._visible.get(action) == action.isVisible() and self._steady(action):
+            return  # its button, of a fixed size, follows the action by itself: nothing to lay out
+        super().actionEvent(event)
+        if kind == QEvent.Type.ActionRemoved:
+            self._visible.pop(action, None)
+            return
+        self._visible[action] = action.isVisible()
+        if kind == QEvent.Type.ActionAdded:
+            self._pin(action)
+
+    def event(self, event: QEvent) -> bool:
+        if event.type() in (QEvent.Type.StyleChange, QEvent.Type.FontChange):
+            QTimer.singleShot(0, self, self._pin_all)  # (once the buttons have their new style)
+        return super().event(event)
 
 
 def _tip(action: Any) -> None:
@@ -45,7 +102,7 @@ def install(window: Any) -> QToolBar:
     window.recent_menu.setIcon(icon("recent"))
     window.presets_menu.setIcon(icon("lesson"))
 
-    bar = QToolBar("Toolbar", window)
+    bar = ToolBar("Toolbar", window)
     bar.setObjectName("main_toolbar")
     bar.setMovable(False)
     bar.setFloatable(False)

@@ -33,6 +33,7 @@ class RunController(QObject):
     document's graph with the file's data, training settings and weights)."""
 
     changed = Signal()  # cursor, frames, level, staleness or mode: redraw
+    locked_changed = Signal()  # passes refused or allowed again (training): the run buttons, nothing to redraw
     problems_changed = Signal()
     busy_changed = Signal(bool)
     playing_changed = Signal(bool)
@@ -131,7 +132,9 @@ class RunController(QObject):
         """Refuse new passes with ``reason`` (empty: allow them again)."""
         if reason != self.locked:
             self.locked = reason
-            self.changed.emit()
+            # (not `changed`: the canvas and the values panel would draw again what did not
+            # change, at every start and end of a training run)
+            self.locked_changed.emit()
 
     def show_training(self, view: TrainingView | None) -> None:
         """Show a training step's gradients on the canvas (None: stop showing them). Replaces

@@ -154,6 +154,7 @@ class RunControls:
         c.playing_changed.connect(self._on_playing)
         c.busy_changed.connect(lambda busy: self.act_stop.setEnabled(busy or c.playing))
         c.changed.connect(self._sync)
+        c.locked_changed.connect(self._sync)
         self._on_playing(False)
         self._sync()
 

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QDockWidget, QLabel, QMenu
 
 from editor.icons import icon
 from editor.items import NodeItem
+from editor.panels.steady import Steady
 from editor.train.controller import Failure, TrainController
 from editor.train.panel import TrainPanel
 from editor.train.trying import TryPanel
@@ -75,7 +76,9 @@ class Installation(QObject):
         self.trained.setContentsMargins(8, 0, 8, 0)
         self.trained.setToolTip("Whether the model's weights are trained (Save keeps them in a .bps file, with the "
                                 "optimiser state and the loss history)")
-        window.statusBar().addPermanentWidget(self.trained)
+        # (held: its new text at each run's end repaints it, and lays out the window only when wider)
+        self.trained_holder = Steady(self.trained, grow=True)
+        window.statusBar().addPermanentWidget(self.trained_holder)
 
         # (not at each drawing of a run: a new text lays the status bar and the window out again)
         c.changed.connect(self._on_changed)
@@ -128,6 +131,7 @@ class Installation(QObject):
 
     def _on_reset(self) -> None:
         self.controller.load_project()
+        self.trained_holder.refit()  # (a new document: narrower too)
         self.try_panel.refresh()
         self.act_try.setVisible(self.try_panel.available)
         if not self.try_panel.available:

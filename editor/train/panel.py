@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QHBoxLayout, Q
                                QWidget)
 
 from editor.icons import icon
+from editor.panels.steady import Steady
 from editor.train.controller import TrainController
 from editor.train.plot import LossPlot
 from editor.train.weights import WeightsView
@@ -234,13 +235,14 @@ class TrainPanel(QWidget):
         self.summary.setObjectName("train_summary")
         self.summary.setTextFormat(Qt.TextFormat.RichText)
         self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        top.addWidget(self.summary, 1)
+        top.addWidget(Steady(self.summary), 1)  # (its new text at each run's end lays nothing out)
         self.best_button = QToolButton()
         self.best_button.setObjectName("train_best")
         self.best_button.setIcon(icon("best"))
         self.best_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.best_button.clicked.connect(self.restore_best)
-        top.addWidget(self.best_button)
+        self.best_holder = Steady(self.best_button, grow=True)  # (a new best's step: wider only lays out)
+        top.addWidget(self.best_holder)
         self.log = QCheckBox("Log scale")
         self.log.setObjectName("train_log")
         self.log.setToolTip("The loss on a logarithmic scale: a loss that keeps falling by the same factor is a straight line")
@@ -264,6 +266,8 @@ class TrainPanel(QWidget):
         c.progressed.connect(self.sync_progress)
         c.history_changed.connect(self._schedule)
         self.error = ""
+        self._batch_key: tuple[Any, str] | None = None  # what _sync_batch's count was made for
+        self._batched: tuple[list[str], int, int] = ([], 0, 0)
         self.sync()
         self.draw_plot()
 
@@ -403,7 +407,10 @@ class TrainPanel(QWidget):
         if f is not None and f.rollback is not None:
             self.rollback_button.setText(f"Roll Back to Step {f.rollback.step:,}")
         best = c.best
-        self.best_button.setVisible(best is not None and best[1].step != n and not running)
+        # (shown during a run too, disabled: a button that comes and goes at each start and end
+        # lays out the panel and the window again)
+        self.best_holder.setVisible(best is not None and best[1].step != n)
+        self.best_button.setEnabled(not running)
         if best is not None:
             ev = best[0]
             what = metrics.format_value(c.metric_kind, ev.metric) if c.metric_kind and ev.metric is not None else f"loss {ev.loss:.4g}"
@@ -442,18 +449,27 @@ class TrainPanel(QWidget):
         c = self.controller
         project = c.files.project
         self.batch.blockSignals(True)
-        try:
-            from editor.train.settings import batched_inputs
-            nodes, batch, rows = batched_inputs(project, c.window.doc.graph) if project is not None else ([], 0, 0)
-        except EngineError:
-            nodes, batch, rows = [], 0, 0
-        if nodes:
-            self.batch.setRange(1, rows)
+        # (binding the data to count its rows costs more than the rest of the panel's sync, at
+        # each end of a run: kept while the data and the graph are the same)
+        from editor.train.controller import structure_key
+        graph = c.window.doc.graph
+        key = (project.data if project is not None else None, structure_key(graph))
+        if self._batch_key is None or self._batch_key[0] is not key[0] or self._batch_key[1] != key[1]:
+            try:
+                from editor.train.settings import batched_inputs
+                self._batched = batched_inputs(project, graph) if project is not None else ([], 0, 0)
+            except EngineError:
+                self._batched = ([], 0, 0)
+            self._batch_key = key
+        nodes, batch, rows = self._batched
+        # (a spin box's new range, even the same one, lays out the panel and the window again:
+        # only when it changes; a label's same text is nothing)
+        low, high = (1, rows) if nodes else (0, 0)
+        if (self.batch.minimum(), self.batch.maximum()) != (low, high):
+            self.batch.setRange(low, high)
+        if nodes and self.batch.value() != batch:
             self.batch.setValue(batch)
-            self.rows.setText(f"of {rows:,}")
-        else:
-            self.batch.setRange(0, 0)
-            self.rows.setText("")
+        self.rows.setText(f"of {rows:,}" if nodes else "")
         self.batch.setEnabled(self.batch.isEnabled() and bool(nodes))
         self.batch.blockSignals(False)
 

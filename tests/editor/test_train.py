@@ -345,6 +345,7 @@ def test_settings_are_undoable_edits(qtbot, win):
         win.undo_stack.undo()
     assert c.training() == serialize.load(presets.path("convnet")).training
     assert win.doc.graph.find("image").params["shape"][0] == 32 and not win.modified
+    assert panel.batch.value() == 32 and panel.batch.maximum() == int(panel.rows.text().split()[-1].replace(",", ""))
 
 
 def test_an_edit_stops_a_run_and_keeps_what_it_learned(qtbot, win):
@@ -598,3 +599,76 @@ def test_a_run_ends_drawn_in_one_repaint_of_the_plot(qtbot, win):
     click(win, "start")
     wait_idle(win)
     assert act.icon().cacheKey() in icons
+
+
+def test_a_run_lays_out_nothing_in_the_window(qtbot, win):
+    """A run's start and end change the Train button (icon, text, tip), disable and enable the run
+    buttons and the panel's settings, and give the summary and the status bar new texts: all of
+    it repaints, none of it lays out the window again (QMainWindow's relayout makes an animation
+    per dock: a few ms of the GUI thread at each, twice or more a press of Train)."""
+    from PySide6.QtCore import QEvent, QObject
+
+    class Layouts(QObject):
+        n = 0
+
+        def eventFilter(self, obj, event):  # noqa: N802
+            if event.type() == QEvent.Type.LayoutRequest:
+                Layouts.n += 1
+            return False
+
+    load(win, "two_layer_net")
+    set_steps(win, 100)
+    win.train.show_panel()
+    for _ in range(2):  # (the first runs: the status bar's label grows to its widest)
+        click(win, "start")
+        wait_idle(win)
+        qtbot.wait(400)  # the curve's last drawing
+    counter = Layouts()
+    win.installEventFilter(counter)
+    button = win.toolbar.widgetForAction(win.train.act_train)
+    forward = win.toolbar.widgetForAction(win.run.installation.controls.act_forward)
+    c = win.train.controller
+    summary = win.train.panel.summary.text()
+    click(win, "start")
+    assert c.running and "Pause" in button.toolTip() and not forward.isEnabled()  # the buttons show the run
+    wait_idle(win)
+    qtbot.wait(400)
+    assert c.step_count == 300 and "Train" in button.toolTip() and forward.isEnabled()
+    assert win.train.panel.summary.text() != summary and "300" in win.train.trained.text()
+    assert Layouts.n == 0
+
+
+def test_locking_the_run_buttons_for_a_run_redraws_nothing_else(win):
+    """Training locks the run buttons at its start and unlocks them at its end: the buttons
+    follow, the canvas and the values panel (which show the same things) are not redrawn."""
+    load(win, "two_layer_net")
+    redraws = []
+    win.run.changed.connect(lambda: redraws.append(1))
+    forward = win.run.installation.controls.act_forward
+    assert forward.isEnabled()
+    win.run.lock("Training is running.")
+    assert not forward.isEnabled()
+    win.run.lock("")
+    assert forward.isEnabled() and not redraws
+
+
+def test_the_best_button_stays_during_a_run_disabled(qtbot, win):
+    """Best (go back to the best evaluation) does not come and go at each start and end of a
+    run (which laid the window out again): during a run it stays, disabled."""
+    load(win, "two_layer_net")
+    c, panel = win.train.controller, win.train.panel
+    set_steps(win, 50)
+    win.train.show_panel()
+    click(win, "start")
+    wait_idle(win)
+    c.best = c.first  # (the run's start as the best: a step before the model's)
+    panel.sync()
+    assert panel.best_button.isVisible() and panel.best_button.isEnabled()
+    assert panel.best_button.text() == f"Best: step {c.first[0].step:,}"
+    set_steps(win, 100_000)
+    click(win, "start")
+    qtbot.waitUntil(lambda: c.state == "running", timeout=TIMEOUT)
+    assert panel.best_button.isVisible() and not panel.best_button.isEnabled()
+    click(win, "stop")
+    wait_idle(win)
+    assert panel.best_button.isEnabled() or not panel.best_button.isVisible()
