@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.kernels import contiguous, kernel
-from engine.kernels.blas import gemm
+from engine.kernels.blas import gemm, product
 
 # ``transposed``: W stored (d_out, d_in) and used as Wᵀ (GenerateToken's E); one kernel either way.
 
@@ -72,6 +72,80 @@ def linear_bwd(x, w, g, transposed, dx, dw, db):
                 db[j] += g[r, j]
 
 
+# --- several maps of one input, side by side (attention's Q, K, V projections) -------------------
+#
+# ``out = x [W₀ W₁ …] + [b₀ b₁ …]`` without concatenating the weights (a copy of every weight per
+# call, then a copy of each weight's gradient out of the fused one): each product writes its own
+# columns of ``out`` and each weight's gradient is its own product. ``ws`` and ``bs`` are tuples
+# (one kernel signature per count of maps); an empty bias adds nothing.
+
+
+def linears_fwd_np(x, ws, bs, out):
+    np.matmul(x, np.concatenate(ws, axis=1), out=out)
+    c = 0
+    for w, b in zip(ws, bs):
+        k = w.shape[1]
+        if b.size:
+            out[:, c:c + k] += b
+        c += k
+
+
+@kernel(linears_fwd_np)
+def linears_fwd(x, ws, bs, out):
+    n, d_in = x.shape
+    ld = out.shape[1]
+    isz = out.itemsize
+    c = 0
+    for i in range(len(ws)):
+        w = ws[i]
+        b = bs[i]
+        k = w.shape[1]
+        product(False, False, n, k, d_in, x.ctypes.data, max(d_in, 1), w.ctypes.data, max(k, 1), 0.0,
+                out.ctypes.data + c * isz, max(ld, 1), isz)
+        if b.size:
+            for r in range(n):
+                for j in range(k):
+                    out[r, c + j] += b[j]
+        c += k
+
+
+def linears_bwd_np(x, ws, g, dx, dws, dbs):
+    np.matmul(g, np.concatenate(ws, axis=1).T, out=dx)
+    c = 0
+    for w, dw, db in zip(ws, dws, dbs):
+        k = w.shape[1]
+        np.matmul(x.T, g[:, c:c + k], out=dw)
+        if db.size:
+            g[:, c:c + k].sum(axis=0, out=db)
+        c += k
+
+
+@kernel(linears_bwd_np)
+def linears_bwd(x, ws, g, dx, dws, dbs):
+    n, d_in = x.shape
+    ld = g.shape[1]
+    isz = g.itemsize
+    c = 0
+    for i in range(len(ws)):
+        w = ws[i]
+        dw = dws[i]
+        db = dbs[i]
+        k = w.shape[1]
+        ga = g.ctypes.data + c * isz
+        # dx = Σ_i g_i W_iᵀ (the first product overwrites dx, the others add to it)
+        product(False, True, n, d_in, k, ga, max(ld, 1), w.ctypes.data, max(k, 1), 0.0 if i == 0 else 1.0,
+                dx.ctypes.data, max(d_in, 1), isz)
+        product(True, False, d_in, k, n, x.ctypes.data, max(d_in, 1), ga, max(ld, 1), 0.0,
+                dw.ctypes.data, max(k, 1), isz)  # dW_i = xᵀ g_i
+        if db.size:
+            for j in range(k):
+                db[j] = 0
+            for r in range(n):
+                for j in range(k):
+                    db[j] += g[r, c + j]
+        c += k
+
+
 # --- wrappers ------------------------------------------------------------------------------------
 
 
@@ -117,3 +191,63 @@ def linear_grad(
         dw[...] = 0
         db[...] = 0
     return dx, dw, (db if bias else None)
+
+
+#: :func:`linears` writes each map's columns with a product of its own while the input has at most
+#: this many rows per input column (n ≤ d_in): there the copy of the weights that a concatenation
+#: costs weighs more than BLAS's packing of the input once per map; beyond, one product of the
+#: concatenated weights is faster (benchmarks/bench_transformer.py: B1 L16 d64 against B8 L256 d128).
+SPLIT_ROWS_PER_COLUMN = 1
+
+
+def _split(x: np.ndarray) -> bool:
+    return x.shape[0] <= SPLIT_ROWS_PER_COLUMN * x.shape[1]
+
+
+def linears(x: np.ndarray, ws: tuple[np.ndarray, ...], bs: tuple[np.ndarray | None, ...]) -> np.ndarray:
+    """``x [W₀ W₁ …] + [b₀ b₁ …]`` (each ``Wᵢ`` (d_in, kᵢ), ``bᵢ`` (kᵢ,) or None) for ``x`` of
+    shape ``(n, d_in)``: the maps' outputs side by side, ``(n, Σ kᵢ)``. Few rows: each map's
+    product writes its own columns (no copy of the weights); many: one product of the
+    concatenated weights (see :data:`SPLIT_ROWS_PER_COLUMN`). The result has ``x``'s dtype."""
+    x = contiguous(x)
+    dt = x.dtype
+    if not _split(x):
+        b = None
+        if any(b is not None for b in bs):
+            b = np.concatenate([np.zeros(w.shape[1], dt) if b is None else b for w, b in zip(ws, bs)])
+        return linear(x, np.concatenate(ws, axis=1), b)
+    ws = tuple([contiguous(w, dt) for w in ws])
+    bs = tuple([_no_bias(dt) if b is None else contiguous(b, dt) for b in bs])
+    out = np.empty((x.shape[0], sum([w.shape[1] for w in ws])), dt)
+    if out.size:
+        linears_fwd(x, ws, bs, out)
+    return out
+
+
+def linears_grad(x: np.ndarray, ws: tuple[np.ndarray, ...], g: np.ndarray,
+                 biases: tuple[bool, ...]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray | None]]:
+    """``(dx, [dW₀, dW₁, …], [db₀, db₁, …])`` of :func:`linears` given the gradient ``g``
+    (n, Σ kᵢ) of its output; ``dbᵢ`` is None where ``biases[i]`` is false."""
+    x = contiguous(x)
+    dt = x.dtype
+    if not _split(x):
+        dx, dw, db = linear_grad(x, np.concatenate(ws, axis=1), g, bias=any(biases))
+        dws, dbs, c = [], [], 0
+        for w, b in zip(ws, biases):
+            k = w.shape[1]
+            dws.append(np.ascontiguousarray(dw[:, c:c + k]))
+            dbs.append(db[c:c + k] if b else None)  # type: ignore[index]
+            c += k
+        return dx, dws, dbs
+    ws = tuple([contiguous(w, dt) for w in ws])
+    g = contiguous(g, dt)
+    dx = np.empty_like(x)
+    dws = tuple([np.empty_like(w) for w in ws])
+    dbs = tuple([np.empty(w.shape[1], dt) if b else _no_bias(dt) for w, b in zip(ws, biases)])
+    if x.size and g.size:
+        linears_bwd(x, ws, g, dx, dws, dbs)
+    else:
+        dx[...] = 0
+        for a in (*dws, *dbs):
+            a[...] = 0
+    return dx, list(dws), [db if b else None for db, b in zip(dbs, biases)]
