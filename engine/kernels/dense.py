@@ -158,16 +158,19 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, transposed: bo
 
     The result has ``x``'s dtype; ``w`` and ``b`` are cast to it if they differ."""
     x = contiguous(x)
-    w = contiguous(w, x.dtype)
-    b = _no_bias(x.dtype) if b is None else contiguous(b, x.dtype)
-    d_in = x.shape[-1]
+    dt = x.dtype
+    w = contiguous(w, dt)
+    b = _no_bias(dt) if b is None else contiguous(b, dt)
     d_out = w.shape[0] if transposed else w.shape[1]
-    out = np.empty((*x.shape[:-1], d_out), x.dtype)
+    # NOTE: a 2-D x goes in as it is and its result comes out as it is (no views to make).
+    flat = x.ndim != 2
+    x2 = x.reshape(-1, x.shape[-1]) if flat else x
+    out = np.empty((x2.shape[0], d_out), dt)
     if out.size:
-        linear_fwd(x.reshape(-1, d_in), w, b, bool(transposed), out.reshape(-1, d_out))
+        linear_fwd(x2, w, b, bool(transposed), out)
     elif b.size:
         out[...] = 0  # no rows: nothing to compute (BLAS is not asked about empty products)
-    return out
+    return out.reshape(*x.shape[:-1], d_out) if flat else out
 
 
 def linear_grad(
@@ -177,15 +180,18 @@ def linear_grad(
 
     ``db`` is None when there is no bias."""
     x = contiguous(x)
-    w = contiguous(w, x.dtype)
-    g = contiguous(g, x.dtype)
-    d_in = x.shape[-1]
-    d_out = g.shape[-1]
+    dt = x.dtype
+    w = contiguous(w, dt)
+    g = contiguous(g, dt)
     dx = np.empty_like(x)
     dw = np.empty_like(w)
-    db = np.empty(d_out, x.dtype) if bias else _no_bias(x.dtype)
+    db = np.empty(g.shape[-1], dt) if bias else _no_bias(dt)
     if x.size and g.size:
-        linear_bwd(x.reshape(-1, d_in), w, g.reshape(-1, d_out), bool(transposed), dx.reshape(-1, d_in), dw, db)
+        if x.ndim == 2 and g.ndim == 2:  # no views to make
+            linear_bwd(x, w, g, bool(transposed), dx, dw, db)
+        else:
+            d_in, d_out = x.shape[-1], g.shape[-1]
+            linear_bwd(x.reshape(-1, d_in), w, g.reshape(-1, d_out), bool(transposed), dx.reshape(-1, d_in), dw, db)
     else:
         dx[...] = 0
         dw[...] = 0
