@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.kernels import contiguous, kernel
+from engine.kernels import contiguous, jit, kernel
 from engine.kernels.blas import gemm, product
 
 # ``transposed``: W stored (d_out, d_in) and used as Wᵀ (GenerateToken's E); one kernel either way.
@@ -72,47 +72,51 @@ def linear_bwd(x, w, g, transposed, dx, dw, db):
                 db[j] += g[r, j]
 
 
-# --- several maps of one input, side by side (attention's Q, K, V projections) -------------------
+# --- up to three maps of one input, side by side (attention's Q, K, V projections) ----------------
 #
-# ``out = x [W₀ W₁ …] + [b₀ b₁ …]`` without concatenating the weights (a copy of every weight per
+# ``out = x [W₀ W₁ W₂] + [b₀ b₁ b₂]`` without concatenating the weights (a copy of every weight per
 # call, then a copy of each weight's gradient out of the fused one): each product writes its own
-# columns of ``out`` and each weight's gradient is its own product. ``ws`` and ``bs`` are tuples
-# (one kernel signature per count of maps); an empty bias adds nothing.
+# columns of ``out`` and each weight's gradient is its own product. Three arrays, not a tuple (Numba
+# types a tuple argument in Python, ~1 µs a call); an unused map is an empty (d_in, 0) weight, and an
+# empty bias adds nothing.
 
 
-def linears_fwd_np(x, ws, bs, out):
-    np.matmul(x, np.concatenate(ws, axis=1), out=out)
+def linears_fwd_np(x, w0, w1, w2, b0, b1, b2, out):
+    np.matmul(x, np.concatenate((w0, w1, w2), axis=1), out=out)
     c = 0
-    for w, b in zip(ws, bs):
+    for w, b in ((w0, b0), (w1, b1), (w2, b2)):
         k = w.shape[1]
         if b.size:
             out[:, c:c + k] += b
         c += k
 
 
-@kernel(linears_fwd_np)
-def linears_fwd(x, ws, bs, out):
+@jit(inline=True)
+def _map_fwd(x, w, b, out, c):
+    """Columns c … c + k of ``out`` = x w + b; returns c + k."""
     n, d_in = x.shape
-    ld = out.shape[1]
+    k = w.shape[1]
     isz = out.itemsize
-    c = 0
-    for i in range(len(ws)):
-        w = ws[i]
-        b = bs[i]
-        k = w.shape[1]
-        product(False, False, n, k, d_in, x.ctypes.data, max(d_in, 1), w.ctypes.data, max(k, 1), 0.0,
-                out.ctypes.data + c * isz, max(ld, 1), isz)
-        if b.size:
-            for r in range(n):
-                for j in range(k):
-                    out[r, c + j] += b[j]
-        c += k
+    product(False, False, n, k, d_in, x.ctypes.data, max(d_in, 1), w.ctypes.data, max(k, 1), 0.0,
+            out.ctypes.data + c * isz, max(out.shape[1], 1), isz)
+    if b.size:
+        for r in range(n):
+            for j in range(k):
+                out[r, c + j] += b[j]
+    return c + k
 
 
-def linears_bwd_np(x, ws, g, dx, dws, dbs):
-    np.matmul(g, np.concatenate(ws, axis=1).T, out=dx)
+@kernel(linears_fwd_np)
+def linears_fwd(x, w0, w1, w2, b0, b1, b2, out):
+    c = _map_fwd(x, w0, b0, out, 0)
+    c = _map_fwd(x, w1, b1, out, c)
+    _map_fwd(x, w2, b2, out, c)
+
+
+def linears_bwd_np(x, w0, w1, w2, g, dx, dw0, dw1, dw2, db0, db1, db2):
+    np.matmul(g, np.concatenate((w0, w1, w2), axis=1).T, out=dx)
     c = 0
-    for w, dw, db in zip(ws, dws, dbs):
+    for w, dw, db in ((w0, dw0, db0), (w1, dw1, db1), (w2, dw2, db2)):
         k = w.shape[1]
         np.matmul(x.T, g[:, c:c + k], out=dw)
         if db.size:
@@ -120,30 +124,34 @@ def linears_bwd_np(x, ws, g, dx, dws, dbs):
         c += k
 
 
-@kernel(linears_bwd_np)
-def linears_bwd(x, ws, g, dx, dws, dbs):
+@jit(inline=True)
+def _map_bwd(x, w, g, dx, dw, db, c, beta):
+    """The map whose output is columns c … c + k of ``g``'s: dx (beta 0: =, 1: +=) g_c wᵀ,
+    dw = xᵀ g_c, db = Σ_rows g_c; returns c + k."""
     n, d_in = x.shape
+    k = w.shape[1]
     ld = g.shape[1]
     isz = g.itemsize
-    c = 0
-    for i in range(len(ws)):
-        w = ws[i]
-        dw = dws[i]
-        db = dbs[i]
-        k = w.shape[1]
-        ga = g.ctypes.data + c * isz
-        # dx = Σ_i g_i W_iᵀ (the first product overwrites dx, the others add to it)
-        product(False, True, n, d_in, k, ga, max(ld, 1), w.ctypes.data, max(k, 1), 0.0 if i == 0 else 1.0,
-                dx.ctypes.data, max(d_in, 1), isz)
-        product(True, False, d_in, k, n, x.ctypes.data, max(d_in, 1), ga, max(ld, 1), 0.0,
-                dw.ctypes.data, max(k, 1), isz)  # dW_i = xᵀ g_i
-        if db.size:
+    ga = g.ctypes.data + c * isz
+    product(False, True, n, d_in, k, ga, max(ld, 1), w.ctypes.data, max(k, 1), beta,
+            dx.ctypes.data, max(d_in, 1), isz)
+    product(True, False, d_in, k, n, x.ctypes.data, max(d_in, 1), ga, max(ld, 1), 0.0,
+            dw.ctypes.data, max(k, 1), isz)
+    if db.size:
+        for j in range(k):
+            db[j] = 0
+        for r in range(n):
             for j in range(k):
-                db[j] = 0
-            for r in range(n):
-                for j in range(k):
-                    db[j] += g[r, c + j]
-        c += k
+                db[j] += g[r, c + j]
+    return c + k
+
+
+@kernel(linears_bwd_np)
+def linears_bwd(x, w0, w1, w2, g, dx, dw0, dw1, dw2, db0, db1, db2):
+    # dx = Σ_i g_i W_iᵀ: the first product overwrites dx, the others add to it
+    c = _map_bwd(x, w0, g, dx, dw0, db0, 0, 0.0)
+    c = _map_bwd(x, w1, g, dx, dw1, db1, c, 1.0)
+    _map_bwd(x, w2, g, dx, dw2, db2, c, 1.0)
 
 
 # --- wrappers ------------------------------------------------------------------------------------
@@ -211,10 +219,10 @@ def _split(x: np.ndarray) -> bool:
 
 
 def linears(x: np.ndarray, ws: tuple[np.ndarray, ...], bs: tuple[np.ndarray | None, ...]) -> np.ndarray:
-    """``x [W₀ W₁ …] + [b₀ b₁ …]`` (each ``Wᵢ`` (d_in, kᵢ), ``bᵢ`` (kᵢ,) or None) for ``x`` of
-    shape ``(n, d_in)``: the maps' outputs side by side, ``(n, Σ kᵢ)``. Few rows: each map's
-    product writes its own columns (no copy of the weights); many: one product of the
-    concatenated weights (see :data:`SPLIT_ROWS_PER_COLUMN`). The result has ``x``'s dtype."""
+    """``x [W₀ W₁ …] + [b₀ b₁ …]`` (two or three maps: each ``Wᵢ`` (d_in, kᵢ), ``bᵢ`` (kᵢ,) or
+    None) for ``x`` of shape ``(n, d_in)``: the maps' outputs side by side, ``(n, Σ kᵢ)``. Few
+    rows: each map's product writes its own columns (no copy of the weights); many: one product
+    of the concatenated weights (see :data:`SPLIT_ROWS_PER_COLUMN`). The result has ``x``'s dtype."""
     x = contiguous(x)
     dt = x.dtype
     if not _split(x):
@@ -222,11 +230,16 @@ def linears(x: np.ndarray, ws: tuple[np.ndarray, ...], bs: tuple[np.ndarray | No
         if any(b is not None for b in bs):
             b = np.concatenate([np.zeros(w.shape[1], dt) if b is None else b for w, b in zip(ws, bs)])
         return linear(x, np.concatenate(ws, axis=1), b)
-    ws = tuple([contiguous(w, dt) for w in ws])
-    bs = tuple([_no_bias(dt) if b is None else contiguous(b, dt) for b in bs])
-    out = np.empty((x.shape[0], sum([w.shape[1] for w in ws])), dt)
+    no = _no_bias(dt)
+    w0, w1 = contiguous(ws[0], dt), contiguous(ws[1], dt)
+    w2 = contiguous(ws[2], dt) if len(ws) == 3 else np.empty((x.shape[1], 0), dt)
+    # NOTE: no generators or comprehensions here: each is a call of its own (~0.5 µs at B1)
+    b0 = no if bs[0] is None else contiguous(bs[0], dt)
+    b1 = no if bs[1] is None else contiguous(bs[1], dt)
+    b2 = no if len(bs) < 3 or bs[2] is None else contiguous(bs[2], dt)
+    out = np.empty((x.shape[0], w0.shape[1] + w1.shape[1] + w2.shape[1]), dt)
     if out.size:
-        linears_fwd(x, ws, bs, out)
+        linears_fwd(x, w0, w1, w2, b0, b1, b2, out)
     return out
 
 
@@ -245,15 +258,21 @@ def linears_grad(x: np.ndarray, ws: tuple[np.ndarray, ...], g: np.ndarray,
             dbs.append(db[c:c + k] if b else None)  # type: ignore[index]
             c += k
         return dx, dws, dbs
-    ws = tuple([contiguous(w, dt) for w in ws])
+    count = len(ws)
+    if count == 2:
+        ws, biases = (*ws, np.empty((x.shape[1], 0), dt)), (*biases, False)
+    w0, w1, w2 = contiguous(ws[0], dt), contiguous(ws[1], dt), contiguous(ws[2], dt)
     g = contiguous(g, dt)
     dx = np.empty_like(x)
-    dws = tuple([np.empty_like(w) for w in ws])
-    dbs = tuple([np.empty(w.shape[1], dt) if b else _no_bias(dt) for w, b in zip(ws, biases)])
+    dw0, dw1, dw2 = np.empty_like(w0), np.empty_like(w1), np.empty_like(w2)
+    no = _no_bias(dt)
+    db0 = np.empty(w0.shape[1], dt) if biases[0] else no
+    db1 = np.empty(w1.shape[1], dt) if biases[1] else no
+    db2 = np.empty(w2.shape[1], dt) if biases[2] else no
     if x.size and g.size:
-        linears_bwd(x, ws, g, dx, dws, dbs)
+        linears_bwd(x, w0, w1, w2, g, dx, dw0, dw1, dw2, db0, db1, db2)
     else:
-        dx[...] = 0
-        for a in (*dws, *dbs):
+        for a in (dx, dw0, dw1, dw2, db0, db1, db2):
             a[...] = 0
-    return dx, list(dws), [db if b else None for db, b in zip(dbs, biases)]
+    dbs = [db0 if biases[0] else None, db1 if biases[1] else None, db2 if biases[2] else None]
+    return dx, [dw0, dw1, dw2][:count], dbs[:count]
