@@ -141,7 +141,7 @@ def layernorm_grad(xhat: np.ndarray, rstd: np.ndarray, gamma: np.ndarray, g: np.
     gamma = contiguous(gamma, dt)
     g = contiguous(g, dt)
     dx = np.empty_like(xhat)
-    dgamma = np.zeros(d, dt)
+    dgamma = np.zeros(d, dt)  # the kernel zeroes them too; zeros for an empty x
     dbeta = np.zeros(d, dt)
     if xhat.size:
         if xhat.ndim == 2 and g.ndim == 2:  # no views to make
