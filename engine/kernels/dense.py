@@ -210,7 +210,9 @@ def linear_grad(
 #: :func:`linears` writes each map's columns with a product of its own while the input has at most
 #: this many rows per input column (n ≤ d_in): there the copy of the weights that a concatenation
 #: costs weighs more than BLAS's packing of the input once per map; beyond, one product of the
-#: concatenated weights is faster (benchmarks/bench_transformer.py: B1 L16 d64 against B8 L256 d128).
+#: concatenated weights is faster (timed by hand on both paths at n 16…2048, d 64 and 128: the
+#: crossover is near n = d_in; the cases that matter are bench_transformer.py's B1 L16 d64, split,
+#: and B8 L32…L256 d128, concatenated).
 SPLIT_ROWS_PER_COLUMN = 1
 
 
