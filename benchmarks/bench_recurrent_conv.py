@@ -6,7 +6,11 @@
 
 Prints medians and ratios of: Conv2d batched im2col+BLAS (the shipped kernels) vs direct loops
 (the alternative that lost), vs the numpy twins and torch; SequenceRNN forward+backward per cell
-vs the numpy twins and torch. Runs alternate so machine noise hits every contender alike.
+vs the numpy twins and torch; the LSTM's two time-loop kernels as shipped vs as they were before
+issue 13's fifth round (kept below), and the backward step's product both ways. Runs alternate so
+machine noise hits every contender alike.
+
+    python benchmarks/bench_recurrent_conv.py --only lstm-loops [--repeats 200]
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ import numpy as np  # noqa: E402
 from engine import blocks, kernels  # noqa: E402
 from engine.kernels import conv as ck  # noqa: E402
 from engine.kernels import jit  # noqa: E402
+from engine.kernels import recurrent as rk
+from engine.kernels.blas import block, matrix, product
+from engine.kernels.vecmath import exp
+from engine.kernels.vecmath import one as _one
 
 try:  # torch is an optional reference only
     import torch
@@ -87,6 +95,138 @@ def conv2d_direct_backward(x, Wt, g, stride, pad):
                                 gxp[n, c, oi * stride + ki, oj * stride + kj] += w * gv
                         gW[o, c, ki, kj] += s
     return np.ascontiguousarray(gxp[:, :, pad:pad + H, pad:pad + W]), gW, gb
+
+
+# --- the LSTM time loops before issue 13's fifth round, kept here so the comparison can be re-run --
+# The forward did not keep tanh(c_t), so the backward computed it again; the backward multiplied
+# by Wh transposed in the call (BLAS's NT product); the bias gradient was a numpy sum afterwards.
+
+
+@jit
+def lstm_forward_before(h0, c0, Wh, b, gates, cs, seq):
+    B, L, H = seq.shape
+    wp, ldw = matrix(Wh)
+    one = _one(seq)
+    two = one + one
+    scale = np.ones(4 * H, seq.dtype)
+    for j in range(2 * H, 3 * H):
+        scale[j] = two
+    c = np.empty(H, seq.dtype)
+    for t in range(L):
+        hp, ldh = matrix(h0) if t == 0 else block(seq, t - 1)
+        out, ldo = block(gates, t)
+        product(False, False, B, 4 * H, H, hp, ldh, wp, ldw, 1.0, out, ldo, seq.itemsize)
+        for i in range(B):
+            for j in range(4 * H):
+                gates[i, t, j] = one / (one + exp(-scale[j] * (gates[i, t, j] + b[j])))
+            for j in range(2 * H, 3 * H):
+                gates[i, t, j] = two * gates[i, t, j] - one
+            if t == 0:
+                for j in range(H):
+                    c[j] = gates[i, t, H + j] * c0[i, j] + gates[i, t, j] * gates[i, t, 2 * H + j]
+            else:
+                for j in range(H):
+                    c[j] = gates[i, t, H + j] * cs[i, t - 1, j] + gates[i, t, j] * gates[i, t, 2 * H + j]
+            for j in range(H):
+                cs[i, t, j] = c[j]
+            for j in range(H):
+                seq[i, t, j] = gates[i, t, 3 * H + j] * (two / (one + exp(-two * c[j])) - one)
+
+
+@jit
+def lstm_backward_before(c0, cs, gates, Wh, gseq, dh, dc, dZ, norms):
+    B, L, H4 = gates.shape
+    H = H4 // 4
+    wp, ldw = matrix(Wh)
+    hp, ldh = matrix(dh)
+    one = _one(cs)
+    two = one + one
+    tc = np.empty(H, cs.dtype)
+    v = np.empty(H, cs.dtype)
+    cprev = np.empty(H, cs.dtype)
+    for t in range(L - 1, -1, -1):
+        s = 0.0
+        for i in range(B):
+            if t == 0:
+                for j in range(H):
+                    cprev[j] = c0[i, j]
+            else:
+                for j in range(H):
+                    cprev[j] = cs[i, t - 1, j]
+            for j in range(H):
+                tc[j] = two / (one + exp(-two * cs[i, t, j])) - one  # tanh(c_t)
+            for j in range(H):
+                v[j] = dh[i, j] + gseq[i, t, j]
+            for j in range(H):
+                s += float(v[j]) * float(v[j])
+            for j in range(H):
+                dc[i, j] += v[j] * gates[i, t, 3 * H + j] * (one - tc[j] * tc[j])
+            for j in range(H):
+                dZ[i, t, j] = dc[i, j] * gates[i, t, 2 * H + j] * gates[i, t, j] * (one - gates[i, t, j])
+            for j in range(H):
+                dZ[i, t, H + j] = dc[i, j] * cprev[j] * gates[i, t, H + j] * (one - gates[i, t, H + j])
+            for j in range(H):
+                dZ[i, t, 2 * H + j] = dc[i, j] * gates[i, t, j] * (one - gates[i, t, 2 * H + j] * gates[i, t, 2 * H + j])
+            for j in range(H):
+                dZ[i, t, 3 * H + j] = v[j] * tc[j] * gates[i, t, 3 * H + j] * (one - gates[i, t, 3 * H + j])
+            for j in range(H):
+                dc[i, j] *= gates[i, t, H + j]
+        norms[t] = np.sqrt(s)
+        dp, ldd = block(dZ, t)
+        product(False, True, B, H, 4 * H, dp, ldd, wp, ldw, 0.0, hp, ldh, dh.itemsize)
+
+
+@jit
+def step_products(dZ, W, dh, transposed):
+    """Only the backward loop's per-step products dZ_t @ Whᵀ: ``W`` is Wh (h, 4h), multiplied
+    transposed in the call (NT, before), or Whᵀ (4h, h) contiguous (NN, shipped)."""
+    B, L, H4 = dZ.shape
+    H = dh.shape[1]
+    wp, ldw = matrix(W)
+    hp, ldh = matrix(dh)
+    for t in range(L - 1, -1, -1):
+        dp, ldd = block(dZ, t)
+        product(False, transposed, B, H, H4, dp, ldd, wp, ldw, 0.0, hp, ldh, dh.itemsize)
+
+
+def bench_lstm_loops(B: int, L: int, D: int, H: int, repeats: int) -> None:
+    """The LSTM's time-loop kernels (what ``engine.kernels.recurrent.run_forward`` /
+    ``run_backward`` call, with the bias gradient), shipped vs before, same inputs, outputs
+    checked equal."""
+    dt = np.float32
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((B, L, D)).astype(dt)
+    h0, c0 = (rng.standard_normal((B, H)).astype(dt) for _ in range(2))
+    Wx, Wh = ((rng.standard_normal((n, 4 * H)) * 0.2).astype(dt) for n in (D, H))
+    b = rng.standard_normal(4 * H).astype(dt)
+    gseq = rng.standard_normal((B, L, H)).astype(dt)
+    pre = (x.reshape(B * L, D) @ Wx).reshape(B, L, 4 * H)
+    WhT = np.ascontiguousarray(Wh.T)
+
+    def shipped() -> tuple[np.ndarray, ...]:
+        gates, cs, tcs, seq = pre.copy(), np.empty((B, L, H), dt), np.empty((B, L, H), dt), np.empty((B, L, H), dt)
+        rk.lstm_forward(h0, c0, Wh, b, gates, cs, tcs, seq)
+        dh, dc, dZ, db, norms = np.zeros((B, H), dt), np.zeros((B, H), dt), np.empty_like(gates), np.empty(4 * H, dt), np.empty(L)
+        rk.lstm_backward(c0, cs, tcs, gates, np.ascontiguousarray(Wh.T), gseq, dh, dc, dZ, db, norms)
+        return seq, dZ, db, dh, dc
+
+    def before() -> tuple[np.ndarray, ...]:
+        gates, cs, seq = pre.copy(), np.empty((B, L, H), dt), np.empty((B, L, H), dt)
+        lstm_forward_before(h0, c0, Wh, b, gates, cs, seq)
+        dh, dc, dZ, norms = np.zeros((B, H), dt), np.zeros((B, H), dt), np.empty_like(gates), np.empty(L)
+        lstm_backward_before(c0, cs, gates, Wh, gseq, dh, dc, dZ, norms)
+        return seq, dZ, dZ.reshape(B * L, 4 * H).sum(axis=0), dh, dc
+
+    for new, old in zip(shipped(), before()):
+        err = float(np.max(np.abs(new - old)))
+        assert err <= 1e-4 * max(1.0, float(np.max(np.abs(old)))), f"shipped and before disagree by {err:.2e}"
+    report(f"LSTM time loops forward+backward (with the bias gradient) B={B} L={L} h={H} float32",
+           race({"shipped": shipped, "before (round 4)": before}, repeats), "shipped")
+    dZ, dh = rng.standard_normal((B, L, 4 * H)).astype(dt), np.empty((B, H), dt)
+    report(f"LSTM backward loop's {L} step products (B, 4h) @ (4h, h) alone",
+           race({"NN, Whᵀ contiguous (shipped)": lambda: step_products(dZ, WhT, dh, False),
+                 "NT, Wh transposed (before)": lambda: step_products(dZ, Wh, dh, True)}, repeats),
+           "NN, Whᵀ contiguous (shipped)")
 
 
 def race(contenders: dict[str, Callable[[], object]], repeats: int = 15) -> dict[str, float]:
@@ -180,7 +320,17 @@ def bench_rnn(B: int, L: int, D: int, H: int, dtype: type = np.float32) -> None:
 
 
 if __name__ == "__main__":
-    bench_conv(np.float32)
-    bench_conv(np.float64)
-    bench_rnn(8, 12, 8, 16)  # the size of a lesson in the app
-    bench_rnn(16, 50, 32, 64)
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=("conv", "rnn", "lstm-loops"), help="one part (default: all)")
+    ap.add_argument("--repeats", type=int, default=200, help="runs per contender of the LSTM loops (default 200)")
+    args = ap.parse_args()
+    if args.only in (None, "conv"):
+        bench_conv(np.float32)
+        bench_conv(np.float64)
+    if args.only in (None, "rnn"):
+        bench_rnn(8, 12, 8, 16)  # the size of a lesson in the app
+        bench_rnn(16, 50, 32, 64)
+    if args.only in (None, "lstm-loops"):
+        bench_lstm_loops(16, 50, 64, 64, args.repeats)  # issue 13's LSTM

@@ -271,7 +271,8 @@ class SequenceRNN(Block):
             if port in in_shapes and port in {p.name for p in self.input_ports()}:
                 # A (B, h) start shared by both directions collects both gradients.
                 gin[port] = sum(grads[1:], grads[0]) if in_shapes[port][1] == h else np.concatenate(grads, axis=-1)
-        saved["_trace_extras"] = {"time_grad_norms": [float(v) for v in np.sqrt(sq_norms)]}
+        # tolist: the Python floats in one call, not a float() per numpy scalar (a Python loop per step)
+        saved["_trace_extras"] = {"time_grad_norms": np.sqrt(sq_norms).tolist()}
         return gin, gw
 
     # --- the lecture's picture: the cell unrolled through time ----------------------------------

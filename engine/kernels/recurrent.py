@@ -7,7 +7,9 @@ dimension, and the elementwise loops run along each row's contiguous last axis.
 
 The input projections do not depend on the recurrence, so they are done as one big
 (B·L, d_in) @ (d_in, k·h) product before the time loop (forward) or after it (backward, for the
-``Wx`` and ``Wh`` gradients, the bias gradients and ``dx``), the way cuDNN and torch do. Those
+``Wx`` and ``Wh`` gradients, the bias gradients and ``dx``), the way cuDNN and torch do (the
+LSTM's bias gradient is summed in its backward kernel instead, while each step's rows are in
+cache). Those
 big products are numpy's, in the wrappers (:func:`run_forward`, :func:`run_backward`), shared by
 both backends; the kernels hold only the time loop: ``h @ Wh`` per step (through
 :func:`engine.kernels.blas.gemm`, numpy's BLAS, written into the step's own rows) and the gates.
@@ -17,6 +19,11 @@ allocation, which keeps them cheap to compile (benchmarks/README.md).
 Each backward kernel also fills ``norms[t] = ‖dL/dh_t‖`` (Frobenius norm over the batch) of the
 *total* gradient reaching ``h_t``, from its own output and from every later step: the vanishing
 / exploding gradient picture the editor draws.
+
+The LSTM's forward kernel keeps tanh(c_t), which its backward kernel reads rather than computing
+it again, and the backward kernel takes Whᵀ contiguous (made once per pass), so that each step's
+``dZ_t @ Whᵀ`` is a plain product rather than a transposed one (~15 % faster at B16 h64,
+benchmarks/README.md, issue 13 fifth round).
 
 The numpy twins loop over time in Python; they are the oracles the kernels are tested against.
 """
@@ -148,10 +155,11 @@ def rnn_backward(seq, Wh, gseq, act, dh, dA, norms):
 # --- LSTM: gates i, f, g, o in column blocks of width h -----------------------------------------
 
 
-def lstm_forward_np(h0, c0, Wh, b, gates, cs, seq):
+def lstm_forward_np(h0, c0, Wh, b, gates, cs, tcs, seq):
     """``gates`` (B, L, 4h) holds x_t Wx on entry and the gate values i, f, g, o on return (the
     bias b is added here, in the pass that reads the pre-activations anyway); fills the cell
-    states ``cs`` and the outputs ``seq`` (B, L, h)."""
+    states ``cs``, their ``tcs`` = tanh(c_t) (which the backward pass reads instead of computing
+    them again) and the outputs ``seq`` (B, L, h)."""
     H = h0.shape[1]
     h, c = h0, c0
     for t in range(gates.shape[1]):
@@ -159,20 +167,27 @@ def lstm_forward_np(h0, c0, Wh, b, gates, cs, seq):
         i, f, o = _sigmoid_np(z[:, :H]), _sigmoid_np(z[:, H:2 * H]), _sigmoid_np(z[:, 3 * H:])
         g = np.tanh(z[:, 2 * H:3 * H])
         c = f * c + i * g
-        h = o * np.tanh(c)
+        tcs[:, t] = np.tanh(c)
+        h = o * tcs[:, t]
         gates[:, t] = np.concatenate([i, f, g, o], axis=1)
         seq[:, t], cs[:, t] = h, c
 
 
 @kernel(lstm_forward_np, twin_ns_per_element=PYTHON_LOOP_NS)
-def lstm_forward(h0, c0, Wh, b, gates, cs, seq):
+def lstm_forward(h0, c0, Wh, b, gates, cs, tcs, seq):
     B, L, H = seq.shape
     wp, ldw = matrix(Wh)
     one = _one(seq)
     two = one + one
     # Every gate is σ(scale · z) with scale 2 on the g block, which then becomes 2σ(2z) − 1 = tanh(z).
-    scale = np.ones(4 * H, seq.dtype)
-    for j in range(2 * H, 3 * H):
+    # One loop takes two gates per element, i with g and f with o: two independent exp chains
+    # per iteration. g's 2σ − 1 is folded into the loop that reads it for c, and tanh(c) into the
+    # one that writes h. Measured against the one-gate, one-array loops kept in
+    # benchmarks/bench_recurrent_conv.py (--only lstm-loops, issue 13 fifth round); the same
+    # fusion tried in the backward kernel's loops (four gates and the bias sum per element) made
+    # them slower, so they stay one array per loop.
+    scale = np.ones(2 * H, seq.dtype)
+    for j in range(H):
         scale[j] = two
     c = np.empty(H, seq.dtype)
     for t in range(L):
@@ -180,49 +195,58 @@ def lstm_forward(h0, c0, Wh, b, gates, cs, seq):
         out, ldo = block(gates, t)
         product(False, False, B, 4 * H, H, hp, ldh, wp, ldw, 1.0, out, ldo, seq.itemsize)
         for i in range(B):
-            for j in range(4 * H):
-                gates[i, t, j] = one / (one + exp(-scale[j] * (gates[i, t, j] + b[j])))
-            for j in range(2 * H, 3 * H):
-                gates[i, t, j] = two * gates[i, t, j] - one
+            for j in range(2 * H):
+                gates[i, t, j] = one / (one + exp(-(gates[i, t, j] + b[j])))
+                gates[i, t, 2 * H + j] = one / (one + exp(-scale[j] * (gates[i, t, 2 * H + j] + b[2 * H + j])))
             if t == 0:
                 for j in range(H):
-                    c[j] = gates[i, t, H + j] * c0[i, j] + gates[i, t, j] * gates[i, t, 2 * H + j]
+                    g = two * gates[i, t, 2 * H + j] - one
+                    gates[i, t, 2 * H + j] = g
+                    c[j] = gates[i, t, H + j] * c0[i, j] + gates[i, t, j] * g
             else:
                 for j in range(H):
-                    c[j] = gates[i, t, H + j] * cs[i, t - 1, j] + gates[i, t, j] * gates[i, t, 2 * H + j]
+                    g = two * gates[i, t, 2 * H + j] - one
+                    gates[i, t, 2 * H + j] = g
+                    c[j] = gates[i, t, H + j] * cs[i, t - 1, j] + gates[i, t, j] * g
             for j in range(H):
                 cs[i, t, j] = c[j]
             for j in range(H):
-                seq[i, t, j] = gates[i, t, 3 * H + j] * (two / (one + exp(-two * c[j])) - one)
+                tc = two / (one + exp(-two * c[j])) - one
+                tcs[i, t, j] = tc
+                seq[i, t, j] = gates[i, t, 3 * H + j] * tc
 
 
-def lstm_backward_np(c0, cs, gates, Wh, gseq, dh, dc, dZ, norms):
+def lstm_backward_np(c0, cs, tcs, gates, WhT, gseq, dh, dc, dZ, db, norms):
     """``dh``, ``dc`` (B, h) hold the gradients at h_L, c_L on entry and at h_0, c_0 on return;
-    fills ``dZ`` (B, L, 4h), the gradient at the gate pre-activations, and ``norms``."""
+    fills ``dZ`` (B, L, 4h), the gradient at the gate pre-activations, ``db`` (4h,), its sum
+    over batch and time (the bias gradient), and ``norms``. ``tcs`` holds tanh(c_t) from the
+    forward pass; ``WhT`` is Whᵀ (4h, h), contiguous."""
     H = dh.shape[1]
     for t in range(gates.shape[1] - 1, -1, -1):
         cprev = cs[:, t - 1] if t > 0 else c0
         v = dh + gseq[:, t]
         norms[t] = _norm_np(v)
         i, f, g, o = (gates[:, t, k * H:(k + 1) * H] for k in range(4))
-        tc = np.tanh(cs[:, t])
+        tc = tcs[:, t]
         dcv = dc + v * o * (1 - tc * tc)
         dZ[:, t] = np.concatenate([dcv * g * i * (1 - i), dcv * cprev * f * (1 - f), dcv * i * (1 - g * g), v * tc * o * (1 - o)], axis=1)
         dc[...] = dcv * f
-        dh[...] = dZ[:, t] @ Wh.T
+        dh[...] = dZ[:, t] @ WhT
+    db[...] = dZ.sum(axis=(0, 1))
 
 
 @kernel(lstm_backward_np, twin_ns_per_element=PYTHON_LOOP_NS)
-def lstm_backward(c0, cs, gates, Wh, gseq, dh, dc, dZ, norms):
+def lstm_backward(c0, cs, tcs, gates, WhT, gseq, dh, dc, dZ, db, norms):
     B, L, H4 = gates.shape
     H = H4 // 4
-    wp, ldw = matrix(Wh)
+    wp, ldw = matrix(WhT)
     hp, ldh = matrix(dh)
     one = _one(cs)
-    two = one + one
-    tc = np.empty(H, cs.dtype)
+    zero = one - one
     v = np.empty(H, cs.dtype)
     cprev = np.empty(H, cs.dtype)
+    for j in range(H4):
+        db[j] = zero
     for t in range(L - 1, -1, -1):
         s = 0.0
         for i in range(B):
@@ -233,13 +257,11 @@ def lstm_backward(c0, cs, gates, Wh, gseq, dh, dc, dZ, norms):
                 for j in range(H):
                     cprev[j] = cs[i, t - 1, j]
             for j in range(H):
-                tc[j] = two / (one + exp(-two * cs[i, t, j])) - one  # tanh(c_t)
-            for j in range(H):
                 v[j] = dh[i, j] + gseq[i, t, j]
             for j in range(H):
                 s += float(v[j]) * float(v[j])
             for j in range(H):  # dL/dc_t: from c_{t+1}, and through h_t = o tanh(c_t)
-                dc[i, j] += v[j] * gates[i, t, 3 * H + j] * (one - tc[j] * tc[j])
+                dc[i, j] += v[j] * gates[i, t, 3 * H + j] * (one - tcs[i, t, j] * tcs[i, t, j])
             for j in range(H):
                 dZ[i, t, j] = dc[i, j] * gates[i, t, 2 * H + j] * gates[i, t, j] * (one - gates[i, t, j])
             for j in range(H):
@@ -247,12 +269,14 @@ def lstm_backward(c0, cs, gates, Wh, gseq, dh, dc, dZ, norms):
             for j in range(H):
                 dZ[i, t, 2 * H + j] = dc[i, j] * gates[i, t, j] * (one - gates[i, t, 2 * H + j] * gates[i, t, 2 * H + j])
             for j in range(H):
-                dZ[i, t, 3 * H + j] = v[j] * tc[j] * gates[i, t, 3 * H + j] * (one - gates[i, t, 3 * H + j])
+                dZ[i, t, 3 * H + j] = v[j] * tcs[i, t, j] * gates[i, t, 3 * H + j] * (one - gates[i, t, 3 * H + j])
             for j in range(H):
                 dc[i, j] *= gates[i, t, H + j]
+            for j in range(H4):
+                db[j] += dZ[i, t, j]
         norms[t] = math.sqrt(s)
         dp, ldd = block(dZ, t)
-        product(False, True, B, H, 4 * H, dp, ldd, wp, ldw, 0.0, hp, ldh, dh.itemsize)
+        product(False, False, B, H, H4, dp, ldd, wp, ldw, 0.0, hp, ldh, dh.itemsize)
 
 
 # --- GRU (torch's formula): gates r, z, n in column blocks of width h ----------------------------
@@ -407,9 +431,10 @@ def run_forward(cell: str, activation: str, x: np.ndarray, h0: np.ndarray, c0: n
         c0 = _c(c0, dt)
         gates = _project(x, W["Wx"], None)
         cs = np.empty((B, L, H), dt)
+        tcs = np.empty((B, L, H), dt)
         seq = np.empty((B, L, H), dt)
-        lstm_forward(h0, c0, W["Wh"], W["b"], gates, cs, seq)
-        state.update(c0=c0, c_seq=cs, gates=gates)
+        lstm_forward(h0, c0, W["Wh"], W["b"], gates, cs, tcs, seq)
+        state.update(c0=c0, c_seq=cs, tanh_c=tcs, gates=gates)
     else:
         gates = _project(x, W["Wx"], W["bx"])
         seq = np.empty((B, L, H), dt)
@@ -442,7 +467,10 @@ def run_backward(cell: str, activation: str, state: dict[str, np.ndarray], w: di
     elif cell == "LSTM":
         dc = np.array(glast_c, dtype=dt, order="C")
         d = np.empty_like(state["gates"])
-        lstm_backward(state["c0"], state["c_seq"], state["gates"], W["Wh"], gseq, dh, dc, d, norms)
+        db = np.empty(d.shape[2], dt)
+        # Whᵀ once per pass: each step's (B, 4h) @ (4h, h) is then a plain product (module docstring).
+        lstm_backward(state["c0"], state["c_seq"], state["tanh_c"], state["gates"], np.ascontiguousarray(W["Wh"].T),
+                      gseq, dh, dc, d, db, norms)
         dx_side = dh_side = d
     else:
         dx_side = np.empty_like(state["gates"])
@@ -465,6 +493,8 @@ def run_backward(cell: str, activation: str, state: dict[str, np.ndarray], w: di
         grads = {"Wx": x.reshape(B * L, D).T @ dxf, "Wh": _previous(h0, seq).T @ dhf}
     if cell == "GRU":
         grads.update(bx=dxf.sum(axis=0), bh=dhf.sum(axis=0))
+    elif cell == "LSTM":
+        grads["b"] = db  # summed in the kernel, while dZ's rows were in cache
     else:
         grads["b"] = dxf.sum(axis=0)
     return gx, dh, dc, grads, norms
