@@ -1,13 +1,14 @@
 """Side-by-side timings: TransformerBlock and BERT forward+backward, ours vs torch eager (not a test).
 
-    python benchmarks/bench_transformer.py [--repeats 40] [--threads 1] [--only SUBSTRING] [--fault-steps N]
+    python benchmarks/bench_transformer.py [--repeats 40] [--threads 1] [--only SUBSTRING] [--fault-steps N] [--blocks N]
 
 One thread everywhere by default (OPENBLAS_NUM_THREADS=1, NUMBA_NUM_THREADS=1,
 torch.set_num_threads(1)); ``--threads 2`` gives both sides two. glibc's malloc is left as users
 have it (no GLIBC_TUNABLES: the script removes it and re-executes itself), and the minor page
 faults of each side per pass are printed, over the first and the second half of the runs (the heap
 settling, then steady state): allocation churn shows there; ``--fault-steps N`` lists the steps
-that fault, pass by pass, instead of timing. Ours runs through the engine's runtime exactly as the editor
+that fault, pass by pass, instead of timing; ``--blocks N`` prints what each block of the plan costs
+per call, with its kernels and without (the Python and numpy around them). Ours runs through the engine's runtime exactly as the editor
 and the CLI do (Input → block, seeded with an upstream gradient, every weight gradient and the
 input gradient computed); torch runs ``nn.TransformerEncoderLayer`` (post-norm, dropout 0) with
 the same weights, input gradient on and ``.grad`` reset each run. Runs alternate so machine
@@ -57,7 +58,8 @@ def _ours(type_id: str, params: dict, in_shape: tuple[int, ...], ids: bool, rng:
         p = runtime.start({"x": data}).run_forward()
         p.run_backward(grads={(node.id, "out"): g})
 
-    run.runtime = runtime  # type: ignore[attr-defined]  # for --fault-steps
+    run.runtime = runtime  # type: ignore[attr-defined]  # for --fault-steps and --blocks
+    run.data = data  # type: ignore[attr-defined]
     return runtime, node.id, data, g, run
 
 
@@ -212,6 +214,54 @@ def fault_steps(ours: Callable[[], None], theirs: Callable[[], None], passes: in
         print(f"    pass {k:3d}  {n:5d}  {label}")
 
 
+def block_costs(ours: Callable[[], None], calls: int) -> None:
+    """Per block step of the execution plan: the best of 5 runs of ``calls`` calls of its
+    ``compute`` and of its ``vjp`` on the last pass's arrays, in µs a call; then the same with
+    every Numba kernel replaced by a call that does nothing (what is left is the Python and the
+    numpy around the kernels: wrappers, views, allocations, dicts). Alone, not beside torch."""
+    import timeit
+
+    from engine import kernels
+    from engine import plan as planmod
+
+    for _ in range(planmod.GENERATE_AFTER + 2):
+        ours()
+    runtime = ours.runtime  # type: ignore[attr-defined]
+    plan = planmod.plan_for(runtime)
+    p = runtime.start({"x": ours.data}).run_forward()  # type: ignore[attr-defined]
+    values, saved_all, weights_all, _ = p._plan_state
+    steps = [(i, s) for i, s in enumerate(plan.steps) if s.kind == planmod.BLOCK]
+
+    def measure() -> list[tuple[float, float]]:
+        rows = []
+        for i, s in steps:
+            ins = {port: values[slot] for port, slot in s.ins}
+            w = weights_all[i]
+            full = {port: np.ones(shape, dtype) for port, _slot, _d, shape, dtype in s.grad_outs}
+            fwd = min(timeit.repeat(lambda: s.compute(ins, w), number=calls, repeat=5)) / calls
+            bwd = min(timeit.repeat(lambda: s.vjp(full, saved_all[i], w), number=calls, repeat=5)) / calls
+            rows.append((fwd, bwd))
+        return rows
+
+    real = measure()
+    saved = [(k, k._lazy._dispatcher) for k in kernels.Kernel.registry]
+    try:
+        for k, d in saved:
+            if d is not None:
+                k._lazy._dispatcher = lambda *args: None
+        bare = measure()
+    finally:
+        for k, d in saved:
+            k._lazy._dispatcher = d
+    print(f"  {'step':44s} {'compute µs':>10s} {'vjp µs':>8s}   without the kernels: {'compute':>7s} {'vjp':>7s}")
+    totals = [0.0] * 4
+    for (i, s), (f, b), (f0, b0) in zip(steps, real, bare):
+        print(f"  {s.type + ' ' + s.path[-1]:44s} {f * 1e6:10.1f} {b * 1e6:8.1f}   {'':21s}{f0 * 1e6:7.1f} {b0 * 1e6:7.1f}")
+        for j, v in enumerate((f, b, f0, b0)):
+            totals[j] += v
+    print(f"  {'all blocks':44s} {totals[0] * 1e6:10.1f} {totals[1] * 1e6:8.1f}   {'':21s}{totals[2] * 1e6:7.1f} {totals[3] * 1e6:7.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=40)
@@ -219,6 +269,9 @@ def main() -> None:
     ap.add_argument("--only", default="", help="run only the cases whose label contains this")
     ap.add_argument("--fault-steps", type=int, default=0, metavar="N",
                     help="instead of timing: N passes per case, printing which steps page-fault in which pass")
+    ap.add_argument("--blocks", type=int, default=0, metavar="N",
+                    help="instead of timing against torch: µs per call of each block's compute and vjp (best of 5 "
+                         "runs of N calls), with its kernels and without them (the Python and numpy around them)")
     args = ap.parse_args()
     if torch is None:
         raise SystemExit("torch is not installed; it is the reference this benchmark compares with")
@@ -245,6 +298,10 @@ def main() -> None:
         if args.fault_steps:
             print(label)
             fault_steps(ours, theirs, args.fault_steps)
+            continue
+        if args.blocks:
+            print(label)
+            block_costs(ours, args.blocks)
             continue
         med, faults = timed({"ours": ours, "torch": theirs}, args.repeats)
         ratio = med["ours"] / med["torch"]

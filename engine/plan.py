@@ -520,6 +520,13 @@ def _reduce_axes(g_shape: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int,
     return tuple(range(extra)) + tuple(i + extra for i, s in enumerate(shape) if s == 1 and g_shape[i + extra] != 1)
 
 
+def _no_gradient(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The gradient a non-differentiable output (Attention's ``attn``) hands its block's vjp:
+    zeros, as a read-only view of one zero (np.zeros of the attention weights' shape was 8 MiB
+    to fill per pass at B8 L256; the vjp never reads it)."""
+    return np.broadcast_to(np.zeros((), dtype), shape)
+
+
 def _generate(plan: "Plan") -> None:
     """Write the forward and backward passes of ``plan`` as straight-line Python functions: per
     step, the statements :meth:`Plan._forward` and :meth:`Plan._block_backward` run, with every
@@ -600,6 +607,14 @@ def _generate(plan: "Plan") -> None:
             f(f"weights_all[{n(i)}] = w")
     forward_src = "def forward(values, saved_all, weights_all, all_weights, ctx, dtype):\n" + "\n".join(f.lines or ["    pass"])
 
+    # How many steps send each weight a gradient: one (most weights) is a plain store; a weight
+    # several steps use (tied weights) sums them in the order the loops do. The backward pass
+    # starts with no weight gradients (a fresh Pass).
+    routed: dict[tuple[str, str], int] = {}
+    for s in plan.steps:
+        for _local, owner, name, buffer in s.routes:
+            if not buffer:
+                routed[(owner, name)] = routed.get((owner, name), 0) + 1
     b = _Source(ns)
     for i in range(len(plan.steps) - 1, -1, -1):
         s = plan.steps[i]
@@ -671,7 +686,7 @@ def _generate(plan: "Plan") -> None:
                 if differentiable:
                     b(f"full = {{{k(port)}: g}}")
                 else:
-                    b(f"full = {{{k(port)}: zeros({k(shape)}, {k(dtype)})}}")
+                    b(f"full = {{{k(port)}: {k(_no_gradient(shape, dtype))}}}")
             else:
                 b("if " + (" or ".join(f"grads[{n(slot)}] is not None" for _, slot, _, _, _ in outs) or "False") + ":")
                 b.depth += 1
@@ -682,7 +697,7 @@ def _generate(plan: "Plan") -> None:
                         b(f"g = grads[{n(slot)}]")
                         b(f"full[{p}] = g if g is not None else zeros({sh}, {dt})")
                     else:
-                        b(f"full[{p}] = zeros({sh}, {dt})")
+                        b(f"full[{p}] = {k(_no_gradient(shape, dtype))}")
             b(f"w = weights_all[{n(i)}]")
             b(f"gin, gw = {k(s.vjp)}(full, saved_all[{n(i)}], w)")
             for port, slot, shape, dtype in s.float_ins:
@@ -697,20 +712,27 @@ def _generate(plan: "Plan") -> None:
                 b(f"        g = unbroadcast(g, {sh})")
                 b(f"prev = grads[{n(slot)}]")
                 b(f"grads[{n(slot)}] = g if prev is None else prev + g")
+            fetched: set[str] = set()  # owners whose bucket this step has in ``bucket`` (one at a time)
             for local, owner, name, buffer in s.routes:
                 if buffer:
                     continue
-                lo, ow, nm = k(local), k(owner), k(name)
+                lo, nm = k(local), k(name)
                 b(f"wv = w[{lo}]")
                 b(f"g = gw.get({lo})")
                 b("if g is None:")
                 b("    g = zeros_like(wv)")
                 b("elif g.__class__ is not ndarray or g.dtype != wv.dtype or g.shape != wv.shape:")
                 b("    g = asarray(g, wv.dtype).reshape(wv.shape)")
-                b(f"bucket = weight_grads.get({ow})")
-                b("if bucket is None:")
-                b(f"    bucket = weight_grads[{ow}] = {{}}")
-                b(f"bucket[{nm}] = bucket[{nm}] + g if {nm} in bucket else g")
+                if owner not in fetched:
+                    ow = k(owner)
+                    b(f"bucket = weight_grads.get({ow})")
+                    b("if bucket is None:")
+                    b(f"    bucket = weight_grads[{ow}] = {{}}")
+                    fetched = {owner}
+                if routed[(owner, name)] == 1:  # no other step sends this weight a gradient
+                    b(f"bucket[{nm}] = g")
+                else:
+                    b(f"bucket[{nm}] = bucket[{nm}] + g if {nm} in bucket else g")
             b.depth -= 1
     backward_src = "def backward(values, saved_all, weights_all, grads, weight_grads):\n" + "\n".join(b.lines or ["    pass"])
     plan.source = forward_src + "\n\n" + backward_src + "\n"

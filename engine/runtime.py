@@ -37,6 +37,7 @@ from engine.blocks import BUFFER_UPDATES, EVAL, Context
 from engine.compile import Program, Step, compile_graph
 from engine.errors import NonFiniteError, RuntimeFailure
 from engine.graph import Graph
+from engine.plan import plan_for
 
 PortKey = tuple[str, str]
 Weights = dict[str, dict[str, np.ndarray]]
@@ -240,8 +241,6 @@ class Pass:
     def _plan_forward(self) -> bool:
         """The forward pass on the execution plan; False (nothing kept) when it fails, so that
         the plain pass runs again and reports the failure as it does."""
-        from engine.plan import plan_for
-
         try:
             plan_for(self.runtime).forward(self)
         except Exception:  # noqa: BLE001 - the plain pass raises the real error
@@ -330,8 +329,6 @@ class Pass:
 
     def run_backward(self, loss: PortKey | None = None, grads: Mapping[PortKey, np.ndarray] | None = None) -> "Pass":
         if self._plan_state is not None and not (self.trace or self.check) and not self.grads:
-            from engine.plan import plan_for
-
             try:
                 plan_for(self.runtime).backward(self, loss, grads)
                 return self

@@ -119,29 +119,31 @@ class Attention(Block):
 
     def compute(self, inputs: Arrays, weights: Arrays) -> tuple[Arrays, dict[str, Any]]:
         x = inputs["x"]
-        self.infer_shapes({k: np.shape(v) for k, v in inputs.items()})
+        heads, bias = self.p["heads"], self.p["bias"]
+        if len(inputs) != 1 or x.ndim != 3 or x.shape[2] % heads:
+            # what infer_shapes checks of x alone, above; anything else gets the full check
+            self.infer_shapes({k: np.shape(v) for k, v in inputs.items()})
         cross = "context" in inputs
         batch, lq, d = x.shape
-        heads, bias = self.p["heads"], self.p["bias"]
         dt = x.dtype
         x2 = x.reshape(batch * lq, d)
         # NOTE: bk is left out on purpose. It adds the same number q·bk to every score of a
         # query's row, and softmax ignores a constant shift, so the result is exactly the same
         # and its gradient is exactly zero (torch's matches it up to rounding).
-        zeros = np.zeros(d, dt)
         if cross:
             context = np.ascontiguousarray(inputs["context"], dtype=dt)
             lk = context.shape[1]
             c2 = context.reshape(batch * lk, d)
-            wkv = np.concatenate((weights["Wk"], weights["Wv"]), axis=1)
             q = kdense.linear(x2, weights["Wq"], weights["bq"] if bias else None).reshape(batch, lq, d)
-            kv = kdense.linear(c2, wkv, np.concatenate((zeros, weights["bv"])) if bias else None).reshape(batch, lk, 2 * d)
+            kv = kdense.linears(c2, (weights["Wk"], weights["Wv"]), (None, weights["bv"] if bias else None))
+            kv = kv.reshape(batch, lk, 2 * d)
             layout = (q, 0, kv, 0, kv, d)
         else:
-            # One product for the three projections, read in place by the attention kernel.
+            # One (B, L, 3d) array for the three projections (each product writes its own
+            # columns: no concatenated copy of the weights), read in place by the attention kernel.
             lk, c2 = lq, x2
-            wkv = np.concatenate((weights["Wq"], weights["Wk"], weights["Wv"]), axis=1)
-            qkv = kdense.linear(x2, wkv, np.concatenate((weights["bq"], zeros, weights["bv"])) if bias else None)
+            qkv = kdense.linears(x2, (weights["Wq"], weights["Wk"], weights["Wv"]),
+                                 (weights["bq"], None, weights["bv"]) if bias else (None, None, None))
             qkv = qkv.reshape(batch, lq, 3 * d)
             layout = (qkv, 0, qkv, d, qkv, 2 * d)
         keep = np.asarray(inputs["mask"]) != 0 if "mask" in inputs else None
@@ -149,35 +151,35 @@ class Attention(Block):
         merged = o.reshape(batch * lq, d)
         out = kdense.linear(merged, weights["Wo"], weights["bo"] if bias else None)
         outs = {"out": out.reshape(batch, lq, d), "attn": a.reshape(batch, heads, lq, lk)}
-        saved = {"x2": x2, "c2": c2, "wkv": wkv, "layout": layout, "a": a, "merged": merged, "dims": (batch, lq, lk, d)}
+        saved = {"x2": x2, "c2": c2, "layout": layout, "a": a, "merged": merged, "dims": (batch, lq, lk, d)}
         return outs, saved
 
     def vjp(self, gout: Arrays, saved: dict[str, Any], weights: Arrays) -> tuple[Arrays, Arrays]:
         batch, lq, lk, d = saved["dims"]
         heads, bias = self.p["heads"], self.p["bias"]
-        x2, c2, merged, wkv = saved["x2"], saved["c2"], saved["merged"], saved["wkv"]
+        x2, c2, merged = saved["x2"], saved["c2"], saved["merged"]
         q, qo, k, ko, v, vo = saved["layout"]
         g = np.ascontiguousarray(gout["out"], dtype=merged.dtype).reshape(batch * lq, d)
         gmerged, gwo, gbo = kdense.linear_grad(merged, weights["Wo"], g, bias=bias)
         gw: Arrays = {"Wo": gwo}
         gin: Arrays = {}
-        if k is q:  # self-attention: one gradient for the fused projection
+        if k is q:  # self-attention: one gradient for the three projections side by side
             dqkv = np.empty_like(q)
             kattention.attend_grad(q, qo, k, ko, v, vo, heads, saved["a"], gmerged.reshape(batch, lq, d), dqkv, dqkv, dqkv)
-            gx, gwqkv, gbqkv = kdense.linear_grad(x2, wkv, dqkv.reshape(batch * lq, 3 * d), bias=bias)
+            gx, (gw["Wq"], gw["Wk"], gw["Wv"]), (gbq, _, gbv) = kdense.linears_grad(
+                x2, (weights["Wq"], weights["Wk"], weights["Wv"]), dqkv.reshape(batch * lq, 3 * d), (bias, False, bias))
             gin["x"] = gx.reshape(batch, lq, d)
-            gw["Wq"], gw["Wk"], gw["Wv"] = (np.ascontiguousarray(gwqkv[:, i * d:(i + 1) * d]) for i in range(3))
-            gb = {"bq": gbqkv[:d], "bv": gbqkv[2 * d:]} if bias else {}
+            gb = {"bq": gbq, "bv": gbv} if bias else {}
         else:
             dq = np.empty_like(q)
             dkv = np.empty_like(k)
             kattention.attend_grad(q, qo, k, ko, v, vo, heads, saved["a"], gmerged.reshape(batch, lq, d), dq, dkv, dkv)
             gx, gw["Wq"], gbq = kdense.linear_grad(x2, weights["Wq"], dq.reshape(batch * lq, d), bias=bias)
-            gc, gwkv, gbkv = kdense.linear_grad(c2, wkv, dkv.reshape(batch * lk, 2 * d), bias=bias)
+            gc, (gw["Wk"], gw["Wv"]), (_, gbv) = kdense.linears_grad(
+                c2, (weights["Wk"], weights["Wv"]), dkv.reshape(batch * lk, 2 * d), (False, bias))
             gin["x"] = gx.reshape(batch, lq, d)
             gin["context"] = gc.reshape(batch, lk, d)
-            gw["Wk"], gw["Wv"] = (np.ascontiguousarray(gwkv[:, i * d:(i + 1) * d]) for i in range(2))
-            gb = {"bq": gbq, "bv": gbkv[d:]} if bias else {}
+            gb = {"bq": gbq, "bv": gbv} if bias else {}
         if bias:
             gw.update(gb)
             gw["bk"] = np.zeros(d, merged.dtype)  # see compute: bk cannot change the output

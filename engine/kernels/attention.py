@@ -179,8 +179,18 @@ def attention_core_grad(q, qo, k, ko, v, vo, heads, scale, a, go, dq, dk, dv):
 # --- wrappers -------------------------------------------------------------------------------
 
 
+_SCALES: dict[tuple[int, str], np.generic] = {}
+#: "no key-padding mask" (size 0; never written)
+_NO_KEEP = np.zeros((0, 0), np.bool_)
+
+
 def _scale(dh: int, dtype: np.dtype) -> np.generic:
-    return dtype.type(1.0 / math.sqrt(dh)) if dh else dtype.type(1.0)
+    """1/√dh in ``dtype`` (1 for zero-width heads), worked out once per width and dtype."""
+    key = (dh, dtype.char)
+    s = _SCALES.get(key)
+    if s is None:
+        s = _SCALES[key] = dtype.type(1.0 / math.sqrt(dh)) if dh else dtype.type(1.0)
+    return s
 
 
 def attend(q: np.ndarray, qo: int, k: np.ndarray, ko: int, v: np.ndarray, vo: int, heads: int, width: int,
@@ -195,7 +205,7 @@ def attend(q: np.ndarray, qo: int, k: np.ndarray, ko: int, v: np.ndarray, vo: in
     B, lq = q.shape[:2]
     lk = k.shape[1]
     dh = width // heads
-    keep = np.zeros((0, 0), np.bool_) if keep is None else np.ascontiguousarray(keep != 0)
+    keep = _NO_KEEP if keep is None else np.ascontiguousarray(keep != 0)
     a = np.empty((B * heads, lq, lk), dtype)
     o = np.empty((B, lq, width), dtype)
     # Empty sizes (no keys, zero-width heads) take the numpy twin, which handles them exactly.

@@ -19,7 +19,10 @@ import numpy as np
 from engine.kernels import contiguous, kernel
 
 
-def layernorm_fwd_np(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, out: np.ndarray, xhat: np.ndarray, rstd: np.ndarray) -> None:
+def layernorm_fwd_np(x: np.ndarray, res: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, out: np.ndarray,
+                     xhat: np.ndarray, rstd: np.ndarray) -> None:
+    if res.size:
+        x = x + res
     mu = x.mean(axis=1, keepdims=True)
     xc = x - mu
     var = (xc * xc).mean(axis=1, keepdims=True)
@@ -30,22 +33,33 @@ def layernorm_fwd_np(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: fl
 
 
 @kernel(layernorm_fwd_np)
-def layernorm_fwd(x, gamma, beta, eps, out, xhat, rstd):
+def layernorm_fwd(x, res, gamma, beta, eps, out, xhat, rstd):
     n, d = x.shape
     inv_d = 1.0 / d
+    added = res.size > 0
     for i in range(n):
+        # The row (plus the residual's, in the data's type: what numpy's x + res gives) goes
+        # to xhat first, then is normalised there in place.
         s = 0.0
-        for j in range(d):
-            s += x[i, j]
+        if added:
+            for j in range(d):
+                v = x[i, j] + res[i, j]
+                xhat[i, j] = v
+                s += v
+        else:
+            for j in range(d):
+                v = x[i, j]
+                xhat[i, j] = v
+                s += v
         mu = s * inv_d
         v = 0.0
         for j in range(d):
-            c = x[i, j] - mu
+            c = xhat[i, j] - mu
             v += c * c
         r = 1.0 / math.sqrt(v * inv_d + eps)
         rstd[i] = r
         for j in range(d):
-            h = (x[i, j] - mu) * r
+            h = (xhat[i, j] - mu) * r
             xhat[i, j] = h
             out[i, j] = h * gamma[j] + beta[j]
 
@@ -84,19 +98,37 @@ def layernorm_bwd(xhat, rstd, gamma, g, dx, dgamma, dbeta):
             dbeta[j] += g[i, j]
 
 
-def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(out, xhat, rstd)`` for ``x`` of shape ``(..., d)``; ``rstd`` has shape ``x.shape[:-1]``."""
+#: "no residual" per dtype (size 0; never written)
+_NO_RES: dict[str, np.ndarray] = {}
+
+
+def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float,
+              res: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(out, xhat, rstd)`` for ``x`` (plus ``res``, the same shape, when given: a residual
+    added in the same pass over the rows) of shape ``(..., d)``; ``rstd`` has shape
+    ``x.shape[:-1]``."""
     x = contiguous(x)
     dt = x.dtype
-    d = x.shape[-1]
     gamma = contiguous(gamma, dt)
     beta = contiguous(beta, dt)
+    if res is None:
+        res = _NO_RES.get(dt.char)
+        if res is None:
+            res = _NO_RES[dt.char] = np.empty((0, 0), dt)
+    else:
+        res = contiguous(res, dt)
     out = np.empty_like(x)
     xhat = np.empty_like(x)
     rstd = np.empty(x.shape[:-1], dt)
     if x.size:
         # NOTE: eps as the data's scalar type, so float32 stays float32 inside the kernel.
-        layernorm_fwd(x.reshape(-1, d), gamma, beta, dt.type(eps), out.reshape(-1, d), xhat.reshape(-1, d), rstd.reshape(-1))
+        e = dt.type(eps)
+        if x.ndim == 2:  # no views to make
+            layernorm_fwd(x, res, gamma, beta, e, out, xhat, rstd)
+        else:
+            d = x.shape[-1]
+            layernorm_fwd(x.reshape(-1, d), res.reshape(-1, d) if res.size else res, gamma, beta, e,
+                          out.reshape(-1, d), xhat.reshape(-1, d), rstd.reshape(-1))
     return out, xhat, rstd
 
 
@@ -109,8 +141,11 @@ def layernorm_grad(xhat: np.ndarray, rstd: np.ndarray, gamma: np.ndarray, g: np.
     gamma = contiguous(gamma, dt)
     g = contiguous(g, dt)
     dx = np.empty_like(xhat)
-    dgamma = np.zeros(d, dt)
+    dgamma = np.zeros(d, dt)  # the kernel zeroes them too; zeros for an empty x
     dbeta = np.zeros(d, dt)
     if xhat.size:
-        layernorm_bwd(xhat.reshape(-1, d), rstd.reshape(-1), gamma, g.reshape(-1, d), dx.reshape(-1, d), dgamma, dbeta)
+        if xhat.ndim == 2 and g.ndim == 2:  # no views to make
+            layernorm_bwd(xhat, rstd, gamma, g, dx, dgamma, dbeta)
+        else:
+            layernorm_bwd(xhat.reshape(-1, d), rstd.reshape(-1), gamma, g.reshape(-1, d), dx.reshape(-1, d), dgamma, dbeta)
     return dx, dgamma, dbeta

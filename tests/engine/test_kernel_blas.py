@@ -68,3 +68,41 @@ def test_scipy_fallback_gives_the_same_products() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "scipy"
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float64, 1e-12)])
+@pytest.mark.parametrize("rows", [0, 3, 8, 40])  # ≤ 8 columns: each map its own product; 40: one concatenated
+@pytest.mark.parametrize("maps", [3, 2])
+def test_linears_side_by_side_match_one_product_of_concatenated_weights(dtype, tol, rows, maps):
+    from engine import kernels
+    from engine.kernels import dense
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((rows, 8)).astype(dtype)
+    widths = (5, 3, 5)[3 - maps:]  # two maps: (3, 5), the first without a bias (cross-attention's K, V)
+    ws = tuple(rng.standard_normal((8, k)).astype(dtype) for k in widths)
+    bs = ((rng.standard_normal(5).astype(dtype), None) if maps == 3 else (None,)) + (rng.standard_normal(5).astype(dtype),)
+    total = sum(widths)
+    g = rng.standard_normal((rows, total)).astype(dtype)
+    w = np.concatenate(ws, axis=1)
+    b = np.concatenate([np.zeros(k, dtype) if v is None else v for k, v in zip(widths, bs)])
+    want_out = x @ w + b
+    want_dw = x.T @ g
+    assert dense._split(x) == (rows <= 8)
+    for backend in kernels.BACKENDS:
+        with kernels.using(backend):
+            out = dense.linears(x, ws, bs)
+            dx, dws, dbs = dense.linears_grad(x, ws, g, tuple(v is not None for v in bs))
+        assert out.dtype == dtype and out.shape == (rows, total)
+        assert len(dws) == len(dbs) == maps
+        np.testing.assert_allclose(out, want_out, rtol=tol, atol=tol)
+        np.testing.assert_allclose(dx, g @ w.T, rtol=tol, atol=tol)
+        lo = 0
+        for got, db, k, v in zip(dws, dbs, widths, bs):
+            assert got.flags.c_contiguous and got.shape == (8, k)
+            np.testing.assert_allclose(got, want_dw[:, lo:lo + k], rtol=tol, atol=tol)
+            if v is None:
+                assert db is None
+            else:
+                np.testing.assert_allclose(db, g[:, lo:lo + k].sum(axis=0), rtol=tol, atol=tol)
+            lo += k
