@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import QEvent, QObject, QPoint, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
@@ -48,6 +48,20 @@ def wait_idle(w: MainWindow, timeout: int = TIMEOUT) -> None:
         QApplication.processEvents()
         time.sleep(0.002)
     QApplication.processEvents()
+
+
+class EventCounter(QObject):
+    """An event filter counting the events of one type its objects receive (``n``)."""
+
+    def __init__(self, kind: QEvent.Type) -> None:
+        super().__init__()
+        self.kind = kind
+        self.n = 0
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        if event.type() == self.kind:
+            self.n += 1
+        return False
 
 
 def click(w: MainWindow, name: str) -> None:
@@ -557,8 +571,6 @@ def test_a_run_ends_drawn_in_one_repaint_of_the_plot(qtbot, win):
     repaint begins, which painted the plot twice: once with the old range, once with the new),
     and the toolbar's Train button shows the same two icons at every press (not new ones, each
     rendered from its SVG again)."""
-    from PySide6.QtCore import QEvent, QObject
-
     from editor.train.panel import REDRAW_MS
 
     load(win, "two_layer_net")
@@ -572,16 +584,8 @@ def test_a_run_ends_drawn_in_one_repaint_of_the_plot(qtbot, win):
     act = win.train.act_train
     icons = {act.icon().cacheKey()}
 
-    class Paints(QObject):
-        n = 0
-
-        def eventFilter(self, obj, event):  # noqa: N802
-            if event.type() == QEvent.Type.Paint:
-                Paints.n += 1
-            return False
-
-    counter = Paints()
-    plot.widget.viewport().installEventFilter(counter)
+    paints = EventCounter(QEvent.Type.Paint)
+    plot.widget.viewport().installEventFilter(paints)
     x_before = plot.plot.vb.viewRange()[0]
     running_icon = []
     c.changed.connect(lambda: running_icon.append(act.icon().cacheKey()) if c.running else None)
@@ -593,7 +597,7 @@ def test_a_run_ends_drawn_in_one_repaint_of_the_plot(qtbot, win):
     assert c.step_count == 80
     x_after = plot.plot.vb.viewRange()[0]
     assert x_after != x_before and x_after[0] < 1 and 80 <= x_after[1] < 84  # fitted to the 80 steps
-    assert Paints.n == 1, f"the plot was painted {Paints.n} times for the end of one run"
+    assert paints.n == 1, f"the plot was painted {paints.n} times for the end of one run"
     # the Train button: its Train icon again after the run, its Pause icon while it ran
     assert len(icons) == 1 and running_icon and running_icon[0] not in icons
     click(win, "start")
@@ -606,15 +610,6 @@ def test_a_run_lays_out_nothing_in_the_window(qtbot, win):
     buttons and the panel's settings, and give the summary and the status bar new texts: all of
     it repaints, none of it lays out the window again (QMainWindow's relayout makes an animation
     per dock: a few ms of the GUI thread at each, twice or more a press of Train)."""
-    from PySide6.QtCore import QEvent, QObject
-
-    class Layouts(QObject):
-        n = 0
-
-        def eventFilter(self, obj, event):  # noqa: N802
-            if event.type() == QEvent.Type.LayoutRequest:
-                Layouts.n += 1
-            return False
 
     load(win, "two_layer_net")
     set_steps(win, 100)
@@ -623,8 +618,8 @@ def test_a_run_lays_out_nothing_in_the_window(qtbot, win):
         click(win, "start")
         wait_idle(win)
         qtbot.wait(400)  # the curve's last drawing
-    counter = Layouts()
-    win.installEventFilter(counter)
+    layouts = EventCounter(QEvent.Type.LayoutRequest)
+    win.installEventFilter(layouts)
     button = win.toolbar.widgetForAction(win.train.act_train)
     forward = win.toolbar.widgetForAction(win.run.installation.controls.act_forward)
     c = win.train.controller
@@ -635,7 +630,7 @@ def test_a_run_lays_out_nothing_in_the_window(qtbot, win):
     qtbot.wait(400)
     assert c.step_count == 300 and "Train" in button.toolTip() and forward.isEnabled()
     assert win.train.panel.summary.text() != summary and "300" in win.train.trained.text()
-    assert Layouts.n == 0
+    assert layouts.n == 0
 
 
 def test_locking_the_run_buttons_for_a_run_redraws_nothing_else(win):
