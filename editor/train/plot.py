@@ -40,6 +40,7 @@ MAX_MARKERS = 120
 LOG_FLOOR = 1e-12
 SMOOTHING = 0.05  # the moving average's weight of a new step
 Y_MARGIN = 0.25  # while running, a y range that data leaves grows by this share of the data's span
+LEGEND_RIGHT = 4  # px between the legend (above the data) and the plot's right edge
 
 
 def decimate(x: np.ndarray, y: np.ndarray, limit: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -127,13 +128,21 @@ class LossPlot(QWidget):
         self.plot.getAxis("right").linkToView(self.metric_box)
         self.metric_box.setXLink(self.plot)
         self.plot.vb.sigResized.connect(self._fit_metric_box)
-        self.legend = self.plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
+        # the legend on one row above the data, where no curve or marker can pass behind it (in
+        # the view's corner it hid where the curves end: a rising accuracy ends at the top right)
+        self.legend = pg.LegendItem(labelTextSize="8pt", frame=False, horSpacing=8)
+        self.legend.layout.setContentsMargins(0, 0, 0, 0)
+        self.legend.setParentItem(self.plot)
+        self.plot.legend = self.legend  # (the curves named below join it, as with addLegend)
+        self.legend.anchor(itemPos=(1, 0), parentPos=(1, 0), offset=(-LEGEND_RIGHT, 1))
         self.raw = self.plot.plot([], [], name="loss (each step)")
         self.smoothed = self.plot.plot([], [], name="loss (smoothed)")
         self.evals = self.plot.plot([], [], name="evaluation loss", symbol="o", symbolSize=5)
         self.metric = pg.PlotDataItem([], [], symbol="s", symbolSize=5)
         self.metric_box.addItem(self.metric)
         self.legend.addItem(self.metric, "metric")
+        self.legend.setColumnCount(len(self.legend.items))
+        self.plot.layout.setRowFixedHeight(0, self.legend.boundingRect().height())  # (the title's row)
         self.best = pg.InfiniteLine(angle=90, movable=False)
         self.failed = pg.InfiniteLine(angle=90, movable=False)
         for line in (self.best, self.failed):
@@ -186,8 +195,8 @@ class LossPlot(QWidget):
         self.best.setPen(pg.mkPen(QColor("#2f9e44") if not theme.dark else QColor("#69db7c"), width=1.5,
                                   style=Qt.PenStyle.DashLine))
         self.failed.setPen(pg.mkPen(QColor("#e5484d"), width=1.5, style=Qt.PenStyle.DashLine))
-        # the legend on a background of its own: the curves, the axis and the best step's line
-        # pass behind it (its text was crossed by them)
+        # the legend on a background of its own (above the data now: nothing passes behind it,
+        # but a plot wider than its row is drawn with the panel's colour either way)
         behind = QColor(theme.background)
         behind.setAlpha(215)
         self.legend.setBrush(pg.mkBrush(behind))
@@ -317,13 +326,25 @@ class LossPlot(QWidget):
         if name is None:
             if present:
                 self.legend.removeItem(item)
+                self.legend.setColumnCount(max(1, len(self.legend.items)))  # (one row)
+                self._tidy_legend()
             return
         colour = self.theme.text_dim if self.theme is not None else None
         if not present:
             self.legend.addItem(item, name)
+            self.legend.setColumnCount(len(self.legend.items))
             present = [label for sample, label in self.legend.items if sample.item is item]
         elif self._legend_names.get(id(item)) == (name, colour):
             return  # (setting a label's text lays the legend out again: only when it changes)
         self._legend_names[id(item)] = (name, colour)
         for label in present:
             label.setText(name, **({"color": colour} if colour is not None else {}))
+        self._tidy_legend()
+
+    def _tidy_legend(self) -> None:
+        """One row of entries, each as wide as its text (a label keeps the width of a longer text
+        it had, and the legend sums the widths its entries have)."""
+        legend = self.legend
+        for _sample, label in legend.items:
+            label.resize(label.minimumSize())
+        legend.updateSize()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QEvent, QObject, QPoint, Qt
+from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
@@ -503,6 +503,32 @@ def test_the_legend_has_a_background_of_the_theme(qapp):
         plot.set_theme(theme)
         colour = plot.legend.brush().color()
         assert colour.rgb() == theme.background.rgb() and colour.alpha() >= 200
+
+
+def test_the_legend_sits_above_the_data_in_one_row(qtbot):
+    """The legend is a row above the view, not in its corner, where it hid where the curves end
+    (a rising accuracy ends at the top right, under the legend); one row, evenly spaced, after
+    entries come and go."""
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(700, 260)
+    plot.show()
+    qtbot.waitExposed(plot)
+    steps = np.arange(0, 101, dtype=np.float64)
+    loss = 0.2 + np.exp(-steps / 20.0)
+    evals = [Evaluation(s, float(loss[s]), 0.55 + 0.45 * s / 100) for s in range(0, 101, 10)]  # up to the top right
+    plot.set_data(steps, loss, evals, "accuracy", None, None, True)  # four entries
+    qtbot.wait(20)  # (laid out and drawn)
+    plot.set_data(steps, loss, evals, "accuracy", None, None, False)  # three: "loss (each batch)" goes
+    legend, view = plot.legend.sceneBoundingRect(), plot.plot.vb.sceneBoundingRect()
+    assert legend.bottom() <= view.top() + 0.5 and legend.width() < view.width()
+    marker = plot.metric_box.mapViewToScene(QPointF(100.0, 100.0))  # the last accuracy marker
+    assert view.contains(marker) and not legend.contains(marker)
+    labels = [label for _sample, label in plot.legend.items]
+    assert [label.text for label in labels] == ["loss", "evaluation loss", "accuracy"]
+    assert len({round(label.scenePos().y()) for label in labels}) == 1  # one row
+    gaps = [b.scenePos().x() - (a.scenePos().x() + a.boundingRect().width()) for a, b in zip(labels, labels[1:])]
+    assert max(gaps) - min(gaps) < 3, gaps
 
 
 def test_the_view_stays_put_while_running_covers_all_data_and_fits_it_after(qapp):
