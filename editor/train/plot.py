@@ -195,8 +195,8 @@ class LossPlot(QWidget):
         self.best.setPen(pg.mkPen(QColor("#2f9e44") if not theme.dark else QColor("#69db7c"), width=1.5,
                                   style=Qt.PenStyle.DashLine))
         self.failed.setPen(pg.mkPen(QColor("#e5484d"), width=1.5, style=Qt.PenStyle.DashLine))
-        # the legend on a background of its own (above the data now: nothing passes behind it,
-        # but a plot wider than its row is drawn with the panel's colour either way)
+        # the legend on the theme's background (it sits above the data, where nothing passes
+        # behind it)
         behind = QColor(theme.background)
         behind.setAlpha(215)
         self.legend.setBrush(pg.mkBrush(behind))
