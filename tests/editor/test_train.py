@@ -6,6 +6,7 @@ settings as undoable edits; ``screenshot --train --json``."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -527,7 +528,7 @@ def test_the_legend_sits_above_the_data_in_one_row(qtbot):
     labels = [label for _sample, label in plot.legend.items]
     assert [label.text for label in labels] == ["loss", "evaluation loss", "accuracy"]
     assert len({round(label.scenePos().y()) for label in labels}) == 1  # one row
-    gaps = [b.scenePos().x() - (a.scenePos().x() + a.minimumWidth()) for a, b in zip(labels, labels[1:])]  # (text to text)
+    gaps = [b.scenePos().x() - (a.scenePos().x() + a.minimumWidth()) for a, b in itertools.pairwise(labels)]  # (text to text)
     assert max(gaps) - min(gaps) < 3, gaps
 
 
