@@ -141,7 +141,7 @@ class LossPlot(QWidget):
         self.metric = pg.PlotDataItem([], [], symbol="s", symbolSize=5)
         self.metric_box.addItem(self.metric)
         self.legend.addItem(self.metric, "metric")
-        self.legend.setColumnCount(len(self.legend.items))
+        self._tidy_legend()
         self.plot.layout.setRowFixedHeight(0, self.legend.boundingRect().height())  # (the title's row)
         self.best = pg.InfiniteLine(angle=90, movable=False)
         self.failed = pg.InfiniteLine(angle=90, movable=False)
@@ -326,13 +326,11 @@ class LossPlot(QWidget):
         if name is None:
             if present:
                 self.legend.removeItem(item)
-                self.legend.setColumnCount(max(1, len(self.legend.items)))  # (one row)
                 self._tidy_legend()
             return
         colour = self.theme.text_dim if self.theme is not None else None
         if not present:
             self.legend.addItem(item, name)
-            self.legend.setColumnCount(len(self.legend.items))
             present = [label for sample, label in self.legend.items if sample.item is item]
         elif self._legend_names.get(id(item)) == (name, colour):
             return  # (setting a label's text lays the legend out again: only when it changes)
@@ -345,6 +343,7 @@ class LossPlot(QWidget):
         """One row of entries, each as wide as its text (a label keeps the width of a longer text
         it had, and the legend sums the widths its entries have)."""
         legend = self.legend
+        legend.setColumnCount(max(1, len(legend.items)))
         for _sample, label in legend.items:
             label.resize(label.minimumSize())
         legend.updateSize()

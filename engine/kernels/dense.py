@@ -228,10 +228,10 @@ def linears(x: np.ndarray, ws: tuple[np.ndarray, ...], bs: tuple[np.ndarray | No
     x = contiguous(x)
     dt = x.dtype
     if not _split(x):
-        b = None
+        joined = None
         if any(b is not None for b in bs):
-            b = np.concatenate([np.zeros(w.shape[1], dt) if b is None else b for w, b in zip(ws, bs)])
-        return linear(x, np.concatenate(ws, axis=1), b)
+            joined = np.concatenate([np.zeros(w.shape[1], dt) if b is None else b for w, b in zip(ws, bs)])
+        return linear(x, np.concatenate(ws, axis=1), joined)
     no = _no_bias(dt)
     w0, w1 = contiguous(ws[0], dt), contiguous(ws[1], dt)
     w2 = contiguous(ws[2], dt) if len(ws) == 3 else np.empty((x.shape[1], 0), dt)
