@@ -115,25 +115,35 @@ class Window:
             self.w.undo_stack.push(SetTrainingCommand(c, {**c.training(), "steps": steps}, f"Set the steps to {steps}"))
 
     def _wait(self, on_tick=None) -> None:  # noqa: ANN001
-        """Wait in Qt's event loop (not polling) until the controller is idle and the worker free."""
+        """Wait in Qt's event loop (not polling) until the controller is idle and the worker free.
+        No timer of the benchmark's own runs during the run (it would wake the GUI thread, which
+        then waits for the GIL, as the window alone does not): the controller's ``changed`` says
+        when the run is over, then a short poll waits for the worker's thread to end (just after
+        its last signal). ``on_tick``: called every 100 ms (the memory run's samples)."""
         c = self.c
         loop = QEventLoop()
+        poll = QTimer()
+        poll.setInterval(2)
 
         def check() -> None:
-            if c.state in ("idle", "failed") and not c.worker.busy:
-                loop.quit()
+            if c.state in ("idle", "failed"):
+                if not c.worker.busy:
+                    loop.quit()
+                elif not poll.isActive():
+                    poll.start()
 
-        timer = QTimer()
-        timer.setInterval(100)  # the worker's thread ends just after its last signal
-        timer.timeout.connect(check)
+        poll.timeout.connect(check)
+        ticker = QTimer()
         if on_tick is not None:
-            timer.timeout.connect(on_tick)
+            ticker.setInterval(100)
+            ticker.timeout.connect(on_tick)
+            ticker.start()
         c.changed.connect(check)
-        timer.start()
         check()
         if c.state not in ("idle", "failed") or c.worker.busy:
             loop.exec()
-        timer.stop()
+        poll.stop()
+        ticker.stop()
         c.changed.disconnect(check)
         QApplication.processEvents()
         if c.state == "failed":

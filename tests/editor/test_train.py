@@ -694,3 +694,41 @@ def test_the_best_button_stays_during_a_run_disabled(qtbot, win):
     click(win, "stop")
     wait_idle(win)
     assert panel.best_button.isEnabled() or not panel.best_button.isVisible()
+
+
+def test_the_window_gets_the_gil_at_once_while_a_worker_computes(win):
+    """The GUI thread needs the GIL for a moment at each event it hands to Python; a worker thread
+    (training, a pass) holds it most of the time. The window makes the worker hand it over within
+    ~10 µs (editor.window.hand_over_the_gil_quickly), not CPython's 5 ms: an event waits no longer,
+    and the worker is not slowed by the GUI thread's waking up in vain (issue 9's speed goal)."""
+    import sys
+    import threading
+
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    from editor.window import SWITCH_INTERVAL
+
+    assert sys.getswitchinterval() <= SWITCH_INTERVAL
+    stop = threading.Event()
+
+    def compute() -> None:  # Python and small numpy operations, as a training step's
+        a = np.ones(64)
+        while not stop.is_set():
+            a = np.tanh(a * 1.0000001)
+
+    worker = threading.Thread(target=compute, daemon=True)
+    worker.start()
+    waits = []
+    try:
+        for _ in range(60):
+            ran = []
+            loop = QEventLoop()  # (waits without the GIL, as the window's event loop does)
+            t0 = time.perf_counter()
+            QTimer.singleShot(0, lambda: (ran.append(time.perf_counter()), loop.quit()))  # noqa: B023
+            loop.exec()
+            waits.append(ran[0] - t0)
+    finally:
+        stop.set()
+        worker.join()
+    # with CPython's 5 ms each waited ~5 ms (a median of 5.2 ms measured); now ~0.01 ms
+    assert sorted(waits)[len(waits) // 2] < 1e-3, f"median {1e3 * sorted(waits)[len(waits) // 2]:.2f} ms"
