@@ -44,6 +44,12 @@ from engine.train import Checkpoint, Evaluation, History, TrainingConfig
 #: failed: NaN or Inf stopped it; evaluating: measuring a loaded file's loss and metric
 STATES = ("idle", "preparing", "running", "pausing", "paused", "stopping", "failed", "evaluating")
 SPARK_LENGTH = 48  # traced steps a node's sparkline remembers
+# While training, a node's weight gradient is marked vanishing once it was below VANISHING at each
+# of the last this many traced steps (fewer at a run's start), and no longer once it was above at
+# each of them: a model that has learned its data has gradients that dip below it now and then, and
+# a badge that came and went with each dip would flicker, and move the wires that keep clear of it,
+# a few times a second.
+VANISHING_STEPS = 3
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,7 @@ class TrainController(QObject):
         self.run_start = 0  # step count when the run began
         self.run_end = 0  # ... when it will end
         self.sparks: dict[str, deque[float]] = {}
+        self._vanishing: set[str] = set()  # nodes whose gradient is marked vanishing (VANISHING_STEPS)
         self.view: TrainingView | None = None
         self._token = 0
         self._key = ""  # structure_key of the graph the worker's trainer was built on
@@ -181,6 +188,7 @@ class TrainController(QObject):
         self.best = self.first = None
         self.failure = None
         self.sparks = {}
+        self._vanishing = set()
         self.view = None
         self._events = None
         self.rate = 0.0
@@ -520,6 +528,7 @@ class TrainController(QObject):
         self.failure = None
         self.run_start = self.run_end = checkpoint.step
         self.sparks = {}
+        self._vanishing = set()
         self.view = None
         self._events = None
         self.window.run.show_training(None)
@@ -547,9 +556,14 @@ class TrainController(QObject):
                 weight_norms[ev.node] = norm
                 self.sparks.setdefault(ev.node, deque(maxlen=SPARK_LENGTH)).append(norm)
                 kinds = []
+                recent = [0 < n < VANISHING for n in list(self.sparks[ev.node])[-VANISHING_STEPS:]]
+                if all(recent):
+                    self._vanishing.add(ev.node)
+                elif not any(recent):
+                    self._vanishing.discard(ev.node)
                 if not math.isfinite(norm):
                     kinds.append("nan")
-                elif 0 < norm < VANISHING:
+                elif ev.node in self._vanishing:
                     kinds.append("vanishing")
                 elif norm > EXPLODING:
                     kinds.append("exploding")

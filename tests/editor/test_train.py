@@ -696,6 +696,39 @@ def test_the_best_button_stays_during_a_run_disabled(qtbot, win):
     assert panel.best_button.isEnabled() or not panel.best_button.isVisible()
 
 
+def test_a_gradient_that_dips_below_vanishing_now_and_then_is_not_marked_and_moves_no_wire(qtbot, win):
+    """A model that has learned its data has weight gradients that dip under VANISHING now and
+    then: the canvas marks a node vanishing only when it stayed there for VANISHING_STEPS traced
+    steps (and unmarks it only when it stayed above as long), so the badge does not flicker with
+    each dip, nor route every wire again (the wires keep clear of the badges) a few times a second."""
+    from editor.run.timeline import VANISHING
+    from editor.train.controller import VANISHING_STEPS
+    from engine.runtime import TensorStats, TraceEvent
+
+    load(win, "two_layer_net")
+    c, scene = win.train.controller, win.view.scene()
+    node = next(nid for nid, n in win.doc.graph.nodes.items() if c.initial_weights(nid))
+    marks = win.run.installation.overlay.marks
+
+    def traced(step: int, norm: float) -> tuple[str, ...]:
+        grad = TensorStats((2,), norm, -norm, norm, False, False)
+        c._show_step((TraceEvent(node, "n", "t", "backward", 0, {}, weights={"w": grad}),), step)
+        qtbot.wait(5)  # (the scene arranges what changed in a zero timer)
+        return marks[node].state.problems
+
+    low, high = VANISHING / 50, VANISHING * 50
+    traced(1, high)
+    traced(2, high)  # (the sparkline and its caption have come)
+    arrangements = scene.arrangements
+    for step, norm in enumerate([low, high, low, low, high, low, high] * 2, start=3):
+        assert traced(step, norm) == ()
+    assert scene.arrangements == arrangements, "a badge came and went, and the wires were routed again"
+    seen = [traced(step, low) for step in range(20, 20 + VANISHING_STEPS)]
+    assert seen[-1] == ("vanishing",) and seen[:-1] == [()] * (VANISHING_STEPS - 1)
+    seen = [traced(step, norm) for step, norm in enumerate([high, low, high, high, high], start=30)]
+    assert seen == [("vanishing",)] * 4 + [()]
+
+
 def test_the_window_gets_the_gil_at_once_while_a_worker_computes(win):
     """The GUI thread needs the GIL for a moment at each event it hands to Python; a worker thread
     (training, a pass) holds it most of the time. The window makes the worker hand it over within
