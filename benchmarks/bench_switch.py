@@ -17,7 +17,8 @@ CPU time: the window's CPU time (both threads), the training thread's alone, and
 **Bare** (``--bare``). No window: the lesson's ``Trainer.step()`` ``--steps`` times on a thread of
 its own, while the main thread (a) runs the same steps itself (the reference), (b) waits in
 ``join``, (c) sits in a ``QEventLoop`` whose only work is a 20 Hz timer with an empty Python slot.
-The training thread's CPU time (``thread_time``) per step, as a ratio to (a), at each interval.
+The training thread's CPU time (``thread_time``) per step, as a ratio to (a), at each interval,
+and the main thread's own CPU time meanwhile (in (c) it only waits, for its timer and the GIL).
 
 **Two busy threads** (``--busy``): what a short interval costs when both threads compute in Python
 at once (the GUI thread's bursts do, briefly): a pure-Python loop on two threads at once and then
@@ -87,6 +88,11 @@ def in_window(lessons: list[str], intervals: list[float], seconds: float, repeat
                       f" = training thread {med[1]:.3f} + GUI thread {med[2]:.3f}", flush=True)
 
 
+def _near(got: dict, s: float, mode: str) -> float:
+    """The key of ``got`` for interval ``s`` (sys.getswitchinterval rounds what it was given)."""
+    return min((k for k, m in got if m == mode), key=lambda k: abs(k - s))
+
+
 def bare(lesson: str, intervals: list[float], steps: int, repeats: int) -> None:
     import presets
     from engine import kernels, serialize
@@ -102,12 +108,16 @@ def bare(lesson: str, intervals: list[float], steps: int, repeats: int) -> None:
                 t.step()
             out.append(time.thread_time() - c0)
 
+    main_cpu: dict[tuple[float, str], list[float]] = {}
+
     def on_thread(main: str) -> float:
         out: list[float] = []
         th = threading.Thread(target=steps_cpu, args=(out,))
+        m0 = time.thread_time()
         if main == "join":
             th.start()
             th.join()
+            main_cpu.setdefault((sys.getswitchinterval(), main), []).append(time.thread_time() - m0)
             return out[0]
         loop = QEventLoop()
         done = QTimer()
@@ -118,6 +128,7 @@ def bare(lesson: str, intervals: list[float], steps: int, repeats: int) -> None:
         loop.exec()
         th.join()
         done.stop()
+        main_cpu.setdefault((sys.getswitchinterval(), main), []).append(time.thread_time() - m0)
         return out[0]
 
     modes = ("main thread", "join", "event loop")
@@ -140,7 +151,9 @@ def bare(lesson: str, intervals: list[float], steps: int, repeats: int) -> None:
         cells = []
         for m in modes[1:]:
             ratios = [a / b for a, b in zip(got[(s, m)], ref)]
-            cells.append(f"{m} {statistics.median(ratios):.3f} ({min(ratios):.2f}–{max(ratios):.2f})")
+            waiting = 1e3 * statistics.median(main_cpu[(_near(main_cpu, s, m), m)])
+            cells.append(f"{m} {statistics.median(ratios):.3f} ({min(ratios):.2f}–{max(ratios):.2f}; the main thread "
+                         f"{waiting:.1f} ms CPU)")
         print(f"  {s * 1e6:>6g} µs: {1e6 * statistics.median(ref) / steps:.0f} µs a step; " + ", ".join(cells), flush=True)
 
 
