@@ -563,10 +563,10 @@ class TrainController(QObject):
                     self._vanishing.discard(ev.node)
                 if not math.isfinite(norm):
                     kinds.append("nan")
+                elif norm > EXPLODING:  # (at once: a blow-up is not a dip)
+                    kinds.append("exploding")
                 elif ev.node in self._vanishing:
                     kinds.append("vanishing")
-                elif norm > EXPLODING:
-                    kinds.append("exploding")
                 if kinds:
                     problems[ev.node] = tuple(kinds)
         loss = float(self.history["loss"][-1]) if len(self.history) else math.nan
