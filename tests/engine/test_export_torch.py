@@ -221,7 +221,11 @@ def test_every_lesson_matches_the_app(name, dtype):
 def test_three_adam_steps_in_torch_equal_three_in_the_trainer(name, dtype):
     """Same batches, Adam with weight decay, clipping where the lesson clips. float64 matches to
     1e-10. In float32, Adam's first steps move each weight by about lr·g/(|g| + eps), so where a
-    gradient is as small as eps (1e-8) float32 rounding in g shows in the step: 1e-4 there."""
+    gradient is as small as eps (1e-8) float32 rounding in g shows in the step: 1e-4 there. And
+    where a gradient is within float32 rounding of zero, its sign, and with it the step, may go
+    either way (summed in another order, e.g. by AVX-512 kernels: 3 of BERT's 2,048 W1 weights of
+    block 6 on such a machine): those few weights may differ by up to 2·lr a step
+    (:func:`close_after_adam`)."""
     project, config, _ = lesson(name)
     tol = {np.float32: 1e-4, np.float64: 1e-10}[dtype]
     for node in project.graph.nodes.values():  # torch draws its own dropout masks: no dropout here
@@ -247,7 +251,25 @@ def test_three_adam_steps_in_torch_equal_three_in_the_trainer(name, dtype):
     ours = generate(project.graph, trainer.runtime.weights, dtype=trainer.runtime.dtype).state
     theirs = net.state_dict()  # weights and buffers (BatchNorm's running statistics)
     for key, value in ours.items():
-        close(theirs[key].numpy(), value, tol, f"{key} after three Adam steps")
+        if dtype is np.float32:
+            close_after_adam(theirs[key].numpy(), value, tol, 2 * optimizer["lr"] * 3, f"{key} after three Adam steps")
+        else:
+            close(theirs[key].numpy(), value, tol, f"{key} after three Adam steps")
+
+
+FLIPS = 0.005  # at most this share of a tensor's weights may have taken an Adam step of the other sign
+
+
+def close_after_adam(got, want, tol: float, flipped: float, what: str) -> None:
+    """``got`` equals ``want`` to ``tol`` (as :func:`close`), except at a few weights (≤ FLIPS of
+    them, and at least one allowed) whose Adam steps went the other way, by at most ``flipped``."""
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} vs the app's {want.shape}"
+    diff = np.abs(got - want)
+    off = diff > tol + tol * np.abs(want)
+    assert off.sum() <= max(1, FLIPS * off.size), f"{what}: {off.sum()} of {off.size} differ by more than {tol:g}"
+    assert not off.any() or diff[off].max() <= flipped, f"{what}: {diff[off].max():.3g} off (a flipped step is ≤ {flipped:g})"
 
 
 # --- files --------------------------------------------------------------------------------------------------
