@@ -188,13 +188,17 @@ class TrainWorker(QObject):
     def _loop(self, job: Job, trainer: Trainer) -> None:
         t_start = time.perf_counter()
         evaluated: list[tuple[Evaluation, Checkpoint]] = []
+        # what an evaluation costs this thread: its CPU time (its wall time also counts the waits
+        # for the GIL while the GUI thread draws, several times the cost at a run's start)
         eval_seconds = 0.0
         if job.evaluate_first:
+            c0 = time.thread_time()
             first = trainer.evaluation()
+            eval_seconds = time.thread_time() - c0
             evaluated.append((first, trainer.checkpoint()))
-            eval_seconds = first.seconds
         last_eval = time.perf_counter()
         every = max(1, job.steps // EVALUATIONS)
+        measured = False  # an evaluation along this run has measured what one costs
         next_eval = every
         self._sent = sent = trainer.step_count
         self._last = trainer.checkpoint()
@@ -234,12 +238,18 @@ class TrainWorker(QObject):
                 next_trace = after + trace_cost / TRACE_SHARE
             if done >= next_eval and done < job.steps:
                 now = time.perf_counter()
-                if now - last_eval >= eval_seconds / EVAL_SHARE:
+                # the first evaluation along the run comes at its step whatever the one before the
+                # run cost: that one may have been a new trainer's first, which builds the plan of
+                # evaluation mode and costs several of the next (for a fast lesson, its budget
+                # could be longer than the whole run, and the metric's curve had no points)
+                if not measured or now - last_eval >= eval_seconds / EVAL_SHARE:
+                    measured = True
                     next_eval = done + every
                     try:
+                        c0 = time.thread_time()
                         ev = trainer.evaluation()
+                        eval_seconds = time.thread_time() - c0
                         evaluated.append((ev, trainer.checkpoint()))
-                        eval_seconds = ev.seconds
                     except NonFiniteError:
                         # NOTE: an evaluation the command line does not make must not be what stops the
                         # run: the next training step finds the NaN or Inf and names its node and step,

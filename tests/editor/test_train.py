@@ -262,14 +262,18 @@ def test_an_evaluation_that_overflows_mid_run_leaves_the_stop_to_the_training_st
 
 
 class _Clock:
-    """A perf_counter for the worker's loop that moves ``step`` seconds per training step (the
-    loop reads it a few times a step: it advances when the trainer's step count does)."""
+    """A perf_counter (and thread_time) for the worker's loop that moves ``step`` seconds per
+    training step (the loop reads it a few times a step: it advances when the trainer's step count
+    does), and by what a test adds to ``extra``."""
 
     def __init__(self, trainer: Trainer, step: float) -> None:
         self.trainer, self.step, self.base = trainer, step, trainer.step_count
+        self.extra = 0.0
 
     def perf_counter(self) -> float:
-        return (self.trainer.step_count - self.base) * self.step
+        return (self.trainer.step_count - self.base) * self.step + self.extra
+
+    thread_time = perf_counter
 
 
 def test_the_worker_wakes_the_window_a_few_times_a_second_with_what_it_shows(qapp, monkeypatch):
@@ -768,3 +772,30 @@ def test_the_window_gets_the_gil_at_once_while_a_worker_computes(win):
         worker.join()
     # with CPython's 5 ms each waited ~5 ms (a median of 5.15 ms measured); now far less
     assert sorted(waits)[len(waits) // 2] < 1e-3, f"median {1e3 * sorted(waits)[len(waits) // 2]:.2f} ms"
+
+
+def test_a_costly_first_evaluation_leaves_the_run_its_evaluations(qapp, monkeypatch):
+    """The evaluation before a run may be a new trainer's first (the plan of evaluation mode is
+    built then) and cost several times the next ones: the first along the run still comes at its
+    step and measures what one costs, so a fast lesson's short run has its metric's curve (once,
+    a 500-step two_layer_net run had no evaluation between its first and last)."""
+    from editor.train import worker as worker_mod
+
+    t = Trainer.from_project(serialize.load(presets.path("two_layer_net")))
+    clock = _Clock(t, 0.01)  # 600 steps: 6 s
+    monkeypatch.setattr(worker_mod, "time", clock)
+    real, calls = t.evaluation, []
+
+    def evaluation() -> Evaluation:
+        calls.append(t.step_count)
+        clock.extra += 1.0 if len(calls) == 1 else 0.001  # cold, then warm
+        return real()
+
+    t.evaluation = evaluation  # type: ignore[method-assign]
+    w = worker_mod.TrainWorker()
+    w.trainer, w.backend = t, t.ready().backend
+    with kernels.using(w.backend):
+        w._loop(worker_mod.Job(1, None, 600, evaluate_first=True), t)
+    along = [s for s in calls if 0 < s < 600]
+    # the cold one's budget (1 s / EVAL_SHARE: 67 s) would have allowed none
+    assert len(along) >= worker_mod.EVALUATIONS - 2 and calls[0] == 0 and calls[-1] == 600
