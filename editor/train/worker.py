@@ -189,7 +189,7 @@ class TrainWorker(QObject):
         t_start = time.perf_counter()
         evaluated: list[tuple[Evaluation, Checkpoint]] = []
         # what an evaluation costs this thread: its CPU time (its wall time also counts the waits
-        # for the GIL while the GUI thread draws, several times the cost at a run's start)
+        # for the GIL while the GUI thread draws, most of all at a run's start)
         eval_seconds = 0.0
         if job.evaluate_first:
             c0 = time.thread_time()
