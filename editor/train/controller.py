@@ -29,7 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from editor.run.timeline import EXPLODING, VANISHING, TrainingView
 from editor.run.worker import Source
@@ -380,6 +380,7 @@ class TrainController(QObject):
 
     def _on_synced(self, sync: Sync) -> None:
         if sync.token != self._token:
+            self.worker.drawn()  # an old run's: nothing to draw, the loop need not wait
             return
         if sync.first < len(self.history):
             self.history.truncate(sync.first)
@@ -397,9 +398,12 @@ class TrainController(QObject):
         # training would otherwise use: the worker syncs every SYNC_SECONDS (2.5 times a second),
         # and each sync of a run is drawn, except the first (nothing new yet) and the last (the
         # end of the run draws everything once).
-        if self.running and sync.where:
-            return
-        self._draw()
+        if not (self.running and sync.where):
+            self._draw()
+        if sync.where != "last":
+            # the worker's loop waits until the window has drawn this (the run's start, or a sync):
+            # the repaint's events come before a zero timer's
+            QTimer.singleShot(0, self.worker.drawn)
 
     def _draw(self) -> None:
         """Show what the run has reached: the canvas (the latest traced step, or only the

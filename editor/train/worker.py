@@ -18,6 +18,14 @@ times a second whatever the run does. Between two syncs the loop is the command 
   :data:`EVALUATIONS` times in between, fewer when that would take more than :data:`EVAL_SHARE` of
   the run's time. An evaluation waits for the next sync: it does not wake the window itself.
 
+After sending a sync (and the run's first), the loop waits until the window says it has drawn it
+(:meth:`TrainWorker.drawn`), at most :data:`DRAW_WAIT`: the two threads take turns. Drawing needs
+the GIL for many short moments; while the loop computed beside it, the threads handed the GIL to
+each other thousands of times a second, which cost the training thread more CPU time than the
+drawing's few milliseconds of waiting cost it in wall time (``benchmarks/bench_train.py``). Pause
+and Stop end the wait at once; nothing the user does between syncs (panning, editing) makes the
+loop wait.
+
 The trainer is the engine's, on the kernel backend :meth:`Trainer.ready` picks for the file's
 number of steps: the same as ``backprop-studio train``, so the same losses, bit for bit.
 """
@@ -40,6 +48,7 @@ SYNC_SECONDS = 0.4  # the window hears about the run at most this often (and dra
 TRACE_SHARE = 0.01  # at most this share of a run's time goes to tracing steps for the canvas
 EVAL_SHARE = 0.015  # ... and this share to evaluations during the run
 EVALUATIONS = 25  # evaluations a run aims at (the metric's curve)
+DRAW_WAIT = 0.05  # after a sync, the loop waits at most this long for the window to draw it
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,7 @@ class TrainWorker(QObject):
         self._thread: threading.Thread | None = None
         self._halt = ""  # "pause" | "stop": asked from the GUI thread, read between steps
         self._lock = threading.Lock()
+        self._drawn = threading.Event()  # the window has drawn the last sync (see drawn())
         self._sent = 0  # history rows the window has
         self._last: Checkpoint | None = None  # the state the window was last sent
 
@@ -133,11 +143,26 @@ class TrainWorker(QObject):
         """Stop after the current step, keeping the run (it resumes from there)."""
         with self._lock:
             self._halt = self._halt or "pause"
+        self._drawn.set()
 
     def stop(self) -> None:
         """Stop after the current step and end the run (a last evaluation, like the CLI's)."""
         with self._lock:
             self._halt = "stop"
+        self._drawn.set()
+
+    def drawn(self) -> None:
+        """The window has drawn the last sync: the loop goes on (GUI thread)."""
+        self._drawn.set()
+
+    def _sync(self, sync: Sync) -> bool:
+        """Send ``sync`` and wait (at most DRAW_WAIT) until the window has drawn it."""
+        self._drawn.clear()
+        if not self._emit(self.synced, sync):
+            return False
+        if not self._halt:
+            self._drawn.wait(DRAW_WAIT)
+        return True
 
     def join(self, timeout: float = 2.0) -> bool:
         if self._thread is None:
@@ -198,12 +223,12 @@ class TrainWorker(QObject):
             evaluated.append((first, trainer.checkpoint()))
         last_eval = time.perf_counter()
         every = max(1, job.steps // EVALUATIONS)
-        measured = False  # an evaluation along this run has measured what one costs
+        measured = 0  # evaluations along this run that measured what one costs
         next_eval = every
         self._sent = sent = trainer.step_count
         self._last = trainer.checkpoint()
-        self._emit(self.synced, Sync(job.token, trainer.step_count, sent, trainer.history.rows(sent), self._last,
-                                     evaluations=tuple(evaluated), where="first"))
+        self._sync(Sync(job.token, trainer.step_count, sent, trainer.history.rows(sent), self._last,
+                        evaluations=tuple(evaluated), where="first"))
         evaluated = []
         last_sync = time.perf_counter()
         next_trace = 0.0  # trace the first step: the canvas shows gradients at once
@@ -238,17 +263,21 @@ class TrainWorker(QObject):
                 next_trace = after + trace_cost / TRACE_SHARE
             if done >= next_eval and done < job.steps:
                 now = time.perf_counter()
-                # the first evaluation along the run comes at its step whatever the one before the
-                # run cost: that one may have been a new trainer's first, which builds the plan of
-                # evaluation mode and costs several of the next (for a fast lesson, its budget
-                # could be longer than the whole run, and the metric's curve had no points)
-                if not measured or now - last_eval >= eval_seconds / EVAL_SHARE:
-                    measured = True
+                # the first two evaluations along the run come at their steps whatever the one
+                # before the run cost: that one may have been a new trainer's first, which builds
+                # the plan of evaluation mode and costs several of the next (for a fast lesson, its
+                # budget could be longer than the whole run, and the metric's curve had no points).
+                # What one costs is the cheapest measured along the run: a dearer one was
+                # interrupted (once, a 500-step run's first one along it was dear enough to leave the
+                # run no other)
+                if measured < 2 or now - last_eval >= eval_seconds / EVAL_SHARE:
                     next_eval = done + every
                     try:
                         c0 = time.thread_time()
                         ev = trainer.evaluation()
-                        eval_seconds = time.thread_time() - c0
+                        cost = time.thread_time() - c0
+                        eval_seconds = min(eval_seconds, cost) if measured else cost
+                        measured += 1
                         evaluated.append((ev, trainer.checkpoint()))
                     except NonFiniteError:
                         # NOTE: an evaluation the command line does not make must not be what stops the
@@ -263,8 +292,8 @@ class TrainWorker(QObject):
             if due and trace or late and (trace or now + step_time < next_trace):
                 rate = done / max(now - t_start, 1e-9)
                 self._last = trainer.checkpoint()
-                if not self._emit(self.synced, Sync(job.token, trainer.step_count, sent, trainer.history.rows(sent),
-                                                    self._last, events, traced_step, tuple(evaluated), rate)):
+                if not self._sync(Sync(job.token, trainer.step_count, sent, trainer.history.rows(sent), self._last, events,
+                                       traced_step, tuple(evaluated), rate)):
                     return
                 self._sent = sent = trainer.step_count
                 events, evaluated, last_sync = (), [], now
@@ -291,3 +320,4 @@ class TrainWorker(QObject):
                                          trainer.checkpoint()))
             self._sent = trainer.step_count
         self._emit(self.ended, Ended(job.token, "failed", str(exc), exc.node, exc.phase, exc.step, intact))
+

@@ -144,6 +144,52 @@ def test_the_loss_falls_and_equals_the_command_line_bit_for_bit(qtbot, win, tmp_
     assert "Trained" in overlay.hud.text()
 
 
+def test_the_training_thread_waits_while_the_window_draws_a_sync(qtbot, win, monkeypatch):
+    """The two threads take turns: after a sync the loop takes no step until the window has drawn
+    it (both computing at once, they handed the GIL to each other thousands of times a second)."""
+    from editor.train import worker as worker_mod
+
+    monkeypatch.setattr(worker_mod, "DRAW_WAIT", 30.0)  # a slow machine: the turns, not the bound
+    load(win, "two_layer_net")
+    c = win.train.controller
+    set_steps(win, 100_000)
+    win.train.show_panel()
+    at_sync: list[tuple[int, int]] = []  # (the sync's step, the trainer's when the window handles it)
+    at_drawn: list[int] = []
+    c.worker.synced.connect(lambda sync: at_sync.append((sync.step, c.worker.trainer.step_count)))
+    drawn = c.worker.drawn
+    c.worker.drawn = lambda: (at_drawn.append(c.worker.trainer.step_count), drawn())  # type: ignore[method-assign]
+    click(win, "start")
+    qtbot.waitUntil(lambda: len(at_drawn) >= 3, timeout=TIMEOUT)
+    t0 = time.perf_counter()
+    click(win, "stop")
+    qtbot.waitUntil(lambda: c.state == "idle" and not c.worker.busy, timeout=5_000)
+    assert time.perf_counter() - t0 < 1.0
+    # the run's start and two syncs along it: the trainer stood still from the sync to the drawing's end
+    assert all(sent == handled for sent, handled in at_sync[:3]), at_sync
+    assert at_drawn[:3] == [sent for sent, _ in at_sync[:3]], (at_drawn, at_sync)
+    assert at_sync[1][0] > at_sync[0][0]
+
+
+def test_pause_and_stop_end_the_wait_for_a_drawing_at_once(qapp, monkeypatch):
+    from editor.train import worker as worker_mod
+
+    monkeypatch.setattr(worker_mod, "DRAW_WAIT", 30.0)
+    t = Trainer.from_project(serialize.load(presets.path("two_layer_net")))
+    w = worker_mod.TrainWorker()
+    w.trainer, w.backend = t, t.ready().backend
+    ended: list = []
+    w.ended.connect(ended.append, Qt.ConnectionType.DirectConnection)
+    for halt in (w.pause, w.stop):
+        w.start(worker_mod.Job(1, None, 1000))  # nobody draws its syncs: it waits after the first
+        time.sleep(0.2)
+        assert w.busy and not ended
+        t0 = time.perf_counter()
+        halt()
+        assert w.join(5.0) and time.perf_counter() - t0 < 1.0
+        assert ended.pop().reason == ("paused" if halt == w.pause else "stopped")
+
+
 def test_a_paused_step_is_walked_through_in_training_mode(qtbot, win):
     # the ConvNet lesson: BatchNorm and Dropout behave differently while training
     load(win, "convnet")
@@ -251,6 +297,7 @@ def test_an_evaluation_that_overflows_mid_run_leaves_the_stop_to_the_training_st
 
     t.evaluation = evaluation  # type: ignore[method-assign]
     monkeypatch.setattr(worker_mod, "EVAL_SHARE", 1.0)  # evaluate whenever one is due
+    monkeypatch.setattr(worker_mod, "DRAW_WAIT", 0.0)  # no window draws the syncs
     w = worker_mod.TrainWorker()
     w.trainer, w.backend = t, t.ready().backend
     ended: list = []
@@ -285,6 +332,7 @@ def test_the_worker_wakes_the_window_a_few_times_a_second_with_what_it_shows(qap
     t = Trainer.from_project(serialize.load(presets.path("two_layer_net")))
     monkeypatch.setattr(worker_mod, "time", _Clock(t, 0.01))  # 100 steps a second: 6 s for 600 steps
     monkeypatch.setattr(worker_mod, "EVAL_SHARE", 1.0)  # evaluate whenever one is due (every 24 steps)
+    monkeypatch.setattr(worker_mod, "DRAW_WAIT", 0.0)  # no window draws the syncs
     w = worker_mod.TrainWorker()
     w.trainer, w.backend = t, t.ready().backend
     syncs: list = []
@@ -774,21 +822,24 @@ def test_the_window_gets_the_gil_at_once_while_a_worker_computes(win):
     assert sorted(waits)[len(waits) // 2] < 1e-3, f"median {1e3 * sorted(waits)[len(waits) // 2]:.2f} ms"
 
 
-def test_a_costly_first_evaluation_leaves_the_run_its_evaluations(qapp, monkeypatch):
+@pytest.mark.parametrize("dear", [1, 2])
+def test_a_costly_first_evaluation_leaves_the_run_its_evaluations(qapp, monkeypatch, dear):
     """The evaluation before a run may be a new trainer's first (the plan of evaluation mode is
-    built then) and cost several times the next ones: the first along the run still comes at its
-    step and measures what one costs, so a fast lesson's short run has its metric's curve (once,
-    a 500-step two_layer_net run had no evaluation between its first and last)."""
+    built then) and cost several times the next ones, and one along the run may be interrupted:
+    the first two along the run come at their steps and the cheapest measured is what one costs,
+    so a fast lesson's short run has its metric's curve (twice, a 500-step two_layer_net run had
+    no evaluation between its first and last but one)."""
     from editor.train import worker as worker_mod
 
     t = Trainer.from_project(serialize.load(presets.path("two_layer_net")))
     clock = _Clock(t, 0.01)  # 600 steps: 6 s
     monkeypatch.setattr(worker_mod, "time", clock)
+    monkeypatch.setattr(worker_mod, "DRAW_WAIT", 0.0)  # no window draws the syncs
     real, calls = t.evaluation, []
 
     def evaluation() -> Evaluation:
         calls.append(t.step_count)
-        clock.extra += 1.0 if len(calls) == 1 else 0.001  # cold, then warm
+        clock.extra += 1.0 if len(calls) <= dear else 0.001  # cold (and interrupted), then warm
         return real()
 
     t.evaluation = evaluation  # type: ignore[method-assign]
