@@ -549,7 +549,12 @@ class MainWindow(QMainWindow):
         self._update_title()
 
     def _on_first_edit(self, *_: Any) -> None:
-        self.levels[0].scene.adapt_layout = False
+        """A lesson stops being laid out for the window at the first edit of its graph; a
+        command that leaves the graph alone (``edits_graph = False``: a training setting) does not
+        count, else changing Steps before the window was first shown kept a layout too wide."""
+        scene, stack = self.levels[0].scene, self.undo_stack
+        if scene.adapt_layout and any(getattr(stack.command(i), "edits_graph", True) for i in range(stack.count())):
+            scene.adapt_layout = False
 
     @property
     def modified(self) -> bool:

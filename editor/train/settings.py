@@ -27,6 +27,8 @@ class SetTrainingCommand(QUndoCommand):
     """Replace the document's training settings by ``training`` (checked: raises
     :class:`~engine.train.TrainingError` with the engine's message)."""
 
+    edits_graph = False  # a lesson's layout still follows the window after it (MainWindow._on_first_edit)
+
     def __init__(self, controller: Any, training: Mapping[str, Any], text: str, *, merge_key: str = "") -> None:
         super().__init__(text)
         self.controller = controller

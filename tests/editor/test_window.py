@@ -432,6 +432,25 @@ def test_a_lesson_too_wide_for_the_window_is_laid_out_for_it(win, tmp_path):
     assert {n: node.position for n, node in win.doc.graph.nodes.items()} == before
 
 
+def test_a_training_setting_does_not_end_a_lessons_layout_for_the_window(win):
+    """Steps changed before the window first shows the lesson (as ``screenshot --train N``
+    does): it is still laid out for the window, a training setting not being an edit of the graph."""
+    import presets
+
+    win.hide()
+    win.resize(1280, 800)
+    assert win.files.load_path(presets.path("two_layer_net"), is_preset=True)
+    win.train.panel.steps.setValue(200)
+    assert win.undo_stack.count() == 1 and win.train.controller.training()["steps"] == 200
+    win.show()
+    QApplication.processEvents()
+    win.view.show_graph()
+    seen = win.view.legibility()
+    assert seen["zoom"] >= 0.9 and seen["min_text_px"] >= 9.0
+    visible = win.view.mapToScene(win.view.viewport().rect()).boundingRect()
+    assert all(visible.contains(item.card_rect()) for item in win.scene.nodes.values()), "all of it in view"
+
+
 def test_app_opens_the_default_lesson(qtbot, tmp_path):
     import presets
     from editor.app import build_window
