@@ -205,6 +205,27 @@ class GraphView(QGraphicsView):
         self.zoom_changed.emit(self.zoom())
         self.view_changed.emit()
 
+    def reveal(self, rect: QRectF, margin: float = 24.0) -> None:
+        """Pan the least that shows ``rect`` (scene coordinates) whole, below the headline, as a
+        debugger keeps its current line in view; nothing moves when it is seen already. It does
+        not count as the user's pan (a resize still frames the graph again)."""
+        zoom = self.zoom()
+        m, top = margin / zoom, self._reserved() / zoom
+        inner = self.mapToScene(self.viewport().rect()).boundingRect().adjusted(m, m + top, -m, -m)
+        if inner.isEmpty() or inner.contains(rect):
+            return
+
+        def shift(lo: float, hi: float, inner_lo: float, inner_hi: float) -> float:
+            if hi - lo > inner_hi - inner_lo or lo < inner_lo:
+                return lo - inner_lo
+            return max(0.0, hi - inner_hi)
+
+        dx = shift(rect.left(), rect.right(), inner.left(), inner.right())
+        dy = shift(rect.top(), rect.bottom(), inner.top(), inner.bottom())
+        h, v = self.horizontalScrollBar(), self.verticalScrollBar()
+        h.setValue(h.value() + int(round(dx * zoom)))
+        v.setValue(v.value() + int(round(dy * zoom)))
+
     def pan_by(self, dx: float, dy: float) -> None:
         """Pan by a number of viewport pixels."""
         self._auto_framed = False

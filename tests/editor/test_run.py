@@ -106,6 +106,39 @@ def test_step_visits_nodes_in_topological_then_reverse_order_and_values_are_the_
     assert panel.value_view.model.data(cell) == f"{p.values[(h, 'out')][3, 2]:.5g}".replace("-", "−")
 
 
+def test_the_node_a_step_runs_stays_in_view(qtbot, win):
+    """A small canvas (1280 × 800, the Train panel open) shows part of the lesson: each step,
+    forward, backward and back, pans the least that shows the node it runs (a debugger's current line)."""
+    win.resize(1280, 800)
+    win.train.show_panel()
+    load(win, "two_layer_net")
+    QApplication.processEvents()
+    win.view.show_graph()
+
+    def seen(nid: str) -> bool:
+        return win.view.mapToScene(win.view.viewport().rect()).boundingRect().contains(win.scene.nodes[nid].card_rect())
+
+    def view() -> tuple:
+        r = win.view.mapToScene(win.view.viewport().rect()).boundingRect()
+        return round(r.x(), 3), round(r.y(), 3)
+
+    assert not all(seen(nid) for nid in win.scene.nodes), "the test needs a lesson larger than its canvas"
+    n, previous = len(win.scene.nodes), view()
+    for k in range(2 * n):
+        key(qtbot, win, Qt.Key.Key_F10)
+        qtbot.waitUntil(lambda: win.run.frame() is not None and len(running_marks(win)) == 1
+                        and win.run.position() == k + 1, timeout=PASS_TIMEOUT)
+        (nid,) = running_marks(win)
+        assert seen(nid), f"step {k + 1}: {win.scene.doc.graph.nodes[nid].name} is out of view"
+        if k == 1:  # the second, an input too, is in view after the first: nothing moves
+            assert view() == previous
+        previous = view()
+    for _ in range(n):
+        key(qtbot, win, Qt.Key.Key_F10, Qt.KeyboardModifier.ShiftModifier)
+        (nid,) = running_marks(win)
+        assert seen(nid)
+
+
 def test_the_apps_loss_is_the_loss_run_prints(qtbot, win, capsys):
     load(win, "two_layer_net")
     win.run.set_one_example(False)
