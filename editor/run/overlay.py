@@ -652,17 +652,17 @@ class RunOverlay(QObject):
         self._show_legend(any_grad, theme)
         self._hud(tl, theme)
         self._place_widgets()
-        stepped = cursor != self._last_cursor and cursor >= 0 and (
-            tl.previous_visible(level, cursor) == self._last_cursor or tl.previous_visible(level, self._last_cursor) == cursor)
-        if running is not None and stepped and not stale:  # a step's node stays in view (not a jump's)
+        moved = cursor != self._last_cursor
+        step_on = moved and tl.previous_visible(level, cursor) == self._last_cursor
+        step_back = moved and cursor >= 0 and tl.previous_visible(level, self._last_cursor) == cursor
+        if running is not None and (step_on or step_back) and not stale:  # a step's node stays in view (not a jump's)
             card = scene.nodes.get(scene._stack_of.get(running[0], running[0]))
             if card is not None and card.isVisible():
                 self.view.reveal(card.card_rect())
         # a pulse for a single step forward
-        if not stale and cursor != self._last_cursor and running is not None and \
-                tl.previous_visible(level, cursor) == self._last_cursor and tl.frames[cursor].path[:-1] == level:
+        if not stale and step_on and running is not None and tl.frames[cursor].path[:-1] == level:
             self._start_pulses(tl.frames[cursor], consumers, theme)
-        elif cursor != self._last_cursor:
+        elif moved:
             self._stop_pulses()
         self._last_cursor = cursor
 
